@@ -1,0 +1,104 @@
+"""Builders for MobileSAM and SAM, and the name -> builder registry.
+
+`sam_model_registry["vit_t"](checkpoint="mobile_sam.pt")` is the segment-anything /
+MobileSAM call; `build_sam("vit_t", img_size=256)` builds a small-input variant (the
+embedding grid is img_size / 16; the distillation tests use it to run in seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from os import PathLike
+
+from .checkpoint import load_checkpoint
+from .modeling.image_encoder import ImageEncoderViT
+from .modeling.mask_decoder import MaskDecoder
+from .modeling.prompt_encoder import PromptEncoder
+from .modeling.sam import Sam
+from .modeling.tiny_vit import TinyViT
+from .modeling.transformer import TwoWayTransformer
+
+PROMPT_EMBED_DIM = 256
+
+
+@dataclass(frozen=True)
+class TinyViTConfig:
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+
+
+MODEL_CONFIGS: dict[str, TinyViTConfig | ViTConfig] = {
+    "vit_t": TinyViTConfig((64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10)),
+    "vit_b": ViTConfig(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": ViTConfig(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": ViTConfig(1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def _build_encoder(config: TinyViTConfig | ViTConfig, img_size: int) -> TinyViT | ImageEncoderViT:
+    if isinstance(config, TinyViTConfig):
+        return TinyViT(
+            img_size=img_size,
+            embed_dims=config.embed_dims,
+            depths=config.depths,
+            num_heads=config.num_heads,
+            window_sizes=config.window_sizes,
+        )
+    return ImageEncoderViT(
+        img_size=img_size,
+        embed_dim=config.embed_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        window_size=config.window_size,
+        global_attn_indexes=config.global_attn_indexes,
+    )
+
+
+def build_sam(
+    model_type: str = "vit_t", checkpoint: str | PathLike | None = None, img_size: int = 1024
+) -> Sam:
+    """Build a model by registry name; load `checkpoint` strictly if given. Eval mode, CPU."""
+    if model_type == "default":
+        model_type = "vit_t"
+    if model_type not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model_type {model_type!r}; choose one of {sorted(MODEL_CONFIGS)}")
+    if img_size <= 0 or img_size % 16:
+        raise ValueError(f"img_size must be a positive multiple of 16, got {img_size}")
+    grid = img_size // 16
+    sam = Sam(
+        image_encoder=_build_encoder(MODEL_CONFIGS[model_type], img_size),
+        prompt_encoder=PromptEncoder(PROMPT_EMBED_DIM, (grid, grid), (img_size, img_size)),
+        mask_decoder=MaskDecoder(PROMPT_EMBED_DIM, TwoWayTransformer(2, PROMPT_EMBED_DIM, 8, 2048)),
+    )
+    sam.eval()
+    if checkpoint is not None:
+        load_checkpoint(sam, checkpoint, model_type)
+    return sam
+
+
+build_sam_vit_t = partial(build_sam, "vit_t")
+build_sam_vit_b = partial(build_sam, "vit_b")
+build_sam_vit_l = partial(build_sam, "vit_l")
+build_sam_vit_h = partial(build_sam, "vit_h")
+
+# "default" is MobileSAM here (segment-anything's "default" is ViT-H).
+sam_model_registry: dict[str, Callable[..., Sam]] = {
+    "default": build_sam_vit_t,
+    "vit_t": build_sam_vit_t,
+    "vit_b": build_sam_vit_b,
+    "vit_l": build_sam_vit_l,
+    "vit_h": build_sam_vit_h,
+}

@@ -1,0 +1,110 @@
+"""Strict, safe checkpoint loading.
+
+Files are read on the CPU with `weights_only=True` (no arbitrary pickles) or as
+`.safetensors`; the usual wrappers (`{"model": ...}`, `{"state_dict": ...}`, a DDP
+`module.` prefix) are unwrapped; a file for another model fails with the model it
+looks like and the keys that do not fit.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from os import PathLike
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, missing_extra
+
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
+_LIST_LIMIT = 8
+
+
+def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a `.pt`/`.pth`/`.safetensors` checkpoint, unwrapped, on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise missing_extra("safetensors", "safetensors") from None
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path} is not a valid .safetensors file: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc):
+            raise CheckpointError(
+                f"{path} is not a plain state dict: it holds Python objects that weights_only "
+                "loading refuses for safety. Re-save it with torch.save(model.state_dict(), path)."
+            ) from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({exc})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def guess_model(keys: set[str]) -> str:
+    """Which known layout a set of state-dict keys resembles, in words."""
+    if any(k.startswith("image_encoder.layers.") for k in keys):
+        return "MobileSAM (vit_t, TinyViT encoder)"
+    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+    if blocks:
+        name = {12: "vit_b", 24: "vit_l", 32: "vit_h"}.get(max(blocks) + 1, f"{max(blocks) + 1} blocks")
+        return f"SAM ViT ({name})"
+    if any(k.startswith(("layers.", "patch_embed.seq")) for k in keys):
+        return "a bare TinyViT encoder without the SAM prompt encoder and decoder"
+    if any(k.startswith(("sam_mask_decoder.", "memory_attention.")) for k in keys):
+        return "SAM 2, which this package does not implement"
+    return "no known SAM layout"
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_LIST_LIMIT])
+    more = f" … and {len(keys) - _LIST_LIMIT} more" if len(keys) > _LIST_LIMIT else ""
+    return shown + more
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], model_type: str, source: str) -> None:
+    """Load `state` into `model`, failing with a readable report if anything does not match."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        lines = [f"{source} does not fit model {model_type!r}; it looks like {guess_model(set(state))}."]
+        if missing:
+            lines.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            lines.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if wrong_shape:
+            lines.append(f"wrong shapes ({len(wrong_shape)}): {_listing(wrong_shape)}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(model: nn.Module, path: str | PathLike, model_type: str) -> None:
+    load_state_dict_strict(model, read_state_dict(path), model_type, str(path))

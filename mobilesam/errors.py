@@ -1,0 +1,27 @@
+"""Exceptions with messages meant for the person running the tool."""
+
+from __future__ import annotations
+
+
+class MobileSAMError(Exception):
+    """Base class: the CLI prints these as one-line errors instead of tracebacks."""
+
+
+class CheckpointError(MobileSAMError):
+    """A checkpoint file is missing, unreadable, unsafe or for another model."""
+
+
+class WeightsUnavailableError(MobileSAMError):
+    """Published weights are not cached and cannot be downloaded."""
+
+
+class ImageLoadError(MobileSAMError):
+    """An image file, URL or array cannot be used as an RGB image."""
+
+
+class PromptError(MobileSAMError, ValueError):
+    """A prompt or parameter is malformed or out of range; the message names the argument."""
+
+
+def missing_extra(package: str, extra: str) -> MobileSAMError:
+    return MobileSAMError(f"{package} is needed for this; install it with: pip install 'mobilesam[{extra}]'")

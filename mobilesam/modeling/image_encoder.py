@@ -1,0 +1,127 @@
+"""SAM's ViT image encoder (ViT-B/L/H), the teachers of MobileSAM.
+
+Windowed attention with decomposed relative positions in most blocks, global
+attention in a few; parameter names follow `segment_anything/modeling/image_encoder.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d, MLPBlock
+
+
+def _rel_pos_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Relative-position embeddings for every (query, key) pair of one axis: size x size x C."""
+    length = 2 * size - 1
+    if rel_pos.shape[0] != length:
+        # A checkpoint trained at another resolution: resample its table linearly.
+        rel_pos = F.interpolate(rel_pos.T[None], size=length, mode="linear")[0].T
+    coords = torch.arange(size, device=rel_pos.device)
+    return rel_pos[(coords[:, None] - coords[None, :]) + (size - 1)]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, input_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: BxHxWxC -> BxHxWxC."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each B x heads x HW x head_dim
+        rh = _rel_pos_table(h, self.rel_pos_h)  # H x H x d
+        rw = _rel_pos_table(w, self.rel_pos_w)
+        rq = q.reshape(b, self.num_heads, h, w, -1)
+        # The decomposed relative-position term uses the unscaled query.
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw)
+        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.transpose(1, 2).reshape(b, h, w, c)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window: int, input_size: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, True, input_size if window == 0 else window)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
+        self.window = window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        if self.window:
+            b, h, w, c = y.shape
+            ws = self.window
+            ph, pw = (ws - h % ws) % ws, (ws - w % ws) % ws
+            y = F.pad(y, (0, 0, 0, pw, 0, ph))
+            hp, wp = h + ph, w + pw
+            y = y.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws, ws, c)
+            y = self.attn(y)
+            y = y.view(b, hp // ws, wp // ws, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
+            y = y[:, :h, :w]
+        else:
+            y = self.attn(y)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ImageEncoderViT(nn.Module):
+    """Bx3xSxS normalised, padded image -> Bx256x(S/16)x(S/16) embedding."""
+
+    def __init__(
+        self,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 256,
+        window_size: int = 14,
+        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, 0 if i in global_attn_indexes else window_size, grid)
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.neck(x.permute(0, 3, 1, 2))

@@ -1,0 +1,260 @@
+"""TinyViT, MobileSAM's image encoder (TinyViT-5M with SAM's 256-channel neck).
+
+Module and parameter names follow the official `tiny_vit_sam.py` so that
+`mobile_sam.pt` loads key for key. Tokens travel as BxLxC between stages, as in the
+original; the first stage is convolutional (MBConv) and works on BxCxHxW.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import Conv2dBN, LayerNorm2d
+
+
+class PatchEmbed(nn.Module):
+    """Two stride-2 3x3 convolutions: Bx3xHxW -> BxCx(H/4)x(W/4)."""
+
+    def __init__(self, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(
+            Conv2dBN(in_chans, embed_dim // 2, 3, 2, 1),
+            nn.GELU(),
+            Conv2dBN(embed_dim // 2, embed_dim, 3, 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand, 3x3 depthwise, 1x1 project, residual."""
+
+    def __init__(self, dim: int, expand_ratio: float) -> None:
+        super().__init__()
+        hidden = int(dim * expand_ratio)
+        self.conv1 = Conv2dBN(dim, hidden)
+        self.act1 = nn.GELU()
+        self.conv2 = Conv2dBN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.act2 = nn.GELU()
+        self.conv3 = Conv2dBN(hidden, dim)
+        self.act3 = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.conv1(x))
+        y = self.act2(self.conv2(y))
+        return self.act3(self.conv3(y) + x)
+
+
+class PatchMerging(nn.Module):
+    """Stage transition: BxCxHxW or BxLxC in, BxL'xC' tokens out."""
+
+    def __init__(self, resolution: int, dim: int, out_dim: int, stride: int) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.conv1 = Conv2dBN(dim, out_dim)
+        self.conv2 = Conv2dBN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
+        self.conv3 = Conv2dBN(out_dim, out_dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            b, _, c = x.shape
+            x = x.transpose(1, 2).reshape(b, c, self.resolution, self.resolution)
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        x = self.conv3(x)
+        return x.flatten(2).transpose(1, 2)
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, dim: int, depth: int, expand_ratio: float, downsample: nn.Module | None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class Mlp(nn.Module):
+    """LayerNorm -> fc1 -> GELU -> fc2 (TinyViT puts the norm inside the MLP)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:
+    """Index of each (query, key) pair's |dy|, |dx| offset in first-seen order (WxW, WxW)."""
+    points = list(itertools.product(range(window), range(window)))
+    offsets: dict[tuple[int, int], int] = {}
+    idxs = []
+    for p1 in points:
+        for p2 in points:
+            off = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
+            idxs.append(offsets.setdefault(off, len(offsets)))
+    n = len(points)
+    return torch.tensor(idxs, dtype=torch.long).view(n, n), len(offsets)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a learned bias per relative offset inside a window."""
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = dim // num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        idxs, n_offsets = _relative_offset_index(window)
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, n_offsets))
+        self.register_buffer("attention_bias_idxs", idxs, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: BxNxC tokens of B windows -> BxNxC."""
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x))
+        # The official layout interleaves per head: [q | k | v] for head 0, then head 1, ...
+        qkv = qkv.view(b, n, self.num_heads, 3, self.key_dim).permute(3, 0, 2, 1, 4)
+        bias = self.attention_biases[:, self.attention_bias_idxs].to(x.dtype)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class TinyViTBlock(nn.Module):
+    """Window attention + depthwise 3x3 conv + MLP, on BxLxC tokens of a square grid."""
+
+    def __init__(self, dim: int, resolution: int, num_heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.window = window
+        self.attn = Attention(dim, num_heads, window)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.local_conv = Conv2dBN(dim, dim, 3, 1, 1, groups=dim)
+
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, c = x.shape
+        h = w = self.resolution
+        ws = self.window
+        if h == ws:
+            return self.attn(x)
+        x = x.view(b, h, w, c)
+        pad = (ws - h % ws) % ws
+        if pad:
+            # Zero tokens join the attention as keys, exactly as in the original.
+            x = F.pad(x, (0, 0, 0, pad, 0, pad))
+        hp = h + pad
+        n = hp // ws
+        x = x.view(b, n, ws, n, ws, c).transpose(2, 3).reshape(b * n * n, ws * ws, c)
+        x = self.attn(x)
+        x = x.view(b, n, n, ws, ws, c).transpose(2, 3).reshape(b, hp, hp, c)
+        if pad:
+            x = x[:, :h, :w]
+        return x.reshape(b, h * w, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        x = x + self._window_attention(x)
+        r = self.resolution
+        x = self.local_conv(x.transpose(1, 2).reshape(b, c, r, r))
+        x = x.view(b, c, n).transpose(1, 2)
+        return x + self.mlp(x)
+
+
+class BasicLayer(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        downsample: nn.Module | None,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TinyViTBlock(dim, resolution, num_heads, window, mlp_ratio) for _ in range(depth)
+        )
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class TinyViT(nn.Module):
+    """Bx3xSxS normalised, padded image -> Bx256x(S/16)x(S/16) embedding.
+
+    The last stage transition keeps the resolution (stride 1), so the output grid is
+    S/16 like SAM's ViT; the classification head (`norm_head`, `head`) is unused but
+    kept because the official checkpoint carries it.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 1024,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dims: Sequence[int] = (64, 128, 160, 320),
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (2, 4, 5, 10),
+        window_sizes: Sequence[int] = (7, 7, 14, 7),
+        mlp_ratio: float = 4.0,
+        mbconv_expand_ratio: float = 4.0,
+        out_chans: int = 256,
+    ) -> None:
+        super().__init__()
+        if img_size % 16:
+            raise ValueError(f"img_size must be a multiple of 16, got {img_size}")
+        self.img_size = img_size
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        self.layers = nn.ModuleList()
+        n = len(embed_dims)
+        res = img_size // 4
+        for i in range(n):
+            last = i == n - 1
+            stride = 1 if i == n - 2 else 2
+            downsample = None if last else PatchMerging(res, embed_dims[i], embed_dims[i + 1], stride)
+            if i == 0:
+                layer = ConvLayer(embed_dims[0], depths[0], mbconv_expand_ratio, downsample)
+            else:
+                layer = BasicLayer(
+                    embed_dims[i], res, depths[i], num_heads[i], window_sizes[i], mlp_ratio, downsample
+                )
+            self.layers.append(layer)
+            if not last:
+                res //= stride
+        self.grid = res
+        self.norm_head = nn.LayerNorm(embed_dims[-1])
+        self.head = nn.Linear(embed_dims[-1], num_classes)
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        b, _, c = x.shape
+        x = x.transpose(1, 2).reshape(b, c, self.grid, self.grid)
+        return self.neck(x)

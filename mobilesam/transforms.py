@@ -1,0 +1,63 @@
+"""Resize-longest-side transform for images, points and boxes (segment-anything's)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+    """(h, w) after scaling so that the longer side is `long_side_length`, rounded half up."""
+    scale = long_side_length * 1.0 / max(oldh, oldw)
+    return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+
+
+class ResizeLongestSide:
+    """Resize images to a longest side of `target_length` and map coordinates the same way.
+
+    Coordinates are (x, y) in pixels; `original_size` is (H, W).
+    """
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    get_preprocess_shape = staticmethod(get_preprocess_shape)
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 -> hxwx3 uint8, bilinear through PIL (what segment-anything does)."""
+        h, w = get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+    def _scale(self, original_size: tuple[int, int]) -> tuple[float, float]:
+        old_h, old_w = original_size
+        new_h, new_w = get_preprocess_shape(old_h, old_w, self.target_length)
+        return new_w / old_w, new_h / old_h
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """...x2 (x, y) in the original frame -> float64 in the resized frame (a copy)."""
+        sx, sy = self._scale(original_size)
+        coords = np.array(coords, dtype=float, copy=True)
+        coords[..., 0] *= sx
+        coords[..., 1] *= sy
+        return coords
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Bx4 XYXY in the original frame -> Bx4 in the resized frame."""
+        return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """BxCxHxW float -> resized with antialiased bilinear interpolation."""
+        h, w = get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
+        return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
+
+    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        sx, sy = self._scale(original_size)
+        coords = coords.to(torch.float).clone()
+        coords[..., 0] *= sx
+        coords[..., 1] *= sy
+        return coords
+
+    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
