@@ -45,7 +45,7 @@ def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
                 "loading refuses for safety. Re-save it with torch.save(model.state_dict(), path)."
             ) from exc
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({exc})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch.load on a non-checkpoint raises many types (IndexError, EOFError, ...)
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
     return _unwrap(obj, path)
 
@@ -84,7 +84,9 @@ def _listing(keys: list[str]) -> str:
     return shown + more
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], model_type: str, source: str) -> None:
+def load_state_dict_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], model_type: str, source: str
+) -> None:
     """Load `state` into `model`, failing with a readable report if anything does not match."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

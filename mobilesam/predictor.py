@@ -28,7 +28,9 @@ class SamPredictor:
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
+            raise ValueError(
+                f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
+            )
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         resized = self.transform.apply_image(np.ascontiguousarray(image))
@@ -88,7 +90,9 @@ class SamPredictor:
             box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)[None, :].reshape(1, 4)
         if mask_input is not None:
             mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
-        masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits)
+        masks, iou, low_res = self.predict_torch(
+            coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
+        )
         return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low_res[0].cpu().numpy()
 
     @torch.inference_mode()

@@ -28,7 +28,7 @@ class ResizeLongestSide:
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> hxwx3 uint8, bilinear through PIL (what segment-anything does)."""
         h, w = get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
-        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
     def _scale(self, original_size: tuple[int, int]) -> tuple[float, float]:
         old_h, old_w = original_size

@@ -1,0 +1,102 @@
+"""Load any image a user hands us as an HxWx3 uint8 RGB array.
+
+Sources: a path, an http(s) URL, a numpy array or a PIL image. EXIF orientation is
+applied; grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB; an
+alpha channel is dropped (the colour under it is kept).
+"""
+
+from __future__ import annotations
+
+import io
+import urllib.error
+import urllib.request
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+ImageSource = str | PathLike | np.ndarray | Image.Image
+
+_URL_TIMEOUT_S = 30
+_MAX_PIXELS = 30_000 * 30_000
+
+
+def is_url(source: object) -> bool:
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def load_image(source: ImageSource) -> np.ndarray:
+    """Any supported source -> HxWx3 uint8 RGB (C-contiguous)."""
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source)
+    if isinstance(source, Image.Image):
+        return pil_to_rgb(source)
+    if is_url(source):
+        return pil_to_rgb(_open(_fetch(source), source))
+    if isinstance(source, (str, PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageLoadError(f"image not found: {path}")
+        return pil_to_rgb(_open(path, str(path)))
+    raise ImageLoadError(
+        f"unsupported image type {type(source).__name__}: pass a path, URL, numpy array or PIL image"
+    )
+
+
+def _fetch(url: str) -> io.BytesIO:
+    try:
+        with urllib.request.urlopen(url, timeout=_URL_TIMEOUT_S) as response:
+            return io.BytesIO(response.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise ImageLoadError(f"cannot download image {url}: {exc}") from exc
+
+
+def _open(fp: Path | io.BytesIO, name: str) -> Image.Image:
+    try:
+        img = Image.open(fp)
+        if img.width * img.height > _MAX_PIXELS:
+            raise ImageLoadError(f"{name}: {img.width}x{img.height} is too large to segment")
+        img.load()  # decode now, so a truncated file fails here with its name
+        return img
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{name} is not an image file Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"{name} is corrupt or unreadable: {exc}") from exc
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit data spans 0..65535; PIL's own convert("RGB") would clip it at 255.
+        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        gray = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+
+
+def array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """HxW, HxWx1, HxWx3 or HxWx4 uint8 (or uint16, scaled down) -> HxWx3 uint8 RGB."""
+    if arr.dtype == np.uint16:
+        arr = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        raise ImageLoadError(
+            f"image array must be uint8 (0-255) or uint16, got {arr.dtype}; "
+            "for floats in [0, 1] pass (arr * 255).round().astype(np.uint8)"
+        )
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageLoadError(f"image array must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageLoadError(f"image array is empty: shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])

@@ -1,0 +1,143 @@
+"""Parse and check prompts and parameters given as Python values or as strings.
+
+The Ikomia MobileSAM task passes everything as strings
+(`{"input_box": "[[425, 600, 700, 875]]", "points_per_side": "16"}`); the same names
+are accepted here with real values too. Coordinates are original-image pixels.
+
+Out-of-image prompts: a point must lie inside the image ([0, W] x [0, H]) or it is
+rejected; a box that sticks out is clipped to the image, and one entirely outside is
+rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PromptError
+
+
+def as_number_array(value: object, name: str) -> np.ndarray:
+    """A list of numbers (or a JSON / comma-separated string of them) -> float64 array, all finite."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise PromptError(f"{name} is empty")
+        try:
+            value = json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",")]
+        except ValueError as exc:  # JSONDecodeError is a ValueError too
+            raise PromptError(f"{name} is not a list of numbers: {value!r}") from exc
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"{name} must hold numbers, got {value!r}") from exc
+    if not np.all(np.isfinite(arr)):
+        raise PromptError(f"{name} holds NaN or infinite values: {arr.tolist()}")
+    return arr
+
+
+def parse_boxes(value: object, image_size: tuple[int, int]) -> np.ndarray:
+    """One [x0, y0, x1, y1] or many -> Nx4 float64 XYXY, clipped to the (H, W) image."""
+    boxes = as_number_array(value, "input_box")
+    if boxes.ndim == 1:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+        raise PromptError(f"input_box must be [x0, y0, x1, y1] or a list of them, got shape {boxes.shape}")
+    h, w = image_size
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        if x1 < x0 or y1 < y0:
+            raise PromptError(
+                f"input_box #{i} {boxes[i].tolist()} has x1 < x0 or y1 < y0 (want x0, y0, x1, y1)"
+            )
+        if x1 < 0 or y1 < 0 or x0 > w or y0 > h:
+            raise PromptError(f"input_box #{i} {boxes[i].tolist()} lies entirely outside the {w}x{h} image")
+    boxes = boxes.copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    return boxes
+
+
+def parse_points(value: object, image_size: tuple[int, int]) -> np.ndarray:
+    """[[x, y], ...] (or one [x, y]) -> Nx2 float64, each inside the (H, W) image."""
+    points = as_number_array(value, "input_point")
+    if points.ndim == 1:
+        points = points[None]
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
+        raise PromptError(f"input_point must be [[x, y], ...], got shape {points.shape}")
+    h, w = image_size
+    outside = (points[:, 0] < 0) | (points[:, 0] > w) | (points[:, 1] < 0) | (points[:, 1] > h)
+    if outside.any():
+        raise PromptError(f"input_point {points[outside].tolist()} outside the {w}x{h} image")
+    return points
+
+
+def parse_labels(value: object, n_points: int) -> np.ndarray:
+    """Labels 1 (foreground) / 0 (background), default all 1 -> N int64."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return np.ones(n_points, dtype=np.int64)
+    labels = as_number_array(value, "input_point_label").reshape(-1)
+    if labels.shape[0] != n_points:
+        raise PromptError(f"input_point_label has {labels.shape[0]} labels for {n_points} points")
+    if not np.all(np.isin(labels, (0, 1))):
+        raise PromptError(
+            f"input_point_label must be 0 (background) or 1 (foreground), got {labels.tolist()}"
+        )
+    return labels.astype(np.int64)
+
+
+def parse_int(value: object, name: str, low: int, high: int | None = None) -> int:
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"{name} must be an integer, got {value!r}") from exc
+    if not number.is_integer():
+        raise PromptError(f"{name} must be an integer, got {value!r}")
+    if number < low or (high is not None and number > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise PromptError(f"{name} must be {bound}, got {value!r}")
+    return int(number)
+
+
+def parse_float(value: object, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"{name} must be a number, got {value!r}") from exc
+    if not (low <= number <= high):
+        raise PromptError(f"{name} must be between {low} and {high}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Checked prompts in original-image pixels."""
+
+    boxes: np.ndarray | None = None  # Nx4 XYXY
+    points: np.ndarray | None = None  # Mx2 (x, y)
+    labels: np.ndarray | None = None  # M, 1 foreground / 0 background
+
+    @property
+    def empty(self) -> bool:
+        return self.boxes is None and self.points is None
+
+
+def _given(value: object) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def parse_prompts(
+    image_size: tuple[int, int],
+    input_box: object = None,
+    input_point: object = None,
+    input_point_label: object = None,
+) -> Prompts:
+    boxes = parse_boxes(input_box, image_size) if _given(input_box) else None
+    points = labels = None
+    if _given(input_point):
+        points = parse_points(input_point, image_size)
+        labels = parse_labels(input_point_label, len(points))
+    elif _given(input_point_label):
+        raise PromptError("input_point_label given without input_point")
+    return Prompts(boxes, points, labels)

@@ -1,0 +1,124 @@
+"""The high-level API: prompts in, masks at the original size out, exports that round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam import MobileSAM, PromptError
+from mobilesam.utils import rle
+
+BOXES = [[425, 600, 700, 875], [1240, 675, 1400, 750], [1375, 550, 1650, 800]]
+
+
+def same_mask(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to float32 last-bit differences between batched and single decoding
+    (the parity fixture's rule: IoU >= 0.999)."""
+    return np.logical_and(a, b).sum() >= 0.999 * np.logical_or(a, b).sum()
+
+
+@pytest.fixture(scope="module")
+def sam(ckpt_vit_t):
+    return MobileSAM(ckpt_vit_t, device="cpu")
+
+
+def test_boxes_batched_equal_one_by_one(sam, truck_predictor):
+    result = sam.segment(IMAGES / "truck.jpg", input_box=json.dumps(BOXES))
+    assert result.masks.shape == (3, 1200, 1800) and result.masks.dtype == bool
+    assert result.file_name == "truck.jpg"
+    for i, box in enumerate(BOXES):
+        masks, scores, _ = truck_predictor.predict(box=np.array(box), multimask_output=False)
+        assert same_mask(result.masks[i], masks[0])
+        assert result.scores[i] == pytest.approx(scores[0], abs=1e-4)
+    assert list(result.mask_ids) == [0, 0, 0]
+
+
+def test_box_with_points_is_a_real_combination(sam, truck_predictor, truck):
+    result = sam.segment(truck, input_box=BOXES[0], input_point=[[575, 750]], input_point_label=[1])
+    masks, _, _ = truck_predictor.predict(
+        point_coords=np.array([[575, 750]]),
+        point_labels=np.array([1]),
+        box=np.array(BOXES[0]),
+        multimask_output=False,
+    )
+    assert same_mask(result.masks[0], masks[0])
+    alone = sam.segment(truck, input_box=BOXES[0])
+    assert not np.array_equal(alone.masks[0], result.masks[0])
+
+
+def test_mask_id_selects_token_order(sam, truck_predictor, truck):
+    masks, scores, _ = truck_predictor.predict(
+        point_coords=np.array([[500, 375]]), point_labels=np.array([1])
+    )
+    for mask_id in (1, 2, 3):
+        result = sam.segment(truck, input_point="[[500, 375]]", mask_id=str(mask_id))
+        assert same_mask(result.masks[0], masks[mask_id - 1])
+        assert result.mask_ids[0] == mask_id
+    best = sam.segment(truck, input_point=[[500, 375]])
+    assert same_mask(best.masks[0], masks[np.argmax(scores)])
+    assert best.mask_ids[0] == np.argmax(scores) + 1
+
+
+def test_input_size_percent_keeps_original_size(sam, truck):
+    full = sam.segment(truck, input_box=BOXES[0])
+    half = sam.segment(truck, input_box=BOXES[0], input_size_percent="50")
+    assert half.masks.shape == full.masks.shape == (1, 1200, 1800)
+    assert sam.predictor.original_size == (600, 900)
+    inter = np.logical_and(half.masks, full.masks).sum()
+    assert inter / np.logical_or(half.masks, full.masks).sum() > 0.5  # same object, coarser
+
+
+def test_embedding_reused_for_same_image(sam, truck, monkeypatch):
+    sam.segment(truck, input_box=BOXES[0])
+    calls = []
+    monkeypatch.setattr(sam.predictor, "set_image", lambda *a, **k: calls.append(1))
+    sam.segment(truck.copy(), input_box=BOXES[1])
+    assert calls == []
+
+
+def test_exports(sam, tmp_path):
+    result = sam.segment(
+        IMAGES / "truck.jpg", input_box=BOXES, input_point=[[575, 750], [1300, 700]], input_point_label=[1, 0]
+    )
+    overlay = result.save_overlay(tmp_path / "overlay.png")
+    assert Image.open(overlay).size == (1800, 1200)
+    files = result.save_masks(tmp_path / "masks")
+    assert len(files) == 3
+    np.testing.assert_array_equal(np.asarray(Image.open(files[1])) > 127, result.masks[1])
+    coco = json.loads(result.save_json(tmp_path / "r.json").read_text())
+    assert coco["images"][0] == {"id": 1, "width": 1800, "height": 1200, "file_name": "truck.jpg"}
+    for ann, mask, score in zip(coco["annotations"], result.masks, result.scores):
+        assert np.array_equal(rle.decode(ann["segmentation"]), mask)
+        assert ann["area"] == mask.sum() and ann["score"] == pytest.approx(float(score))
+        assert ann["prompt"]["labels"] == [1, 0]
+    x0, y0, w, h = coco["annotations"][0]["bbox"]
+    ys, xs = np.nonzero(result.masks[0])
+    assert (x0, y0, x0 + w, y0 + h) == (xs.min(), ys.min(), xs.max(), ys.max())
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporaries
+
+
+def test_no_prompt_and_bad_values(sam, truck):
+    with pytest.raises(PromptError, match="no prompt"):
+        sam.segment(truck)
+    with pytest.raises(PromptError, match="mask_id"):
+        sam.segment(truck, input_point=[[5, 5]], mask_id=4)
+    with pytest.raises(PromptError, match="input_size_percent"):
+        sam.segment(truck, input_box=BOXES[0], input_size_percent=0)
+
+
+def test_segment_anything_forward(sam_vit_t, truck_predictor, truck):
+    """Sam.forward, segment-anything's batched end-to-end call, agrees with the predictor."""
+    t = truck_predictor.transform
+    image = torch.as_tensor(t.apply_image(truck)).permute(2, 0, 1).float()
+    boxes = t.apply_boxes_torch(torch.tensor(BOXES[:1], dtype=torch.float), truck.shape[:2])
+    with torch.no_grad():
+        out = sam_vit_t(
+            [{"image": image, "original_size": truck.shape[:2], "boxes": boxes}], multimask_output=False
+        )
+    masks, _, _ = truck_predictor.predict(box=np.array(BOXES[0]), multimask_output=False)
+    assert same_mask(out[0]["masks"][0].numpy(), masks)

@@ -1,0 +1,131 @@
+"""Official layouts key for key, strict and safe loading, clear errors for wrong files."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from conftest import synthetic_state_dict
+
+from mobilesam import CheckpointError, build_sam, sam_model_registry
+from mobilesam.checkpoint import read_state_dict
+
+
+@pytest.mark.parametrize("model_type,n_tensors", [("vit_t", 439), ("vit_b", 314)])
+def test_layout_equals_official(layouts, model_type, n_tensors):
+    with torch.device("meta"):
+        state = build_sam(model_type).state_dict()
+    official = layouts[model_type]
+    assert len(state) == len(official) == n_tensors
+    assert list(state) == list(official)  # same keys, same order
+    assert {k: list(v.shape) for k, v in state.items()} == official
+
+
+@pytest.mark.parametrize(
+    "model_type,blocks,dim,params", [("vit_l", 24, 1024, None), ("vit_h", 32, 1280, 641_090_864)]
+)
+def test_large_teachers_shapes(model_type, blocks, dim, params):
+    with torch.device("meta"):
+        state = build_sam(model_type).state_dict()
+    assert f"image_encoder.blocks.{blocks - 1}.attn.qkv.weight" in state
+    assert f"image_encoder.blocks.{blocks}.norm1.weight" not in state
+    assert state["image_encoder.pos_embed"].shape == (1, 64, 64, dim)
+    if params:  # SAM's published 641,090,608 parameters + the 256-value PE buffer
+        assert sum(t.numel() for t in state.values()) == params
+
+
+def test_registry_names():
+    assert set(sam_model_registry) == {"default", "vit_t", "vit_b", "vit_l", "vit_h"}
+    assert sam_model_registry["default"] is sam_model_registry["vit_t"]
+
+
+def test_strict_load_of_plain_state_dict(ckpt_vit_t):
+    sam = sam_model_registry["vit_t"](checkpoint=ckpt_vit_t)
+    ref = torch.load(ckpt_vit_t, weights_only=True)
+    got = sam.state_dict()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("wrap", ["model", "state_dict", "module_prefix"])
+def test_wrappers_are_unwrapped(tmp_path, wrap):
+    state = synthetic_state_dict("vit_t", seed=1)
+    if wrap == "module_prefix":
+        obj = {"module." + k: v for k, v in state.items()}
+    else:
+        obj = {wrap: state, "epoch": 3}
+    path = tmp_path / "wrapped.pth"
+    torch.save(obj, path)
+    assert set(read_state_dict(path)) == set(state)
+    build_sam("vit_t", path)
+
+
+def test_safetensors(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    state = synthetic_state_dict("vit_t", seed=2)
+    state = {k: v.contiguous() for k, v in state.items()}
+    path = tmp_path / "m.safetensors"
+    safetensors.save_file(state, str(path))
+    sam = build_sam("vit_t", path)
+    assert torch.equal(
+        sam.state_dict()["mask_decoder.iou_token.weight"], state["mask_decoder.iou_token.weight"]
+    )
+
+
+def test_wrong_model_names_the_model_and_keys(tmp_path):
+    path = tmp_path / "vit_b.pth"
+    with torch.device("meta"):
+        layout = build_sam("vit_b").state_dict()
+    torch.save({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in layout.items()}, path)
+    with pytest.raises(CheckpointError) as err:
+        build_sam("vit_t", path)
+    msg = str(err.value)
+    assert "looks like SAM ViT (vit_b)" in msg
+    assert "missing keys (" in msg and "image_encoder.layers.0" in msg
+    assert "unexpected keys (" in msg and "image_encoder.blocks.0" in msg
+
+
+def test_wrong_shape_reported(tmp_path):
+    state = synthetic_state_dict("vit_t")
+    state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"wrong shapes \(1\): mask_decoder.iou_token.weight"):
+        build_sam("vit_t", path)
+
+
+def test_non_checkpoint_file(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a"):
+        build_sam("vit_t", path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        build_sam("vit_t", tmp_path / "nope.pt")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("side effect",))
+
+
+def test_arbitrary_pickle_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        build_sam("vit_t", path)
+
+
+def test_non_tensor_dict_refused(tmp_path):
+    path = tmp_path / "config.pt"
+    torch.save({"lr": 0.1, "epochs": 3}, path)
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        build_sam("vit_t", path)
+
+
+def test_unknown_model_type():
+    with pytest.raises(ValueError, match="unknown model_type 'vit_x'"):
+        build_sam("vit_x")

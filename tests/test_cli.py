@@ -1,0 +1,113 @@
+"""The `mobilesam` command end to end on a generated checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam.cli import main
+
+TRUCK = str(IMAGES / "truck.jpg")
+
+
+def test_segment_boxes_to_files(ckpt_vit_t, tmp_path, capsys):
+    rc = main(
+        [
+            "segment",
+            TRUCK,
+            "--box",
+            "[[425, 600, 700, 875], [1240, 675, 1400, 750]]",
+            "--box",
+            "1375,550,1650,800",
+            "--checkpoint",
+            str(ckpt_vit_t),
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "o.png"),
+            "--masks-dir",
+            str(tmp_path / "m"),
+            "--json",
+            str(tmp_path / "m.json"),
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("mask ") == 3
+    assert Image.open(tmp_path / "o.png").size == (1800, 1200)
+    assert len(list((tmp_path / "m").glob("mask_*.png"))) == 3
+    assert len(json.loads((tmp_path / "m.json").read_text())["annotations"]) == 3
+
+
+def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
+    rc = main(
+        [
+            "segment",
+            TRUCK,
+            "--point",
+            "500,375",
+            "--point",
+            "1125,625,0",
+            "--mask-id",
+            "2",
+            "--input-size-percent",
+            "50",
+            "--checkpoint",
+            str(ckpt_vit_t),
+            "--json",
+            str(tmp_path / "p.json"),
+        ]
+    )
+    assert rc == 0
+    ann = json.loads((tmp_path / "p.json").read_text())["annotations"][0]
+    assert ann["mask_id"] == 2 and ann["prompt"]["labels"] == [1, 0]
+    assert ann["segmentation"]["size"] == [1200, 1800]
+
+
+def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (tmp_path / "x.pt").write_text("nope")
+    ck = ["--checkpoint", str(ckpt_vit_t)]
+    cases = [
+        ([TRUCK, "--box", "700,600,425,875", *ck], "x1 < x0"),
+        ([TRUCK, "--box", "1,2,3", *ck], "input_box"),
+        ([TRUCK, "--point", "5", *ck], "--point"),
+        ([TRUCK, "--point", "5,5,2", *ck], "input_point_label"),
+        ([TRUCK, "--point", "5000,5", *ck], "outside"),
+        ([TRUCK, "--point", "5,5", "--mask-id", "7", *ck], "mask_id"),
+        ([TRUCK, "--box", "1,2,3,4", "--input-size-percent", "200", *ck], "input_size_percent"),
+        ([str(tmp_path / "bad.jpg"), "--box", "1,2,3,4", *ck], "bad.jpg"),
+        ([TRUCK, "--box", "1,2,3,4", "--checkpoint", str(tmp_path / "x.pt")], "x.pt"),
+        ([TRUCK, "--box", "1,2,3,4", "--device", "cuda", *ck], "cuda"),
+        ([TRUCK, *ck], "no prompt"),
+    ]
+    for args, needle in cases:
+        assert main(["segment", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("mobilesam: error:") and needle in err, (args, err)
+        assert "Traceback" not in err
+
+
+def test_console_script_runs(ckpt_vit_t, tmp_path):
+    """The installed entry point, as a user runs it: no traceback on a bad prompt."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mobilesam.cli",
+            "segment",
+            TRUCK,
+            "--box",
+            "nan,1,2,3",
+            "--checkpoint",
+            str(ckpt_vit_t),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "NaN" in proc.stderr and "Traceback" not in proc.stderr

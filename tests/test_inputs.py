@@ -1,0 +1,174 @@
+"""Transforms, prompt parsing and image loading: the pure pieces in front of the model."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilesam import ImageLoadError, PromptError
+from mobilesam.image_io import load_image
+from mobilesam.prompts import parse_boxes, parse_float, parse_int, parse_labels, parse_points, parse_prompts
+from mobilesam.transforms import ResizeLongestSide, get_preprocess_shape
+
+# --- transforms ------------------------------------------------------------------
+
+
+def test_preprocess_shape_rounds_half_up():
+    assert get_preprocess_shape(1200, 1800, 1024) == (683, 1024)
+    assert get_preprocess_shape(770, 769, 1024) == (1024, 1023)
+    assert get_preprocess_shape(10, 10, 1024) == (1024, 1024)
+
+
+def test_coords_and_boxes_numpy_and_torch_agree():
+    t = ResizeLongestSide(1024)
+    coords = np.array([[0.0, 0.0], [1800.0, 1200.0], [450.5, 300.25]])
+    out = t.apply_coords(coords, (1200, 1800))
+    np.testing.assert_allclose(out[1], [1024, 683])
+    assert coords[1, 0] == 1800.0  # input untouched
+    boxes = np.array([[425, 600, 700, 875]])
+    np.testing.assert_allclose(
+        t.apply_boxes(boxes, (1200, 1800)),
+        t.apply_coords(boxes.reshape(-1, 2, 2), (1200, 1800)).reshape(-1, 4),
+    )
+    torch.testing.assert_close(
+        t.apply_boxes_torch(torch.tensor(boxes), (1200, 1800)),
+        torch.tensor(t.apply_boxes(boxes, (1200, 1800)), dtype=torch.float),
+    )
+    torch.testing.assert_close(
+        t.apply_coords_torch(torch.tensor(coords), (1200, 1800)), torch.tensor(out, dtype=torch.float)
+    )
+
+
+def test_apply_image_shapes():
+    t = ResizeLongestSide(1024)
+    img = np.zeros((1200, 1800, 3), dtype=np.uint8)
+    assert t.apply_image(img).shape == (683, 1024, 3)
+    assert t.apply_image_torch(torch.zeros(1, 3, 1200, 1800)).shape == (1, 3, 683, 1024)
+
+
+# --- prompts ---------------------------------------------------------------------
+
+SIZE = (1200, 1800)  # H, W
+
+
+def test_boxes_from_strings_and_values():
+    ikomia = "[[425, 600, 700, 875], [1240, 675, 1400, 750]]"
+    np.testing.assert_array_equal(parse_boxes(ikomia, SIZE), [[425, 600, 700, 875], [1240, 675, 1400, 750]])
+    np.testing.assert_array_equal(parse_boxes([425, 600, 700, 875], SIZE), [[425, 600, 700, 875]])
+    np.testing.assert_array_equal(parse_boxes("425, 600, 700, 875", SIZE), [[425, 600, 700, 875]])
+    np.testing.assert_array_equal(parse_boxes(np.array([[1, 2, 3, 4]]), SIZE), [[1, 2, 3, 4]])
+
+
+def test_box_partly_outside_is_clipped():
+    np.testing.assert_array_equal(parse_boxes([-10, 1100, 1900, 1300], SIZE), [[0, 1100, 1800, 1200]])
+
+
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        ([700, 600, 425, 875], "x1 < x0"),
+        ([1, 2, 3], "shape"),
+        ("[[1, 2, 3, 4], [1, 2]]", "numbers"),
+        ([0, 0, float("nan"), 5], "NaN"),
+        ([0, 0, float("inf"), 5], "infinite"),
+        ([2000, 1300, 2100, 1400], "entirely outside"),
+        ("not a box", "not a list"),
+        ("", "empty"),
+    ],
+)
+def test_bad_boxes(value, match):
+    with pytest.raises(PromptError, match=match) as err:
+        parse_boxes(value, SIZE)
+    assert "input_box" in str(err.value)
+
+
+def test_points_and_labels():
+    np.testing.assert_array_equal(parse_points("[[500, 375], [1125, 625]]", SIZE), [[500, 375], [1125, 625]])
+    np.testing.assert_array_equal(parse_points([500, 375], SIZE), [[500, 375]])
+    np.testing.assert_array_equal(parse_labels(None, 2), [1, 1])
+    np.testing.assert_array_equal(parse_labels("[1, 0]", 2), [1, 0])
+    with pytest.raises(PromptError, match=r"input_point .*outside"):
+        parse_points([[1801, 10]], SIZE)
+    with pytest.raises(PromptError, match="input_point_label must be 0"):
+        parse_labels([1, 2], 2)
+    with pytest.raises(PromptError, match="2 labels for 1 points"):
+        parse_labels([1, 0], 1)
+    with pytest.raises(PromptError, match="without input_point"):
+        parse_prompts(SIZE, input_point_label=[1])
+
+
+def test_numbers():
+    assert parse_int("16", "points_per_side", 1) == 16
+    assert parse_int(2.0, "mask_id", 1, 3) == 2
+    assert parse_float("50", "input_size_percent", 1, 100) == 50.0
+    for bad in ("4", 0, "x", 1.5):
+        with pytest.raises(PromptError, match="mask_id"):
+            parse_int(bad, "mask_id", 1, 3)
+    for bad in (0, 101, "abc", 0.5):
+        with pytest.raises(PromptError, match="input_size_percent"):
+            parse_float(bad, "input_size_percent", 1, 100)
+
+
+# --- images ----------------------------------------------------------------------
+
+
+def _save(img: Image.Image, path, fmt="PNG", **kw):
+    img.save(path, fmt, **kw)
+    return path
+
+
+def test_modes_convert_to_rgb(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    base = Image.fromarray(rgb)
+    for mode in ("L", "P", "RGBA", "CMYK", "LA"):
+        fmt = "JPEG" if mode == "CMYK" else "PNG"
+        path = _save(base.convert(mode), tmp_path / f"{mode}.{fmt.lower()}", fmt)
+        out = load_image(path)
+        assert out.shape == (20, 30, 3) and out.dtype == np.uint8, mode
+    np.testing.assert_array_equal(load_image(_save(base.convert("RGBA"), tmp_path / "a.png")), rgb)
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    arr = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    path = _save(Image.fromarray(arr), tmp_path / "g16.png")
+    out = load_image(path)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255])
+    np.testing.assert_array_equal(load_image(arr)[0, :, 0], [0, 128, 255])
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rot.jpg"
+    img.save(path, "JPEG", exif=exif.tobytes())
+    assert load_image(path).shape == (40, 20, 3)
+
+
+def test_corrupt_and_non_image_files(tmp_path):
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(good, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(good.getvalue()[:200])
+    (tmp_path / "notes.jpg").write_text("hello")
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(ImageLoadError, match="not an image file"):
+        load_image(tmp_path / "notes.jpg")
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_arrays():
+    assert load_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
+    assert load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
+    assert load_image(Image.new("L", (6, 5))).shape == (5, 6, 3)
+    with pytest.raises(ImageLoadError, match="uint8"):
+        load_image(np.zeros((5, 6, 3), np.float32))
+    with pytest.raises(ImageLoadError, match="shape"):
+        load_image(np.zeros((5, 6, 2), np.uint8))
+    with pytest.raises(ImageLoadError, match="unsupported image type"):
+        load_image(42)

@@ -1,0 +1,104 @@
+"""Float32 outputs against the official MobileSAM/SAM code on the fixture's synthetic weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGES, synthetic_state_dict
+from PIL import Image
+
+from mobilesam import SamPredictor, build_sam
+from mobilesam.utils import rle
+
+
+def _close(ours: np.ndarray, ref: np.ndarray) -> None:
+    """The fixture README's rule: max |ours - expected| <= 1e-3 * max(1, max |expected|)."""
+    tol = 1e-3 * max(1.0, float(np.abs(ref).max()))
+    assert np.abs(ours.reshape(ref.shape) - ref).max() <= tol
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+@pytest.fixture(scope="module")
+def predictors():
+    out = {}
+    for name in ("vit_t", "vit_b"):
+        sam = build_sam(name)
+        sam.load_state_dict(synthetic_state_dict(name))
+        out[name] = SamPredictor(sam)
+    return out
+
+
+def _image(name: str) -> np.ndarray:
+    return np.asarray(Image.open(IMAGES / name).convert("RGB"))
+
+
+def test_predict_cases(predictors, parity_cases, expected):
+    """Every `predict` case: low-res logits, predicted IoU and full-resolution masks."""
+    done: dict[str, tuple] = {}
+    current: dict[str, str] = {}
+    cases = [c for c in parity_cases if c["kind"] == "predict"]
+    assert {c.get("model", "vit_t") for c in cases} == {"vit_t", "vit_b"}
+    for case in cases:
+        model = case.get("model", "vit_t")
+        predictor = predictors[model]
+        if current.get(model) != case["image"]:
+            predictor.set_image(_image(case["image"]))
+            current[model] = case["image"]
+            key = "embedding_" + case["image"] if model == "vit_t" else "vit_b/embedding_" + case["image"]
+            if key in expected:
+                _close(predictor.get_image_embedding()[0, :, ::8, ::8].numpy(), expected[key])
+        args = dict(case["args"])
+        if "boxes" in args:
+            boxes = predictor.transform.apply_boxes_torch(
+                torch.tensor(args["boxes"]), predictor.original_size
+            )
+            masks, iou, low = predictor.predict_torch(None, None, boxes, None, args["multimask_output"])
+            masks, iou, low = masks.numpy(), iou.numpy(), low.numpy()
+        else:
+            source = args.pop("mask_input_from", None)
+            if source:
+                _, prev_iou, prev_low = done[source]
+                args["mask_input"] = prev_low[np.argmax(prev_iou)][None]
+            masks, iou, low = predictor.predict(**args)
+        done[case["name"]] = (masks, iou, low)
+        assert list(masks.shape) == case["masks_shape"], case["name"]
+        _close(low, expected[case["name"] + "/low_res_logits"])
+        ref_iou = expected[case["name"] + "/iou_predictions"]
+        assert np.abs(iou.reshape(ref_iou.shape) - ref_iou).max() <= 1e-3, case["name"]
+        flat = masks.reshape(-1, *masks.shape[-2:])
+        assert len(flat) == len(case["masks_rle"])
+        for ours, ref in zip(flat, case["masks_rle"]):
+            assert _iou(ours, rle.decode(ref)) >= 0.999, case["name"]
+
+
+def test_embedding_every_fixture_image(predictors, expected):
+    names = [k[len("embedding_") :] for k in expected if k.startswith("embedding_")]
+    assert names
+    predictor = predictors["vit_t"]
+    for name in names:
+        predictor.set_image(_image(name))
+        _close(predictor.get_image_embedding()[0, :, ::8, ::8].numpy(), expected["embedding_" + name])
+
+
+def test_bgr_input_matches_rgb(predictors, truck):
+    predictor = predictors["vit_t"]
+    predictor.set_image(truck)
+    rgb = predictor.get_image_embedding().clone()
+    predictor.set_image(np.ascontiguousarray(truck[..., ::-1]), image_format="BGR")
+    assert torch.equal(rgb, predictor.get_image_embedding())
+
+
+def test_training_mode_batchnorm_matches_folded(sam_vit_t):
+    """Eval mode folds BN into the convolutions; the result must equal conv + BN."""
+    x = torch.randn(1, 3, 256, 256)
+    enc = sam_vit_t.image_encoder.patch_embed
+    with torch.no_grad():
+        folded = enc(x)
+        plain = enc.seq[2].bn(enc.seq[2].c(enc.seq[1](enc.seq[0].bn(enc.seq[0].c(x)))))
+    assert torch.allclose(folded, plain, atol=1e-4, rtol=1e-4)
+    assert not sam_vit_t.training
