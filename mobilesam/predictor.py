@@ -50,6 +50,7 @@ class SamPredictor:
         self.input_size = (int(shape[2]), int(shape[3]))
         input_image = self.model.preprocess(transformed_image.float())
         self.features = self.model.image_encoder(input_image)
+        self.image_pe = self.model.prompt_encoder.get_dense_pe()  # the same for every prompt
         self.is_image_set = True
 
     def predict(
@@ -128,9 +129,8 @@ class SamPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder only: low-res logits BxCx256x256 and scores BxC."""
         points = (point_coords, point_labels) if point_coords is not None else None
-        pe = self.model.prompt_encoder
-        sparse, dense = pe(points, boxes, mask_input)
-        return self.model.mask_decoder(self.features, pe.get_dense_pe(), sparse, dense, multimask_output)
+        sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
+        return self.model.mask_decoder(self.features, self.image_pe, sparse, dense, multimask_output)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The set image's embedding, 1x256x64x64."""
@@ -144,6 +144,7 @@ class SamPredictor:
     def reset_image(self) -> None:
         self.is_image_set = False
         self.features = None
+        self.image_pe = None
         self.original_size = None
         self.input_size = None
 

@@ -1,10 +1,66 @@
-"""Small building blocks shared by the encoders and the decoder."""
+"""Small building blocks shared by the encoders and the decoder.
+
+`Linear` and `Conv2dBN` keep PyTorch's parameters and state-dict names but, for CPU
+float32 inference, run oneDNN's kernels with GELU fused into the matmul or
+convolution (the kernels PyTorch's own compiler emits on CPU). These kernels are
+about twice as fast as the default ones here and give the same results to float32
+rounding; with autograd, in training, or on other devices the plain path runs.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@functools.cache
+def _onednn_available() -> bool:
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._linear_pointwise and torch.ops.mkldnn._convolution_pointwise)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_onednn(x: torch.Tensor) -> bool:
+    """True for CPU float32 without autograd, where the fused oneDNN kernels apply."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and _onednn_available()
+    )
+
+
+_ALGORITHM = {"none": "", "relu": "", "gelu": "none"}  # oneDNN's name for exact (erf) GELU
+
+
+def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
+    return F.gelu(y) if act == "gelu" else F.relu(y) if act == "relu" else y
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    act: str = "none",
+    training: bool = False,
+) -> torch.Tensor:
+    """act(x @ weight.T + bias) with act in "none", "relu", "gelu" (exact), fused on CPU inference."""
+    if not training and use_onednn(x):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], _ALGORITHM[act])
+    return _activate(F.linear(x, weight, bias), act)
+
+
+class Linear(nn.Linear):
+    """nn.Linear with an optional fused activation and oneDNN's faster CPU kernel."""
+
+    def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
+        return linear(x, self.weight, self.bias, act, self.training)
 
 
 class LayerNorm2d(nn.Module):
@@ -24,16 +80,16 @@ class LayerNorm2d(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """Linear -> activation -> Linear (keys `lin1`, `lin2`)."""
+    """Linear -> activation ("gelu" or "relu") -> Linear (keys `lin1`, `lin2`)."""
 
-    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: str = "gelu") -> None:
         super().__init__()
-        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
-        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
-        self.act = act()
+        self.lin1 = Linear(embedding_dim, mlp_dim)
+        self.lin2 = Linear(mlp_dim, embedding_dim)
+        self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        return self.lin2(self.lin1(x, self.act))
 
 
 class Conv2dBN(nn.Sequential):
@@ -60,9 +116,14 @@ class Conv2dBN(nn.Sequential):
         bias = bn.bias - bn.running_mean * scale
         return weight, bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
+        """act(BN(conv(x))) with act in "none", "relu", "gelu" (exact)."""
         if self.training:
-            return self.bn(self.c(x))
+            return _activate(self.bn(self.c(x)), act)
         weight, bias = self.folded()
         c = self.c
-        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+        if use_onednn(x):
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, weight, bias, c.padding, c.stride, c.dilation, c.groups, act, [], _ALGORITHM[act]
+            )
+        return _activate(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups), act)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from .common import LayerNorm2d, Linear, MLPBlock
 
 
 def _rel_pos_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -30,8 +30,8 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
 

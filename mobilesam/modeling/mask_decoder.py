@@ -6,8 +6,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, Linear, linear
 from .transformer import TwoWayTransformer
+
+
+def _as_linear(deconv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2x2 stride-2 ConvTranspose2d as a linear map: in -> (dy, dx, out), channel fastest."""
+    cin, cout, kh, kw = deconv.weight.shape
+    weight = deconv.weight.permute(2, 3, 1, 0).reshape(kh * kw * cout, cin)
+    return weight, deconv.bias.repeat(kh * kw)
 
 
 class MLP(nn.Module):
@@ -17,13 +24,12 @@ class MLP(nn.Module):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
         outs = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims, outs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
+            x = layer(x, "relu" if i < last else "none")
         return x
 
 
@@ -93,14 +99,30 @@ class MaskDecoder(nn.Module):
         if src.shape[0] != b:
             src = src.expand(b, -1, -1, -1)
         pos_src = image_pe.expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
+        _, _, h, w = src.shape
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        _, c2, h2, w2 = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c2, h2 * w2)).view(b, -1, h2, w2)
+        masks = self.upscale_and_project(src.view(b, h, w, -1), hyper_in)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def upscale_and_project(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """`output_upscaling` then the per-token dot product, channels-last.
+
+        tokens: BxhxwxC image tokens; hyper_in: BxKxC' mask-token weights. Returns mask
+        logits BxKx4hx4w. A 2x2 stride-2 transposed convolution maps each input pixel to
+        a 2x2 output block, i.e. one matmul and a pixel shuffle; channels-last, the
+        LayerNorm2d is a plain layer_norm and no feature map is ever transposed.
+        """
+        up1, norm, _, up2, _ = self.output_upscaling
+        b, h, w, _ = tokens.shape
+        x = linear(tokens, *_as_linear(up1), "none", self.training)  # B x h x w x (dy dx C)
+        x = x.view(b, h, w, 2, 2, -1).transpose(2, 3).reshape(b, 2 * h, 2 * w, -1)
+        x = F.gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = linear(x, *_as_linear(up2), "gelu", self.training)  # B x 2h x 2w x (dy dx C')
+        masks = x.view(b, -1, hyper_in.shape[-1]) @ hyper_in.transpose(1, 2)  # B x (2h 2w dy dx) x K
+        masks = masks.view(b, 2 * h, 2 * w, 2, 2, -1).permute(0, 5, 1, 3, 2, 4)
+        return masks.reshape(b, -1, 4 * h, 4 * w)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLPBlock
+from .common import Linear, MLPBlock
 
 
 class Attention(nn.Module):
@@ -18,10 +18,10 @@ class Attention(nn.Module):
         internal = embedding_dim // downsample_rate
         if internal % num_heads:
             raise ValueError("num_heads must divide embedding_dim // downsample_rate")
-        self.q_proj = nn.Linear(embedding_dim, internal)
-        self.k_proj = nn.Linear(embedding_dim, internal)
-        self.v_proj = nn.Linear(embedding_dim, internal)
-        self.out_proj = nn.Linear(internal, embedding_dim)
+        self.q_proj = Linear(embedding_dim, internal)
+        self.k_proj = Linear(embedding_dim, internal)
+        self.v_proj = Linear(embedding_dim, internal)
+        self.out_proj = Linear(internal, embedding_dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -52,7 +52,7 @@ class TwoWayAttentionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
+        self.mlp = MLPBlock(embedding_dim, mlp_dim, "relu")
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
@@ -100,8 +100,9 @@ class TwoWayTransformer(nn.Module):
 
         Returns the processed tokens BxNxC and image tokens Bx(HW)xC.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # Contiguous once here, instead of a hidden copy in every projection of the keys.
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)

@@ -1,0 +1,103 @@
+"""Time `set_image` and `predict` (one box) of the predictor; optionally the official code too.
+
+    python benchmarks/bench_predictor.py [--image truck.jpg] [--threads 2] [--repeats 5]
+        [--checkpoint mobile_sam.pt] [--official DIR_CONTAINING_mobile_sam]
+
+Without a checkpoint it uses deterministic synthetic weights (speed does not depend on
+the values). Prints milliseconds (median, min-max) per stage with the thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from mobilesam import SamPredictor, build_sam  # noqa: E402
+
+BOX = np.array([425, 600, 700, 875])
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up: first-call allocations and kernel selection
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def synthetic(model: torch.nn.Module) -> None:
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=gen) * 0.1 - 0.05)
+            if t.ndim == 1 and t.is_floating_point():
+                t.add_(1.0)  # norm scales and variances near 1
+
+
+def bench(name: str, predictor, image: np.ndarray, repeats: int, decode=None) -> dict[str, list[float]]:
+    rows = {"set_image": timed(lambda: predictor.set_image(image), repeats)}
+    box = torch.as_tensor(predictor.transform.apply_boxes(BOX, predictor.original_size), dtype=torch.float)
+
+    def decode_only():
+        with torch.inference_mode():
+            pe = predictor.model.prompt_encoder
+            sparse, dense = pe(None, box, None)
+            predictor.model.mask_decoder(predictor.features, pe.get_dense_pe(), sparse, dense, False)
+
+    rows["predict (decoder, low-res)"] = timed(decode or decode_only, repeats * 4)
+    rows["predict (full-res masks)"] = timed(
+        lambda: predictor.predict(box=BOX, multimask_output=False), repeats * 4
+    )
+    return {f"{name}: {k}": v for k, v in rows.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--image", default=str(HERE.parents[1] / "shared" / "images" / "truck.jpg"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--official", help="folder containing the official `mobile_sam` package")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image = np.asarray(Image.open(args.image).convert("RGB"))
+
+    sam = build_sam("vit_t", args.checkpoint)
+    if args.checkpoint is None:
+        synthetic(sam)
+    results = bench("mobilesam", SamPredictor(sam), image, args.repeats)
+    if args.official:
+        from _official import import_official
+
+        official = import_official(args.official)
+        ref = official.sam_model_registry["vit_t"]()
+        ref.load_state_dict(sam.state_dict())
+        ref.eval()
+        results.update(bench("official", official.SamPredictor(ref), image, args.repeats))
+
+    print(
+        f"# {Path(args.image).name} {image.shape[1]}x{image.shape[0]}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print(f"{'stage':48} {'median ms':>10} {'min':>8} {'max':>8}")
+    for key, times in results.items():
+        print(f"{key:48} {statistics.median(times):10.1f} {min(times):8.1f} {max(times):8.1f}")
+
+
+if __name__ == "__main__":
+    main()
