@@ -50,7 +50,10 @@ class SamPredictor:
         self.input_size = (int(shape[2]), int(shape[3]))
         input_image = self.model.preprocess(transformed_image.float())
         self.features = self.model.image_encoder(input_image)
-        self.image_pe = self.model.prompt_encoder.get_dense_pe()  # the same for every prompt
+        pe = self.model.prompt_encoder
+        self.image_pe = pe.get_dense_pe()
+        # The decoder's work that is the same for every prompt without a mask input.
+        self.context = self.model.mask_decoder.prepare(self.features, self.image_pe, pe.dense_no_mask(1))
         self.is_image_set = True
 
     def predict(
@@ -130,7 +133,8 @@ class SamPredictor:
         """Prompt encoder + mask decoder only: low-res logits BxCx256x256 and scores BxC."""
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
-        return self.model.mask_decoder(self.features, self.image_pe, sparse, dense, multimask_output)
+        context = self.context if mask_input is None else None
+        return self.model.mask_decoder(self.features, self.image_pe, sparse, dense, multimask_output, context)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The set image's embedding, 1x256x64x64."""
@@ -145,6 +149,7 @@ class SamPredictor:
         self.is_image_set = False
         self.features = None
         self.image_pe = None
+        self.context = None
         self.original_size = None
         self.input_size = None
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .common import LayerNorm2d, Linear, linear
-from .transformer import TwoWayTransformer
+from .transformer import ImageContext, TwoWayTransformer
 
 
 def _as_linear(deconv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,19 +70,20 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        context: ImageContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embeddings: 1xCxhxw (one image) or BxCxhxw; image_pe: 1xCxhxw;
-        sparse: BxNxC; dense: BxCxhxw.
+        sparse: BxNxC; dense: BxCxhxw. `context` (from `prepare`) replaces the image and
+        dense arguments with work done once per image.
 
         Returns low-res mask logits Bx(3 or 1)x4hx4w and predicted IoU Bx(3 or 1).
         Mask order is mask-token order: with multimask_output the three multi-mask
         tokens, otherwise the single-mask token.
         """
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
         sel = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sel], iou_pred[:, sel]
+        return self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, context, sel
+        )
 
     def predict_masks(
         self,
@@ -90,24 +91,33 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        context: ImageContext | None = None,
+        tokens_out: slice = slice(None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All four mask tokens' logits Bx4x4hx4w and predicted IoU Bx4."""
+        """Mask logits BxKx4hx4w and predicted IoU BxK of the mask tokens `tokens_out`
+        (default all four; only those are projected and upscaled)."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-        src = image_embeddings + dense_prompt_embeddings
-        if src.shape[0] != b:
-            src = src.expand(b, -1, -1, -1)
-        pos_src = image_pe.expand(b, -1, -1, -1)
-        _, _, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
+        if context is None:
+            context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings)
+        h, w = context.size
+        hs, src = self.transformer(None, None, tokens, context)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        chosen = range(self.num_mask_tokens)[tokens_out]
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1
         )
         masks = self.upscale_and_project(src.view(b, h, w, -1), hyper_in)
-        return masks, self.iou_prediction_head(iou_token_out)
+        return masks, self.iou_prediction_head(iou_token_out)[:, tokens_out]
+
+    def prepare(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> ImageContext:
+        """The decoder's prompt-independent work, reusable for every prompt of an image whose
+        dense embedding is the same (no mask prompt): pass it as `context`."""
+        return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
 
     def upscale_and_project(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """`output_upscaling` then the per-token dot product, channels-last.
@@ -119,10 +129,11 @@ class MaskDecoder(nn.Module):
         """
         up1, norm, _, up2, _ = self.output_upscaling
         b, h, w, _ = tokens.shape
-        x = linear(tokens, *_as_linear(up1), "none", self.training)  # B x h x w x (dy dx C)
-        x = x.view(b, h, w, 2, 2, -1).transpose(2, 3).reshape(b, 2 * h, 2 * w, -1)
+        # Both pixel shuffles wait until the end, on the small K-channel result: LayerNorm2d
+        # and GELU act per pixel, so they do not care where the pixels sit.
+        x = linear(tokens, *_as_linear(up1), "none", self.training).view(b, h, w, 2, 2, -1)
         x = F.gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = linear(x, *_as_linear(up2), "gelu", self.training)  # B x 2h x 2w x (dy dx C')
-        masks = x.view(b, -1, hyper_in.shape[-1]) @ hyper_in.transpose(1, 2)  # B x (2h 2w dy dx) x K
-        masks = masks.view(b, 2 * h, 2 * w, 2, 2, -1).permute(0, 5, 1, 3, 2, 4)
+        x = linear(x, *_as_linear(up2), "gelu", self.training)  # B h w dy1 dx1 (dy2 dx2 C')
+        masks = x.view(b, -1, hyper_in.shape[-1]) @ hyper_in.transpose(1, 2)
+        masks = masks.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return masks.reshape(b, -1, 4 * h, 4 * w)

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .common import Linear, MLPBlock
+
+
+@dataclass(frozen=True)
+class ImageProjections:
+    """A block's projections of the image tokens: token->image keys and values, image->token queries."""
+
+    t2i_k: torch.Tensor
+    t2i_v: torch.Tensor
+    i2t_q: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """Prompt-independent transformer inputs for one image (BxHWxC tensors, B usually 1)."""
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    first: ImageProjections
+    size: tuple[int, int]  # (h, w) of the image token grid
 
 
 class Attention(nn.Module):
@@ -28,10 +49,11 @@ class Attention(nn.Module):
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._heads(self.q_proj(q))
-        k = self._heads(self.k_proj(k))
-        v = self._heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention on already projected BxNxC inputs (a batch of 1 broadcasts) -> out_proj."""
+        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
@@ -58,9 +80,22 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def project_image(self, keys: torch.Tensor, key_pe: torch.Tensor) -> ImageProjections:
+        """The projections of this block that read only the image tokens."""
+        k = keys + key_pe
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        return ImageProjections(t2i.k_proj(k), t2i.v_proj(keys), i2t.q_proj(k))
+
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        image_proj: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_proj: `project_image(keys, key_pe)` computed earlier, when the keys are the
+        same for many prompts (the first block, without a mask prompt)."""
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens (no residual): they carry their own PE.
             queries = self.self_attn(queries, queries, queries)
@@ -69,10 +104,12 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
+        proj = image_proj if image_proj is not None else self.project_image(keys, key_pe)
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        queries = self.norm2(queries + t2i.attend(t2i.q_proj(queries + query_pe), proj.t2i_k, proj.t2i_v))
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, queries + query_pe, queries))
+        tokens = queries + query_pe
+        keys = self.norm4(keys + i2t.attend(proj.i2t_q, i2t.k_proj(tokens), i2t.v_proj(queries)))
         return queries, keys
 
 
@@ -93,18 +130,31 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding, image_pe: BxCxHxW; point_embedding: BxNxC.
-
-        Returns the processed tokens BxNxC and image tokens Bx(HW)xC.
-        """
+    def prepare(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageContext:
+        """Everything that depends on the image only: tokens, their PE, first-block projections."""
         # Contiguous once here, instead of a hidden copy in every projection of the keys.
         keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        size = (image_embedding.shape[-2], image_embedding.shape[-1])
+        return ImageContext(keys, key_pe, self.layers[0].project_image(keys, key_pe), size)
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+        context: ImageContext | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embedding, image_pe: BxCxHxW (B or 1); point_embedding: BxNxC.
+
+        With `context` (from `prepare`, reusable across prompts of one image) the image
+        arguments are not read. Returns the processed tokens BxNxC and image tokens Bx(HW)xC.
+        """
+        if context is None:
+            context = self.prepare(image_embedding, image_pe)
+        keys, key_pe = context.keys, context.key_pe
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, point_embedding, key_pe, context.first if i == 0 else None)
         attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
         return self.norm_final_attn(queries + attn), keys
