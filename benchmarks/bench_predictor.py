@@ -22,7 +22,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from mobilesam import SamPredictor, build_sam  # noqa: E402
+from mobilesam import SamPredictor, build_sam, tune_allocator  # noqa: E402
 
 BOX = np.array([425, 600, 700, 875])
 
@@ -47,17 +47,20 @@ def synthetic(model: torch.nn.Module) -> None:
                 t.add_(1.0)  # norm scales and variances near 1
 
 
-def bench(name: str, predictor, image: np.ndarray, repeats: int, decode=None) -> dict[str, list[float]]:
+def bench(name: str, predictor, image: np.ndarray, repeats: int) -> dict[str, list[float]]:
     rows = {"set_image": timed(lambda: predictor.set_image(image), repeats)}
     box = torch.as_tensor(predictor.transform.apply_boxes(BOX, predictor.original_size), dtype=torch.float)
 
     def decode_only():
         with torch.inference_mode():
+            if hasattr(predictor, "decode"):  # ours: prompt encoder + decoder, per-image work cached
+                predictor.decode(None, None, box, None, False)
+                return
             pe = predictor.model.prompt_encoder
             sparse, dense = pe(None, box, None)
             predictor.model.mask_decoder(predictor.features, pe.get_dense_pe(), sparse, dense, False)
 
-    rows["predict (decoder, low-res)"] = timed(decode or decode_only, repeats * 4)
+    rows["predict (decoder, low-res)"] = timed(decode_only, repeats * 4)
     rows["predict (full-res masks)"] = timed(
         lambda: predictor.predict(box=BOX, multimask_output=False), repeats * 4
     )
@@ -73,7 +76,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checkpoint")
     parser.add_argument("--official", help="folder containing the official `mobile_sam` package")
+    parser.add_argument("--no-tune-allocator", action="store_true", help="keep glibc's default malloc")
     args = parser.parse_args()
+    tuned = not args.no_tune_allocator and tune_allocator()
     torch.set_num_threads(args.threads)
     image = np.asarray(Image.open(args.image).convert("RGB"))
 
@@ -92,7 +97,8 @@ def main() -> None:
 
     print(
         f"# {Path(args.image).name} {image.shape[1]}x{image.shape[0]}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"allocator tuned: {tuned} (for both implementations)"
     )
     print(f"{'stage':48} {'median ms':>10} {'min':>8} {'max':>8}")
     for key, times in results.items():

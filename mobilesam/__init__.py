@@ -15,6 +15,7 @@ from .build import (
 )
 from .errors import CheckpointError, ImageLoadError, MobileSAMError, PromptError, WeightsUnavailableError
 from .predictor import SamPredictor
+from .runtime import tune_allocator
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,5 @@ __all__ = [
     "build_sam_vit_l",
     "build_sam_vit_t",
     "sam_model_registry",
+    "tune_allocator",
 ]

@@ -30,6 +30,7 @@ from .image_io import ImageSource, load_image
 from .modeling.sam import upscale_masks
 from .predictor import SamPredictor
 from .prompts import Prompts, parse_float, parse_int, parse_prompts
+from .runtime import tune_allocator
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
@@ -140,6 +141,7 @@ class MobileSAM:
 
     checkpoint: a path, or None for the published weights of `model_type` (downloaded
     once, cached). device: "cpu", "cuda", "mps" or None for the best available.
+    Creating one calls `mobilesam.tune_allocator()` (faster CPU inference, see runtime.py).
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class MobileSAM:
         model_type: str = "vit_t",
         device: str | torch.device | None = None,
     ) -> None:
+        tune_allocator()
         if checkpoint is None:
             checkpoint = weights.ensure_weights(model_type)
         self.device = resolve_device(device)

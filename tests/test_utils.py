@@ -70,3 +70,14 @@ def test_mask_edges():
     m[1:6, 1:6] = True
     e = mask_edges(m, width=1)
     assert e[1, 3] and e[3, 1] and not e[3, 3] and not e[0, 0]
+
+
+def test_tune_allocator_on_glibc():
+    import sys
+
+    from mobilesam import tune_allocator
+
+    result = tune_allocator()
+    assert result is tune_allocator()  # applied once, cached
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert result is True
