@@ -172,3 +172,24 @@ def test_arrays():
         load_image(np.zeros((5, 6, 2), np.uint8))
     with pytest.raises(ImageLoadError, match="unsupported image type"):
         load_image(42)
+
+
+def test_image_from_url(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(tmp_path / "x.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        img = load_image(f"{base}/x.png")
+        assert img.shape == (24, 32, 3) and tuple(img[0, 0]) == (10, 200, 30)
+        with pytest.raises(ImageLoadError, match="cannot download"):
+            load_image(f"{base}/missing.png")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
