@@ -50,13 +50,13 @@ def _shim_torchvision() -> None:
         return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
     def batched_nms(
-        boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thr: float
+        boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
     ) -> torch.Tensor:
         if boxes.numel() == 0:
             return torch.empty(0, dtype=torch.long)
         offset = idxs.to(boxes) * (boxes.max() + 1)
         b = boxes + offset[:, None]
-        order = scores.argsort(descending=True)
+        order = scores.sort(descending=True, stable=True).indices
         keep = []
         suppressed = torch.zeros(len(b), dtype=torch.bool)
         area = box_area(b)
@@ -67,7 +67,7 @@ def _shim_torchvision() -> None:
             lt = torch.maximum(b[i, :2], b[:, :2])
             rb = torch.minimum(b[i, 2:], b[:, 2:])
             inter = (rb - lt).clamp(min=0).prod(dim=1)
-            suppressed |= inter / (area[i] + area - inter) > thr
+            suppressed |= inter / (area[i] + area - inter) > iou_threshold
         return torch.tensor(keep, dtype=torch.long)
 
     functional = types.ModuleType("torchvision.transforms.functional")

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from . import weights
+from .automatic_mask_generator import SamAutomaticMaskGenerator
 from .build import build_sam
 from .errors import MobileSAMError, PromptError
 from .image_io import ImageSource, load_image
@@ -31,7 +32,7 @@ from .modeling.sam import upscale_masks
 from .predictor import SamPredictor
 from .prompts import Prompts, parse_float, parse_int, parse_prompts
 from .runtime import tune_allocator
-from .utils import rle
+from .utils import amg, rle
 from .utils.boxes import masks_to_boxes, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
 from .visualize import overlay
@@ -61,17 +62,21 @@ class SegmentationResult:
     """Masks for one image, in original-image pixels.
 
     image: HxWx3 uint8 RGB; masks: NxHxW bool; scores: N predicted IoU; mask_ids: N,
-    the 1-based mask token each mask came from (0 = single-mask output);
-    low_res_logits: Nx256x256, usable as a later `mask_input`.
+    the 1-based mask token each mask came from (0 = single-mask output, or segment
+    everything); low_res_logits: Nx256x256, usable as a later `mask_input` (prompts only).
     """
 
     image: np.ndarray
     masks: np.ndarray
     scores: np.ndarray
     mask_ids: np.ndarray
-    low_res_logits: np.ndarray
+    low_res_logits: np.ndarray | None
     prompts: Prompts = field(default_factory=Prompts)
     file_name: str | None = None
+    # Segment-everything only: each mask's stability score, prompt point and crop (XYXY).
+    stability_scores: np.ndarray | None = None
+    points: np.ndarray | None = None
+    crop_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -100,6 +105,19 @@ class SegmentationResult:
             )
         return out
 
+    def label_map(self) -> np.ndarray:
+        """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger)."""
+        labels = np.zeros(self.image.shape[:2], dtype=np.uint16)
+        for i in np.argsort([-m.sum() for m in self.masks], kind="stable"):
+            labels[self.masks[i]] = i + 1
+        return labels
+
+    def save_label_map(self, path: str | PathLike) -> Path:
+        """Label map PNG: 8-bit if there are fewer than 256 masks, else 16-bit."""
+        labels = self.label_map()
+        img = Image.fromarray(labels.astype(np.uint8)) if len(self.masks) < 256 else Image.fromarray(labels)
+        return atomic_write(path, lambda f: img.save(f, "PNG"))
+
     def to_coco(self, image_id: int = 1, first_annotation_id: int = 1) -> dict:
         """COCO-style dict: one image, one annotation per mask with compressed RLE."""
         h, w = self.masks.shape[1:] if len(self.masks) else self.image.shape[:2]
@@ -117,7 +135,12 @@ class SegmentationResult:
                 "score": float(self.scores[i]),
                 "mask_id": int(self.mask_ids[i]),
             }
-            ann["prompt"] = self._prompt_of(i)
+            if self.stability_scores is not None:  # segment everything
+                ann["stability_score"] = float(self.stability_scores[i])
+                ann["point_coords"] = [self.points[i].tolist()]
+                ann["crop_box"] = amg.xyxy_to_xywh(self.crop_boxes[i].tolist())
+            else:
+                ann["prompt"] = self._prompt_of(i)
             anns.append(ann)
         image = {"id": image_id, "width": int(w), "height": int(h), "file_name": self.file_name}
         return {"images": [image], "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
@@ -134,6 +157,19 @@ class SegmentationResult:
 
     def save_json(self, path: str | PathLike, image_id: int = 1) -> Path:
         return atomic_write_text(path, json.dumps(self.to_coco(image_id)))
+
+
+def _file_name(image: object) -> str | None:
+    return Path(image).name if isinstance(image, (str, PathLike)) else None
+
+
+def _shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
+    """Resize an HxWx3 image to `percent` % of its size (bilinear); 100 returns it as is."""
+    if percent >= 100:
+        return rgb
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * percent / 100)), max(1, round(h * percent / 100)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
 
 class MobileSAM:
@@ -162,11 +198,7 @@ class MobileSAM:
         key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, percent)
         if key == self._image_key:
             return  # same image, same scale: reuse the embedding
-        if percent < 100:
-            h, w = rgb.shape[:2]
-            size = (max(1, round(w * percent / 100)), max(1, round(h * percent / 100)))
-            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
-        self.predictor.set_image(rgb)
+        self.predictor.set_image(_shrink(rgb, percent))
         self._image_key = key
 
     @torch.inference_mode()
@@ -178,8 +210,10 @@ class MobileSAM:
         input_point_label: object = None,
         mask_id: object = None,
         input_size_percent: object = 100,
+        **everything: object,
     ) -> SegmentationResult:
-        """Segment `image` from boxes and/or points (original-image pixels).
+        """Segment `image` from boxes and/or points (original-image pixels); with no
+        prompt, segment everything (`everything` takes `segment_everything`'s options).
 
         input_box: [x0, y0, x1, y1] or a list of them -> one mask per box, all boxes in
         one batched decoder call; with points too, every box gets all the points.
@@ -191,7 +225,15 @@ class MobileSAM:
         h, w = rgb.shape[:2]
         prompts = parse_prompts((h, w), input_box, input_point, input_point_label)
         if prompts.empty:
-            raise PromptError("no prompt given: pass input_box and/or input_point")
+            if mask_id not in (None, ""):
+                raise PromptError("mask_id needs a point or box prompt")
+            result = self.segment_everything(rgb, input_size_percent=input_size_percent, **everything)
+            result.file_name = _file_name(image)
+            return result
+        if everything:
+            raise PromptError(
+                f"{', '.join(sorted(everything))}: segment-everything options, given with prompts"
+            )
         mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
         percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
         self._set_image(rgb, percent)
@@ -215,7 +257,73 @@ class MobileSAM:
             mask_ids=ids,
             low_res_logits=low_res[:, 0].float().cpu().numpy(),
             prompts=prompts,
-            file_name=Path(image).name if isinstance(image, (str, PathLike)) else None,
+            file_name=_file_name(image),
+        )
+
+    @torch.inference_mode()
+    def segment_everything(
+        self,
+        image: ImageSource,
+        points_per_side: object = 32,
+        points_per_batch: object = 64,
+        iou_thres: object = 0.88,
+        stability_score_thres: object = 0.95,
+        box_nms_thres: object = 0.7,
+        crop_n_layers: object = 0,
+        crop_nms_thres: object = 0.7,
+        crop_overlap_ratio: object = 512 / 1500,
+        crop_n_points_downscale_factor: object = 1,
+        min_mask_region_area: object = 0,
+        input_size_percent: object = 100,
+    ) -> SegmentationResult:
+        """All masks of `image` from a grid of point prompts (the automatic mask generator).
+
+        Names follow the Ikomia task (`iou_thres` is segment-anything's pred_iou_thresh,
+        and so on); values may be strings. With input_size_percent < 100 the generator
+        runs on the shrunk image and masks are scaled back up (nearest neighbour).
+        Masks are ordered by predicted IoU, highest first.
+        """
+        rgb = load_image(image)
+        percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
+        generator = SamAutomaticMaskGenerator(
+            self.model,
+            points_per_side=parse_int(points_per_side, "points_per_side", 1),
+            points_per_batch=parse_int(points_per_batch, "points_per_batch", 1),
+            pred_iou_thresh=parse_float(iou_thres, "iou_thres", 0, 1),
+            stability_score_thresh=parse_float(stability_score_thres, "stability_score_thres", 0, 1),
+            box_nms_thresh=parse_float(box_nms_thres, "box_nms_thres", 0, 1),
+            crop_n_layers=parse_int(crop_n_layers, "crop_n_layers", 0),
+            crop_nms_thresh=parse_float(crop_nms_thres, "crop_nms_thres", 0, 1),
+            crop_overlap_ratio=parse_float(crop_overlap_ratio, "crop_overlap_ratio", 0, 1),
+            crop_n_points_downscale_factor=parse_int(
+                crop_n_points_downscale_factor, "crop_n_points_downscale_factor", 1
+            ),
+            min_mask_region_area=parse_int(min_mask_region_area, "min_mask_region_area", 0),
+        )
+        h, w = rgb.shape[:2]
+        work = _shrink(rgb, percent)
+        records = generator.generate_records(work)
+        small = work.shape[:2]
+        masks = (
+            np.stack([rle.counts_to_mask(c, small) for c in records.counts])
+            if len(records)
+            else np.zeros((0, h, w), bool)
+        )
+        if small != (h, w) and len(masks):
+            rows = (np.arange(h) * small[0] // h)[:, None]
+            cols = (np.arange(w) * small[1] // w)[None, :]
+            masks = masks[:, rows, cols]
+        scale = np.array([w / small[1], h / small[0]])
+        return SegmentationResult(
+            image=rgb,
+            masks=masks,
+            scores=records.iou_preds.numpy(),
+            mask_ids=np.zeros(len(records), dtype=np.int64),
+            low_res_logits=None,
+            file_name=_file_name(image),
+            stability_scores=records.stability.numpy(),
+            points=records.points.numpy() * scale,
+            crop_boxes=records.crop_boxes.numpy() * np.tile(scale, 2),
         )
 
     def _model_prompts(

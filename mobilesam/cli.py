@@ -44,6 +44,8 @@ def _segment(args: argparse.Namespace) -> int:
 
     points, labels = _points_arg(args.point)
     boxes = _boxes_arg(args.box)
+    if points is None and boxes is None:
+        raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
     sam = MobileSAM(args.checkpoint, args.model_type, args.device)
     result = sam.segment(
         args.image,
@@ -62,6 +64,60 @@ def _segment(args: argparse.Namespace) -> int:
     if args.json:
         print(f"json: {result.save_json(args.json)}")
     return 0
+
+
+EVERYTHING_OPTIONS = (
+    # (CLI flag, API name, type)
+    ("--points-per-side", "points_per_side", int),
+    ("--points-per-batch", "points_per_batch", int),
+    ("--iou-thres", "iou_thres", float),
+    ("--stability-score-thres", "stability_score_thres", float),
+    ("--box-nms-thres", "box_nms_thres", float),
+    ("--crop-n-layers", "crop_n_layers", int),
+    ("--crop-nms-thres", "crop_nms_thres", float),
+    ("--crop-overlap-ratio", "crop_overlap_ratio", float),
+    ("--crop-n-points-downscale-factor", "crop_n_points_downscale_factor", int),
+    ("--min-mask-region-area", "min_mask_region_area", int),
+    ("--input-size-percent", "input_size_percent", float),
+)
+
+
+def _everything(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import MobileSAM
+    from .batch import segment_folder
+
+    options = {
+        name: getattr(args, name) for _, name, _ in EVERYTHING_OPTIONS if getattr(args, name) is not None
+    }
+    source = Path(args.input)
+    sam = MobileSAM(args.checkpoint, args.model_type, args.device)
+    if source.is_dir():
+        if not args.output:
+            raise PromptError("-o/--output: the output folder is required for a folder of images")
+        summary = segment_folder(sam, source, args.output, options, overlays=args.overlays)
+        print(f"{summary.line()}; annotations: {summary.annotations_path}")
+        for name, error in summary.failed.items():
+            print(f"failed: {name}: {error}")
+        return 1 if summary.failed else 0
+    result = sam.segment_everything(args.input, **options)
+    print(f"{len(result)} masks")
+    if args.output:
+        print(f"overlay: {result.save_overlay(args.output)}")
+    if args.masks_dir:
+        print(f"masks: {len(result.save_masks(args.masks_dir))} PNG files in {args.masks_dir}")
+    if args.label_map:
+        print(f"label map: {result.save_label_map(args.label_map)}")
+    if args.json:
+        print(f"json: {result.save_json(args.json)}")
+    return 0
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
+    parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    parser.add_argument("--device", help="cpu, cuda or mps (default: best available)")
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -93,13 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--mask-id", help="1-3: which of SAM's three candidate masks (mask-token order)")
     seg.add_argument("--input-size-percent", default=100, help="1-100: shrink before encoding (default 100)")
-    seg.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
-    seg.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
-    seg.add_argument("--device", help="cpu, cuda or mps (default: best available)")
+    _add_model_args(seg)
     seg.add_argument("-o", "--output", help="overlay PNG to write")
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
     seg.set_defaults(func=_segment)
+
+    eve = sub.add_parser("everything", help="segment everything in an image, or in every image of a folder")
+    eve.add_argument("input", metavar="IMAGE_OR_DIR", help="image path or URL, or a folder of images")
+    for flag, name, kind in EVERYTHING_OPTIONS:
+        eve.add_argument(flag, dest=name, type=kind)
+    _add_model_args(eve)
+    eve.add_argument("-o", "--output", help="overlay PNG for an image; the output folder for a folder")
+    eve.add_argument("--masks-dir", help="(one image) folder for one PNG per mask")
+    eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
+    eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
+    eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
+    eve.set_defaults(func=_everything)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])

@@ -102,9 +102,9 @@ def test_exports(sam, tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporaries
 
 
-def test_no_prompt_and_bad_values(sam, truck):
-    with pytest.raises(PromptError, match="no prompt"):
-        sam.segment(truck)
+def test_bad_values(sam, truck):
+    with pytest.raises(PromptError, match="mask_id needs a point or box"):
+        sam.segment(truck, mask_id=1)
     with pytest.raises(PromptError, match="mask_id"):
         sam.segment(truck, input_point=[[5, 5]], mask_id=4)
     with pytest.raises(PromptError, match="input_size_percent"):

@@ -96,21 +96,41 @@ class MaskDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits BxKx4hx4w and predicted IoU BxK of the mask tokens `tokens_out`
         (default all four; only those are projected and upscaled)."""
+        hs, src, size = self.run_transformer(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, context
+        )
+        masks = self.masks_from_tokens(hs, src, size, tokens_out)
+        return masks, self.iou_prediction_head(hs[:, 0, :])[:, tokens_out]
+
+    def run_transformer(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        context: ImageContext | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Output tokens BxTxC (IoU token first, then the mask tokens), image tokens
+        Bx(hw)xC and the grid size (h, w). `iou_prediction_head(tokens[:, 0])` scores the
+        masks before any of them is computed."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
         if context is None:
             context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings)
-        h, w = context.size
         hs, src = self.transformer(None, None, tokens, context)
-        iou_token_out = hs[:, 0, :]
+        return hs, src, context.size
+
+    def masks_from_tokens(
+        self, hs: torch.Tensor, src: torch.Tensor, size: tuple[int, int], tokens_out: slice = slice(None)
+    ) -> torch.Tensor:
+        """Low-res mask logits BxKx4hx4w of the mask tokens `tokens_out` (see `run_transformer`)."""
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         chosen = range(self.num_mask_tokens)[tokens_out]
         hyper_in = torch.stack(
             [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1
         )
-        masks = self.upscale_and_project(src.view(b, h, w, -1), hyper_in)
-        return masks, self.iou_prediction_head(iou_token_out)[:, tokens_out]
+        return self.upscale_and_project(src.view(src.shape[0], *size, -1), hyper_in)
 
     def prepare(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor

@@ -31,7 +31,17 @@ def upscale_masks(
     Upsample to the padded model input, crop the padding, resize to the original size
     (bilinear both times, as segment-anything does).
     """
-    masks = F.interpolate(masks, (img_size, img_size), mode="bilinear", align_corners=False)
+    scale = img_size // masks.shape[-1]
+    if scale * masks.shape[-1] == img_size and masks.shape[-1] == masks.shape[-2]:
+        # Only the rows and columns that survive the crop: with the same scale factor the
+        # interpolation weights are the same, so this equals upsampling everything and
+        # cropping, bit for bit (one extra source row/column keeps the edge handling).
+        rows, cols = -(-input_size[0] // scale) + 1, -(-input_size[1] // scale) + 1
+        masks = F.interpolate(
+            masks[..., :rows, :cols], scale_factor=scale, mode="bilinear", align_corners=False
+        )
+    else:
+        masks = F.interpolate(masks, (img_size, img_size), mode="bilinear", align_corners=False)
     masks = masks[..., : input_size[0], : input_size[1]]
     return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
 

@@ -53,6 +53,10 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention on already projected BxNxC inputs (a batch of 1 broadcasts) -> out_proj."""
+        b = max(q.shape[0], k.shape[0])
+        # Expanded views, not broadcasting: SDPA's fast CPU kernel wants equal batch sizes
+        # and falls back to a much slower path otherwise.
+        q, k, v = (t.expand(b, -1, -1) for t in (q, k, v))
         out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))

@@ -8,19 +8,20 @@ COCO does; the compressed form is COCO's LEB128-like string, byte-compatible wit
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
-def mask_to_counts(mask: np.ndarray) -> list[int]:
+def mask_to_counts(mask: np.ndarray) -> np.ndarray:
     """HxW bool mask -> run lengths in column-major order, first run of zeros (maybe 0)."""
     flat = np.asarray(mask, dtype=bool).ravel(order="F")
     if flat.size == 0:
-        return []
+        return np.zeros(0, dtype=np.int64)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate([[0], change, [flat.size]])
     counts = np.diff(bounds)
     if flat[0]:
         counts = np.concatenate([[0], counts])
-    return counts.tolist()
+    return counts
 
 
 def counts_to_mask(counts: list[int], size: tuple[int, int]) -> np.ndarray:
@@ -33,21 +34,26 @@ def counts_to_mask(counts: list[int], size: tuple[int, int]) -> np.ndarray:
     return np.repeat(values, counts).reshape((h, w), order="F")
 
 
-def counts_to_string(counts: list[int]) -> str:
-    """COCO's compressed counts string (differences against the run two back, 5-bit groups)."""
-    out = []
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+def counts_to_string(counts: list[int] | np.ndarray) -> str:
+    """COCO's compressed counts string, vectorised over the runs.
+
+    Each run (from the fourth on, minus the run two back) is written in 5-bit groups,
+    least significant first, as characters 48 + group, with bit 0x20 meaning "more".
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    if c.size == 0:
+        return ""
+    x = c.copy()
+    x[3:] -= c[1:-2]
+    groups, active = [], np.ones(len(x), dtype=bool)
+    while active.any():
+        low = x & 0x1F
+        x = x >> 5  # arithmetic shift: negative values end in all-ones
+        more = np.where(low & 0x10, x != -1, x != 0)
+        groups.append(np.where(active, low | (more.astype(np.int64) << 5), -1))
+        active &= more
+    table = np.stack(groups, axis=1)  # runs x groups, -1 where a run has ended
+    return (table[table >= 0] + 48).astype(np.uint8).tobytes().decode("ascii")
 
 
 def string_to_counts(s: str) -> list[int]:
@@ -71,10 +77,28 @@ def string_to_counts(s: str) -> list[int]:
     return counts
 
 
+def masks_to_counts(masks: torch.Tensor) -> list[np.ndarray]:
+    """NxHxW bool masks -> each one's run lengths (column-major), in one vectorised pass."""
+    n, h, w = masks.shape
+    flat = masks.transpose(1, 2).reshape(n, h * w)
+    change = (flat[:, 1:] != flat[:, :-1]).nonzero().cpu().numpy()
+    starts = np.searchsorted(change[:, 0], np.arange(n + 1))
+    first = flat[:, 0].cpu().numpy()
+    out = []
+    for i in range(n):
+        bounds = np.concatenate([[0], change[starts[i] : starts[i + 1], 1] + 1, [h * w]])
+        runs = np.diff(bounds)
+        out.append(np.concatenate([[0], runs]) if first[i] else runs)
+    return out
+
+
 def encode(mask: np.ndarray, compressed: bool = True) -> dict:
     """HxW bool mask -> {"size": [H, W], "counts": str (compressed) or list of ints}."""
     counts = mask_to_counts(mask)
-    return {"size": list(mask.shape[:2]), "counts": counts_to_string(counts) if compressed else counts}
+    return {
+        "size": list(mask.shape[:2]),
+        "counts": counts_to_string(counts) if compressed else counts.tolist(),
+    }
 
 
 def decode(rle: dict) -> np.ndarray:

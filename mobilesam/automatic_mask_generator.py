@@ -1,0 +1,304 @@
+"""`SamAutomaticMaskGenerator`: segment everything from a grid of point prompts.
+
+segment-anything's constructor arguments, defaults and output, with the same results
+(float32 rounding aside) and far less time and memory:
+- the decoder's prompt-independent work is done once per image (see `SamPredictor`);
+- masks are filtered on predicted IoU while still 256x256, so only survivors are
+  upsampled, and they are upsampled a few at a time (`mask_chunk`);
+- stability scores, boxes and run-length encodings are computed for a chunk of masks
+  at once, and only run lengths are kept: never thousands of full-resolution masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .modeling.sam import Sam, upscale_masks
+from .predictor import SamPredictor
+from .prompts import PromptError
+from .utils import amg, rle
+from .utils.nms import nms
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+DECODE_CHUNK = 16  # prompts decoded at once: fastest per prompt here, and memory stays small
+
+
+@dataclass
+class MaskRecords:
+    """Masks found so far, as run lengths plus per-mask tensors (N rows each)."""
+
+    counts: list[np.ndarray] = field(default_factory=list)  # column-major run lengths
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))  # XYXY
+    iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    points: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.float64))
+    stability: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def extend(self, other: MaskRecords) -> None:
+        self.counts.extend(other.counts)
+        self.boxes = torch.cat([self.boxes, other.boxes])
+        self.iou_preds = torch.cat([self.iou_preds, other.iou_preds])
+        self.points = torch.cat([self.points, other.points])
+        self.stability = torch.cat([self.stability, other.stability])
+        self.crop_boxes = torch.cat([self.crop_boxes, other.crop_boxes])
+
+    def select(self, idx: torch.Tensor) -> None:
+        """Keep rows `idx` (indices, in that order)."""
+        self.counts = [self.counts[i] for i in idx.tolist()]
+        self.boxes, self.iou_preds = self.boxes[idx], self.iou_preds[idx]
+        self.points, self.stability, self.crop_boxes = (
+            self.points[idx],
+            self.stability[idx],
+            self.crop_boxes[idx],
+        )
+
+
+class SamAutomaticMaskGenerator:
+    """Generate masks for a whole image (segment-anything's arguments and defaults).
+
+    points_per_side: grid of n x n point prompts (or pass point_grids); points_per_batch:
+    prompts per batch (decoded at most 16 at a time, the fastest here); pred_iou_thresh, stability_score_thresh: filters in [0, 1];
+    box_nms_thresh, crop_nms_thresh: NMS IoU thresholds within and across crops;
+    crop_n_layers: extra layers of 2^i x 2^i crops; min_mask_region_area: remove islands
+    and holes smaller than this (needs the `amg` extra); output_mode: "binary_mask",
+    "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (memory bound).
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        mask_chunk: int = 16,
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise PromptError("exactly one of points_per_side and point_grids must be given")
+        _check_int("points_per_batch", points_per_batch, 1)
+        _check_int("crop_n_layers", crop_n_layers, 0)
+        _check_int("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1)
+        _check_int("mask_chunk", mask_chunk, 1)
+        for name, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("box_nms_thresh", box_nms_thresh),
+            ("crop_nms_thresh", crop_nms_thresh),
+            ("crop_overlap_ratio", crop_overlap_ratio),
+        ):
+            if not 0.0 <= float(value) <= 1.0:
+                raise PromptError(f"{name} must be between 0 and 1, got {value!r}")
+        if not float(stability_score_offset) >= 0.0:
+            raise PromptError(f"stability_score_offset must be >= 0, got {stability_score_offset!r}")
+        if float(min_mask_region_area) < 0:
+            raise PromptError(f"min_mask_region_area must be >= 0, got {min_mask_region_area!r}")
+        if output_mode not in OUTPUT_MODES:
+            raise PromptError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        if points_per_side is not None:
+            _check_int("points_per_side", points_per_side, 1)
+            point_grids = amg.build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+        if len(point_grids) != crop_n_layers + 1:
+            raise PromptError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
+        if min_mask_region_area > 0:
+            from .utils.regions import _cv2
+
+            _cv2()  # fail now, not after minutes of work, if the extra is missing
+        self.predictor = SamPredictor(model)
+        self.point_grids = point_grids
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.mask_chunk = mask_chunk
+
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray) -> list[dict]:
+        """HxWx3 uint8 RGB -> one dict per mask, highest predicted IoU first: `segmentation`,
+        `area`, `bbox` (XYWH), `predicted_iou`, `point_coords`, `stability_score`, `crop_box` (XYWH)."""
+        records = self.generate_records(image)
+        h, w = image.shape[:2]
+        anns = []
+        for i, counts in enumerate(records.counts):
+            if self.output_mode == "coco_rle":
+                seg = {"size": [h, w], "counts": rle.counts_to_string(counts)}
+            elif self.output_mode == "uncompressed_rle":
+                seg = {"size": [h, w], "counts": counts.tolist()}
+            else:
+                seg = rle.counts_to_mask(counts, (h, w))
+            anns.append(
+                {
+                    "segmentation": seg,
+                    "area": int(counts[1::2].sum()),
+                    "bbox": amg.xyxy_to_xywh(records.boxes[i].tolist()),
+                    "predicted_iou": records.iou_preds[i].item(),
+                    "point_coords": [records.points[i].tolist()],
+                    "stability_score": records.stability[i].item(),
+                    "crop_box": amg.xyxy_to_xywh(records.crop_boxes[i].tolist()),
+                }
+            )
+        return anns
+
+    @torch.inference_mode()
+    def generate_records(self, image: np.ndarray) -> MaskRecords:
+        """The masks as run lengths and tensors, before formatting (highest score first)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise PromptError(
+                f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
+            )
+        orig_size = image.shape[:2]
+        crop_boxes, layer_idxs = amg.generate_crop_boxes(
+            orig_size, self.crop_n_layers, self.crop_overlap_ratio
+        )
+        records = MaskRecords()
+        for crop_box, layer in zip(crop_boxes, layer_idxs):
+            records.extend(self._process_crop(image, crop_box, layer, orig_size))
+        if len(crop_boxes) > 1 and len(records):
+            # Prefer masks from smaller crops: score = 1 / crop area.
+            scores = 1 / amg.box_area(records.crop_boxes)
+            records.select(nms(records.boxes.float(), scores, self.crop_nms_thresh))
+        if self.min_mask_region_area > 0:
+            self._remove_small_regions(records, orig_size)
+        return records
+
+    def _process_crop(
+        self, image: np.ndarray, crop_box: list[int], layer: int, orig_size: tuple[int, int]
+    ) -> MaskRecords:
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1, :]
+        crop_size = crop.shape[:2]
+        self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        records = MaskRecords()
+        for start in range(0, len(points), self.points_per_batch):
+            batch = points[start : start + self.points_per_batch]
+            records.extend(self._process_batch(batch, crop_size, crop_box, orig_size))
+        self.predictor.reset_image()
+        records.select(nms(records.boxes.float(), records.iou_preds, self.box_nms_thresh))
+        records.boxes = amg.uncrop_boxes(records.boxes, crop_box)
+        records.points = amg.uncrop_points(records.points, crop_box)
+        return records
+
+    def _process_batch(
+        self, points: np.ndarray, crop_size: tuple[int, int], crop_box: list[int], orig_size: tuple[int, int]
+    ) -> MaskRecords:
+        p = self.predictor
+        coords = torch.as_tensor(
+            p.transform.apply_coords(points, crop_size), dtype=torch.float, device=p.device
+        )
+        out = MaskRecords()
+        step = min(DECODE_CHUNK, self.points_per_batch)
+        for start in range(0, len(points), step):
+            low_res, iou, idx = self._decode(coords[start : start + step])
+            pts = torch.as_tensor(points[start : start + step][idx.cpu().numpy()])
+            for first in range(0, len(low_res), self.mask_chunk):
+                sl = slice(first, first + self.mask_chunk)
+                logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, p.model.img_size)[:, 0]
+                out.extend(self._filter_chunk(logits, iou[sl].cpu(), pts[sl], crop_box, orig_size))
+        return out
+
+    def _decode(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nx2 point prompts (model frame) -> the multi-mask outputs that pass the IoU filter:
+        low-res logits Mx256x256, IoU M, and the index of each one's point, in
+        (point, mask token) order as segment-anything flattens them."""
+        p, decoder = self.predictor, self.predictor.model.mask_decoder
+        labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
+        sparse, dense = p.model.prompt_encoder((coords[:, None, :], labels), None, None)
+        hs, src, size = decoder.run_transformer(p.features, p.image_pe, sparse, dense, p.context)
+        iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
+        keep = (
+            iou > self.pred_iou_thresh
+            if self.pred_iou_thresh > 0.0
+            else torch.ones_like(iou, dtype=torch.bool)
+        )
+        # Only prompts with a surviving candidate go through the upscaler.
+        rows = keep.any(dim=1).nonzero()[:, 0]
+        low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
+        kept = keep[rows]
+        point_idx = rows[:, None].expand(-1, kept.shape[1])[kept]
+        return low_res[kept], iou[rows][kept], point_idx
+
+    def _filter_chunk(
+        self,
+        logits: torch.Tensor,
+        iou: torch.Tensor,
+        pts: torch.Tensor,
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+    ) -> MaskRecords:
+        threshold = self.predictor.model.mask_threshold
+        stability = amg.stability_score(logits, threshold, self.stability_score_offset).cpu()
+        if self.stability_score_thresh > 0.0:
+            keep = stability >= self.stability_score_thresh
+            logits, iou, pts, stability = (
+                logits[keep.to(logits.device)],
+                iou[keep],
+                pts[keep],
+                stability[keep],
+            )
+        masks = logits > threshold
+        boxes = amg.masks_to_boxes_torch(masks).cpu()
+        keep = ~amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+        if not keep.all():
+            masks, boxes, iou, pts, stability = (
+                masks[keep.to(masks.device)],
+                boxes[keep],
+                iou[keep],
+                pts[keep],
+                stability[keep],
+            )
+        masks = amg.uncrop_masks(masks, crop_box, *orig_size)
+        crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(masks), 4)
+        return MaskRecords(rle.masks_to_counts(masks), boxes, iou.float(), pts, stability.float(), crop_boxes)
+
+    def _remove_small_regions(self, records: MaskRecords, size: tuple[int, int]) -> None:
+        """Fill small holes, drop small islands, then NMS preferring untouched masks."""
+        from .utils.regions import remove_small_regions
+
+        if not len(records):
+            return
+        changed: dict[int, np.ndarray] = {}
+        boxes, scores = [], []
+        for i, counts in enumerate(records.counts):
+            mask = rle.counts_to_mask(counts, size)
+            mask, changed_holes = remove_small_regions(mask, self.min_mask_region_area, "holes")
+            mask, changed_islands = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            boxes.append(amg.masks_to_boxes_torch(torch.from_numpy(mask)[None])[0])
+            scores.append(0.0 if changed_holes or changed_islands else 1.0)
+            if changed_holes or changed_islands:
+                changed[i] = rle.mask_to_counts(mask)
+        boxes = torch.stack(boxes)
+        keep = nms(boxes.float(), torch.tensor(scores), max(self.box_nms_thresh, self.crop_nms_thresh))
+        for i in keep.tolist():
+            if i in changed:
+                records.counts[i] = changed[i]
+                records.boxes[i] = boxes[i]
+        records.select(keep)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise PromptError(f"{name} must be an integer >= {low}, got {value!r}")

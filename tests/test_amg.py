@@ -1,0 +1,199 @@
+"""Segment everything: parity with the official generator, its pure helpers, bad parameters."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam import PromptError
+from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
+from mobilesam.utils import amg, rle
+from mobilesam.utils.nms import nms
+from mobilesam.utils.regions import remove_small_regions
+
+
+def _match(ours: list[dict], ref: list[dict]) -> list[tuple[dict, dict]]:
+    """One-to-one: the same prompt point and crop, closest predicted IoU."""
+    free = list(range(len(ours)))
+    pairs = []
+    for r in ref:
+        cands = [i for i in free if ours[i]["point_coords"] == r["point_coords"]]
+        cands = [i for i in cands if np.allclose(ours[i]["crop_box"], r["crop_box"])]
+        assert cands, f"no mask for point {r['point_coords']} crop {r['crop_box']}"
+        best = min(cands, key=lambda i: abs(ours[i]["predicted_iou"] - r["predicted_iou"]))
+        free.remove(best)
+        pairs.append((ours[best], r))
+    return pairs
+
+
+def test_automatic_cases_match_official(sam_vit_t, parity_cases):
+    cases = [c for c in parity_cases if c["kind"] == "automatic"]
+    assert len(cases) == 3
+    for case in cases:
+        image = np.asarray(Image.open(IMAGES / case["image"]).convert("RGB"))
+        anns = SamAutomaticMaskGenerator(sam_vit_t, **case["args"]).generate(image)
+        ref = case["annotations"]
+        assert len(anns) == len(ref), case["name"]
+        for ours, exp in _match(anns, ref):
+            assert abs(ours["predicted_iou"] - exp["predicted_iou"]) <= 1e-3
+            assert abs(ours["stability_score"] - exp["stability_score"]) <= 1e-3
+            assert np.allclose(ours["crop_box"], exp["crop_box"])
+            # IoU >= 0.995 bounds the area difference by 0.5% and the box by a few pixels.
+            assert abs(ours["area"] - exp["area"]) <= 0.005 * exp["area"]
+            assert np.abs(np.subtract(ours["bbox"], exp["bbox"])).max() <= 2
+            if exp.get("segmentation") is not None:
+                a, b = rle.decode(ours["segmentation"]), rle.decode(exp["segmentation"])
+                assert np.logical_and(a, b).sum() >= 0.995 * np.logical_or(a, b).sum()
+                assert ours["segmentation"]["size"] == exp["segmentation"]["size"]
+
+
+@pytest.mark.parametrize("mode", ["binary_mask", "uncompressed_rle", "coco_rle"])
+def test_output_modes_agree(sam_vit_t, mode):
+    image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB"))
+    anns = SamAutomaticMaskGenerator(
+        sam_vit_t, points_per_side=4, pred_iou_thresh=0.5, output_mode=mode
+    ).generate(image)
+    assert anns
+    for ann in anns:
+        seg = ann["segmentation"]
+        mask = seg if mode == "binary_mask" else rle.decode(seg)
+        assert mask.shape == image.shape[:2] and mask.sum() == ann["area"]
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"points_per_side": 0}, "points_per_side"),
+        ({"points_per_side": -3}, "points_per_side"),
+        ({"pred_iou_thresh": 1.5}, "pred_iou_thresh"),
+        ({"stability_score_thresh": -0.1}, "stability_score_thresh"),
+        ({"box_nms_thresh": 2}, "box_nms_thresh"),
+        ({"output_mode": "polygons"}, "output_mode"),
+        ({"points_per_batch": 0}, "points_per_batch"),
+        ({"points_per_side": None}, "exactly one"),
+        ({"crop_n_layers": -1}, "crop_n_layers"),
+    ],
+)
+def test_bad_parameters(sam_vit_t, kwargs, match):
+    with pytest.raises(PromptError, match=match):
+        SamAutomaticMaskGenerator(sam_vit_t, **kwargs)
+
+
+# --- pure helpers --------------------------------------------------------------
+
+
+def test_point_grid_and_layers():
+    grid = amg.build_point_grid(2)
+    np.testing.assert_allclose(grid, [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
+    assert [len(g) for g in amg.build_all_layer_point_grids(8, 2, 2)] == [64, 16, 4]
+
+
+def test_crop_boxes():
+    boxes, layers = amg.generate_crop_boxes((770, 769), 1, 512 / 1500)
+    assert boxes[0] == [0, 0, 769, 770] and layers == [0, 1, 1, 1, 1]
+    # 2x2 overlapping crops that cover the image, each clipped to it
+    assert all(b[2] <= 769 and b[3] <= 770 for b in boxes)
+    assert {b[0] for b in boxes[1:]} == {0, boxes[1][2] - (boxes[1][2] - boxes[3][0])}
+    assert max(b[2] for b in boxes[1:]) == 769 and max(b[3] for b in boxes[1:]) == 770
+
+
+def test_stability_score_hand_made():
+    logits = torch.tensor([[[2.0, 0.5], [-0.5, -2.0]]])  # > 1: one pixel; > -1: three
+    assert amg.stability_score(logits, 0.0, 1.0).item() == pytest.approx(1 / 3)
+
+
+def test_masks_to_boxes_torch_matches_numpy():
+    from mobilesam.utils.boxes import masks_to_boxes
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 9, 11)) > 0.85
+    masks[2] = False
+    np.testing.assert_array_equal(
+        amg.masks_to_boxes_torch(torch.from_numpy(masks)).numpy(), masks_to_boxes(masks)
+    )
+
+
+def test_box_near_crop_edge():
+    crop, orig = [100, 100, 300, 300], [0, 0, 400, 400]
+    boxes = torch.tensor([[5, 50, 60, 60], [50, 50, 150, 150], [150, 150, 200, 200]])  # crop frame
+    assert amg.is_box_near_crop_edge(boxes, crop, orig).tolist() == [True, False, True]
+    full = [0, 0, 400, 400]
+    assert amg.is_box_near_crop_edge(torch.tensor([[0, 0, 400, 400]]), full, orig).tolist() == [False]
+
+
+def test_uncrop_masks():
+    m = torch.ones(1, 2, 3, dtype=torch.bool)
+    out = amg.uncrop_masks(m, [1, 2, 4, 4], 5, 6)
+    assert out.shape == (1, 5, 6) and out.sum() == 6 and out[0, 2:4, 1:4].all()
+
+
+def _brute_force_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
+    """Pairwise, one box at a time; IoU in float32 compared in float64, as torchvision does."""
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    f32 = np.float32
+    keep: list[int] = []
+    for i in order:
+        ok = True
+        for j in keep:
+            ix0, iy0 = max(boxes[i][0], boxes[j][0]), max(boxes[i][1], boxes[j][1])
+            ix1, iy1 = min(boxes[i][2], boxes[j][2]), min(boxes[i][3], boxes[j][3])
+            inter = max(f32(0), ix1 - ix0) * max(f32(0), iy1 - iy0)
+            area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+            if float(inter / (area(boxes[i]) + area(boxes[j]) - inter)) > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed,thr", itertools.product(range(5), [0.0, 0.3, 0.7, 1.0]))
+def test_nms_against_brute_force(seed, thr):
+    rng = np.random.default_rng(seed)
+    xy = rng.integers(0, 50, (40, 2))
+    wh = rng.integers(1, 30, (40, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = rng.random(40).astype(np.float32)
+    keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), thr).tolist()
+    assert keep == _brute_force_nms(boxes, scores, thr)
+
+
+def test_nms_ties_keep_input_order():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [100, 100, 110, 110], [0, 0, 10, 10]])
+    assert nms(boxes, torch.ones(3), 0.5).tolist() == [0, 1]
+
+
+def test_batched_rle_matches_single():
+    rng = np.random.default_rng(1)
+    masks = rng.random((5, 13, 7)) > 0.5
+    masks[1] = True
+    masks[2] = False
+    batched = rle.masks_to_counts(torch.from_numpy(masks))
+    for m, counts in zip(masks, batched):
+        np.testing.assert_array_equal(counts, rle.mask_to_counts(m))
+        assert np.array_equal(rle.counts_to_mask(counts, m.shape), m)
+
+
+def test_remove_small_regions():
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 2:12] = True  # a 100-pixel square
+    mask[5, 5] = False  # a 1-pixel hole
+    mask[16:18, 16:18] = True  # a 4-pixel island
+    filled, changed = remove_small_regions(mask, 10, "holes")
+    assert changed and filled[5, 5] and filled.sum() == mask.sum() + 1
+    cleaned, changed = remove_small_regions(filled, 10, "islands")
+    assert changed and not cleaned[16:18, 16:18].any() and cleaned.sum() == 100
+    same, changed = remove_small_regions(cleaned, 10, "islands")
+    assert not changed and np.array_equal(same, cleaned)
+    only_small = np.zeros((10, 10), bool)
+    only_small[1, 1] = only_small[5:7, 5:7].all() or True
+    only_small[5:7, 5:7] = True
+    kept, _ = remove_small_regions(only_small, 50, "islands")
+    assert kept.sum() == 4  # every island is small: the largest is kept

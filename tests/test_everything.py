@@ -1,0 +1,134 @@
+"""Segment everything through the high-level API, the folder job and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam import MobileSAM, PromptError
+from mobilesam.batch import segment_folder
+from mobilesam.cli import main
+from mobilesam.utils import rle
+
+FAST = {"points_per_side": "4", "iou_thres": "0.5", "stability_score_thres": 0.8}
+
+
+@pytest.fixture(scope="module")
+def sam(ckpt_vit_t):
+    return MobileSAM(ckpt_vit_t, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def small_images(tmp_path_factory):
+    """A folder: two good images, a truncated JPEG and a text file."""
+    folder = tmp_path_factory.mktemp("photos")
+    Image.open(IMAGES / "picture1.jpg").resize((200, 200)).save(folder / "a_good.jpg")
+    Image.open(IMAGES / "truck.jpg").resize((240, 160)).save(folder / "d_good.png")
+    (folder / "b_corrupt.jpg").write_bytes((folder / "a_good.jpg").read_bytes()[:300])
+    (folder / "c_notes.txt").write_text("not an image")
+    return folder
+
+
+def test_no_prompt_segments_everything(sam, tmp_path):
+    result = sam.segment(IMAGES / "picture1.jpg", **FAST)
+    assert len(result) > 0 and result.masks.shape[1:] == (770, 769)
+    assert np.all(np.diff(result.scores) <= 0)  # highest predicted IoU first
+    coco = json.loads(result.save_json(tmp_path / "e.json").read_text())
+    ann = coco["annotations"][0]
+    assert {"stability_score", "point_coords", "crop_box", "score", "segmentation"} <= set(ann)
+    assert np.array_equal(rle.decode(ann["segmentation"]), result.masks[0])
+    labels = np.asarray(Image.open(result.save_label_map(tmp_path / "labels.png")))
+    assert labels.shape == (770, 769) and labels.max() <= len(result)
+    smallest = int(np.argmin(result.masks.sum(axis=(1, 2))))
+    assert np.all(labels[result.masks[smallest]] == smallest + 1)  # small masks stay on top
+    assert Image.open(result.save_overlay(tmp_path / "o.png")).size == (769, 770)
+
+
+def test_everything_input_size_percent(sam):
+    result = sam.segment_everything(IMAGES / "picture1.jpg", input_size_percent=50, **FAST)
+    assert result.masks.shape[1:] == (770, 769)
+    assert result.points.max() <= 770
+
+
+def test_everything_bad_options(sam):
+    for kwargs, name in [
+        ({"points_per_side": 0}, "points_per_side"),
+        ({"iou_thres": "1.5"}, "iou_thres"),
+        ({"stability_score_thres": -1}, "stability_score_thres"),
+        ({"crop_n_layers": "x"}, "crop_n_layers"),
+    ]:
+        with pytest.raises(PromptError, match=name):
+            sam.segment_everything(IMAGES / "picture1.jpg", **kwargs)
+    with pytest.raises(PromptError, match="given with prompts"):
+        sam.segment(IMAGES / "picture1.jpg", input_box=[1, 2, 30, 40], points_per_side=8)
+
+
+def _annotations(out):
+    return json.loads((out / "annotations.json").read_text())
+
+
+def test_folder_interrupt_and_resume(sam, small_images, tmp_path):
+    out = tmp_path / "out"
+    first = segment_folder(sam, small_images, out, FAST, max_images=1, progress=lambda m: None)
+    assert first.done == ["a_good.jpg"] and not first.failed
+    assert [i["file_name"] for i in _annotations(out)["images"]] == ["a_good.jpg"]
+
+    calls = []
+    real = sam.segment_everything
+
+    def interrupted(path, **kw):
+        calls.append(path)
+        if path.name == "d_good.png":
+            raise KeyboardInterrupt
+        return real(path, **kw)
+
+    sam.segment_everything = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segment_folder(sam, small_images, out, FAST, progress=lambda m: None)
+    finally:
+        del sam.segment_everything
+    assert [p.name for p in calls] == ["b_corrupt.jpg", "c_notes.txt", "d_good.png"]  # a_good was skipped
+    assert len(_annotations(out)["images"]) == 1
+
+    last = segment_folder(sam, small_images, out, FAST, overlays=True, progress=lambda m: None)
+    assert last.done == ["d_good.png"] and last.skipped == ["a_good.jpg"]
+    assert set(last.failed) == {"b_corrupt.jpg", "c_notes.txt"}
+    coco = _annotations(out)
+    assert [i["file_name"] for i in coco["images"]] == ["a_good.jpg", "d_good.png"]  # each exactly once
+    assert {f["file_name"] for f in coco["failures"]} == {"b_corrupt.jpg", "c_notes.txt"}
+    ids = [a["id"] for a in coco["annotations"]]
+    assert ids == list(range(1, len(ids) + 1))
+    assert {a["image_id"] for a in coco["annotations"]} <= {i["id"] for i in coco["images"]}
+    assert (out / "overlays" / "d_good.png.png").is_file()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, capsys):
+    ck = ["--checkpoint", str(ckpt_vit_t), "--points-per-side", "4", "--iou-thres", "0.5"]
+    rc = main(
+        [
+            "everything",
+            str(small_images / "a_good.jpg"),
+            *ck,
+            "-o",
+            str(tmp_path / "o.png"),
+            "--label-map",
+            str(tmp_path / "l.png"),
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
+    assert rc == 0 and (tmp_path / "l.png").is_file()
+    rc = main(["everything", str(small_images), *ck, "-o", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 1  # some files failed
+    assert "done 2, skipped 0 (already done), failed 2" in out and "failed: c_notes.txt" in out
+    assert main(["everything", str(small_images), *ck]) == 2
+    assert "output folder is required" in capsys.readouterr().err
+    assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2
+    assert "points_per_side" in capsys.readouterr().err
