@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--pred-iou-thresh", type=float, default=0.88)
     parser.add_argument("--stability-score-thresh", type=float, default=0.95)
     parser.add_argument("--official", help="folder containing the official `mobile_sam` package")
+    parser.add_argument("--no-tune-allocator", action="store_true", help="keep glibc's default malloc")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shared = Path(args.shared)
@@ -72,7 +73,8 @@ def main() -> None:
         generator = official.SamAutomaticMaskGenerator(ref.eval(), **kwargs)
         name = "official"
     else:
-        tune_allocator()
+        if not args.no_tune_allocator:
+            tune_allocator()
         generator = SamAutomaticMaskGenerator(sam, **kwargs)
         name = "mobilesam"
     t0 = time.perf_counter()

@@ -305,7 +305,7 @@ class MobileSAM:
         records = generator.generate_records(work)
         small = work.shape[:2]
         masks = (
-            np.stack([rle.counts_to_mask(c, small) for c in records.counts])
+            np.stack([rle.bits_to_mask(generator.read_bits(b), small) for b in records.bits])
             if len(records)
             else np.zeros((0, h, w), bool)
         )

@@ -5,8 +5,9 @@ segment-anything's constructor arguments, defaults and output, with the same res
 - the decoder's prompt-independent work is done once per image (see `SamPredictor`);
 - masks are filtered on predicted IoU while still 256x256, so only survivors are
   upsampled, and they are upsampled a few at a time (`mask_chunk`);
-- stability scores, boxes and run-length encodings are computed for a chunk of masks
-  at once, and only run lengths are kept: never thousands of full-resolution masks.
+- stability scores and boxes are computed for a chunk of masks at once, and candidates
+  are kept as packed bits (H*W/8 bytes each, whatever their shape); run lengths are
+  computed only for the masks that survive NMS.
 """
 
 from __future__ import annotations
@@ -19,29 +20,32 @@ import torch
 from .modeling.sam import Sam, upscale_masks
 from .predictor import SamPredictor
 from .prompts import PromptError
+from .runtime import release_free_memory
 from .utils import amg, rle
 from .utils.nms import nms
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-DECODE_CHUNK = 16  # prompts decoded at once: fastest per prompt here, and memory stays small
+DECODE_CHUNK = 8  # prompts decoded at once: as fast per prompt as larger batches here, less memory
 
 
 @dataclass
 class MaskRecords:
-    """Masks found so far, as run lengths plus per-mask tensors (N rows each)."""
+    """Masks found so far, as packed bits plus per-mask tensors (N rows each)."""
 
-    counts: list[np.ndarray] = field(default_factory=list)  # column-major run lengths
+    bits: list = field(default_factory=list)  # `rle.BitStore` handles of column-major packed pixels
     boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))  # XYXY
     iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     points: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.float64))
     stability: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
+    areas: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def __len__(self) -> int:
-        return len(self.counts)
+        return len(self.bits)
 
     def extend(self, other: MaskRecords) -> None:
-        self.counts.extend(other.counts)
+        self.bits.extend(other.bits)
+        self.areas = torch.cat([self.areas, other.areas])
         self.boxes = torch.cat([self.boxes, other.boxes])
         self.iou_preds = torch.cat([self.iou_preds, other.iou_preds])
         self.points = torch.cat([self.points, other.points])
@@ -50,7 +54,8 @@ class MaskRecords:
 
     def select(self, idx: torch.Tensor) -> None:
         """Keep rows `idx` (indices, in that order)."""
-        self.counts = [self.counts[i] for i in idx.tolist()]
+        self.bits = [self.bits[i] for i in idx.tolist()]
+        self.areas = self.areas[idx]
         self.boxes, self.iou_preds = self.boxes[idx], self.iou_preds[idx]
         self.points, self.stability, self.crop_boxes = (
             self.points[idx],
@@ -63,11 +68,12 @@ class SamAutomaticMaskGenerator:
     """Generate masks for a whole image (segment-anything's arguments and defaults).
 
     points_per_side: grid of n x n point prompts (or pass point_grids); points_per_batch:
-    prompts per batch (decoded at most 16 at a time, the fastest here); pred_iou_thresh, stability_score_thresh: filters in [0, 1];
+    prompts per batch (decoded at most 8 at a time); pred_iou_thresh, stability_score_thresh: filters in [0, 1];
     box_nms_thresh, crop_nms_thresh: NMS IoU thresholds within and across crops;
     crop_n_layers: extra layers of 2^i x 2^i crops; min_mask_region_area: remove islands
     and holes smaller than this (needs the `amg` extra); output_mode: "binary_mask",
-    "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (memory bound).
+    "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (memory bound);
+    mask_memory_bytes: candidate masks beyond this go to a temporary file.
     """
 
     def __init__(
@@ -86,7 +92,8 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
-        mask_chunk: int = 16,
+        mask_chunk: int = 8,
+        mask_memory_bytes: int = 256 << 20,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise PromptError("exactly one of points_per_side and point_grids must be given")
@@ -133,6 +140,7 @@ class SamAutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.mask_chunk = mask_chunk
+        self.mask_memory_bytes = mask_memory_bytes
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray) -> list[dict]:
@@ -141,7 +149,8 @@ class SamAutomaticMaskGenerator:
         records = self.generate_records(image)
         h, w = image.shape[:2]
         anns = []
-        for i, counts in enumerate(records.counts):
+        for i, handle in enumerate(records.bits):
+            counts = rle.bits_to_counts(self._store.read(handle), (h, w))
             if self.output_mode == "coco_rle":
                 seg = {"size": [h, w], "counts": rle.counts_to_string(counts)}
             elif self.output_mode == "uncompressed_rle":
@@ -151,7 +160,7 @@ class SamAutomaticMaskGenerator:
             anns.append(
                 {
                     "segmentation": seg,
-                    "area": int(counts[1::2].sum()),
+                    "area": int(records.areas[i]),
                     "bbox": amg.xyxy_to_xywh(records.boxes[i].tolist()),
                     "predicted_iou": records.iou_preds[i].item(),
                     "point_coords": [records.points[i].tolist()],
@@ -170,6 +179,9 @@ class SamAutomaticMaskGenerator:
                 f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
             )
         orig_size = image.shape[:2]
+        self._store = rle.BitStore(
+            self.mask_memory_bytes
+        )  # candidate masks of this image; replaced by the next one
         crop_boxes, layer_idxs = amg.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
@@ -184,6 +196,10 @@ class SamAutomaticMaskGenerator:
             self._remove_small_regions(records, orig_size)
         return records
 
+    def read_bits(self, handle: object) -> np.ndarray:
+        """The packed column-major bits of a mask of the last `generate_records` result."""
+        return self._store.read(handle)
+
     def _process_crop(
         self, image: np.ndarray, crop_box: list[int], layer: int, orig_size: tuple[int, int]
     ) -> MaskRecords:
@@ -191,11 +207,13 @@ class SamAutomaticMaskGenerator:
         crop = image[y0:y1, x0:x1, :]
         crop_size = crop.shape[:2]
         self.predictor.set_image(crop)
+        release_free_memory()  # the encoder's temporaries: the decoder needs other sizes
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         records = MaskRecords()
         for start in range(0, len(points), self.points_per_batch):
             batch = points[start : start + self.points_per_batch]
             records.extend(self._process_batch(batch, crop_size, crop_box, orig_size))
+            release_free_memory()  # temporaries vary in size from batch to batch
         self.predictor.reset_image()
         records.select(nms(records.boxes.float(), records.iou_preds, self.box_nms_thresh))
         records.boxes = amg.uncrop_boxes(records.boxes, crop_box)
@@ -260,19 +278,26 @@ class SamAutomaticMaskGenerator:
                 stability[keep],
             )
         masks = logits > threshold
-        boxes = amg.masks_to_boxes_torch(masks).cpu()
+        # Column-major, as RLE and packing read it; reducing uint8 views over the middle
+        # axis is the fast way to get each mask's row and column projections.
+        masks_t = masks.transpose(1, 2).contiguous()
+        cols = masks.view(torch.uint8).amax(dim=1) > 0
+        rows = masks_t.view(torch.uint8).amax(dim=1) > 0
+        boxes = amg.boxes_from_projections(rows, cols).cpu()
         keep = ~amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
         if not keep.all():
-            masks, boxes, iou, pts, stability = (
-                masks[keep.to(masks.device)],
+            masks_t, boxes, iou, pts, stability = (
+                masks_t[keep.to(masks_t.device)],
                 boxes[keep],
                 iou[keep],
                 pts[keep],
                 stability[keep],
             )
-        masks = amg.uncrop_masks(masks, crop_box, *orig_size)
-        crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(masks), 4)
-        return MaskRecords(rle.masks_to_counts(masks), boxes, iou.float(), pts, stability.float(), crop_boxes)
+        x0, y0, x1, y1 = crop_box
+        masks_t = amg.uncrop_masks(masks_t, [y0, x0, y1, x1], orig_size[1], orig_size[0])  # transposed frame
+        bits, areas = rle.pack_columns(masks_t, self._store)
+        crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4)
+        return MaskRecords(bits, boxes, iou.float(), pts, stability.float(), crop_boxes, areas)
 
     def _remove_small_regions(self, records: MaskRecords, size: tuple[int, int]) -> None:
         """Fill small holes, drop small islands, then NMS preferring untouched masks."""
@@ -282,19 +307,20 @@ class SamAutomaticMaskGenerator:
             return
         changed: dict[int, np.ndarray] = {}
         boxes, scores = [], []
-        for i, counts in enumerate(records.counts):
-            mask = rle.counts_to_mask(counts, size)
+        for i, handle in enumerate(records.bits):
+            mask = rle.bits_to_mask(self._store.read(handle), size)
             mask, changed_holes = remove_small_regions(mask, self.min_mask_region_area, "holes")
             mask, changed_islands = remove_small_regions(mask, self.min_mask_region_area, "islands")
             boxes.append(amg.masks_to_boxes_torch(torch.from_numpy(mask)[None])[0])
             scores.append(0.0 if changed_holes or changed_islands else 1.0)
             if changed_holes or changed_islands:
-                changed[i] = rle.mask_to_counts(mask)
+                changed[i] = mask
         boxes = torch.stack(boxes)
         keep = nms(boxes.float(), torch.tensor(scores), max(self.box_nms_thresh, self.crop_nms_thresh))
         for i in keep.tolist():
-            if i in changed:
-                records.counts[i] = changed[i]
+            if i in changed:  # re-encode only the masks that changed
+                bits, area = rle.pack_columns(torch.from_numpy(changed[i].T.copy())[None], self._store)
+                records.bits[i], records.areas[i] = bits[0], area[0]
                 records.boxes[i] = boxes[i]
         records.select(keep)
 

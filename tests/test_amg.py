@@ -170,15 +170,31 @@ def test_nms_ties_keep_input_order():
     assert nms(boxes, torch.ones(3), 0.5).tolist() == [0, 1]
 
 
-def test_batched_rle_matches_single():
+def test_packed_bits_round_trip():
     rng = np.random.default_rng(1)
     masks = rng.random((5, 13, 7)) > 0.5
     masks[1] = True
     masks[2] = False
-    batched = rle.masks_to_counts(torch.from_numpy(masks))
-    for m, counts in zip(masks, batched):
-        np.testing.assert_array_equal(counts, rle.mask_to_counts(m))
-        assert np.array_equal(rle.counts_to_mask(counts, m.shape), m)
+    bits, areas = rle.pack_columns(torch.from_numpy(masks).transpose(1, 2).contiguous())
+    for m, b, area in zip(masks, bits, areas.tolist()):
+        assert b.nbytes == -(-13 * 7 // 8) and area == m.sum()
+        np.testing.assert_array_equal(rle.bits_to_counts(b, m.shape), rle.mask_to_counts(m))
+        assert np.array_equal(rle.bits_to_mask(b, m.shape), m)
+
+
+def test_upscale_masks_equals_upsample_then_crop():
+    """The sub-block shortcut in upscale_masks is bit-identical to segment-anything's steps."""
+    import torch.nn.functional as F
+
+    from mobilesam.modeling.sam import upscale_masks
+
+    low = torch.randn(2, 3, 256, 256)
+    for input_size in [(683, 1024), (1024, 1023), (1024, 1024), (1, 1024)]:
+        full = F.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
+        ref = F.interpolate(
+            full[..., : input_size[0], : input_size[1]], (700, 900), mode="bilinear", align_corners=False
+        )
+        assert torch.equal(upscale_masks(low, input_size, (700, 900), 1024), ref)
 
 
 def test_remove_small_regions():
@@ -197,3 +213,20 @@ def test_remove_small_regions():
     only_small[5:7, 5:7] = True
     kept, _ = remove_small_regions(only_small, 50, "islands")
     assert kept.sum() == 4  # every island is small: the largest is kept
+
+
+def test_bit_store_spills_to_disk_and_reads_back():
+    store = rle.BitStore(memory_bytes=100, block_bytes=64)
+    rows = np.random.default_rng(3).integers(0, 256, (6, 40), dtype=np.uint8)
+    handles = store.add(rows[:3]) + store.add(rows[3:])
+    assert sum(isinstance(h, tuple) for h in handles) == 4  # beyond 100 bytes: in the file
+    for h, row in zip(handles, rows):
+        np.testing.assert_array_equal(store.read(h), row)
+
+
+def test_generator_results_do_not_depend_on_memory_budget(sam_vit_t):
+    image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB"))
+    kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.5, "output_mode": "coco_rle"}
+    in_memory = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    on_disk = SamAutomaticMaskGenerator(sam_vit_t, mask_memory_bytes=0, **kwargs).generate(image)
+    assert in_memory and on_disk == in_memory

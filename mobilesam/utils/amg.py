@@ -62,22 +62,29 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
     return inter / union
 
 
+def boxes_from_projections(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per-mask "any pixel on" over rows (NxH) and columns (NxW) -> Nx4 XYXY int64
+    (inclusive max); empty masks give zeros, as segment-anything's batched_mask_to_box."""
+    h, w = rows.shape[1], cols.shape[1]
+    ar_h = torch.arange(h, device=rows.device)
+    ar_w = torch.arange(w, device=cols.device)
+    boxes = torch.stack(
+        [
+            torch.where(cols, ar_w, w).amin(dim=1),
+            torch.where(rows, ar_h, h).amin(dim=1),
+            torch.where(cols, ar_w, -1).amax(dim=1),
+            torch.where(rows, ar_h, -1).amax(dim=1),
+        ],
+        dim=1,
+    )
+    return boxes * rows.any(dim=1, keepdim=True)
+
+
 def masks_to_boxes_torch(masks: torch.Tensor) -> torch.Tensor:
     """NxHxW bool -> Nx4 XYXY int64 (inclusive max); empty masks give zeros."""
-    n, h, w = masks.shape
-    if n == 0:
+    if masks.shape[0] == 0:
         return torch.zeros(0, 4, dtype=torch.long, device=masks.device)
-    rows = masks.any(dim=2)  # N x H
-    cols = masks.any(dim=1)  # N x W
-    has = rows.any(dim=1)
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
-    y0 = torch.where(rows, ar_h, h).amin(dim=1)
-    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
-    x0 = torch.where(cols, ar_w, w).amin(dim=1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1)
-    return boxes * has[:, None]
+    return boxes_from_projections(masks.any(dim=2), masks.any(dim=1))
 
 
 def is_box_near_crop_edge(

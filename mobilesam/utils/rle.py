@@ -7,6 +7,9 @@ COCO does; the compressed form is COCO's LEB128-like string, byte-compatible wit
 
 from __future__ import annotations
 
+import mmap
+import tempfile
+
 import numpy as np
 import torch
 
@@ -77,19 +80,76 @@ def string_to_counts(s: str) -> list[int]:
     return counts
 
 
-def masks_to_counts(masks: torch.Tensor) -> list[np.ndarray]:
-    """NxHxW bool masks -> each one's run lengths (column-major), in one vectorised pass."""
-    n, h, w = masks.shape
-    flat = masks.transpose(1, 2).reshape(n, h * w)
-    change = (flat[:, 1:] != flat[:, :-1]).nonzero().cpu().numpy()
-    starts = np.searchsorted(change[:, 0], np.arange(n + 1))
-    first = flat[:, 0].cpu().numpy()
-    out = []
-    for i in range(n):
-        bounds = np.concatenate([[0], change[starts[i] : starts[i + 1], 1] + 1, [h * w]])
-        runs = np.diff(bounds)
-        out.append(np.concatenate([[0], runs]) if first[i] else runs)
-    return out
+class BitStore:
+    """Append-only storage for packed masks: in memory up to `memory_bytes`, then in an
+    anonymous temporary file, so holding every candidate mask of a large run stays cheap.
+
+    Memory blocks are anonymous memory maps, outside the malloc heap: thousands of
+    long-lived buffers allocated between the large short-lived tensors of each step
+    would fragment the heap. `add` returns handles; `read` gives a handle's bytes.
+    """
+
+    def __init__(self, memory_bytes: int = 256 << 20, block_bytes: int = 32 << 20) -> None:
+        self.memory_bytes, self.block_bytes = memory_bytes, block_bytes
+        self._block = np.zeros(0, dtype=np.uint8)
+        self._used = self._in_memory = 0
+        self._file: tempfile._TemporaryFileWrapper | None = None
+
+    def add(self, rows: np.ndarray) -> list[np.ndarray | tuple[int, int]]:
+        """Store each row of a 2-D uint8 array; returns a handle per row."""
+        out: list[np.ndarray | tuple[int, int]] = []
+        for row in rows:
+            if self._in_memory + row.nbytes > self.memory_bytes:
+                if self._file is None:
+                    # Lives as long as the store; deleted by the OS when closed or collected.
+                    self._file = tempfile.TemporaryFile(prefix="mobilesam-masks-")  # noqa: SIM115
+                offset = self._file.seek(0, 2)
+                self._file.write(row.tobytes())
+                out.append((offset, row.nbytes))
+                continue
+            if self._used + row.nbytes > self._block.nbytes:
+                self._block = np.frombuffer(mmap.mmap(-1, max(self.block_bytes, row.nbytes)), dtype=np.uint8)
+                self._used = 0
+            view = self._block[self._used : self._used + row.nbytes]
+            view[:] = row
+            out.append(view)
+            self._used += row.nbytes
+            self._in_memory += row.nbytes
+        return out
+
+    def read(self, handle: np.ndarray | tuple[int, int]) -> np.ndarray:
+        if isinstance(handle, np.ndarray):
+            return handle
+        offset, nbytes = handle
+        self._file.seek(offset)
+        return np.frombuffer(self._file.read(nbytes), dtype=np.uint8)
+
+
+def pack_columns(masks: torch.Tensor, store: BitStore | None = None) -> tuple[list, torch.Tensor]:
+    """NxWxH bool masks, already column-major (transposed) -> each one's pixels as packed
+    bits (H*W/8 bytes, whatever the content; `store` handles if a store is given) and the areas."""
+    if masks.shape[0] == 0:
+        return [], torch.zeros(0, dtype=torch.long)
+    flat = masks.reshape(masks.shape[0], -1).cpu().numpy()
+    packed = np.packbits(flat, axis=1)
+    areas = _POPCOUNT[packed].sum(axis=1, dtype=np.int64)
+    return (store.add(packed) if store is not None else list(packed)), torch.from_numpy(areas)
+
+
+def bits_to_counts(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Packed column-major bits of an (H, W) mask -> its run lengths."""
+    flat = np.unpackbits(bits, count=size[0] * size[1]).view(bool)
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], change, [flat.size]]))
+    return np.concatenate([[0], runs]) if flat[0] else runs
+
+
+def bits_to_mask(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    return np.ascontiguousarray(np.unpackbits(bits, count=h * w).view(bool).reshape(w, h).T)
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def encode(mask: np.ndarray, compressed: bool = True) -> dict:
