@@ -168,6 +168,7 @@ class SamAutomaticMaskGenerator:
                     "crop_box": amg.xyxy_to_xywh(records.crop_boxes[i].tolist()),
                 }
             )
+        self._store = None  # the candidate masks (memory or a temporary file) go now
         return anns
 
     @torch.inference_mode()
