@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import MobileSAMError, PromptError
 from .prompts import as_number_array
+
+if TYPE_CHECKING:  # the CLI imports the model code only when a command needs it
+    from .api import SegmentationResult
 
 
 def _boxes_arg(values: list[str] | None) -> np.ndarray | None:
@@ -57,13 +61,20 @@ def _segment(args: argparse.Namespace) -> int:
     )
     for i, (score, box) in enumerate(zip(result.scores, result.boxes)):
         print(f"mask {i}: score {score:.3f} area {int(result.masks[i].sum())} box {box.tolist()}")
+    _save_outputs(result, args)
+    return 0
+
+
+def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
+    """Write the files asked for with -o, --masks-dir, --label-map and --json."""
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
         print(f"masks: {len(result.save_masks(args.masks_dir))} PNG files in {args.masks_dir}")
+    if args.label_map:
+        print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
-    return 0
 
 
 EVERYTHING_OPTIONS = (
@@ -103,14 +114,7 @@ def _everything(args: argparse.Namespace) -> int:
         return 1 if summary.failed else 0
     result = sam.segment_everything(args.input, **options)
     print(f"{len(result)} masks")
-    if args.output:
-        print(f"overlay: {result.save_overlay(args.output)}")
-    if args.masks_dir:
-        print(f"masks: {len(result.save_masks(args.masks_dir))} PNG files in {args.masks_dir}")
-    if args.label_map:
-        print(f"label map: {result.save_label_map(args.label_map)}")
-    if args.json:
-        print(f"json: {result.save_json(args.json)}")
+    _save_outputs(result, args)
     return 0
 
 
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(seg)
     seg.add_argument("-o", "--output", help="overlay PNG to write")
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
+    seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
     seg.set_defaults(func=_segment)
 
