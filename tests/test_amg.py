@@ -154,7 +154,7 @@ def _brute_force_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[
     return keep
 
 
-@pytest.mark.parametrize("seed,thr", itertools.product(range(5), [0.0, 0.3, 0.7, 1.0]))
+@pytest.mark.parametrize("seed,thr", list(itertools.product(range(5), [0.0, 0.3, 0.7, 1.0])))
 def test_nms_against_brute_force(seed, thr):
     rng = np.random.default_rng(seed)
     xy = rng.integers(0, 50, (40, 2))
