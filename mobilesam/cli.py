@@ -118,6 +118,29 @@ def _everything(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from . import weights
+    from .build import build_sam
+    from .export.onnx import export_onnx
+
+    checkpoint = args.checkpoint or weights.ensure_weights(args.model_type)
+    report = export_onnx(
+        build_sam(args.model_type, checkpoint),
+        args.out,
+        opset=args.opset,
+        raw_image_encoder=args.raw_image_encoder,
+        return_single_mask=args.return_single_mask,
+        quantize=args.quantize,
+        checkpoint=checkpoint,
+        model_type=args.model_type,
+    )
+    for name, path in report.files.items():
+        print(f"{name}: {path}")
+    worst = max(report.checks.values())
+    print(f"checked in onnxruntime against PyTorch: {len(report.checks)} outputs, max difference {worst:.2e}")
+    return 0
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
@@ -171,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
     eve.set_defaults(func=_everything)
+
+    exp = sub.add_parser("export", help="export the model for deployment")
+    exp.add_argument("format", choices=["onnx"])
+    exp.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
+    exp.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
+    exp.add_argument("--quantize", choices=["int8"], help="also write int8 (dynamic) copies")
+    exp.add_argument("--raw-image-encoder", action="store_true", help="encoder takes HxWx3 uint8 of any size")
+    exp.add_argument("--return-single-mask", action="store_true", help="decoder returns the best mask only")
+    exp.set_defaults(func=_export)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])

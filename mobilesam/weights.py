@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import WeightsUnavailableError
+from .utils.files import default_file_mode
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 30
@@ -191,6 +192,7 @@ def _download(url: str, target: Path, record: Weights, progress: bool) -> None:
         problem = verify(tmp, record)
         if problem is not None:
             raise ValueError(f"downloaded file rejected: {problem}")
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     finally:
         # Whatever happened (error, Ctrl-C), no partial file is left or ever renamed into place.

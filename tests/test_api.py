@@ -100,6 +100,11 @@ def test_exports(sam, tmp_path):
     ys, xs = np.nonzero(result.masks[0])
     assert (x0, y0, x0 + w, y0 + h) == (xs.min(), ys.min(), xs.max(), ys.max())
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporaries
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert overlay.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would create it
 
 
 def test_bad_values(sam, truck):

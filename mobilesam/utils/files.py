@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def default_file_mode() -> int:
+    """The mode a plainly created file gets (0o666 less the umask); mkstemp would give 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
@@ -17,6 +24,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,148 @@
+"""Export-only modules: what goes into encoder.onnx and decoder.onnx.
+
+`SamOnnxDecoder` has segment-anything's ONNX interface (its `utils/onnx.py`), so tools and
+web demos that load SAM's decoder file load ours: inputs `image_embeddings` 1x256x64x64,
+`point_coords` 1xNx2 (model-input frame, 1024 pixels), `point_labels` 1xN (1 foreground,
+0 background, -1 padding, 2/3 box corners), `mask_input` 1x1x256x256, `has_mask_input`
+1, `orig_im_size` 2 (H, W, float); outputs `masks` (logits at orig_im_size),
+`iou_predictions`, `low_res_masks`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..modeling.common import Conv2dBN
+from ..modeling.sam import Sam
+
+
+def folded_copy(sam: Sam) -> Sam:
+    """A copy of `sam` with each Conv2d+BatchNorm replaced by one convolution holding the
+    folded weights, so the exported graph stores them as constants (which int8
+    quantisation needs) instead of computing them on every run."""
+    sam = copy.deepcopy(sam).eval()
+    for module in list(sam.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv2dBN):
+                weight, bias = child.folded()
+                c = child.c
+                conv = nn.Conv2d(
+                    c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups
+                )
+                conv.weight.data.copy_(weight.detach())
+                conv.bias.data.copy_(bias.detach())
+                setattr(module, name, _ActConv(conv))
+    return sam
+
+
+class _ActConv(nn.Module):
+    """A convolution taking Conv2dBN's optional `act` argument (GELU here, as the model uses)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
+        y = self.conv(x)
+        return F.gelu(y) if act == "gelu" else F.relu(y) if act == "relu" else y
+
+
+class EncoderOnnx(nn.Module):
+    """Preprocessed 1x3xSxS image (normalised, padded) -> 1x256x(S/16)x(S/16) embedding."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.image_encoder = sam.image_encoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(image)
+
+
+class RawImageEncoderOnnx(nn.Module):
+    """HxWx3 uint8 RGB of any size -> embedding; resize, normalisation and padding in the graph.
+
+    The resize is bilinear with antialiasing on float pixels, where the Python path
+    resizes the uint8 image with Pillow; the two differ by rounding (see the export check).
+    """
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.image_encoder = sam.image_encoder
+        self.img_size = sam.img_size
+        self.register_buffer("pixel_mean", sam.pixel_mean.clone(), persistent=False)
+        self.register_buffer("pixel_std", sam.pixel_std.clone(), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[0], image.shape[1]
+        # Symbolic sizes, as transforms.get_preprocess_shape computes them (round half up).
+        long_side = torch.sym_max(h, w)
+        new_h = torch.sym_int(h * self.img_size / long_side + 0.5)
+        new_w = torch.sym_int(w * self.img_size / long_side + 0.5)
+        x = image.permute(2, 0, 1)[None].float()
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+        x = (x.clamp(0, 255).round() - self.pixel_mean.view(1, -1, 1, 1)) / self.pixel_std.view(1, -1, 1, 1)
+        x = F.pad(x, (0, self.img_size - x.shape[3], 0, self.img_size - x.shape[2]))
+        return self.image_encoder(x)
+
+
+class SamOnnxDecoder(nn.Module):
+    """Prompt encoder + mask decoder + upsampling with segment-anything's ONNX interface."""
+
+    def __init__(self, sam: Sam, return_single_mask: bool = False) -> None:
+        super().__init__()
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.img_size = sam.img_size
+        self.return_single_mask = return_single_mask
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.prompt_encoder
+        emb = pe.pe_layer._encode((coords + 0.5) / self.img_size)
+        labels = labels.unsqueeze(-1)
+        emb = emb * (labels != -1) + pe.not_a_point_embed.weight * (labels == -1)
+        for i, token in enumerate(pe.point_embeddings):  # 0/1 points, 2/3 box corners
+            emb = emb + token.weight * (labels == i)
+        return emb
+
+    def _embed_masks(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        pe = self.prompt_encoder
+        masked = has_mask_input * pe.mask_downscaling(mask_input)
+        return masked + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input)
+        masks, scores = self.mask_decoder.predict_masks(
+            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
+        )
+        if self.return_single_mask:
+            # segment-anything's choice: the single-mask token for 3+ points (padding
+            # included), else the best-scoring multi-mask candidate.
+            reweight = torch.zeros_like(scores)
+            reweight[:, 0] = 1000.0
+            best = torch.argmax(scores + (point_coords.shape[1] - 2.5) * reweight, dim=1)
+            rows = torch.arange(masks.shape[0])
+            masks, scores = masks[rows, best][:, None], scores[rows, best][:, None]
+        return self._postprocess(masks, orig_im_size), scores, masks
+
+    def _postprocess(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        masks = F.interpolate(
+            masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False
+        )
+        size = orig_im_size.to(torch.float32)
+        resized = torch.floor(size * (self.img_size / torch.max(size)) + 0.5).to(torch.int64)
+        masks = masks[..., : resized[0], : resized[1]]
+        orig = orig_im_size.to(torch.int64)
+        return F.interpolate(masks, size=(orig[0], orig[1]), mode="bilinear", align_corners=False)

@@ -1,0 +1,239 @@
+"""Export MobileSAM (or SAM) to ONNX, check the files, and quantise them to int8.
+
+    export_onnx(sam, "out/")  ->  out/encoder.onnx, out/decoder.onnx, out/metadata.json
+                                  (+ encoder.int8.onnx, decoder.int8.onnx with quantize="int8")
+
+Every file is checked after writing: `onnx.checker`, then onnxruntime against PyTorch
+on inputs other than the ones used for export (another image size, another number of
+points). Needs the `onnx` extra: onnx, onnxruntime, onnxscript.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MobileSAMError, missing_extra
+from ..modeling.sam import Sam
+from ..utils.files import atomic_write_text
+from ..weights import sha256_of
+from .modules import EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
+
+MIN_OPSET = 17  # the exporter's translation library targets 18; 17 converts cleanly, older ones do not
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+)
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+
+
+@dataclass
+class ExportReport:
+    files: dict[str, Path] = field(default_factory=dict)
+    checks: dict[str, float] = field(default_factory=dict)  # max |onnx - torch| per check
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+        import onnxscript  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise missing_extra("onnx, onnxruntime and onnxscript", "onnx") from None
+    return onnx, onnxruntime
+
+
+def session(path: str | PathLike):
+    """An onnxruntime CPU session, with a clear error for a missing or non-ONNX file."""
+    _, ort = _require_onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise MobileSAMError(f"ONNX file not found: {path}")
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise MobileSAMError(f"{path} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from exc
+
+
+def check_pair(encoder: str | PathLike, decoder: str | PathLike) -> None:
+    """Fail clearly if the encoder's embedding does not fit the decoder's input."""
+    enc, dec = session(encoder), session(decoder)
+    out = enc.get_outputs()[0].shape
+    names = [i.name for i in dec.get_inputs()]
+    if names[: len(DECODER_INPUTS)] != list(DECODER_INPUTS):
+        raise MobileSAMError(
+            f"{decoder} does not have segment-anything's decoder inputs {DECODER_INPUTS}: {names}"
+        )
+    want = dec.get_inputs()[0].shape
+    if len(out) != len(want) or any(
+        isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, want)
+    ):
+        raise MobileSAMError(f"{encoder} outputs embeddings of shape {out}, but {decoder} expects {want}")
+
+
+def _close(name: str, ours: np.ndarray, ref: np.ndarray, report: ExportReport) -> None:
+    """The parity fixture's rule: max |diff| <= 1e-3 * max(1, max |ref|)."""
+    diff = float(np.abs(ours - ref).max())
+    report.checks[name] = diff
+    if diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
+        raise MobileSAMError(f"ONNX check failed for {name}: max difference {diff:.3g} to PyTorch")
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, opset: int, **kwargs: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Autograd stays on: the fused oneDNN CPU kernels only run without it, and they
+        # have no ONNX translation.
+        torch.onnx.export(
+            module, args, str(tmp), dynamo=True, opset_version=opset, external_data=False, **kwargs
+        )
+    tmp.replace(path)
+
+
+def _decoder_inputs(sam: Sam, n_points: int, orig: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    grid = sam.prompt_encoder.image_embedding_size
+    labels = torch.randint(0, 2, (1, n_points), generator=g).float()
+    labels[0, -1] = -1  # a padding point, as the web demo adds
+    return {
+        "image_embeddings": torch.randn(1, 256, *grid, generator=g),
+        "point_coords": torch.rand(1, n_points, 2, generator=g) * sam.img_size,
+        "point_labels": labels,
+        "mask_input": torch.randn(1, 1, 4 * grid[0], 4 * grid[1], generator=g),
+        "has_mask_input": torch.tensor([float(seed % 2)]),
+        "orig_im_size": torch.tensor(orig, dtype=torch.float),
+    }
+
+
+def export_onnx(
+    sam: Sam,
+    out_dir: str | PathLike,
+    opset: int = 18,
+    raw_image_encoder: bool = False,
+    return_single_mask: bool = False,
+    quantize: str | None = None,
+    checkpoint: str | PathLike | None = None,
+    model_type: str = "vit_t",
+) -> ExportReport:
+    """Write encoder.onnx, decoder.onnx (+ int8 copies) and metadata.json into `out_dir`."""
+    onnx, _ = _require_onnx()
+    if opset < MIN_OPSET:
+        raise MobileSAMError(f"opset {opset} is not supported: use {MIN_OPSET} or newer (default 18)")
+    if quantize not in (None, "int8"):
+        raise MobileSAMError(f"quantize must be 'int8' or nothing, got {quantize!r}")
+    out, report = Path(out_dir), ExportReport()
+    sam = folded_copy(sam.cpu())
+
+    enc_path, dec_path = out / "encoder.onnx", out / "decoder.onnx"
+    g = torch.Generator().manual_seed(0)
+    if raw_image_encoder:
+        encoder = RawImageEncoderOnnx(sam).eval()
+        dim = torch.export.Dim
+        dynamic = {"image": {0: dim("height", min=16, max=16384), 1: dim("width", min=16, max=16384)}}
+        example = torch.randint(0, 256, (600, 900, 3), dtype=torch.uint8, generator=g)
+        _export(
+            encoder,
+            (example,),
+            enc_path,
+            opset,
+            input_names=["image"],
+            output_names=["image_embeddings"],
+            dynamic_shapes=dynamic,
+        )
+        checks = [
+            torch.randint(0, 256, (s, 2 * s // 3 + 5, 3), dtype=torch.uint8, generator=g) for s in (480, 1100)
+        ]
+    else:
+        encoder = EncoderOnnx(sam).eval()
+        example = torch.randn(1, 3, sam.img_size, sam.img_size, generator=g)
+        _export(
+            encoder, (example,), enc_path, opset, input_names=["image"], output_names=["image_embeddings"]
+        )
+        checks = [torch.randn(1, 3, sam.img_size, sam.img_size, generator=g)]
+
+    decoder = SamOnnxDecoder(sam, return_single_mask).eval()
+    inputs = _decoder_inputs(sam, 5, (1200, 1800), seed=0)
+    dynamic = {k: None for k in inputs} | {
+        "point_coords": {1: "num_points"},
+        "point_labels": {1: "num_points"},
+    }
+    _export(
+        decoder,
+        tuple(inputs.values()),
+        dec_path,
+        opset,
+        input_names=list(DECODER_INPUTS),
+        output_names=list(DECODER_OUTPUTS),
+        dynamic_shapes=dynamic,
+    )
+
+    for path in (enc_path, dec_path):
+        onnx.checker.check_model(str(path))
+    enc_session, dec_session = session(enc_path), session(dec_path)
+    with torch.no_grad():
+        for x in checks:
+            _close(
+                f"encoder[{tuple(x.shape)}]",
+                enc_session.run(None, {"image": x.numpy()})[0],
+                encoder(x).numpy(),
+                report,
+            )
+        for n, size, seed in ((2, (770, 769), 1), (7, (480, 640), 2)):
+            inp = _decoder_inputs(sam, n, size, seed)
+            got = dec_session.run(None, {k: v.numpy() for k, v in inp.items()})
+            for name, ours, ref in zip(DECODER_OUTPUTS, got, decoder(*inp.values())):
+                _close(f"decoder.{name}[{n} points, {size}]", ours, ref.numpy(), report)
+    report.files.update(encoder=enc_path, decoder=dec_path)
+
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        for name, path in (("encoder_int8", enc_path), ("decoder_int8", dec_path)):
+            target = path.with_suffix(".int8.onnx")
+            quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
+            session(target)  # loads and runs in onnxruntime
+            report.files[name] = target
+
+    meta = {
+        "model_type": model_type,
+        "source_checkpoint": str(checkpoint) if checkpoint else None,
+        "source_sha256": sha256_of(Path(checkpoint)) if checkpoint else None,
+        "opset": opset,
+        "img_size": sam.img_size,
+        "pixel_mean": sam.pixel_mean.tolist(),
+        "pixel_std": sam.pixel_std.tolist(),
+        "encoder": {
+            "file": enc_path.name,
+            "input": "image: HxWx3 uint8 RGB, any size (resize, normalisation, padding in the graph)"
+            if raw_image_encoder
+            else f"image: 1x3x{sam.img_size}x{sam.img_size} float32, RGB resized so the longest side is "
+            f"{sam.img_size}, (x - pixel_mean) / pixel_std, zero-padded at the bottom and right",
+            "output": "image_embeddings: 1x256x64x64 float32",
+        },
+        "decoder": {
+            "file": dec_path.name,
+            "interface": "segment-anything ONNX (utils/onnx.py SamOnnxModel)",
+            "inputs": list(DECODER_INPUTS),
+            "outputs": list(DECODER_OUTPUTS),
+            "point_coords": f"1xNx2 float32, (x, y) in the resized {sam.img_size}-pixel frame",
+            "point_labels": "1xN float32: 1 foreground, 0 background, -1 padding, 2/3 box corners",
+            "return_single_mask": return_single_mask,
+        },
+        "int8": {k: v.name for k, v in report.files.items() if k.endswith("int8")},
+        "checks_max_abs_diff": report.checks,
+        "torch": torch.__version__,
+    }
+    report.files["metadata"] = atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2))
+    return report
