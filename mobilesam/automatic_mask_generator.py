@@ -296,9 +296,11 @@ class SamAutomaticMaskGenerator:
             )
         x0, y0, x1, y1 = crop_box
         masks_t = amg.uncrop_masks(masks_t, [y0, x0, y1, x1], orig_size[1], orig_size[0])  # transposed frame
-        bits, areas = rle.pack_columns(masks_t, self._store)
+        bits, areas = rle.pack_columns(masks_t.cpu().numpy(), self._store)
         crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4)
-        return MaskRecords(bits, boxes, iou.float(), pts, stability.float(), crop_boxes, areas)
+        return MaskRecords(
+            bits, boxes, iou.float(), pts, stability.float(), crop_boxes, torch.from_numpy(areas)
+        )
 
     def _remove_small_regions(self, records: MaskRecords, size: tuple[int, int]) -> None:
         """Fill small holes, drop small islands, then NMS preferring untouched masks."""
@@ -320,8 +322,8 @@ class SamAutomaticMaskGenerator:
         keep = nms(boxes.float(), torch.tensor(scores), max(self.box_nms_thresh, self.crop_nms_thresh))
         for i in keep.tolist():
             if i in changed:  # re-encode only the masks that changed
-                bits, area = rle.pack_columns(torch.from_numpy(changed[i].T.copy())[None], self._store)
-                records.bits[i], records.areas[i] = bits[0], area[0]
+                bits, area = rle.pack_columns(changed[i].T[None], self._store)
+                records.bits[i], records.areas[i] = bits[0], int(area[0])
                 records.boxes[i] = boxes[i]
         records.select(keep)
 

@@ -223,6 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mobilesam: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print(
+            f"mobilesam: error: `mobilesam {args.command}` needs PyTorch: pip install 'mobilesam[torch]' "
+            "(CPU-only machines: install torch from https://download.pytorch.org/whl/cpu first)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

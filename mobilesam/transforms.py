@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:  # the numpy methods work without torch installed (the ONNX runtime path)
+    import torch
 
 
 def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
@@ -49,12 +52,14 @@ class ResizeLongestSide:
 
     def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
         """BxCxHxW float -> resized with antialiased bilinear interpolation."""
+        import torch.nn.functional as F
+
         h, w = get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
         return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
 
     def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         sx, sy = self._scale(original_size)
-        coords = coords.to(torch.float).clone()
+        coords = coords.float().clone()
         coords[..., 0] *= sx
         coords[..., 1] *= sy
         return coords

@@ -12,7 +12,8 @@ from PIL import Image
 
 from mobilesam import MobileSAMError, SamPredictor, build_sam
 from mobilesam.cli import main
-from mobilesam.export.onnx import check_pair, export_onnx, session
+from mobilesam.export.onnx import export_onnx
+from mobilesam.onnx_predictor import OnnxPredictor, check_pair, session
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -169,3 +170,109 @@ def test_bad_inputs(tmp_path, exported, sam_vit_t):
         check_pair(report.files["encoder"], exported / "decoder.onnx")
     with pytest.raises(MobileSAMError, match="decoder inputs"):
         check_pair(exported / "encoder.onnx", exported / "encoder.onnx")
+
+
+def test_onnx_predictor_matches_sam_predictor(exported, truck_setup):
+    """SamPredictor's numpy API on the exported files: same masks, scores and logits."""
+    image, predictor, _ = truck_setup
+    onnx_predictor = OnnxPredictor(exported, threads=2)
+    onnx_predictor.set_image(image)
+    assert onnx_predictor.original_size == predictor.original_size
+    assert onnx_predictor.input_size == predictor.input_size
+    prompts = [
+        {"point_coords": np.array([[500, 375]]), "point_labels": np.array([1])},
+        {
+            "point_coords": np.array([[500, 375], [1125, 625]]),
+            "point_labels": np.array([1, 0]),
+            "multimask_output": False,
+        },
+        {"box": np.array([425, 600, 700, 875]), "multimask_output": False},
+        {
+            "box": np.array([425, 600, 700, 875]),
+            "point_coords": np.array([[575, 750]]),
+            "point_labels": np.array([1]),
+        },
+    ]
+    for kwargs in prompts:
+        ref_masks, ref_scores, ref_low = predictor.predict(**kwargs)
+        masks, scores, low = onnx_predictor.predict(**kwargs)
+        assert masks.shape == ref_masks.shape and masks.dtype == bool
+        _close(low, ref_low)
+        assert np.abs(scores - ref_scores).max() <= 1e-3
+        for a, b in zip(masks, ref_masks):
+            assert np.logical_and(a, b).sum() >= 0.999 * np.logical_or(a, b).sum()
+    # a mask prompt from the previous answer, as interactive tools do
+    _, scores, low = onnx_predictor.predict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]))
+    kwargs = {
+        "point_coords": np.array([[500, 375]]),
+        "point_labels": np.array([1]),
+        "multimask_output": False,
+    }
+    ref = predictor.predict(mask_input=low[np.argmax(scores)][None], **kwargs)[2]
+    _close(onnx_predictor.predict(mask_input=low[np.argmax(scores)][None], **kwargs)[2], ref)
+
+
+def test_onnx_predictor_errors(exported, tmp_path):
+    p = OnnxPredictor(exported)
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.predict(point_coords=np.array([[1, 1]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match="uint8"):
+        p.set_image(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(MobileSAMError, match="not found"):
+        OnnxPredictor(tmp_path)
+
+
+TORCH_FREE_SCRIPT = """
+import sys
+import numpy as np
+from PIL import Image
+from mobilesam import OnnxPredictor
+predictor = OnnxPredictor(sys.argv[1])
+predictor.set_image(np.asarray(Image.open(sys.argv[2]).convert("RGB")))
+masks, scores, _ = predictor.predict(box=np.array([425, 600, 700, 875]), multimask_output=False)
+np.save(sys.argv[3], masks)
+try:
+    import torch  # noqa: F401
+    print("torch is installed")
+except ImportError:
+    print("no torch")
+"""
+
+
+def test_prompted_segmentation_without_torch(exported, truck_setup, tmp_path):
+    """A fresh virtual environment with `.[runtime]`: numpy, Pillow, onnxruntime, no torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", f"{root}[runtime]"], check=True, timeout=900)
+    (tmp_path / "run.py").write_text(TORCH_FREE_SCRIPT)
+    out = subprocess.run(
+        [
+            str(py),
+            str(tmp_path / "run.py"),
+            str(exported),
+            str(IMAGES / "truck.jpg"),
+            str(tmp_path / "m.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "no torch"
+    cli = subprocess.run(
+        [str(venv / "bin" / "mobilesam"), "segment", str(IMAGES / "truck.jpg"), "--box", "1,2,3,4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 2 and "needs PyTorch" in cli.stderr and "Traceback" not in cli.stderr
+    predictor = truck_setup[1]
+    ref = predictor.predict(box=np.array([425, 600, 700, 875]), multimask_output=False)[0]
+    masks = np.load(tmp_path / "m.npy")
+    assert np.logical_and(masks, ref).sum() >= 0.999 * np.logical_or(masks, ref).sum()

@@ -21,19 +21,12 @@ import torch
 
 from ..errors import MobileSAMError, missing_extra
 from ..modeling.sam import Sam
+from ..onnx_predictor import DECODER_INPUTS, session
 from ..utils.files import atomic_write_text
 from ..weights import sha256_of
 from .modules import EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
 
 MIN_OPSET = 17  # the exporter's translation library targets 18; 17 converts cleanly, older ones do not
-DECODER_INPUTS = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-    "orig_im_size",
-)
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
 
@@ -51,34 +44,6 @@ def _require_onnx():
     except ImportError:
         raise missing_extra("onnx, onnxruntime and onnxscript", "onnx") from None
     return onnx, onnxruntime
-
-
-def session(path: str | PathLike):
-    """An onnxruntime CPU session, with a clear error for a missing or non-ONNX file."""
-    _, ort = _require_onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise MobileSAMError(f"ONNX file not found: {path}")
-    try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise MobileSAMError(f"{path} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from exc
-
-
-def check_pair(encoder: str | PathLike, decoder: str | PathLike) -> None:
-    """Fail clearly if the encoder's embedding does not fit the decoder's input."""
-    enc, dec = session(encoder), session(decoder)
-    out = enc.get_outputs()[0].shape
-    names = [i.name for i in dec.get_inputs()]
-    if names[: len(DECODER_INPUTS)] != list(DECODER_INPUTS):
-        raise MobileSAMError(
-            f"{decoder} does not have segment-anything's decoder inputs {DECODER_INPUTS}: {names}"
-        )
-    want = dec.get_inputs()[0].shape
-    if len(out) != len(want) or any(
-        isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, want)
-    ):
-        raise MobileSAMError(f"{encoder} outputs embeddings of shape {out}, but {decoder} expects {want}")
 
 
 def _close(name: str, ours: np.ndarray, ref: np.ndarray, report: ExportReport) -> None:

@@ -11,7 +11,6 @@ import mmap
 import tempfile
 
 import numpy as np
-import torch
 
 
 def mask_to_counts(mask: np.ndarray) -> np.ndarray:
@@ -125,15 +124,14 @@ class BitStore:
         return np.frombuffer(self._file.read(nbytes), dtype=np.uint8)
 
 
-def pack_columns(masks: torch.Tensor, store: BitStore | None = None) -> tuple[list, torch.Tensor]:
+def pack_columns(masks: np.ndarray, store: BitStore | None = None) -> tuple[list, np.ndarray]:
     """NxWxH bool masks, already column-major (transposed) -> each one's pixels as packed
     bits (H*W/8 bytes, whatever the content; `store` handles if a store is given) and the areas."""
     if masks.shape[0] == 0:
-        return [], torch.zeros(0, dtype=torch.long)
-    flat = masks.reshape(masks.shape[0], -1).cpu().numpy()
-    packed = np.packbits(flat, axis=1)
+        return [], np.zeros(0, dtype=np.int64)
+    packed = np.packbits(masks.reshape(masks.shape[0], -1), axis=1)
     areas = _POPCOUNT[packed].sum(axis=1, dtype=np.int64)
-    return (store.add(packed) if store is not None else list(packed)), torch.from_numpy(areas)
+    return (store.add(packed) if store is not None else list(packed)), areas
 
 
 def bits_to_counts(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,173 @@
+"""`OnnxPredictor`: SamPredictor's numpy API on exported files, with onnxruntime alone.
+
+Needs numpy, Pillow and onnxruntime; no torch. Reads a folder written by
+`mobilesam export onnx` (encoder.onnx, decoder.onnx, metadata.json); the encoder may
+be the preprocessed or the raw-image variant.
+"""
+
+from __future__ import annotations
+
+import json
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MobileSAMError
+from .transforms import ResizeLongestSide
+
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+)
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def session(path: str | PathLike, threads: int | None = None):
+    """An onnxruntime CPU session, with a clear error for a missing or non-ONNX file."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MobileSAMError(
+            "onnxruntime is needed for this; install it with: pip install onnxruntime"
+        ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise MobileSAMError(f"ONNX file not found: {path}")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise MobileSAMError(f"{path} is not a loadable ONNX model: {str(exc).splitlines()[0]}") from exc
+
+
+def check_pair(encoder, decoder) -> None:
+    """Fail clearly if the encoder's embedding does not fit the decoder's input (paths or sessions)."""
+    enc = encoder if hasattr(encoder, "get_outputs") else session(encoder)
+    dec = decoder if hasattr(decoder, "get_inputs") else session(decoder)
+    names = [i.name for i in dec.get_inputs()]
+    if names[: len(DECODER_INPUTS)] != list(DECODER_INPUTS):
+        raise MobileSAMError(
+            f"{decoder} does not have segment-anything's decoder inputs {DECODER_INPUTS}: {names}"
+        )
+    out, want = enc.get_outputs()[0].shape, dec.get_inputs()[0].shape
+    if len(out) != len(want) or any(
+        isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, want)
+    ):
+        raise MobileSAMError(f"{encoder} outputs embeddings of shape {out}, but {decoder} expects {want}")
+
+
+class OnnxPredictor:
+    """Same names, arguments, shapes and semantics as `SamPredictor`'s numpy API.
+
+    onnx_dir: folder with encoder.onnx and decoder.onnx (int8=True: the .int8 copies).
+    """
+
+    def __init__(self, onnx_dir: str | PathLike, threads: int | None = None, int8: bool = False) -> None:
+        folder = Path(onnx_dir)
+        suffix = ".int8.onnx" if int8 else ".onnx"
+        self.encoder = session(folder / f"encoder{suffix}", threads)
+        self.decoder = session(folder / f"decoder{suffix}", threads)
+        check_pair(self.encoder, self.decoder)
+        meta_path = folder / "metadata.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.img_size = int(meta.get("img_size", 1024))
+        self.pixel_mean = np.array(meta.get("pixel_mean", PIXEL_MEAN), dtype=np.float32)
+        self.pixel_std = np.array(meta.get("pixel_std", PIXEL_STD), dtype=np.float32)
+        self.raw_encoder = self.encoder.get_inputs()[0].type == "tensor(uint8)"
+        self.transform = ResizeLongestSide(self.img_size)
+        self.reset_image()
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an HxWx3 uint8 image in `image_format` ("RGB" or "BGR")."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
+            )
+        if image_format == "BGR":
+            image = image[..., ::-1]
+        image = np.ascontiguousarray(image)
+        self.reset_image()
+        self.original_size = image.shape[:2]
+        self.input_size = self.transform.get_preprocess_shape(*image.shape[:2], self.img_size)
+        if self.raw_encoder:
+            x = image
+        else:
+            resized = self.transform.apply_image(image).astype(np.float32)
+            x = (resized - self.pixel_mean) / self.pixel_std
+            x = np.pad(x, ((0, self.img_size - x.shape[0]), (0, self.img_size - x.shape[1]), (0, 0)))
+            x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        self.features = self.encoder.run(None, {self.encoder.get_inputs()[0].name: x})[0]
+        self.is_image_set = True
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As `SamPredictor.predict`: prompts in original-image pixels; returns masks CxHxW,
+        scores C, low-res logits Cx256x256, C = 3 with multimask_output else 1."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        coords, labels = np.zeros((0, 2)), np.zeros(0)
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            coords = self.transform.apply_coords(np.asarray(point_coords, dtype=float), self.original_size)
+            labels = np.asarray(point_labels, dtype=float)
+            if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
+                raise ValueError(
+                    f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
+                )
+        if box is not None:
+            corners = self.transform.apply_boxes(
+                np.asarray(box, dtype=float).reshape(1, 4), self.original_size
+            )
+            coords = np.concatenate([coords, corners.reshape(2, 2)])
+            labels = np.concatenate([labels, [2, 3]])
+        else:  # segment-anything pads point prompts with a "not a point"
+            coords = np.concatenate([coords, [[0.0, 0.0]]])
+            labels = np.concatenate([labels, [-1]])
+        has_mask = mask_input is not None
+        feed = {
+            "image_embeddings": self.features,
+            "point_coords": coords[None].astype(np.float32),
+            "point_labels": labels[None].astype(np.float32),
+            "mask_input": np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256)
+            if has_mask
+            else np.zeros((1, 1, 256, 256), np.float32),
+            "has_mask_input": np.array([float(has_mask)], np.float32),
+            "orig_im_size": np.array(self.original_size, np.float32),
+        }
+        masks, scores, low_res = self.decoder.run(None, feed)
+        if masks.shape[1] == 4:  # all mask tokens: pick as SamPredictor does
+            sel = slice(1, None) if multimask_output else slice(0, 1)
+            masks, scores, low_res = masks[:, sel], scores[:, sel], low_res[:, sel]
+        if not return_logits:
+            masks = masks > 0.0
+        return masks[0], scores[0], low_res[0]
+
+    def get_image_embedding(self) -> np.ndarray:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
+        return self.features
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
+        self.original_size = None
+        self.input_size = None
