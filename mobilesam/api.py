@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import hashlib
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import weights
 from .automatic_mask_generator import SamAutomaticMaskGenerator
 from .build import build_sam
 from .errors import MobileSAMError, PromptError
-from .image_io import ImageSource, load_image
+from .image_io import ImageSource, load_image, shrink, source_name
 from .modeling.sam import upscale_masks
 from .predictor import SamPredictor
-from .prompts import Prompts, parse_float, parse_int, parse_prompts
+from .prompts import Prompts, parse_float, parse_int, parse_prompts, pick_candidates, wants_multimask
 from .result import SegmentationResult
 from .runtime import tune_allocator
 from .utils import rle
@@ -51,19 +49,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise MobileSAMError("device 'mps' requested but Metal (MPS) is not available here")
     return dev
-
-
-def _file_name(image: object) -> str | None:
-    return Path(image).name if isinstance(image, (str, PathLike)) else None
-
-
-def _shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
-    """Resize an HxWx3 image to `percent` % of its size (bilinear); 100 returns it as is."""
-    if percent >= 100:
-        return rgb
-    h, w = rgb.shape[:2]
-    size = (max(1, round(w * percent / 100)), max(1, round(h * percent / 100)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
 
 class MobileSAM:
@@ -92,7 +77,7 @@ class MobileSAM:
         key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, percent)
         if key == self._image_key:
             return  # same image, same scale: reuse the embedding
-        self.predictor.set_image(_shrink(rgb, percent))
+        self.predictor.set_image(shrink(rgb, percent))
         self._image_key = key
 
     @torch.inference_mode()
@@ -122,7 +107,7 @@ class MobileSAM:
             if mask_id not in (None, ""):
                 raise PromptError("mask_id needs a point or box prompt")
             result = self.segment_everything(rgb, input_size_percent=input_size_percent, **everything)
-            result.file_name = _file_name(image)
+            result.file_name = source_name(image)
             return result
         if everything:
             raise PromptError(
@@ -133,14 +118,13 @@ class MobileSAM:
         self._set_image(rgb, percent)
 
         coords, labels, boxes = self._model_prompts(prompts, (h, w))
-        single_point = prompts.boxes is None and len(prompts.points) == 1
-        multimask = mid is not None or single_point
+        multimask = wants_multimask(prompts, mid)
         low_res, scores = self.predictor.decode(coords, labels, boxes, None, multimask)
         if multimask:
-            pick = torch.full((len(scores),), mid - 1) if mid is not None else scores.argmax(dim=1)
-            rows = torch.arange(len(scores))
+            pick = torch.as_tensor(pick_candidates(scores.float().cpu().numpy(), mid), device=scores.device)
+            rows = torch.arange(len(scores), device=scores.device)
             low_res, scores = low_res[rows, pick][:, None], scores[rows, pick][:, None]
-            ids = (pick + 1).numpy()
+            ids = (pick + 1).cpu().numpy()
         else:
             ids = np.zeros(len(scores), dtype=np.int64)
         logits = upscale_masks(low_res, self.predictor.input_size, (h, w), self.model.img_size)
@@ -151,7 +135,7 @@ class MobileSAM:
             mask_ids=ids,
             low_res_logits=low_res[:, 0].float().cpu().numpy(),
             prompts=prompts,
-            file_name=_file_name(image),
+            file_name=source_name(image),
         )
 
     @torch.inference_mode()
@@ -195,7 +179,7 @@ class MobileSAM:
             min_mask_region_area=parse_int(min_mask_region_area, "min_mask_region_area", 0),
         )
         h, w = rgb.shape[:2]
-        work = _shrink(rgb, percent)
+        work = shrink(rgb, percent)
         records = generator.generate_records(work)
         small = work.shape[:2]
         masks = (
@@ -214,7 +198,7 @@ class MobileSAM:
             scores=records.iou_preds.numpy(),
             mask_ids=np.zeros(len(records), dtype=np.int64),
             low_res_logits=None,
-            file_name=_file_name(image),
+            file_name=source_name(image),
             stability_scores=records.stability.numpy(),
             points=records.points.numpy() * scale,
             crop_boxes=records.crop_boxes.numpy() * np.tile(scale, 2),

@@ -44,13 +44,22 @@ def _points_arg(values: list[str] | None) -> tuple[list | None, list | None]:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from .api import MobileSAM
-
     points, labels = _points_arg(args.point)
     boxes = _boxes_arg(args.box)
     if points is None and boxes is None:
         raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
-    sam = MobileSAM(args.checkpoint, args.model_type, args.device)
+    if args.backend == "onnx":
+        from .onnx_predictor import OnnxPredictor
+
+        if not args.onnx:
+            raise PromptError(
+                "--onnx DIR (the folder `mobilesam export onnx` wrote) is needed with --backend onnx"
+            )
+        sam = OnnxPredictor(args.onnx)
+    else:
+        from .api import MobileSAM
+
+        sam = MobileSAM(args.checkpoint, args.model_type, args.device)
     result = sam.segment(
         args.image,
         input_box=boxes,
@@ -178,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--input-size-percent", default=100, help="1-100: shrink before encoding (default 100)")
     _add_model_args(seg)
     seg.add_argument("-o", "--output", help="overlay PNG to write")
+    seg.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx")
+    seg.add_argument("--onnx", help="with --backend onnx: the folder `mobilesam export onnx` wrote")
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
     seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")

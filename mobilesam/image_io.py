@@ -100,3 +100,17 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr[..., :3])
+
+
+def shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
+    """Resize an HxWx3 image to `percent` % of its size (bilinear); 100 returns it as is."""
+    if percent >= 100:
+        return rgb
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * percent / 100)), max(1, round(h * percent / 100)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+
+
+def source_name(image: object) -> str | None:
+    """The file name of a path or URL source, for exports; None for arrays and images."""
+    return Path(image).name if isinstance(image, (str, PathLike)) else None

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MobileSAMError
+from .errors import MobileSAMError, PromptError
+from .image_io import ImageSource, load_image, shrink, source_name
+from .prompts import parse_float, parse_int, parse_prompts, pick_candidates, wants_multimask
+from .result import SegmentationResult
 from .transforms import ResizeLongestSide
 
 DECODER_INPUTS = (
@@ -142,24 +145,99 @@ class OnnxPredictor:
         else:  # segment-anything pads point prompts with a "not a point"
             coords = np.concatenate([coords, [[0.0, 0.0]]])
             labels = np.concatenate([labels, [-1]])
-        has_mask = mask_input is not None
-        feed = {
-            "image_embeddings": self.features,
-            "point_coords": coords[None].astype(np.float32),
-            "point_labels": labels[None].astype(np.float32),
-            "mask_input": np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256)
-            if has_mask
-            else np.zeros((1, 1, 256, 256), np.float32),
-            "has_mask_input": np.array([float(has_mask)], np.float32),
-            "orig_im_size": np.array(self.original_size, np.float32),
-        }
-        masks, scores, low_res = self.decoder.run(None, feed)
+        masks, scores, low_res = self._decode(coords, labels, mask_input, self.original_size)
         if masks.shape[1] == 4:  # all mask tokens: pick as SamPredictor does
             sel = slice(1, None) if multimask_output else slice(0, 1)
             masks, scores, low_res = masks[:, sel], scores[:, sel], low_res[:, sel]
         if not return_logits:
             masks = masks > 0.0
         return masks[0], scores[0], low_res[0]
+
+    def _decode(
+        self, coords: np.ndarray, labels: np.ndarray, mask_input: np.ndarray | None, out_size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decoder run: prompts in the model frame -> logits at out_size, scores, low-res."""
+        has_mask = mask_input is not None
+        mask = (
+            np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256)
+            if has_mask
+            else np.zeros((1, 1, 256, 256), np.float32)
+        )
+        feed = {
+            "image_embeddings": self.features,
+            "point_coords": coords[None].astype(np.float32),
+            "point_labels": labels[None].astype(np.float32),
+            "mask_input": mask,
+            "has_mask_input": np.array([float(has_mask)], np.float32),
+            "orig_im_size": np.array(out_size, np.float32),
+        }
+        return tuple(self.decoder.run(None, feed))
+
+    def segment(
+        self,
+        image: ImageSource,
+        input_box: object = None,
+        input_point: object = None,
+        input_point_label: object = None,
+        mask_id: object = None,
+        input_size_percent: object = 100,
+    ) -> SegmentationResult:
+        """`MobileSAM.segment` on the ONNX files: the same parameters, prompts and results
+        (one decoder run per box: segment-anything's ONNX decoder takes one prompt set).
+        Segment-everything mode needs the torch backend."""
+        rgb = load_image(image)
+        h, w = rgb.shape[:2]
+        prompts = parse_prompts((h, w), input_box, input_point, input_point_label)
+        if prompts.empty:
+            raise PromptError(
+                "no prompt given: pass input_box and/or input_point (segment everything needs torch)"
+            )
+        mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
+        percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
+        self.set_image(shrink(rgb, percent))
+        small = self.original_size
+        scale = np.array([small[1] / w, small[0] / h])
+        multimask = wants_multimask(prompts, mid)
+        coords = (
+            np.zeros((0, 2))
+            if prompts.points is None
+            else self.transform.apply_coords(prompts.points * scale, small)
+        )
+        labels = np.zeros(0) if prompts.labels is None else prompts.labels.astype(float)
+        masks, scores, low_res = [], [], []
+        for box in [None] if prompts.boxes is None else prompts.boxes:
+            if box is None:  # points only: padded with a "not a point", as SamPredictor does
+                c, lab = np.concatenate([coords, [[0.0, 0.0]]]), np.concatenate([labels, [-1]])
+            else:
+                corners = self.transform.apply_boxes(box.reshape(1, 4) * np.tile(scale, 2), small).reshape(
+                    2, 2
+                )
+                c, lab = np.concatenate([coords, corners]), np.concatenate([labels, [2, 3]])
+            m, sc, lo = (x[0] for x in self._decode(c, lab, None, (h, w)))
+            if m.shape[0] == 4:
+                m, sc, lo = (x[1:] if multimask else x[:1] for x in (m, sc, lo))
+            masks.append(m), scores.append(sc), low_res.append(lo)
+        scores, masks, low_res = np.stack(scores), np.stack(masks), np.stack(low_res)
+        if multimask and scores.shape[1] == 3:
+            pick = pick_candidates(scores, mid)
+            rows = np.arange(len(scores))
+            masks, scores, low_res, ids = masks[rows, pick], scores[rows, pick], low_res[rows, pick], pick + 1
+        else:
+            masks, scores, low_res, ids = (
+                masks[:, 0],
+                scores[:, 0],
+                low_res[:, 0],
+                np.zeros(len(scores), np.int64),
+            )
+        return SegmentationResult(
+            image=rgb,
+            masks=masks > 0.0,
+            scores=scores,
+            mask_ids=ids,
+            low_res_logits=low_res,
+            prompts=prompts,
+            file_name=source_name(image),
+        )
 
     def get_image_embedding(self) -> np.ndarray:
         if not self.is_image_set:

@@ -141,3 +141,16 @@ def parse_prompts(
     elif _given(input_point_label):
         raise PromptError("input_point_label given without input_point")
     return Prompts(boxes, points, labels)
+
+
+def wants_multimask(prompts: Prompts, mask_id: int | None) -> bool:
+    """Multi-mask output when a candidate is asked for, or for one lone point (ambiguous:
+    the best of three is returned); otherwise SAM's single-mask output."""
+    return mask_id is not None or (prompts.boxes is None and len(prompts.points) == 1)
+
+
+def pick_candidates(scores: np.ndarray, mask_id: int | None) -> np.ndarray:
+    """Nx3 multi-mask scores -> the 0-based candidate per row: mask_id - 1, or the best."""
+    if mask_id is not None:
+        return np.full(len(scores), mask_id - 1)
+    return np.asarray(scores).argmax(axis=1)

@@ -272,7 +272,51 @@ def test_prompted_segmentation_without_torch(exported, truck_setup, tmp_path):
         timeout=120,
     )
     assert cli.returncode == 2 and "needs PyTorch" in cli.stderr and "Traceback" not in cli.stderr
+    cli = subprocess.run(
+        [
+            str(venv / "bin" / "mobilesam"),
+            "segment",
+            str(IMAGES / "truck.jpg"),
+            "--backend",
+            "onnx",
+            "--onnx",
+            str(exported),
+            "--box",
+            "[[425, 600, 700, 875], [1240, 675, 1400, 750]]",
+            "--json",
+            str(tmp_path / "r.json"),
+            "-o",
+            str(tmp_path / "r.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert len(json.loads((tmp_path / "r.json").read_text())["annotations"]) == 2
     predictor = truck_setup[1]
     ref = predictor.predict(box=np.array([425, 600, 700, 875]), multimask_output=False)[0]
     masks = np.load(tmp_path / "m.npy")
     assert np.logical_and(masks, ref).sum() >= 0.999 * np.logical_or(masks, ref).sum()
+
+
+def test_onnx_backend_segment_matches_torch(exported, ckpt_vit_t):
+    """OnnxPredictor.segment: MobileSAM.segment's parameters and results on the ONNX files."""
+    from mobilesam import MobileSAM
+
+    torch_sam, onnx_sam = MobileSAM(ckpt_vit_t, device="cpu"), OnnxPredictor(exported)
+    truck = IMAGES / "truck.jpg"
+    calls = [
+        {"input_box": "[[425, 600, 700, 875], [1240, 675, 1400, 750]]"},
+        {"input_point": [[500, 375]]},
+        {"input_point": [[500, 375], [1125, 625]], "input_point_label": [1, 0], "mask_id": "2"},
+        {"input_box": [425, 600, 700, 875], "input_point": [[575, 750]], "input_size_percent": 50},
+    ]
+    for kwargs in calls:
+        ours, ref = onnx_sam.segment(truck, **kwargs), torch_sam.segment(truck, **kwargs)
+        assert ours.masks.shape == ref.masks.shape and list(ours.mask_ids) == list(ref.mask_ids), kwargs
+        assert np.abs(ours.scores - ref.scores).max() <= 1e-3
+        for a, b in zip(ours.masks, ref.masks):
+            assert np.logical_and(a, b).sum() >= 0.99 * np.logical_or(a, b).sum(), kwargs
+    with pytest.raises(MobileSAMError, match="segment everything needs torch"):
+        onnx_sam.segment(truck)
