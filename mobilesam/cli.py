@@ -150,6 +150,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import bench, weights
+    from .build import build_sam
+    from .image_io import load_image
+    from .runtime import tune_allocator
+
+    torch.set_num_threads(args.threads)
+    tune_allocator()
+    path = bench.default_image(args.image)
+    sam = build_sam("vit_t", args.checkpoint or weights.ensure_weights("vit_t"))
+    rows = bench.run(
+        sam, load_image(path), args.repeats, onnx=not args.no_onnx, everything=not args.no_everything
+    )
+    print(bench.table(rows, path.name))
+    return 0
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
@@ -216,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--raw-image-encoder", action="store_true", help="encoder takes HxWx3 uint8 of any size")
     exp.add_argument("--return-single-mask", action="store_true", help="decoder returns the best mask only")
     exp.set_defaults(func=_export)
+
+    ben = sub.add_parser("bench", help="time every stage and backend, print one table")
+    ben.add_argument("--image", help="photo to time (default: the sample truck.jpg of a checkout)")
+    ben.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
+    ben.add_argument("--threads", type=int, default=2)
+    ben.add_argument("--repeats", type=int, default=5)
+    ben.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows")
+    ben.add_argument("--no-everything", action="store_true", help="skip segment everything")
+    ben.set_defaults(func=_bench)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])

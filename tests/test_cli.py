@@ -111,3 +111,21 @@ def test_console_script_runs(ckpt_vit_t, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "NaN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_table(ckpt_vit_t, tmp_path, capsys):
+    Image.open(IMAGES / "picture1.jpg").resize((256, 256)).save(tmp_path / "small.png")
+    args = [
+        "bench",
+        "--image",
+        str(tmp_path / "small.png"),
+        "--checkpoint",
+        str(ckpt_vit_t),
+        "--repeats",
+        "1",
+    ]
+    assert main([*args, "--no-onnx", "--no-everything"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| torch")]
+    assert [r[2].strip() for r in rows] == ["encoder", "decoder, 1 box", "full prompt"]
+    assert 70 < float(rows[0][5]) < 85  # the encoder's ~77 GFLOP, counted, not guessed
