@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import MobileSAMError, PromptError
 from .image_io import ImageSource, load_image, shrink, source_name
-from .prompts import parse_float, parse_int, parse_prompts, pick_candidates, wants_multimask
+from .prompts import parse_float, parse_int, parse_prompts, pick_candidates, point_arrays, wants_multimask
 from .result import SegmentationResult
 from .transforms import ResizeLongestSide
 
@@ -128,14 +128,9 @@ class OnnxPredictor:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         coords, labels = np.zeros((0, 2)), np.zeros(0)
         if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be given with point_coords")
-            coords = self.transform.apply_coords(np.asarray(point_coords, dtype=float), self.original_size)
-            labels = np.asarray(point_labels, dtype=float)
-            if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
-                raise ValueError(
-                    f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
-                )
+            coords, labels = point_arrays(point_coords, point_labels)
+            coords = self.transform.apply_coords(coords, self.original_size)
+            labels = labels.astype(float)
         if box is not None:
             corners = self.transform.apply_boxes(
                 np.asarray(box, dtype=float).reshape(1, 4), self.original_size

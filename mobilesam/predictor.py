@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .modeling.sam import Sam
+from .prompts import point_arrays
 from .transforms import ResizeLongestSide
 
 
@@ -75,14 +76,7 @@ class SamPredictor:
         self._require_image()
         coords_t = labels_t = box_t = mask_t = None
         if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be given with point_coords")
-            coords = np.asarray(point_coords, dtype=float)
-            labels = np.asarray(point_labels)
-            if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
-                raise ValueError(
-                    f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
-                )
+            coords, labels = point_arrays(point_coords, point_labels)
             coords = self.transform.apply_coords(coords, self.original_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]

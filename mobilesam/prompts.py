@@ -154,3 +154,16 @@ def pick_candidates(scores: np.ndarray, mask_id: int | None) -> np.ndarray:
     if mask_id is not None:
         return np.full(len(scores), mask_id - 1)
     return np.asarray(scores).argmax(axis=1)
+
+
+def point_arrays(point_coords: object, point_labels: object) -> tuple[np.ndarray, np.ndarray]:
+    """SamPredictor.predict's point arguments, checked: Nx2 float64 coords, N labels."""
+    if point_labels is None:
+        raise ValueError("point_labels must be given with point_coords")
+    coords = np.asarray(point_coords, dtype=float)
+    labels = np.asarray(point_labels)
+    if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
+        raise ValueError(
+            f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
+        )
+    return coords, labels
