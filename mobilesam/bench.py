@@ -9,6 +9,7 @@ the machine's matmul peak.
 
 from __future__ import annotations
 
+import copy
 import platform
 import statistics
 import tempfile
@@ -94,6 +95,12 @@ def run(
             ),
             Row("torch", "float32", "full prompt", _timed(full_prompt, repeats)),
         ]
+        encoder16 = copy.deepcopy(sam.image_encoder).to(torch.bfloat16)
+        x16 = x.to(torch.bfloat16)
+        rows.insert(
+            1,
+            Row("torch", "bf16 (opt-in)", "encoder", _timed(lambda: encoder16(x16), repeats), encoder_gflop),
+        )
         if everything:
             generator = SamAutomaticMaskGenerator(sam, points_per_side=16, output_mode="coco_rle")
             rows.append(

@@ -59,7 +59,7 @@ def _segment(args: argparse.Namespace) -> int:
     else:
         from .api import MobileSAM
 
-        sam = MobileSAM(args.checkpoint, args.model_type, args.device)
+        sam = MobileSAM(args.checkpoint, args.model_type, args.device, args.precision)
     result = sam.segment(
         args.image,
         input_box=boxes,
@@ -112,7 +112,7 @@ def _everything(args: argparse.Namespace) -> int:
         name: getattr(args, name) for _, name, _ in EVERYTHING_OPTIONS if getattr(args, name) is not None
     }
     source = Path(args.input)
-    sam = MobileSAM(args.checkpoint, args.model_type, args.device)
+    sam = MobileSAM(args.checkpoint, args.model_type, args.device, args.precision)
     if source.is_dir():
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
@@ -173,6 +173,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
     parser.add_argument("--device", help="cpu, cuda or mps (default: best available)")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bf16"],
+        default="float32",
+        help="bf16: faster encoder, close results",
+    )
 
 
 def _weights(args: argparse.Namespace) -> int:

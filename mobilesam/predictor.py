@@ -50,7 +50,9 @@ class SamPredictor:
         self.original_size = tuple(int(s) for s in original_image_size)
         self.input_size = (int(shape[2]), int(shape[3]))
         input_image = self.model.preprocess(transformed_image.float())
-        self.features = self.model.image_encoder(input_image)
+        # A bfloat16 encoder (MobileSAM(precision="bf16")) feeds the float32 decoder.
+        dtype = next(self.model.image_encoder.parameters()).dtype
+        self.features = self.model.image_encoder(input_image.to(dtype)).float()
         pe = self.model.prompt_encoder
         self.image_pe = pe.get_dense_pe()
         # The decoder's work that is the same for every prompt without a mask input.

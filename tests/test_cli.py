@@ -127,5 +127,6 @@ def test_bench_table(ckpt_vit_t, tmp_path, capsys):
     assert main([*args, "--no-onnx", "--no-everything"]) == 0
     out = capsys.readouterr().out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| torch")]
-    assert [r[2].strip() for r in rows] == ["encoder", "decoder, 1 box", "full prompt"]
+    assert [r[2].strip() for r in rows] == ["encoder", "encoder", "decoder, 1 box", "full prompt"]
+    assert [r[1].strip() for r in rows][:2] == ["float32", "bf16 (opt-in)"]
     assert 70 < float(rows[0][5]) < 85  # the encoder's ~77 GFLOP, counted, not guessed

@@ -27,10 +27,10 @@ def _onednn_available() -> bool:
 
 
 def use_onednn(x: torch.Tensor) -> bool:
-    """True for CPU float32 without autograd, where the fused oneDNN kernels apply."""
+    """True for CPU float32 or bfloat16 without autograd, where the fused oneDNN kernels apply."""
     return (
         x.device.type == "cpu"
-        and x.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and _onednn_available()
     )
@@ -110,11 +110,12 @@ class Conv2dBN(nn.Sequential):
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the single convolution equal to conv followed by eval-mode BN."""
-        bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        weight = self.c.weight * scale[:, None, None, None]
-        bias = bn.bias - bn.running_mean * scale
-        return weight, bias
+        bn, dtype = self.bn, self.c.weight.dtype
+        # In float32 even for a bfloat16 model, then cast once.
+        scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
+        weight = self.c.weight.float() * scale[:, None, None, None]
+        bias = bn.bias.float() - bn.running_mean.float() * scale
+        return weight.to(dtype), bias.to(dtype)
 
     def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
         """act(BN(conv(x))) with act in "none", "relu", "gelu" (exact)."""
