@@ -169,6 +169,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_cache(args: argparse.Namespace) -> int:
+    from . import weights
+    from .api import resolve_device
+    from .build import build_sam
+    from .distill.cache import EmbeddingCache
+
+    model_type, _, path = args.teacher.partition(":")
+    checkpoint = path or (weights.ensure_weights(model_type) if args.img_size == 1024 else None)
+    if checkpoint is None:
+        raise PromptError("--teacher TYPE:PATH is needed with --img-size other than 1024")
+    teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
+    cache = EmbeddingCache(args.cache)
+    summary = cache.build(teacher, args.images, model_type, args.shard_size, progress=print)
+    print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
+    return 1 if summary.failed else 0
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
@@ -250,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows")
     ben.add_argument("--no-everything", action="store_true", help="skip segment everything")
     ben.set_defaults(func=_bench)
+
+    dis = sub.add_parser("distill", help="decoupled distillation: teacher embedding cache")
+    dsub = dis.add_subparsers(dest="distill_command", required=True)
+    dca = dsub.add_parser("cache", help="run the teacher once per image and keep its embeddings")
+    dca.add_argument(
+        "--teacher", default="vit_h", help="TYPE[:CHECKPOINT], e.g. vit_h or vit_h:sam_vit_h.pth"
+    )
+    dca.add_argument("--images", required=True, help="folder of images, or SA-1B sa_*.tar shards")
+    dca.add_argument("--cache", required=True, help="cache folder (created; a rerun resumes)")
+    dca.add_argument("--img-size", type=int, default=1024, help="teacher input size (default 1024)")
+    dca.add_argument("--shard-size", type=int, default=256, help="embeddings per shard file")
+    dca.add_argument("--device", help="cpu, cuda or mps (default: best available)")
+    dca.set_defaults(func=_distill_cache)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])

@@ -1,0 +1,1 @@
+"""Decoupled distillation: teacher embedding cache (more to come: training, evaluation)."""

@@ -1,0 +1,175 @@
+"""Teacher embedding cache: run the SAM teacher once per image, keep its embeddings.
+
+Layout of a cache folder:
+    index.json          {"teacher", "img_size", "shape", "entries": {image_id: {"shard", "row",
+                        "sha256"}}, "shards": {name: sha256}, "failures": {image_id: error}}
+    shard_00000.npy     float16 embeddings, N x 256 x (S/16) x (S/16), one row per image
+A shard is written (atomically) once it is full or the run ends, then the index; a
+killed run loses at most the images of the shard in progress, and a rerun skips every
+image already in the index. Checksums: one per shard, one per embedding.
+
+Images come from a folder or from SA-1B tar shards as Meta distributes them
+(`sa_*.tar` holding `.jpg` + `.json`), read straight from the tar, not unpacked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ImageLoadError, MobileSAMError
+from ..image_io import load_image
+from ..modeling.sam import Sam
+from ..predictor import SamPredictor
+from ..utils.files import atomic_write, atomic_write_text
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def iter_images(source: str | Path) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
+    """(image id, loader) for every image of a folder, or of the SA-1B tar files in it / given."""
+    source = Path(source)
+    tars = [source] if source.suffix == ".tar" else sorted(source.glob("*.tar")) if source.is_dir() else []
+    if tars:
+        for tar_path in tars:
+            with tarfile.open(tar_path) as tar:
+                for member in tar:
+                    if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
+                        data = tar.extractfile(member).read()
+                        yield f"{tar_path.name}/{member.name}", lambda data=data: load_image(_pil(data))
+        return
+    if not source.is_dir():
+        raise MobileSAMError(f"not a folder of images or a .tar shard: {source}")
+    for path in sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")):
+        yield path.name, lambda path=path: load_image(path)
+
+
+def _pil(data: bytes):
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise ImageLoadError(f"unreadable image: {exc}") from exc
+
+
+@dataclass
+class CacheSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class EmbeddingCache:
+    """Read and write a cache folder (see the module doc)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        path = self.folder / "index.json"
+        self.index = json.loads(path.read_text()) if path.is_file() else None
+        self._verified: set[str] = set()
+
+    def __contains__(self, image_id: str) -> bool:
+        return self.index is not None and image_id in self.index["entries"]
+
+    def __len__(self) -> int:
+        return 0 if self.index is None else len(self.index["entries"])
+
+    def ids(self) -> list[str]:
+        return [] if self.index is None else sorted(self.index["entries"])
+
+    def get(self, image_id: str) -> np.ndarray:
+        """One embedding, 256 x g x g float16, checked against its shard's and its own checksum."""
+        entry = self.index["entries"][image_id]
+        shard = self._shard(entry["shard"])
+        row = np.ascontiguousarray(shard[entry["row"]])
+        if hashlib.sha256(row.tobytes()).hexdigest() != entry["sha256"]:
+            raise MobileSAMError(f"cache entry {image_id} in {entry['shard']} is damaged (checksum mismatch)")
+        return row
+
+    def _shard(self, name: str) -> np.ndarray:
+        path = self.folder / name
+        if name not in self._verified:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != self.index["shards"][name]:
+                raise MobileSAMError(
+                    f"cache shard {path} is damaged (checksum mismatch); delete it and rerun"
+                )
+            self._verified.add(name)
+        return np.load(path, mmap_mode="r")
+
+    def build(
+        self,
+        teacher: Sam,
+        source: str | Path,
+        teacher_name: str,
+        shard_size: int = 256,
+        progress: Callable[[str], None] | None = None,
+    ) -> CacheSummary:
+        """Embed every image of `source` not yet cached, with SAM's exact preprocessing."""
+        size = teacher.img_size
+        grid = size // 16
+        if self.index is None:
+            self.index = {
+                "teacher": teacher_name,
+                "img_size": size,
+                "shape": [256, grid, grid],
+                "entries": {},
+                "shards": {},
+                "failures": {},
+            }
+        elif (self.index["teacher"], self.index["img_size"]) != (teacher_name, size):
+            raise MobileSAMError(
+                f"{self.folder} holds embeddings of {self.index['teacher']} at {self.index['img_size']} px, "
+                f"not {teacher_name} at {size} px: use another cache folder"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        predictor = SamPredictor(teacher)
+        say = progress or (lambda msg: None)
+        summary, pending = CacheSummary(), []
+        for image_id, load in iter_images(source):
+            if image_id in self:
+                summary.skipped += 1
+                continue
+            try:
+                with torch.inference_mode():
+                    predictor.set_image(load())
+                pending.append((image_id, predictor.features[0].half().cpu().numpy()))
+                self.index["failures"].pop(image_id, None)
+            except (ImageLoadError, ValueError) as exc:
+                summary.failed[image_id] = self.index["failures"][image_id] = str(exc)
+                say(f"{image_id}: FAILED: {exc}")
+                continue
+            summary.done += 1
+            if len(pending) == shard_size:
+                self._write_shard(pending)
+                pending = []
+            say(f"{image_id}: cached ({summary.done} new)")
+        if pending:
+            self._write_shard(pending)
+        atomic_write_text(self.folder / "index.json", json.dumps(self.index))
+        return summary
+
+    def _write_shard(self, rows: list[tuple[str, np.ndarray]]) -> None:
+        name = f"shard_{len(self.index['shards']):05d}.npy"
+        array = np.stack([r for _, r in rows])
+        path = atomic_write(self.folder / name, lambda f: np.save(f, array))
+        self.index["shards"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        for i, (image_id, row) in enumerate(rows):
+            self.index["entries"][image_id] = {
+                "shard": name,
+                "row": i,
+                "sha256": hashlib.sha256(row.tobytes()).hexdigest(),
+            }
+        # The index follows each shard at once: a kill loses at most the shard in progress.
+        atomic_write_text(self.folder / "index.json", json.dumps(self.index))

@@ -1,0 +1,111 @@
+"""Teacher embedding cache: once per image, resumable, bad images skipped, checksums."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGES, synthetic_state_dict
+from PIL import Image
+
+from mobilesam import MobileSAMError, SamPredictor, build_sam
+from mobilesam.cli import main
+from mobilesam.distill.cache import EmbeddingCache
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A small SAM ViT-B teacher: 128 px input, 8x8 embedding grid."""
+    sam = build_sam("vit_b", img_size=128)
+    sam.load_state_dict(synthetic_state_dict("vit_b", img_size=128))
+    return sam
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i, name in enumerate(["picture1.jpg", "picture2.jpg", "picture3.jpg", "truck.jpg", "picture4.jpg"]):
+        Image.open(IMAGES / name).resize((160, 120)).save(folder / f"img{i}.jpg")
+    (folder / "img9_broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return folder
+
+
+def test_cache_once_resume_and_failures(teacher, photos, tmp_path):
+    cache_dir = tmp_path / "cache"
+    calls = []
+
+    def stop_after_three(msg):
+        calls.append(msg)
+        if sum("cached" in m for m in calls) == 3:
+            raise KeyboardInterrupt  # killed mid-run
+
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingCache(cache_dir).build(teacher, photos, "vit_b", shard_size=2, progress=stop_after_three)
+    assert len(EmbeddingCache(cache_dir)) == 2  # the full shard survived; the third image was in progress
+
+    summary = EmbeddingCache(cache_dir).build(teacher, photos, "vit_b", shard_size=2)
+    assert (summary.done, summary.skipped) == (3, 2)
+    assert list(summary.failed) == ["img9_broken.jpg"]
+    cache = EmbeddingCache(cache_dir)
+    assert cache.ids() == [f"img{i}.jpg" for i in range(5)]  # every good image exactly once
+    assert json.loads((cache_dir / "index.json").read_text())["failures"].keys() == {"img9_broken.jpg"}
+
+    again = EmbeddingCache(cache_dir).build(teacher, photos, "vit_b", shard_size=2)
+    assert (again.done, again.skipped) == (0, 5)  # a rerun does nothing new
+
+    predictor = SamPredictor(teacher)
+    predictor.set_image(np.asarray(Image.open(photos / "img3.jpg").convert("RGB")))
+    expected = predictor.get_image_embedding()[0].half().numpy()
+    got = cache.get("img3.jpg")
+    assert got.shape == (256, 8, 8) and got.dtype == np.float16
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_damaged_shard_is_detected(teacher, photos, tmp_path):
+    EmbeddingCache(tmp_path).build(teacher, photos, "vit_b", shard_size=8)
+    shard = tmp_path / "shard_00000.npy"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(MobileSAMError, match="damaged"):
+        EmbeddingCache(tmp_path).get("img0.jpg")
+
+
+def test_other_teacher_refused(teacher, photos, tmp_path):
+    EmbeddingCache(tmp_path).build(teacher, photos, "vit_b")
+    with pytest.raises(MobileSAMError, match="another cache folder"):
+        EmbeddingCache(tmp_path).build(teacher, photos, "vit_h")
+
+
+def test_sa1b_tar_shards_and_cli(teacher, tmp_path):
+    """SA-1B layout: sa_*.tar with .jpg and .json, read without unpacking."""
+    ckpt = tmp_path / "teacher.pth"
+    torch.save(teacher.state_dict(), ckpt)
+    shards = tmp_path / "sa1b"
+    shards.mkdir()
+    with tarfile.open(shards / "sa_000000.tar", "w") as tar:
+        for i in range(2):
+            buf = io.BytesIO()
+            Image.open(IMAGES / "picture1.jpg").resize((100, 80)).save(buf, "JPEG")
+            for name, data in ((f"sa_{i}.jpg", buf.getvalue()), (f"sa_{i}.json", b'{"annotations": []}')):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    args = [
+        "distill",
+        "cache",
+        "--teacher",
+        f"vit_b:{ckpt}",
+        "--images",
+        str(shards),
+        "--cache",
+        str(tmp_path / "c"),
+        "--img-size",
+        "128",
+    ]
+    assert main(args) == 0
+    assert EmbeddingCache(tmp_path / "c").ids() == ["sa_000000.tar/sa_0.jpg", "sa_000000.tar/sa_1.jpg"]
