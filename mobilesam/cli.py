@@ -186,6 +186,37 @@ def _distill_cache(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _distill_train(args: argparse.Namespace) -> int:
+    from .distill.train import TrainConfig, train
+
+    options = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    meta = train(
+        TrainConfig(cache=args.cache, images=args.images, out=args.out, **options), resume=args.resume
+    )
+    print(f"trained {meta['steps']} steps, final loss {meta['final_loss']:.4g}: {args.out}/student.pt")
+    return 0
+
+
+# TrainConfig fields the CLI exposes, with their types.
+TRAIN_OPTIONS = {
+    "student": str,
+    "init_checkpoint": str,
+    "teacher_checkpoint": str,
+    "img_size": int,
+    "steps": int,
+    "batch_size": int,
+    "accum_steps": int,
+    "lr": float,
+    "weight_decay": float,
+    "warmup_steps": int,
+    "grad_clip": float,
+    "seed": int,
+    "save_every": int,
+    "log_every": int,
+    "device": str,
+}
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
@@ -280,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument("--shard-size", type=int, default=256, help="embeddings per shard file")
     dca.add_argument("--device", help="cpu, cuda or mps (default: best available)")
     dca.set_defaults(func=_distill_cache)
+    dtr = dsub.add_parser("train", help="train a student encoder on the cached teacher embeddings")
+    dtr.add_argument("--cache", required=True, help="folder written by `mobilesam distill cache`")
+    dtr.add_argument("--images", required=True, help="the images the cache was built from")
+    dtr.add_argument("--out", required=True, help="run folder: log.csv, last.ckpt, student.pt(.json)")
+    for name, kind in TRAIN_OPTIONS.items():
+        dtr.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="see TrainConfig")
+    dtr.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    dtr.set_defaults(func=_distill_train)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])

@@ -92,7 +92,7 @@ class EmbeddingCache:
         """One embedding, 256 x g x g float16, checked against its shard's and its own checksum."""
         entry = self.index["entries"][image_id]
         shard = self._shard(entry["shard"])
-        row = np.ascontiguousarray(shard[entry["row"]])
+        row = np.array(shard[entry["row"]])  # a writable copy out of the memory map
         if hashlib.sha256(row.tobytes()).hexdigest() != entry["sha256"]:
             raise MobileSAMError(f"cache entry {image_id} in {entry['shard']} is damaged (checksum mismatch)")
         return row
