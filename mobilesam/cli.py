@@ -197,6 +197,25 @@ def _distill_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_evaluate(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from . import weights
+    from .build import build_sam
+    from .distill.evaluate import evaluate, table
+    from .utils.files import atomic_write_text
+
+    teacher_type, _, teacher_path = args.teacher.partition(":")
+    teacher_ckpt = teacher_path or weights.ensure_weights(teacher_type)
+    teacher = build_sam(teacher_type, teacher_ckpt, img_size=args.img_size)
+    student = build_sam(args.student_type, args.student, img_size=args.img_size)
+    result = evaluate(student, teacher, args.images, grid=args.grid, seed=args.seed)
+    print(table(result))
+    if args.json:
+        print(f"json: {atomic_write_text(args.json, json_module.dumps(result, indent=2))}")
+    return 0
+
+
 # TrainConfig fields the CLI exposes, with their types.
 TRAIN_OPTIONS = {
     "student": str,
@@ -319,6 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
         dtr.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="see TrainConfig")
     dtr.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     dtr.set_defaults(func=_distill_train)
+    dev = dsub.add_parser(
+        "evaluate", help="student-vs-teacher mIoU (box, 1 point, 2 points) and embedding MSE"
+    )
+    dev.add_argument("--student", required=True, help="student checkpoint (official layout)")
+    dev.add_argument("--student-type", default="vit_t")
+    dev.add_argument("--teacher", default="vit_h", help="TYPE[:CHECKPOINT]")
+    dev.add_argument("--images", required=True, help="folder of images, or SA-1B sa_*.tar shards")
+    dev.add_argument("--img-size", type=int, default=1024)
+    dev.add_argument(
+        "--grid", type=int, default=3, help="teacher masks from a GRID x GRID point grid per image"
+    )
+    dev.add_argument("--seed", type=int, default=0)
+    dev.add_argument("--json", help="write the numbers here too")
+    dev.set_defaults(func=_distill_evaluate)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])

@@ -116,3 +116,49 @@ def test_cli_train_and_resume_errors(data, tmp_path, capsys):
     assert (tmp_path / "student.pt").is_file()
     assert main([*args[:-4], "--img-size", "256", "--steps", "2"]) == 2
     assert "--img-size 128" in capsys.readouterr().err
+
+
+def test_evaluation_identical_and_trained(data, tmp_path, capsys):
+    from mobilesam.cli import main
+    from mobilesam.distill.evaluate import evaluate
+
+    teacher = build_sam("vit_b", data / "teacher.pth", img_size=SIZE)
+    same = evaluate(teacher, teacher, str(data / "held"), grid=2)
+    assert same["miou"] == {"box": 1.0, "point": 1.0, "two_points": 1.0} and same["embedding_mse"] == 0.0
+    assert same["n_images"] == 2 and same["n_masks"] > 0
+
+    torch.manual_seed(0)
+    untrained = build_sam("vit_t", img_size=SIZE)
+    untrained.load_state_dict(
+        {k: v for k, v in untrained.state_dict().items()}
+        | {
+            k: v
+            for k, v in torch.load(data / "teacher.pth", weights_only=True).items()
+            if not k.startswith("image_encoder.")
+        }
+    )
+    torch.save(untrained.state_dict(), tmp_path / "untrained.pt")
+    train(_config(data, tmp_path / "run", teacher_checkpoint=str(data / "teacher.pth")))
+    before = evaluate(untrained, teacher, str(data / "held"), grid=2)
+    args = [
+        "distill",
+        "evaluate",
+        "--student",
+        str(tmp_path / "run" / "student.pt"),
+        "--teacher",
+        f"vit_b:{data / 'teacher.pth'}",
+        "--images",
+        str(data / "held"),
+        "--img-size",
+        str(SIZE),
+        "--grid",
+        "2",
+        "--json",
+        str(tmp_path / "eval.json"),
+    ]
+    assert main(args) == 0
+    assert "| box |" in capsys.readouterr().out
+    after = json.loads((tmp_path / "eval.json").read_text())
+    assert after["embedding_mse"] < before["embedding_mse"]
+    mean = lambda r: np.mean(list(r["miou"].values()))  # noqa: E731
+    assert mean(after) > mean(before), (before["miou"], after["miou"])
