@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .api import MobileSAM
 from .errors import MobileSAMError
+from .image_io import visible_files
 from .utils.files import atomic_write_text
 
 
@@ -31,11 +32,6 @@ class BatchSummary:
 
     def line(self) -> str:
         return f"done {len(self.done)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
-
-
-def list_inputs(folder: Path) -> list[Path]:
-    """Every visible regular file in the folder, sorted by name: non-images are reported, not ignored."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def segment_folder(
@@ -57,7 +53,7 @@ def segment_folder(
         raise MobileSAMError(f"not a folder: {folder}")
     parts = out_dir / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    files = list_inputs(folder)
+    files = visible_files(folder)  # non-images are tried and reported, not ignored
     say = progress or (lambda msg: print(msg, file=sys.stderr))
     summary = BatchSummary()
     try:

@@ -35,12 +35,12 @@ def load_image(source: ImageSource) -> np.ndarray:
     if isinstance(source, Image.Image):
         return pil_to_rgb(source)
     if is_url(source):
-        return pil_to_rgb(_open(_fetch(source), source))
+        return pil_to_rgb(open_image(_fetch(source), source))
     if isinstance(source, (str, PathLike)):
         path = Path(source)
         if not path.is_file():
             raise ImageLoadError(f"image not found: {path}")
-        return pil_to_rgb(_open(path, str(path)))
+        return pil_to_rgb(open_image(path, str(path)))
     raise ImageLoadError(
         f"unsupported image type {type(source).__name__}: pass a path, URL, numpy array or PIL image"
     )
@@ -54,12 +54,13 @@ def _fetch(url: str) -> io.BytesIO:
         raise ImageLoadError(f"cannot download image {url}: {exc}") from exc
 
 
-def _open(fp: Path | io.BytesIO, name: str) -> Image.Image:
+def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
+    """Open and decode now, so a truncated or non-image file fails here, naming `name`."""
     try:
         img = Image.open(fp)
         if img.width * img.height > _MAX_PIXELS:
             raise ImageLoadError(f"{name}: {img.width}x{img.height} is too large to segment")
-        img.load()  # decode now, so a truncated file fails here with its name
+        img.load()
         return img
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{name} is not an image file Pillow can read") from exc
@@ -102,6 +103,16 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
+def rgb_array(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
+    """SamPredictor.set_image's input checked: HxWx3 uint8 in "RGB" or "BGR" -> RGB, contiguous."""
+    if image_format not in ("RGB", "BGR"):
+        raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
+    return np.ascontiguousarray(image[..., ::-1] if image_format == "BGR" else image)
+
+
 def shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
     """Resize an HxWx3 image to `percent` % of its size (bilinear); 100 returns it as is."""
     if percent >= 100:
@@ -109,6 +120,11 @@ def shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
     h, w = rgb.shape[:2]
     size = (max(1, round(w * percent / 100)), max(1, round(h * percent / 100)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """Every visible regular file of a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def source_name(image: object) -> str | None:

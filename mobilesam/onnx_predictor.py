@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MobileSAMError, PromptError
-from .image_io import ImageSource, load_image, shrink, source_name
+from .image_io import ImageSource, load_image, rgb_array, shrink, source_name
 from .prompts import parse_float, parse_int, parse_prompts, pick_candidates, point_arrays, wants_multimask
 from .result import SegmentationResult
-from .transforms import ResizeLongestSide
+from .transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 
 DECODER_INPUTS = (
     "image_embeddings",
@@ -27,8 +27,6 @@ DECODER_INPUTS = (
     "has_mask_input",
     "orig_im_size",
 )
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def session(path: str | PathLike, threads: int | None = None):
@@ -90,16 +88,7 @@ class OnnxPredictor:
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed an HxWx3 uint8 image in `image_format` ("RGB" or "BGR")."""
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
-            )
-        if image_format == "BGR":
-            image = image[..., ::-1]
-        image = np.ascontiguousarray(image)
+        image = rgb_array(image, image_format)
         self.reset_image()
         self.original_size = image.shape[:2]
         self.input_size = self.transform.get_preprocess_shape(*image.shape[:2], self.img_size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .image_io import rgb_array
 from .modeling.sam import Sam
 from .prompts import point_arrays
 from .transforms import ResizeLongestSide
@@ -25,16 +26,8 @@ class SamPredictor:
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed an HxWx3 uint8 image in `image_format` ("RGB" or "BGR")."""
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
-            )
-        if image_format != self.model.image_format:
-            image = image[..., ::-1]
-        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        image = rgb_array(image, image_format)  # the model takes RGB
+        resized = self.transform.apply_image(image)
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.set_torch_image(tensor, image.shape[:2])
 

@@ -17,7 +17,7 @@ from .prompts import Prompts
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
-from .visualize import overlay
+from .visualize import overlay, paint_order
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SegmentationResult:
     def label_map(self) -> np.ndarray:
         """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger)."""
         labels = np.zeros(self.image.shape[:2], dtype=np.uint16)
-        for i in np.argsort([-m.sum() for m in self.masks], kind="stable"):
+        for i in paint_order(self.masks):
             labels[self.masks[i]] = i + 1
         return labels
 

@@ -11,6 +11,11 @@ if TYPE_CHECKING:  # the numpy methods work without torch installed (the ONNX ru
     import torch
 
 
+# SAM's normalisation of RGB pixels in [0, 255].
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
 def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
     """(h, w) after scaling so that the longer side is `long_side_length`, rounded half up."""
     scale = long_side_length * 1.0 / max(oldh, oldw)

@@ -18,6 +18,11 @@ def palette(n: int) -> np.ndarray:
     return (np.array(colors, dtype=np.float64).reshape(n, 3) * 255).round().astype(np.uint8)
 
 
+def paint_order(masks: np.ndarray) -> np.ndarray:
+    """Indices of NxHxW masks, largest first, so that smaller masks are painted over them."""
+    return np.argsort([-m.sum() for m in masks], kind="stable")
+
+
 def mask_edges(mask: np.ndarray, width: int = 2) -> np.ndarray:
     """Pixels of an HxW bool mask that have a neighbour outside it, within `width` pixels."""
     inner = mask.copy()
@@ -50,8 +55,7 @@ def overlay(
     masks = np.asarray(masks, dtype=bool).reshape(-1, *image.shape[:2])
     if colors is None:
         colors = palette(len(masks))
-    order = np.argsort([-m.sum() for m in masks], kind="stable")
-    for i in order:
+    for i in paint_order(masks):
         m = masks[i]
         out[m] = (1 - alpha) * out[m] + alpha * colors[i]
         if contours:

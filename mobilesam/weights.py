@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import WeightsUnavailableError
+from .transforms import PIXEL_MEAN, PIXEL_STD
 from .utils.files import default_file_mode
 
 _CHUNK = 1 << 20
@@ -39,8 +40,8 @@ class Weights:
     licence: str
     description: str
     input_size: int = 1024
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
 
 
 _FAIR = "https://dl.fbaipublicfiles.com/segment_anything/"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import load_image
+from ..image_io import load_image, open_image, pil_to_rgb, visible_files
 from ..modeling.sam import Sam
 from ..predictor import SamPredictor
 from ..utils.files import atomic_write, atomic_write_text
@@ -44,23 +44,16 @@ def iter_images(source: str | Path) -> Iterator[tuple[str, Callable[[], np.ndarr
                 for member in tar:
                     if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
                         data = tar.extractfile(member).read()
-                        yield f"{tar_path.name}/{member.name}", lambda data=data: load_image(_pil(data))
+                        image_id = f"{tar_path.name}/{member.name}"
+                        yield (
+                            image_id,
+                            lambda data=data, name=image_id: pil_to_rgb(open_image(io.BytesIO(data), name)),
+                        )
         return
     if not source.is_dir():
         raise MobileSAMError(f"not a folder of images or a .tar shard: {source}")
-    for path in sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in visible_files(source):
         yield path.name, lambda path=path: load_image(path)
-
-
-def _pil(data: bytes):
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img
-    except Exception as exc:  # Pillow raises many types for bad data
-        raise ImageLoadError(f"unreadable image: {exc}") from exc
 
 
 @dataclass

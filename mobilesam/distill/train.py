@@ -29,8 +29,8 @@ from torch import nn
 from ..build import build_sam
 from ..checkpoint import read_state_dict
 from ..errors import MobileSAMError
-from ..modeling.sam import PIXEL_MEAN, PIXEL_STD, normalize_and_pad
-from ..transforms import ResizeLongestSide
+from ..modeling.sam import normalize_and_pad
+from ..transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 from ..utils.files import atomic_write, atomic_write_text
 from .cache import EmbeddingCache, iter_images
 

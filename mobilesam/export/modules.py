@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling.common import Conv2dBN
+from ..modeling.common import Conv2dBN, activate
 from ..modeling.sam import Sam
 
 
@@ -47,8 +47,7 @@ class _ActConv(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
-        y = self.conv(x)
-        return F.gelu(y) if act == "gelu" else F.relu(y) if act == "relu" else y
+        return activate(self.conv(x), act)
 
 
 class EncoderOnnx(nn.Module):

@@ -39,7 +39,7 @@ def use_onednn(x: torch.Tensor) -> bool:
 _ALGORITHM = {"none": "", "relu": "", "gelu": "none"}  # oneDNN's name for exact (erf) GELU
 
 
-def _activate(y: torch.Tensor, act: str) -> torch.Tensor:
+def activate(y: torch.Tensor, act: str) -> torch.Tensor:
     return F.gelu(y) if act == "gelu" else F.relu(y) if act == "relu" else y
 
 
@@ -53,7 +53,7 @@ def linear(
     """act(x @ weight.T + bias) with act in "none", "relu", "gelu" (exact), fused on CPU inference."""
     if not training and use_onednn(x):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], _ALGORITHM[act])
-    return _activate(F.linear(x, weight, bias), act)
+    return activate(F.linear(x, weight, bias), act)
 
 
 class Linear(nn.Linear):
@@ -120,11 +120,11 @@ class Conv2dBN(nn.Sequential):
     def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
         """act(BN(conv(x))) with act in "none", "relu", "gelu" (exact)."""
         if self.training:
-            return _activate(self.bn(self.c(x)), act)
+            return activate(self.bn(self.c(x)), act)
         weight, bias = self.folded()
         c = self.c
         if use_onednn(x):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, c.padding, c.stride, c.dilation, c.groups, act, [], _ALGORITHM[act]
             )
-        return _activate(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups), act)
+        return activate(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups), act)

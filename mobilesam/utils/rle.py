@@ -15,15 +15,16 @@ import numpy as np
 
 def mask_to_counts(mask: np.ndarray) -> np.ndarray:
     """HxW bool mask -> run lengths in column-major order, first run of zeros (maybe 0)."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    return _runs(np.asarray(mask, dtype=bool).ravel(order="F"))
+
+
+def _runs(flat: np.ndarray) -> np.ndarray:
+    """Run lengths of a flat bool array, starting with a (maybe empty) run of False."""
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds)
-    if flat[0]:
-        counts = np.concatenate([[0], counts])
-    return counts
+    runs = np.diff(np.concatenate([[0], change, [flat.size]]))
+    return np.concatenate([[0], runs]) if flat[0] else runs
 
 
 def counts_to_mask(counts: list[int], size: tuple[int, int]) -> np.ndarray:
@@ -136,10 +137,7 @@ def pack_columns(masks: np.ndarray, store: BitStore | None = None) -> tuple[list
 
 def bits_to_counts(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Packed column-major bits of an (H, W) mask -> its run lengths."""
-    flat = np.unpackbits(bits, count=size[0] * size[1]).view(bool)
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate([[0], change, [flat.size]]))
-    return np.concatenate([[0], runs]) if flat[0] else runs
+    return _runs(np.unpackbits(bits, count=size[0] * size[1]).view(bool))
 
 
 def bits_to_mask(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
