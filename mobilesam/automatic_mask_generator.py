@@ -150,13 +150,16 @@ class SamAutomaticMaskGenerator:
         h, w = image.shape[:2]
         anns = []
         for i, handle in enumerate(records.bits):
-            counts = rle.bits_to_counts(self._store.read(handle), (h, w))
-            if self.output_mode == "coco_rle":
-                seg = {"size": [h, w], "counts": rle.counts_to_string(counts)}
-            elif self.output_mode == "uncompressed_rle":
-                seg = {"size": [h, w], "counts": counts.tolist()}
+            bits = self._store.read(handle)
+            if self.output_mode == "binary_mask":
+                seg = rle.bits_to_mask(bits, (h, w))
             else:
-                seg = rle.counts_to_mask(counts, (h, w))
+                counts = rle.bits_to_counts(bits, (h, w))
+                compressed = self.output_mode == "coco_rle"
+                seg = {
+                    "size": [h, w],
+                    "counts": rle.counts_to_string(counts) if compressed else counts.tolist(),
+                }
             anns.append(
                 {
                     "segmentation": seg,

@@ -59,7 +59,7 @@ def segment_folder(
     try:
         for index, path in enumerate(files, start=1):
             part = parts / f"{path.name}.json"
-            if _valid_part(part):
+            if _read_part(part) is not None:
                 summary.skipped.append(path.name)
                 continue
             if max_images is not None and len(summary.done) >= max_images:
@@ -87,22 +87,22 @@ def segment_folder(
     return summary
 
 
-def _valid_part(part: Path) -> bool:
+def _read_part(part: Path) -> dict | None:
+    """A finished image's part file, or None if it is missing or not a complete part."""
     try:
         data = json.loads(part.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "image" in data and "annotations" in data
+        return None
+    return data if isinstance(data, dict) and "image" in data and "annotations" in data else None
 
 
 def write_annotations(out_dir: Path, files: list[Path], failed: dict[str, str]) -> Path:
     """Merge the finished parts into one COCO JSON, images in folder order, fresh annotation ids."""
     images, annotations = [], []
     for path in files:
-        part = out_dir / "parts" / f"{path.name}.json"
-        if not _valid_part(part):
+        data = _read_part(out_dir / "parts" / f"{path.name}.json")
+        if data is None:
             continue
-        data = json.loads(part.read_text())
         images.append(data["image"])
         for ann in data["annotations"]:
             annotations.append({**ann, "id": len(annotations) + 1})

@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import BinaryIO
 
 from .errors import WeightsUnavailableError
 from .transforms import PIXEL_MEAN, PIXEL_STD
-from .utils.files import default_file_mode
+from .utils.files import atomic_write
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 30
@@ -184,27 +183,19 @@ def _manual_instructions(record: Weights, target: Path) -> str:
 
 
 def _download(url: str, target: Path, record: Weights, progress: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-            _copy_with_progress(response, out, record, progress)
-        problem = verify(tmp, record)
-        if problem is not None:
-            raise ValueError(f"downloaded file rejected: {problem}")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    finally:
-        # Whatever happened (error, Ctrl-C), no partial file is left or ever renamed into place.
-        tmp.unlink(missing_ok=True)
+    # atomic_write removes the temporary file on any error (a bad hash, Ctrl-C), so a
+    # partial or tampered download is never renamed into place.
+    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+        atomic_write(target, lambda out: _copy_verified(response, out, record, progress))
 
 
-def _copy_with_progress(src: BinaryIO, dst: BinaryIO, record: Weights, progress: bool) -> None:
-    done = 0
+def _copy_verified(src: BinaryIO, dst: BinaryIO, record: Weights, progress: bool) -> None:
+    """Copy with a progress bar, checking size and SHA-256 on the way."""
+    done, digest = 0, hashlib.sha256()
     show = progress and sys.stderr.isatty()
     while chunk := src.read(_CHUNK):
         dst.write(chunk)
+        digest.update(chunk)
         done += len(chunk)
         if done > record.size:
             raise ValueError(f"server sent more than the expected {record.size:,} bytes")
@@ -218,3 +209,5 @@ def _copy_with_progress(src: BinaryIO, dst: BinaryIO, record: Weights, progress:
         print(file=sys.stderr)
     if done != record.size:
         raise ValueError(f"download interrupted: got {done:,} of {record.size:,} bytes")
+    if digest.hexdigest() != record.sha256:
+        raise ValueError(f"downloaded file rejected: SHA-256 {digest.hexdigest()}, expected {record.sha256}")
