@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -175,6 +176,14 @@ def _distill_cache(args: argparse.Namespace) -> int:
     from .build import build_sam
     from .distill.cache import EmbeddingCache
 
+    if args.verify:
+        damaged = EmbeddingCache(args.cache).verify()
+        for name in damaged:
+            print(f"{args.cache}/{name}: DAMAGED (checksum mismatch); delete it and rerun the cache")
+        print(f"{len(EmbeddingCache(args.cache))} embeddings, {len(damaged)} damaged shards")
+        return 1 if damaged else 0
+    if not args.images:
+        raise PromptError("--images is needed (or --verify to check an existing cache)")
     model_type, _, path = args.teacher.partition(":")
     checkpoint = path or (weights.ensure_weights(model_type) if args.img_size == 1024 else None)
     if checkpoint is None:
@@ -191,9 +200,30 @@ def _distill_train(args: argparse.Namespace) -> int:
 
     options = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     meta = train(
-        TrainConfig(cache=args.cache, images=args.images, out=args.out, **options), resume=args.resume
+        TrainConfig(cache=args.cache, images=args.images, out=args.out, compile=args.compile, **options),
+        resume=args.resume,
+        progress=print,
     )
-    print(f"trained {meta['steps']} steps, final loss {meta['final_loss']:.4g}: {args.out}/student.pt")
+    if meta is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {meta['steps']} steps, final loss {meta['final_loss']:.4g}: {args.out}/student.pt")
+    return 0
+
+
+def _distill_finetune(args: argparse.Namespace) -> int:
+    from .distill.finetune import FinetuneConfig, finetune
+
+    options = {k: getattr(args, k) for k in FINETUNE_OPTIONS if getattr(args, k) is not None}
+    cfg = FinetuneConfig(
+        student=args.student,
+        images=args.images,
+        out=args.out,
+        prompts=args.prompts,
+        compile=args.compile,
+        **options,
+    )
+    meta = finetune(cfg, resume=args.resume, progress=print)
+    if meta is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"fine-tuned {meta['steps']} steps, final loss {meta['final_loss']:.4g}: {args.out}/student.pt")
     return 0
 
 
@@ -216,12 +246,8 @@ def _distill_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# TrainConfig fields the CLI exposes, with their types.
-TRAIN_OPTIONS = {
-    "student": str,
-    "init_checkpoint": str,
-    "teacher_checkpoint": str,
-    "img_size": int,
+# Optimisation options (LoopConfig) shared by `distill train` and `distill finetune-decoder`.
+LOOP_OPTIONS = {
     "steps": int,
     "batch_size": int,
     "accum_steps": int,
@@ -233,7 +259,33 @@ TRAIN_OPTIONS = {
     "save_every": int,
     "log_every": int,
     "device": str,
+    "precision": str,
+    "workers": int,
 }
+TRAIN_OPTIONS = {
+    "student": str,
+    "init_checkpoint": str,
+    "teacher_checkpoint": str,
+    "img_size": int,
+    **LOOP_OPTIONS,
+}
+FINETUNE_OPTIONS = {
+    "cache": str,
+    "teacher_checkpoint": str,
+    "student_type": str,
+    "img_size": int,
+    "masks_per_image": int,
+    **LOOP_OPTIONS,
+}
+
+
+def _add_options(parser: argparse.ArgumentParser, options: dict) -> None:
+    """Config fields as --options (defaults and meanings: the config's docstring), plus
+    --compile and --resume."""
+    for name, kind in options.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="see the config")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the task")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -324,20 +376,34 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument(
         "--teacher", default="vit_h", help="TYPE[:CHECKPOINT], e.g. vit_h or vit_h:sam_vit_h.pth"
     )
-    dca.add_argument("--images", required=True, help="folder of images, or SA-1B sa_*.tar shards")
+    dca.add_argument("--images", help="folder of images, or SA-1B sa_*.tar shards")
     dca.add_argument("--cache", required=True, help="cache folder (created; a rerun resumes)")
     dca.add_argument("--img-size", type=int, default=1024, help="teacher input size (default 1024)")
     dca.add_argument("--shard-size", type=int, default=256, help="embeddings per shard file")
     dca.add_argument("--device", help="cpu, cuda or mps (default: best available)")
+    dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     dca.set_defaults(func=_distill_cache)
     dtr = dsub.add_parser("train", help="train a student encoder on the cached teacher embeddings")
     dtr.add_argument("--cache", required=True, help="folder written by `mobilesam distill cache`")
     dtr.add_argument("--images", required=True, help="the images the cache was built from")
     dtr.add_argument("--out", required=True, help="run folder: log.csv, last.ckpt, student.pt(.json)")
-    for name, kind in TRAIN_OPTIONS.items():
-        dtr.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="see TrainConfig")
-    dtr.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    _add_options(dtr, TRAIN_OPTIONS)
     dtr.set_defaults(func=_distill_train)
+    dft = dsub.add_parser(
+        "finetune-decoder", help="fine-tune the mask decoder on a frozen student encoder (SAM's losses)"
+    )
+    dft.add_argument("--student", required=True, help="student checkpoint (official layout)")
+    dft.add_argument("--images", required=True, help="folder of images, or SA-1B sa_*.tar shards")
+    dft.add_argument("--out", required=True, help="run folder: log.csv, last.ckpt, student.pt(.json)")
+    dft.add_argument(
+        "--prompts",
+        choices=["annotations", "teacher"],
+        default="annotations",
+        help="target masks from SA-1B .json annotations, or from the teacher (needs --cache and "
+        "--teacher-checkpoint)",
+    )
+    _add_options(dft, FINETUNE_OPTIONS)
+    dft.set_defaults(func=_distill_finetune)
     dev = dsub.add_parser(
         "evaluate", help="student-vs-teacher mIoU (box, 1 point, 2 points) and embedding MSE"
     )

@@ -72,3 +72,67 @@ def truck_predictor(sam_vit_t, truck) -> SamPredictor:
     predictor = SamPredictor(sam_vit_t)
     predictor.set_image(truck)
     return predictor
+
+
+def shapes_scene(seed: int, w: int = 160, h: int = 120) -> tuple[Image.Image, list[dict]]:
+    """A textured image with three coloured shapes and their SA-1B style annotations."""
+    from PIL import ImageDraw
+
+    from mobilesam.utils import rle
+
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray((rng.random((h, w, 3)) * 60 + 90).astype(np.uint8))
+    annotations = []
+    for j in range(3):
+        m = Image.new("L", (w, h))
+        x0, y0 = int(rng.integers(0, w - 50)), int(rng.integers(0, h - 40))
+        box = [x0, y0, x0 + int(rng.integers(20, 50)), y0 + int(rng.integers(15, 40))]
+        (ImageDraw.Draw(m).ellipse if j % 2 else ImageDraw.Draw(m).rectangle)(box, fill=255)
+        img.paste(tuple(int(c) for c in rng.integers(0, 255, 3)), mask=m)
+        mask = np.asarray(m) > 0
+        annotations.append({"segmentation": rle.encode(mask), "bbox": box, "area": int(mask.sum())})
+    return img, annotations  # a later shape may cover part of an earlier one, as in real data
+
+
+def write_sa1b_tar(path: Path, seeds: range) -> Path:
+    """An SA-1B shard: sa_<seed>.jpg + sa_<seed>.json per scene."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for seed in seeds:
+            img, annotations = shapes_scene(seed)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=95)
+            meta = {"image": {"image_id": seed, "width": img.width, "height": img.height}}
+            files = {
+                f"sa_{seed}.jpg": buf.getvalue(),
+                f"sa_{seed}.json": json.dumps({**meta, "annotations": annotations}).encode(),
+            }
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+DISTILL_SIZE = 128  # image size of the distillation tests: an 8 x 8 embedding grid
+
+
+@pytest.fixture(scope="session")
+def distill_data(tmp_path_factory) -> Path:
+    """Six small photos (four to train on, two held out), a 128-px ViT-B teacher and its caches."""
+    from mobilesam.distill.cache import EmbeddingCache
+
+    root = tmp_path_factory.mktemp("distill")
+    names = ["picture1.jpg", "picture2.jpg", "picture3.jpg", "picture4.jpg", "picture5.jpg", "truck.jpg"]
+    for folder, group in (("train", names[:4]), ("held", names[4:])):
+        (root / folder).mkdir()
+        for name in group:
+            Image.open(IMAGES / name).resize((160, 120)).save(root / folder / name)
+    teacher = build_sam("vit_b", img_size=DISTILL_SIZE)
+    teacher.load_state_dict(synthetic_state_dict("vit_b", img_size=DISTILL_SIZE))
+    torch.save(teacher.state_dict(), root / "teacher.pth")
+    for folder in ("train", "held"):
+        EmbeddingCache(root / f"cache_{folder}").build(teacher, root / folder, "vit_b")
+    return root

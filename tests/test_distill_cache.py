@@ -71,8 +71,12 @@ def test_damaged_shard_is_detected(teacher, photos, tmp_path):
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0xFF
     shard.write_bytes(bytes(data))
+    cache = EmbeddingCache(tmp_path)
+    assert cache.verify() == ["shard_00000.npy"]
+    cache.get("img0.jpg")  # rows before the damage still read
     with pytest.raises(MobileSAMError, match="damaged"):
-        EmbeddingCache(tmp_path).get("img0.jpg")
+        cache.get("img4.jpg")  # the last row holds the flipped byte
+    assert main(["distill", "cache", "--verify", "--cache", str(tmp_path)]) == 1
 
 
 def test_other_teacher_refused(teacher, photos, tmp_path):

@@ -6,19 +6,18 @@ Layout of a cache folder:
     shard_00000.npy     float16 embeddings, N x 256 x (S/16) x (S/16), one row per image
 A shard is written (atomically) once it is full or the run ends, then the index; a
 killed run loses at most the images of the shard in progress, and a rerun skips every
-image already in the index. Checksums: one per shard, one per embedding.
+image already in the index. Checksums: one per embedding (checked on every read) and
+one per shard (`verify()`, `mobilesam distill cache --verify`).
 
 Images come from a folder or from SA-1B tar shards as Meta distributes them
-(`sa_*.tar` holding `.jpg` + `.json`), read straight from the tar, not unpacked.
+(`sa_*.tar` holding `.jpg` + `.json`), read in place (see sources.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,34 +25,10 @@ import numpy as np
 import torch
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import load_image, open_image, pil_to_rgb, visible_files
 from ..modeling.sam import Sam
 from ..predictor import SamPredictor
 from ..utils.files import atomic_write, atomic_write_text
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def iter_images(source: str | Path) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
-    """(image id, loader) for every image of a folder, or of the SA-1B tar files in it / given."""
-    source = Path(source)
-    tars = [source] if source.suffix == ".tar" else sorted(source.glob("*.tar")) if source.is_dir() else []
-    if tars:
-        for tar_path in tars:
-            with tarfile.open(tar_path) as tar:
-                for member in tar:
-                    if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
-                        data = tar.extractfile(member).read()
-                        image_id = f"{tar_path.name}/{member.name}"
-                        yield (
-                            image_id,
-                            lambda data=data, name=image_id: pil_to_rgb(open_image(io.BytesIO(data), name)),
-                        )
-        return
-    if not source.is_dir():
-        raise MobileSAMError(f"not a folder of images or a .tar shard: {source}")
-    for path in visible_files(source):
-        yield path.name, lambda path=path: load_image(path)
+from .sources import list_images
 
 
 @dataclass
@@ -70,7 +45,7 @@ class EmbeddingCache:
         self.folder = Path(folder)
         path = self.folder / "index.json"
         self.index = json.loads(path.read_text()) if path.is_file() else None
-        self._verified: set[str] = set()
+        self._maps: dict[str, np.ndarray] = {}
 
     def __contains__(self, image_id: str) -> bool:
         return self.index is not None and image_id in self.index["entries"]
@@ -82,24 +57,34 @@ class EmbeddingCache:
         return [] if self.index is None else sorted(self.index["entries"])
 
     def get(self, image_id: str) -> np.ndarray:
-        """One embedding, 256 x g x g float16, checked against its shard's and its own checksum."""
+        """One embedding, 256 x g x g float16, checked against its own checksum."""
         entry = self.index["entries"][image_id]
-        shard = self._shard(entry["shard"])
-        row = np.array(shard[entry["row"]])  # a writable copy out of the memory map
+        row = np.array(self._shard(entry["shard"])[entry["row"]])  # a writable copy out of the map
         if hashlib.sha256(row.tobytes()).hexdigest() != entry["sha256"]:
-            raise MobileSAMError(f"cache entry {image_id} in {entry['shard']} is damaged (checksum mismatch)")
+            raise MobileSAMError(
+                f"cache entry {image_id} in {self.folder / entry['shard']} is damaged (checksum mismatch); "
+                "delete that shard and rerun `mobilesam distill cache`"
+            )
         return row
 
+    def verify(self) -> list[str]:
+        """Names of the shards whose file checksum does not match (reads every shard)."""
+        if self.index is None:
+            return []
+        return [
+            name
+            for name, digest in self.index["shards"].items()
+            if not (self.folder / name).is_file()
+            or hashlib.sha256((self.folder / name).read_bytes()).hexdigest() != digest
+        ]
+
     def _shard(self, name: str) -> np.ndarray:
-        path = self.folder / name
-        if name not in self._verified:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != self.index["shards"][name]:
-                raise MobileSAMError(
-                    f"cache shard {path} is damaged (checksum mismatch); delete it and rerun"
-                )
-            self._verified.add(name)
-        return np.load(path, mmap_mode="r")
+        if name not in self._maps:
+            try:
+                self._maps[name] = np.load(self.folder / name, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise MobileSAMError(f"cache shard {self.folder / name} is unreadable: {exc}") from exc
+        return self._maps[name]
 
     def build(
         self,
@@ -130,13 +115,14 @@ class EmbeddingCache:
         predictor = SamPredictor(teacher)
         say = progress or (lambda msg: None)
         summary, pending = CacheSummary(), []
-        for image_id, load in iter_images(source):
+        for ref in list_images(source):
+            image_id = ref.id
             if image_id in self:
                 summary.skipped += 1
                 continue
             try:
                 with torch.inference_mode():
-                    predictor.set_image(load())
+                    predictor.set_image(ref.load())
                 pending.append((image_id, predictor.features[0].half().cpu().numpy()))
                 self.index["failures"].pop(image_id, None)
             except (ImageLoadError, ValueError) as exc:

@@ -17,7 +17,7 @@ from ..modeling.sam import Sam
 from ..predictor import SamPredictor
 from ..utils.amg import build_point_grid
 from ..utils.boxes import masks_to_boxes
-from .cache import iter_images
+from .sources import list_images
 
 KINDS = ("box", "point", "two_points")
 
@@ -33,11 +33,11 @@ def evaluate(student: Sam, teacher: Sam, images: str, grid: int = 3, seed: int =
     rng = np.random.default_rng(seed)
     ious: dict[str, list[float]] = {k: [] for k in KINDS}
     mses, failures = [], {}
-    for image_id, load in iter_images(images):
+    for ref in list_images(images):
         try:
-            rgb = load()
+            rgb = ref.load()
         except ImageLoadError as exc:
-            failures[image_id] = str(exc)
+            failures[ref.id] = str(exc)
             continue
         tp.set_image(rgb)
         sp.set_image(rgb)
