@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..api import resolve_device
 from ..errors import MobileSAMError
 from ..utils.files import atomic_write
 
@@ -49,7 +50,7 @@ class LoopConfig:
     seed: int = 0
     save_every: int = 500
     log_every: int = 10
-    device: str = "cpu"
+    device: str = "auto"  # cuda if there is one, else mps, else cpu
     precision: str = "float32"  # or "bf16": autocast of the forward pass
     compile: bool = False  # torch.compile the task
     workers: int = -1  # DataLoader workers; -1: 8 per GPU (capped by the CPUs), 0 on the CPU
@@ -83,16 +84,17 @@ class Distributed:
 
 def setup_distributed(device: str) -> tuple[Distributed, torch.device]:
     """Join the torchrun job if there is one; the device this process trains on."""
+    chosen = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Distributed(), torch.device(device)
+        return Distributed(), chosen
     env = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    kind = torch.device(device).type
+    kind = chosen.type
     if kind == "cuda":
         torch.cuda.set_device(env.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if kind == "cuda" else "gloo")
-    return env, torch.device(f"cuda:{env.local_rank}") if kind == "cuda" else torch.device(device)
+    return env, torch.device(f"cuda:{env.local_rank}") if kind == "cuda" else chosen
 
 
 class StepBatches:
