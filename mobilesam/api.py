@@ -24,7 +24,8 @@ from .automatic_mask_generator import SamAutomaticMaskGenerator
 from .build import build_sam
 from .errors import MobileSAMError, PromptError
 from .image_io import ImageSource, load_image, shrink, source_name
-from .modeling.sam import upscale_masks
+from .modeling.sam import Sam, upscale_masks
+from .onnx_predictor import OnnxPredictor
 from .predictor import SamPredictor
 from .prompts import Prompts, parse_float, parse_int, parse_prompts, pick_candidates, wants_multimask
 from .result import SegmentationResult
@@ -148,70 +149,9 @@ class MobileSAM:
         )
 
     @torch.inference_mode()
-    def segment_everything(
-        self,
-        image: ImageSource,
-        points_per_side: object = 32,
-        points_per_batch: object = 64,
-        iou_thres: object = 0.88,
-        stability_score_thres: object = 0.95,
-        box_nms_thres: object = 0.7,
-        crop_n_layers: object = 0,
-        crop_nms_thres: object = 0.7,
-        crop_overlap_ratio: object = 512 / 1500,
-        crop_n_points_downscale_factor: object = 1,
-        min_mask_region_area: object = 0,
-        input_size_percent: object = 100,
-    ) -> SegmentationResult:
-        """All masks of `image` from a grid of point prompts (the automatic mask generator).
-
-        Names follow the Ikomia task (`iou_thres` is segment-anything's pred_iou_thresh,
-        and so on); values may be strings. With input_size_percent < 100 the generator
-        runs on the shrunk image and masks are scaled back up (nearest neighbour).
-        Masks are ordered by predicted IoU, highest first.
-        """
-        rgb = load_image(image)
-        percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
-        generator = SamAutomaticMaskGenerator(
-            self.model,
-            points_per_side=parse_int(points_per_side, "points_per_side", 1),
-            points_per_batch=parse_int(points_per_batch, "points_per_batch", 1),
-            pred_iou_thresh=parse_float(iou_thres, "iou_thres", 0, 1),
-            stability_score_thresh=parse_float(stability_score_thres, "stability_score_thres", 0, 1),
-            box_nms_thresh=parse_float(box_nms_thres, "box_nms_thres", 0, 1),
-            crop_n_layers=parse_int(crop_n_layers, "crop_n_layers", 0),
-            crop_nms_thresh=parse_float(crop_nms_thres, "crop_nms_thres", 0, 1),
-            crop_overlap_ratio=parse_float(crop_overlap_ratio, "crop_overlap_ratio", 0, 1),
-            crop_n_points_downscale_factor=parse_int(
-                crop_n_points_downscale_factor, "crop_n_points_downscale_factor", 1
-            ),
-            min_mask_region_area=parse_int(min_mask_region_area, "min_mask_region_area", 0),
-        )
-        h, w = rgb.shape[:2]
-        work = shrink(rgb, percent)
-        records = generator.generate_records(work)
-        small = work.shape[:2]
-        masks = (
-            np.stack([rle.bits_to_mask(generator.read_bits(b), small) for b in records.bits])
-            if len(records)
-            else np.zeros((0, h, w), bool)
-        )
-        if small != (h, w) and len(masks):
-            rows = (np.arange(h) * small[0] // h)[:, None]
-            cols = (np.arange(w) * small[1] // w)[None, :]
-            masks = masks[:, rows, cols]
-        scale = np.array([w / small[1], h / small[0]])
-        return SegmentationResult(
-            image=rgb,
-            masks=masks,
-            scores=records.iou_preds.numpy(),
-            mask_ids=np.zeros(len(records), dtype=np.int64),
-            low_res_logits=None,
-            file_name=source_name(image),
-            stability_scores=records.stability.numpy(),
-            points=records.points.numpy() * scale,
-            crop_boxes=records.crop_boxes.numpy() * np.tile(scale, 2),
-        )
+    def segment_everything(self, image: ImageSource, **options: object) -> SegmentationResult:
+        """All masks of `image` from a grid of point prompts; options and results: `everything`."""
+        return everything(self.model, image, **options)
 
     def _model_prompts(
         self, prompts: Prompts, size: tuple[int, int]
@@ -231,3 +171,70 @@ class MobileSAM:
             bxs = transform.apply_boxes(prompts.boxes.reshape(-1, 2, 2) * scale, small)
             boxes = torch.as_tensor(bxs, dtype=torch.float, device=dev)
         return coords, labels, boxes
+
+
+def everything(
+    model: Sam | OnnxPredictor,
+    image: ImageSource,
+    points_per_side: object = 32,
+    points_per_batch: object = 64,
+    iou_thres: object = 0.88,
+    stability_score_thres: object = 0.95,
+    box_nms_thres: object = 0.7,
+    crop_n_layers: object = 0,
+    crop_nms_thres: object = 0.7,
+    crop_overlap_ratio: object = 512 / 1500,
+    crop_n_points_downscale_factor: object = 1,
+    min_mask_region_area: object = 0,
+    input_size_percent: object = 100,
+) -> SegmentationResult:
+    """All masks of `image` from a grid of point prompts (the automatic mask generator),
+    with a PyTorch model or an `OnnxPredictor`.
+
+    Names follow the Ikomia task (`iou_thres` is segment-anything's pred_iou_thresh,
+    and so on); values may be strings. With input_size_percent < 100 the generator
+    runs on the shrunk image and masks are scaled back up (nearest neighbour).
+    Masks are ordered by predicted IoU, highest first.
+    """
+    rgb = load_image(image)
+    percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
+    generator = SamAutomaticMaskGenerator(
+        model,
+        points_per_side=parse_int(points_per_side, "points_per_side", 1),
+        points_per_batch=parse_int(points_per_batch, "points_per_batch", 1),
+        pred_iou_thresh=parse_float(iou_thres, "iou_thres", 0, 1),
+        stability_score_thresh=parse_float(stability_score_thres, "stability_score_thres", 0, 1),
+        box_nms_thresh=parse_float(box_nms_thres, "box_nms_thres", 0, 1),
+        crop_n_layers=parse_int(crop_n_layers, "crop_n_layers", 0),
+        crop_nms_thresh=parse_float(crop_nms_thres, "crop_nms_thres", 0, 1),
+        crop_overlap_ratio=parse_float(crop_overlap_ratio, "crop_overlap_ratio", 0, 1),
+        crop_n_points_downscale_factor=parse_int(
+            crop_n_points_downscale_factor, "crop_n_points_downscale_factor", 1
+        ),
+        min_mask_region_area=parse_int(min_mask_region_area, "min_mask_region_area", 0),
+    )
+    h, w = rgb.shape[:2]
+    work = shrink(rgb, percent)
+    records = generator.generate_records(work)
+    small = work.shape[:2]
+    masks = (
+        np.stack([rle.bits_to_mask(generator.read_bits(b), small) for b in records.bits])
+        if len(records)
+        else np.zeros((0, h, w), bool)
+    )
+    if small != (h, w) and len(masks):
+        rows = (np.arange(h) * small[0] // h)[:, None]
+        cols = (np.arange(w) * small[1] // w)[None, :]
+        masks = masks[:, rows, cols]
+    scale = np.array([w / small[1], h / small[0]])
+    return SegmentationResult(
+        image=rgb,
+        masks=masks,
+        scores=records.iou_preds.numpy(),
+        mask_ids=np.zeros(len(records), dtype=np.int64),
+        low_res_logits=None,
+        file_name=source_name(image),
+        stability_scores=records.stability.numpy(),
+        points=records.points.numpy() * scale,
+        crop_boxes=records.crop_boxes.numpy() * np.tile(scale, 2),
+    )

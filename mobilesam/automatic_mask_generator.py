@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .errors import MobileSAMError
 from .modeling.sam import Sam, upscale_masks
+from .onnx_predictor import OnnxPredictor
 from .predictor import SamPredictor
 from .prompts import PromptError
 from .runtime import release_free_memory
@@ -78,7 +80,7 @@ class SamAutomaticMaskGenerator:
 
     def __init__(
         self,
-        model: Sam,
+        model: Sam | OnnxPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -127,7 +129,20 @@ class SamAutomaticMaskGenerator:
             from .utils.regions import _cv2
 
             _cv2()  # fail now, not after minutes of work, if the extra is missing
-        self.predictor = SamPredictor(model)
+        if isinstance(model, OnnxPredictor):
+            if model.batch_decoder is None:
+                raise MobileSAMError(
+                    "segment everything on ONNX needs decoder_batch.onnx: export again with `mobilesam export onnx`"
+                )
+            self.predictor, self.onnx = model, True
+            self.img_size, self.mask_threshold, self.device = model.img_size, 0.0, torch.device("cpu")
+        else:
+            self.predictor, self.onnx = SamPredictor(model), False
+            self.img_size, self.mask_threshold, self.device = (
+                model.img_size,
+                model.mask_threshold,
+                model.device,
+            )
         self.point_grids = point_grids
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -229,7 +244,7 @@ class SamAutomaticMaskGenerator:
     ) -> MaskRecords:
         p = self.predictor
         coords = torch.as_tensor(
-            p.transform.apply_coords(points, crop_size), dtype=torch.float, device=p.device
+            p.transform.apply_coords(points, crop_size), dtype=torch.float, device=self.device
         )
         out = MaskRecords()
         step = min(DECODE_CHUNK, self.points_per_batch)
@@ -238,7 +253,7 @@ class SamAutomaticMaskGenerator:
             pts = torch.as_tensor(points[start : start + step][idx.cpu().numpy()])
             for first in range(0, len(low_res), self.mask_chunk):
                 sl = slice(first, first + self.mask_chunk)
-                logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, p.model.img_size)[:, 0]
+                logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, self.img_size)[:, 0]
                 out.extend(self._filter_chunk(logits, iou[sl].cpu(), pts[sl], crop_box, orig_size))
         return out
 
@@ -246,22 +261,35 @@ class SamAutomaticMaskGenerator:
         """Nx2 point prompts (model frame) -> the multi-mask outputs that pass the IoU filter:
         low-res logits Mx256x256, IoU M, and the index of each one's point, in
         (point, mask token) order as segment-anything flattens them."""
+        if self.onnx:
+            # Each point padded with a "not a point", as SamPredictor does; tokens 1-3.
+            pad = np.zeros((len(coords), 1, 2), np.float32)
+            prompts = np.concatenate([coords[:, None].numpy(), pad], axis=1)
+            labels = np.tile(np.array([[1.0, -1.0]], np.float32), (len(coords), 1))
+            iou, low_res = (torch.from_numpy(x[:, 1:]) for x in self.predictor.decode_batch(prompts, labels))
+            rows, kept, point_idx = self._iou_filter(iou)
+            return low_res[rows][kept], iou[rows][kept], point_idx
         p, decoder = self.predictor, self.predictor.model.mask_decoder
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
         sparse, dense = p.model.prompt_encoder((coords[:, None, :], labels), None, None)
         hs, src, size = decoder.run_transformer(p.features, p.image_pe, sparse, dense, p.context)
         iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
+        # Only prompts with a surviving candidate go through the upscaler.
+        rows, kept, point_idx = self._iou_filter(iou)
+        low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
+        return low_res[kept], iou[rows][kept], point_idx
+
+    def _iou_filter(self, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompts with a candidate above pred_iou_thresh, which of their candidates pass, and
+        the prompt index of each passing candidate."""
         keep = (
             iou > self.pred_iou_thresh
             if self.pred_iou_thresh > 0.0
             else torch.ones_like(iou, dtype=torch.bool)
         )
-        # Only prompts with a surviving candidate go through the upscaler.
         rows = keep.any(dim=1).nonzero()[:, 0]
-        low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
         kept = keep[rows]
-        point_idx = rows[:, None].expand(-1, kept.shape[1])[kept]
-        return low_res[kept], iou[rows][kept], point_idx
+        return rows, kept, rows[:, None].expand(-1, kept.shape[1])[kept]
 
     def _filter_chunk(
         self,
@@ -271,7 +299,7 @@ class SamAutomaticMaskGenerator:
         crop_box: list[int],
         orig_size: tuple[int, int],
     ) -> MaskRecords:
-        threshold = self.predictor.model.mask_threshold
+        threshold = self.mask_threshold
         stability = amg.stability_score(logits, threshold, self.stability_score_offset).cpu()
         if self.stability_score_thresh > 0.0:
             keep = stability >= self.stability_score_thresh

@@ -20,6 +20,7 @@ from pathlib import Path
 from .api import MobileSAM
 from .errors import MobileSAMError
 from .image_io import visible_files
+from .onnx_predictor import OnnxPredictor
 from .utils.files import atomic_write_text
 
 
@@ -35,7 +36,7 @@ class BatchSummary:
 
 
 def segment_folder(
-    sam: MobileSAM,
+    sam: MobileSAM | OnnxPredictor,
     folder: str | Path,
     out_dir: str | Path,
     options: dict | None = None,

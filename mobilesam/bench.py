@@ -107,11 +107,13 @@ def run(
                 Row("torch", "float32", "everything 16x16", _timed(lambda: generator.generate(image), 1))
             )
     if onnx:
-        rows += _onnx_rows(sam, image, repeats, encoder_gflop)
+        rows += _onnx_rows(sam, image, repeats, encoder_gflop, everything)
     return rows
 
 
-def _onnx_rows(sam: Sam, image: np.ndarray, repeats: int, encoder_gflop: float) -> list[Row]:
+def _onnx_rows(
+    sam: Sam, image: np.ndarray, repeats: int, encoder_gflop: float, everything: bool
+) -> list[Row]:
     from .export.onnx import export_onnx
     from .onnx_predictor import OnnxPredictor
 
@@ -138,6 +140,16 @@ def _onnx_rows(sam: Sam, image: np.ndarray, repeats: int, encoder_gflop: float) 
                     _timed(lambda p=p: p.predict(box=BOX, multimask_output=False), repeats * 4),
                 )
             )
+            if everything and not int8:
+                generator = SamAutomaticMaskGenerator(p, points_per_side=16, output_mode="coco_rle")
+                rows.append(
+                    Row(
+                        "onnxruntime",
+                        precision,
+                        "everything 16x16",
+                        _timed(lambda g=generator: g.generate(image), 1),
+                    )
+                )
     return rows
 
 

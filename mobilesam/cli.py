@@ -44,11 +44,9 @@ def _points_arg(values: list[str] | None) -> tuple[list | None, list | None]:
     return points, labels
 
 
-def _segment(args: argparse.Namespace) -> int:
-    points, labels = _points_arg(args.point)
-    boxes = _boxes_arg(args.box)
-    if points is None and boxes is None:
-        raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
+def _backend(args: argparse.Namespace):
+    """A MobileSAM (torch) or an OnnxPredictor, as --backend says: both have segment()
+    and segment_everything()."""
     if args.backend == "onnx":
         from .onnx_predictor import OnnxPredictor
 
@@ -56,12 +54,18 @@ def _segment(args: argparse.Namespace) -> int:
             raise PromptError(
                 "--onnx DIR (the folder `mobilesam export onnx` wrote) is needed with --backend onnx"
             )
-        sam = OnnxPredictor(args.onnx)
-    else:
-        from .api import MobileSAM
+        return OnnxPredictor(args.onnx)
+    from .api import MobileSAM
 
-        sam = MobileSAM(args.checkpoint, args.model_type, args.device, args.precision)
-    result = sam.segment(
+    return MobileSAM(args.checkpoint, args.model_type, args.device, args.precision)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    points, labels = _points_arg(args.point)
+    boxes = _boxes_arg(args.box)
+    if points is None and boxes is None:
+        raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
+    result = _backend(args).segment(
         args.image,
         input_box=boxes,
         input_point=points,
@@ -106,14 +110,13 @@ EVERYTHING_OPTIONS = (
 def _everything(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .api import MobileSAM
     from .batch import segment_folder
 
     options = {
         name: getattr(args, name) for _, name, _ in EVERYTHING_OPTIONS if getattr(args, name) is not None
     }
     source = Path(args.input)
-    sam = MobileSAM(args.checkpoint, args.model_type, args.device, args.precision)
+    sam = _backend(args)
     if source.is_dir():
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
@@ -288,6 +291,13 @@ def _add_options(parser: argparse.ArgumentParser, options: dict) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
 
 
+def _add_backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx"
+    )
+    parser.add_argument("--onnx", help="with --backend onnx: the folder `mobilesam export onnx` wrote")
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
@@ -331,8 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--input-size-percent", default=100, help="1-100: shrink before encoding (default 100)")
     _add_model_args(seg)
     seg.add_argument("-o", "--output", help="overlay PNG to write")
-    seg.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx")
-    seg.add_argument("--onnx", help="with --backend onnx: the folder `mobilesam export onnx` wrote")
+    _add_backend_args(seg)
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
     seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
@@ -343,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name, kind in EVERYTHING_OPTIONS:
         eve.add_argument(flag, dest=name, type=kind)
     _add_model_args(eve)
+    _add_backend_args(eve)
     eve.add_argument("-o", "--output", help="overlay PNG for an image; the output folder for a folder")
     eve.add_argument("--masks-dir", help="(one image) folder for one PNG per mask")
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")

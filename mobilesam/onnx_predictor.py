@@ -1,7 +1,8 @@
 """`OnnxPredictor`: SamPredictor's numpy API on exported files, with onnxruntime alone.
 
-Needs numpy, Pillow and onnxruntime; no torch. Reads a folder written by
-`mobilesam export onnx` (encoder.onnx, decoder.onnx, metadata.json); the encoder may
+Needs numpy, Pillow and onnxruntime; no torch (except `segment_everything`, whose mask
+post-processing is the torch generator's). Reads a folder written by `mobilesam export
+onnx` (encoder.onnx, decoder.onnx, decoder_batch.onnx, metadata.json); the encoder may
 be the preprocessed or the raw-image variant.
 """
 
@@ -77,6 +78,9 @@ class OnnxPredictor:
         self.encoder = session(folder / f"encoder{suffix}", threads)
         self.decoder = session(folder / f"decoder{suffix}", threads)
         check_pair(self.encoder, self.decoder)
+        batch_path = folder / f"decoder_batch{suffix}"
+        # Many prompt sets per run, for the automatic mask generator (older exports lack it).
+        self.batch_decoder = session(batch_path, threads) if batch_path.is_file() else None
         meta_path = folder / "metadata.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.img_size = int(meta.get("img_size", 1024))
@@ -157,6 +161,32 @@ class OnnxPredictor:
         }
         return tuple(self.decoder.run(None, feed))
 
+    def decode_batch(self, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """B prompt sets of the current image at once (model frame, padding included):
+        coords BxNx2, labels BxN -> IoU predictions Bx4 and low-res logits Bx4x256x256 of
+        all four mask tokens (single-mask first). Needs decoder_batch.onnx."""
+        if self.batch_decoder is None:
+            raise MobileSAMError(
+                "this ONNX folder has no decoder_batch.onnx (needed by segment everything): "
+                "export it again with `mobilesam export onnx`"
+            )
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        feed = {
+            "image_embeddings": self.features,
+            "point_coords": np.asarray(coords, np.float32),
+            "point_labels": np.asarray(labels, np.float32),
+        }
+        iou, low_res = self.batch_decoder.run(None, feed)
+        return iou, low_res
+
+    def segment_everything(self, image: ImageSource, **options: object) -> SegmentationResult:
+        """`MobileSAM.segment_everything` on the ONNX files (same options and results).
+        The generator's mask post-processing still uses torch, so this needs it installed."""
+        from .api import everything
+
+        return everything(self, image, **options)
+
     def segment(
         self,
         image: ImageSource,
@@ -167,14 +197,13 @@ class OnnxPredictor:
         input_size_percent: object = 100,
     ) -> SegmentationResult:
         """`MobileSAM.segment` on the ONNX files: the same parameters, prompts and results
-        (one decoder run per box: segment-anything's ONNX decoder takes one prompt set).
-        Segment-everything mode needs the torch backend."""
+        (one decoder run per box: segment-anything's ONNX decoder takes one prompt set)."""
         rgb = load_image(image)
         h, w = rgb.shape[:2]
         prompts = parse_prompts((h, w), input_box, input_point, input_point_label)
         if prompts.empty:
             raise PromptError(
-                "no prompt given: pass input_box and/or input_point (segment everything needs torch)"
+                "no prompt given: pass input_box and/or input_point, or call segment_everything"
             )
         mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
         percent = parse_float(input_size_percent, "input_size_percent", 1, 100)

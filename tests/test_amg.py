@@ -32,11 +32,16 @@ def _match(ours: list[dict], ref: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def test_automatic_cases_match_official(sam_vit_t, parity_cases):
+    check_automatic_cases(sam_vit_t, parity_cases)
+
+
+def check_automatic_cases(model, parity_cases) -> None:
+    """The parity fixture's automatic cases, with a torch model or an OnnxPredictor."""
     cases = [c for c in parity_cases if c["kind"] == "automatic"]
     assert len(cases) == 3
     for case in cases:
         image = np.asarray(Image.open(IMAGES / case["image"]).convert("RGB"))
-        anns = SamAutomaticMaskGenerator(sam_vit_t, **case["args"]).generate(image)
+        anns = SamAutomaticMaskGenerator(model, **case["args"]).generate(image)
         ref = case["annotations"]
         assert len(anns) == len(ref), case["name"]
         for ours, exp in _match(anns, ref):

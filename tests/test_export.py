@@ -57,13 +57,19 @@ def _close(ours, ref):
 def test_files_and_metadata(exported, ckpt_vit_t):
     import onnx
 
-    for name in ("encoder.onnx", "decoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx"):
+    for name in ("encoder", "decoder", "decoder_batch", "encoder.int8", "decoder.int8", "decoder_batch.int8"):
+        name += ".onnx"
         onnx.checker.check_model(str(exported / name))
     meta = json.loads((exported / "metadata.json").read_text())
     assert meta["opset"] == 18 and meta["model_type"] == "vit_t"
     assert meta["source_sha256"] == __import__("hashlib").sha256(ckpt_vit_t.read_bytes()).hexdigest()
-    assert meta["int8"] == {"encoder_int8": "encoder.int8.onnx", "decoder_int8": "decoder.int8.onnx"}
-    assert len(meta["checks_max_abs_diff"]) == 7  # encoder + 2 decoder runs x 3 outputs
+    assert meta["int8"] == {
+        "encoder_int8": "encoder.int8.onnx",
+        "decoder_int8": "decoder.int8.onnx",
+        "decoder_batch_int8": "decoder_batch.int8.onnx",
+    }
+    # encoder + 2 decoder runs x 3 outputs + 2 batch decoder runs x 2 outputs
+    assert len(meta["checks_max_abs_diff"]) == 11
     check_pair(exported / "encoder.onnx", exported / "decoder.onnx")
 
 
@@ -320,3 +326,42 @@ def test_onnx_backend_segment_matches_torch(exported, ckpt_vit_t):
             assert np.logical_and(a, b).sum() >= 0.99 * np.logical_or(a, b).sum(), kwargs
     with pytest.raises(MobileSAMError, match="segment everything needs torch"):
         onnx_sam.segment(truck)
+
+
+def test_automatic_generator_on_onnx_matches_official(exported, parity_cases):
+    """Segment everything with the ONNX files (decoder_batch.onnx): the parity fixture's
+    automatic cases, held to the same rules as the torch generator."""
+    from test_amg import check_automatic_cases
+
+    check_automatic_cases(OnnxPredictor(exported), parity_cases)
+
+
+def test_batch_decoder_matches_single_decoder(exported, truck_setup):
+    """decoder_batch.onnx gives what decoder.onnx gives, prompt set by prompt set."""
+    _, predictor, x = truck_setup
+    onnx = OnnxPredictor(exported)
+    onnx.set_image(np.asarray(Image.open(IMAGES / "truck.jpg").convert("RGB")))
+    coords = np.array([[[300.0, 400.0], [0.0, 0.0]], [[100.0, 200.0], [500.0, 600.0]]], np.float32)
+    labels = np.array([[1.0, -1.0], [2.0, 3.0]], np.float32)
+    iou, low = onnx.decode_batch(coords, labels)
+    assert iou.shape == (2, 4) and low.shape == (2, 4, 256, 256)
+    for i in range(2):
+        ref = onnx.decoder.run(None, _feed(onnx.features, coords[i], labels[i], (1200, 1800)))
+        _close(iou[i], ref[1][0])
+        _close(low[i], ref[2][0])
+
+
+def test_cli_everything_on_onnx_and_an_old_export(exported, tmp_path, capsys):
+    image = str(IMAGES / "picture1.jpg")
+    args = ["everything", image, "--backend", "onnx", "--onnx", str(exported), "--points-per-side", "8"]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    anns = json.loads((tmp_path / "a.json").read_text())["annotations"]
+    reference = OnnxPredictor(exported).segment_everything(image, points_per_side=8)
+    assert len(anns) == len(reference.masks) > 0
+    # An export from before decoder_batch.onnx: prompted segmentation works, everything says why not.
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("encoder.onnx", "decoder.onnx", "metadata.json"):
+        (old / name).write_bytes((exported / name).read_bytes())
+    assert main(["everything", image, "--backend", "onnx", "--onnx", str(old)]) == 2
+    assert "decoder_batch.onnx" in capsys.readouterr().err

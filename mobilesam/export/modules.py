@@ -145,3 +145,23 @@ class SamOnnxDecoder(nn.Module):
         masks = masks[..., : resized[0], : resized[1]]
         orig = orig_im_size.to(torch.int64)
         return F.interpolate(masks, size=(orig[0], orig[1]), mode="bilinear", align_corners=False)
+
+
+class BatchDecoderOnnx(SamOnnxDecoder):
+    """Many prompt sets of one image in one run, as the automatic mask generator needs.
+
+    Inputs: `image_embeddings` 1x256xhxw, `point_coords` BxNx2 and `point_labels` BxN
+    (the decoder.onnx conventions, padding included; no mask input). Outputs
+    `iou_predictions` Bx4 and `low_res_masks` Bx4x(4h)x(4w) of all four mask tokens
+    (the single-mask token first), with no upsampling to the image size.
+    """
+
+    def forward(  # type: ignore[override]
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        masks, scores = self.mask_decoder.predict_masks(
+            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
+        )
+        return scores, masks

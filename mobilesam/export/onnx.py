@@ -1,7 +1,11 @@
 """Export MobileSAM (or SAM) to ONNX, check the files, and quantise them to int8.
 
-    export_onnx(sam, "out/")  ->  out/encoder.onnx, out/decoder.onnx, out/metadata.json
-                                  (+ encoder.int8.onnx, decoder.int8.onnx with quantize="int8")
+    export_onnx(sam, "out/")  ->  out/encoder.onnx, out/decoder.onnx, out/decoder_batch.onnx,
+                                  out/metadata.json (+ .int8.onnx copies with quantize="int8")
+
+decoder.onnx has segment-anything's interface (one prompt set per run); decoder_batch.onnx
+runs many prompt sets of one image at once, without upsampling, for the automatic mask
+generator.
 
 Every file is checked after writing: `onnx.checker`, then onnxruntime against PyTorch
 on inputs other than the ones used for export (another image size, another number of
@@ -24,10 +28,12 @@ from ..modeling.sam import Sam
 from ..onnx_predictor import DECODER_INPUTS, session
 from ..utils.files import atomic_write_text
 from ..weights import sha256_of
-from .modules import EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
+from .modules import BatchDecoderOnnx, EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
 
 MIN_OPSET = 17  # the exporter's translation library targets 18; 17 converts cleanly, older ones do not
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+BATCH_INPUTS = ("image_embeddings", "point_coords", "point_labels")
+BATCH_OUTPUTS = ("iou_predictions", "low_res_masks")
 
 
 @dataclass
@@ -79,6 +85,18 @@ def _decoder_inputs(sam: Sam, n_points: int, orig: tuple[int, int], seed: int) -
         "mask_input": torch.randn(1, 1, 4 * grid[0], 4 * grid[1], generator=g),
         "has_mask_input": torch.tensor([float(seed % 2)]),
         "orig_im_size": torch.tensor(orig, dtype=torch.float),
+    }
+
+
+def _batch_inputs(sam: Sam, batch: int, n_points: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    grid = sam.prompt_encoder.image_embedding_size
+    labels = torch.randint(0, 2, (batch, n_points), generator=g).float()
+    labels[:, -1] = -1
+    return {
+        "image_embeddings": torch.randn(1, 256, *grid, generator=g),
+        "point_coords": torch.rand(batch, n_points, 2, generator=g) * sam.img_size,
+        "point_labels": labels,
     }
 
 
@@ -144,9 +162,26 @@ def export_onnx(
         dynamic_shapes=dynamic,
     )
 
-    for path in (enc_path, dec_path):
+    batch_path = out / "decoder_batch.onnx"
+    batch_decoder = BatchDecoderOnnx(sam).eval()
+    binputs = _batch_inputs(sam, 6, 2, seed=0)
+    _export(
+        batch_decoder,
+        tuple(binputs.values()),
+        batch_path,
+        opset,
+        input_names=list(BATCH_INPUTS),
+        output_names=list(BATCH_OUTPUTS),
+        dynamic_shapes={
+            "image_embeddings": None,
+            "point_coords": {0: "batch", 1: "num_points"},
+            "point_labels": {0: "batch", 1: "num_points"},
+        },
+    )
+
+    for path in (enc_path, dec_path, batch_path):
         onnx.checker.check_model(str(path))
-    enc_session, dec_session = session(enc_path), session(dec_path)
+    enc_session, dec_session, batch_session = session(enc_path), session(dec_path), session(batch_path)
     with torch.no_grad():
         for x in checks:
             _close(
@@ -160,12 +195,21 @@ def export_onnx(
             got = dec_session.run(None, {k: v.numpy() for k, v in inp.items()})
             for name, ours, ref in zip(DECODER_OUTPUTS, got, decoder(*inp.values())):
                 _close(f"decoder.{name}[{n} points, {size}]", ours, ref.numpy(), report)
-    report.files.update(encoder=enc_path, decoder=dec_path)
+        for b, n, seed in ((1, 3, 3), (9, 1, 4)):
+            inp = _batch_inputs(sam, b, n, seed)
+            got = batch_session.run(None, {k: v.numpy() for k, v in inp.items()})
+            for name, ours, ref in zip(BATCH_OUTPUTS, got, batch_decoder(*inp.values())):
+                _close(f"decoder_batch.{name}[{b}x{n} points]", ours, ref.numpy(), report)
+    report.files.update(encoder=enc_path, decoder=dec_path, decoder_batch=batch_path)
 
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        for name, path in (("encoder_int8", enc_path), ("decoder_int8", dec_path)):
+        for name, path in (
+            ("encoder_int8", enc_path),
+            ("decoder_int8", dec_path),
+            ("decoder_batch_int8", batch_path),
+        ):
             target = path.with_suffix(".int8.onnx")
             quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
             session(target)  # loads and runs in onnxruntime
@@ -195,6 +239,13 @@ def export_onnx(
             "point_coords": f"1xNx2 float32, (x, y) in the resized {sam.img_size}-pixel frame",
             "point_labels": "1xN float32: 1 foreground, 0 background, -1 padding, 2/3 box corners",
             "return_single_mask": return_single_mask,
+        },
+        "decoder_batch": {
+            "file": batch_path.name,
+            "inputs": list(BATCH_INPUTS),
+            "outputs": list(BATCH_OUTPUTS),
+            "point_coords": "BxNx2 float32, B prompt sets of one image, conventions as decoder.onnx",
+            "outputs_note": "all four mask tokens (single-mask first), low resolution, not upsampled",
         },
         "int8": {k: v.name for k, v in report.files.items() if k.endswith("int8")},
         "checks_max_abs_diff": report.checks,
