@@ -102,3 +102,27 @@ def test_training_mode_batchnorm_matches_folded(sam_vit_t):
         plain = enc.seq[2].bn(enc.seq[2].c(enc.seq[1](enc.seq[0].bn(enc.seq[0].c(x)))))
     assert torch.allclose(folded, plain, atol=1e-4, rtol=1e-4)
     assert not sam_vit_t.training
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_folded_attention_paths_equal_plain_attention(batch):
+    """The decoder's shortcuts for few prompt tokens compute the same attention as the
+    plain projections + softmax (up to float rounding), broadcasting a batch of 1."""
+    from mobilesam.modeling.transformer import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(256, 8, downsample_rate=2).eval()
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    tokens = torch.randn(batch, 7, 256)
+    image = torch.randn(batch, 4096, 256)
+    with torch.no_grad():
+        ref = attn(tokens, image, image * 0.5)
+        assert attn.few(7) and not attn.few(17)
+        assert torch.allclose(attn.attend_to_image(tokens, image, image * 0.5), ref, atol=1e-4)
+        k, v = attn.k_proj(tokens), attn.v_proj(tokens * 2)
+        ref = attn(image, tokens, tokens * 2)
+        raw = attn.attend_few_keys(image, k, v, q_projected=False)
+        projected = attn.attend_few_keys(attn.q_proj(image[:1]), k, v, q_projected=True)
+        assert torch.allclose(raw, ref, atol=1e-4)
+        assert torch.allclose(projected, attn(image[:1].expand(batch, -1, -1), tokens, tokens * 2), atol=1e-4)

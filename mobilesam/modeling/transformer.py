@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Linear, MLPBlock
+from .common import Linear, MLPBlock, linear
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,75 @@ class Attention(nn.Module):
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
+    def few(self, n: int) -> bool:
+        """Whether n prompt tokens are few enough for `attend_few_keys` / `attend_to_image`
+        (n per head, laid side by side, no wider than the projections). Not while torch
+        compiles or exports: the token count is a dynamic shape there."""
+        return n * self.num_heads <= self.q_proj.out_features and not torch.compiler.is_compiling()
+
+    def attend_to_image(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """`forward(q, keys, values)` for few queries (prompt tokens attending to image tokens).
+
+        q: BxnxC; keys, values: BxNxC unprojected (a batch of 1 broadcasts). Instead of
+        projecting the N image tokens, each head's query goes through that head's key
+        projection (q_h K_h^T = (q_h W_h) X^T; the key bias adds the same to every score
+        of a row, which softmax ignores), and the values are projected after the
+        weighted sum (P (X W_h^T + b) = (P X) W_h^T + b, rows of P summing to 1): two
+        matmuls of hn x C x N instead of two N x C x C' projections.
+        """
+        b, n, _ = q.shape
+        h = self.num_heads
+        d = self.q_proj.out_features // h
+        qh = self.q_proj(q).view(b, n, h, d)
+        wk = self.k_proj.weight.view(h, d, -1)
+        qk = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, -1) * d**-0.5
+        weights = self._per_prompt(qk, keys.transpose(1, 2), None).softmax(dim=-1)
+        mixed = (weights @ values).view(b, h, n, -1)  # B x h x n x C
+        wv = self.v_proj.weight.view(h, d, -1)
+        out = torch.einsum("bhnc,hdc->bnhd", mixed, wv).reshape(b, n, h * d) + self.v_proj.bias
+        return self.out_proj(out)
+
+    def attend_few_keys(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_projected: bool
+    ) -> torch.Tensor:
+        """`forward` for many queries and few keys (image tokens attending to prompt tokens).
+
+        x: BxNxC queries (1xNxC broadcasts), already projected if `q_projected`; k, v:
+        projected BxMxC'. Each head's keys and values go into a block-diagonal matrix
+        (C' x hM and hM x C'), so the per-head scores of all heads are one matmul, and
+        the query and output projections fold into those small matrices: two matmuls
+        of N x C x hM instead of N x C x C' projections plus a per-head attention with
+        its transposes. The same result up to float rounding; cheaper while hM <= C'.
+        """
+        b, m, c = k.shape
+        h = self.num_heads
+        d = c // h
+        eye = torch.eye(h, dtype=k.dtype, device=k.device)
+        # k_bd[b, h*d + j, g*m + i] = k[b, i, h*d + j] if h == g (scaled); v_bd likewise.
+        k_bd = k.view(b, m, h, d).permute(0, 2, 3, 1)[:, :, :, None, :] * eye[:, None, :, None]
+        k_bd = k_bd.reshape(b, c, h * m) * d**-0.5
+        v_bd = v.view(b, m, h, d).permute(0, 2, 1, 3)[:, :, :, None, :] * eye[:, None, :, None]
+        v_bd = v_bd.reshape(b, h * m, c)
+        if q_projected:
+            scores = self._per_prompt(x, k_bd, None)
+        else:
+            scores = self._per_prompt(x, self.q_proj.weight.t() @ k_bd, self.q_proj.bias @ k_bd)
+        groups = scores.view(b, -1, h, m)  # softmax over each head's m keys, by hand:
+        weights = (groups - groups.amax(dim=-1, keepdim=True)).exp_()  # torch's softmax is
+        weights = weights.div_(weights.sum(dim=-1, keepdim=True)).view(b, -1, h * m)  # slow for tiny m
+        return self._per_prompt(weights, v_bd @ self.out_proj.weight.t(), self.out_proj.bias)
+
+    def _per_prompt(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x[i] @ w[i] + bias[i] for each prompt i (x and bias may have a batch of 1 or none),
+        through `linear` (oneDNN's kernel: twice as fast as bmm for these narrow shapes)."""
+        out = []
+        for i in range(w.shape[0]):
+            bias_i = None if bias is None else bias[i] if bias.ndim == 2 else bias
+            out.append(
+                linear(x[min(i, x.shape[0] - 1)], w[i].t().contiguous(), bias_i, "none", self.training)
+            )
+        return out[0][None] if len(out) == 1 else torch.stack(out)
+
 
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token->image, MLP on tokens, image->token."""
@@ -108,13 +177,26 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        proj = image_proj if image_proj is not None else self.project_image(keys, key_pe)
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        queries = self.norm2(queries + t2i.attend(t2i.q_proj(queries + query_pe), proj.t2i_k, proj.t2i_v))
+        # With few prompt tokens, image tokens are not projected at all (see the two
+        # `Attention` methods); else, or when cached for many prompts, they are.
+        few = t2i.few(queries.shape[1]) and i2t.few(queries.shape[1])
+        proj = image_proj if image_proj is not None or few else self.project_image(keys, key_pe)
+        q = queries + query_pe
+        if proj is None:
+            update = t2i.attend_to_image(q, keys + key_pe, keys)
+        else:
+            update = t2i.attend(t2i.q_proj(q), proj.t2i_k, proj.t2i_v)
+        queries = self.norm2(queries + update)
         queries = self.norm3(queries + self.mlp(queries))
-        tokens = queries + query_pe
-        keys = self.norm4(keys + i2t.attend(proj.i2t_q, i2t.k_proj(tokens), i2t.v_proj(queries)))
-        return queries, keys
+        k, v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
+        if not few:
+            update = i2t.attend(proj.i2t_q, k, v)
+        elif proj is not None:
+            update = i2t.attend_few_keys(proj.i2t_q, k, v, q_projected=True)
+        else:
+            update = i2t.attend_few_keys(keys + key_pe, k, v, q_projected=False)
+        return queries, self.norm4(keys + update)
 
 
 class TwoWayTransformer(nn.Module):
@@ -160,5 +242,9 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, key_pe, context.first if i == 0 else None)
-        attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
+        final = self.final_attn_token_to_image
+        if final.few(queries.shape[1]):
+            attn = final.attend_to_image(queries + point_embedding, keys + key_pe, keys)
+        else:
+            attn = final(queries + point_embedding, keys + key_pe, keys)
         return self.norm_final_attn(queries + attn), keys
