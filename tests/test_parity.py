@@ -126,3 +126,26 @@ def test_folded_attention_paths_equal_plain_attention(batch):
         projected = attn.attend_few_keys(attn.q_proj(image[:1]), k, v, q_projected=True)
         assert torch.allclose(raw, ref, atol=1e-4)
         assert torch.allclose(projected, attn(image[:1].expand(batch, -1, -1), tokens, tokens * 2), atol=1e-4)
+
+
+def test_folded_attention_trains_like_plain_attention():
+    """Decoder fine-tuning backpropagates through the shortcuts: same gradients."""
+    from mobilesam.modeling.transformer import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(256, 8, downsample_rate=2)
+    tokens, image = torch.randn(2, 7, 256), torch.randn(2, 1024, 256)
+    grads = []
+    for shortcut in (False, True):
+        attn.zero_grad()
+        k, v = attn.k_proj(tokens), attn.v_proj(tokens)
+        if shortcut:
+            to_tokens = attn.attend_few_keys(image, k, v, q_projected=False)
+            to_image = attn.attend_to_image(tokens, image, image)
+        else:
+            to_tokens, to_image = attn(image, tokens, tokens), attn(tokens, image, image)
+        out = to_tokens.square().mean() + to_image.square().mean()
+        out.backward()
+        grads.append([p.grad.clone() for p in attn.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)

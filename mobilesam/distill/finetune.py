@@ -34,7 +34,7 @@ from ..modeling.sam import Sam
 from ..transforms import ResizeLongestSide
 from ..utils import rle
 from ..utils.amg import masks_to_boxes_torch
-from .loop import Loop, LoopConfig, StepBatches, default_workers
+from .loop import Loop, LoopConfig
 from .sources import list_images
 from .train import DistillData, inside, pad_image, sam_input, write_checkpoint
 
@@ -235,16 +235,8 @@ def finetune(
         data = AnnotatedData(cfg.images, cfg.img_size, cfg.masks_per_image)
         ids = data.ids()
     loop = Loop(cfg, DecoderTask(sam, cfg.masks_per_image, teacher), resume)
-    workers = default_workers(cfg, loop.device, loop.env)
-    batches = torch.utils.data.DataLoader(
-        data,
-        batch_sampler=StepBatches(ids, cfg, loop.env, loop.step),
-        num_workers=workers,
-        pin_memory=loop.device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-    )
     try:
-        loss = loop.fit(batches, stop_after, progress)
+        loss = loop.fit(loop.loader(data, ids), stop_after, progress)
         if loss is None:
             return None
         meta = {

@@ -132,12 +132,6 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return _PERMUTATIONS[key]
 
 
-def default_workers(cfg: LoopConfig, device: torch.device, env: Distributed) -> int:
-    if cfg.workers >= 0:
-        return cfg.workers
-    return min(8, (os.cpu_count() or 1) // env.world) if device.type == "cuda" else 0
-
-
 class Loop:
     """Owns the task, its optimizer and the run folder; `fit` runs the remaining steps."""
 
@@ -162,6 +156,21 @@ class Loop:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = torch.compile(model) if cfg.compile else model
+
+    def loader(self, dataset: torch.utils.data.Dataset, ids: list) -> torch.utils.data.DataLoader:
+        """This process's micro-batches of `dataset` (indexed by the ids) from the current
+        step on, decoded by cfg.workers processes (-1: 8 per GPU within the CPU count, none
+        on the CPU, where they would compete with training for the cores)."""
+        workers = self.cfg.workers
+        if workers < 0:
+            workers = min(8, (os.cpu_count() or 1) // self.env.world) if self.device.type == "cuda" else 0
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=StepBatches(ids, self.cfg, self.env, self.step),
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
 
     def _load(self) -> None:
         if not self.ckpt_path.is_file():

@@ -31,7 +31,7 @@ from ..errors import MobileSAMError
 from ..transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 from ..utils.files import atomic_write, atomic_write_text
 from .cache import EmbeddingCache
-from .loop import Loop, LoopConfig, StepBatches, default_workers
+from .loop import Loop, LoopConfig
 from .sources import list_images
 
 
@@ -131,16 +131,8 @@ def train(
             {k[len("image_encoder.") :]: v for k, v in state.items() if k.startswith("image_encoder.")}
         )
     loop = Loop(cfg, DistillTask(sam.image_encoder), resume)
-    workers = default_workers(cfg, loop.device, loop.env)
-    batches = torch.utils.data.DataLoader(
-        data,
-        batch_sampler=StepBatches(ids, cfg, loop.env, loop.step),
-        num_workers=workers,
-        pin_memory=loop.device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-    )
     try:
-        loss = loop.fit(batches, stop_after, progress)
+        loss = loop.fit(loop.loader(data, ids), stop_after, progress)
         meta = None if loss is None else _write_student(sam, cfg, data.cache, loop.step, loss, loop.env.main)
     finally:
         loop.finish()
