@@ -27,11 +27,13 @@ def _onednn_available() -> bool:
 
 
 def use_onednn(x: torch.Tensor) -> bool:
-    """True for CPU float32 or bfloat16 without autograd, where the fused oneDNN kernels apply."""
+    """True for CPU float32 or bfloat16 without autograd, where the fused oneDNN kernels apply
+    (not under torch.compile, whose inductor has no lowering for them and fuses on its own)."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
         and _onednn_available()
     )
 
