@@ -193,7 +193,16 @@ def _distill_cache(args: argparse.Namespace) -> int:
         raise PromptError("--teacher TYPE:PATH is needed with --img-size other than 1024")
     teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
     cache = EmbeddingCache(args.cache)
-    summary = cache.build(teacher, args.images, model_type, args.shard_size, progress=print)
+    gpu = teacher.device.type == "cuda"
+    summary = cache.build(
+        teacher,
+        args.images,
+        model_type,
+        args.shard_size,
+        progress=print,
+        batch_size=args.batch_size or (8 if gpu else 1),
+        workers=(min(8, os.cpu_count() or 1) if gpu else 0) if args.workers is None else args.workers,
+    )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0
 
@@ -391,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument("--img-size", type=int, default=1024, help="teacher input size (default 1024)")
     dca.add_argument("--shard-size", type=int, default=256, help="embeddings per shard file")
     dca.add_argument("--device", help="cpu, cuda or mps (default: best available)")
+    dca.add_argument("--batch-size", type=int, help="images per teacher run (default: 8 on a GPU, else 1)")
+    dca.add_argument("--workers", type=int, help="decoding processes (default: 8 on a GPU, else 0)")
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     dca.set_defaults(func=_distill_cache)
     dtr = dsub.add_parser("train", help="train a student encoder on the cached teacher embeddings")

@@ -113,3 +113,18 @@ def test_sa1b_tar_shards_and_cli(teacher, tmp_path):
     ]
     assert main(args) == 0
     assert EmbeddingCache(tmp_path / "c").ids() == ["sa_000000.tar/sa_0.jpg", "sa_000000.tar/sa_1.jpg"]
+
+
+def test_batched_cache_with_workers_matches_one_at_a_time(teacher, photos, tmp_path):
+    """Batches of 3 decoded by 2 worker processes (the broken image in a batch with good
+    ones): the same entries and failures, embeddings equal up to float16 rounding."""
+    one = EmbeddingCache(tmp_path / "one")
+    one.build(teacher, photos, "vit_b")
+    many = EmbeddingCache(tmp_path / "many")
+    summary = many.build(teacher, photos, "vit_b", shard_size=4, batch_size=3, workers=2)
+    assert (summary.done, list(summary.failed)) == (5, ["img9_broken.jpg"])
+    assert many.ids() == one.ids()
+    for image_id in one.ids():
+        np.testing.assert_allclose(
+            many.get(image_id).astype(np.float32), one.get(image_id).astype(np.float32), rtol=2e-3, atol=2e-3
+        )

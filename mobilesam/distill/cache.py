@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageLoadError, MobileSAMError
+from ..errors import MobileSAMError
 from ..modeling.sam import Sam
-from ..predictor import SamPredictor
 from ..utils.files import atomic_write, atomic_write_text
+from .inputs import DecodedImages, sam_input
 from .sources import list_images
 
 
@@ -93,8 +93,11 @@ class EmbeddingCache:
         teacher_name: str,
         shard_size: int = 256,
         progress: Callable[[str], None] | None = None,
+        batch_size: int = 1,
+        workers: int = 0,
     ) -> CacheSummary:
-        """Embed every image of `source` not yet cached, with SAM's exact preprocessing."""
+        """Embed every image of `source` not yet cached, with SAM's exact preprocessing:
+        `workers` processes decode and resize, the teacher runs `batch_size` images at once."""
         size = teacher.img_size
         grid = size // 16
         if self.index is None:
@@ -112,28 +115,38 @@ class EmbeddingCache:
                 f"not {teacher_name} at {size} px: use another cache folder"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        predictor = SamPredictor(teacher)
         say = progress or (lambda msg: None)
         summary, pending = CacheSummary(), []
+        todo = []
         for ref in list_images(source):
-            image_id = ref.id
-            if image_id in self:
+            if ref.id in self:
                 summary.skipped += 1
+            else:
+                todo.append(ref)
+        batches = torch.utils.data.DataLoader(
+            DecodedImages(todo, size), batch_size=batch_size, num_workers=workers, collate_fn=list
+        )
+        encoder = teacher.image_encoder.eval()
+        for batch in batches:
+            for image_id, _, _, error in batch:
+                if error:
+                    summary.failed[image_id] = self.index["failures"][image_id] = error
+                    say(f"{image_id}: FAILED: {error}")
+            good = [item for item in batch if not item[3]]
+            if not good:
                 continue
-            try:
-                with torch.inference_mode():
-                    predictor.set_image(ref.load())
-                pending.append((image_id, predictor.features[0].half().cpu().numpy()))
+            images = torch.stack([item[1] for item in good]).to(teacher.device)
+            sizes = torch.stack([item[2] for item in good]).to(teacher.device)
+            with torch.inference_mode():
+                embeddings = encoder(sam_input(images, sizes)).half().cpu().numpy()
+            for (image_id, *_), row in zip(good, embeddings):
+                pending.append((image_id, row))
                 self.index["failures"].pop(image_id, None)
-            except (ImageLoadError, ValueError) as exc:
-                summary.failed[image_id] = self.index["failures"][image_id] = str(exc)
-                say(f"{image_id}: FAILED: {exc}")
-                continue
-            summary.done += 1
-            if len(pending) == shard_size:
-                self._write_shard(pending)
-                pending = []
-            say(f"{image_id}: cached ({summary.done} new)")
+                summary.done += 1
+                if len(pending) == shard_size:
+                    self._write_shard(pending)
+                    pending = []
+                say(f"{image_id}: cached ({summary.done} new)")
         if pending:
             self._write_shard(pending)
         atomic_write_text(self.folder / "index.json", json.dumps(self.index))

@@ -34,9 +34,10 @@ from ..modeling.sam import Sam
 from ..transforms import ResizeLongestSide
 from ..utils import rle
 from ..utils.amg import masks_to_boxes_torch
+from .inputs import inside, pad_image, sam_input
 from .loop import Loop, LoopConfig
 from .sources import list_images
-from .train import DistillData, inside, pad_image, sam_input, write_checkpoint
+from .train import DistillData, write_checkpoint
 
 PROMPT_SOURCES = ("annotations", "teacher")
 FOCAL_WEIGHT = 20.0

@@ -6,7 +6,7 @@ weight decay 0.05, linear warmup then cosine decay to 0, gradient clipping at 1.
 (see loop.py for checkpoints, resume, bf16, torch.compile and torchrun).
 
 Data: DataLoader workers decode and resize the images (uint8, padded); the device
-normalises them, so the GPU is not kept waiting on JPEG decoding.
+normalises them (inputs.py), so the GPU is not kept waiting on JPEG decoding.
 
 Output: `student.pt` in the official `mobile_sam.pt` layout (the student encoder plus
 the teacher's prompt encoder and mask decoder, when a teacher checkpoint is given),
@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,9 +27,10 @@ from torch import nn
 from ..build import build_sam
 from ..checkpoint import read_state_dict
 from ..errors import MobileSAMError
-from ..transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
+from ..transforms import ResizeLongestSide
 from ..utils.files import atomic_write, atomic_write_text
 from .cache import EmbeddingCache
+from .inputs import pad_image, sam_input
 from .loop import Loop, LoopConfig
 from .sources import list_images
 
@@ -61,20 +61,6 @@ class DistillTask(nn.Module):
         return {"loss": F.mse_loss(self.student(sam_input(images, sizes)), targets.float())}
 
 
-def sam_input(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """Padded uint8 B x 3 x S x S -> SAM's input: (pixel - mean) / std inside each image's
-    (h, w) (`sizes`, B x 2), zeros in the padding. Runs on the training device."""
-    mean = torch.tensor(PIXEL_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() - mean) / std * inside(sizes, images.shape[-1])[:, None]
-
-
-def inside(sizes: torch.Tensor, s: int) -> torch.Tensor:
-    """B x S x S: True inside each image's (h, w), False in the padding."""
-    r = torch.arange(s, device=sizes.device)
-    return (r[None, :, None] < sizes[:, 0, None, None]) & (r[None, None, :] < sizes[:, 1, None, None])
-
-
 class DistillData(torch.utils.data.Dataset):
     """image id -> (padded uint8 3 x S x S image, its (h, w) before padding, teacher embedding)."""
 
@@ -96,14 +82,6 @@ class DistillData(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.cache)
-
-
-def pad_image(rgb: np.ndarray, img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resized HxWx3 uint8 -> (3 x S x S uint8 zero-padded at the bottom/right, tensor([h, w]))."""
-    h, w = rgb.shape[:2]
-    out = torch.zeros(3, img_size, img_size, dtype=torch.uint8)
-    out[:, :h, :w] = torch.from_numpy(rgb).permute(2, 0, 1)
-    return out, torch.tensor([h, w])
 
 
 def train(
