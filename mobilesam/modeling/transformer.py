@@ -192,8 +192,9 @@ class TwoWayAttentionBlock(nn.Module):
         few = t2i.few(queries.shape[1]) and i2t.few(queries.shape[1])
         proj = image_proj if image_proj is not None or few else self.project_image(keys, key_pe)
         q = queries + query_pe
+        keys_pe = keys + key_pe if proj is None else None  # once for both attentions
         if proj is None:
-            update = t2i.attend_to_image(q, keys + key_pe, keys)
+            update = t2i.attend_to_image(q, keys_pe, keys)
         else:
             update = t2i.attend(t2i.q_proj(q), proj.t2i_k, proj.t2i_v)
         queries = self.norm2(queries + update)
@@ -204,7 +205,7 @@ class TwoWayAttentionBlock(nn.Module):
         elif proj is not None:
             update = i2t.attend_few_keys(proj.i2t_q, k, v, q_projected=True)
         else:
-            update = i2t.attend_few_keys(keys + key_pe, k, v, q_projected=False)
+            update = i2t.attend_few_keys(keys_pe, k, v, q_projected=False)
         return queries, self.norm4(keys + update)
 
 
