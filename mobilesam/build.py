@@ -41,7 +41,13 @@ class ViTConfig:
 
 
 MODEL_CONFIGS: dict[str, TinyViTConfig | ViTConfig] = {
-    "vit_t": TinyViTConfig((64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10)),
+    "vit_t": TinyViTConfig((64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10)),  # TinyViT-5M: MobileSAM
+    # Other students for distillation (no published MobileSAM weights): TinyViT-11M and
+    # -21M as the TinyViT paper defines them, and a smaller one of ours (2.7M parameters
+    # in the encoder, about half of vit_t's 5.7M) for edge devices.
+    "tiny_vit_3m": TinyViTConfig((48, 96, 128, 192), (2, 2, 4, 2), (2, 3, 4, 6)),
+    "tiny_vit_11m": TinyViTConfig((64, 128, 256, 448), (2, 2, 6, 2), (2, 4, 8, 14)),
+    "tiny_vit_21m": TinyViTConfig((96, 192, 384, 576), (2, 2, 6, 2), (3, 6, 12, 18)),
     "vit_b": ViTConfig(768, 12, 12, (2, 5, 8, 11)),
     "vit_l": ViTConfig(1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": ViTConfig(1280, 32, 16, (7, 15, 23, 31)),
@@ -101,4 +107,5 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_b": build_sam_vit_b,
     "vit_l": build_sam_vit_l,
     "vit_h": build_sam_vit_h,
+    **{name: partial(build_sam, name) for name in ("tiny_vit_3m", "tiny_vit_11m", "tiny_vit_21m")},
 }

@@ -66,7 +66,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def guess_model(keys: set[str]) -> str:
     """Which known layout a set of state-dict keys resembles, in words."""
     if any(k.startswith("image_encoder.layers.") for k in keys):
-        return "MobileSAM (vit_t, TinyViT encoder)"
+        return "a TinyViT encoder (MobileSAM's vit_t, or a tiny_vit_* student of another width)"
     blocks = {int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
     if blocks:
         name = {12: "vit_b", 24: "vit_l", 32: "vit_h"}.get(max(blocks) + 1, f"{max(blocks) + 1} blocks")

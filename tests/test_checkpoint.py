@@ -10,6 +10,7 @@ from conftest import synthetic_state_dict
 
 from mobilesam import CheckpointError, build_sam, sam_model_registry
 from mobilesam.checkpoint import read_state_dict
+from mobilesam.weights import get_weights
 
 
 @pytest.mark.parametrize("model_type,n_tensors", [("vit_t", 439), ("vit_b", 314)])
@@ -36,8 +37,25 @@ def test_large_teachers_shapes(model_type, blocks, dim, params):
 
 
 def test_registry_names():
-    assert set(sam_model_registry) == {"default", "vit_t", "vit_b", "vit_l", "vit_h"}
+    students = {"tiny_vit_3m", "tiny_vit_11m", "tiny_vit_21m"}
+    assert set(sam_model_registry) == {"default", "vit_t", "vit_b", "vit_l", "vit_h"} | students
     assert sam_model_registry["default"] is sam_model_registry["vit_t"]
+
+
+@pytest.mark.parametrize(
+    "model_type, millions",
+    [("tiny_vit_3m", 2.7), ("vit_t", 5.7), ("tiny_vit_11m", 11.3), ("tiny_vit_21m", 21.4)],
+)
+def test_tinyvit_student_sizes(model_type, millions):
+    """Distillation students: encoder parameters without TinyViT's unused classifier head,
+    and the same 256 x S/16 x S/16 embedding for SAM's decoder."""
+    sam = sam_model_registry[model_type](img_size=128)
+    params = sum(p.numel() for n, p in sam.image_encoder.named_parameters() if "head" not in n)
+    assert round(params / 1e6, 1) == millions
+    with torch.no_grad():
+        assert sam.image_encoder(torch.zeros(1, 3, 128, 128)).shape == (1, 256, 8, 8)
+    with pytest.raises(ValueError, match=r"no published weights.*pass a checkpoint"):
+        get_weights(model_type if model_type != "vit_t" else "tiny_vit_3m")
 
 
 def test_strict_load_of_plain_state_dict(ckpt_vit_t):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import DISTILL_SIZE
 
-from mobilesam import MobileSAMError, build_sam
+from mobilesam import CheckpointError, MobileSAMError, build_sam
 from mobilesam.distill.train import DistillData, DistillTask, TrainConfig, train
 
 SIZE = DISTILL_SIZE
@@ -193,3 +193,18 @@ def test_bf16_autocast_trains(distill_data, tmp_path):
     assert losses[-1] < 0.6 * losses[0], losses
     with pytest.raises(MobileSAMError, match="precision"):
         train(_config(distill_data, tmp_path / "bad", precision="fp8"))
+
+
+def test_smaller_student(distill_data, tmp_path, capsys):
+    """Another TinyViT width as the student: trains, and the output loads as that type."""
+    from mobilesam.cli import main
+
+    meta = train(_config(distill_data, tmp_path, student="tiny_vit_3m", steps=2))
+    assert meta["config"]["student"] == "tiny_vit_3m"
+    build_sam("tiny_vit_3m", tmp_path / "student.pt", img_size=SIZE)
+    with pytest.raises(CheckpointError, match="TinyViT encoder"):
+        build_sam("vit_t", tmp_path / "student.pt", img_size=SIZE)
+    args = ["distill", "evaluate", "--student", str(tmp_path / "student.pt"), "--student-type", "tiny_vit_3m"]
+    args += ["--teacher", f"vit_b:{distill_data / 'teacher.pth'}", "--images", str(distill_data / "held")]
+    assert main([*args, "--img-size", str(SIZE), "--grid", "1"]) == 0
+    assert "| box |" in capsys.readouterr().out
