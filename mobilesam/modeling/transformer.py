@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Linear, MLPBlock, linear
+from .common import Linear, MLPBlock, linear, use_onednn
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,12 @@ class Attention(nn.Module):
         return self._per_prompt(weights, v_bd @ self.out_proj.weight.t(), self.out_proj.bias)
 
     def _per_prompt(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x[i] @ w[i] + bias[i] for each prompt i (x and bias may have a batch of 1 or none),
-        through `linear` (oneDNN's kernel: twice as fast as bmm for these narrow shapes)."""
+        """x[i] @ w[i] + bias[i] for each prompt i (x and bias may have a batch of 1 or none).
+        On CPU inference one oneDNN `linear` per prompt (twice as fast as bmm for these
+        narrow shapes); elsewhere (GPU, autograd) one batched matmul."""
+        if not use_onednn(x):
+            out = x @ w
+            return out if bias is None else out + (bias[:, None] if bias.ndim == 2 else bias)
         out = []
         for i in range(w.shape[0]):
             bias_i = None if bias is None else bias[i] if bias.ndim == 2 else bias
