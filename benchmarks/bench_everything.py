@@ -12,7 +12,6 @@ the process's maximum resident set size. Run one implementation per process
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import resource
 import sys
 import time
@@ -28,12 +27,8 @@ sys.path.insert(0, str(ROOT))
 from mobilesam import build_sam, tune_allocator  # noqa: E402
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator  # noqa: E402
 
-
-def synthetic_weights(model: torch.nn.Module, shared: Path) -> None:
-    spec = importlib.util.spec_from_file_location("recipe", shared / "fixtures" / "parity" / "recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    model.load_state_dict(recipe.synthetic_state_dict(model.state_dict(), 0))
+sys.path.insert(0, str(HERE))
+from _synthetic import synthetic_weights  # noqa: E402
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
     python benchmarks/bench_predictor.py [--image truck.jpg] [--threads 2] [--repeats 5]
         [--checkpoint mobile_sam.pt] [--official DIR_CONTAINING_mobile_sam]
 
-Without a checkpoint it uses deterministic synthetic weights (speed does not depend on
-the values). Prints milliseconds (median, min-max) per stage with the thread count.
+Without a checkpoint it uses the parity fixture's synthetic weights (speed does not
+depend on the values). Prints milliseconds (median, min-max) per stage with the thread count.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,10 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from mobilesam import SamPredictor, build_sam, tune_allocator  # noqa: E402
+from mobilesam.bench import BOX, timed  # noqa: E402
 
-BOX = np.array([425, 600, 700, 875])
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up: first-call allocations and kernel selection
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-def synthetic(model: torch.nn.Module) -> None:
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=gen) * 0.1 - 0.05)
-            if t.ndim == 1 and t.is_floating_point():
-                t.add_(1.0)  # norm scales and variances near 1
+sys.path.insert(0, str(HERE))
+from _synthetic import synthetic_weights  # noqa: E402
 
 
 def bench(name: str, predictor, image: np.ndarray, repeats: int) -> dict[str, list[float]]:
@@ -71,7 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--image", default=str(HERE.parents[1] / "shared" / "images" / "truck.jpg"))
+    parser.add_argument("--shared", default=str(HERE.parents[1] / "shared"))
+    parser.add_argument("--image", default=None, help="default: shared/images/truck.jpg")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checkpoint")
@@ -80,11 +62,12 @@ def main() -> None:
     args = parser.parse_args()
     tuned = not args.no_tune_allocator and tune_allocator()
     torch.set_num_threads(args.threads)
-    image = np.asarray(Image.open(args.image).convert("RGB"))
+    image_path = Path(args.image or Path(args.shared) / "images" / "truck.jpg")
+    image = np.asarray(Image.open(image_path).convert("RGB"))
 
     sam = build_sam("vit_t", args.checkpoint)
     if args.checkpoint is None:
-        synthetic(sam)
+        synthetic_weights(sam, Path(args.shared))
     results = bench("mobilesam", SamPredictor(sam), image, args.repeats)
     if args.official:
         from _official import import_official
@@ -96,7 +79,7 @@ def main() -> None:
         results.update(bench("official", official.SamPredictor(ref), image, args.repeats))
 
     print(
-        f"# {Path(args.image).name} {image.shape[1]}x{image.shape[0]}, torch {torch.__version__}, "
+        f"# {image_path.name} {image.shape[1]}x{image.shape[0]}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
         f"allocator tuned: {tuned} (for both implementations)"
     )

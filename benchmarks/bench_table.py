@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -19,6 +18,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mobilesam import bench, build_sam, tune_allocator  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _synthetic import synthetic_weights  # noqa: E402
 
 
 def main() -> None:
@@ -32,13 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_allocator()
-    spec = importlib.util.spec_from_file_location(
-        "recipe", Path(args.shared) / "fixtures" / "parity" / "recipe.py"
-    )
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
     sam = build_sam("vit_t")
-    sam.load_state_dict(recipe.synthetic_state_dict(sam.state_dict(), 0))
+    synthetic_weights(sam, Path(args.shared))
     path = Path(args.image) if args.image else Path(args.shared) / "images" / "truck.jpg"
     image = np.asarray(Image.open(path).convert("RGB"))
     print(bench.table(bench.run(sam, image, args.repeats), path.name))

@@ -46,7 +46,7 @@ class Row:
         return [self.backend, self.precision, self.stage, f"{med:.1f}", spread, gflop, rate]
 
 
-def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     fn()  # warm-up
     out = []
     for _ in range(repeats):
@@ -85,26 +85,26 @@ def run(
             predictor.predict(box=BOX, multimask_output=False)
 
         rows = [
-            Row("torch", "float32", "encoder", _timed(lambda: sam.image_encoder(x), repeats), encoder_gflop),
+            Row("torch", "float32", "encoder", timed(lambda: sam.image_encoder(x), repeats), encoder_gflop),
             Row(
                 "torch",
                 "float32",
                 "decoder, 1 box",
-                _timed(lambda: predictor.decode(None, None, box, None, False), repeats * 4),
+                timed(lambda: predictor.decode(None, None, box, None, False), repeats * 4),
                 decoder_gflop,
             ),
-            Row("torch", "float32", "full prompt", _timed(full_prompt, repeats)),
+            Row("torch", "float32", "full prompt", timed(full_prompt, repeats)),
         ]
         encoder16 = copy.deepcopy(sam.image_encoder).to(torch.bfloat16)
         x16 = x.to(torch.bfloat16)
         rows.insert(
             1,
-            Row("torch", "bf16 (opt-in)", "encoder", _timed(lambda: encoder16(x16), repeats), encoder_gflop),
+            Row("torch", "bf16 (opt-in)", "encoder", timed(lambda: encoder16(x16), repeats), encoder_gflop),
         )
         if everything:
             generator = SamAutomaticMaskGenerator(sam, points_per_side=16, output_mode="coco_rle")
             rows.append(
-                Row("torch", "float32", "everything 16x16", _timed(lambda: generator.generate(image), 1))
+                Row("torch", "float32", "everything 16x16", timed(lambda: generator.generate(image), 1))
             )
     if onnx:
         rows += _onnx_rows(sam, image, repeats, encoder_gflop, everything)
@@ -128,7 +128,7 @@ def _onnx_rows(
                     "onnxruntime",
                     precision,
                     "encoder",
-                    _timed(lambda p=p: p.set_image(image), repeats),
+                    timed(lambda p=p: p.set_image(image), repeats),
                     encoder_gflop,
                 )
             )
@@ -137,7 +137,7 @@ def _onnx_rows(
                     "onnxruntime",
                     precision,
                     "decoder, 1 box + full-res",
-                    _timed(lambda p=p: p.predict(box=BOX, multimask_output=False), repeats * 4),
+                    timed(lambda p=p: p.predict(box=BOX, multimask_output=False), repeats * 4),
                 )
             )
             if everything and not int8:
@@ -147,7 +147,7 @@ def _onnx_rows(
                         "onnxruntime",
                         precision,
                         "everything 16x16",
-                        _timed(lambda g=generator: g.generate(image), 1),
+                        timed(lambda g=generator: g.generate(image), 1),
                     )
                 )
     return rows
