@@ -193,15 +193,8 @@ def _distill_cache(args: argparse.Namespace) -> int:
         raise PromptError("--teacher TYPE:PATH is needed with --img-size other than 1024")
     teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
     cache = EmbeddingCache(args.cache)
-    gpu = teacher.device.type == "cuda"
     summary = cache.build(
-        teacher,
-        args.images,
-        model_type,
-        args.shard_size,
-        progress=print,
-        batch_size=args.batch_size or (8 if gpu else 1),
-        workers=(min(8, os.cpu_count() or 1) if gpu else 0) if args.workers is None else args.workers,
+        teacher, args.images, model_type, args.shard_size, print, args.batch_size, args.workers
     )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0

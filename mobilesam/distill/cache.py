@@ -27,7 +27,7 @@ import torch
 from ..errors import MobileSAMError
 from ..modeling.sam import Sam
 from ..utils.files import atomic_write, atomic_write_text
-from .inputs import DecodedImages, sam_input
+from .inputs import DecodedImages, default_workers, sam_input
 from .sources import list_images
 
 
@@ -93,11 +93,15 @@ class EmbeddingCache:
         teacher_name: str,
         shard_size: int = 256,
         progress: Callable[[str], None] | None = None,
-        batch_size: int = 1,
-        workers: int = 0,
+        batch_size: int | None = None,
+        workers: int | None = None,
     ) -> CacheSummary:
         """Embed every image of `source` not yet cached, with SAM's exact preprocessing:
-        `workers` processes decode and resize, the teacher runs `batch_size` images at once."""
+        `workers` processes decode and resize, the teacher runs `batch_size` images at once
+        (None: 8 and `default_workers` on a GPU, 1 and none on the CPU)."""
+        gpu = teacher.device.type == "cuda"
+        batch_size = batch_size or (8 if gpu else 1)
+        workers = default_workers(teacher.device) if workers is None else workers
         size = teacher.img_size
         grid = size // 16
         if self.index is None:

@@ -4,12 +4,20 @@ workers), normalisation on the device. Together they equal `Sam.preprocess` afte
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from ..errors import ImageLoadError
 from ..transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 from .sources import ImageRef
+
+
+def default_workers(device: torch.device, processes: int = 1) -> int:
+    """Decoding processes when none are asked for: 8 per GPU process within the CPU count,
+    none on the CPU, where they would compete with the model for the cores."""
+    return min(8, (os.cpu_count() or 1) // processes) if device.type == "cuda" else 0
 
 
 def pad_image(rgb: np.ndarray, img_size: int) -> tuple[torch.Tensor, torch.Tensor]:

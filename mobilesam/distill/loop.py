@@ -33,6 +33,7 @@ from torch import nn
 from ..api import resolve_device
 from ..errors import MobileSAMError
 from ..utils.files import atomic_write
+from .inputs import default_workers
 
 PRECISIONS = ("float32", "bf16")
 
@@ -53,7 +54,7 @@ class LoopConfig:
     device: str = "auto"  # cuda if there is one, else mps, else cpu
     precision: str = "float32"  # or "bf16": autocast of the forward pass
     compile: bool = False  # torch.compile the task
-    workers: int = -1  # DataLoader workers; -1: 8 per GPU (capped by the CPUs), 0 on the CPU
+    workers: int = -1  # DataLoader workers; -1: inputs.default_workers (8 per GPU, 0 on the CPU)
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -159,11 +160,8 @@ class Loop:
 
     def loader(self, dataset: torch.utils.data.Dataset, ids: list) -> torch.utils.data.DataLoader:
         """This process's micro-batches of `dataset` (indexed by the ids) from the current
-        step on, decoded by cfg.workers processes (-1: 8 per GPU within the CPU count, none
-        on the CPU, where they would compete with training for the cores)."""
-        workers = self.cfg.workers
-        if workers < 0:
-            workers = min(8, (os.cpu_count() or 1) // self.env.world) if self.device.type == "cuda" else 0
+        step on, decoded by cfg.workers processes (-1: `default_workers`)."""
+        workers = self.cfg.workers if self.cfg.workers >= 0 else default_workers(self.device, self.env.world)
         return torch.utils.data.DataLoader(
             dataset,
             batch_sampler=StepBatches(ids, self.cfg, self.env, self.step),
