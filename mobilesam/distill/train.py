@@ -66,6 +66,13 @@ class DistillData(torch.utils.data.Dataset):
 
     def __init__(self, cache: str, images: str, img_size: int) -> None:
         self.cache = EmbeddingCache(cache)
+        if not len(self.cache):
+            raise MobileSAMError(f"no cached embeddings in {cache}: run `mobilesam distill cache` first")
+        if self.cache.index["img_size"] != img_size:
+            raise MobileSAMError(
+                f"the cache holds {self.cache.index['img_size']}-px embeddings; "
+                f"use --img-size {self.cache.index['img_size']}"
+            )
         self.refs = {ref.id: ref for ref in list_images(images)}
         missing = [i for i in self.cache.ids() if i not in self.refs]
         if missing:
@@ -94,13 +101,6 @@ def train(
     first; `stop_after` N steps saves one and returns None (a job run in slices)."""
     data = DistillData(cfg.cache, cfg.images, cfg.img_size)
     ids = data.cache.ids()
-    if not ids:
-        raise MobileSAMError(f"no cached embeddings in {cfg.cache}: run `mobilesam distill cache` first")
-    if data.cache.index["img_size"] != cfg.img_size:
-        raise MobileSAMError(
-            f"the cache holds {data.cache.index['img_size']}-px embeddings; "
-            f"train with --img-size {data.cache.index['img_size']}"
-        )
     torch.manual_seed(cfg.seed)
     sam = build_sam(cfg.student, img_size=cfg.img_size)
     if cfg.init_checkpoint:
