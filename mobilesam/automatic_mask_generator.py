@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import MobileSAMError
+from .backend import Predictor
+from .errors import PromptError
 from .modeling.sam import Sam, upscale_masks
-from .onnx_predictor import OnnxPredictor
+from .options import BY_GENERATOR
 from .predictor import SamPredictor
-from .prompts import PromptError
 from .runtime import release_free_memory
 from .utils import amg, rle
 from .utils.nms import nms
@@ -32,8 +32,13 @@ DECODE_CHUNK = 8  # prompts decoded at once: as fast per prompt as larger batche
 
 @dataclass
 class MaskRecords:
-    """Masks found so far, as packed bits plus per-mask tensors (N rows each)."""
+    """Masks of one image, as packed bits plus per-mask tensors (N rows each).
 
+    `store` keeps the packed bits (in memory, or a temporary file past a size); `bits`
+    holds one handle per mask. Nothing here refers back to the generator.
+    """
+
+    store: rle.BitStore
     bits: list = field(default_factory=list)  # `rle.BitStore` handles of column-major packed pixels
     boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))  # XYXY
     iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
@@ -44,6 +49,10 @@ class MaskRecords:
 
     def __len__(self) -> int:
         return len(self.bits)
+
+    def read(self, i: int) -> np.ndarray:
+        """Mask i's packed column-major bits (`rle.bits_to_mask` / `rle.bits_to_counts`)."""
+        return self.store.read(self.bits[i])
 
     def extend(self, other: MaskRecords) -> None:
         self.bits.extend(other.bits)
@@ -69,6 +78,7 @@ class MaskRecords:
 class SamAutomaticMaskGenerator:
     """Generate masks for a whole image (segment-anything's arguments and defaults).
 
+    model: a `Sam` or any `backend.Predictor` (e.g. an `OnnxPredictor`).
     points_per_side: grid of n x n point prompts (or pass point_grids); points_per_batch:
     prompts per batch (decoded at most 8 at a time); pred_iou_thresh, stability_score_thresh: filters in [0, 1];
     box_nms_thresh, crop_nms_thresh: NMS IoU thresholds within and across crops;
@@ -76,11 +86,13 @@ class SamAutomaticMaskGenerator:
     and holes smaller than this (needs the `amg` extra); output_mode: "binary_mask",
     "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (memory bound);
     mask_memory_bytes: candidate masks beyond this go to a temporary file.
+    Numbers are checked against the bounds in options.py (32.0 and numpy integers are
+    accepted where an integer is wanted, as segment-anything does).
     """
 
     def __init__(
         self,
-        model: Sam | OnnxPredictor,
+        model: Sam | Predictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -99,60 +111,47 @@ class SamAutomaticMaskGenerator:
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise PromptError("exactly one of points_per_side and point_grids must be given")
-        _check_int("points_per_batch", points_per_batch, 1)
-        _check_int("crop_n_layers", crop_n_layers, 0)
-        _check_int("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1)
-        _check_int("mask_chunk", mask_chunk, 1)
-        for name, value in (
-            ("pred_iou_thresh", pred_iou_thresh),
-            ("stability_score_thresh", stability_score_thresh),
-            ("box_nms_thresh", box_nms_thresh),
-            ("crop_nms_thresh", crop_nms_thresh),
-            ("crop_overlap_ratio", crop_overlap_ratio),
-        ):
-            if not 0.0 <= float(value) <= 1.0:
-                raise PromptError(f"{name} must be between 0 and 1, got {value!r}")
+        given = {
+            "points_per_batch": points_per_batch,
+            "pred_iou_thresh": pred_iou_thresh,
+            "stability_score_thresh": stability_score_thresh,
+            "box_nms_thresh": box_nms_thresh,
+            "crop_n_layers": crop_n_layers,
+            "crop_nms_thresh": crop_nms_thresh,
+            "crop_overlap_ratio": crop_overlap_ratio,
+            "crop_n_points_downscale_factor": crop_n_points_downscale_factor,
+            "min_mask_region_area": min_mask_region_area,
+        }
+        if points_per_side is not None:
+            given["points_per_side"] = points_per_side
+        checked = {name: BY_GENERATOR[name].parse(value, name) for name, value in given.items()}
         if not float(stability_score_offset) >= 0.0:
             raise PromptError(f"stability_score_offset must be >= 0, got {stability_score_offset!r}")
-        if float(min_mask_region_area) < 0:
-            raise PromptError(f"min_mask_region_area must be >= 0, got {min_mask_region_area!r}")
         if output_mode not in OUTPUT_MODES:
             raise PromptError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        _check_int("mask_chunk", mask_chunk, 1)
+        crop_n_layers = checked["crop_n_layers"]
         if points_per_side is not None:
-            _check_int("points_per_side", points_per_side, 1)
             point_grids = amg.build_all_layer_point_grids(
-                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+                checked["points_per_side"], crop_n_layers, checked["crop_n_points_downscale_factor"]
             )
         if len(point_grids) != crop_n_layers + 1:
             raise PromptError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
-        if min_mask_region_area > 0:
+        if checked["min_mask_region_area"] > 0:
             from .utils.regions import _cv2
 
             _cv2()  # fail now, not after minutes of work, if the extra is missing
-        if isinstance(model, OnnxPredictor):
-            if model.batch_decoder is None:
-                raise MobileSAMError(
-                    "segment everything on ONNX needs decoder_batch.onnx: export again with `mobilesam export onnx`"
-                )
-            self.predictor, self.onnx = model, True
-            self.img_size, self.mask_threshold, self.device = model.img_size, 0.0, torch.device("cpu")
-        else:
-            self.predictor, self.onnx = SamPredictor(model), False
-            self.img_size, self.mask_threshold, self.device = (
-                model.img_size,
-                model.mask_threshold,
-                model.device,
-            )
+        self.predictor: Predictor = SamPredictor(model) if isinstance(model, Sam) else model
         self.point_grids = point_grids
-        self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.box_nms_thresh = box_nms_thresh
+        self.points_per_batch = checked["points_per_batch"]
+        self.pred_iou_thresh = checked["pred_iou_thresh"]
+        self.stability_score_thresh = checked["stability_score_thresh"]
+        self.stability_score_offset = float(stability_score_offset)
+        self.box_nms_thresh = checked["box_nms_thresh"]
         self.crop_n_layers = crop_n_layers
-        self.crop_nms_thresh = crop_nms_thresh
-        self.crop_overlap_ratio = crop_overlap_ratio
-        self.min_mask_region_area = min_mask_region_area
+        self.crop_nms_thresh = checked["crop_nms_thresh"]
+        self.crop_overlap_ratio = checked["crop_overlap_ratio"]
+        self.min_mask_region_area = checked["min_mask_region_area"]
         self.output_mode = output_mode
         self.mask_chunk = mask_chunk
         self.mask_memory_bytes = mask_memory_bytes
@@ -164,8 +163,8 @@ class SamAutomaticMaskGenerator:
         records = self.generate_records(image)
         h, w = image.shape[:2]
         anns = []
-        for i, handle in enumerate(records.bits):
-            bits = self._store.read(handle)
+        for i in range(len(records)):
+            bits = records.read(i)
             if self.output_mode == "binary_mask":
                 seg = rle.bits_to_mask(bits, (h, w))
             else:
@@ -186,27 +185,24 @@ class SamAutomaticMaskGenerator:
                     "crop_box": amg.xyxy_to_xywh(records.crop_boxes[i].tolist()),
                 }
             )
-        self._store = None  # the candidate masks (memory or a temporary file) go now
         return anns
 
     @torch.inference_mode()
     def generate_records(self, image: np.ndarray) -> MaskRecords:
-        """The masks as run lengths and tensors, before formatting (highest score first)."""
+        """The masks as packed bits and tensors, before formatting (highest score first).
+        The generator keeps nothing of the image: the records hold their own mask store."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise PromptError(
                 f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
             )
         orig_size = image.shape[:2]
-        self._store = rle.BitStore(
-            self.mask_memory_bytes
-        )  # candidate masks of this image; replaced by the next one
         crop_boxes, layer_idxs = amg.generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
-        records = MaskRecords()
+        records = MaskRecords(rle.BitStore(self.mask_memory_bytes))
         for crop_box, layer in zip(crop_boxes, layer_idxs):
-            records.extend(self._process_crop(image, crop_box, layer, orig_size))
+            records.extend(self._process_crop(image, crop_box, layer, orig_size, records.store))
         if len(crop_boxes) > 1 and len(records):
             # Prefer masks from smaller crops: score = 1 / crop area.
             scores = 1 / amg.box_area(records.crop_boxes)
@@ -215,12 +211,13 @@ class SamAutomaticMaskGenerator:
             self._remove_small_regions(records, orig_size)
         return records
 
-    def read_bits(self, handle: object) -> np.ndarray:
-        """The packed column-major bits of a mask of the last `generate_records` result."""
-        return self._store.read(handle)
-
     def _process_crop(
-        self, image: np.ndarray, crop_box: list[int], layer: int, orig_size: tuple[int, int]
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer: int,
+        orig_size: tuple[int, int],
+        store: rle.BitStore,
     ) -> MaskRecords:
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1, :]
@@ -228,10 +225,10 @@ class SamAutomaticMaskGenerator:
         self.predictor.set_image(crop)
         release_free_memory()  # the encoder's temporaries: the decoder needs other sizes
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        records = MaskRecords()
+        records = MaskRecords(store)
         for start in range(0, len(points), self.points_per_batch):
             batch = points[start : start + self.points_per_batch]
-            records.extend(self._process_batch(batch, crop_size, crop_box, orig_size))
+            records.extend(self._process_batch(batch, crop_size, crop_box, orig_size, store))
             release_free_memory()  # temporaries vary in size from batch to batch
         self.predictor.reset_image()
         records.select(nms(records.boxes.float(), records.iou_preds, self.box_nms_thresh))
@@ -240,56 +237,26 @@ class SamAutomaticMaskGenerator:
         return records
 
     def _process_batch(
-        self, points: np.ndarray, crop_size: tuple[int, int], crop_box: list[int], orig_size: tuple[int, int]
+        self,
+        points: np.ndarray,
+        crop_size: tuple[int, int],
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+        store: rle.BitStore,
     ) -> MaskRecords:
         p = self.predictor
-        coords = torch.as_tensor(
-            p.transform.apply_coords(points, crop_size), dtype=torch.float, device=self.device
-        )
-        out = MaskRecords()
+        coords = torch.as_tensor(p.transform.apply_coords(points, crop_size), dtype=torch.float)
+        out = MaskRecords(store)
         step = min(DECODE_CHUNK, self.points_per_batch)
         for start in range(0, len(points), step):
-            low_res, iou, idx = self._decode(coords[start : start + step])
+            # (point, mask token) order, as segment-anything flattens them; may be empty.
+            low_res, iou, idx = p.decode_points(coords[start : start + step], self.pred_iou_thresh)
             pts = torch.as_tensor(points[start : start + step][idx.cpu().numpy()])
             for first in range(0, len(low_res), self.mask_chunk):
                 sl = slice(first, first + self.mask_chunk)
-                logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, self.img_size)[:, 0]
-                out.extend(self._filter_chunk(logits, iou[sl].cpu(), pts[sl], crop_box, orig_size))
+                logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, p.img_size)[:, 0]
+                out.extend(self._filter_chunk(logits, iou[sl].cpu(), pts[sl], crop_box, orig_size, store))
         return out
-
-    def _decode(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Nx2 point prompts (model frame) -> the multi-mask outputs that pass the IoU filter:
-        low-res logits Mx256x256, IoU M, and the index of each one's point, in
-        (point, mask token) order as segment-anything flattens them."""
-        if self.onnx:
-            # Each point padded with a "not a point", as SamPredictor does; tokens 1-3.
-            pad = np.zeros((len(coords), 1, 2), np.float32)
-            prompts = np.concatenate([coords[:, None].numpy(), pad], axis=1)
-            labels = np.tile(np.array([[1.0, -1.0]], np.float32), (len(coords), 1))
-            iou, low_res = (torch.from_numpy(x[:, 1:]) for x in self.predictor.decode_batch(prompts, labels))
-            rows, kept, point_idx = self._iou_filter(iou)
-            return low_res[rows][kept], iou[rows][kept], point_idx
-        p, decoder = self.predictor, self.predictor.model.mask_decoder
-        labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
-        sparse, dense = p.model.prompt_encoder((coords[:, None, :], labels), None, None)
-        hs, src, size = decoder.run_transformer(p.features, p.image_pe, sparse, dense, p.context)
-        iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
-        # Only prompts with a surviving candidate go through the upscaler.
-        rows, kept, point_idx = self._iou_filter(iou)
-        low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
-        return low_res[kept], iou[rows][kept], point_idx
-
-    def _iou_filter(self, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prompts with a candidate above pred_iou_thresh, which of their candidates pass, and
-        the prompt index of each passing candidate."""
-        keep = (
-            iou > self.pred_iou_thresh
-            if self.pred_iou_thresh > 0.0
-            else torch.ones_like(iou, dtype=torch.bool)
-        )
-        rows = keep.any(dim=1).nonzero()[:, 0]
-        kept = keep[rows]
-        return rows, kept, rows[:, None].expand(-1, kept.shape[1])[kept]
 
     def _filter_chunk(
         self,
@@ -298,8 +265,9 @@ class SamAutomaticMaskGenerator:
         pts: torch.Tensor,
         crop_box: list[int],
         orig_size: tuple[int, int],
+        store: rle.BitStore,
     ) -> MaskRecords:
-        threshold = self.mask_threshold
+        threshold = self.predictor.mask_threshold
         stability = amg.stability_score(logits, threshold, self.stability_score_offset).cpu()
         if self.stability_score_thresh > 0.0:
             keep = stability >= self.stability_score_thresh
@@ -327,10 +295,10 @@ class SamAutomaticMaskGenerator:
             )
         x0, y0, x1, y1 = crop_box
         masks_t = amg.uncrop_masks(masks_t, [y0, x0, y1, x1], orig_size[1], orig_size[0])  # transposed frame
-        bits, areas = rle.pack_columns(masks_t.cpu().numpy(), self._store)
+        bits, areas = rle.pack_columns(masks_t.cpu().numpy(), store)
         crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4)
         return MaskRecords(
-            bits, boxes, iou.float(), pts, stability.float(), crop_boxes, torch.from_numpy(areas)
+            store, bits, boxes, iou.float(), pts, stability.float(), crop_boxes, torch.from_numpy(areas)
         )
 
     def _remove_small_regions(self, records: MaskRecords, size: tuple[int, int]) -> None:
@@ -342,7 +310,7 @@ class SamAutomaticMaskGenerator:
         changed: dict[int, np.ndarray] = {}
         boxes, scores = [], []
         for i, handle in enumerate(records.bits):
-            mask = rle.bits_to_mask(self._store.read(handle), size)
+            mask = rle.bits_to_mask(records.store.read(handle), size)
             mask, changed_holes = remove_small_regions(mask, self.min_mask_region_area, "holes")
             mask, changed_islands = remove_small_regions(mask, self.min_mask_region_area, "islands")
             boxes.append(amg.masks_to_boxes_torch(torch.from_numpy(mask)[None])[0])
@@ -353,7 +321,7 @@ class SamAutomaticMaskGenerator:
         keep = nms(boxes.float(), torch.tensor(scores), max(self.box_nms_thresh, self.crop_nms_thresh))
         for i in keep.tolist():
             if i in changed:  # re-encode only the masks that changed
-                bits, area = rle.pack_columns(changed[i].T[None], self._store)
+                bits, area = rle.pack_columns(changed[i].T[None], records.store)
                 records.bits[i], records.areas[i] = bits[0], int(area[0])
                 records.boxes[i] = boxes[i]
         records.select(keep)

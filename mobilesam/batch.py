@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import MobileSAM
 from .errors import MobileSAMError
+from .highlevel import Segmenter
 from .image_io import visible_files
-from .onnx_predictor import OnnxPredictor
 from .utils.files import atomic_write_text
 
 
@@ -36,7 +35,7 @@ class BatchSummary:
 
 
 def segment_folder(
-    sam: MobileSAM | OnnxPredictor,
+    sam: Segmenter,
     folder: str | Path,
     out_dir: str | Path,
     options: dict | None = None,
@@ -46,7 +45,8 @@ def segment_folder(
 ) -> BatchSummary:
     """Segment everything in each image of `folder` into `out_dir` (see the module doc).
 
-    options: `MobileSAM.segment_everything` keyword arguments. max_images: stop after
+    sam: a `MobileSAM`, or any `highlevel.Segmenter` (`OnnxPredictor.segmenter`).
+    options: `segment_everything` keyword arguments. max_images: stop after
     this many newly segmented images (a job done in slices; a restart goes on).
     """
     folder, out_dir = Path(folder), Path(out_dir)
@@ -68,7 +68,9 @@ def segment_folder(
             start = time.perf_counter()
             try:
                 result = sam.segment_everything(path, **(options or {}))
-            except Exception as exc:  # one bad file must not end a long job; Ctrl-C still does
+            except (MobileSAMError, OSError) as exc:
+                # A bad or unreadable file must not end a long job. Anything else is a bug
+                # and surfaces as one (Ctrl-C too); the finally below still writes the JSON.
                 error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
                 summary.failed[path.name] = error
                 say(f"[{index}/{len(files)}] {path.name}: FAILED: {error}")

@@ -13,6 +13,7 @@ from functools import partial
 from os import PathLike
 
 from .checkpoint import load_checkpoint
+from .errors import PromptError
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.mask_decoder import MaskDecoder
 from .modeling.prompt_encoder import PromptEncoder
@@ -80,9 +81,9 @@ def build_sam(
     if model_type == "default":
         model_type = "vit_t"
     if model_type not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model_type {model_type!r}; choose one of {sorted(MODEL_CONFIGS)}")
+        raise PromptError(f"unknown model_type {model_type!r}; choose one of {sorted(MODEL_CONFIGS)}")
     if img_size <= 0 or img_size % 16:
-        raise ValueError(f"img_size must be a positive multiple of 16, got {img_size}")
+        raise PromptError(f"img_size must be a positive multiple of 16, got {img_size}")
     grid = img_size // 16
     sam = Sam(
         image_encoder=_build_encoder(MODEL_CONFIGS[model_type], img_size),

@@ -45,8 +45,7 @@ def _points_arg(values: list[str] | None) -> tuple[list | None, list | None]:
 
 
 def _backend(args: argparse.Namespace):
-    """A MobileSAM (torch) or an OnnxPredictor, as --backend says: both have segment()
-    and segment_everything()."""
+    """The high-level API (`highlevel.Segmenter`) on the backend --backend names."""
     if args.backend == "onnx":
         from .onnx_predictor import OnnxPredictor
 
@@ -54,10 +53,11 @@ def _backend(args: argparse.Namespace):
             raise PromptError(
                 "--onnx DIR (the folder `mobilesam export onnx` wrote) is needed with --backend onnx"
             )
-        return OnnxPredictor(args.onnx)
+        return OnnxPredictor(args.onnx).segmenter
     from .api import MobileSAM
 
-    return MobileSAM(args.checkpoint, args.model_type, args.device, args.precision)
+    fast = False if args.no_fast_paths else None
+    return MobileSAM(args.checkpoint, args.model_type, args.device, args.precision, fast_paths=fast)
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -91,30 +91,15 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
         print(f"json: {result.save_json(args.json)}")
 
 
-EVERYTHING_OPTIONS = (
-    # (CLI flag, API name, type)
-    ("--points-per-side", "points_per_side", int),
-    ("--points-per-batch", "points_per_batch", int),
-    ("--iou-thres", "iou_thres", float),
-    ("--stability-score-thres", "stability_score_thres", float),
-    ("--box-nms-thres", "box_nms_thres", float),
-    ("--crop-n-layers", "crop_n_layers", int),
-    ("--crop-nms-thres", "crop_nms_thres", float),
-    ("--crop-overlap-ratio", "crop_overlap_ratio", float),
-    ("--crop-n-points-downscale-factor", "crop_n_points_downscale_factor", int),
-    ("--min-mask-region-area", "min_mask_region_area", int),
-    ("--input-size-percent", "input_size_percent", float),
-)
-
-
 def _everything(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .batch import segment_folder
+    from .options import EVERYTHING
 
-    options = {
-        name: getattr(args, name) for _, name, _ in EVERYTHING_OPTIONS if getattr(args, name) is not None
-    }
+    options = {o.name: getattr(args, o.name) for o in EVERYTHING if getattr(args, o.name) is not None}
+    if args.input_size_percent is not None:
+        options["input_size_percent"] = args.input_size_percent
     source = Path(args.input)
     sam = _backend(args)
     if source.is_dir():
@@ -310,6 +295,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="bf16: faster encoder, close results",
     )
+    parser.add_argument(
+        "--no-fast-paths",
+        action="store_true",
+        help="run the plain PyTorch reference path (no oneDNN kernels, no few-token decoder attention)",
+    )
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -330,10 +320,15 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mobilesam", description="MobileSAM: fast Segment Anything.")
+    from .options import EVERYTHING
+
+    # No abbreviations: `--box 0.5` must not be taken for `--box-nms-thres 0.5`.
+    parser = argparse.ArgumentParser(
+        prog="mobilesam", description="MobileSAM: fast Segment Anything.", allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment an image from box and/or point prompts")
+    seg = sub.add_parser("segment", help="segment an image from box and/or point prompts", allow_abbrev=False)
     seg.add_argument("image", help="image path or http(s) URL")
     seg.add_argument("--box", action="append", help="x0,y0,x1,y1 (repeat for more) or a JSON list of boxes")
     seg.add_argument(
@@ -349,10 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
     seg.set_defaults(func=_segment)
 
-    eve = sub.add_parser("everything", help="segment everything in an image, or in every image of a folder")
+    eve = sub.add_parser(
+        "everything", help="segment everything in an image, or in every image of a folder", allow_abbrev=False
+    )
     eve.add_argument("input", metavar="IMAGE_OR_DIR", help="image path or URL, or a folder of images")
-    for flag, name, kind in EVERYTHING_OPTIONS:
-        eve.add_argument(flag, dest=name, type=kind)
+    for option in EVERYTHING:
+        default = round(option.default, 4) if option.kind is float else option.default
+        eve.add_argument(
+            option.flag, dest=option.name, type=option.kind, help=f"{option.help} (default {default})"
+        )
+    eve.add_argument("--input-size-percent", type=float, help="1-100: shrink before encoding (default 100)")
     _add_model_args(eve)
     _add_backend_args(eve)
     eve.add_argument("-o", "--output", help="overlay PNG for an image; the output folder for a folder")
@@ -444,7 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (MobileSAMError, ValueError) as exc:
+    except MobileSAMError as exc:
+        print(f"mobilesam: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave: unreadable, unwritable, disk full
         print(f"mobilesam: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

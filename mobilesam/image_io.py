@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, PromptError
 
 ImageSource = str | PathLike | np.ndarray | Image.Image
 
@@ -106,10 +106,12 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
 def rgb_array(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
     """SamPredictor.set_image's input checked: HxWx3 uint8 in "RGB" or "BGR" -> RGB, contiguous."""
     if image_format not in ("RGB", "BGR"):
-        raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        raise PromptError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
+        raise ImageLoadError(
+            f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
+        )
     return np.ascontiguousarray(image[..., ::-1] if image_format == "BGR" else image)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MobileSAMError, PromptError
-from .image_io import ImageSource, load_image, rgb_array, shrink, source_name
-from .prompts import parse_float, parse_int, parse_prompts, pick_candidates, point_arrays, wants_multimask
+from .backend import PromptMasks
+from .errors import MobileSAMError, NoImageError
+from .image_io import ImageSource, rgb_array
+from .prompts import pick_candidates, point_arrays
 from .result import SegmentationResult
 from .transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 
@@ -67,10 +68,15 @@ def check_pair(encoder, decoder) -> None:
 
 
 class OnnxPredictor:
-    """Same names, arguments, shapes and semantics as `SamPredictor`'s numpy API.
+    """Same names, arguments, shapes and semantics as `SamPredictor`'s numpy API, and the
+    onnxruntime backend of `backend.Predictor` (`segment` / `segment_everything` are the
+    high-level API's, `highlevel.Segmenter`).
 
     onnx_dir: folder with encoder.onnx and decoder.onnx (int8=True: the .int8 copies).
     """
+
+    mask_threshold = 0.0
+    device = "cpu"
 
     def __init__(self, onnx_dir: str | PathLike, threads: int | None = None, int8: bool = False) -> None:
         folder = Path(onnx_dir)
@@ -88,6 +94,7 @@ class OnnxPredictor:
         self.pixel_std = np.array(meta.get("pixel_std", PIXEL_STD), dtype=np.float32)
         self.raw_encoder = self.encoder.get_inputs()[0].type == "tensor(uint8)"
         self.transform = ResizeLongestSide(self.img_size)
+        self._segmenter = None
         self.reset_image()
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -117,8 +124,7 @@ class OnnxPredictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `SamPredictor.predict`: prompts in original-image pixels; returns masks CxHxW,
         scores C, low-res logits Cx256x256, C = 3 with multimask_output else 1."""
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        self._require_image()
         coords, labels = np.zeros((0, 2)), np.zeros(0)
         if point_coords is not None:
             coords, labels = point_arrays(point_coords, point_labels)
@@ -170,8 +176,7 @@ class OnnxPredictor:
                 "this ONNX folder has no decoder_batch.onnx (needed by segment everything): "
                 "export it again with `mobilesam export onnx`"
             )
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        self._require_image()
         feed = {
             "image_embeddings": self.features,
             "point_coords": np.asarray(coords, np.float32),
@@ -180,81 +185,77 @@ class OnnxPredictor:
         iou, low_res = self.batch_decoder.run(None, feed)
         return iou, low_res
 
+    def decode_sets(
+        self,
+        coords: np.ndarray | None,
+        labels: np.ndarray | None,
+        boxes: np.ndarray | None,
+        out_size: tuple[int, int],
+        multimask: bool,
+        mask_id: int | None,
+    ) -> PromptMasks:
+        """`backend.Predictor.decode_sets`: one decoder.onnx run per prompt set (segment-
+        anything's ONNX decoder takes one set; it upsamples to `out_size` in the graph).
+        Boxes go in as two corner points labelled 2 and 3, points alone get a padding
+        point labelled -1, as segment-anything's predictor does."""
+        self._require_image()
+        n = len(boxes) if boxes is not None else len(coords)
+        masks, scores, ids, low_res = [], [], [], []
+        for i in range(n):
+            c = np.zeros((0, 2)) if coords is None else np.asarray(coords[i], float)
+            lab = np.zeros(0) if labels is None else np.asarray(labels[i], float)
+            if boxes is None:
+                c, lab = np.concatenate([c, [[0.0, 0.0]]]), np.concatenate([lab, [-1]])
+            else:
+                c, lab = np.concatenate([c, np.reshape(boxes[i], (2, 2))]), np.concatenate([lab, [2, 3]])
+            m, sc, lo = (x[0] for x in self._decode(c, lab, None, out_size))
+            if m.shape[0] == 4:  # all mask tokens: the multi-mask ones or the single-mask one
+                m, sc, lo = (x[1:] if multimask else x[:1] for x in (m, sc, lo))
+            k = int(pick_candidates(sc[None], mask_id)[0]) if multimask and len(sc) == 3 else 0
+            masks.append(m[k] > self.mask_threshold)
+            scores.append(sc[k])
+            ids.append(k + 1 if multimask and len(sc) == 3 else 0)
+            low_res.append(lo[k])
+        return PromptMasks(
+            np.stack(masks), np.array(scores, np.float32), np.array(ids, np.int64), np.stack(low_res)
+        )
+
+    def decode_points(self, coords: object, pred_iou_thresh: float) -> tuple:
+        """`backend.Predictor.decode_points` on decoder_batch.onnx (all point prompts of a
+        chunk in one run); needs torch for the tensors it returns, as the generator does."""
+        import torch
+
+        from .utils.amg import iou_filter
+
+        coords = np.asarray(coords, np.float32)
+        # Each point padded with a "not a point", as SamPredictor does; tokens 1-3.
+        pad = np.zeros((len(coords), 1, 2), np.float32)
+        prompts = np.concatenate([coords[:, None], pad], axis=1)
+        labels = np.tile(np.array([[1.0, -1.0]], np.float32), (len(coords), 1))
+        iou, low_res = (torch.from_numpy(x[:, 1:]) for x in self.decode_batch(prompts, labels))
+        rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
+        return low_res[rows][kept], iou[rows][kept], point_idx
+
+    def segment(self, image: ImageSource, *args: object, **kwargs: object) -> SegmentationResult:
+        """`MobileSAM.segment` on the ONNX files: the same parameters, prompts and results."""
+        return self.segmenter.segment(image, *args, **kwargs)
+
     def segment_everything(self, image: ImageSource, **options: object) -> SegmentationResult:
         """`MobileSAM.segment_everything` on the ONNX files (same options and results).
         The generator's mask post-processing still uses torch, so this needs it installed."""
-        from .api import everything
+        return self.segmenter.segment_everything(image, **options)
 
-        return everything(self, image, **options)
+    @property
+    def segmenter(self):
+        """The high-level API over this predictor (made once, keeps the last embedding)."""
+        if self._segmenter is None:
+            from .highlevel import Segmenter
 
-    def segment(
-        self,
-        image: ImageSource,
-        input_box: object = None,
-        input_point: object = None,
-        input_point_label: object = None,
-        mask_id: object = None,
-        input_size_percent: object = 100,
-    ) -> SegmentationResult:
-        """`MobileSAM.segment` on the ONNX files: the same parameters, prompts and results
-        (one decoder run per box: segment-anything's ONNX decoder takes one prompt set)."""
-        rgb = load_image(image)
-        h, w = rgb.shape[:2]
-        prompts = parse_prompts((h, w), input_box, input_point, input_point_label)
-        if prompts.empty:
-            raise PromptError(
-                "no prompt given: pass input_box and/or input_point, or call segment_everything"
-            )
-        mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
-        percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
-        self.set_image(shrink(rgb, percent))
-        small = self.original_size
-        scale = np.array([small[1] / w, small[0] / h])
-        multimask = wants_multimask(prompts, mid)
-        coords = (
-            np.zeros((0, 2))
-            if prompts.points is None
-            else self.transform.apply_coords(prompts.points * scale, small)
-        )
-        labels = np.zeros(0) if prompts.labels is None else prompts.labels.astype(float)
-        masks, scores, low_res = [], [], []
-        for box in [None] if prompts.boxes is None else prompts.boxes:
-            if box is None:  # points only: padded with a "not a point", as SamPredictor does
-                c, lab = np.concatenate([coords, [[0.0, 0.0]]]), np.concatenate([labels, [-1]])
-            else:
-                corners = self.transform.apply_boxes(box.reshape(1, 4) * np.tile(scale, 2), small).reshape(
-                    2, 2
-                )
-                c, lab = np.concatenate([coords, corners]), np.concatenate([labels, [2, 3]])
-            m, sc, lo = (x[0] for x in self._decode(c, lab, None, (h, w)))
-            if m.shape[0] == 4:
-                m, sc, lo = (x[1:] if multimask else x[:1] for x in (m, sc, lo))
-            masks.append(m), scores.append(sc), low_res.append(lo)
-        scores, masks, low_res = np.stack(scores), np.stack(masks), np.stack(low_res)
-        if multimask and scores.shape[1] == 3:
-            pick = pick_candidates(scores, mid)
-            rows = np.arange(len(scores))
-            masks, scores, low_res, ids = masks[rows, pick], scores[rows, pick], low_res[rows, pick], pick + 1
-        else:
-            masks, scores, low_res, ids = (
-                masks[:, 0],
-                scores[:, 0],
-                low_res[:, 0],
-                np.zeros(len(scores), np.int64),
-            )
-        return SegmentationResult(
-            image=rgb,
-            masks=masks > 0.0,
-            scores=scores,
-            mask_ids=ids,
-            low_res_logits=low_res,
-            prompts=prompts,
-            file_name=source_name(image),
-        )
+            self._segmenter = Segmenter(self)
+        return self._segmenter
 
     def get_image_embedding(self) -> np.ndarray:
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
+        self._require_image()
         return self.features
 
     def reset_image(self) -> None:
@@ -262,3 +263,7 @@ class OnnxPredictor:
         self.features = None
         self.original_size = None
         self.input_size = None
+
+    def _require_image(self) -> None:
+        if not self.is_image_set or self.features is None:
+            raise NoImageError("An image must be set with .set_image(...) before mask prediction.")

@@ -11,17 +11,35 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .backend import PromptMasks
+from .errors import NoImageError, PromptError
 from .image_io import rgb_array
-from .modeling.sam import Sam
-from .prompts import point_arrays
+from .modeling.sam import Sam, upscale_masks
+from .modeling.transformer import ImageContext
+from .prompts import pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
+from .utils.amg import iou_filter
+
+DECODE_SETS_CHUNK = 64  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
 
 
 class SamPredictor:
+    """segment-anything's predictor, and the torch backend of `backend.Predictor`."""
+
     def __init__(self, sam_model: Sam) -> None:
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.img_size)
+        self._context_key: tuple | None = None
+        self._context: ImageContext | None = None
         self.reset_image()
+
+    @property
+    def img_size(self) -> int:
+        return self.model.img_size
+
+    @property
+    def mask_threshold(self) -> float:
+        return self.model.mask_threshold
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -36,7 +54,7 @@ class SamPredictor:
         """Embed a 1x3xhxw image already resized so that max(h, w) == img_size."""
         shape = tuple(transformed_image.shape)
         if len(shape) != 4 or shape[1] != 3 or max(shape[2:]) != self.model.img_size:
-            raise ValueError(
+            raise PromptError(
                 f"set_torch_image expects 1x3xHxW with longest side {self.model.img_size}, got {shape}"
             )
         self.reset_image()
@@ -46,11 +64,34 @@ class SamPredictor:
         # A bfloat16 encoder (MobileSAM(precision="bf16")) feeds the float32 decoder.
         dtype = next(self.model.image_encoder.parameters()).dtype
         self.features = self.model.image_encoder(input_image.to(dtype)).float()
-        pe = self.model.prompt_encoder
-        self.image_pe = pe.get_dense_pe()
-        # The decoder's work that is the same for every prompt without a mask input.
-        self.context = self.model.mask_decoder.prepare(self.features, self.image_pe, pe.dense_no_mask(1))
         self.is_image_set = True
+
+    @property
+    def image_pe(self) -> torch.Tensor:
+        """The decoder's positional encoding of the embedding grid, 1x256x64x64."""
+        return self.model.prompt_encoder.get_dense_pe()
+
+    @property
+    def context(self) -> ImageContext:
+        """The decoder's work that is the same for every prompt without a mask input.
+
+        Computed from `self.features` when first needed and again whenever `features` is
+        another tensor: code that stores `predictor.features` and assigns it back later
+        (annotation tools caching embeddings) gets the masks of the embedding it assigned.
+        """
+        key = (self.features, torch.is_autocast_enabled(self.device.type))
+        if (
+            self._context_key is None
+            or self._context_key[0] is not key[0]
+            or self._context_key[1:] != key[1:]
+        ):
+            pe = self.model.prompt_encoder
+            with torch.inference_mode():
+                self._context = self.model.mask_decoder.prepare(
+                    self.features, self.image_pe, pe.dense_no_mask(1)
+                )
+            self._context_key = key
+        return self._context
 
     def predict(
         self,
@@ -65,8 +106,9 @@ class SamPredictor:
 
         point_coords: Nx2 (x, y); point_labels: N (1 foreground, 0 background);
         box: 4 XYXY; mask_input: 1x256x256 low-res logits from an earlier call.
-        Returns masks CxHxW (bool, or float logits with return_logits), scores C and
-        low-res logits Cx256x256, with C = 3 if multimask_output else 1, in mask-token order.
+        Returns masks CxHxW (bool, or float32 logits with return_logits), scores C and
+        low-res logits Cx256x256 (float32), with C = 3 if multimask_output else 1, in
+        mask-token order.
         """
         self._require_image()
         coords_t = labels_t = box_t = mask_t = None
@@ -78,7 +120,7 @@ class SamPredictor:
         if box is not None:
             box = np.asarray(box, dtype=float)
             if box.size != 4:
-                raise ValueError(f"box must hold 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
+                raise PromptError(f"box must hold 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
             box = self.transform.apply_boxes(box, self.original_size)
             box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)[None, :].reshape(1, 4)
         if mask_input is not None:
@@ -86,7 +128,9 @@ class SamPredictor:
         masks, iou, low_res = self.predict_torch(
             coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
         )
-        return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low_res[0].cpu().numpy()
+        # float32 also under autocast: numpy has no bfloat16.
+        masks = masks[0] if masks.dtype == torch.bool else masks[0].float()
+        return masks.cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
 
     @torch.inference_mode()
     def predict_torch(
@@ -120,10 +164,64 @@ class SamPredictor:
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder only: low-res logits BxCx256x256 and scores BxC."""
+        self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
         context = self.context if mask_input is None else None
         return self.model.mask_decoder(self.features, self.image_pe, sparse, dense, multimask_output, context)
+
+    @torch.inference_mode()
+    def decode_sets(
+        self,
+        coords: np.ndarray | None,
+        labels: np.ndarray | None,
+        boxes: np.ndarray | None,
+        out_size: tuple[int, int],
+        multimask: bool,
+        mask_id: int | None,
+    ) -> PromptMasks:
+        """`backend.Predictor.decode_sets`: B prompt sets in the model frame -> one mask each
+        at `out_size`. Decoded and upsampled `DECODE_SETS_CHUNK` sets at a time, so memory
+        stays bounded whatever the number of boxes."""
+        self._require_image()
+        n = len(boxes) if boxes is not None else len(coords)
+        parts = []
+        for start in range(0, n, DECODE_SETS_CHUNK):
+            sl = slice(start, start + DECODE_SETS_CHUNK)
+            c, lab, bx = (
+                None if x is None else torch.as_tensor(x[sl], dtype=dt, device=self.device)
+                for x, dt in ((coords, torch.float), (labels, torch.int), (boxes, torch.float))
+            )
+            low_res, scores = self.decode(c, lab, bx, None, multimask)
+            low_res, scores, ids = pick(low_res.float(), scores.float(), multimask, mask_id)
+            logits = upscale_masks(low_res[:, None], self.input_size, out_size, self.img_size)[:, 0]
+            parts.append(
+                PromptMasks(
+                    (logits > self.mask_threshold).cpu().numpy(),
+                    scores.cpu().numpy(),
+                    ids,
+                    low_res.cpu().numpy(),
+                )
+            )
+        return PromptMasks.concatenate(parts)
+
+    @torch.inference_mode()
+    def decode_points(
+        self, coords: torch.Tensor, pred_iou_thresh: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`backend.Predictor.decode_points`: one foreground point per prompt (Nx2, model
+        frame) -> the multi-mask candidates with predicted IoU above `pred_iou_thresh`.
+        Only prompts with a surviving candidate go through the upscaler."""
+        self._require_image()
+        decoder = self.model.mask_decoder
+        coords = coords.to(self.device, torch.float)
+        labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
+        sparse, dense = self.model.prompt_encoder((coords[:, None, :], labels), None, None)
+        hs, src, size = decoder.run_transformer(self.features, self.image_pe, sparse, dense, self.context)
+        iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
+        rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
+        low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
+        return low_res[kept], iou[rows][kept], point_idx
 
     def get_image_embedding(self) -> torch.Tensor:
         """The set image's embedding, 1x256x64x64."""
@@ -137,11 +235,22 @@ class SamPredictor:
     def reset_image(self) -> None:
         self.is_image_set = False
         self.features = None
-        self.image_pe = None
-        self.context = None
         self.original_size = None
         self.input_size = None
+        self._context_key = self._context = None
 
     def _require_image(self) -> None:
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        if not self.is_image_set or self.features is None:
+            raise NoImageError("An image must be set with .set_image(...) before mask prediction.")
+
+
+def pick(
+    low_res: torch.Tensor, scores: torch.Tensor, multimask: bool, mask_id: int | None
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """BxCx256x256 logits and BxC scores -> one candidate per row (`prompts.pick_candidates`)
+    and its 1-based mask token (0 for the single-mask output)."""
+    if not multimask:
+        return low_res[:, 0], scores[:, 0], np.zeros(len(scores), np.int64)
+    choice = pick_candidates(scores.cpu().numpy(), mask_id).astype(np.int64)
+    rows, cols = torch.arange(len(scores)), torch.from_numpy(choice)
+    return low_res[rows, cols], scores[rows, cols], choice + 1

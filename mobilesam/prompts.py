@@ -159,11 +159,11 @@ def pick_candidates(scores: np.ndarray, mask_id: int | None) -> np.ndarray:
 def point_arrays(point_coords: object, point_labels: object) -> tuple[np.ndarray, np.ndarray]:
     """SamPredictor.predict's point arguments, checked: Nx2 float64 coords, N labels."""
     if point_labels is None:
-        raise ValueError("point_labels must be given with point_coords")
+        raise PromptError("point_labels must be given with point_coords")
     coords = np.asarray(point_coords, dtype=float)
     labels = np.asarray(point_labels)
     if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
-        raise ValueError(
+        raise PromptError(
             f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
         )
     return coords, labels

@@ -6,7 +6,6 @@ Needs no torch: the ONNX runtime path builds the same results.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
@@ -17,39 +16,121 @@ from .prompts import Prompts
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
-from .visualize import overlay, paint_order
+from .visualize import overlay
 
 
-@dataclass
 class SegmentationResult:
     """Masks for one image, in original-image pixels.
 
     image: HxWx3 uint8 RGB; masks: NxHxW bool; scores: N predicted IoU; mask_ids: N,
     the 1-based mask token each mask came from (0 = single-mask output, or segment
     everything); low_res_logits: Nx256x256, usable as a later `mask_input` (prompts only).
+
+    Segment-everything results (`from_records`) keep their masks packed (one bit per
+    pixel) with boxes and areas computed once; `masks` builds the dense NxHxW array only
+    when it is first read, and `mask(i)`, exports and overlays work one mask at a time.
     """
 
-    image: np.ndarray
-    masks: np.ndarray
-    scores: np.ndarray
-    mask_ids: np.ndarray
-    low_res_logits: np.ndarray | None
-    prompts: Prompts = field(default_factory=Prompts)
-    file_name: str | None = None
-    # Segment-everything only: each mask's stability score, prompt point and crop (XYXY).
-    stability_scores: np.ndarray | None = None
-    points: np.ndarray | None = None
-    crop_boxes: np.ndarray | None = None
+    def __init__(
+        self,
+        image: np.ndarray,
+        masks: np.ndarray | None,
+        scores: np.ndarray,
+        mask_ids: np.ndarray,
+        low_res_logits: np.ndarray | None,
+        prompts: Prompts | None = None,
+        file_name: str | None = None,
+        stability_scores: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        crop_boxes: np.ndarray | None = None,
+        packed: PackedMasks | None = None,
+    ) -> None:
+        if (masks is None) == (packed is None):
+            raise ValueError("give exactly one of masks and packed")
+        self.image = image
+        self._masks = masks
+        self._packed = packed
+        self.scores = scores
+        self.mask_ids = mask_ids
+        self.low_res_logits = low_res_logits
+        self.prompts = prompts if prompts is not None else Prompts()
+        self.file_name = file_name
+        # Segment-everything only: each mask's stability score, prompt point and crop (XYXY).
+        self.stability_scores = stability_scores
+        self.points = points
+        self.crop_boxes = crop_boxes
+
+    @classmethod
+    def from_records(
+        cls, image: np.ndarray, records: object, work_size: tuple[int, int], file_name: str | None
+    ):
+        """A segment-everything result from the generator's `MaskRecords` of `image` run
+        at `work_size` (smaller with input_size_percent < 100; masks scale back up)."""
+        h, w = image.shape[:2]
+        scale = np.array([w / work_size[1], h / work_size[0]])
+        bits = [records.read(i) for i in range(len(records))]
+        same = tuple(work_size) == (h, w)
+        packed = PackedMasks(
+            bits,
+            tuple(work_size),
+            (h, w),
+            areas=records.areas.numpy() if same else None,
+            boxes=records.boxes.numpy() if same else None,
+        )
+        return cls(
+            image=image,
+            masks=None,
+            packed=packed,
+            scores=records.iou_preds.numpy(),
+            mask_ids=np.zeros(len(records), dtype=np.int64),
+            low_res_logits=None,
+            file_name=file_name,
+            stability_scores=records.stability.numpy(),
+            points=records.points.numpy() * scale,
+            crop_boxes=records.crop_boxes.numpy() * np.tile(scale, 2),
+        )
 
     def __len__(self) -> int:
-        return len(self.masks)
+        return len(self._packed) if self._packed is not None else len(self._masks)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """NxHxW bool (built from the packed masks on first access)."""
+        if self._masks is None:
+            h, w = self.image.shape[:2]
+            out = np.zeros((len(self), h, w), dtype=bool)
+            for i in range(len(self)):
+                out[i] = self._packed.mask(i)
+            self._masks = out
+        return self._masks
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask i, HxW bool, without building the others."""
+        if self._masks is not None:
+            return self._masks[i]
+        return self._packed.mask(i)
+
+    def _each(self):
+        return (self.mask(i) for i in range(len(self)))
+
+    @property
+    def areas(self) -> np.ndarray:
+        """N pixel counts."""
+        if self._packed is not None and self._packed.areas is not None:
+            return self._packed.areas
+        return np.array([int(m.sum()) for m in self._each()], dtype=np.int64)
 
     @property
     def boxes(self) -> np.ndarray:
         """Nx4 XYXY bounding boxes of the masks (inclusive pixel bounds)."""
-        return masks_to_boxes(self.masks)
+        if self._packed is not None and self._packed.boxes is not None:
+            return self._packed.boxes
+        if self._masks is not None:
+            return masks_to_boxes(self._masks)
+        return np.array([masks_to_boxes(m[None])[0] for m in self._each()]).reshape(-1, 4)
 
     def overlay(self, alpha: float = 0.5, contours: bool = True, draw_prompts: bool = True) -> Image.Image:
+        """The masks blended over the image (smaller masks on top), with the prompts drawn."""
         p = self.prompts if draw_prompts else Prompts()
         return overlay(self.image, self.masks, alpha, contours, None, p.boxes, p.points, p.labels)
 
@@ -61,7 +142,7 @@ class SegmentationResult:
     def save_masks(self, directory: str | PathLike, prefix: str = "mask") -> list[Path]:
         """One 8-bit PNG per mask (255 inside), named `{prefix}_{i:03d}.png`."""
         out = []
-        for i, m in enumerate(self.masks):
+        for i, m in enumerate(self._each()):
             img = Image.fromarray(m.astype(np.uint8) * 255)
             out.append(
                 atomic_write(Path(directory) / f"{prefix}_{i:03d}.png", lambda f, im=img: im.save(f, "PNG"))
@@ -71,28 +152,29 @@ class SegmentationResult:
     def label_map(self) -> np.ndarray:
         """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger)."""
         labels = np.zeros(self.image.shape[:2], dtype=np.uint16)
-        for i in paint_order(self.masks):
-            labels[self.masks[i]] = i + 1
+        for i in np.argsort(-self.areas, kind="stable"):  # `paint_order`, from the stored areas
+            labels[self.mask(i)] = i + 1
         return labels
 
     def save_label_map(self, path: str | PathLike) -> Path:
         """Label map PNG: 8-bit if there are fewer than 256 masks, else 16-bit."""
         labels = self.label_map()
-        img = Image.fromarray(labels.astype(np.uint8)) if len(self.masks) < 256 else Image.fromarray(labels)
+        img = Image.fromarray(labels.astype(np.uint8)) if len(self) < 256 else Image.fromarray(labels)
         return atomic_write(path, lambda f: img.save(f, "PNG"))
 
     def to_coco(self, image_id: int = 1, first_annotation_id: int = 1) -> dict:
         """COCO-style dict: one image, one annotation per mask with compressed RLE."""
-        h, w = self.masks.shape[1:] if len(self.masks) else self.image.shape[:2]
+        h, w = self.image.shape[:2]
         boxes = xyxy_to_xywh(self.boxes)
+        areas = self.areas
         anns = []
-        for i, m in enumerate(self.masks):
+        for i in range(len(self)):
             ann = {
                 "id": first_annotation_id + i,
                 "image_id": image_id,
                 "category_id": 1,
-                "segmentation": rle.encode(m),
-                "area": int(m.sum()),
+                "segmentation": self._rle(i),
+                "area": int(areas[i]),
                 "bbox": [int(v) for v in boxes[i]],
                 "iscrowd": 0,
                 "score": float(self.scores[i]),
@@ -108,6 +190,12 @@ class SegmentationResult:
         image = {"id": image_id, "width": int(w), "height": int(h), "file_name": self.file_name}
         return {"images": [image], "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
 
+    def _rle(self, i: int) -> dict:
+        """Mask i as compressed COCO RLE (straight from the packed bits when it has them)."""
+        if self._packed is not None and self._masks is None:
+            return self._packed.rle(i)
+        return rle.encode(self.mask(i))
+
     def _prompt_of(self, i: int) -> dict:
         p = self.prompts
         prompt: dict = {}
@@ -120,3 +208,35 @@ class SegmentationResult:
 
     def save_json(self, path: str | PathLike, image_id: int = 1) -> Path:
         return atomic_write_text(path, json.dumps(self.to_coco(image_id)))
+
+
+class PackedMasks:
+    """N masks as packed column-major bits of size `size` (H, W), shown at `out_size`
+    (nearest neighbour when they differ). areas / boxes: precomputed, when at out_size."""
+
+    def __init__(
+        self,
+        bits: list[np.ndarray],
+        size: tuple[int, int],
+        out_size: tuple[int, int],
+        areas: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+    ) -> None:
+        self.bits, self.size, self.out_size = bits, size, out_size
+        self.areas, self.boxes = areas, boxes
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def mask(self, i: int) -> np.ndarray:
+        m = rle.bits_to_mask(self.bits[i], self.size)
+        if self.size == self.out_size:
+            return m
+        (h, w), (sh, sw) = self.out_size, self.size
+        return m[(np.arange(h) * sh // h)[:, None], (np.arange(w) * sw // w)[None, :]]
+
+    def rle(self, i: int) -> dict:
+        if self.size != self.out_size:
+            return rle.encode(self.mask(i))
+        counts = rle.bits_to_counts(self.bits[i], self.size)
+        return {"size": list(self.size), "counts": rle.counts_to_string(counts)}

@@ -94,7 +94,7 @@ WEIGHTS: dict[str, Weights] = {
 def get_weights(model_type: str) -> Weights:
     key = "vit_t" if model_type == "default" else model_type
     if key not in WEIGHTS:
-        raise ValueError(
+        raise WeightsUnavailableError(
             f"no published weights for {model_type!r} (published: {sorted(WEIGHTS)}); "
             "pass a checkpoint, e.g. one trained with `mobilesam distill train`"
         )

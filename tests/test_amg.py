@@ -12,6 +12,7 @@ from PIL import Image
 
 from mobilesam import PromptError
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
+from mobilesam.modeling import fast_paths
 from mobilesam.utils import amg, rle
 from mobilesam.utils.nms import nms
 from mobilesam.utils.regions import remove_small_regions
@@ -31,8 +32,11 @@ def _match(ours: list[dict], ref: list[dict]) -> list[tuple[dict, dict]]:
     return pairs
 
 
-def test_automatic_cases_match_official(sam_vit_t, parity_cases):
-    check_automatic_cases(sam_vit_t, parity_cases)
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_automatic_cases_match_official(sam_vit_t, parity_cases, fast):
+    """With every fast path on, and with all off (the plain reference path)."""
+    with fast_paths.configured(sam_vit_t, on=fast):
+        check_automatic_cases(sam_vit_t, parity_cases)
 
 
 def check_automatic_cases(model, parity_cases) -> None:

@@ -9,6 +9,7 @@ from conftest import IMAGES, synthetic_state_dict
 from PIL import Image
 
 from mobilesam import SamPredictor, build_sam
+from mobilesam.modeling import fast_paths
 from mobilesam.utils import rle
 
 
@@ -37,8 +38,20 @@ def _image(name: str) -> np.ndarray:
     return np.asarray(Image.open(IMAGES / name).convert("RGB"))
 
 
-def test_predict_cases(predictors, parity_cases, expected):
+@pytest.fixture(params=[True, False], ids=["fast", "reference"])
+def fast(request, predictors):
+    """Each parity test runs with every fast path on, then with all off (the reference path)."""
+    on = request.param
+    with (
+        fast_paths.configured(predictors["vit_t"].model, on=on),
+        fast_paths.configured(predictors["vit_b"].model, on=on),
+    ):
+        yield on
+
+
+def test_predict_cases(predictors, parity_cases, expected, fast):
     """Every `predict` case: low-res logits, predicted IoU and full-resolution masks."""
+    assert fast_paths.state(predictors["vit_t"].model) == {"onednn": fast, "few_token": fast}
     done: dict[str, tuple] = {}
     current: dict[str, str] = {}
     cases = [c for c in parity_cases if c["kind"] == "predict"]
@@ -76,7 +89,7 @@ def test_predict_cases(predictors, parity_cases, expected):
             assert _iou(ours, rle.decode(ref)) >= 0.999, case["name"]
 
 
-def test_embedding_every_fixture_image(predictors, expected):
+def test_embedding_every_fixture_image(predictors, expected, fast):
     names = [k[len("embedding_") :] for k in expected if k.startswith("embedding_")]
     assert names
     predictor = predictors["vit_t"]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modeling import fast_paths
 from ..modeling.common import Conv2dBN, activate
 from ..modeling.sam import Sam
 
@@ -23,8 +24,9 @@ from ..modeling.sam import Sam
 def folded_copy(sam: Sam) -> Sam:
     """A copy of `sam` with each Conv2d+BatchNorm replaced by one convolution holding the
     folded weights, so the exported graph stores them as constants (which int8
-    quantisation needs) instead of computing them on every run."""
-    sam = copy.deepcopy(sam).eval()
+    quantisation needs) instead of computing them on every run. Every fast path is off in
+    the copy: export traces the plain reference path."""
+    sam = fast_paths.configure(copy.deepcopy(sam).eval(), on=False)
     for module in list(sam.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, Conv2dBN):

@@ -1,42 +1,20 @@
 """Small building blocks shared by the encoders and the decoder.
 
-`Linear` and `Conv2dBN` keep PyTorch's parameters and state-dict names but, for CPU
-float32 inference, run oneDNN's kernels with GELU fused into the matmul or
-convolution (the kernels PyTorch's own compiler emits on CPU). These kernels are
-about twice as fast as the default ones here and give the same results to float32
-rounding; with autograd, in training, or on other devices the plain path runs.
+`Linear` and `Conv2dBN` keep PyTorch's parameters and state-dict names. With their
+`onednn` fast path (see fast_paths.py) they run oneDNN's kernels with the activation
+fused into the matmul or convolution, the kernels PyTorch's own compiler emits on CPU:
+about twice as fast here, the same results to float32 rounding. Where the kernels do not
+apply (autograd, autocast, mixed dtypes, other devices, tracing) the plain path runs.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@functools.cache
-def _onednn_available() -> bool:
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        return bool(torch.ops.mkldnn._linear_pointwise and torch.ops.mkldnn._convolution_pointwise)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def use_onednn(x: torch.Tensor) -> bool:
-    """True for CPU float32 or bfloat16 without autograd, where the fused oneDNN kernels apply
-    (not under torch.compile, whose inductor has no lowering for them and fuses on its own)."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
-        and _onednn_available()
-    )
-
+from . import fast_paths
+from .fast_paths import onednn_applies
 
 _ALGORITHM = {"none": "", "relu": "", "gelu": "none"}  # oneDNN's name for exact (erf) GELU
 
@@ -50,19 +28,26 @@ def linear(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     act: str = "none",
-    training: bool = False,
+    onednn: bool = False,
 ) -> torch.Tensor:
-    """act(x @ weight.T + bias) with act in "none", "relu", "gelu" (exact), fused on CPU inference."""
-    if not training and use_onednn(x):
+    """act(x @ weight.T + bias) with act in "none", "relu", "gelu" (exact); with `onednn`,
+    one fused oneDNN kernel where it applies."""
+    if onednn and onednn_applies(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], _ALGORITHM[act])
     return activate(F.linear(x, weight, bias), act)
 
 
 class Linear(nn.Linear):
-    """nn.Linear with an optional fused activation and oneDNN's faster CPU kernel."""
+    """nn.Linear with an optional fused activation and the `onednn` fast path."""
+
+    FAST_PATHS = ("onednn",)
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.onednn = fast_paths.default("onednn")
 
     def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
-        return linear(x, self.weight, self.bias, act, self.training)
+        return linear(x, self.weight, self.bias, act, self.onednn)
 
 
 class LayerNorm2d(nn.Module):
@@ -103,12 +88,15 @@ class Conv2dBN(nn.Sequential):
     official layout and training mode is unchanged.
     """
 
+    FAST_PATHS = ("onednn",)
+
     def __init__(
         self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, pad: int = 0, groups: int = 1
     ) -> None:
         super().__init__()
         self.add_module("c", nn.Conv2d(in_ch, out_ch, kernel, stride, pad, groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_ch))
+        self.onednn = fast_paths.default("onednn")
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the single convolution equal to conv followed by eval-mode BN."""
@@ -125,7 +113,7 @@ class Conv2dBN(nn.Sequential):
             return activate(self.bn(self.c(x)), act)
         weight, bias = self.folded()
         c = self.c
-        if use_onednn(x):
+        if self.onednn and onednn_applies(x, weight):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, c.padding, c.stride, c.dilation, c.groups, act, [], _ALGORITHM[act]
             )

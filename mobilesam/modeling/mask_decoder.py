@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fast_paths
 from .common import LayerNorm2d, Linear, linear
 from .transformer import ImageContext, TwoWayTransformer
 
@@ -34,6 +35,8 @@ class MLP(nn.Module):
 
 
 class MaskDecoder(nn.Module):
+    FAST_PATHS = ("onednn",)  # the upscaler's matmuls (its sub-modules have their own flags)
+
     def __init__(
         self,
         transformer_dim: int = 256,
@@ -62,6 +65,7 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLP(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
+        self.onednn = fast_paths.default("onednn")
 
     def forward(
         self,
@@ -124,13 +128,14 @@ class MaskDecoder(nn.Module):
     def masks_from_tokens(
         self, hs: torch.Tensor, src: torch.Tensor, size: tuple[int, int], tokens_out: slice = slice(None)
     ) -> torch.Tensor:
-        """Low-res mask logits BxKx4hx4w of the mask tokens `tokens_out` (see `run_transformer`)."""
+        """Low-res mask logits BxKx4hx4w of the mask tokens `tokens_out` (see `run_transformer`).
+        B may be 0 (every prompt of a chunk filtered out): the result is then 0xKx4hx4w."""
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         chosen = range(self.num_mask_tokens)[tokens_out]
         hyper_in = torch.stack(
             [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1
         )
-        return self.upscale_and_project(src.view(src.shape[0], *size, -1), hyper_in)
+        return self.upscale_and_project(src.view(src.shape[0], *size, src.shape[-1]), hyper_in)
 
     def prepare(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
@@ -149,11 +154,13 @@ class MaskDecoder(nn.Module):
         """
         up1, norm, _, up2, _ = self.output_upscaling
         b, h, w, _ = tokens.shape
+        k, c1, c2 = hyper_in.shape[1], up1.out_channels, up2.out_channels
         # Both pixel shuffles wait until the end, on the small K-channel result: LayerNorm2d
-        # and GELU act per pixel, so they do not care where the pixels sit.
-        x = linear(tokens, *_as_linear(up1), "none", self.training).view(b, h, w, 2, 2, -1)
-        x = F.gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = linear(x, *_as_linear(up2), "gelu", self.training)  # B h w dy1 dx1 (dy2 dx2 C')
-        masks = x.view(b, -1, hyper_in.shape[-1]) @ hyper_in.transpose(1, 2)
-        masks = masks.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return masks.reshape(b, -1, 4 * h, 4 * w)
+        # and GELU act per pixel, so they do not care where the pixels sit. Every view names
+        # its sizes (no -1), so a batch of 0 goes through.
+        x = linear(tokens, *_as_linear(up1), "none", self.onednn).view(b, h, w, 2, 2, c1)
+        x = F.gelu(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        x = linear(x, *_as_linear(up2), "gelu", self.onednn)  # B h w dy1 dx1 (dy2 dx2 C')
+        masks = x.view(b, h * w * 16, c2) @ hyper_in.transpose(1, 2)
+        masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, k, 4 * h, 4 * w)

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Linear, MLPBlock, linear, use_onednn
+from . import fast_paths
+from .common import Linear, MLPBlock, linear
+from .fast_paths import onednn_applies, tracing
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,13 @@ class ImageContext:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections, optionally to a smaller width."""
+    """Multi-head attention with separate q/k/v projections, optionally to a smaller width.
+
+    Fast paths (fast_paths.py): `few_token` lets the decoder use `attend_to_image` and
+    `attend_few_keys`; `onednn` runs their per-prompt products as oneDNN linears.
+    """
+
+    FAST_PATHS = ("onednn", "few_token")
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
@@ -43,6 +51,8 @@ class Attention(nn.Module):
         self.k_proj = Linear(embedding_dim, internal)
         self.v_proj = Linear(embedding_dim, internal)
         self.out_proj = Linear(internal, embedding_dim)
+        self.onednn = fast_paths.default("onednn")
+        self.few_token = fast_paths.default("few_token")
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -62,10 +72,10 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
     def few(self, n: int) -> bool:
-        """Whether n prompt tokens are few enough for `attend_few_keys` / `attend_to_image`
-        (n per head, laid side by side, no wider than the projections). Not while torch
-        compiles or exports: the token count is a dynamic shape there."""
-        return n * self.num_heads <= self.q_proj.out_features and not torch.compiler.is_compiling()
+        """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
+        `few_token` flag is on, the n tokens of every head laid side by side are no wider
+        than the projections, and nothing traces (the token count is a dynamic shape there)."""
+        return self.few_token and n * self.num_heads <= self.q_proj.out_features and not tracing()
 
     def attend_to_image(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """`forward(q, keys, values)` for few queries (prompt tokens attending to image tokens).
@@ -118,19 +128,20 @@ class Attention(nn.Module):
         return self._per_prompt(weights, v_bd @ self.out_proj.weight.t(), self.out_proj.bias)
 
     def _per_prompt(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x[i] @ w[i] + bias[i] for each prompt i (x and bias may have a batch of 1 or none).
-        On CPU inference one oneDNN `linear` per prompt (twice as fast as bmm for these
-        narrow shapes); elsewhere (GPU, autograd) one batched matmul."""
-        if not use_onednn(x):
+        """x[i] @ w[i] + bias[i] for each prompt i: x BxNxK, w BxKxM, bias BxM or M (None:
+        no bias); a batch of 1 broadcasts on either side, as in the matmul. With the
+        `onednn` flag where the kernel applies, one oneDNN `linear` per prompt (twice as
+        fast as bmm for these narrow shapes here); else one batched matmul."""
+        b = max(x.shape[0], w.shape[0])
+        if not (self.onednn and b > 0 and onednn_applies(x, w)):
             out = x @ w
             return out if bias is None else out + (bias[:, None] if bias.ndim == 2 else bias)
         out = []
-        for i in range(w.shape[0]):
-            bias_i = None if bias is None else bias[i] if bias.ndim == 2 else bias
-            out.append(
-                linear(x[min(i, x.shape[0] - 1)], w[i].t().contiguous(), bias_i, "none", self.training)
-            )
-        return out[0][None] if len(out) == 1 else torch.stack(out)
+        for i in range(b):
+            bias_i = None if bias is None else bias[min(i, len(bias) - 1)] if bias.ndim == 2 else bias
+            w_i = w[min(i, w.shape[0] - 1)].t().contiguous()
+            out.append(linear(x[min(i, x.shape[0] - 1)], w_i, bias_i, "none", onednn=True))
+        return out[0][None] if b == 1 else torch.stack(out)
 
 
 def _softmax_few(x: torch.Tensor) -> torch.Tensor:

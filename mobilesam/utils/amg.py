@@ -52,6 +52,16 @@ def generate_crop_boxes(
     return boxes, layers
 
 
+def iou_filter(iou: torch.Tensor, thresh: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NxC predicted IoU -> the rows (prompts) with a candidate above `thresh` (every
+    candidate if thresh is 0), which of their candidates pass (RxC bool), and the prompt
+    index of each passing candidate in (prompt, candidate) order. Empty when none passes."""
+    keep = iou > thresh if thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
+    rows = keep.any(dim=1).nonzero()[:, 0]
+    kept = keep[rows]
+    return rows, kept, rows[:, None].expand(-1, kept.shape[1])[kept]
+
+
 def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
     """IoU of the masks thresholded at threshold +/- offset: Nx...xHxW -> N...
 

@@ -12,6 +12,8 @@ import tempfile
 
 import numpy as np
 
+from ..errors import PromptError
+
 
 def mask_to_counts(mask: np.ndarray) -> np.ndarray:
     """HxW bool mask -> run lengths in column-major order, first run of zeros (maybe 0)."""
@@ -32,7 +34,7 @@ def counts_to_mask(counts: list[int], size: tuple[int, int]) -> np.ndarray:
     h, w = size
     counts = np.asarray(counts, dtype=np.int64)
     if counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {counts.sum()}, expected {h * w} for size {size}")
+        raise PromptError(f"RLE counts sum to {counts.sum()}, expected {h * w} for size {size}")
     values = np.arange(len(counts)) % 2 == 1
     return np.repeat(values, counts).reshape((h, w), order="F")
 

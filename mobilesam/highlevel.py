@@ -1,0 +1,132 @@
+"""The high-level API over any backend: an image and prompts in, a result out.
+
+`Segmenter` is written once against `backend.Predictor`; `MobileSAM` (PyTorch) is one,
+and `OnnxPredictor.segment` / `.segment_everything` use one. Nothing here needs torch
+except segment everything, whose post-processing is the generator's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .backend import Predictor
+from .errors import PromptError
+from .image_io import ImageSource, load_image, shrink, source_name
+from .options import generator_kwargs
+from .prompts import Prompts, parse_float, parse_int, parse_prompts, wants_multimask
+from .result import SegmentationResult
+
+
+class Segmenter:
+    """Segment images from prompts, or everything in them, with one `Predictor`.
+
+    The embedding of the last image is kept: segmenting the same image again (same
+    pixels, same `input_size_percent`) with other prompts reuses it.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self._image_key: tuple | None = None
+
+    def segment(
+        self,
+        image: ImageSource,
+        input_box: object = None,
+        input_point: object = None,
+        input_point_label: object = None,
+        mask_id: object = None,
+        input_size_percent: object = 100,
+        **everything: object,
+    ) -> SegmentationResult:
+        """Segment `image` from boxes and/or points (original-image pixels); with no
+        prompt, segment everything (`everything` takes `segment_everything`'s options).
+
+        input_box: [x0, y0, x1, y1] or a list of them -> one mask per box, all boxes in
+        one batched decoder call where the backend allows; with points too, every box
+        gets all the points. input_point: [[x, y], ...]; input_point_label: 1
+        foreground / 0 background (default all 1). mask_id (1-3) picks that multi-mask
+        candidate (mask-token order); without it a lone point gets the best of three and
+        other prompts the single-mask output. input_size_percent (1-100) shrinks the
+        image before encoding; masks still come back at the original size.
+        """
+        rgb = load_image(image)
+        h, w = rgb.shape[:2]
+        prompts = parse_prompts((h, w), input_box, input_point, input_point_label)
+        if prompts.empty:
+            if mask_id not in (None, ""):
+                raise PromptError("mask_id needs a point or box prompt")
+            result = self.segment_everything(rgb, input_size_percent=input_size_percent, **everything)
+            result.file_name = source_name(image)
+            return result
+        if everything:
+            raise PromptError(
+                f"{', '.join(sorted(everything))}: segment-everything options, given with prompts"
+            )
+        mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
+        percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
+        self._set_image(rgb, percent)
+        coords, labels, boxes = self._model_prompts(prompts, (h, w))
+        out = self.predictor.decode_sets(coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid)
+        return SegmentationResult(
+            image=rgb,
+            masks=out.masks,
+            scores=out.scores,
+            mask_ids=out.mask_ids,
+            low_res_logits=out.low_res,
+            prompts=prompts,
+            file_name=source_name(image),
+        )
+
+    def segment_everything(self, image: ImageSource, **options: object) -> SegmentationResult:
+        """All masks of `image` from a grid of point prompts; options and results: `everything`."""
+        self._image_key = None  # the generator sets its own images (crops)
+        return everything(self.predictor, image, **options)
+
+    def _set_image(self, rgb: np.ndarray, percent: float) -> None:
+        key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, percent)
+        p = self.predictor
+        if self._image_key is not None and self._image_key[0] == key and self._image_key[1] is p.features:
+            return  # same image, same scale, same embedding: reuse it
+        p.set_image(shrink(rgb, percent))
+        self._image_key = (key, p.features)
+
+    def _model_prompts(
+        self, prompts: Prompts, size: tuple[int, int]
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Original-pixel prompts -> model-frame arrays, one prompt set per box: coords
+        BxNx2 float32, labels BxN int64, boxes Bx4 float32 (None where not given)."""
+        transform = self.predictor.transform
+        # From the original frame to the (possibly shrunk) encoded image's frame.
+        small = self.predictor.original_size
+        scale = np.array([small[1] / size[1], small[0] / size[0]])
+        n = 1 if prompts.boxes is None else len(prompts.boxes)
+        coords = labels = boxes = None
+        if prompts.points is not None:
+            pts = transform.apply_coords(prompts.points * scale, small).astype(np.float32)
+            coords = np.repeat(pts[None], n, axis=0)
+            labels = np.repeat(prompts.labels[None], n, axis=0)
+        if prompts.boxes is not None:
+            bxs = transform.apply_boxes(prompts.boxes.reshape(-1, 2, 2) * scale, small)
+            boxes = bxs.reshape(-1, 4).astype(np.float32)
+        return coords, labels, boxes
+
+
+def everything(predictor: Predictor, image: ImageSource, input_size_percent: object = 100, **options: object):
+    """All masks of `image` from a grid of point prompts (the automatic mask generator)
+    with any backend. Options (values or strings): options.EVERYTHING, named as the
+    Ikomia task names them (`iou_thres` is segment-anything's pred_iou_thresh, and so
+    on). With input_size_percent < 100 the generator runs on the shrunk image and masks
+    are scaled back up (nearest neighbour). Masks are ordered by predicted IoU, highest
+    first.
+    """
+    from .automatic_mask_generator import SamAutomaticMaskGenerator
+
+    rgb = load_image(image)
+    percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
+    generator = SamAutomaticMaskGenerator(predictor, **generator_kwargs(options))
+    work = shrink(rgb, percent)
+    records = generator.generate_records(work)
+    small = work.shape[:2]
+    return SegmentationResult.from_records(rgb, records, small, source_name(image))

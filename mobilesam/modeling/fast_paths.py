@@ -1,0 +1,126 @@
+"""Optional fast kernels, each one explicit flag with a plain PyTorch reference path.
+
+Families (the flag is an attribute of every module that has the fast path):
+- `onednn`: oneDNN's fused linear / convolution + activation kernels (CPU inference);
+- `few_token`: the decoder's attention shortcuts for few prompt tokens, which never
+  project the 4096 image tokens (see `transformer.Attention`).
+
+A module reads its flags once, when it is built, from `default(name)`: a Python override
+(`set_defaults`), else the environment (`MOBILESAM_ONEDNN=0`, `MOBILESAM_FEW_TOKEN=0`),
+else on. `configure(model, ...)` changes them on a built model. Where a fast path runs,
+it checks its preconditions for that call (device, dtype of input *and* weight,
+autocast, autograd, tracing) and falls back to the reference path when one fails, so a
+flag that is on never changes what runs where the kernel does not apply. Export turns
+every flag off; training gets the reference path from the autograd precondition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import MobileSAMError
+
+ENV = {"onednn": "MOBILESAM_ONEDNN", "few_token": "MOBILESAM_FEW_TOKEN"}
+_overrides: dict[str, bool] = {}
+
+
+def _check_names(names: object) -> None:
+    unknown = sorted(set(names) - set(ENV))
+    if unknown:
+        raise MobileSAMError(f"unknown fast path {unknown}; known: {sorted(ENV)}")
+
+
+def default(name: str) -> bool:
+    """Whether modules built now get fast path `name`: override, else environment, else on."""
+    _check_names([name])
+    if name in _overrides:
+        return _overrides[name]
+    value = os.environ.get(ENV[name], "").strip().lower()
+    if value in ("", "1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise MobileSAMError(f"{ENV[name]}={value!r}: use 1 or 0")
+
+
+def set_defaults(**flags: bool | None) -> None:
+    """Python override of the defaults for modules built afterwards (None: back to the
+    environment / built-in default). Example: `set_defaults(onednn=False)`."""
+    _check_names(flags)
+    for name, value in flags.items():
+        if value is None:
+            _overrides.pop(name, None)
+        else:
+            _overrides[name] = bool(value)
+
+
+def configure(model: nn.Module, on: bool | None = None, **flags: bool) -> nn.Module:
+    """Set fast-path flags on every sub-module of a built model that has them.
+    `on=False` turns every family off (the reference path), `on=True` on; named flags
+    win over `on`. Returns the model."""
+    _check_names(flags)
+    wanted = {name: on for name in ENV} if on is not None else {}
+    wanted.update(flags)
+    for module in model.modules():
+        for name, value in wanted.items():
+            if name in getattr(module, "FAST_PATHS", ()):
+                setattr(module, name, bool(value))
+    return model
+
+
+@contextlib.contextmanager
+def configured(model: nn.Module, on: bool | None = None, **flags: bool) -> Iterator[nn.Module]:
+    """`configure` for the duration of a `with` block; the flags go back as they were."""
+    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in getattr(m, "FAST_PATHS", ())]
+    try:
+        yield configure(model, on, **flags)
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def state(model: nn.Module) -> dict[str, bool]:
+    """Each family -> whether every module that has it has it on (False if none has it)."""
+    out = {}
+    for name in ENV:
+        values = [getattr(m, name) for m in model.modules() if name in getattr(m, "FAST_PATHS", ())]
+        out[name] = bool(values) and all(values)
+    return out
+
+
+@functools.cache
+def onednn_available() -> bool:
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._linear_pointwise and torch.ops.mkldnn._convolution_pointwise)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def tracing() -> bool:
+    """torch.compile, torch.export, TorchScript tracing or ONNX export is running: shapes are
+    symbolic and custom kernels have no lowering there."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The preconditions of the fused oneDNN kernels for this call: CPU, input and weight of
+    the same float32 or bfloat16 dtype, no autocast (it would change the dtypes under the
+    kernel), nothing that needs gradients, not tracing."""
+    return (
+        x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not tracing()
+        and onednn_available()
+    )
