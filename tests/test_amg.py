@@ -32,7 +32,9 @@ def _match(ours: list[dict], ref: list[dict]) -> list[tuple[dict, dict]]:
     return pairs
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize(
+    "fast", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["fast", "reference"]
+)
 def test_automatic_cases_match_official(sam_vit_t, parity_cases, fast):
     """With every fast path on, and with all off (the plain reference path)."""
     with fast_paths.configured(sam_vit_t, on=fast):

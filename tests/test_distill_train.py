@@ -107,6 +107,7 @@ def test_cli_train_and_resume_errors(distill_data, tmp_path, capsys):
     assert "--img-size 128" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluation_identical_and_trained(distill_data, tmp_path, capsys):
     from mobilesam.cli import main
     from mobilesam.distill.evaluate import evaluate
@@ -157,6 +158,7 @@ def _losses(run) -> list[float]:
     return [float(row.split(",")[1]) for row in (run / "log.csv").read_text().splitlines()[1:]]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(distill_data, tmp_path):
     """torchrun, 2 CPU processes (gloo) x batch 2 against 1 process x batch 4: the same samples
     per step, gradients averaged by DDP. Batch norm sees each process's 2 samples on its own

@@ -132,3 +132,46 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
     assert "output folder is required" in capsys.readouterr().err
     assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2
     assert "points_per_side" in capsys.readouterr().err
+
+
+def test_folder_job_reports_bad_files_but_lets_bugs_surface(sam, small_images, tmp_path, monkeypatch):
+    """Only user-input errors (MobileSAMError) and I/O errors become FAILED lines; any other
+    exception is a bug and stops the job, with the finished images still in the JSON."""
+    calls = []
+    real = type(sam).segment_everything
+
+    def buggy(self, path, **options):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise ZeroDivisionError("a bug")
+        return real(self, path, **options)
+
+    monkeypatch.setattr(type(sam), "segment_everything", buggy)
+    with pytest.raises(ZeroDivisionError):
+        segment_folder(sam, small_images, tmp_path, FAST, progress=lambda _: None)
+    coco = json.loads((tmp_path / "annotations.json").read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["a_good.jpg"]
+
+
+def test_everything_options_are_defined_once():
+    """The CLI flags, the high-level names and the generator's defaults all come from
+    options.EVERYTHING."""
+    import inspect
+
+    from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
+    from mobilesam.cli import build_parser
+    from mobilesam.options import EVERYTHING, generator_kwargs
+
+    defaults = inspect.signature(SamAutomaticMaskGenerator).parameters
+    for option in EVERYTHING:
+        assert defaults[option.generator].default == option.default, option.name
+    everything = build_parser()._subparsers._group_actions[0].choices["everything"]
+    flags = {a.option_strings[0]: a for a in everything._actions if a.option_strings}
+    for option in EVERYTHING:
+        assert option.flag in flags and f"default {option.default}"[:12] in flags[option.flag].help
+    assert generator_kwargs({"iou_thres": "0.5", "points_per_side": 32.0}) == {
+        "pred_iou_thresh": 0.5,
+        "points_per_side": 32,
+    }
+    with pytest.raises(PromptError, match=r"unknown segment-everything option\(s\) \['pred_iou_thresh'\]"):
+        generator_kwargs({"pred_iou_thresh": 0.5})

@@ -15,6 +15,8 @@ from mobilesam.cli import main
 from mobilesam.export.onnx import export_onnx
 from mobilesam.onnx_predictor import OnnxPredictor, check_pair, session
 
+pytestmark = pytest.mark.slow  # every test here exports (about 25 s once per module)
+
 ort = pytest.importorskip("onnxruntime")
 
 

@@ -169,7 +169,7 @@ def test_generator_with_chunks_that_have_no_survivor(untrained, fast):
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
-@pytest.mark.parametrize("crop_n_layers", [0, 1])
+@pytest.mark.parametrize("crop_n_layers", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_generator_and_api_on_an_image_with_no_mask(untrained, crop_n_layers, fast, tmp_path):
     """Nothing passes (every chunk of every crop is empty): an empty list, and an empty
     result that still exports and draws. This crashed on the first empty chunk."""
