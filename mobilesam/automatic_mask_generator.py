@@ -28,6 +28,7 @@ from .utils.nms import nms
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 DECODE_CHUNK = 8  # prompts decoded at once: as fast per prompt as larger batches here, less memory
+UPSAMPLE_BYTES = 256 << 20  # full-resolution logits upsampled at once, at most (1 mask if larger)
 
 
 @dataclass
@@ -188,9 +189,10 @@ class SamAutomaticMaskGenerator:
         return anns
 
     @torch.inference_mode()
-    def generate_records(self, image: np.ndarray) -> MaskRecords:
+    def generate_records(self, image: np.ndarray, small_regions: bool = True) -> MaskRecords:
         """The masks as packed bits and tensors, before formatting (highest score first).
-        The generator keeps nothing of the image: the records hold their own mask store."""
+        The generator keeps nothing of the image: the records hold their own mask store.
+        small_regions=False skips the min_mask_region_area pass."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise PromptError(
@@ -207,7 +209,7 @@ class SamAutomaticMaskGenerator:
             # Prefer masks from smaller crops: score = 1 / crop area.
             scores = 1 / amg.box_area(records.crop_boxes)
             records.select(nms(records.boxes.float(), scores, self.crop_nms_thresh))
-        if self.min_mask_region_area > 0:
+        if small_regions and self.min_mask_region_area > 0:
             self._remove_small_regions(records, orig_size)
         return records
 
@@ -248,12 +250,14 @@ class SamAutomaticMaskGenerator:
         coords = torch.as_tensor(p.transform.apply_coords(points, crop_size), dtype=torch.float)
         out = MaskRecords(store)
         step = min(DECODE_CHUNK, self.points_per_batch)
+        # Masks upsampled at once: mask_chunk, fewer on huge images (each is H x W float32 logits).
+        chunk = max(1, min(self.mask_chunk, UPSAMPLE_BYTES // (4 * crop_size[0] * crop_size[1])))
         for start in range(0, len(points), step):
             # (point, mask token) order, as segment-anything flattens them; may be empty.
             low_res, iou, idx = p.decode_points(coords[start : start + step], self.pred_iou_thresh)
             pts = torch.as_tensor(points[start : start + step][idx.cpu().numpy()])
-            for first in range(0, len(low_res), self.mask_chunk):
-                sl = slice(first, first + self.mask_chunk)
+            for first in range(0, len(low_res), chunk):
+                sl = slice(first, first + chunk)
                 logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, p.img_size)[:, 0]
                 out.extend(self._filter_chunk(logits, iou[sl].cpu(), pts[sl], crop_box, orig_size, store))
         return out
@@ -303,28 +307,54 @@ class SamAutomaticMaskGenerator:
 
     def _remove_small_regions(self, records: MaskRecords, size: tuple[int, int]) -> None:
         """Fill small holes, drop small islands, then NMS preferring untouched masks."""
-        from .utils.regions import remove_small_regions
-
-        if not len(records):
-            return
-        changed: dict[int, np.ndarray] = {}
-        boxes, scores = [], []
-        for i, handle in enumerate(records.bits):
-            mask = rle.bits_to_mask(records.store.read(handle), size)
-            mask, changed_holes = remove_small_regions(mask, self.min_mask_region_area, "holes")
-            mask, changed_islands = remove_small_regions(mask, self.min_mask_region_area, "islands")
-            boxes.append(amg.masks_to_boxes_torch(torch.from_numpy(mask)[None])[0])
-            scores.append(0.0 if changed_holes or changed_islands else 1.0)
-            if changed_holes or changed_islands:
-                changed[i] = mask
-        boxes = torch.stack(boxes)
-        keep = nms(boxes.float(), torch.tensor(scores), max(self.box_nms_thresh, self.crop_nms_thresh))
+        masks = (rle.bits_to_mask(records.read(i), size) for i in range(len(records)))
+        nms_thresh = max(self.box_nms_thresh, self.crop_nms_thresh)
+        keep, changed, boxes = amg.clean_small_regions(masks, self.min_mask_region_area, nms_thresh)
         for i in keep.tolist():
             if i in changed:  # re-encode only the masks that changed
                 bits, area = rle.pack_columns(changed[i].T[None], records.store)
                 records.bits[i], records.areas[i] = bits[0], int(area[0])
                 records.boxes[i] = boxes[i]
         records.select(keep)
+
+    # ---- segment-anything's intermediate steps, for code that calls or subclasses them ----
+
+    @torch.inference_mode()
+    def _generate_masks(self, image: np.ndarray) -> amg.MaskData:
+        """Every mask before `min_mask_region_area`, as segment-anything's MaskData of numpy
+        values: `rles` (uncompressed), `boxes` (XYXY), `iou_preds`, `points`,
+        `stability_score`, `crop_boxes`."""
+        records = self.generate_records(image, small_regions=False)
+        size = image.shape[:2]
+        rles = [
+            {"size": list(size), "counts": rle.bits_to_counts(records.read(i), size).tolist()}
+            for i in range(len(records))
+        ]
+        return amg.MaskData(
+            rles=rles,
+            boxes=records.boxes.numpy(),
+            iou_preds=records.iou_preds.numpy(),
+            points=records.points.numpy(),
+            stability_score=records.stability.numpy(),
+            crop_boxes=records.crop_boxes.numpy(),
+        )
+
+    @staticmethod
+    def postprocess_small_regions(mask_data: amg.MaskData, min_area: int, nms_thresh: float) -> amg.MaskData:
+        """segment-anything's step on MaskData: fill holes, drop islands smaller than
+        `min_area`, NMS preferring unchanged masks; the changed masks' RLEs and boxes are redone."""
+        if len(mask_data["rles"]) == 0:
+            return mask_data
+        masks = (amg.rle_to_mask(r) for r in mask_data["rles"])
+        keep, changed, boxes = amg.clean_small_regions(masks, min_area, nms_thresh)
+        for i in keep.tolist():
+            if i in changed:
+                mask_data["rles"][i] = amg.mask_to_rle_pytorch(torch.from_numpy(changed[i])[None])[0]
+                mask_data["boxes"][i] = (
+                    boxes[i].numpy() if isinstance(mask_data["boxes"], np.ndarray) else boxes[i]
+                )
+        mask_data.filter(keep)
+        return mask_data
 
 
 def _check_int(name: str, value: object, low: int) -> None:

@@ -4,8 +4,15 @@ Layout of the output folder:
     annotations.json      COCO: images, annotations (RLE, scores, point, crop), categories,
                           and `failures` (file, error); rewritten at the end of every run
     parts/<file>.json     one finished image, written atomically as soon as it is done
-    overlays/<file>.png   optional overlays
-A restart skips every image that has a part; a bad file is reported and the rest go on.
+    overlays/<file>.png   optional overlays, written before the part that marks the image done
+    ids.json              each file's image id, given once: ids never change or repeat
+    run.json              the options the results were made with
+    .lock                 held while a run writes here
+
+A restart skips every image that has a part (and draws a missing overlay from the
+part); a bad file is reported and the rest go on. A second run on the same folder at
+the same time is refused, so is a rerun with other options (unless `overwrite`), and
+every output problem is found before the first image is segmented.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import MobileSAMError
+from .errors import MobileSAMError, OutputError, PromptError
 from .highlevel import Segmenter
 from .image_io import visible_files
-from .utils.files import atomic_write_text
+from .options import EVERYTHING, generator_kwargs
+from .prompts import parse_float
+from .utils.files import atomic_write_text, check_output_dir
 
 
 @dataclass
@@ -29,9 +38,137 @@ class BatchSummary:
     skipped: list[str] = field(default_factory=list)  # already done by an earlier run
     failed: dict[str, str] = field(default_factory=dict)  # file -> error
     annotations_path: Path | None = None
+    interrupted: bool = False  # stopped by Ctrl-C (a rerun goes on)
 
     def line(self) -> str:
-        return f"done {len(self.done)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"
+        end = " (interrupted)" if self.interrupted else ""
+        return f"done {len(self.done)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}{end}"
+
+
+def run_options(options: dict | None) -> dict:
+    """Every segment-everything option with its value (defaults filled in, values parsed),
+    so that an option given at its default equals one left out."""
+    options = dict(options or {})
+    percent = parse_float(options.pop("input_size_percent", 100), "input_size_percent", 1, 100)
+    given = generator_kwargs(options)
+    full = {o.name: given.get(o.generator, o.default) for o in EVERYTHING}
+    return {**full, "input_size_percent": percent}
+
+
+class FolderJob:
+    """One folder of images -> one output folder (see the module doc).
+
+    options: `segment_everything` keyword arguments; overlays: also draw each image;
+    overwrite: redo everything if OUT holds results made with other options;
+    max_images: stop after this many newly segmented images (a job done in slices).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        out_dir: str | Path,
+        options: dict | None = None,
+        overlays: bool = False,
+        overwrite: bool = False,
+        max_images: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.folder, self.out = Path(folder), Path(out_dir)
+        self.options = run_options(options)  # bad options fail here, before anything else
+        self.overlays, self.overwrite, self.max_images = overlays, overwrite, max_images
+        self.say = progress or (lambda msg: print(msg, file=sys.stderr))
+
+    def run(self, sam: Segmenter) -> BatchSummary:
+        """Segment every image not done yet. `sam`: a `MobileSAM` or any `Segmenter`."""
+        self._check_paths()
+        with _Lock(self.out / ".lock"):
+            self._check_options()
+            files = visible_files(self.folder)  # non-images are tried and reported, not ignored
+            ids = self._image_ids(files)
+            summary = BatchSummary()
+            try:
+                self._segment(sam, files, ids, summary)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            finally:
+                # Also on Ctrl-C or an error: the JSON covers everything finished so far.
+                summary.annotations_path = write_annotations(self.out, files, summary.failed)
+            return summary
+
+    def _check_paths(self) -> None:
+        if not self.folder.is_dir():
+            raise MobileSAMError(f"not a folder: {self.folder}")
+        inside = (
+            self.out.resolve() == self.folder.resolve() or self.folder.resolve() in self.out.resolve().parents
+        )
+        if inside:
+            raise OutputError(
+                f"the output folder {self.out} is inside the input folder {self.folder}: use another -o"
+            )
+        check_output_dir(self.out)
+        check_output_dir(self.out / "parts")
+
+    def _check_options(self) -> None:
+        record = self.out / "run.json"
+        previous = _read_json(record)
+        current = {"options": self.options}
+        if previous is not None and previous.get("options") != self.options:
+            if not self.overwrite:
+                old = previous.get("options") or {}
+                diff = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
+                raise PromptError(
+                    f"{self.out} holds results made with other options ({', '.join(diff)}); "
+                    "pass --overwrite (overwrite=True) to redo every image, or use another output folder"
+                )
+            for part in (self.out / "parts").glob("*.json"):
+                part.unlink()
+            for overlay in (self.out / "overlays").glob("*.png"):
+                overlay.unlink()
+        if previous != current:
+            atomic_write_text(record, json.dumps(current, indent=2))
+
+    def _image_ids(self, files: list[Path]) -> dict[str, int]:
+        """Ids by file name, kept in ids.json: new files get new ids, none is ever reused."""
+        path = self.out / "ids.json"
+        ids = _read_json(path) or {}
+        added = [p.name for p in files if p.name not in ids]
+        if added:
+            top = max(ids.values(), default=0)
+            ids.update({name: top + i for i, name in enumerate(added, start=1)})
+            atomic_write_text(path, json.dumps(ids, indent=1))
+        return ids
+
+    def _segment(self, sam: Segmenter, files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
+        for index, path in enumerate(files, start=1):
+            part_path = self.out / "parts" / f"{path.name}.json"
+            overlay = self.out / "overlays" / f"{path.name}.png"
+            part = _read_part(part_path)
+            if part is not None:
+                if self.overlays and not overlay.is_file():
+                    _overlay_from_part(path, part, overlay)
+                summary.skipped.append(path.name)
+                continue
+            if self.max_images is not None and len(summary.done) >= self.max_images:
+                break
+            start = time.perf_counter()
+            try:
+                result = sam.segment_everything(path, **self.options)
+            except (MobileSAMError, OSError) as exc:
+                # A bad or unreadable image must not end a long job. Anything else is a bug
+                # and surfaces as one; the annotations are still written (see `run`).
+                error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
+                summary.failed[path.name] = error
+                self.say(f"[{index}/{len(files)}] {path.name}: FAILED: {error}")
+                continue
+            if self.overlays:  # before the part: a part means everything for the image is written
+                result.save_overlay(overlay)
+            coco = result.to_coco(image_id=ids[path.name])
+            atomic_write_text(
+                part_path, json.dumps({"image": coco["images"][0], "annotations": coco["annotations"]})
+            )
+            summary.done.append(path.name)
+            seconds = time.perf_counter() - start
+            self.say(f"[{index}/{len(files)}] {path.name}: {len(result)} masks in {seconds:.1f} s")
 
 
 def segment_folder(
@@ -42,61 +179,64 @@ def segment_folder(
     overlays: bool = False,
     max_images: int | None = None,
     progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> BatchSummary:
-    """Segment everything in each image of `folder` into `out_dir` (see the module doc).
+    """`FolderJob(folder, out_dir, ...).run(sam)` in one call."""
+    return FolderJob(folder, out_dir, options, overlays, overwrite, max_images, progress).run(sam)
 
-    sam: a `MobileSAM`, or any `highlevel.Segmenter` (`OnnxPredictor.segmenter`).
-    options: `segment_everything` keyword arguments. max_images: stop after
-    this many newly segmented images (a job done in slices; a restart goes on).
-    """
-    folder, out_dir = Path(folder), Path(out_dir)
-    if not folder.is_dir():
-        raise MobileSAMError(f"not a folder: {folder}")
-    parts = out_dir / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    files = visible_files(folder)  # non-images are tried and reported, not ignored
-    say = progress or (lambda msg: print(msg, file=sys.stderr))
-    summary = BatchSummary()
+
+class _Lock:
+    """An exclusive lock on a file, held for a `with` block; refused at once if taken."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.file = path, None
+
+    def __enter__(self) -> _Lock:
+        self.file = open(self.path, "a")  # held open for the lock's lifetime
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return self
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise OutputError(
+                f"another mobilesam run is writing to {self.path.parent}; wait for it to end"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()  # closing releases the lock
+
+
+def _read_json(path: Path) -> dict | None:
     try:
-        for index, path in enumerate(files, start=1):
-            part = parts / f"{path.name}.json"
-            if _read_part(part) is not None:
-                summary.skipped.append(path.name)
-                continue
-            if max_images is not None and len(summary.done) >= max_images:
-                break
-            start = time.perf_counter()
-            try:
-                result = sam.segment_everything(path, **(options or {}))
-            except (MobileSAMError, OSError) as exc:
-                # A bad or unreadable file must not end a long job. Anything else is a bug
-                # and surfaces as one (Ctrl-C too); the finally below still writes the JSON.
-                error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
-                summary.failed[path.name] = error
-                say(f"[{index}/{len(files)}] {path.name}: FAILED: {error}")
-                continue
-            coco = result.to_coco(image_id=index)
-            atomic_write_text(
-                part, json.dumps({"image": coco["images"][0], "annotations": coco["annotations"]})
-            )
-            if overlays:
-                result.save_overlay(out_dir / "overlays" / f"{path.name}.png")
-            summary.done.append(path.name)
-            seconds = time.perf_counter() - start
-            say(f"[{index}/{len(files)}] {path.name}: {len(result)} masks in {seconds:.1f} s")
-    finally:
-        # Also on Ctrl-C: the JSON covers everything finished so far.
-        summary.annotations_path = write_annotations(out_dir, files, summary.failed)
-    return summary
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _read_part(part: Path) -> dict | None:
     """A finished image's part file, or None if it is missing or not a complete part."""
-    try:
-        data = json.loads(part.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "image" in data and "annotations" in data else None
+    data = _read_json(part)
+    return data if data is not None and "image" in data and "annotations" in data else None
+
+
+def _overlay_from_part(image_path: Path, part: dict, overlay: Path) -> None:
+    """Draw a finished image's overlay from its saved masks (no segmentation again)."""
+    import numpy as np
+
+    from .image_io import load_image
+    from .result import SegmentationResult
+    from .utils import rle
+
+    image = load_image(image_path)
+    anns = part["annotations"]
+    masks = np.array([rle.decode(a["segmentation"]) for a in anns], dtype=bool).reshape(-1, *image.shape[:2])
+    scores = np.array([a.get("score", 0.0) for a in anns], dtype=np.float32)
+    SegmentationResult(image, masks, scores, np.zeros(len(anns), np.int64), None).save_overlay(overlay)
 
 
 def write_annotations(out_dir: Path, files: list[Path], failed: dict[str, str]) -> Path:

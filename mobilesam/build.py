@@ -79,7 +79,7 @@ def build_sam(
 ) -> Sam:
     """Build a model by registry name; load `checkpoint` strictly if given. Eval mode, CPU."""
     if model_type == "default":
-        model_type = "vit_t"
+        model_type = "vit_h"  # as segment-anything's registry
     if model_type not in MODEL_CONFIGS:
         raise PromptError(f"unknown model_type {model_type!r}; choose one of {sorted(MODEL_CONFIGS)}")
     if img_size <= 0 or img_size % 16:
@@ -101,9 +101,10 @@ build_sam_vit_b = partial(build_sam, "vit_b")
 build_sam_vit_l = partial(build_sam, "vit_l")
 build_sam_vit_h = partial(build_sam, "vit_h")
 
-# "default" is MobileSAM here (segment-anything's "default" is ViT-H).
+# "default" is ViT-H, as in segment-anything and MobileSAM (`MobileSAM()` and the CLI
+# default to vit_t).
 sam_model_registry: dict[str, Callable[..., Sam]] = {
-    "default": build_sam_vit_t,
+    "default": build_sam_vit_h,
     "vit_t": build_sam_vit_t,
     "vit_b": build_sam_vit_b,
     "vit_l": build_sam_vit_l,

@@ -46,6 +46,8 @@ def _points_arg(values: list[str] | None) -> tuple[list | None, list | None]:
 
 def _backend(args: argparse.Namespace):
     """The high-level API (`highlevel.Segmenter`) on the backend --backend names."""
+    if args.threads is not None and args.threads < 1:
+        raise PromptError(f"--threads must be >= 1, got {args.threads}")
     if args.backend == "onnx":
         from .onnx_predictor import OnnxPredictor
 
@@ -53,9 +55,13 @@ def _backend(args: argparse.Namespace):
             raise PromptError(
                 "--onnx DIR (the folder `mobilesam export onnx` wrote) is needed with --backend onnx"
             )
-        return OnnxPredictor(args.onnx).segmenter
+        return OnnxPredictor(args.onnx, threads=args.threads).segmenter
+    import torch
+
     from .api import MobileSAM
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     fast = False if args.no_fast_paths else None
     return MobileSAM(args.checkpoint, args.model_type, args.device, args.precision, fast_paths=fast)
 
@@ -65,6 +71,7 @@ def _segment(args: argparse.Namespace) -> int:
     boxes = _boxes_arg(args.box)
     if points is None and boxes is None:
         raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
+    _check_outputs(args)
     result = _backend(args).segment(
         args.image,
         input_box=boxes,
@@ -77,6 +84,17 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"mask {i}: score {score:.3f} area {int(result.masks[i].sum())} box {box.tolist()}")
     _save_outputs(result, args)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any compute if an output path cannot be written."""
+    from .utils.files import check_output_dir, check_output_file
+
+    for path in (args.output, args.label_map, args.json):
+        if path:
+            check_output_file(path)
+    if args.masks_dir:
+        check_output_dir(args.masks_dir)
 
 
 def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
@@ -94,23 +112,42 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
 def _everything(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .batch import segment_folder
+    from .batch import FolderJob
     from .options import EVERYTHING
 
     options = {o.name: getattr(args, o.name) for o in EVERYTHING if getattr(args, o.name) is not None}
     if args.input_size_percent is not None:
         options["input_size_percent"] = args.input_size_percent
     source = Path(args.input)
-    sam = _backend(args)
     if source.is_dir():
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
-        summary = segment_folder(sam, source, args.output, options, overlays=args.overlays)
+        single = [
+            f
+            for f, v in (
+                ("--json", args.json),
+                ("--label-map", args.label_map),
+                ("--masks-dir", args.masks_dir),
+            )
+            if v
+        ]
+        if single:
+            raise PromptError(
+                f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json (and --overlays)"
+            )
+        job = FolderJob(source, args.output, options, overlays=args.overlays, overwrite=args.overwrite)
+        summary = job.run(_backend(args))  # the lock, options and output checks come first
         print(f"{summary.line()}; annotations: {summary.annotations_path}")
         for name, error in summary.failed.items():
             print(f"failed: {name}: {error}")
+        if summary.interrupted:
+            print("mobilesam: interrupted; run the same command again to go on", file=sys.stderr)
+            return 130
         return 1 if summary.failed else 0
-    result = sam.segment_everything(args.input, **options)
+    if args.overwrite or args.overlays:
+        raise PromptError("--overwrite and --overlays are for a folder of images")
+    _check_outputs(args)
+    result = _backend(args).segment_everything(args.input, **options)
     print(f"{len(result)} masks")
     _save_outputs(result, args)
     return 0
@@ -120,13 +157,15 @@ def _export(args: argparse.Namespace) -> int:
     from . import weights
     from .build import build_sam
     from .export.onnx import export_onnx
+    from .utils.files import check_output_dir
 
+    check_output_dir(args.out)  # before downloading or exporting anything
     checkpoint = args.checkpoint or weights.ensure_weights(args.model_type)
     report = export_onnx(
         build_sam(args.model_type, checkpoint),
         args.out,
         opset=args.opset,
-        raw_image_encoder=args.raw_image_encoder,
+        raw_image_encoder=args.raw_image_encoder or False,
         return_single_mask=args.return_single_mask,
         quantize=args.quantize,
         checkpoint=checkpoint,
@@ -296,6 +335,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="bf16: faster encoder, close results",
     )
     parser.add_argument(
+        "--threads", type=int, help="CPU threads (default: PyTorch's, one per core); 1 on a loaded machine"
+    )
+    parser.add_argument(
         "--no-fast-paths",
         action="store_true",
         help="run the plain PyTorch reference path (no oneDNN kernels, no few-token decoder attention)",
@@ -308,7 +350,15 @@ def _weights(args: argparse.Namespace) -> int:
     if args.action == "list":
         for w in weights.WEIGHTS.values():
             cached = weights.cached_path(w.model_type)
-            state = "cached" if cached.is_file() else "not cached"
+            if not cached.is_file():
+                state = "not cached"
+            elif cached.stat().st_size != w.size:
+                state = f"DAMAGED ({cached.stat().st_size:,} bytes of {w.size:,}; download again)"
+            elif args.verify:
+                problem = weights.verify(cached, w)
+                state = "verified" if problem is None else f"DAMAGED ({problem}; download again)"
+            else:
+                state = "cached"
             print(f"{w.model_type:6} {w.filename:22} {w.size / 1e6:8.1f} MB  {state:10}  {w.description}")
         print(f"cache: {weights.cache_dir()}")
         return 0
@@ -361,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
+    eve.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="(folder) OUT holds results made with other options: redo every image with these",
+    )
     eve.set_defaults(func=_everything)
 
     exp = sub.add_parser("export", help="export the model for deployment")
@@ -370,7 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
     exp.add_argument("--quantize", choices=["int8"], help="also write int8 (dynamic) copies")
-    exp.add_argument("--raw-image-encoder", action="store_true", help="encoder takes HxWx3 uint8 of any size")
+    exp.add_argument(
+        "--raw-image-encoder",
+        nargs="?",
+        const="uint8",
+        choices=["uint8", "float32"],
+        help="encoder takes an HxWx3 image of any size: uint8 (default) or float32 0-255 (samexporter's clients)",
+    )
     exp.add_argument("--return-single-mask", action="store_true", help="decoder returns the best mask only")
     exp.set_defaults(func=_export)
 
@@ -437,14 +498,33 @@ def build_parser() -> argparse.ArgumentParser:
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
     wts.add_argument("action", choices=["list", "download", "path"])
     wts.add_argument("model_type", nargs="?", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    wts.add_argument("--verify", action="store_true", help="list: check each cached file's SHA-256 too")
     wts.set_defaults(func=_weights)
     return parser
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--box -50,-50,100,100` -> `--box=-50,-50,100,100`: argparse takes a value that starts
+    with '-' and is not a plain number for an option, so clipping a box that sticks out
+    past the top-left corner could not be asked for."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--box", "--point") and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `mobilesam weights list | head`: the reader left, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except MobileSAMError as exc:
         print(f"mobilesam: error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from .image_io import ImageSource, load_image, shrink, source_name
 from .options import generator_kwargs
 from .prompts import Prompts, parse_float, parse_int, parse_prompts, wants_multimask
 from .result import SegmentationResult
+from .runtime import release_free_memory
 
 
 class Segmenter:
@@ -69,6 +70,7 @@ class Segmenter:
         self._set_image(rgb, percent)
         coords, labels, boxes = self._model_prompts(prompts, (h, w))
         out = self.predictor.decode_sets(coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid)
+        release_free_memory()  # the decoder's temporaries go back to the system
         return SegmentationResult(
             image=rgb,
             masks=out.masks,
@@ -82,7 +84,9 @@ class Segmenter:
     def segment_everything(self, image: ImageSource, **options: object) -> SegmentationResult:
         """All masks of `image` from a grid of point prompts; options and results: `everything`."""
         self._image_key = None  # the generator sets its own images (crops)
-        return everything(self.predictor, image, **options)
+        result = everything(self.predictor, image, **options)
+        release_free_memory()  # a long-running process keeps no peak it no longer uses
+        return result
 
     def _set_image(self, rgb: np.ndarray, percent: float) -> None:
         key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, percent)

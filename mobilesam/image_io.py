@@ -68,13 +68,43 @@ def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
         raise ImageLoadError(f"{name} is corrupt or unreadable: {exc}") from exc
 
 
+def to_uint8(arr: np.ndarray, name: str = "image") -> np.ndarray:
+    """Pixel values of any numeric type -> uint8, by one rule for files and arrays alike:
+    - uint8 as is; bool as 0/255;
+    - integers: values up to 255 are taken as 8-bit; larger ones are scaled from the
+      smallest bit depth that holds the maximum (10, 12, 14 or 16 bits: 4095 -> 255);
+    - floats: [0, 1] is scaled by 255, [0, 255] is taken as is; anything else (negative,
+      above 255, NaN) is refused, since its range cannot be known.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        low, high = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if low < 0:
+            raise ImageLoadError(f"{name}: negative pixel values ({low}) in {arr.dtype} data")
+        top = next((t for t in (255, 1023, 4095, 16383, 65535) if high <= t), None)
+        if top is None:
+            raise ImageLoadError(f"{name}: pixel values up to {high} exceed 16 bits")
+        return arr.astype(np.uint8) if top == 255 else np.round(arr * (255.0 / top)).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+            raise ImageLoadError(
+                f"{name}: float pixels must lie in [0, 1] or [0, 255], got {low:g} to {high:g}; "
+                "scale them to one of those ranges first"
+            )
+        scale = 255.0 if high <= 1.0 else 1.0
+        return np.clip(np.round(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    raise ImageLoadError(f"{name}: unsupported pixel type {arr.dtype}")
+
+
 def pil_to_rgb(img: Image.Image) -> np.ndarray:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        # 16-bit data spans 0..65535; PIL's own convert("RGB") would clip it at 255.
-        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        gray = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        # PIL's own convert("RGB") would clip 16-bit data at 255 and floats in [0, 1] to 0.
+        gray = to_uint8(np.asarray(img), getattr(img, "filename", "") or "image")
         return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -82,16 +112,8 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def array_to_rgb(arr: np.ndarray) -> np.ndarray:
-    """HxW, HxWx1, HxWx3 or HxWx4 uint8 (or uint16, scaled down) -> HxWx3 uint8 RGB."""
-    if arr.dtype == np.uint16:
-        arr = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
-    elif arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        raise ImageLoadError(
-            f"image array must be uint8 (0-255) or uint16, got {arr.dtype}; "
-            "for floats in [0, 1] pass (arr * 255).round().astype(np.uint8)"
-        )
+    """HxW, HxWx1, HxWx3 or HxWx4 array of any pixel type (`to_uint8`'s rule) -> HxWx3 uint8 RGB."""
+    arr = to_uint8(np.asarray(arr), "image array")
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):

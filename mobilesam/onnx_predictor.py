@@ -21,6 +21,8 @@ from .prompts import pick_candidates, point_arrays
 from .result import SegmentationResult
 from .transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 
+EXPORT_KEY = "mobilesam.weights_sha256"  # ONNX metadata: the digest of the weights a file was exported from
+
 DECODER_INPUTS = (
     "image_embeddings",
     "point_coords",
@@ -67,6 +69,21 @@ def check_pair(encoder, decoder) -> None:
         raise MobileSAMError(f"{encoder} outputs embeddings of shape {out}, but {decoder} expects {want}")
 
 
+def check_same_export(sessions: dict, expected: str | None) -> None:
+    """Fail clearly if files of a folder come from different exports: each file's
+    `EXPORT_KEY` metadata must agree with the others and with metadata.json (files from
+    before the digest was recorded carry none and are not checked)."""
+    stamps = {name: s.get_modelmeta().custom_metadata_map.get(EXPORT_KEY) for name, s in sessions.items()}
+    if expected:
+        stamps["metadata.json"] = expected
+    found = {v for v in stamps.values() if v}
+    if len(found) > 1:
+        detail = ", ".join(f"{name}: {(v or 'none')[:12]}" for name, v in stamps.items())
+        raise MobileSAMError(
+            f"these files come from different exports (weights digests {detail}); export again into one folder"
+        )
+
+
 class OnnxPredictor:
     """Same names, arguments, shapes and semantics as `SamPredictor`'s numpy API, and the
     onnxruntime backend of `backend.Predictor` (`segment` / `segment_everything` are the
@@ -89,10 +106,25 @@ class OnnxPredictor:
         self.batch_decoder = session(batch_path, threads) if batch_path.is_file() else None
         meta_path = folder / "metadata.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        check_same_export(
+            {
+                p.name: s
+                for p, s in (
+                    (folder / f"encoder{suffix}", self.encoder),
+                    (folder / f"decoder{suffix}", self.decoder),
+                    (batch_path, self.batch_decoder),
+                )
+                if s
+            },
+            meta.get("weights_sha256"),
+        )
         self.img_size = int(meta.get("img_size", 1024))
         self.pixel_mean = np.array(meta.get("pixel_mean", PIXEL_MEAN), dtype=np.float32)
         self.pixel_std = np.array(meta.get("pixel_std", PIXEL_STD), dtype=np.float32)
-        self.raw_encoder = self.encoder.get_inputs()[0].type == "tensor(uint8)"
+        image_input = self.encoder.get_inputs()[0]
+        # The raw-image variants take HxWx3 (uint8, or float32 0-255); else the preprocessed tensor.
+        self.raw_encoder = len(image_input.shape) == 3
+        self.raw_dtype = np.float32 if image_input.type == "tensor(float)" else np.uint8
         self.transform = ResizeLongestSide(self.img_size)
         self._segmenter = None
         self.reset_image()
@@ -104,7 +136,7 @@ class OnnxPredictor:
         self.original_size = image.shape[:2]
         self.input_size = self.transform.get_preprocess_shape(*image.shape[:2], self.img_size)
         if self.raw_encoder:
-            x = image
+            x = image.astype(self.raw_dtype)
         else:
             resized = self.transform.apply_image(image).astype(np.float32)
             x = (resized - self.pixel_mean) / self.pixel_std

@@ -14,7 +14,7 @@ from PIL import Image
 
 from .prompts import Prompts
 from .utils import rle
-from .utils.boxes import masks_to_boxes, xyxy_to_xywh
+from .utils.boxes import masks_to_boxes, xyxy_to_coco_bbox, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
 from .visualize import overlay
 
@@ -132,7 +132,10 @@ class SegmentationResult:
     def overlay(self, alpha: float = 0.5, contours: bool = True, draw_prompts: bool = True) -> Image.Image:
         """The masks blended over the image (smaller masks on top), with the prompts drawn."""
         p = self.prompts if draw_prompts else Prompts()
-        return overlay(self.image, self.masks, alpha, contours, None, p.boxes, p.points, p.labels)
+        masks = self._masks if self._masks is not None else _MaskView(self)
+        return overlay(
+            self.image, masks, alpha, contours, None, p.boxes, p.points, p.labels, self.areas, self.boxes
+        )
 
     def save_overlay(self, path: str | PathLike, **kwargs: object) -> Path:
         img = self.overlay(**kwargs)
@@ -163,10 +166,12 @@ class SegmentationResult:
         return atomic_write(path, lambda f: img.save(f, "PNG"))
 
     def to_coco(self, image_id: int = 1, first_annotation_id: int = 1) -> dict:
-        """COCO-style dict: one image, one annotation per mask with compressed RLE."""
+        """COCO-style dict: one image, one annotation per mask with compressed RLE. `bbox`
+        is COCO's (the mask's pixel extent, as pycocotools' toBbox), one pixel wider and
+        taller than segment-anything's `generate()` boxes."""
         h, w = self.image.shape[:2]
-        boxes = xyxy_to_xywh(self.boxes)
         areas = self.areas
+        boxes = xyxy_to_coco_bbox(self.boxes, areas)
         anns = []
         for i in range(len(self)):
             ann = {
@@ -240,3 +245,16 @@ class PackedMasks:
             return rle.encode(self.mask(i))
         counts = rle.bits_to_counts(self.bits[i], self.size)
         return {"size": list(self.size), "counts": rle.counts_to_string(counts)}
+
+
+class _MaskView:
+    """A result's masks as a sequence, built one at a time (for `overlay`)."""
+
+    def __init__(self, result: SegmentationResult) -> None:
+        self.result = result
+
+    def __len__(self) -> int:
+        return len(self.result)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.result.mask(i)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .utils.boxes import masks_to_boxes
 
 POSITIVE_COLOR = (0, 220, 0)
 NEGATIVE_COLOR = (230, 0, 0)
@@ -38,29 +41,48 @@ def mask_edges(mask: np.ndarray, width: int = 2) -> np.ndarray:
 
 def overlay(
     image: np.ndarray,
-    masks: np.ndarray,
+    masks: Sequence[np.ndarray],
     alpha: float = 0.5,
     contours: bool = True,
     colors: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
     points: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    areas: np.ndarray | None = None,
+    mask_boxes: np.ndarray | None = None,
 ) -> Image.Image:
-    """Blend NxHxW bool masks over an HxWx3 uint8 image, one colour each.
+    """Blend N HxW bool masks over an HxWx3 uint8 image, one colour each.
 
-    Masks are painted largest first so small ones stay visible. Boxes (Kx4 XYXY) and
+    masks: an NxHxW array or any sequence of HxW masks (read one at a time, so a result
+    holding packed masks never builds them all). Masks are painted largest first so
+    small ones stay visible; each touches only its bounding box (`mask_boxes`, Nx4
+    inclusive XYXY, and `areas` are computed when not given). Boxes (Kx4 XYXY) and
     points (Mx2, labels 1 green / 0 red) are drawn on top, in image pixels.
     """
-    out = image.astype(np.float32).copy()
-    masks = np.asarray(masks, dtype=bool).reshape(-1, *image.shape[:2])
+    out = np.array(image, dtype=np.uint8, copy=True)
+    h, w = image.shape[:2]
     if colors is None:
         colors = palette(len(masks))
-    for i in paint_order(masks):
-        m = masks[i]
-        out[m] = (1 - alpha) * out[m] + alpha * colors[i]
+    if areas is None:
+        areas = np.array([int(np.count_nonzero(m)) for m in masks], dtype=np.int64)
+    margin = 2 if contours else 0
+    for i in np.argsort(-np.asarray(areas), kind="stable"):
+        if areas[i] == 0:
+            continue
+        m = np.asarray(masks[i], dtype=bool).reshape(h, w)
+        x0, y0, x1, y1 = (mask_boxes[i] if mask_boxes is not None else masks_to_boxes(m[None])[0]).tolist()
+        # The box plus a margin, so the edge test sees the pixels just outside the mask.
+        ys, xs = (
+            slice(max(0, y0 - margin), min(h, y1 + 1 + margin)),
+            slice(max(0, x0 - margin), min(w, x1 + 1 + margin)),
+        )
+        crop, region = m[ys, xs], out[ys, xs]
+        region[crop] = (
+            ((1 - alpha) * region[crop] + alpha * colors[i].astype(np.float32)).round().astype(np.uint8)
+        )
         if contours:
-            out[mask_edges(m)] = colors[i] * 0.6
-    img = Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+            region[mask_edges(crop)] = (colors[i] * 0.6).round().astype(np.uint8)
+    img = Image.fromarray(out)
     draw = ImageDraw.Draw(img)
     size = max(3, round(max(image.shape[:2]) / 150))
     for box in [] if boxes is None else boxes:

@@ -92,7 +92,7 @@ WEIGHTS: dict[str, Weights] = {
 
 
 def get_weights(model_type: str) -> Weights:
-    key = "vit_t" if model_type == "default" else model_type
+    key = "vit_h" if model_type == "default" else model_type  # as the registry
     if key not in WEIGHTS:
         raise WeightsUnavailableError(
             f"no published weights for {model_type!r} (published: {sorted(WEIGHTS)}); "

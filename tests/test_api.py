@@ -96,9 +96,14 @@ def test_exports(sam, tmp_path):
         assert np.array_equal(rle.decode(ann["segmentation"]), mask)
         assert ann["area"] == mask.sum() and ann["score"] == pytest.approx(float(score))
         assert ann["prompt"]["labels"] == [1, 0]
-    x0, y0, w, h = coco["annotations"][0]["bbox"]
-    ys, xs = np.nonzero(result.masks[0])
-    assert (x0, y0, x0 + w, y0 + h) == (xs.min(), ys.min(), xs.max(), ys.max())
+    from pycocotools import mask as coco_mask
+
+    for ann, mask in zip(coco["annotations"], result.masks):
+        # COCO files: pycocotools' own box and area for the RLE (the mask's pixel extent).
+        rle_ = {**ann["segmentation"], "counts": ann["segmentation"]["counts"].encode()}
+        assert ann["bbox"] == coco_mask.toBbox(rle_).tolist() and ann["area"] == coco_mask.area(rle_)
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporaries
     import os
 

@@ -140,6 +140,33 @@ def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(load_image(arr)[0, :, 0], [0, 128, 255])
 
 
+def test_pixel_ranges_one_rule_for_files_and_arrays(tmp_path):
+    """0-255 data in uint16 or float is not darkened; [0, 1] floats are scaled up; 12-bit
+    data is scaled from 4095; ranges that cannot be known are refused. Files (16-bit PNG,
+    float TIFF) and arrays give the same pixels."""
+    values = np.array([[0, 64, 255]], dtype=np.uint8)
+    cases = {
+        "uint16 0-255": values.astype(np.uint16),
+        "float 0-255": values.astype(np.float32),
+        "float 0-1": values.astype(np.float32) / 255,
+        "12-bit": np.array([[0, 1028, 4095]], dtype=np.uint16),
+    }
+    for name, arr in cases.items():
+        np.testing.assert_array_equal(load_image(arr)[0, :, 0], [0, 64, 255], err_msg=name)
+    tiff = _save(Image.fromarray(cases["float 0-1"][0:1].astype(np.float32)), tmp_path / "f.tif", "TIFF")
+    np.testing.assert_array_equal(load_image(tiff)[0, :, 0], [0, 64, 255])
+    png16 = _save(Image.fromarray(cases["uint16 0-255"]), tmp_path / "low16.png")
+    np.testing.assert_array_equal(load_image(png16)[0, :, 0], [0, 64, 255])
+    for bad, match in (
+        (np.array([[-1.0, 0.5]]), r"\[0, 1\] or \[0, 255\]"),
+        (np.array([[0.0, 300.0]]), r"\[0, 1\] or \[0, 255\]"),
+        (np.array([[np.nan, 1.0]]), r"\[0, 1\] or \[0, 255\]"),
+        (np.array([[-5, 10]], dtype=np.int32), "negative"),
+    ):
+        with pytest.raises(ImageLoadError, match=match):
+            load_image(bad)
+
+
 def test_exif_orientation_applied(tmp_path):
     img = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = Image.Exif()
@@ -166,8 +193,6 @@ def test_arrays():
     assert load_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
     assert load_image(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
     assert load_image(Image.new("L", (6, 5))).shape == (5, 6, 3)
-    with pytest.raises(ImageLoadError, match="uint8"):
-        load_image(np.zeros((5, 6, 3), np.float32))
     with pytest.raises(ImageLoadError, match="shape"):
         load_image(np.zeros((5, 6, 2), np.uint8))
     with pytest.raises(ImageLoadError, match="unsupported image type"):

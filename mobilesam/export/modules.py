@@ -129,14 +129,20 @@ class SamOnnxDecoder(nn.Module):
             image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
         )
         if self.return_single_mask:
-            # segment-anything's choice: the single-mask token for 3+ points (padding
-            # included), else the best-scoring multi-mask candidate.
-            reweight = torch.zeros_like(scores)
-            reweight[:, 0] = 1000.0
-            best = torch.argmax(scores + (point_coords.shape[1] - 2.5) * reweight, dim=1)
-            rows = torch.arange(masks.shape[0])
-            masks, scores = masks[rows, best][:, None], scores[rows, best][:, None]
+            masks, scores = self._select(masks, scores, point_coords.shape[1])
         return self._postprocess(masks, orig_im_size), scores, masks
+
+    @staticmethod
+    def _select(
+        masks: torch.Tensor, scores: torch.Tensor, num_points: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """segment-anything's choice of one mask: the single-mask token for 3+ points
+        (padding included), else the best-scoring multi-mask candidate."""
+        reweight = torch.zeros_like(scores)
+        reweight[:, 0] = 1000.0
+        best = torch.argmax(scores + (num_points - 2.5) * reweight, dim=1)
+        rows = torch.arange(masks.shape[0])
+        return masks[rows, best][:, None], scores[rows, best][:, None]
 
     def _postprocess(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         masks = F.interpolate(

@@ -14,6 +14,7 @@ points). Needs the `onnx` extra: onnx, onnxruntime, onnxscript.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ import torch
 
 from ..errors import MobileSAMError, missing_extra
 from ..modeling.sam import Sam
-from ..onnx_predictor import DECODER_INPUTS, session
-from ..utils.files import atomic_write_text
+from ..onnx_predictor import DECODER_INPUTS, EXPORT_KEY, session
+from ..utils.files import atomic_write, atomic_write_text, check_output_dir
 from ..weights import sha256_of
 from .modules import BatchDecoderOnnx, EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
 
@@ -104,28 +105,43 @@ def export_onnx(
     sam: Sam,
     out_dir: str | PathLike,
     opset: int = 18,
-    raw_image_encoder: bool = False,
+    raw_image_encoder: bool | str = False,
     return_single_mask: bool = False,
     quantize: str | None = None,
     checkpoint: str | PathLike | None = None,
     model_type: str = "vit_t",
 ) -> ExportReport:
-    """Write encoder.onnx, decoder.onnx (+ int8 copies) and metadata.json into `out_dir`."""
+    """Write encoder.onnx, decoder.onnx (+ int8 copies) and metadata.json into `out_dir`.
+
+    raw_image_encoder: False (the encoder takes the preprocessed 1x3xSxS tensor), True or
+    "uint8" (HxWx3 uint8 of any size), "float32" (HxWx3 float32 0-255, what samexporter-
+    style clients feed). Every file carries the weights' digest (`mobilesam.weights_sha256`
+    in its ONNX metadata, and metadata.json), so files of two exports are not mixed.
+    """
     onnx, _ = _require_onnx()
+    raw_dtype = {True: "uint8", "uint8": "uint8", "float32": "float32", False: None}.get(
+        raw_image_encoder, "?"
+    )
+    if raw_dtype == "?":
+        raise MobileSAMError(
+            f"raw_image_encoder must be False, True, 'uint8' or 'float32', got {raw_image_encoder!r}"
+        )
     if opset < MIN_OPSET:
         raise MobileSAMError(f"opset {opset} is not supported: use {MIN_OPSET} or newer (default 18)")
     if quantize not in (None, "int8"):
         raise MobileSAMError(f"quantize must be 'int8' or nothing, got {quantize!r}")
-    out, report = Path(out_dir), ExportReport()
+    out, report = check_output_dir(out_dir), ExportReport()
+    digest = weights_digest(sam)
     sam = folded_copy(sam.cpu())
 
     enc_path, dec_path = out / "encoder.onnx", out / "decoder.onnx"
     g = torch.Generator().manual_seed(0)
-    if raw_image_encoder:
+    if raw_dtype:
         encoder = RawImageEncoderOnnx(sam).eval()
         dim = torch.export.Dim
         dynamic = {"image": {0: dim("height", min=16, max=16384), 1: dim("width", min=16, max=16384)}}
-        example = torch.randint(0, 256, (600, 900, 3), dtype=torch.uint8, generator=g)
+        dtype = getattr(torch, raw_dtype)
+        example = torch.randint(0, 256, (600, 900, 3), dtype=torch.uint8, generator=g).to(dtype)
         _export(
             encoder,
             (example,),
@@ -136,7 +152,8 @@ def export_onnx(
             dynamic_shapes=dynamic,
         )
         checks = [
-            torch.randint(0, 256, (s, 2 * s // 3 + 5, 3), dtype=torch.uint8, generator=g) for s in (480, 1100)
+            torch.randint(0, 256, (s, 2 * s // 3 + 5, 3), dtype=torch.uint8, generator=g).to(dtype)
+            for s in (480, 1100)
         ]
     else:
         encoder = EncoderOnnx(sam).eval()
@@ -225,8 +242,8 @@ def export_onnx(
         "pixel_std": sam.pixel_std.tolist(),
         "encoder": {
             "file": enc_path.name,
-            "input": "image: HxWx3 uint8 RGB, any size (resize, normalisation, padding in the graph)"
-            if raw_image_encoder
+            "input": f"image: HxWx3 {raw_dtype} RGB 0-255, any size (resize, normalisation, padding in the graph)"
+            if raw_dtype
             else f"image: 1x3x{sam.img_size}x{sam.img_size} float32, RGB resized so the longest side is "
             f"{sam.img_size}, (x - pixel_mean) / pixel_std, zero-padded at the bottom and right",
             "output": "image_embeddings: 1x256x64x64 float32",
@@ -247,9 +264,30 @@ def export_onnx(
             "point_coords": "BxNx2 float32, B prompt sets of one image, conventions as decoder.onnx",
             "outputs_note": "all four mask tokens (single-mask first), low resolution, not upsampled",
         },
+        "weights_sha256": digest,
         "int8": {k: v.name for k, v in report.files.items() if k.endswith("int8")},
         "checks_max_abs_diff": report.checks,
         "torch": torch.__version__,
     }
+    for path in report.files.values():
+        _stamp(onnx, path, digest)
     report.files["metadata"] = atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2))
     return report
+
+
+def weights_digest(sam: Sam) -> str:
+    """SHA-256 of the model's state dict (names, shapes, dtypes and bytes), whatever file it came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sam.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _stamp(onnx, path: Path, digest: str) -> None:
+    """Record the weights' digest in an exported file's metadata (rewritten atomically)."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    model.metadata_props.add(key=EXPORT_KEY, value=digest)
+    atomic_write(path, lambda f: f.write(model.SerializeToString()))

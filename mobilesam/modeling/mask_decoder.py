@@ -48,6 +48,7 @@ class MaskDecoder(nn.Module):
         super().__init__()
         self.transformer_dim = transformer_dim
         self.transformer = transformer if transformer is not None else TwoWayTransformer()
+        self.num_multimask_outputs = num_multimask_outputs
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, transformer_dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)

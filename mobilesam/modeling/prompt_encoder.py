@@ -28,6 +28,8 @@ class PositionEmbeddingRandom(nn.Module):
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 
+    _pe_encoding = _encode  # segment-anything's name (its utils/onnx.py calls it)
+
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         """Encoding of every cell centre of an HxW grid: CxHxW."""
         h, w = size
@@ -57,6 +59,7 @@ class PromptEncoder(nn.Module):
         self.image_embedding_size = image_embedding_size
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
         # 0: negative point, 1: positive point, 2: box top-left, 3: box bottom-right.
+        self.num_point_embeddings = 4
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])

@@ -220,6 +220,9 @@ class TinyViT(nn.Module):
         if img_size % 16:
             raise ValueError(f"img_size must be a multiple of 16, got {img_size}")
         self.img_size = img_size
+        # TinyViT's attributes that clients read (the official class has them).
+        self.depths, self.num_layers = list(depths), len(depths)
+        self.patches_resolution = (img_size // 4, img_size // 4)
         self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
         self.layers = nn.ModuleList()
         n = len(embed_dims)

@@ -134,3 +134,159 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 def xyxy_to_xywh(box: list[float]) -> list[float]:
     return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+
+
+# ---- segment-anything's helper names, for code that imports or subclasses them ---------
+
+
+class MaskData:
+    """segment-anything's container of per-mask values: named lists, arrays or tensors
+    with one row per mask, filtered and concatenated together."""
+
+    def __init__(self, **kwargs: object) -> None:
+        for value in kwargs.values():
+            _check_mask_data_value(value)
+        self._stats = dict(kwargs)
+
+    def __setitem__(self, key: str, value: object) -> None:
+        _check_mask_data_value(value)
+        self._stats[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._stats[key]
+
+    def __getitem__(self, key: str) -> object:
+        return self._stats[key]
+
+    def items(self):
+        return self._stats.items()
+
+    def filter(self, keep: torch.Tensor) -> None:
+        """Keep the rows where `keep` is True (bool) or the rows `keep` lists (indices)."""
+        keep = torch.as_tensor(keep)
+        for k, v in self._stats.items():
+            if v is None:
+                continue
+            if isinstance(v, torch.Tensor):
+                self._stats[k] = v[keep.to(v.device)]
+            elif isinstance(v, np.ndarray):
+                self._stats[k] = v[keep.cpu().numpy()]
+            elif keep.dtype == torch.bool:
+                self._stats[k] = [a for a, kept in zip(v, keep.tolist()) if kept]
+            else:
+                self._stats[k] = [v[i] for i in keep.tolist()]
+
+    def cat(self, new_stats: MaskData) -> None:
+        for k, v in new_stats.items():
+            if k not in self._stats or self._stats[k] is None:
+                self._stats[k] = list(v) if isinstance(v, list) else v
+            elif isinstance(v, torch.Tensor):
+                self._stats[k] = torch.cat([self._stats[k], v], dim=0)
+            elif isinstance(v, np.ndarray):
+                self._stats[k] = np.concatenate([self._stats[k], v], axis=0)
+            else:
+                self._stats[k] = self._stats[k] + list(v)
+
+    def to_numpy(self) -> None:
+        for k, v in self._stats.items():
+            if isinstance(v, torch.Tensor):
+                self._stats[k] = v.detach().cpu().numpy()
+
+
+def _check_mask_data_value(value: object) -> None:
+    if value is not None and not isinstance(value, (list, np.ndarray, torch.Tensor)):
+        raise TypeError("MaskData only holds lists, numpy arrays and torch tensors")
+
+
+def batch_iterator(batch_size: int, *args: object):
+    """Yield lists of `batch_size`-long slices of each argument (all of the same length)."""
+    if not args or any(len(a) != len(args[0]) for a in args):
+        raise ValueError("batch_iterator needs arguments of one length")
+    n = len(args[0])
+    for start in range(0, n, batch_size):
+        yield [a[start : start + batch_size] for a in args]
+
+
+def calculate_stability_score(
+    masks: torch.Tensor, mask_threshold: float, threshold_offset: float
+) -> torch.Tensor:
+    """segment-anything's name for `stability_score`."""
+    return stability_score(masks, mask_threshold, threshold_offset)
+
+
+def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
+    """...xHxW bool -> ...x4 XYXY (inclusive max); empty masks give [0, 0, 0, 0]."""
+    if masks.numel() == 0:  # empty is a normal size
+        return torch.zeros(*masks.shape[:-2], 4, dtype=torch.long, device=masks.device)
+    flat = masks.reshape(-1, *masks.shape[-2:])
+    return masks_to_boxes_torch(flat).reshape(*masks.shape[:-2], 4)
+
+
+def box_xyxy_to_xywh(box_xyxy: torch.Tensor) -> torch.Tensor:
+    box = box_xyxy.clone()
+    box[2] = box[2] - box[0]
+    box[3] = box[3] - box[1]
+    return box
+
+
+uncrop_boxes_xyxy = uncrop_boxes
+
+
+def mask_to_rle_pytorch(tensor: torch.Tensor) -> list[dict]:
+    """BxHxW bool -> uncompressed COCO RLE per mask (column-major, starting with zeros)."""
+    from . import rle
+
+    h, w = tensor.shape[1:]
+    return [{"size": [h, w], "counts": rle.mask_to_counts(m).tolist()} for m in tensor.cpu().numpy()]
+
+
+def rle_to_mask(rle_dict: dict) -> np.ndarray:
+    """Uncompressed COCO RLE -> HxW bool."""
+    from . import rle
+
+    return rle.counts_to_mask(rle_dict["counts"], tuple(rle_dict["size"]))
+
+
+def area_from_rle(rle_dict: dict) -> int:
+    return int(sum(rle_dict["counts"][1::2]))
+
+
+def coco_encode_rle(uncompressed_rle: dict) -> dict:
+    """Uncompressed RLE -> COCO's compressed RLE (counts as a str, pycocotools' encoding)."""
+    from . import rle
+
+    return {
+        "size": list(uncompressed_rle["size"]),
+        "counts": rle.counts_to_string(uncompressed_rle["counts"]),
+    }
+
+
+def clean_small_regions(
+    masks, min_area: int, nms_thresh: float
+) -> tuple[torch.Tensor, dict[int, np.ndarray], torch.Tensor]:
+    """segment-anything's min_mask_region_area pass over HxW bool masks (an iterable): fill
+    holes and drop islands smaller than `min_area`, then NMS at `nms_thresh` preferring
+    untouched masks. Returns the kept indices, the changed masks by index, and every
+    mask's box after the change (Nx4 XYXY)."""
+    changed: dict[int, np.ndarray] = {}
+    boxes, scores = [], []
+    for i, mask in enumerate(masks):
+        mask, holes = remove_small_regions(mask, min_area, "holes")
+        mask, islands = remove_small_regions(mask, min_area, "islands")
+        boxes.append(masks_to_boxes_torch(torch.from_numpy(mask)[None])[0])
+        scores.append(0.0 if holes or islands else 1.0)
+        if holes or islands:
+            changed[i] = mask
+    if not boxes:
+        return torch.zeros(0, dtype=torch.long), changed, torch.zeros(0, 4, dtype=torch.long)
+    from .nms import nms
+
+    boxes = torch.stack(boxes)
+    return nms(boxes.float(), torch.tensor(scores), nms_thresh), changed, boxes
+
+
+def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
+    """Remove islands ("islands") or fill holes ("holes") smaller than `area_thresh` (OpenCV)."""
+    from .regions import remove_small_regions as remove
+
+    return remove(mask, area_thresh, mode)

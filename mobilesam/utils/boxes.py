@@ -20,6 +20,14 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
 
 
 def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """Inclusive XYXY pixel boxes -> COCO XYWH (width = x1 - x0, as segment-anything reports)."""
+    """Inclusive XYXY pixel boxes -> XYWH with width = x1 - x0, segment-anything's convention
+    (`generate()` output, one pixel short of the mask's extent)."""
     boxes = np.asarray(boxes)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def xyxy_to_coco_bbox(boxes: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Inclusive XYXY pixel boxes -> COCO XYWH, the mask's extent as pycocotools' `toBbox`
+    gives it (width = x1 - x0 + 1); an empty mask (area 0) gives [0, 0, 0, 0]."""
+    xywh = xyxy_to_xywh(boxes) + np.array([0, 0, 1, 1])
+    return np.where(np.asarray(areas)[:, None] > 0, xywh, 0)

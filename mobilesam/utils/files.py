@@ -33,3 +33,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create folder `path` if needed and prove it writable, before any compute: a clear
+    `OutputError` for a file in the way, a read-only place or a full disk."""
+    from ..errors import OutputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output folder {path} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mobilesam-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Check, before any compute, that file `path` can be written (its folder is created)."""
+    from ..errors import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output file {path} is a folder")
+    check_output_dir(path.parent if str(path.parent) else ".")
+    return path

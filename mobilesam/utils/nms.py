@@ -3,6 +3,9 @@
 Boxes are visited in decreasing score (a stable sort, so ties keep their input order);
 a box is dropped when its IoU with a kept, higher-scoring box is above the threshold.
 IoU is computed in float32 and compared in float64, as torchvision's CPU kernel does.
+One difference: two boxes of zero area (a one-pixel-wide mask in SAM's inclusive-max
+boxes, e.g. on a 1x1 image) have IoU 1 if they are the same box, 0 otherwise, where
+torchvision divides 0 by 0 and keeps every copy.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         w = np.maximum(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), np.float32(0))
         h = np.maximum(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), np.float32(0))
         inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
+        union = areas[i] + areas[rest] - inter
+        same = np.all(b[rest] == b[i], axis=1).astype(np.float32)
+        iou = np.divide(inter, union, out=same, where=union > 0)
         suppressed[rest[iou.astype(np.float64) > iou_threshold]] = True
     return torch.as_tensor(order[keep], dtype=torch.long)
