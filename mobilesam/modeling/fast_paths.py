@@ -107,7 +107,13 @@ def onednn_available() -> bool:
 def tracing() -> bool:
     """torch.compile, torch.export, TorchScript tracing or ONNX export is running: shapes are
     symbolic and custom kernels have no lowering there."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return (
+        torch.compiler.is_compiling()
+        or exporting
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    )
 
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -75,7 +75,7 @@ class Attention(nn.Module):
         """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
         `few_token` flag is on, the n tokens of every head laid side by side are no wider
         than the projections, and nothing traces (the token count is a dynamic shape there)."""
-        return self.few_token and n * self.num_heads <= self.q_proj.out_features and not tracing()
+        return self.few_token and not tracing() and n * self.num_heads <= self.q_proj.out_features
 
     def attend_to_image(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """`forward(q, keys, values)` for few queries (prompt tokens attending to image tokens).

@@ -1,0 +1,213 @@
+"""Code written for segment-anything / MobileSAM runs with only the import changed.
+
+Each test is a pattern real clients use (the notebooks, scripts/amg.py, annotation-tool
+backends, samexporter), written as they write it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam import SamAutomaticMaskGenerator, SamPredictor
+from mobilesam.utils import amg
+
+
+def _image(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    img = Image.open(IMAGES / name).convert("RGB")
+    return np.asarray(img.resize(size) if size else img)
+
+
+def test_module_paths_and_builders(ckpt_vit_t):
+    from mobilesam.build_sam import build_sam, build_sam_vit_t, sam_model_registry
+    from mobilesam.modeling import ImageEncoderViT, TinyViT
+    from mobilesam.modeling.tiny_vit_sam import TinyViT as TinyViT2
+    from mobilesam.utils.onnx import SamOnnxModel  # noqa: F401
+    from mobilesam.utils.transforms import ResizeLongestSide
+
+    assert TinyViT2 is TinyViT
+    sam = build_sam_vit_t(checkpoint=str(ckpt_vit_t))
+    assert isinstance(sam.image_encoder, TinyViT)
+    encoder = sam.image_encoder
+    assert (
+        encoder.num_layers == 4
+        and encoder.depths == [2, 2, 6, 2]
+        and encoder.patches_resolution == (256, 256)
+    )
+    with torch.device("meta"):  # ViT-H without allocating 2.5 GB
+        assert isinstance(build_sam().image_encoder, ImageEncoderViT)  # upstream: build_sam is ViT-H
+        assert build_sam().image_encoder.blocks[0].attn.qkv.in_features == 1280
+        assert sam_model_registry["default"]().image_encoder.patch_embed.proj.out_channels == 1280
+    assert ResizeLongestSide(1024).apply_coords(np.array([[100.0, 50.0]]), (500, 1000)).tolist() == [
+        [102.4, 51.2]
+    ]
+    # The package's own registry-name builder still works after the module import.
+    import mobilesam
+
+    assert isinstance(mobilesam.build_sam("vit_t", ckpt_vit_t).image_encoder, TinyViT)
+    assert mobilesam.MobileSAM.__init__.__defaults__[1] == "vit_t"  # MobileSAM() stays MobileSAM
+
+
+def test_model_attributes_upstream_code_reads(sam_vit_t):
+    pe = sam_vit_t.prompt_encoder
+    assert pe.num_point_embeddings == len(pe.point_embeddings) == 4
+    assert sam_vit_t.mask_decoder.num_multimask_outputs == 3
+    coords = torch.rand(1, 3, 2)
+    assert torch.equal(pe.pe_layer._pe_encoding(coords), pe.pe_layer._encode(coords))
+
+
+def test_generator_accepts_what_upstream_accepts(sam_vit_t):
+    image = _image("picture1.jpg", (160, 120))
+    ref = SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4, pred_iou_thresh=0.5).generate(image)
+    for side in (4.0, np.int64(4), np.float32(4.0)):
+        anns = SamAutomaticMaskGenerator(
+            sam_vit_t, points_per_side=side, points_per_batch=np.int32(64), pred_iou_thresh=np.float64(0.5)
+        ).generate(image)
+        assert [a["area"] for a in anns] == [a["area"] for a in ref]
+    with pytest.raises(ValueError, match="points_per_side"):  # PromptError is a ValueError
+        SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4.5)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_embedding_cache_swap_gives_the_assigned_embedding(sam_vit_t, reset):
+    """Label Studio-style backends store `predictor.features` per image and assign it back
+    later (with or without reset_image) instead of calling set_image again."""
+    a, b = _image("picture1.jpg"), _image("picture2.jpg")
+    predictor = SamPredictor(sam_vit_t)
+    predictor.set_image(a)
+    cache_a = (predictor.features, predictor.original_size, predictor.input_size)
+    box_a = np.array([100, 100, 500, 400])
+    ref = predictor.predict(box=box_a, multimask_output=False)
+    predictor.set_image(b)
+    other = predictor.predict(box=box_a, multimask_output=False)
+    if reset:
+        predictor.reset_image()
+    predictor.features, predictor.original_size, predictor.input_size = cache_a
+    predictor.is_image_set = True
+    again = predictor.predict(box=box_a, multimask_output=False)
+    assert np.array_equal(again[2], ref[2]) and not np.array_equal(again[2], other[2])
+    assert np.array_equal(again[0], ref[0])
+
+
+def test_amg_helpers_with_upstream_names():
+    masks = torch.zeros(2, 3, 5, 6, dtype=torch.bool)
+    masks[0, 1, 1:3, 2:5] = True
+    masks[1, 2, 4, 0] = True
+    boxes = amg.batched_mask_to_box(masks)
+    assert boxes.shape == (2, 3, 4)
+    assert boxes[0, 1].tolist() == [2, 1, 4, 2] and boxes[1, 2].tolist() == [0, 4, 0, 4]
+    assert boxes[0, 0].tolist() == [0, 0, 0, 0]  # empty mask
+    assert amg.batched_mask_to_box(torch.zeros(0, 5, 6, dtype=torch.bool)).shape == (0, 4)
+    assert amg.box_xyxy_to_xywh(torch.tensor([2, 1, 4, 2])).tolist() == [2, 1, 2, 1]
+
+    rles = amg.mask_to_rle_pytorch(masks[0])
+    for rle_, mask in zip(rles, masks[0]):
+        assert np.array_equal(amg.rle_to_mask(rle_), mask.numpy())
+        assert amg.area_from_rle(rle_) == int(mask.sum())
+    from pycocotools import mask as coco_mask
+
+    coded = amg.coco_encode_rle(rles[1])
+    ref = coco_mask.encode(np.asfortranarray(masks[0, 1].numpy().astype(np.uint8)))
+    assert coded["counts"] == ref["counts"].decode() and coded["size"] == [5, 6]
+
+    batches = list(amg.batch_iterator(2, np.arange(5), list("abcde")))
+    assert [b[1] for b in batches] == [["a", "b"], ["c", "d"], ["e"]]
+    data = amg.MaskData(x=torch.arange(4), y=np.arange(4) * 10, z=list("abcd"))
+    data.filter(torch.tensor([True, False, True, True]))
+    data.cat(amg.MaskData(x=torch.tensor([9]), y=np.array([90]), z=["q"]))
+    data.to_numpy()
+    assert (
+        data["x"].tolist() == [0, 2, 3, 9]
+        and data["y"].tolist() == [0, 20, 30, 90]
+        and data["z"] == list("acdq")
+    )
+    logits = torch.randn(3, 8, 8)
+    assert torch.equal(amg.calculate_stability_score(logits, 0.0, 1.0), amg.stability_score(logits, 0.0, 1.0))
+
+
+def test_generate_masks_and_postprocess_small_regions_as_upstream_calls_them(sam_vit_t):
+    """scripts/amg.py-style subclasses call `_generate_masks` then
+    `postprocess_small_regions`: the same masks as `generate` with min_mask_region_area."""
+    image = _image("picture2.jpg", (200, 150))
+    kwargs = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.8,
+        "box_nms_thresh": 1.0,
+    }
+    gen = SamAutomaticMaskGenerator(sam_vit_t, min_mask_region_area=300, **kwargs)
+    data = gen._generate_masks(image)
+    assert len(data["rles"]) == len(data["boxes"]) > 0
+    data = gen.postprocess_small_regions(data, 300, max(gen.box_nms_thresh, gen.crop_nms_thresh))
+    ref = gen.generate(image)
+    assert len(data["rles"]) == len(ref)
+    for rle_, box, ann in zip(data["rles"], data["boxes"], ref):
+        assert np.array_equal(amg.rle_to_mask(rle_), ann["segmentation"])
+        assert amg.box_xyxy_to_xywh(torch.as_tensor(box)).tolist() == ann["bbox"]
+
+
+@pytest.mark.slow
+def test_sam_onnx_model_exports_as_the_notebook_does(sam_vit_t, truck_predictor, tmp_path):
+    """segment-anything's ONNX notebook, import changed: export SamOnnxModel, run it in
+    onnxruntime, get the predictor's masks."""
+    import onnxruntime
+
+    from mobilesam.utils.onnx import SamOnnxModel
+
+    onnx_model = SamOnnxModel(sam_vit_t, return_single_mask=True)
+    dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    embed_dim = sam_vit_t.prompt_encoder.embed_dim
+    embed_size = sam_vit_t.prompt_encoder.image_embedding_size
+    mask_input_size = [4 * x for x in embed_size]
+    dummy_inputs = {
+        "image_embeddings": torch.randn(1, embed_dim, *embed_size, dtype=torch.float),
+        "point_coords": torch.randint(low=0, high=1024, size=(1, 5, 2), dtype=torch.float),
+        "point_labels": torch.randint(low=0, high=4, size=(1, 5), dtype=torch.float),
+        "mask_input": torch.randn(1, 1, *mask_input_size, dtype=torch.float),
+        "has_mask_input": torch.tensor([1], dtype=torch.float),
+        "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
+    }
+    output_names = ["masks", "iou_predictions", "low_res_masks"]
+    path = tmp_path / "sam_onnx_example.onnx"
+    with open(path, "wb") as f:
+        torch.onnx.export(
+            onnx_model,
+            tuple(dummy_inputs.values()),
+            f,
+            export_params=True,
+            verbose=False,
+            opset_version=17,
+            do_constant_folding=True,
+            input_names=list(dummy_inputs.keys()),
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            # The notebook's call predates torch's dynamo exporter (the default since torch
+            # 2.9), whose dynamic_axes conversion pairs these axes with the wrong inputs
+            # when they are not the leading ones (any model, segment-anything's own too).
+            dynamo=False,
+        )
+    ort_session = onnxruntime.InferenceSession(str(path))
+    p = truck_predictor
+    input_point, input_label = np.array([[500, 375], [1125, 625]]), np.array([1, 0])
+    onnx_coord = np.concatenate([input_point, np.array([[0.0, 0.0]])], axis=0)[None, :, :]
+    onnx_label = np.concatenate([input_label, np.array([-1])], axis=0)[None, :].astype(np.float32)
+    onnx_coord = p.transform.apply_coords(onnx_coord, p.original_size).astype(np.float32)
+    ort_inputs = {
+        "image_embeddings": p.get_image_embedding().cpu().numpy(),
+        "point_coords": onnx_coord,
+        "point_labels": onnx_label,
+        "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
+        "has_mask_input": np.zeros(1, dtype=np.float32),
+        "orig_im_size": np.array(p.original_size, dtype=np.float32),
+    }
+    masks, scores, low_res = ort_session.run(None, ort_inputs)
+    masks = masks > p.model.mask_threshold
+    ref_masks, ref_scores, ref_low = p.predict(input_point, input_label, multimask_output=False)
+    assert masks.shape == (1, 1, 1200, 1800)
+    assert np.abs(scores[0] - ref_scores).max() <= 1e-3
+    assert np.abs(low_res[0] - ref_low).max() <= 1e-3 * max(1.0, float(np.abs(ref_low).max()))
+    inter, union = np.logical_and(masks[0], ref_masks).sum(), np.logical_or(masks[0], ref_masks).sum()
+    assert inter >= 0.999 * union

@@ -1,0 +1,252 @@
+"""Folder mode never loses work and is never silently wrong: stable ids, recorded options,
+one writer, outputs checked before compute, overlays never missing."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam import MobileSAM, PromptError
+from mobilesam.batch import FolderJob, segment_folder
+from mobilesam.cli import main
+from mobilesam.errors import OutputError
+
+FAST = {"points_per_side": 2, "iou_thres": 0.5, "stability_score_thres": 0.5}
+QUIET = {"progress": lambda _: None}
+
+
+@pytest.fixture(scope="module")
+def sam(ckpt_vit_t):
+    return MobileSAM(ckpt_vit_t, device="cpu")
+
+
+def _photos(folder, names):
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(names):
+        src = ["picture1.jpg", "picture2.jpg", "picture3.jpg", "picture4.jpg", "picture5.jpg"][i % 5]
+        Image.open(IMAGES / src).resize((96, 64)).save(folder / name)
+    return folder
+
+
+def _coco(out):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = json.loads((out / "annotations.json").read_text())
+    coco.createIndex()  # fails on duplicate image ids or annotations of unknown images
+    return coco
+
+
+class _NoCompute:
+    """A stand-in model: any segmentation is a test failure (checks must come first)."""
+
+    def segment_everything(self, *args, **kwargs):
+        raise AssertionError("computed before the output checks")
+
+
+def test_ids_stay_stable_when_files_come_and_go(sam, tmp_path):
+    photos = _photos(tmp_path / "in", ["a.jpg", "b.jpg", "c.jpg"])
+    out = tmp_path / "out"
+    segment_folder(sam, photos, out, FAST, max_images=2, **QUIET)  # interrupted after two
+    first = {im["file_name"]: im["id"] for im in json.loads((out / "annotations.json").read_text())["images"]}
+    assert first == {"a.jpg": 1, "b.jpg": 2}
+    (photos / "b.jpg").unlink()
+    _photos(photos, ["0_new.jpg"])  # sorts first: a listing position would change every id
+    segment_folder(sam, photos, out, FAST, **QUIET)
+    coco = _coco(out)
+    ids = {im["file_name"]: im["id"] for im in coco.dataset["images"]}
+    assert ids == {"0_new.jpg": 4, "a.jpg": 1, "c.jpg": 3}  # b's id 2 is never given again
+    for ann in coco.dataset["annotations"]:
+        assert ann["image_id"] in coco.imgs
+        from pycocotools import mask as coco_mask
+
+        rle_ = {**ann["segmentation"], "counts": ann["segmentation"]["counts"].encode()}
+        assert coco_mask.toBbox(rle_).tolist() == ann["bbox"]
+    assert json.loads((out / "ids.json").read_text())["b.jpg"] == 2
+
+
+def test_other_options_are_refused_unless_overwrite(sam, tmp_path):
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    out = tmp_path / "out"
+    segment_folder(sam, photos, out, FAST, **QUIET)
+    explicit_defaults = {**FAST, "box_nms_thres": 0.7, "input_size_percent": "100"}
+    assert segment_folder(sam, photos, out, explicit_defaults, **QUIET).skipped == ["a.jpg"]
+    with pytest.raises(PromptError, match=r"other options \(points_per_side\).*--overwrite"):
+        segment_folder(sam, photos, out, {**FAST, "points_per_side": 3}, **QUIET)
+    redone = segment_folder(sam, photos, out, {**FAST, "points_per_side": 3}, overwrite=True, **QUIET)
+    assert redone.done == ["a.jpg"]
+    assert json.loads((out / "run.json").read_text())["options"]["points_per_side"] == 3
+
+
+def test_a_second_run_on_the_same_output_is_refused(sam, tmp_path):
+    import fcntl
+
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another mobilesam run is writing"):
+            segment_folder(_NoCompute(), photos, out, FAST, **QUIET)
+    assert segment_folder(sam, photos, out, FAST, **QUIET).done == ["a.jpg"]  # free again
+
+
+def test_output_problems_are_found_before_any_compute(tmp_path, monkeypatch):
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        segment_folder(_NoCompute(), photos, tmp_path / "afile", FAST, **QUIET)
+    with pytest.raises(OutputError, match="inside the input folder"):
+        segment_folder(_NoCompute(), photos, photos / "labels", FAST, **QUIET)
+    with pytest.raises(PromptError, match="iou_thres"):
+        FolderJob(photos, tmp_path / "o", {"iou_thres": 2})
+
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # a read-only place (root ignores chmod)
+    with pytest.raises(OutputError, match=r"cannot write to output folder .*Permission denied"):
+        segment_folder(_NoCompute(), photos, tmp_path / "ro", FAST, **QUIET)
+
+
+def test_full_disk_stops_with_one_line_and_nothing_half_written(ckpt_vit_t, tmp_path, monkeypatch, capsys):
+    import mobilesam.batch as batch
+
+    photos = _photos(tmp_path / "in", ["a.jpg", "b.jpg"])
+    out = tmp_path / "out"
+    real = batch.atomic_write_text
+
+    def full(path, text):
+        if "parts" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(batch, "atomic_write_text", full)
+    args = [
+        "everything",
+        str(photos),
+        "-o",
+        str(out),
+        "--checkpoint",
+        str(ckpt_vit_t),
+        "--points-per-side",
+        "2",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+    assert not list(out.rglob("*.tmp")) and not list((out / "parts").iterdir())
+    monkeypatch.setattr(batch, "atomic_write_text", real)
+    assert main(args) == 0  # space again: the run completes
+
+
+def test_an_overlay_is_never_missing(sam, tmp_path, monkeypatch):
+    """Killed after the overlay, before the part: the image is redone, nothing is missing."""
+    import mobilesam.batch as batch
+
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    out = tmp_path / "out"
+    real = batch.atomic_write_text
+
+    def killed(path, text):
+        if "parts" in str(path):
+            raise KeyboardInterrupt
+        return real(path, text)
+
+    monkeypatch.setattr(batch, "atomic_write_text", killed)
+    assert segment_folder(sam, photos, out, FAST, overlays=True, **QUIET).interrupted
+    assert (out / "overlays" / "a.jpg.png").is_file() and not (out / "parts" / "a.jpg.json").exists()
+    monkeypatch.setattr(batch, "atomic_write_text", real)
+    assert segment_folder(sam, photos, out, FAST, overlays=True, **QUIET).done == ["a.jpg"]
+
+
+def test_cli_folder_refuses_one_image_outputs_and_runs_with_threads(ckpt_vit_t, tmp_path, capsys):
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    base = ["everything", str(photos), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt_vit_t)]
+    for extra in (["--json", "x.json"], ["--label-map", "l.png"], ["--masks-dir", "m"]):
+        assert main(base + extra) == 2
+        assert "one-image outputs" in capsys.readouterr().err
+    assert main([*base, "--points-per-side", "2", "--threads", "1"]) == 0
+    assert "done 1" in capsys.readouterr().out
+
+
+def test_cli_box_values(ckpt_vit_t, tmp_path, capsys):
+    image = str(IMAGES / "picture1.jpg")
+    ck = ["--checkpoint", str(ckpt_vit_t)]
+    # A box sticking out past the top-left corner is clipped, as documented.
+    assert main(["segment", image, "--box", "-50,-50,100,100", *ck, "--json", str(tmp_path / "r.json")]) == 0
+    box = json.loads((tmp_path / "r.json").read_text())["annotations"][0]["prompt"]["box"]
+    assert box == [0, 0, 100, 100]
+    # No abbreviations: `--box` is not `--box-nms-thres` on `everything`.
+    with pytest.raises(SystemExit) as exc:
+        main(["everything", image, "--box", "0.5", *ck])
+    assert exc.value.code == 2 and "unrecognized arguments: --box" in capsys.readouterr().err
+
+
+def test_cli_output_paths_fail_before_compute(ckpt_vit_t, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    image = str(IMAGES / "picture1.jpg")
+    cases = [
+        ["segment", image, "--box", "1,1,50,50", "--masks-dir", str(tmp_path / "afile")],
+        ["segment", image, "--box", "1,1,50,50", "-o", str(tmp_path)],  # a folder, not a file
+        ["export", "onnx", "--out", str(tmp_path / "afile")],
+    ]
+    for args in cases:
+        assert main([*args, "--checkpoint", str(ckpt_vit_t)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mobilesam: error: output") and err.count("\n") == 1, err
+
+
+def test_weights_list_damaged_and_broken_pipe(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mobilesam.weights import get_weights
+
+    (tmp_path / get_weights("vit_t").filename).write_bytes(b"half a download")
+    env = {**os.environ, "MOBILESAM_HOME": str(tmp_path)}
+    listing = subprocess.run(
+        [sys.executable, "-m", "mobilesam", "weights", "list"], env=env, capture_output=True, text=True
+    )
+    assert listing.returncode == 0 and "DAMAGED" in listing.stdout.splitlines()[0]
+    piped = subprocess.run(
+        f"{sys.executable} -m mobilesam weights list | head -1",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+
+
+def test_one_pixel_image_everything(sam, recwarn):
+    """A 1x1 image: one mask (not one copy per grid point), no divide-by-zero warning."""
+    result = sam.segment_everything(
+        np.full((1, 1, 3), 120, np.uint8), points_per_side=4, iou_thres=0.0, stability_score_thres=0.0
+    )
+    assert len(result) == 1 and result.masks.shape == (1, 1, 1)
+    assert not [w for w in recwarn if "divide" in str(w.message)]
+
+
+def test_many_boxes_decode_in_chunks(sam, truck_predictor):
+    """Hundreds of boxes in one call: decoded in chunks, the same masks as one at a time."""
+    rng = np.random.default_rng(0)
+    x0, y0 = rng.integers(0, 1500, 150), rng.integers(0, 900, 150)
+    boxes = np.stack([x0, y0, x0 + rng.integers(20, 300, 150), y0 + rng.integers(20, 300, 150)], 1)
+    result = sam.segment(IMAGES / "truck.jpg", input_box=boxes)
+    assert result.masks.shape == (150, 1200, 1800)
+    for i in (0, 77, 149):
+        ref, ref_score, _ = truck_predictor.predict(box=boxes[i], multimask_output=False)
+        assert (
+            np.logical_and(ref[0], result.masks[i]).sum()
+            >= 0.999 * np.logical_or(ref[0], result.masks[i]).sum()
+        )
+        assert abs(float(ref_score[0]) - float(result.scores[i])) <= 1e-3
