@@ -109,10 +109,7 @@ def tracing() -> bool:
     symbolic and custom kernels have no lowering there."""
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
     return (
-        torch.compiler.is_compiling()
-        or exporting
-        or torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
+        torch.compiler.is_compiling() or exporting or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
     )
 
 
