@@ -147,12 +147,18 @@ def test_int8_runs_and_agrees(exported, truck_setup):
     assert min_iou(runs[("encoder.int8", "decoder")]) >= 0.75
 
 
-def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t):
-    report = export_onnx(sam_vit_t, tmp_path, raw_image_encoder=True, return_single_mask=True)
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t, dtype):
+    """The raw-image encoder: uint8, or float32 0-255 as samexporter-style clients feed it."""
+    report = export_onnx(sam_vit_t, tmp_path, raw_image_encoder=dtype, return_single_mask=True)
     assert sum(k.startswith("encoder[") for k in report.checks) == 2  # two image sizes checked
     enc, dec = session(report.files["encoder"]), session(report.files["decoder"])
+    assert enc.get_inputs()[0].type == f"tensor({'float' if dtype == 'float32' else 'uint8'})"
     image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB"))
-    embedding = enc.run(None, {"image": image})[0]
+    embedding = enc.run(None, {"image": image.astype(dtype)})[0]
+    onnx_predictor = OnnxPredictor(tmp_path)  # takes uint8 images whatever the encoder's input type
+    onnx_predictor.set_image(image)
+    assert np.array_equal(onnx_predictor.get_image_embedding(), embedding)
     predictor = SamPredictor(sam_vit_t)
     predictor.set_image(image)
     ref = predictor.get_image_embedding().numpy()
@@ -178,6 +184,27 @@ def test_bad_inputs(tmp_path, exported, sam_vit_t):
         check_pair(report.files["encoder"], exported / "decoder.onnx")
     with pytest.raises(MobileSAMError, match="decoder inputs"):
         check_pair(exported / "encoder.onnx", exported / "encoder.onnx")
+    meta = json.loads((exported / "metadata.json").read_text())
+    assert (
+        json.loads((tmp_path / "small" / "metadata.json").read_text())["weights_sha256"]
+        != meta["weights_sha256"]
+    )
+
+
+def test_files_of_two_exports_are_not_mixed(tmp_path, exported):
+    """A decoder.onnx copied in from another export of the same shapes: refused by name."""
+    import shutil
+
+    import onnx
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(exported, mixed)
+    model = onnx.load(str(mixed / "decoder.onnx"))
+    model.metadata_props[0].value = "0" * 64  # what another checkpoint's export records
+    onnx.save(model, str(mixed / "decoder.onnx"))
+    with pytest.raises(MobileSAMError, match=r"different exports.*decoder\.onnx: 000000000000"):
+        OnnxPredictor(mixed)
+    OnnxPredictor(exported)  # one export: fine
 
 
 def test_onnx_predictor_matches_sam_predictor(exported, truck_setup):

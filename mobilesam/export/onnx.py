@@ -276,8 +276,9 @@ def export_onnx(
 
 
 def weights_digest(sam: Sam) -> str:
-    """SHA-256 of the model's state dict (names, shapes, dtypes and bytes), whatever file it came from."""
-    digest = hashlib.sha256()
+    """SHA-256 of the model's input size and state dict (names, shapes, dtypes and bytes),
+    whatever file it came from."""
+    digest = hashlib.sha256(f"img_size:{sam.img_size}".encode())
     for name, tensor in sam.state_dict().items():
         t = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{t.dtype}".encode())
