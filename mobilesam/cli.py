@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mobilesam", description="MobileSAM: fast Segment Anything.", allow_abbrev=False
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"mobilesam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="segment an image from box and/or point prompts", allow_abbrev=False)

@@ -20,7 +20,7 @@ from .prompts import pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
 
-DECODE_SETS_CHUNK = 64  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
+DECODE_SETS_CHUNK = 16  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
 
 
 class SamPredictor:
