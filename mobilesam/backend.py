@@ -23,20 +23,32 @@ if TYPE_CHECKING:
 
 @dataclass
 class PromptMasks:
-    """One mask per prompt set: masks BxHxW bool, scores B float32 (predicted IoU),
-    mask_ids B int64 (1-3 the multi-mask token, 0 the single-mask output), low_res
-    Bx256x256 float32 logits (usable as a later `mask_input`)."""
+    """One mask per prompt set, packed (`PromptMasks.pack`): bits, a list of B column-major
+    packed HxW masks (`utils.rle.bits_to_mask`), areas B, boxes Bx4 inclusive XYXY;
+    scores B float32 (predicted IoU), mask_ids B int64 (1-3 the multi-mask token, 0 the
+    single-mask output), low_res Bx256x256 float32 logits (a later `mask_input`)."""
 
-    masks: np.ndarray
+    bits: list
+    areas: np.ndarray
+    boxes: np.ndarray
     scores: np.ndarray
     mask_ids: np.ndarray
     low_res: np.ndarray
 
     @staticmethod
+    def pack(masks: np.ndarray, scores: np.ndarray, mask_ids: np.ndarray, low_res: np.ndarray) -> PromptMasks:
+        """From BxHxW bool masks (dense only for the few packed at once)."""
+        from .utils import rle
+        from .utils.boxes import masks_to_boxes
+
+        bits, areas = rle.pack_columns(np.ascontiguousarray(masks.transpose(0, 2, 1)))
+        return PromptMasks(bits, areas, masks_to_boxes(masks), scores, mask_ids, low_res)
+
+    @staticmethod
     def concatenate(parts: list[PromptMasks]) -> PromptMasks:
-        return PromptMasks(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in PromptMasks.__annotations__)
-        )
+        fields = ("areas", "boxes", "scores", "mask_ids", "low_res")
+        joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
+        return PromptMasks(bits=[b for p in parts for b in p.bits], **joined)
 
 
 class Predictor(Protocol):

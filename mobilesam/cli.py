@@ -81,7 +81,7 @@ def _segment(args: argparse.Namespace) -> int:
         input_size_percent=args.input_size_percent,
     )
     for i, (score, box) in enumerate(zip(result.scores, result.boxes)):
-        print(f"mask {i}: score {score:.3f} area {int(result.masks[i].sum())} box {box.tolist()}")
+        print(f"mask {i}: score {score:.3f} area {int(result.areas[i])} box {box.tolist()}")
     _save_outputs(result, args)
     return 0
 

@@ -16,7 +16,7 @@ from .errors import PromptError
 from .image_io import ImageSource, load_image, shrink, source_name
 from .options import generator_kwargs
 from .prompts import Prompts, parse_float, parse_int, parse_prompts, wants_multimask
-from .result import SegmentationResult
+from .result import PackedMasks, SegmentationResult
 from .runtime import release_free_memory
 
 
@@ -73,7 +73,8 @@ class Segmenter:
         release_free_memory()  # the decoder's temporaries go back to the system
         return SegmentationResult(
             image=rgb,
-            masks=out.masks,
+            masks=None,
+            packed=PackedMasks(out.bits, (h, w), (h, w), out.areas, out.boxes),
             scores=out.scores,
             mask_ids=out.mask_ids,
             low_res_logits=out.low_res,

@@ -232,7 +232,7 @@ class OnnxPredictor:
         point labelled -1, as segment-anything's predictor does."""
         self._require_image()
         n = len(boxes) if boxes is not None else len(coords)
-        masks, scores, ids, low_res = [], [], [], []
+        parts = []  # packed one set at a time: memory stays bounded for many boxes
         for i in range(n):
             c = np.zeros((0, 2)) if coords is None else np.asarray(coords[i], float)
             lab = np.zeros(0) if labels is None else np.asarray(labels[i], float)
@@ -243,14 +243,15 @@ class OnnxPredictor:
             m, sc, lo = (x[0] for x in self._decode(c, lab, None, out_size))
             if m.shape[0] == 4:  # all mask tokens: the multi-mask ones or the single-mask one
                 m, sc, lo = (x[1:] if multimask else x[:1] for x in (m, sc, lo))
-            k = int(pick_candidates(sc[None], mask_id)[0]) if multimask and len(sc) == 3 else 0
-            masks.append(m[k] > self.mask_threshold)
-            scores.append(sc[k])
-            ids.append(k + 1 if multimask and len(sc) == 3 else 0)
-            low_res.append(lo[k])
-        return PromptMasks(
-            np.stack(masks), np.array(scores, np.float32), np.array(ids, np.int64), np.stack(low_res)
-        )
+            chosen = multimask and len(sc) == 3
+            k = int(pick_candidates(sc[None], mask_id)[0]) if chosen else 0
+            mask_id_out = np.array([k + 1 if chosen else 0], np.int64)
+            parts.append(
+                PromptMasks.pack(
+                    m[k : k + 1] > self.mask_threshold, sc[k : k + 1], mask_id_out, lo[k : k + 1]
+                )
+            )
+        return PromptMasks.concatenate(parts)
 
     def decode_points(self, coords: object, pred_iou_thresh: float) -> tuple:
         """`backend.Predictor.decode_points` on decoder_batch.onnx (all point prompts of a

@@ -195,14 +195,8 @@ class SamPredictor:
             low_res, scores = self.decode(c, lab, bx, None, multimask)
             low_res, scores, ids = pick(low_res.float(), scores.float(), multimask, mask_id)
             logits = upscale_masks(low_res[:, None], self.input_size, out_size, self.img_size)[:, 0]
-            parts.append(
-                PromptMasks(
-                    (logits > self.mask_threshold).cpu().numpy(),
-                    scores.cpu().numpy(),
-                    ids,
-                    low_res.cpu().numpy(),
-                )
-            )
+            masks = (logits > self.mask_threshold).cpu().numpy()
+            parts.append(PromptMasks.pack(masks, scores.cpu().numpy(), ids, low_res.cpu().numpy()))
         return PromptMasks.concatenate(parts)
 
     @torch.inference_mode()
