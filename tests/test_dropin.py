@@ -189,6 +189,7 @@ def test_sam_onnx_model_exports_as_the_notebook_does(sam_vit_t, truck_predictor,
             # when they are not the leading ones (any model, segment-anything's own too).
             dynamo=False,
         )
+    assert not sam_vit_t.training  # exporting left the model in eval mode
     ort_session = onnxruntime.InferenceSession(str(path))
     p = truck_predictor
     input_point, input_label = np.array([[500, 375], [1125, 625]]), np.array([1, 0])

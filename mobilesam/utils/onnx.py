@@ -33,6 +33,10 @@ class SamOnnxModel(SamOnnxDecoder):
         self.use_stability_score = use_stability_score
         self.stability_score_offset = 1.0
         self.return_extra_metrics = return_extra_metrics
+        # Eval mode from the start: torch.onnx.export puts a module back in the mode it
+        # found it in, and a wrapper left in training mode would switch the whole model
+        # (its batch norms included) to training mode after the export.
+        self.eval()
 
     def forward(
         self,
