@@ -13,6 +13,7 @@ from .utils.boxes import masks_to_boxes
 POSITIVE_COLOR = (0, 220, 0)
 NEGATIVE_COLOR = (230, 0, 0)
 BOX_COLOR = (0, 170, 255)
+_BAND = 256  # rows blended at once
 
 
 def palette(n: int) -> np.ndarray:
@@ -77,11 +78,15 @@ def overlay(
             slice(max(0, x0 - margin), min(w, x1 + 1 + margin)),
         )
         crop, region = m[ys, xs], out[ys, xs]
-        region[crop] = (
-            ((1 - alpha) * region[crop] + alpha * colors[i].astype(np.float32)).round().astype(np.uint8)
-        )
-        if contours:
-            region[mask_edges(crop)] = (colors[i] * 0.6).round().astype(np.uint8)
+        color = colors[i].astype(np.float32) * np.float32(alpha)
+        edge = (colors[i] * 0.6).round().astype(np.uint8)
+        edges = mask_edges(crop) if contours else None
+        for r in range(0, crop.shape[0], _BAND):  # bands of rows: the float32 copies stay small
+            band, inside = region[r : r + _BAND], crop[r : r + _BAND, :, None]
+            blended = (band * np.float32(1 - alpha) + color).round().astype(np.uint8)
+            np.copyto(band, blended, where=inside)
+            if edges is not None:
+                np.copyto(band, edge, where=edges[r : r + _BAND, :, None])
     img = Image.fromarray(out)
     draw = ImageDraw.Draw(img)
     size = max(3, round(max(image.shape[:2]) / 150))

@@ -81,3 +81,25 @@ def test_tune_allocator_on_glibc():
     assert result is tune_allocator()  # applied once, cached
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
         assert result is True
+
+
+def test_overlay_paints_each_mask_in_its_box_largest_first():
+    """The banded, box-limited overlay equals the plain per-pixel blend."""
+    from mobilesam.visualize import mask_edges, overlay, palette
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)
+    masks = np.zeros((3, 300, 280), bool)
+    masks[0, 10:290, 5:270] = True  # large, painted first
+    masks[1, 50:120, 60:200] = True
+    masks[2, 299, 0] = True  # one pixel in a corner
+    got = np.asarray(overlay(image, list(masks), alpha=0.4))
+    ref = image.copy()
+    colors = palette(3)
+    for i in (0, 1, 2):
+        m = masks[i]
+        ref[m] = ((ref[m] * np.float32(0.6) + colors[i].astype(np.float32) * np.float32(0.4)).round()).astype(
+            np.uint8
+        )
+        ref[mask_edges(m)] = (colors[i] * 0.6).round().astype(np.uint8)
+    np.testing.assert_array_equal(got, ref)
