@@ -109,6 +109,21 @@ class SamOnnxDecoder(nn.Module):
             emb = emb + token.weight * (labels == i)
         return emb
 
+    def _predict(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits and predicted IoU of all four mask tokens."""
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input)
+        return self.mask_decoder.predict_masks(
+            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
+        )
+
     def _embed_masks(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
         pe = self.prompt_encoder
         masked = has_mask_input * pe.mask_downscaling(mask_input)
@@ -123,10 +138,8 @@ class SamOnnxDecoder(nn.Module):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_masks(mask_input, has_mask_input)
-        masks, scores = self.mask_decoder.predict_masks(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
+        masks, scores = self._predict(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
         if self.return_single_mask:
             masks, scores = self._select(masks, scores, point_coords.shape[1])

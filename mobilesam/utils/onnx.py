@@ -47,10 +47,8 @@ class SamOnnxModel(SamOnnxDecoder):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_masks(mask_input, has_mask_input)
-        masks, scores = self.mask_decoder.predict_masks(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
+        masks, scores = self._predict(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
         if self.use_stability_score:
             scores = stability_score(masks, self.mask_threshold, self.stability_score_offset)
