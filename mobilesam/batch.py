@@ -80,14 +80,20 @@ class FolderJob:
 
     def run(self, sam: Segmenter) -> BatchSummary:
         """Segment every image not done yet. `sam`: a `MobileSAM` or any `Segmenter`."""
+        return self.run_with(lambda files, ids, summary: self._segment(sam, files, ids, summary))
+
+    def run_with(self, work: Callable[[list[Path], dict[str, int], BatchSummary], None]) -> BatchSummary:
+        """Checks, lock, options and ids, then `work(files, ids, summary)` (which segments
+        the images without a part and saves each with `save`), then annotations.json.
+        The Ray engine (ray_engine.py) runs its own `work` here."""
+        files = self.files()
         self._check_paths()
         with _Lock(self.out / ".lock"):
             self._check_options()
-            files = visible_files(self.folder)  # non-images are tried and reported, not ignored
             ids = self._image_ids(files)
             summary = BatchSummary()
             try:
-                self._segment(sam, files, ids, summary)
+                work(files, ids, summary)
             except KeyboardInterrupt:
                 summary.interrupted = True
             finally:
@@ -95,15 +101,37 @@ class FolderJob:
                 summary.annotations_path = write_annotations(self.out, files, summary.failed)
             return summary
 
+    def files(self) -> list[Path]:
+        """The images: every visible file of the folder (non-images are tried and reported,
+        not ignored), or the paths listed one per line in a text file."""
+        if self.folder.is_dir():
+            return visible_files(self.folder)
+        if not self.folder.is_file():
+            raise MobileSAMError(f"not a folder or a list file: {self.folder}")
+        lines = [line.strip() for line in self.folder.read_text().splitlines()]
+        files = [Path(x) if Path(x).is_absolute() else self.folder.parent / x for x in lines if x]
+        names = [p.name for p in files]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise MobileSAMError(
+                f"{self.folder} lists several files named {clash[:3]}: names identify images"
+            )
+        return files
+
+    def done(self, path: Path) -> dict | None:
+        """The saved part of an image, None if it is not done."""
+        return _read_part(self.out / "parts" / f"{path.name}.json")
+
+    def save(self, path: Path, coco: dict) -> None:
+        """Mark an image done: its COCO image and annotations, written atomically."""
+        part = {"image": coco["images"][0], "annotations": coco["annotations"]}
+        atomic_write_text(self.out / "parts" / f"{path.name}.json", json.dumps(part))
+
     def _check_paths(self) -> None:
-        if not self.folder.is_dir():
-            raise MobileSAMError(f"not a folder: {self.folder}")
-        inside = (
-            self.out.resolve() == self.folder.resolve() or self.folder.resolve() in self.out.resolve().parents
-        )
-        if inside:
+        root = self.folder if self.folder.is_dir() else self.folder.parent
+        if self.out.resolve() == root.resolve() or root.resolve() in self.out.resolve().parents:
             raise OutputError(
-                f"the output folder {self.out} is inside the input folder {self.folder}: use another -o"
+                f"the output folder {self.out} is inside the input folder {root}: use another -o"
             )
         check_output_dir(self.out)
         check_output_dir(self.out / "parts")
@@ -140,9 +168,8 @@ class FolderJob:
 
     def _segment(self, sam: Segmenter, files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
         for index, path in enumerate(files, start=1):
-            part_path = self.out / "parts" / f"{path.name}.json"
             overlay = self.out / "overlays" / f"{path.name}.png"
-            part = _read_part(part_path)
+            part = self.done(path)
             if part is not None:
                 if self.overlays and not overlay.is_file():
                     _overlay_from_part(path, part, overlay)
@@ -162,10 +189,7 @@ class FolderJob:
                 continue
             if self.overlays:  # before the part: a part means everything for the image is written
                 result.save_overlay(overlay)
-            coco = result.to_coco(image_id=ids[path.name])
-            atomic_write_text(
-                part_path, json.dumps({"image": coco["images"][0], "annotations": coco["annotations"]})
-            )
+            self.save(path, result.to_coco(image_id=ids[path.name]))
             summary.done.append(path.name)
             seconds = time.perf_counter() - start
             self.say(f"[{index}/{len(files)}] {path.name}: {len(result)} masks in {seconds:.1f} s")

@@ -109,6 +109,41 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
         print(f"json: {result.save_json(args.json)}")
 
 
+def _ray_options(args: argparse.Namespace):
+    from .ray_engine import RayOptions
+
+    if getattr(args, "backend", "torch") != "torch":
+        raise PromptError("--engine ray runs the torch backend")
+    batch = getattr(args, "ray_batch_size", None) or getattr(args, "batch_size", None) or 4
+    return RayOptions(args.address, args.num_workers, args.gpus_per_worker, args.cpus_per_worker, batch)
+
+
+def _add_ray_args(parser: argparse.ArgumentParser, batch_size: bool) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: a Ray Data actor pool (the ray extra)",
+    )
+    parser.add_argument(
+        "--address", help="with --engine ray: auto or HOST:PORT of a cluster (default: local)"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=1, help="with --engine ray: models at once (default 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="with --engine ray (default 0: CPU)"
+    )
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --engine ray (default 1)")
+    if batch_size:
+        parser.add_argument(
+            "--batch-size",
+            dest="ray_batch_size",
+            type=int,
+            help="with --engine ray: images per worker call (default 4)",
+        )
+
+
 def _everything(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -119,7 +154,7 @@ def _everything(args: argparse.Namespace) -> int:
     if args.input_size_percent is not None:
         options["input_size_percent"] = args.input_size_percent
     source = Path(args.input)
-    if source.is_dir():
+    if source.is_dir() or args.engine == "ray" or source.suffix == ".txt":
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
         single = [
@@ -136,7 +171,17 @@ def _everything(args: argparse.Namespace) -> int:
                 f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json (and --overlays)"
             )
         job = FolderJob(source, args.output, options, overlays=args.overlays, overwrite=args.overwrite)
-        summary = job.run(_backend(args))  # the lock, options and output checks come first
+        if args.engine == "ray":
+            from .ray_engine import segment_everything_on_ray
+
+            model = {
+                "checkpoint": args.checkpoint,
+                "model_type": args.model_type,
+                "precision": args.precision,
+            }
+            summary = segment_everything_on_ray(job, model, _ray_options(args))
+        else:
+            summary = job.run(_backend(args))  # the lock, options and output checks come first
         print(f"{summary.line()}; annotations: {summary.annotations_path}")
         for name, error in summary.failed.items():
             print(f"failed: {name}: {error}")
@@ -215,8 +260,17 @@ def _distill_cache(args: argparse.Namespace) -> int:
     checkpoint = path or (weights.ensure_weights(model_type) if args.img_size == 1024 else None)
     if checkpoint is None:
         raise PromptError("--teacher TYPE:PATH is needed with --img-size other than 1024")
-    teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
     cache = EmbeddingCache(args.cache)
+    if args.engine == "ray":
+        from .ray_engine import cache_on_ray
+
+        spec = {"model_type": model_type, "checkpoint": checkpoint, "img_size": args.img_size}
+        summary = cache_on_ray(cache, spec, model_type, args.images, _ray_options(args))
+        print(
+            f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}"
+        )
+        return 1 if summary.failed else 0
+    teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
     summary = cache.build(
         teacher, args.images, model_type, args.shard_size, print, args.batch_size, args.workers
     )
@@ -400,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     eve = sub.add_parser(
         "everything", help="segment everything in an image, or in every image of a folder", allow_abbrev=False
     )
-    eve.add_argument("input", metavar="IMAGE_OR_DIR", help="image path or URL, or a folder of images")
+    eve.add_argument(
+        "input", metavar="SOURCE", help="image path or URL, a folder of images, or a .txt list of image paths"
+    )
     for option in EVERYTHING:
         default = round(option.default, 4) if option.kind is float else option.default
         eve.add_argument(
@@ -414,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
+    _add_ray_args(eve, batch_size=True)
     eve.add_argument(
         "--overwrite",
         action="store_true",
@@ -461,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument("--batch-size", type=int, help="images per teacher run (default: 8 on a GPU, else 1)")
     dca.add_argument("--workers", type=int, help="decoding processes (default: 8 on a GPU, else 0)")
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
+    _add_ray_args(dca, batch_size=False)
     dca.set_defaults(func=_distill_cache)
     dtr = dsub.add_parser("train", help="train a student encoder on the cached teacher embeddings")
     dtr.add_argument("--cache", required=True, help="folder written by `mobilesam distill cache`")

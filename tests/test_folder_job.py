@@ -11,7 +11,7 @@ import pytest
 from conftest import IMAGES
 from PIL import Image
 
-from mobilesam import MobileSAM, PromptError
+from mobilesam import MobileSAM, MobileSAMError, PromptError
 from mobilesam.batch import FolderJob, segment_folder
 from mobilesam.cli import main
 from mobilesam.errors import OutputError
@@ -250,3 +250,29 @@ def test_many_boxes_decode_in_chunks(sam, truck_predictor):
             >= 0.999 * np.logical_or(ref[0], result.masks[i]).sum()
         )
         assert abs(float(ref_score[0]) - float(result.scores[i])) <= 1e-3
+
+
+def test_a_list_file_as_source(sam, tmp_path):
+    """SOURCE may be a text file of image paths (relative to it): the same results and ids
+    as the folder; names must be unique."""
+    photos = _photos(tmp_path / "in", ["a.jpg", "b.jpg"])
+    listing = tmp_path / "list.txt"
+    listing.write_text("in/b.jpg\n\nin/a.jpg\n")
+    from_list = segment_folder(sam, listing, tmp_path / "o1", FAST, **QUIET)
+    from_dir = segment_folder(sam, photos, tmp_path / "o2", FAST, **QUIET)
+    assert from_list.done == ["b.jpg", "a.jpg"] and from_dir.done == ["a.jpg", "b.jpg"]
+    a, b = (json.loads((tmp_path / o / "annotations.json").read_text()) for o in ("o1", "o2"))
+    by_name = {im["file_name"]: im["id"] for im in a["images"]}
+    assert by_name == {"b.jpg": 1, "a.jpg": 2}  # ids in listing order, given once
+    masks = {
+        im["file_name"]: [x["segmentation"] for x in a["annotations"] if x["image_id"] == im["id"]]
+        for im in a["images"]
+    }
+    ref = {
+        im["file_name"]: [x["segmentation"] for x in b["annotations"] if x["image_id"] == im["id"]]
+        for im in b["images"]
+    }
+    assert masks == ref
+    (tmp_path / "dup.txt").write_text("in/a.jpg\nother/a.jpg\n")
+    with pytest.raises(MobileSAMError, match="several files named"):
+        segment_folder(_NoCompute(), tmp_path / "dup.txt", tmp_path / "o3", FAST, **QUIET)

@@ -103,22 +103,7 @@ class EmbeddingCache:
         batch_size = batch_size or (8 if gpu else 1)
         workers = default_workers(teacher.device) if workers is None else workers
         size = teacher.img_size
-        grid = size // 16
-        if self.index is None:
-            self.index = {
-                "teacher": teacher_name,
-                "img_size": size,
-                "shape": [256, grid, grid],
-                "entries": {},
-                "shards": {},
-                "failures": {},
-            }
-        elif (self.index["teacher"], self.index["img_size"]) != (teacher_name, size):
-            raise MobileSAMError(
-                f"{self.folder} holds embeddings of {self.index['teacher']} at {self.index['img_size']} px, "
-                f"not {teacher_name} at {size} px: use another cache folder"
-            )
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.begin(teacher_name, size)
         say = progress or (lambda msg: None)
         summary, pending = CacheSummary(), []
         todo = []
@@ -156,16 +141,65 @@ class EmbeddingCache:
         atomic_write_text(self.folder / "index.json", json.dumps(self.index))
         return summary
 
-    def _write_shard(self, rows: list[tuple[str, np.ndarray]]) -> None:
-        name = f"shard_{len(self.index['shards']):05d}.npy"
-        array = np.stack([r for _, r in rows])
-        path = atomic_write(self.folder / name, lambda f: np.save(f, array))
-        self.index["shards"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        for i, (image_id, row) in enumerate(rows):
-            self.index["entries"][image_id] = {
-                "shard": name,
-                "row": i,
-                "sha256": hashlib.sha256(row.tobytes()).hexdigest(),
+    def begin(self, teacher_name: str, size: int) -> None:
+        """Start an index for `teacher_name` at `size` px, or check the existing one is that."""
+        if self.index is None:
+            grid = size // 16
+            self.index = {
+                "teacher": teacher_name,
+                "img_size": size,
+                "shape": [256, grid, grid],
+                "entries": {},
+                "shards": {},
+                "failures": {},
             }
+        elif (self.index["teacher"], self.index["img_size"]) != (teacher_name, size):
+            raise MobileSAMError(
+                f"{self.folder} holds embeddings of {self.index['teacher']} at {self.index['img_size']} px, "
+                f"not {teacher_name} at {size} px: use another cache folder"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _write_shard(self, rows: list[tuple[str, np.ndarray]]) -> None:
+        fragment = _shard_entries(self.folder, f"shard_{len(self.index['shards']):05d}", rows)
+        self._add(fragment)
         # The index follows each shard at once: a kill loses at most the shard in progress.
         atomic_write_text(self.folder / "index.json", json.dumps(self.index))
+
+    def _add(self, fragment: dict) -> None:
+        self.index["shards"].update(fragment["shards"])
+        self.index["entries"].update(fragment["entries"])
+        for image_id in fragment["entries"]:
+            self.index["failures"].pop(image_id, None)
+
+    def merge_fragments(self, failures: dict[str, str] | None = None) -> None:
+        """Fold the index fragments that parallel writers (the Ray engine's workers) left
+        beside their shards into index.json, with `failures`, then drop the fragments."""
+        fragments = sorted(self.folder.glob(FRAGMENT_GLOB))
+        for path in fragments:
+            self._add(json.loads(path.read_text()))
+        self.index["failures"].update(failures or {})
+        atomic_write_text(self.folder / "index.json", json.dumps(self.index))
+        for path in fragments:
+            path.unlink()
+
+
+FRAGMENT_GLOB = "index.shard_*.json"
+
+
+def _shard_entries(folder: Path, name: str, rows: list[tuple[str, np.ndarray]]) -> dict:
+    """Write shard `name`.npy atomically; its index entries and checksum."""
+    array = np.stack([r for _, r in rows])
+    path = atomic_write(folder / f"{name}.npy", lambda f: np.save(f, array))
+    entries = {
+        image_id: {"shard": path.name, "row": i, "sha256": hashlib.sha256(row.tobytes()).hexdigest()}
+        for i, (image_id, row) in enumerate(rows)
+    }
+    return {"shards": {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}, "entries": entries}
+
+
+def write_shard_fragment(folder: Path, name: str, rows: list[tuple[str, np.ndarray]]) -> None:
+    """A parallel writer's shard plus its index fragment (`index.<name>.json`, written after
+    the shard), merged into index.json by `EmbeddingCache.merge_fragments`."""
+    fragment = _shard_entries(folder, name, rows)
+    atomic_write_text(folder / f"index.{name}.json", json.dumps(fragment))

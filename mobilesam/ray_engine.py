@@ -1,0 +1,284 @@
+"""Segment everything and fill the teacher cache on Ray Data, when one machine is not enough.
+
+    mobilesam everything SOURCE -o OUT --engine ray [--address auto] [--num-workers N]
+        [--gpus-per-worker F] [--cpus-per-worker N] [--batch-size N]
+    mobilesam distill cache ... --engine ray (same options)
+
+Ray tasks read and decode the images; an actor pool runs the model (loaded once per
+worker, on a GPU when the workers have one); the driver streams the results back and
+writes them. Segment everything writes exactly what folder mode writes (`batch.py`: one
+part per image, the same ids, options record, lock and annotations.json), so the two
+engines resume each other's runs. The teacher cache's workers write their own shard files
+(one per batch) and index fragments; the driver merges them into index.json (also the
+fragments a killed run left). Needs the `ray` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .batch import BatchSummary, FolderJob
+from .errors import ImageLoadError, MobileSAMError, missing_extra
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: `address` None starts a local Ray (or joins the one running),
+    "auto" or HOST:PORT joins a cluster; one model per worker."""
+
+    address: str | None = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if (
+            self.num_workers < 1
+            or self.batch_size < 1
+            or self.gpus_per_worker < 0
+            or self.cpus_per_worker <= 0
+        ):
+            raise MobileSAMError(
+                "--num-workers and --batch-size must be >= 1, --gpus-per-worker >= 0, --cpus-per-worker > 0"
+            )
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise missing_extra("ray (Ray Data)", "ray") from None
+    return ray
+
+
+def connect(options: RayOptions) -> float:
+    """Join or start Ray once per process; returns the seconds it took. The workers must
+    leave CPUs for the decoding tasks, or the pipeline waits for ever."""
+    ray = _ray()
+    start = time.perf_counter()
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if options.address is None:
+            kwargs["num_cpus"] = os.cpu_count()
+        ray.init(address=options.address, **kwargs)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if options.num_workers * options.cpus_per_worker > cpus - 1:
+        raise MobileSAMError(
+            f"{options.num_workers} workers x {options.cpus_per_worker:g} CPUs leave none of the cluster's "
+            f"{cpus:g} CPUs for decoding images: use fewer workers or --cpus-per-worker"
+        )
+    return time.perf_counter() - start
+
+
+def _decode(row: dict) -> dict:
+    """A Ray task: one file -> its HxWx3 uint8 pixels, or the reason it cannot be used."""
+    from .image_io import load_image
+
+    try:
+        image, error = load_image(row["path"]), ""
+    except (ImageLoadError, OSError) as exc:
+        image, error = np.zeros((1, 1, 3), np.uint8), str(exc)
+    return {**row, "image": image, "error": error}
+
+
+class EverythingWorker:
+    """One model per Ray actor: decoded images -> each image's COCO part as JSON."""
+
+    def __init__(self, model: dict, options: dict, threads: int) -> None:
+        import torch
+
+        from .api import MobileSAM
+
+        torch.set_num_threads(max(1, threads))
+        self.sam = MobileSAM(**model)
+        self.options = options
+
+    def __call__(self, batch: dict) -> dict:
+        parts, errors = [], []
+        for name, image_id, image, error in zip(
+            batch["name"], batch["image_id"], batch["image"], batch["error"]
+        ):
+            if not error:
+                try:
+                    result = self.sam.segment_everything(np.asarray(image), **self.options)
+                    result.file_name = str(name)
+                    parts.append(json.dumps(result.to_coco(image_id=int(image_id))))
+                    errors.append("")
+                    continue
+                except MobileSAMError as exc:  # a user-input problem with this image; a bug raises
+                    error = str(exc)
+            parts.append("")
+            errors.append(str(error))
+        return {
+            "name": batch["name"],
+            "part": np.array(parts, dtype=object),
+            "error": np.array(errors, dtype=object),
+        }
+
+
+def _actor_pool(ds, worker: type, constructor_kwargs: dict, options: RayOptions):
+    ray = _ray()
+    return ds.map_batches(
+        worker,
+        fn_constructor_kwargs=constructor_kwargs,
+        batch_size=options.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=options.num_workers),
+        num_gpus=options.gpus_per_worker or None,
+        num_cpus=options.cpus_per_worker,
+        # A worker that dies is restarted and its batch retried (Ray Data's actor pools
+        # restart and retry by default); the driver saves each image once.
+    )
+
+
+def segment_everything_on_ray(
+    job: FolderJob,
+    model: dict,
+    options: RayOptions,
+    worker: type = EverythingWorker,
+    on_result: Callable[[str], None] | None = None,
+) -> BatchSummary:
+    """`job` (a `batch.FolderJob`: source, OUT, options) with the model on a Ray actor pool.
+
+    model: `MobileSAM` keyword arguments (checkpoint, model_type, device, precision);
+    device defaults to cuda when workers have GPUs. on_result: called with each finished
+    image's name (progress; raising KeyboardInterrupt there stops the run cleanly).
+    """
+    if job.overlays:
+        raise MobileSAMError("--overlays is not available with --engine ray; run folder mode for overlays")
+    model = {"device": "cuda" if options.gpus_per_worker else "cpu", **model}
+    started = time.perf_counter()
+
+    def work(files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
+        todo = []
+        for path in files:
+            if job.done(path) is not None:
+                summary.skipped.append(path.name)
+            else:
+                todo.append({"name": path.name, "path": str(path), "image_id": ids[path.name]})
+        if not todo:
+            return
+        seconds = connect(options)
+        job.say(
+            f"Ray ready in {seconds:.1f} s; {len(todo)} images to segment, {len(summary.skipped)} done before"
+        )
+        ray = _ray()
+        ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 4 * options.num_workers))
+        threads = max(1, int(options.cpus_per_worker))
+        ds = _actor_pool(
+            ds.map(_decode), worker, {"model": model, "options": job.options, "threads": threads}, options
+        )
+        by_name = {p.name: p for p in files}
+        for row in ds.iter_rows():
+            name = str(row["name"])
+            if name in summary.done or name in summary.failed:  # a retried batch: once is enough
+                continue
+            if row["error"]:
+                summary.failed[name] = str(row["error"])
+                job.say(f"{name}: FAILED: {row['error']}")
+            else:
+                coco = json.loads(row["part"])
+                job.save(by_name[name], coco)
+                summary.done.append(name)
+            if on_result is not None:
+                on_result(name)
+        rate = len(summary.done) / max(time.perf_counter() - started, 1e-9)
+        job.say(f"{rate:.2f} images/s")
+
+    return job.run_with(work)
+
+
+# ---- the teacher embedding cache ---------------------------------------------------------
+
+
+class CacheWorker:
+    """One teacher per Ray actor: a batch of decoded images -> one shard file and its index
+    fragment, written by the worker itself (atomically); returns which ids are done."""
+
+    def __init__(self, teacher: dict, folder: str, threads: int) -> None:
+        import torch
+
+        from .build import build_sam
+
+        torch.set_num_threads(max(1, threads))
+        device = teacher.pop("device", "cpu")
+        self.teacher = build_sam(**teacher).to(device).eval()
+        self.folder, self.tag = Path(folder), uuid.uuid4().hex[:12]
+        self.count = 0
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from .distill.cache import write_shard_fragment
+        from .distill.inputs import sam_input
+
+        good = [i for i, e in enumerate(batch["error"]) if not e]
+        done = np.zeros(len(batch["id"]), dtype=bool)
+        if good:
+            device = self.teacher.device
+            images = torch.as_tensor(np.stack([batch["image"][i] for i in good])).to(device)
+            sizes = torch.as_tensor(np.stack([batch["size"][i] for i in good])).to(device)
+            with torch.inference_mode():
+                rows = self.teacher.image_encoder(sam_input(images, sizes)).half().cpu().numpy()
+            name = f"shard_{self.tag}_{self.count:05d}"
+            self.count += 1
+            write_shard_fragment(
+                self.folder, name, [(str(batch["id"][i]), row) for i, row in zip(good, rows)]
+            )
+            done[good] = True
+        return {"id": batch["id"], "done": done, "error": batch["error"]}
+
+
+def _decode_for_teacher(row: dict, img_size: int, refs: list) -> dict:
+    from .distill.inputs import DecodedImages
+
+    image_id, image, size, error = DecodedImages([refs[row["index"]]], img_size)[0]
+    if error:
+        image, size = np.zeros((3, img_size, img_size), np.uint8), np.zeros(2, np.int64)
+    else:
+        image, size = image.numpy(), size.numpy()
+    return {"id": image_id, "image": image, "size": size, "error": error}
+
+
+def cache_on_ray(cache, teacher: dict, teacher_name: str, source: str | Path, options: RayOptions):
+    """`EmbeddingCache.build` with the teacher on a Ray actor pool (see the module doc).
+
+    teacher: `build_sam` keyword arguments (model_type, checkpoint, img_size) plus device.
+    """
+    from .distill.cache import CacheSummary
+    from .distill.sources import list_images
+
+    img_size = int(teacher.get("img_size", 1024))
+    cache.begin(teacher_name, img_size)
+    cache.merge_fragments()  # what a killed run finished
+    summary = CacheSummary()
+    refs = []
+    for ref in list_images(source):
+        if ref.id in cache:
+            summary.skipped += 1
+        else:
+            refs.append(ref)
+    if refs:
+        connect(options)
+        ray = _ray()
+        teacher = {"device": "cuda" if options.gpus_per_worker else "cpu", **teacher}
+        ds = ray.data.from_items([{"index": i} for i in range(len(refs))])
+        ds = ds.map(_decode_for_teacher, fn_kwargs={"img_size": img_size, "refs": refs})
+        threads = max(1, int(options.cpus_per_worker))
+        kwargs = {"teacher": teacher, "folder": str(cache.folder), "threads": threads}
+        for row in _actor_pool(ds, CacheWorker, kwargs, options).iter_rows():
+            if row["error"]:
+                summary.failed[str(row["id"])] = str(row["error"])
+            elif row["done"]:
+                summary.done += 1
+    cache.merge_fragments(summary.failed)
+    return summary

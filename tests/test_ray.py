@@ -1,0 +1,153 @@
+"""Segment everything and the teacher cache on Ray Data: the same outputs as one process,
+resumable, a worker that dies costs nothing. A local Ray (2 CPUs, no dashboard)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGES
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from mobilesam import MobileSAM  # noqa: E402
+from mobilesam.batch import FolderJob  # noqa: E402
+from mobilesam.ray_engine import EverythingWorker, RayOptions, cache_on_ray, segment_everything_on_ray  # noqa: E402
+
+OPTIONS = {"points_per_side": 2, "iou_thres": 0.5, "stability_score_thres": 0.5}
+QUIET = {"progress": lambda _: None}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import sys
+
+    # Workers pickle the test's worker subclass by value (tests/ is not on their path).
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print(f"Ray started in {time.perf_counter() - start:.1f} s")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Six small photos and a corrupt file."""
+    folder = tmp_path_factory.mktemp("ray_photos")
+    names = ["picture1.jpg", "picture2.jpg", "picture3.jpg", "picture4.jpg", "picture5.jpg", "truck.jpg"]
+    for i, name in enumerate(names):
+        Image.open(IMAGES / name).resize((96, 64)).save(folder / f"{i}.jpg")
+    (folder / "9_corrupt.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder_mode(photos, ckpt_vit_t, tmp_path_factory):
+    """The reference: folder mode in this process, one thread like a 1-CPU Ray worker."""
+    out = tmp_path_factory.mktemp("folder_mode")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        FolderJob(photos, out, OPTIONS, **QUIET).run(MobileSAM(ckpt_vit_t, device="cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads((out / "annotations.json").read_text())
+
+
+def _model(ckpt) -> dict:
+    return {"checkpoint": str(ckpt), "model_type": "vit_t"}
+
+
+def _same_coco(a: dict, b: dict) -> None:
+    assert a["images"] == b["images"]
+    assert len(a["annotations"]) == len(b["annotations"]) > 0
+    for x, y in zip(a["annotations"], b["annotations"]):
+        assert (
+            x["segmentation"] == y["segmentation"] and x["image_id"] == y["image_id"] and x["id"] == y["id"]
+        )
+        assert (
+            abs(x["score"] - y["score"]) <= 1e-6 and abs(x["stability_score"] - y["stability_score"]) <= 1e-6
+        )
+    assert a["failures"] == b["failures"] and [f["file_name"] for f in a["failures"]] == ["9_corrupt.jpg"]
+
+
+def test_ray_equals_folder_mode_and_resumes(local_ray, photos, ckpt_vit_t, folder_mode, tmp_path):
+    out = tmp_path / "out"
+    seen = []
+
+    def stop_after_two(name):
+        seen.append(name)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    first = segment_everything_on_ray(
+        FolderJob(photos, out, OPTIONS, **QUIET), _model(ckpt_vit_t), RayOptions(), on_result=stop_after_two
+    )
+    assert first.interrupted and len(first.done) + len(first.failed) == 2
+    rest = segment_everything_on_ray(
+        FolderJob(photos, out, OPTIONS, **QUIET), _model(ckpt_vit_t), RayOptions()
+    )
+    assert not rest.interrupted and sorted(rest.skipped) == sorted(first.done)
+    assert len(first.done) + len(rest.done) == 6  # each image once
+    _same_coco(json.loads((out / "annotations.json").read_text()), folder_mode)
+
+
+class _DiesOnce(EverythingWorker):
+    """A worker whose process dies on its first batch (as on a lost node), once."""
+
+    marker = ""
+
+    def __call__(self, batch):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_a_dead_worker_is_retried_and_nothing_is_lost(local_ray, photos, ckpt_vit_t, folder_mode, tmp_path):
+    worker = type("DiesOnce", (_DiesOnce,), {"marker": str(tmp_path / "died")})
+    summary = segment_everything_on_ray(
+        FolderJob(photos, tmp_path / "out", OPTIONS, **QUIET), _model(ckpt_vit_t), RayOptions(), worker=worker
+    )
+    assert (tmp_path / "died").exists() and len(summary.done) == 6
+    _same_coco(json.loads((tmp_path / "out" / "annotations.json").read_text()), folder_mode)
+
+
+def test_teacher_cache_on_ray_equals_one_process(local_ray, distill_data, tmp_path):
+    from conftest import DISTILL_SIZE
+
+    from mobilesam.distill.cache import EmbeddingCache
+
+    teacher = {
+        "model_type": "vit_b",
+        "checkpoint": str(distill_data / "teacher.pth"),
+        "img_size": DISTILL_SIZE,
+    }
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in (distill_data / "train").iterdir():
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "broken.jpg").write_bytes(b"nope")
+    cache = EmbeddingCache(tmp_path / "cache")
+    summary = cache_on_ray(cache, teacher, "vit_b", images, RayOptions(num_workers=2, batch_size=3))
+    assert summary.done == 4 and set(summary.failed) == {"broken.jpg"}
+    assert not list((tmp_path / "cache").glob("index.shard_*.json"))  # fragments merged
+    reference = EmbeddingCache(distill_data / "cache_train")
+    reopened = EmbeddingCache(tmp_path / "cache")
+    assert reopened.ids() == reference.ids() and reopened.index["failures"] == {
+        "broken.jpg": summary.failed["broken.jpg"]
+    }
+    for image_id in reference.ids():
+        np.testing.assert_allclose(
+            reopened.get(image_id).astype(np.float32),
+            reference.get(image_id).astype(np.float32),
+            atol=2e-3,
+            rtol=2e-3,
+        )
+    assert cache_on_ray(reopened, teacher, "vit_b", images, RayOptions()).skipped == 4  # resumes
