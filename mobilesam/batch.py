@@ -128,10 +128,10 @@ class FolderJob:
         atomic_write_text(self.out / "parts" / f"{path.name}.json", json.dumps(part))
 
     def _check_paths(self) -> None:
-        root = self.folder if self.folder.is_dir() else self.folder.parent
-        if self.out.resolve() == root.resolve() or root.resolve() in self.out.resolve().parents:
+        root = self.folder.resolve()  # a list file names its images: no folder to keep apart
+        if self.folder.is_dir() and (self.out.resolve() == root or root in self.out.resolve().parents):
             raise OutputError(
-                f"the output folder {self.out} is inside the input folder {root}: use another -o"
+                f"the output folder {self.out} is inside the input folder {self.folder}: use another -o"
             )
         check_output_dir(self.out)
         check_output_dir(self.out / "parts")
