@@ -73,6 +73,7 @@ class FolderJob:
         max_images: int | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
+        self.uri = str(folder) if is_object_uri(folder) else None  # e.g. s3://bucket/photos/ (Ray only)
         self.folder, self.out = Path(folder), Path(out_dir)
         self.options = run_options(options)  # bad options fail here, before anything else
         self.overlays, self.overwrite, self.max_images = overlays, overwrite, max_images
@@ -80,6 +81,10 @@ class FolderJob:
 
     def run(self, sam: Segmenter) -> BatchSummary:
         """Segment every image not done yet. `sam`: a `MobileSAM` or any `Segmenter`."""
+        if self.uri is not None:
+            raise MobileSAMError(
+                f"{self.uri}: object-store sources are read by Ray workers: add --engine ray"
+            )
         return self.run_with(lambda files, ids, summary: self._segment(sam, files, ids, summary))
 
     def run_with(self, work: Callable[[list[Path], dict[str, int], BatchSummary], None]) -> BatchSummary:
@@ -104,6 +109,8 @@ class FolderJob:
     def files(self) -> list[Path]:
         """The images: every visible file of the folder (non-images are tried and reported,
         not ignored), or the paths listed one per line in a text file."""
+        if self.uri is not None:
+            return list_uri(self.uri)
         if self.folder.is_dir():
             return visible_files(self.folder)
         if not self.folder.is_file():
@@ -128,6 +135,10 @@ class FolderJob:
         atomic_write_text(self.out / "parts" / f"{path.name}.json", json.dumps(part))
 
     def _check_paths(self) -> None:
+        if self.uri is not None:
+            check_output_dir(self.out)
+            check_output_dir(self.out / "parts")
+            return
         root = self.folder.resolve()  # a list file names its images: no folder to keep apart
         if self.folder.is_dir() and (self.out.resolve() == root or root in self.out.resolve().parents):
             raise OutputError(
@@ -280,3 +291,34 @@ def write_annotations(out_dir: Path, files: list[Path], failed: dict[str, str]) 
         "failures": [{"file_name": name, "error": err} for name, err in sorted(failed.items())],
     }
     return atomic_write_text(out_dir / "annotations.json", json.dumps(coco))
+
+
+def is_object_uri(source: object) -> bool:
+    """s3://, gs://, file://... (what pyarrow's filesystems read); http(s) is not a folder."""
+    text = str(source)
+    return "://" in text and not text.startswith(("http://", "https://"))
+
+
+class RemoteFile(str):
+    """An object-store image: the URI itself, with `name` as a Path has it."""
+
+    @property
+    def name(self) -> str:
+        return self.rstrip("/").rsplit("/", 1)[-1]
+
+
+def list_uri(uri: str) -> list[RemoteFile]:
+    """The visible files directly under an object-store prefix, sorted (pyarrow.fs; the
+    scheme's filesystem library, such as s3fs support in pyarrow, must be installed)."""
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise MobileSAMError("reading object-store URIs needs pyarrow (the ray extra)") from None
+    try:
+        filesystem, root = fs.FileSystem.from_uri(uri)
+        infos = filesystem.get_file_info(fs.FileSelector(root, recursive=False))
+    except (OSError, ValueError) as exc:  # pyarrow's errors for unknown schemes and missing paths
+        raise MobileSAMError(f"cannot list {uri}: {exc}") from exc
+    scheme = uri.split("://", 1)[0]
+    names = sorted(i.path for i in infos if i.type == fs.FileType.File and not i.base_name.startswith("."))
+    return [RemoteFile(f"{scheme}://{p}") for p in names]

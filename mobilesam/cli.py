@@ -170,7 +170,7 @@ def _everything(args: argparse.Namespace) -> int:
             raise PromptError(
                 f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json (and --overlays)"
             )
-        job = FolderJob(source, args.output, options, overlays=args.overlays, overwrite=args.overwrite)
+        job = FolderJob(args.input, args.output, options, overlays=args.overlays, overwrite=args.overwrite)
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
 

@@ -72,20 +72,37 @@ def connect(options: RayOptions) -> float:
             kwargs["num_cpus"] = os.cpu_count()
         ray.init(address=options.address, **kwargs)
     cpus = ray.cluster_resources().get("CPU", 0)
-    if options.num_workers * options.cpus_per_worker > cpus - 1:
+    # Seen here: a pool asking for more than the cluster has never starts, and one worker
+    # taking every CPU waits for ever (Ray Data keeps some for its other tasks).
+    if options.num_workers * options.cpus_per_worker > cpus or (
+        cpus > 1 and options.cpus_per_worker > cpus - 1
+    ):
         raise MobileSAMError(
-            f"{options.num_workers} workers x {options.cpus_per_worker:g} CPUs leave none of the cluster's "
-            f"{cpus:g} CPUs for decoding images: use fewer workers or --cpus-per-worker"
+            f"{options.num_workers} workers x {options.cpus_per_worker:g} CPUs do not fit the cluster's "
+            f"{cpus:g} CPUs with room for decoding: use fewer workers or a smaller --cpus-per-worker"
         )
     return time.perf_counter() - start
 
 
 def _decode(row: dict) -> dict:
-    """A Ray task: one file -> its HxWx3 uint8 pixels, or the reason it cannot be used."""
-    from .image_io import load_image
+    """A Ray task: one file (a path, or an object-store URI read with pyarrow.fs) -> its
+    HxWx3 uint8 pixels, or the reason it cannot be used."""
+    import io
+
+    from .batch import is_object_uri
+    from .image_io import load_image, open_image, pil_to_rgb
 
     try:
-        image, error = load_image(row["path"]), ""
+        if is_object_uri(row["path"]):
+            from pyarrow import fs
+
+            filesystem, path = fs.FileSystem.from_uri(row["path"])
+            with filesystem.open_input_stream(path) as f:
+                data = f.read()
+            image = pil_to_rgb(open_image(io.BytesIO(data), row["name"]))
+        else:
+            image = load_image(row["path"])
+        error = ""
     except (ImageLoadError, OSError) as exc:
         image, error = np.zeros((1, 1, 3), np.uint8), str(exc)
     return {**row, "image": image, "error": error}
