@@ -19,6 +19,8 @@ from mobilesam import MobileSAM  # noqa: E402
 from mobilesam.batch import FolderJob  # noqa: E402
 from mobilesam.ray_engine import EverythingWorker, RayOptions, cache_on_ray, segment_everything_on_ray  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Ray starts workers and loads a model in each (about 2 minutes here)
+
 OPTIONS = {"points_per_side": 2, "iou_thres": 0.5, "stability_score_thres": 0.5}
 QUIET = {"progress": lambda _: None}
 
