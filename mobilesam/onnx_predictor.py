@@ -163,26 +163,34 @@ class OnnxPredictor:
             coords = self.transform.apply_coords(coords, self.original_size)
             labels = labels.astype(float)
         if box is not None:
-            corners = self.transform.apply_boxes(
-                np.asarray(box, dtype=float).reshape(1, 4), self.original_size
-            )
-            coords = np.concatenate([coords, corners.reshape(2, 2)])
-            labels = np.concatenate([labels, [2, 3]])
-        else:  # segment-anything pads point prompts with a "not a point"
-            coords = np.concatenate([coords, [[0.0, 0.0]]])
-            labels = np.concatenate([labels, [-1]])
-        masks, scores, low_res = self._decode(coords, labels, mask_input, self.original_size)
-        if masks.shape[1] == 4:  # all mask tokens: pick as SamPredictor does
-            sel = slice(1, None) if multimask_output else slice(0, 1)
-            masks, scores, low_res = masks[:, sel], scores[:, sel], low_res[:, sel]
+            box = self.transform.apply_boxes(np.asarray(box, dtype=float).reshape(1, 4), self.original_size)
+        masks, scores, low_res = self._decode(
+            coords, labels, box, mask_input, self.original_size, multimask_output
+        )
         if not return_logits:
             masks = masks > 0.0
         return masks[0], scores[0], low_res[0]
 
     def _decode(
-        self, coords: np.ndarray, labels: np.ndarray, mask_input: np.ndarray | None, out_size: tuple[int, int]
+        self,
+        coords: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        out_size: tuple[int, int],
+        multimask: bool,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One decoder run: prompts in the model frame -> logits at out_size, scores, low-res."""
+        """One decoder.onnx run for one prompt set in the model frame (points Nx2 with N
+        labels, an optional XYXY box) -> logits at out_size, scores and low-res logits, each
+        1xC: the three multi-mask candidates or the single-mask output (C = 1 when the
+        export returns a single mask). As segment-anything's predictor feeds its decoder,
+        a box goes in as two corner points labelled 2 and 3, and points alone get a
+        padding point labelled -1."""
+        if box is None:
+            coords, labels = np.concatenate([coords, [[0.0, 0.0]]]), np.concatenate([labels, [-1]])
+        else:
+            coords = np.concatenate([coords, np.reshape(box, (2, 2))])
+            labels = np.concatenate([labels, [2, 3]])
         has_mask = mask_input is not None
         mask = (
             np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256)
@@ -197,7 +205,11 @@ class OnnxPredictor:
             "has_mask_input": np.array([float(has_mask)], np.float32),
             "orig_im_size": np.array(out_size, np.float32),
         }
-        return tuple(self.decoder.run(None, feed))
+        outputs = tuple(self.decoder.run(None, feed))
+        if outputs[0].shape[1] == 4:  # all mask tokens: pick as SamPredictor does
+            sel = slice(1, None) if multimask else slice(0, 1)
+            outputs = tuple(x[:, sel] for x in outputs)
+        return outputs
 
     def decode_batch(self, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """B prompt sets of the current image at once (model frame, padding included):
@@ -227,22 +239,15 @@ class OnnxPredictor:
         mask_id: int | None,
     ) -> PromptMasks:
         """`backend.Predictor.decode_sets`: one decoder.onnx run per prompt set (segment-
-        anything's ONNX decoder takes one set; it upsamples to `out_size` in the graph).
-        Boxes go in as two corner points labelled 2 and 3, points alone get a padding
-        point labelled -1, as segment-anything's predictor does."""
+        anything's ONNX decoder takes one set; it upsamples to `out_size` in the graph)."""
         self._require_image()
         n = len(boxes) if boxes is not None else len(coords)
         parts = []  # packed one set at a time: memory stays bounded for many boxes
         for i in range(n):
             c = np.zeros((0, 2)) if coords is None else np.asarray(coords[i], float)
             lab = np.zeros(0) if labels is None else np.asarray(labels[i], float)
-            if boxes is None:
-                c, lab = np.concatenate([c, [[0.0, 0.0]]]), np.concatenate([lab, [-1]])
-            else:
-                c, lab = np.concatenate([c, np.reshape(boxes[i], (2, 2))]), np.concatenate([lab, [2, 3]])
-            m, sc, lo = (x[0] for x in self._decode(c, lab, None, out_size))
-            if m.shape[0] == 4:  # all mask tokens: the multi-mask ones or the single-mask one
-                m, sc, lo = (x[1:] if multimask else x[:1] for x in (m, sc, lo))
+            box = None if boxes is None else boxes[i]
+            m, sc, lo = (x[0] for x in self._decode(c, lab, box, None, out_size, multimask))
             chosen = multimask and len(sc) == 3
             k = int(pick_candidates(sc[None], mask_id)[0]) if chosen else 0
             mask_id_out = np.array([k + 1 if chosen else 0], np.int64)
