@@ -170,11 +170,7 @@ class SamAutomaticMaskGenerator:
                 seg = rle.bits_to_mask(bits, (h, w))
             else:
                 counts = rle.bits_to_counts(bits, (h, w))
-                compressed = self.output_mode == "coco_rle"
-                seg = {
-                    "size": [h, w],
-                    "counts": rle.counts_to_string(counts) if compressed else counts.tolist(),
-                }
+                seg = rle.counts_to_rle(counts, (h, w), compressed=self.output_mode == "coco_rle")
             anns.append(
                 {
                     "segmentation": seg,
@@ -327,7 +323,7 @@ class SamAutomaticMaskGenerator:
         records = self.generate_records(image, small_regions=False)
         size = image.shape[:2]
         rles = [
-            {"size": list(size), "counts": rle.bits_to_counts(records.read(i), size).tolist()}
+            rle.counts_to_rle(rle.bits_to_counts(records.read(i), size), size, compressed=False)
             for i in range(len(records))
         ]
         return amg.MaskData(

@@ -244,7 +244,7 @@ class PackedMasks:
         if self.size != self.out_size:
             return rle.encode(self.mask(i))
         counts = rle.bits_to_counts(self.bits[i], self.size)
-        return {"size": list(self.size), "counts": rle.counts_to_string(counts)}
+        return rle.counts_to_rle(counts, self.size)
 
 
 class _MaskView:

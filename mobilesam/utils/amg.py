@@ -236,8 +236,7 @@ def mask_to_rle_pytorch(tensor: torch.Tensor) -> list[dict]:
     """BxHxW bool -> uncompressed COCO RLE per mask (column-major, starting with zeros)."""
     from . import rle
 
-    h, w = tensor.shape[1:]
-    return [{"size": [h, w], "counts": rle.mask_to_counts(m).tolist()} for m in tensor.cpu().numpy()]
+    return [rle.encode(m, compressed=False) for m in tensor.cpu().numpy()]
 
 
 def rle_to_mask(rle_dict: dict) -> np.ndarray:
@@ -255,10 +254,7 @@ def coco_encode_rle(uncompressed_rle: dict) -> dict:
     """Uncompressed RLE -> COCO's compressed RLE (counts as a str, pycocotools' encoding)."""
     from . import rle
 
-    return {
-        "size": list(uncompressed_rle["size"]),
-        "counts": rle.counts_to_string(uncompressed_rle["counts"]),
-    }
+    return rle.counts_to_rle(uncompressed_rle["counts"], uncompressed_rle["size"])
 
 
 def clean_small_regions(

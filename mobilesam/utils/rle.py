@@ -152,10 +152,14 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 def encode(mask: np.ndarray, compressed: bool = True) -> dict:
     """HxW bool mask -> {"size": [H, W], "counts": str (compressed) or list of ints}."""
-    counts = mask_to_counts(mask)
+    return counts_to_rle(mask_to_counts(mask), mask.shape[:2], compressed)
+
+
+def counts_to_rle(counts: list[int] | np.ndarray, size: tuple[int, int], compressed: bool = True) -> dict:
+    """Run lengths of an (H, W) mask -> COCO RLE: counts as pycocotools' string, or a list."""
     return {
-        "size": list(mask.shape[:2]),
-        "counts": counts_to_string(counts) if compressed else counts.tolist(),
+        "size": [int(s) for s in size],
+        "counts": counts_to_string(counts) if compressed else np.asarray(counts).tolist(),
     }
 
 
