@@ -266,14 +266,11 @@ def _distill_cache(args: argparse.Namespace) -> int:
 
         spec = {"model_type": model_type, "checkpoint": checkpoint, "img_size": args.img_size}
         summary = cache_on_ray(cache, spec, model_type, args.images, _ray_options(args))
-        print(
-            f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}"
+    else:
+        teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
+        summary = cache.build(
+            teacher, args.images, model_type, args.shard_size, print, args.batch_size, args.workers
         )
-        return 1 if summary.failed else 0
-    teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
-    summary = cache.build(
-        teacher, args.images, model_type, args.shard_size, print, args.batch_size, args.workers
-    )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0
 

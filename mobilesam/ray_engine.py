@@ -255,10 +255,15 @@ class CacheWorker:
         return {"id": batch["id"], "done": done, "error": batch["error"]}
 
 
-def _decode_for_teacher(row: dict, img_size: int, refs: list) -> dict:
+def _decode_for_teacher(row: dict, img_size: int) -> dict:
+    """A Ray task: one image of the source (a file, or a member of an SA-1B tar, given by
+    path, offset and size; -1 for a whole file) -> SAM's padded uint8 input and its size."""
     from .distill.inputs import DecodedImages
+    from .distill.sources import ImageRef, Member
 
-    image_id, image, size, error = DecodedImages([refs[row["index"]]], img_size)[0]
+    offset, size = (None, None) if row["offset"] < 0 else (int(row["offset"]), int(row["size"]))
+    ref = ImageRef(str(row["id"]), Member(Path(row["path"]), offset, size))
+    image_id, image, size, error = DecodedImages([ref], img_size)[0]
     if error:
         image, size = np.zeros((3, img_size, img_size), np.uint8), np.zeros(2, np.int64)
     else:
@@ -288,8 +293,17 @@ def cache_on_ray(cache, teacher: dict, teacher_name: str, source: str | Path, op
         connect(options)
         ray = _ray()
         teacher = {"device": "cuda" if options.gpus_per_worker else "cpu", **teacher}
-        ds = ray.data.from_items([{"index": i} for i in range(len(refs))])
-        ds = ds.map(_decode_for_teacher, fn_kwargs={"img_size": img_size, "refs": refs})
+        # Each row names its image's bytes, so no task carries the whole listing.
+        rows = [
+            {
+                "id": ref.id,
+                "path": str(ref.image.path),
+                "offset": -1 if ref.image.offset is None else ref.image.offset,
+                "size": -1 if ref.image.size is None else ref.image.size,
+            }
+            for ref in refs
+        ]
+        ds = ray.data.from_items(rows).map(_decode_for_teacher, fn_kwargs={"img_size": img_size})
         threads = max(1, int(options.cpus_per_worker))
         kwargs = {"teacher": teacher, "folder": str(cache.folder), "threads": threads}
         for row in _actor_pool(ds, CacheWorker, kwargs, options).iter_rows():
