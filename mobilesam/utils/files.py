@@ -60,5 +60,5 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"output file {path} is a folder")
-    check_output_dir(path.parent if str(path.parent) else ".")
+    check_output_dir(path.parent)  # "." for a bare file name
     return path
