@@ -115,7 +115,7 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         context: ImageContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """Output tokens BxTxC (IoU token first, then the mask tokens), image tokens
+        """Output tokens Bx5xC (IoU token first, then the mask tokens), image tokens
         Bx(hw)xC and the grid size (h, w). `iou_prediction_head(tokens[:, 0])` scores the
         masks before any of them is computed."""
         b = sparse_prompt_embeddings.shape[0]
@@ -123,7 +123,8 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
         if context is None:
             context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings)
-        hs, src = self.transformer(None, None, tokens, context)
+        # The prompt tokens' outputs are never read: the last attention skips them.
+        hs, src = self.transformer(None, None, tokens, context, tokens_out=output_tokens.shape[0])
         return hs, src, context.size
 
     def masks_from_tokens(

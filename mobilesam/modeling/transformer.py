@@ -100,7 +100,12 @@ class Attention(nn.Module):
         return self.out_proj(out)
 
     def attend_few_keys(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_projected: bool
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_projected: bool,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`forward` for many queries and few keys (image tokens attending to prompt tokens).
 
@@ -110,6 +115,7 @@ class Attention(nn.Module):
         the query and output projections fold into those small matrices: two matmuls
         of N x C x hM instead of N x C x C' projections plus a per-head attention with
         its transposes. The same result up to float rounding; cheaper while hM <= C'.
+        `residual` (BxNxC or 1xNxC): returned plus the attention output, in one product.
         """
         b, m, c = k.shape
         h = self.num_heads
@@ -125,7 +131,14 @@ class Attention(nn.Module):
         else:
             scores = self._per_prompt(x, self.q_proj.weight.t() @ k_bd, self.q_proj.bias @ k_bd)
         weights = _softmax_few(scores.view(b, -1, h, m)).view(b, -1, h * m)
-        return self._per_prompt(weights, v_bd @ self.out_proj.weight.t(), self.out_proj.bias)
+        # Each head's weights sum to 1, so the output bias rides in the values (bias / h on
+        # every row) and the residual in the product's accumulator: one batched matmul
+        # writes input + update, with no per-prompt outputs to stack and no separate add.
+        values = v_bd @ self.out_proj.weight.t() + self.out_proj.bias / h
+        values = values.expand(weights.shape[0], -1, -1)
+        if residual is None:
+            return torch.bmm(weights, values)
+        return torch.baddbmm(residual, weights, values)
 
     def _per_prompt(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x[i] @ w[i] + bias[i] for each prompt i: x BxNxK, w BxKxM, bias BxM or M (None:
@@ -216,12 +229,12 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
         k, v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
         if not few:
-            update = i2t.attend(proj.i2t_q, k, v)
+            keys = keys + i2t.attend(proj.i2t_q, k, v)
         elif proj is not None:
-            update = i2t.attend_few_keys(proj.i2t_q, k, v, q_projected=True)
+            keys = i2t.attend_few_keys(proj.i2t_q, k, v, q_projected=True, residual=keys)
         else:
-            update = i2t.attend_few_keys(keys_pe, k, v, q_projected=False)
-        return queries, self.norm4(keys + update)
+            keys = i2t.attend_few_keys(keys_pe, k, v, q_projected=False, residual=keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -255,11 +268,13 @@ class TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor,
         point_embedding: torch.Tensor,
         context: ImageContext | None = None,
+        tokens_out: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding, image_pe: BxCxHxW (B or 1); point_embedding: BxNxC.
 
         With `context` (from `prepare`, reusable across prompts of one image) the image
-        arguments are not read. Returns the processed tokens BxNxC and image tokens Bx(HW)xC.
+        arguments are not read. Returns the processed tokens BxNxC and image tokens Bx(HW)xC;
+        with `tokens_out` only the first tokens_out tokens (the last attention skips the rest).
         """
         if context is None:
             context = self.prepare(image_embedding, image_pe)
@@ -268,6 +283,7 @@ class TwoWayTransformer(nn.Module):
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, key_pe, context.first if i == 0 else None)
         final = self.final_attn_token_to_image
+        queries, point_embedding = queries[:, :tokens_out], point_embedding[:, :tokens_out]
         if final.few(queries.shape[1]):
             attn = final.attend_to_image(queries + point_embedding, keys + key_pe, keys)
         else:
