@@ -13,7 +13,7 @@ from PIL import Image
 from mobilesam import PromptError
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.modeling import fast_paths
-from mobilesam.utils import amg, rle
+from mobilesam.utils import amg, rle, stability
 from mobilesam.utils.nms import nms
 from mobilesam.utils.regions import remove_small_regions
 
@@ -118,6 +118,20 @@ def test_crop_boxes():
 def test_stability_score_hand_made():
     logits = torch.tensor([[[2.0, 0.5], [-0.5, -2.0]]])  # > 1: one pixel; > -1: three
     assert amg.stability_score(logits, 0.0, 1.0).item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stability_scores_equal_segment_anything_counts(dtype):
+    """The generator's counts (NumPy for float32 CPU tensors, else PyTorch's) equal
+    segment-anything's definition, including an empty union (0/0 = nan) and views."""
+    torch.manual_seed(0)
+    logits = (torch.randn(5, 40, 30) * 3).to(dtype)
+    logits[0] = -5.0  # nothing above threshold - offset: nan, fails any filter
+    logits[1, :2] = 1.0  # values exactly at threshold + offset do not count
+    for x in (logits, logits[:, ::2], logits.transpose(1, 2)):
+        got, want = stability.scores(x, 0.0, 1.0), amg.stability_score(x, 0.0, 1.0)
+        assert got.dtype == want.dtype == torch.float32
+        assert torch.equal(got[1:], want[1:]) and got[0].isnan() and want[0].isnan()
 
 
 def test_masks_to_boxes_torch_matches_numpy():

@@ -139,6 +139,25 @@ def test_folded_attention_paths_equal_plain_attention(batch):
         projected = attn.attend_few_keys(attn.q_proj(image[:1]), k, v, q_projected=True)
         assert torch.allclose(raw, ref, atol=1e-4)
         assert torch.allclose(projected, attn(image[:1].expand(batch, -1, -1), tokens, tokens * 2), atol=1e-4)
+        # The residual rides in the same product (bias folded into the values): same sum.
+        for residual in (image, image[:1]):
+            fused = attn.attend_few_keys(image, k, v, q_projected=False, residual=residual)
+            assert torch.allclose(fused, residual + ref, atol=1e-4)
+
+
+def test_transformer_tokens_out_is_a_prefix_of_all_tokens():
+    """The decoder asks the last attention for its 5 output tokens only: they equal the
+    first 5 of the full run, and the image tokens are untouched."""
+    from mobilesam.modeling.transformer import TwoWayTransformer
+
+    torch.manual_seed(0)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=64, num_heads=4, mlp_dim=128).eval()
+    image, pe, points = torch.randn(2, 64, 8, 8), torch.randn(1, 64, 8, 8), torch.randn(2, 7, 64)
+    with torch.no_grad():
+        full, keys = transformer(image, pe, points)
+        some, keys5 = transformer(image, pe, points, tokens_out=5)
+    assert full.shape == (2, 7, 64) and some.shape == (2, 5, 64)
+    assert torch.allclose(some, full[:, :5], atol=1e-5) and torch.equal(keys, keys5)
 
 
 def test_folded_attention_trains_like_plain_attention():
