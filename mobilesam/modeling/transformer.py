@@ -134,10 +134,12 @@ class Attention(nn.Module):
         # Each head's weights sum to 1, so the output bias rides in the values (bias / h on
         # every row) and the residual in the product's accumulator: one batched matmul
         # writes input + update, with no per-prompt outputs to stack and no separate add.
-        values = v_bd @ self.out_proj.weight.t() + self.out_proj.bias / h
-        values = values.expand(weights.shape[0], -1, -1)
-        if residual is None:
-            return torch.bmm(weights, values)
+        values = v_bd @ self.out_proj.weight.t()
+        if residual is None or torch.is_autocast_enabled(weights.device.type):
+            # Under autocast the fused product would round the float32 residual to bf16.
+            out = self._per_prompt(weights, values, self.out_proj.bias)
+            return out if residual is None else residual + out
+        values = (values + self.out_proj.bias / h).expand(weights.shape[0], -1, -1)
         return torch.baddbmm(residual, weights, values)
 
     def _per_prompt(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
