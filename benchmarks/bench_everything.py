@@ -57,7 +57,7 @@ STAGES = {
     "upscaler": [("mask_decoder.py", "masks_from_tokens")],
     "IoU head + filter": [("predictor.py", "decode_points")],
     "upsampling to full size": [("sam.py", "upscale_masks")],
-    "stability": [("stability.py", "scores")],
+    "stability": [("amg.py", "stability_score")],
     "masks, boxes, bits": [("automatic_mask_generator.py", "_filter_chunk")],
     "NMS": [("nms.py", "nms")],
     "RLE + output": [("automatic_mask_generator.py", "generate")],

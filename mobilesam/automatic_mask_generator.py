@@ -25,7 +25,6 @@ from .predictor import SamPredictor
 from .runtime import release_free_memory
 from .utils import amg, rle
 from .utils.nms import nms
-from .utils.stability import scores as stability_scores
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 DECODE_CHUNK = 8  # prompts decoded at once: as fast per prompt as larger batches here, less memory
@@ -272,7 +271,7 @@ class SamAutomaticMaskGenerator:
         store: rle.BitStore,
     ) -> MaskRecords:
         threshold = self.predictor.mask_threshold
-        stability = stability_scores(logits, threshold, self.stability_score_offset).cpu()
+        stability = amg.stability_score(logits, threshold, self.stability_score_offset).cpu()
         if self.stability_score_thresh > 0.0:
             keep = stability >= self.stability_score_thresh
             logits, iou, pts, stability = (

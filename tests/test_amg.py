@@ -13,7 +13,7 @@ from PIL import Image
 from mobilesam import PromptError
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.modeling import fast_paths
-from mobilesam.utils import amg, rle, stability
+from mobilesam.utils import amg, rle
 from mobilesam.utils.nms import nms
 from mobilesam.utils.regions import remove_small_regions
 
@@ -121,17 +121,26 @@ def test_stability_score_hand_made():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_stability_scores_equal_segment_anything_counts(dtype):
-    """The generator's counts (NumPy for float32 CPU tensors, else PyTorch's) equal
-    segment-anything's definition, including an empty union (0/0 = nan) and views."""
+def test_stability_score_numpy_counts_equal_torch_counts(dtype):
+    """Both ways of counting (NumPy for contiguous float32 CPU logits, else PyTorch) give
+    segment-anything's scores: an empty union (0/0 = nan), views, leading dimensions, none."""
     torch.manual_seed(0)
-    logits = (torch.randn(5, 40, 30) * 3).to(dtype)
-    logits[0] = -5.0  # nothing above threshold - offset: nan, fails any filter
-    logits[1, :2] = 1.0  # values exactly at threshold + offset do not count
-    for x in (logits, logits[:, ::2], logits.transpose(1, 2)):
-        got, want = stability.scores(x, 0.0, 1.0), amg.stability_score(x, 0.0, 1.0)
-        assert got.dtype == want.dtype == torch.float32
-        assert torch.equal(got[1:], want[1:]) and got[0].isnan() and want[0].isnan()
+    logits = (torch.randn(2, 5, 40, 30) * 3).to(dtype)
+    logits[0, 0] = -5.0  # nothing above threshold - offset: nan, fails any filter
+    logits[0, 1, :2] = 1.0  # values exactly at threshold + offset do not count
+    for x in (logits, logits[0], logits[0, :, ::2], logits[0].transpose(1, 2), logits[0, :0]):
+        got, want = amg.stability_score(x, 0.0, 1.0), amg._stability_score_torch(x, 0.0, 1.0)
+        assert got.dtype == want.dtype == torch.float32 and got.shape == want.shape == x.shape[:-2]
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert amg.stability_score(logits, 0.0, 1.0)[0, 0].isnan()
+
+
+def test_stability_score_traces_in_torch():
+    """Under tracing (ONNX export of `SamOnnxModel(use_stability_score=True)`) the counts
+    stay torch operations: a NumPy count would be frozen into the graph as a constant."""
+    traced = torch.jit.trace(lambda x: amg.stability_score(x, 0.0, 1.0), torch.randn(3, 8, 8))
+    other = torch.randn(3, 8, 8) * 4
+    assert torch.equal(traced(other), amg._stability_score_torch(other, 0.0, 1.0))
 
 
 def test_masks_to_boxes_torch_matches_numpy():

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..modeling.fast_paths import tracing
+
 
 def build_point_grid(n_per_side: int) -> np.ndarray:
     """n*n points at cell centres of the unit square, (x, y), row by row: (n*n)x2."""
@@ -65,8 +67,27 @@ def iou_filter(iou: torch.Tensor, thresh: float) -> tuple[torch.Tensor, torch.Te
 def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
     """IoU of the masks thresholded at threshold +/- offset: Nx...xHxW -> N...
 
-    Counts are exact integers (int32), as segment-anything computes them.
+    Counts are exact integers (int32), as segment-anything computes them (0/0 is nan).
+    Contiguous float32 CPU logits are counted by NumPy's `count_nonzero`: PyTorch's sum
+    over booleans is about 30x slower here (2.4 vs 0.08 ms per 1800x1200 mask), and
+    segment everything counts twice for each of ~2,000 candidates. The same integers;
+    anything else (other devices and dtypes, views, autograd, tracing) counts in torch.
     """
+    if (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.is_contiguous()
+        and not logits.requires_grad
+        and not tracing()
+    ):
+        rows = logits.numpy().reshape(-1, logits.shape[-2] * logits.shape[-1])
+        inter = np.array([np.count_nonzero(r > mask_threshold + offset) for r in rows], np.int32)
+        union = np.array([np.count_nonzero(r > mask_threshold - offset) for r in rows], np.int32)
+        return (torch.from_numpy(inter) / torch.from_numpy(union)).reshape(logits.shape[:-2])
+    return _stability_score_torch(logits, mask_threshold, offset)
+
+
+def _stability_score_torch(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
     inter = (logits > (mask_threshold + offset)).sum(dim=(-1, -2), dtype=torch.int32)
     union = (logits > (mask_threshold - offset)).sum(dim=(-1, -2), dtype=torch.int32)
     return inter / union
