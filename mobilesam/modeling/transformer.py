@@ -131,14 +131,14 @@ class Attention(nn.Module):
         else:
             scores = self._per_prompt(x, self.q_proj.weight.t() @ k_bd, self.q_proj.bias @ k_bd)
         weights = _softmax_few(scores.view(b, -1, h, m)).view(b, -1, h * m)
-        # Each head's weights sum to 1, so the output bias rides in the values (bias / h on
-        # every row) and the residual in the product's accumulator: one batched matmul
-        # writes input + update, with no per-prompt outputs to stack and no separate add.
         values = v_bd @ self.out_proj.weight.t()
         if residual is None or torch.is_autocast_enabled(weights.device.type):
             # Under autocast the fused product would round the float32 residual to bf16.
             out = self._per_prompt(weights, values, self.out_proj.bias)
             return out if residual is None else residual + out
+        # Each head's weights sum to 1, so the output bias rides in the values (bias / h on
+        # every row) and the residual in the product's accumulator: one batched matmul
+        # writes input + update, with no per-prompt outputs to stack and no separate add.
         values = (values + self.out_proj.bias / h).expand(weights.shape[0], -1, -1)
         return torch.baddbmm(residual, weights, values)
 
