@@ -19,6 +19,7 @@ import torch
 
 from . import weights
 from .build import build_sam
+from .engine import Engine
 from .errors import MobileSAMError
 from .highlevel import Segmenter, everything
 from .modeling import fast_paths as _fast_paths
@@ -58,6 +59,11 @@ class MobileSAM(Segmenter):
     bfloat16: faster where the hardware has bf16 matmuls, close but not identical).
     fast_paths: None keeps the defaults (fast_paths.py: all on unless the environment
     says otherwise), False runs the plain reference path everywhere, True turns all on.
+    graphs: replay the encoder and decoder from CUDA graphs (`engine.Engine`); None: on
+    with CUDA (the same kernels, the same results), off elsewhere. compile: also
+    `torch.compile` them (tens of seconds at the first image on a GPU). On CUDA the
+    image is resized on the GPU (`SamPredictor.device_preprocess`) and the common
+    calls are captured once here, so the first image is as fast as the next.
     Creating one calls `mobilesam.tune_allocator()` (faster CPU inference, see runtime.py).
     """
 
@@ -68,6 +74,8 @@ class MobileSAM(Segmenter):
         device: str | torch.device | None = None,
         precision: str = "float32",
         fast_paths: bool | None = None,
+        graphs: bool | None = None,
+        compile: bool = False,
     ) -> None:
         if precision not in ("float32", "bf16"):
             raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
@@ -82,4 +90,9 @@ class MobileSAM(Segmenter):
             # Opt-in: the encoder in bfloat16 (1.6x faster on an AVX512-BF16 CPU, masks
             # IoU 0.970-0.985 against float32 on the parity fixture); the decoder stays float32.
             self.model.image_encoder.to(torch.bfloat16)
-        super().__init__(SamPredictor(self.model))
+        cuda = self.device.type == "cuda"
+        graphs = cuda if graphs is None else graphs
+        engine = Engine(self.model, graphs=graphs, compile=compile) if graphs or compile else None
+        super().__init__(SamPredictor(self.model, engine))
+        if cuda:
+            self.predictor.warmup()

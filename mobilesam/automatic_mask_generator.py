@@ -27,7 +27,7 @@ from .utils import amg, rle
 from .utils.nms import nms
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-DECODE_CHUNK = 8  # prompts decoded at once: as fast per prompt as larger batches here, less memory
+DECODE_CHUNK = 8  # prompts decoded at once on a CPU: as fast per prompt as more, less memory
 TRIM_EVERY = 4  # batches between heap trims (each ~40 ms; every batch cost 3% of a 32x32 run)
 UPSAMPLE_BYTES = 256 << 20  # full-resolution logits upsampled at once, at most (1 mask if larger)
 
@@ -86,7 +86,8 @@ class SamAutomaticMaskGenerator:
     box_nms_thresh, crop_nms_thresh: NMS IoU thresholds within and across crops;
     crop_n_layers: extra layers of 2^i x 2^i crops; min_mask_region_area: remove islands
     and holes smaller than this (needs the `amg` extra); output_mode: "binary_mask",
-    "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (memory bound);
+    "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (None: 8 on a
+    CPU, on a GPU as many as 256 MB of full-size logits hold);
     mask_memory_bytes: candidate masks beyond this go to a temporary file.
     Numbers are checked against the bounds in options.py (32.0 and numpy integers are
     accepted where an integer is wanted, as segment-anything does).
@@ -108,7 +109,7 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
-        mask_chunk: int = 8,
+        mask_chunk: int | None = None,
         mask_memory_bytes: int = 256 << 20,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
@@ -131,7 +132,8 @@ class SamAutomaticMaskGenerator:
             raise PromptError(f"stability_score_offset must be >= 0, got {stability_score_offset!r}")
         if output_mode not in OUTPUT_MODES:
             raise PromptError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
-        _check_int("mask_chunk", mask_chunk, 1)
+        if mask_chunk is not None:
+            _check_int("mask_chunk", mask_chunk, 1)
         crop_n_layers = checked["crop_n_layers"]
         if points_per_side is not None:
             point_grids = amg.build_all_layer_point_grids(
@@ -247,9 +249,12 @@ class SamAutomaticMaskGenerator:
         p = self.predictor
         coords = torch.as_tensor(p.transform.apply_coords(points, crop_size), dtype=torch.float)
         out = MaskRecords(store)
-        step = min(DECODE_CHUNK, self.points_per_batch)
+        cpu = torch.device(p.device).type == "cpu"
+        # A GPU decodes the whole batch at once; a CPU is as fast with less memory in chunks.
+        step = min(DECODE_CHUNK, self.points_per_batch) if cpu else self.points_per_batch
         # Masks upsampled at once: mask_chunk, fewer on huge images (each is H x W float32 logits).
-        chunk = max(1, min(self.mask_chunk, UPSAMPLE_BYTES // (4 * crop_size[0] * crop_size[1])))
+        chunk = self.mask_chunk or (8 if cpu else len(points) * 3)
+        chunk = max(1, min(chunk, UPSAMPLE_BYTES // (4 * crop_size[0] * crop_size[1])))
         for start in range(0, len(points), step):
             # (point, mask token) order, as segment-anything flattens them; may be empty.
             low_res, iou, idx = p.decode_points(coords[start : start + step], self.pred_iou_thresh)
@@ -298,7 +303,11 @@ class SamAutomaticMaskGenerator:
             )
         x0, y0, x1, y1 = crop_box
         masks_t = amg.uncrop_masks(masks_t, [y0, x0, y1, x1], orig_size[1], orig_size[0])  # transposed frame
-        bits, areas = rle.pack_columns(masks_t.cpu().numpy(), store)
+        if masks_t.device.type == "cpu":
+            bits, areas = rle.pack_columns(masks_t.numpy(), store)
+        else:  # pack on the device: only the bits cross to the host
+            packed, areas = rle.pack_columns_torch(masks_t)
+            bits, areas = store.add(packed.cpu().numpy()), areas.cpu().numpy()
         crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4)
         return MaskRecords(
             store, bits, boxes, iou.float(), pts, stability.float(), crop_boxes, torch.from_numpy(areas)

@@ -63,7 +63,9 @@ def _backend(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     fast = False if args.no_fast_paths else None
-    return MobileSAM(args.checkpoint, args.model_type, args.device, args.precision, fast_paths=fast)
+    return MobileSAM(
+        args.checkpoint, args.model_type, args.device, args.precision, fast_paths=fast, compile=args.compile
+    )
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -269,7 +271,14 @@ def _distill_cache(args: argparse.Namespace) -> int:
     else:
         teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
         summary = cache.build(
-            teacher, args.images, model_type, args.shard_size, print, args.batch_size, args.workers
+            teacher,
+            args.images,
+            model_type,
+            args.shard_size,
+            print,
+            args.batch_size,
+            args.workers,
+            args.precision,
         )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0
@@ -393,6 +402,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the plain PyTorch reference path (no oneDNN kernels, no few-token decoder attention)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoder and decoder (on CUDA: inside the CUDA graphs; slow to start)",
+    )
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -512,7 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument("--img-size", type=int, default=1024, help="teacher input size (default 1024)")
     dca.add_argument("--shard-size", type=int, default=256, help="embeddings per shard file")
     dca.add_argument("--device", help="cpu, cuda or mps (default: best available)")
-    dca.add_argument("--batch-size", type=int, help="images per teacher run (default: 8 on a GPU, else 1)")
+    dca.add_argument("--batch-size", type=int, help="images per teacher run (default: 16 on a GPU, else 1)")
+    dca.add_argument(
+        "--precision",
+        choices=["float32", "bf16"],
+        help="teacher under bf16 autocast or float32 (default: bf16 on a GPU, else float32)",
+    )
     dca.add_argument("--workers", type=int, help="decoding processes (default: 8 on a GPU, else 0)")
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     _add_ray_args(dca, batch_size=False)

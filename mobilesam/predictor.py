@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .backend import PromptMasks
+from .engine import Engine
 from .errors import NoImageError, PromptError
 from .image_io import rgb_array
 from .modeling.sam import Sam, upscale_masks
@@ -24,10 +25,21 @@ DECODE_SETS_CHUNK = 16  # prompt sets decoded and upsampled at once by `decode_s
 
 
 class SamPredictor:
-    """segment-anything's predictor, and the torch backend of `backend.Predictor`."""
+    """segment-anything's predictor, and the torch backend of `backend.Predictor`.
 
-    def __init__(self, sam_model: Sam) -> None:
+    engine: an `engine.Engine` to run the encoder and the decoder through (CUDA graphs,
+    torch.compile); None runs the model eagerly. device_preprocess: resize the image on
+    the model's device (`ResizeLongestSide.apply_image_uint8_torch`) instead of with
+    PIL on the CPU; None: on for CUDA, where PIL's resize would take longer than the
+    encoder.
+    """
+
+    def __init__(
+        self, sam_model: Sam, engine: Engine | None = None, device_preprocess: bool | None = None
+    ) -> None:
         self.model = sam_model
+        self.engine = engine
+        self.device_preprocess = device_preprocess
         self.transform = ResizeLongestSide(sam_model.img_size)
         self._context_key: tuple | None = None
         self._context: ImageContext | None = None
@@ -46,8 +58,15 @@ class SamPredictor:
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed an HxWx3 uint8 image in `image_format` ("RGB" or "BGR")."""
         image = rgb_array(image, image_format)  # the model takes RGB
-        resized = self.transform.apply_image(image)
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        on_device = self.device_preprocess
+        if on_device is None:
+            on_device = self.device.type == "cuda"
+        if on_device:  # the uint8 pixels go over once, 4x smaller than floats
+            pixels = torch.tensor(image, device=self.device)
+            tensor = self.transform.apply_image_uint8_torch(pixels)
+        else:
+            resized = self.transform.apply_image(image)
+            tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.set_torch_image(tensor, image.shape[:2])
 
     @torch.inference_mode()
@@ -62,9 +81,12 @@ class SamPredictor:
         self.original_size = tuple(int(s) for s in original_image_size)
         self.input_size = (int(shape[2]), int(shape[3]))
         input_image = self.model.preprocess(transformed_image.float())
-        # A bfloat16 encoder (MobileSAM(precision="bf16")) feeds the float32 decoder.
-        dtype = next(self.model.image_encoder.parameters()).dtype
-        self.features = self.model.image_encoder(input_image.to(dtype)).float()
+        if self.engine is not None:
+            self.features = self.engine.encode(input_image)
+        else:
+            # A bfloat16 encoder (MobileSAM(precision="bf16")) feeds the float32 decoder.
+            dtype = next(self.model.image_encoder.parameters()).dtype
+            self.features = self.model.image_encoder(input_image.to(dtype)).float()
         self.is_image_set = True
 
     @property
@@ -171,6 +193,10 @@ class SamPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder only: low-res logits BxCx256x256 and scores BxC."""
         self._require_image()
+        if self.engine is not None and mask_input is None:
+            return self.engine.decode(
+                self.features, self.image_pe, point_coords, point_labels, boxes, multimask_output
+            )
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
         context = self.context if mask_input is None else None
@@ -216,12 +242,26 @@ class SamPredictor:
         decoder = self.model.mask_decoder
         coords = coords.to(self.device, torch.float)
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
+        if self.engine is not None:  # all three candidates from the graph, then the filter
+            low_res, iou = self.engine.decode(
+                self.features, self.image_pe, coords[:, None], labels, None, True
+            )
+            rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
+            return low_res[rows][kept], iou[rows][kept], point_idx
         sparse, dense = self.model.prompt_encoder((coords[:, None, :], labels), None, None)
         hs, src, size = decoder.run_transformer(self.features, self.image_pe, sparse, dense, self.context)
         iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
         rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
         low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
         return low_res[kept], iou[rows][kept], point_idx
+
+    def warmup(self) -> None:
+        """Run (and, with an engine on CUDA, capture) the common calls once on a blank
+        image: encoding, one box, one point, one box per set; forgets the image after."""
+        self.set_image(np.zeros((self.img_size // 2, self.img_size, 3), np.uint8))
+        self.predict(box=np.array([10, 10, 100, 100]), multimask_output=False)
+        self.predict(point_coords=np.array([[50, 50]]), point_labels=np.array([1]))
+        self.reset_image()
 
     def get_image_embedding(self) -> torch.Tensor:
         """The set image's embedding, 1x256x64x64."""

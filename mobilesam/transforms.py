@@ -62,6 +62,24 @@ class ResizeLongestSide:
         h, w = get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
         return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
 
+    def apply_image_uint8_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """HxWx3 uint8 on any device -> 1x3xhxw float32 holding uint8 values, resized there.
+
+        The device twin of `apply_image` (PIL): antialiased bilinear (plain bilinear when
+        enlarging), done as PIL does it, the width first, rounded to whole values, then the
+        height, rounded again. 99.9% of pixels equal PIL's, the rest differ by 1 (PIL's
+        fixed-point weights); tests/test_device_preprocess.py measures the masks.
+        """
+        import torch.nn.functional as F
+
+        h, w = get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
+        x = image.permute(2, 0, 1)[None].float()
+        for size in ((x.shape[2], w), (h, w)):
+            if tuple(x.shape[2:]) != size:
+                x = F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)
+                x = x.add_(0.5).floor_().clamp_(0, 255)
+        return x
+
     def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         sx, sy = self._scale(original_size)
         coords = coords.float().clone()

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import PromptError
+
+if TYPE_CHECKING:  # numpy only, except `pack_columns_torch`
+    import torch
 
 
 def mask_to_counts(mask: np.ndarray) -> np.ndarray:
@@ -135,6 +139,21 @@ def pack_columns(masks: np.ndarray, store: BitStore | None = None) -> tuple[list
     packed = np.packbits(masks.reshape(masks.shape[0], -1), axis=1)
     areas = _POPCOUNT[packed].sum(axis=1, dtype=np.int64)
     return (store.add(packed) if store is not None else list(packed)), areas
+
+
+def pack_columns_torch(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pack_columns` on the masks' device (a GPU: only the packed bits, 8x smaller, need to
+    reach the host): NxWxH bool -> N x ceil(W*H/8) uint8 as `np.packbits` packs them, and
+    the int64 areas."""
+    import torch
+
+    flat = masks.reshape(masks.shape[0], -1)
+    pad = -flat.shape[1] % 8
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=masks.device)
+    packed = (flat.view(flat.shape[0], -1, 8).to(torch.uint8) * weights).sum(dim=2, dtype=torch.uint8)
+    return packed, flat.sum(dim=1, dtype=torch.int64)
 
 
 def bits_to_counts(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
