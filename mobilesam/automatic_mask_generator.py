@@ -30,6 +30,7 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 DECODE_CHUNK = 8  # prompts decoded at once on a CPU: as fast per prompt as more, less memory
 TRIM_EVERY = 4  # batches between heap trims (each ~40 ms; every batch cost 3% of a 32x32 run)
 UPSAMPLE_BYTES = 256 << 20  # full-resolution logits upsampled at once, at most (1 mask if larger)
+UPSAMPLE_BYTES_GPU = 1 << 30  # the same on a GPU: fewer, larger chunks (each chunk syncs a few times)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class SamAutomaticMaskGenerator:
     crop_n_layers: extra layers of 2^i x 2^i crops; min_mask_region_area: remove islands
     and holes smaller than this (needs the `amg` extra); output_mode: "binary_mask",
     "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (None: 8 on a
-    CPU, on a GPU as many as 256 MB of full-size logits hold);
+    CPU, on a GPU as many as 1 GB of full-size logits hold);
     mask_memory_bytes: candidate masks beyond this go to a temporary file.
     Numbers are checked against the bounds in options.py (32.0 and numpy integers are
     accepted where an integer is wanted, as segment-anything does).
@@ -254,7 +255,8 @@ class SamAutomaticMaskGenerator:
         step = min(DECODE_CHUNK, self.points_per_batch) if cpu else self.points_per_batch
         # Masks upsampled at once: mask_chunk, fewer on huge images (each is H x W float32 logits).
         chunk = self.mask_chunk or (8 if cpu else len(points) * 3)
-        chunk = max(1, min(chunk, UPSAMPLE_BYTES // (4 * crop_size[0] * crop_size[1])))
+        budget = UPSAMPLE_BYTES if cpu else UPSAMPLE_BYTES_GPU
+        chunk = max(1, min(chunk, budget // (4 * crop_size[0] * crop_size[1])))
         for start in range(0, len(points), step):
             # (point, mask token) order, as segment-anything flattens them; may be empty.
             low_res, iou, idx = p.decode_points(coords[start : start + step], self.pred_iou_thresh)

@@ -225,6 +225,26 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from .ui import serve
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    serve(
+        args.source,
+        host=args.host,
+        port=args.port,
+        out=args.out,
+        open_browser=args.open,
+        checkpoint=args.checkpoint,
+        model_type=args.model_type,
+        device=args.device,
+    )
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -505,6 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--return-single-mask", action="store_true", help="decoder returns the best mask only")
     exp.set_defaults(func=_export)
+
+    ui = sub.add_parser("ui", help="point at objects in a browser: segment a photo or label a folder")
+    ui.add_argument("source", nargs="?", help="an image or a folder of images (none: upload in the page)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    ui.add_argument("--port", type=int, default=8000)
+    ui.add_argument("--out", help="annotations folder (default: SOURCE/.mobilesam, or ./mobilesam-ui)")
+    ui.add_argument("--open", action="store_true", help="open the page in the default browser")
+    ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
+    ui.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    ui.add_argument("--device", help="cpu, cuda or mps (default: best available)")
+    ui.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
+    ui.set_defaults(func=_ui)
 
     ben = sub.add_parser("bench", help="time every stage and backend, print one table")
     ben.add_argument("--image", help="photo to time (default: the sample truck.jpg of a checkout)")

@@ -63,7 +63,13 @@ class GraphCache:
         self._pool = None
 
     def __len__(self) -> int:
-        return len(self._graphs)
+        """How many graphs were captured."""
+        return sum(entry is not None for entry in self._graphs.values())
+
+    @property
+    def failed(self) -> list[Hashable]:
+        """Names of the calls that could not be captured and run eagerly."""
+        return [key[0] for key, entry in self._graphs.items() if entry is None]
 
     def run(self, name: Hashable, fn: Callable, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not (self.capture and inputs[0].is_cuda):

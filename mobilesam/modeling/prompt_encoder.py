@@ -41,8 +41,12 @@ class PositionEmbeddingRandom(nn.Module):
 
     def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """coords: BxNx2 (x, y) in pixels of the image_size=(H, W) frame -> BxNxC."""
-        scale = coords.new_tensor([1.0 / image_size[1], 1.0 / image_size[0]])
-        return self._encode(coords.float() * scale)
+        # Scalars, not a new tensor: no host-to-device copy, so CUDA graphs can capture it
+        # (the same float32 products as multiplying by a [1/W, 1/H] tensor).
+        coords = coords.float()
+        return self._encode(
+            torch.stack([coords[..., 0] * (1.0 / image_size[1]), coords[..., 1] * (1.0 / image_size[0])], -1)
+        )
 
 
 class PromptEncoder(nn.Module):

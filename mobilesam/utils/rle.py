@@ -147,12 +147,14 @@ def pack_columns_torch(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     the int64 areas."""
     import torch
 
-    flat = masks.reshape(masks.shape[0], -1)
+    flat = masks.reshape(masks.shape[0], masks.shape[1] * masks.shape[2])
     pad = -flat.shape[1] % 8
     if pad:
         flat = torch.nn.functional.pad(flat, (0, pad))
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=masks.device)
-    packed = (flat.view(flat.shape[0], -1, 8).to(torch.uint8) * weights).sum(dim=2, dtype=torch.uint8)
+    packed = (flat.view(flat.shape[0], flat.shape[1] // 8, 8).to(torch.uint8) * weights).sum(
+        dim=2, dtype=torch.uint8
+    )
     return packed, flat.sum(dim=1, dtype=torch.int64)
 
 

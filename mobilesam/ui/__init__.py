@@ -1,0 +1,71 @@
+"""`mobilesam ui`: a local web app to segment a photo or label a folder by pointing at objects.
+
+The server (FastAPI + uvicorn, the `ui` extra) encodes each image once, decodes prompts
+with the exact float32 decoder and saves annotations after every change; the page
+(static/, plain HTML and JavaScript, nothing fetched from the network) draws them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+from ..errors import MobileSAMError
+
+
+def _require_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401  (uploads)
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MobileSAMError(
+            f"`mobilesam ui` needs the ui extra ({exc.name} is missing): pip install 'mobilesam[ui]'"
+        ) from exc
+
+
+def build_app(source, out=None, checkpoint=None, model_type="vit_t", device=None, cache_images=8):
+    """The app for `source` (a folder, an image or None for uploads), and its model service."""
+    _require_extra()
+    from ..api import MobileSAM
+    from .model import ModelService
+    from .server import create_app
+    from .workspace import Workspace
+
+    workspace = Workspace(source, out)
+    sam = MobileSAM(checkpoint, model_type, device)
+    service = ModelService(sam.predictor, cache_images=cache_images)
+    return create_app(workspace, service, model_type), service
+
+
+def serve(
+    source: str | Path | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    out: str | Path | None = None,
+    open_browser: bool = False,
+    **model: object,
+) -> None:
+    app, service = build_app(source, out, **model)
+    import uvicorn
+
+    url = f"http://{host}:{port}/"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        print(
+            f"warning: serving on {host}: anyone who can reach this address can read and label these images",
+            file=sys.stderr,
+        )
+    print(f"mobilesam ui: {url}  (API docs: {url}docs; Ctrl-C stops)", flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        service.close()

@@ -1,0 +1,135 @@
+"""The UI's model: one predictor, a bounded cache of image embeddings, background encoding.
+
+Every model call holds one lock (the predictor holds one image at a time); an image's
+embedding is computed once and kept while it is among the `cache_images` most recent
+and the cache stays under `cache_bytes`. `prefetch` encodes an image in a background
+thread (folder mode: the next image while the person works on the current one).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..highlevel import everything
+from ..image_io import load_image
+from ..predictor import SamPredictor
+from ..result import SegmentationResult
+
+
+@dataclass
+class Embedding:
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    key: tuple  # (path, mtime, size): a changed file is encoded again
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size()
+
+
+class ModelService:
+    def __init__(self, predictor: SamPredictor, cache_images: int = 8, cache_bytes: int = 256 << 20) -> None:
+        self.predictor = predictor
+        self.cache_images, self.cache_bytes = cache_images, cache_bytes
+        self._cache: OrderedDict[str, Embedding] = OrderedDict()
+        self._lock = threading.RLock()
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="ui-encoder")
+        self._pending: dict[str, Future] = {}
+
+    def cache_info(self) -> dict:
+        with self._lock:
+            used = sum(e.nbytes for e in self._cache.values())
+            return {
+                "images": list(self._cache),
+                "bytes": used,
+                "limit_images": self.cache_images,
+                "limit_bytes": self.cache_bytes,
+            }
+
+    def embed(self, name: str, path: Path) -> tuple[Embedding, float]:
+        """The embedding of image `name` (encoded now if not cached) and the ms spent encoding."""
+        pending = self._pending.get(name)
+        if pending is not None:
+            pending.result()  # a background encode of this image is under way: wait for it
+        return self._embed(name, path)
+
+    def _embed(self, name: str, path: Path) -> tuple[Embedding, float]:
+        key = _file_key(path)
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None and hit.key == key:
+                self._cache.move_to_end(name)
+                return hit, 0.0
+            start = time.perf_counter()
+            rgb = load_image(path)
+            self.predictor.set_image(rgb)
+            p = self.predictor
+            emb = Embedding(p.features, p.original_size, p.input_size, key)
+            self._cache[name] = emb
+            self._evict()
+            return emb, (time.perf_counter() - start) * 1e3
+
+    def prefetch(self, name: str, path: Path) -> None:
+        """Encode `name` in the background unless it is cached or already queued."""
+        with self._lock:
+            if name in self._cache or name in self._pending:
+                return
+
+        def work() -> None:
+            try:
+                self._embed(name, path)
+            except Exception:  # a bad file is reported when it is opened, not here
+                pass
+            finally:
+                self._pending.pop(name, None)
+
+        self._pending[name] = self._background.submit(work)
+
+    def predict(
+        self,
+        name: str,
+        path: Path,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        multimask: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks CxHxW (bool) and scores C for one prompt set, in original-image pixels."""
+        emb, _ = self.embed(name, path)
+        with self._lock:
+            self._use(emb)
+            masks, scores, _ = self.predictor.predict(points, labels, box, multimask_output=multimask)
+        return masks, scores
+
+    def everything(self, name: str, path: Path, options: dict) -> SegmentationResult:
+        with self._lock:  # the generator sets its own images; `_use` restores ours after
+            return everything(self.predictor, load_image(path), **options)
+
+    def _use(self, emb: Embedding) -> None:
+        p = self.predictor
+        if p.features is not emb.features:
+            p.features, p.original_size, p.input_size = emb.features, emb.original_size, emb.input_size
+            p.is_image_set = True
+
+    def _evict(self) -> None:
+        while len(self._cache) > self.cache_images or (
+            len(self._cache) > 1 and sum(e.nbytes for e in self._cache.values()) > self.cache_bytes
+        ):
+            self._cache.popitem(last=False)
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True, cancel_futures=True)
+
+
+def _file_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_mtime_ns, st.st_size)

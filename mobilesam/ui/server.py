@@ -1,0 +1,290 @@
+"""The UI's HTTP API (FastAPI; OpenAPI at /docs) and the page's static files.
+
+    GET  /api/status                          mode, model, embedding cache
+    GET  /api/images                          [{name, done}]
+    GET  /api/images/{name}/file | /thumb     the image, a 256-px JPEG thumbnail
+    POST /api/images/{name}/open              encode (cached), prefetch the next image
+    POST /api/images/{name}/predict           prompts -> candidate masks (COCO RLE)
+    POST /api/images/{name}/everything        automatic masks (options as the CLI's)
+    GET  /api/images/{name}/annotations       saved objects + revision
+    PUT  /api/images/{name}/annotations       save (409 if the revision is stale)
+    GET  /api/images/{name}/export/labels.png label map (0 background, i + 1 object i)
+    GET  /api/images/{name}/export/masks.zip  one PNG per object
+    GET  /api/export/coco                     the folder as one COCO JSON (also written to --out)
+    POST /api/upload                          an image (upload mode only)
+
+Coordinates are original-image pixels. Masks travel as COCO compressed RLE (a few KB
+for a photo-sized mask) and are decoded on the page.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from ..errors import ImageLoadError, MobileSAMError, PromptError
+from ..options import BY_NAME, generator_kwargs
+from ..utils import rle
+from ..utils.files import atomic_write_text
+from .model import ModelService
+from .workspace import MAX_UPLOAD_BYTES, BadRequest, Conflict, NotFound, Workspace, mask_of
+
+STATIC = Path(__file__).with_name("static")
+
+
+class PromptBody(BaseModel):
+    points: list[list[float]] = Field(
+        default_factory=list, description="[[x, y, label], ...]; label 1 fg, 0 bg"
+    )
+    box: list[float] | None = Field(None, description="[x0, y0, x1, y1]")
+    multimask: bool = Field(True, description="three candidates (else SAM's single-mask output)")
+    only_best: bool = Field(False, description="return the best candidate only (hover preview)")
+
+
+class SaveBody(BaseModel):
+    revision: int
+    objects: list[dict]
+
+
+def _bbox(mask: np.ndarray) -> list[int]:
+    """COCO XYWH of a mask's pixels ([0, 0, 0, 0] if empty)."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not len(xs):
+        return [0, 0, 0, 0]
+    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+
+
+def _candidates(masks: np.ndarray, scores: np.ndarray, multimask: bool, only_best: bool) -> dict:
+    best = int(np.argmax(scores))
+    picks = [best] if only_best else range(len(scores))
+    out = []
+    for i in picks:
+        m = masks[i]
+        out.append(
+            {
+                "mask_id": i + 1 if multimask else 0,
+                "score": float(scores[i]),
+                "area": int(m.sum()),
+                "bbox": _bbox(m),
+                "rle": rle.encode(m),
+            }
+        )
+    return {"candidates": out, "best": 0 if only_best else best}
+
+
+def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
+    h, w = size
+    points = labels = box = None
+    if body.points:
+        arr = np.asarray(body.points, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise PromptError("points must be [[x, y, label], ...]")
+        if not np.isin(arr[:, 2], (0, 1)).all():
+            raise PromptError("point labels must be 1 (foreground) or 0 (background)")
+        points, labels = arr[:, :2], arr[:, 2].astype(int)
+    if body.box is not None:
+        if len(body.box) != 4:
+            raise PromptError("box must be [x0, y0, x1, y1]")
+        box = np.asarray(body.box, dtype=float)
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise PromptError("box must have x0 < x1 and y0 < y1")
+    coords = [c for c in (points, None if box is None else box.reshape(2, 2)) if c is not None]
+    if not coords:
+        raise PromptError("give at least one point or a box")
+    allc = np.concatenate(coords)
+    if (
+        not np.isfinite(allc).all()
+        or (allc < -1).any()
+        or (allc[:, 0] > w + 1).any()
+        or (allc[:, 1] > h + 1).any()
+    ):
+        raise PromptError(f"prompts must lie inside the {w}x{h} image")
+    return points, labels, box
+
+
+def create_app(workspace: Workspace, service: ModelService, model_name: str = "") -> FastAPI:
+    app = FastAPI(title="mobilesam ui", description=__doc__)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        """Refuse a body over the upload limit before reading it."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_UPLOAD_BYTES + (1 << 20)):
+            return JSONResponse(
+                {"detail": f"request over the {MAX_UPLOAD_BYTES >> 20} MB limit"}, status_code=413
+            )
+        return await call_next(request)
+
+    @app.exception_handler(MobileSAMError)
+    async def _errors(request: Request, exc: MobileSAMError) -> JSONResponse:
+        if isinstance(exc, NotFound):
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        if isinstance(exc, Conflict):
+            return JSONResponse({"detail": str(exc), "revision": exc.revision}, status_code=409)
+        status = 422 if isinstance(exc, (PromptError, BadRequest, ImageLoadError)) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.get("/api/status")
+    def status() -> dict:
+        return {
+            "mode": "upload" if workspace.uploads else ("image" if workspace.only else "folder"),
+            "model": model_name,
+            "device": str(service.predictor.device),
+            "cache": service.cache_info(),
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "everything_options": {o.name: o.default for o in BY_NAME.values()},
+        }
+
+    @app.get("/api/images")
+    def images() -> list[dict]:
+        return [{"name": e.name, "done": workspace.done(e.name)} for e in workspace.images()]
+
+    @app.get("/api/images/{name}/file")
+    def image_file(name: str) -> FileResponse:
+        return FileResponse(workspace.image(name).path)
+
+    @app.get("/api/images/{name}/thumb")
+    def thumb(name: str) -> Response:
+        with Image.open(workspace.image(name).path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((256, 256))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=80)
+        return Response(buf.getvalue(), media_type="image/jpeg")
+
+    @app.post("/api/images/{name}/open")
+    def open_image(name: str) -> dict:
+        entries = workspace.images()
+        entry = workspace.image(name)
+        emb, ms = service.embed(entry.name, entry.path)
+        names = [e.name for e in entries]
+        i = names.index(entry.name)
+        if i + 1 < len(entries):  # the next image is encoded while this one is worked on
+            service.prefetch(entries[i + 1].name, entries[i + 1].path)
+        h, w = emb.original_size
+        return {"name": name, "width": w, "height": h, "encode_ms": ms, "cached": ms == 0.0}
+
+    @app.post("/api/images/{name}/predict")
+    def predict(name: str, body: PromptBody) -> dict:
+        entry = workspace.image(name)
+        start = time.perf_counter()
+        emb, _ = service.embed(entry.name, entry.path)
+        points, labels, box = _prompt_arrays(body, emb.original_size)
+        masks, scores = service.predict(entry.name, entry.path, points, labels, box, body.multimask)
+        out = _candidates(masks, scores, body.multimask, body.only_best)
+        out["server_ms"] = (time.perf_counter() - start) * 1e3
+        return out
+
+    @app.post("/api/images/{name}/everything")
+    def run_everything(name: str, options: dict) -> dict:
+        entry = workspace.image(name)
+        unknown = sorted(set(options) - set(BY_NAME))
+        if unknown:
+            raise PromptError(f"unknown options {unknown}; known: {sorted(BY_NAME)}")
+        generator_kwargs(options)  # checks the values before the work starts
+        start = time.perf_counter()
+        result = service.everything(entry.name, entry.path, options)
+        coco = result.to_coco()
+        masks = [
+            {"rle": a["segmentation"], "score": a["score"], "bbox": a["bbox"], "area": a["area"]}
+            for a in coco["annotations"]
+        ]
+        return {"masks": masks, "seconds": time.perf_counter() - start}
+
+    @app.get("/api/images/{name}/annotations")
+    def load(name: str) -> dict:
+        return workspace.load(name)
+
+    @app.put("/api/images/{name}/annotations")
+    def save(name: str, body: SaveBody) -> dict:
+        return {"revision": workspace.save(name, body.revision, body.objects)}
+
+    @app.get("/api/images/{name}/export/labels.png")
+    def label_map(name: str) -> Response:
+        objects = workspace.load(name)["objects"]
+        entry = workspace.image(name)
+        with Image.open(entry.path) as img:
+            w, h = img.size
+        labels = np.zeros((h, w), np.uint16 if len(objects) > 255 else np.uint8)
+        for i, obj in enumerate(objects):
+            labels[mask_of(obj)] = i + 1
+        buf = io.BytesIO()
+        Image.fromarray(labels).save(buf, "PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+
+    @app.get("/api/images/{name}/export/masks.zip")
+    def masks_zip(name: str) -> Response:
+        objects = workspace.load(name)["objects"]
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for i, obj in enumerate(objects):
+                png = io.BytesIO()
+                Image.fromarray(mask_of(obj).astype(np.uint8) * 255).save(png, "PNG")
+                label = "".join(c if c.isalnum() or c in "-_" else "_" for c in obj["label"])[:40]
+                z.writestr(f"{i + 1:03d}_{label}.png", png.getvalue())
+        return Response(buf.getvalue(), media_type="application/zip")
+
+    @app.get("/api/export/coco")
+    def export_coco() -> dict:
+        coco = folder_coco(workspace)
+        atomic_write_text(workspace.out / "annotations.json", json.dumps(coco))
+        return coco
+
+    @app.post("/api/upload")
+    async def upload(file: UploadFile) -> dict:
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            return JSONResponse(
+                {"detail": f"upload over the {MAX_UPLOAD_BYTES >> 20} MB limit"}, status_code=413
+            )
+        return {"name": workspace.add_upload(file.filename or "upload", data)}
+
+    @app.get("/")
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def folder_coco(workspace: Workspace) -> dict:
+    """Every image's saved objects as one COCO dict: the label names are the categories
+    (sorted), masks compressed RLE, as `mobilesam everything DIR` writes them."""
+    saved = [(e, workspace.load(e.name)) for e in workspace.images()]
+    names = sorted({o["label"] for _, data in saved for o in data["objects"]})
+    category = {n: i + 1 for i, n in enumerate(names)}
+    images, annotations = [], []
+    for image_id, (entry, data) in enumerate(saved, start=1):
+        with Image.open(entry.path) as img:
+            w, h = img.size
+        images.append({"id": image_id, "width": w, "height": h, "file_name": entry.name})
+        for obj in data["objects"]:
+            mask = mask_of(obj)
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category[obj["label"]],
+                "segmentation": obj["rle"],
+                "area": int(mask.sum()),
+                "bbox": _bbox(mask),
+                "iscrowd": 0,
+            }
+            for key in ("score", "mask_id"):
+                if key in obj:
+                    ann[key] = obj[key]
+            prompt = {k: obj[k] for k in ("points", "box") if k in obj}
+            if prompt:
+                ann["prompt"] = prompt
+            annotations.append(ann)
+    categories = [{"id": i, "name": n} for n, i in category.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}

@@ -1,0 +1,560 @@
+// mobilesam ui: the page. Plain JavaScript, no dependencies, nothing from the network.
+// State lives here; the server decodes prompts and stores what is saved (after every change).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+
+const app = {
+  images: [], name: null, img: null, width: 0, height: 0,
+  objects: [], selected: -1, revision: 0,
+  history: [], future: [],
+  view: { scale: 1, ox: 0, oy: 0 },
+  hover: null, hoverOn: true, hoverCtl: null, hoverPending: null,
+  seq: 0, saving: null, dirty: false,
+  latencies: [], switches: [], drawMasks: true,
+  status: null,
+};
+window.app = app;
+
+// ---------- masks: COCO compressed RLE -> canvas ----------
+
+function rleCounts(s) {
+  const counts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = true;
+    while (more) {
+      const c = s.charCodeAt(p) - 48;
+      x += (c & 0x1f) * 2 ** (5 * k);
+      more = (c & 0x20) !== 0;
+      p++; k++;
+      if (!more && (c & 0x10)) x -= 2 ** (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+function rleToMask(rle) {  // -> Uint8Array h*w, row-major
+  const [h, w] = rle.size;
+  const mask = new Uint8Array(h * w);
+  const counts = rleCounts(rle.counts);
+  let p = 0;
+  for (let i = 0; i < counts.length; i++) {
+    const end = p + counts[i];
+    if (i % 2 === 1) {
+      while (p < end) {  // column-major run: one column segment at a time
+        const x = Math.floor(p / h), y = p - x * h;
+        const n = Math.min(end - p, h - y);
+        for (let j = 0, idx = y * w + x; j < n; j++, idx += w) mask[idx] = 1;
+        p += n;
+      }
+    }
+    p = end;
+  }
+  return mask;
+}
+
+function maskCanvas(rle, color) {
+  const [h, w] = rle.size;
+  const mask = rleToMask(rle);
+  const c = document.createElement("canvas");
+  c.width = w; c.height = h;
+  const g = c.getContext("2d");
+  const data = g.createImageData(w, h);
+  const px = new Uint32Array(data.data.buffer);
+  const [r, gr, b] = color;
+  const value = (255 << 24) | (b << 16) | (gr << 8) | r;  // little-endian RGBA
+  for (let i = 0; i < mask.length; i++) if (mask[i]) px[i] = value;
+  g.putImageData(data, 0, 0);
+  return c;
+}
+
+function colorOf(i) {  // distinct hues, golden-ratio steps
+  const hue = (i * 0.618033988749895) % 1;
+  const f = (n) => {
+    const k = (n + hue * 12) % 12;
+    return Math.round(255 * (0.55 - 0.45 * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+// ---------- server ----------
+
+async function api(method, path, body, signal) {
+  const opts = { method, signal, headers: {} };
+  if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+  const res = await fetch(path, opts);
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) { const err = new Error(data.detail || res.statusText); err.status = res.status; err.data = data; throw err; }
+  return data;
+}
+const enc = encodeURIComponent;
+
+function say(text, error = false) {
+  const s = $("status");
+  s.textContent = text;
+  s.className = error ? "error" : "";
+}
+
+// ---------- objects, history, saving ----------
+
+function plain(o) {  // what is saved and what undo restores
+  const out = { id: o.id, label: o.label, color: o.color, points: o.points, box: o.box, source: o.source };
+  if (o.rle) { out.rle = o.rle; out.score = o.score; out.mask_id = o.mask_id; }
+  return out;
+}
+
+function snapshot() { return JSON.stringify(app.objects.map(plain)); }
+
+function restore(json) {
+  app.objects = JSON.parse(json).map((o) => ({ ...o, candidates: [], canvas: null }));
+  app.selected = Math.min(app.selected, app.objects.length - 1);
+  render(); listObjects(); listCandidates();
+}
+
+function remember() { app.history.push(snapshot()); app.future = []; }
+
+function undo() {
+  if (!app.history.length) return;
+  app.future.push(snapshot()); restore(app.history.pop()); save();
+}
+
+function redo() {
+  if (!app.future.length) return;
+  app.history.push(snapshot()); restore(app.future.pop()); save();
+}
+
+async function save() {
+  if (!app.name) return;
+  if (app.saving) { app.dirty = true; return app.saving; }
+  const name = app.name;
+  const objects = app.objects.filter((o) => o.rle).map(plain);
+  app.saving = (async () => {
+    try {
+      const out = await api("PUT", `/api/images/${enc(name)}/annotations`, { revision: app.revision, objects });
+      if (name === app.name) { app.revision = out.revision; say(`saved (revision ${out.revision})`); }
+      markDone(name, objects.length > 0);
+    } catch (e) {
+      say(e.status === 409 ? `not saved: ${e.message}` : `not saved: ${e.message}`, true);
+    } finally {
+      app.saving = null;
+      if (app.dirty) { app.dirty = false; save(); }
+    }
+  })();
+  return app.saving;
+}
+
+function newObject() {
+  const used = new Set(app.objects.map((o) => o.id));
+  let id = app.objects.length + 1;
+  while (used.has(id)) id++;
+  app.objects.push({ id, label: "object", color: colorOf(id - 1), points: [], box: null, source: "prompt",
+    candidates: [], canvas: null, rle: null });
+  app.selected = app.objects.length - 1;
+  listObjects(); listCandidates(); render();
+}
+
+function current() {
+  if (app.selected < 0 || !app.objects[app.selected]) newObject();
+  return app.objects[app.selected];
+}
+
+// ---------- prompts -> masks ----------
+
+async function predict(obj, t0) {
+  if (!obj.points.length && !obj.box) {
+    obj.rle = null; obj.canvas = null; obj.candidates = []; render(); listCandidates(); save(); return;
+  }
+  const seq = ++app.seq;
+  const name = app.name;
+  say("segmenting…");
+  try {
+    const out = await api("POST", `/api/images/${enc(name)}/predict`, { points: obj.points, box: obj.box, multimask: true });
+    if (seq !== app.seq || name !== app.name) return;  // a newer prompt has been sent
+    obj.candidates = out.candidates;
+    const pick = obj.candidates.find((c) => c.mask_id === obj.wanted) || obj.candidates[out.best];
+    choose(obj, pick, false);
+    requestAnimationFrame(() => {
+      app.latencies.push({ ms: performance.now() - t0, server_ms: out.server_ms });
+      say(`mask in ${Math.round(performance.now() - t0)} ms`);
+    });
+    save();
+  } catch (e) { say(e.message, true); }
+}
+
+function choose(obj, cand, persist = true) {
+  obj.rle = cand.rle; obj.score = cand.score; obj.mask_id = cand.mask_id;
+  obj.canvas = null;
+  if (persist) { obj.wanted = cand.mask_id; }
+  render(); listCandidates(); listObjects();
+}
+
+function addPrompt(kind, value, t0) {
+  remember();
+  const obj = current();
+  if (obj.source === "everything") obj.source = "refined";
+  if (kind === "point") obj.points.push(value); else obj.box = value;
+  predict(obj, t0);
+}
+
+async function hoverAt(x, y) {
+  if (!app.hoverOn || !app.name) return;
+  if (app.hoverCtl) app.hoverCtl.abort();  // superseded: cancel rather than queue
+  const ctl = new AbortController();
+  app.hoverCtl = ctl;
+  const obj = app.objects[app.selected];
+  const points = (obj ? obj.points : []).concat([[x, y, 1]]);
+  try {
+    const out = await api("POST", `/api/images/${enc(app.name)}/predict`,
+      { points, box: obj ? obj.box : null, multimask: true, only_best: true }, ctl.signal);
+    if (app.hoverCtl !== ctl) return;
+    app.hover = maskCanvas(out.candidates[0].rle, [255, 255, 255]);
+    app.hoverCount = (app.hoverCount || 0) + 1;
+    render();
+  } catch (e) { if (e.name !== "AbortError") say(e.message, true); }
+  finally { if (app.hoverCtl === ctl) app.hoverCtl = null; }
+}
+
+// ---------- drawing ----------
+
+function fit() {
+  const r = canvas.getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.max(1, Math.round(r.width * dpr));
+  canvas.height = Math.max(1, Math.round(r.height * dpr));
+  if (!app.img) return;
+  const s = Math.min(canvas.width / app.width, canvas.height / app.height);
+  app.view = { scale: s, ox: (canvas.width - app.width * s) / 2, oy: (canvas.height - app.height * s) / 2 };
+}
+
+function render() {
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!app.img) return;
+  const v = app.view;
+  ctx.setTransform(v.scale, 0, 0, v.scale, v.ox, v.oy);
+  ctx.imageSmoothingEnabled = v.scale < 1;
+  ctx.drawImage(app.img, 0, 0);
+  if (app.drawMasks) {
+    app.objects.forEach((o, i) => {
+      if (!o.rle) return;
+      if (!o.canvas) o.canvas = maskCanvas(o.rle, o.color);
+      ctx.globalAlpha = i === app.selected ? 0.6 : 0.45;
+      ctx.drawImage(o.canvas, 0, 0);
+    });
+    if (app.hover && app.hoverOn) { ctx.globalAlpha = 0.35; ctx.drawImage(app.hover, 0, 0); }
+  }
+  ctx.globalAlpha = 1;
+  const px = 1 / v.scale;
+  app.objects.forEach((o, i) => {
+    if (o.box) {
+      ctx.lineWidth = (i === app.selected ? 3 : 2) * px;
+      ctx.strokeStyle = `rgb(${o.color})`;
+      const [x0, y0, x1, y1] = o.box;
+      ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    }
+    for (const [x, y, l] of o.points) {
+      ctx.beginPath(); ctx.arc(x, y, 6 * px, 0, 2 * Math.PI);
+      ctx.fillStyle = l ? "#2ecc40" : "#ff4136"; ctx.fill();
+      ctx.lineWidth = 2 * px; ctx.strokeStyle = "#fff"; ctx.stroke();
+    }
+  });
+  if (app.drag && app.drag.box) {
+    const [x0, y0, x1, y1] = app.drag.box;
+    ctx.setLineDash([6 * px, 4 * px]); ctx.lineWidth = 2 * px; ctx.strokeStyle = "#fff";
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0); ctx.setLineDash([]);
+  }
+}
+
+function toImage(ev) {
+  const r = canvas.getBoundingClientRect();
+  const dpr = canvas.width / r.width;
+  const sx = (ev.clientX - r.left) * dpr, sy = (ev.clientY - r.top) * dpr;
+  return [(sx - app.view.ox) / app.view.scale, (sy - app.view.oy) / app.view.scale, sx, sy];
+}
+
+function inside(x, y) { return x >= 0 && y >= 0 && x < app.width && y < app.height; }
+
+// Reads the canvas pixel drawn over image pixel (x, y): [r, g, b, a]. For tests.
+app.pixelAt = (x, y) => {
+  const sx = Math.round(x * app.view.scale + app.view.ox), sy = Math.round(y * app.view.scale + app.view.oy);
+  return Array.from(ctx.getImageData(sx, sy, 1, 1).data);
+};
+
+// ---------- panels ----------
+
+function listObjects() {
+  const ul = $("objects");
+  ul.textContent = "";
+  app.objects.forEach((o, i) => {
+    const li = document.createElement("li");
+    if (i === app.selected) li.className = "selected";
+    const sw = document.createElement("span");
+    sw.className = "swatch"; sw.style.background = `rgb(${o.color})`;
+    const input = document.createElement("input");
+    input.value = o.label; input.title = "label";
+    input.addEventListener("change", () => { remember(); o.label = input.value || "object"; save(); });
+    const del = document.createElement("button");
+    del.textContent = "✕"; del.title = "delete";
+    del.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(i); });
+    li.append(sw, input, del);
+    li.addEventListener("click", () => { app.selected = i; listObjects(); listCandidates(); render(); });
+    ul.append(li);
+  });
+}
+
+function deleteObject(i) {
+  if (i < 0 || i >= app.objects.length) return;
+  remember();
+  app.objects.splice(i, 1);
+  app.selected = Math.min(app.selected, app.objects.length - 1);
+  listObjects(); listCandidates(); render(); save();
+}
+
+function listCandidates() {
+  const div = $("candidates");
+  div.textContent = "";
+  const obj = app.objects[app.selected];
+  if (!obj) return;
+  obj.candidates.forEach((c, i) => {
+    const b = document.createElement("button");
+    b.textContent = `${i + 1}: mask ${c.mask_id} · IoU ${c.score.toFixed(3)} · ${c.area} px`;
+    if (c.mask_id === obj.mask_id) b.className = "chosen";
+    b.addEventListener("click", () => { remember(); choose(obj, c); save(); });
+    div.append(b);
+  });
+}
+
+function markDone(name, done) {
+  const img = app.images.find((i) => i.name === name);
+  if (img) img.done = done;
+  const li = document.querySelector(`#image-list li[data-name="${CSS.escape(name)}"] span`);
+  if (li) li.className = done ? "done" : "";
+}
+
+async function loadImages() {
+  app.images = await api("GET", "/api/images");
+  const ul = $("image-list");
+  ul.textContent = "";
+  for (const im of app.images) {
+    const li = document.createElement("li");
+    li.dataset.name = im.name;
+    const t = document.createElement("img");
+    t.src = `/api/images/${enc(im.name)}/thumb`; t.alt = ""; t.loading = "lazy";
+    const span = document.createElement("span");
+    span.textContent = im.name; span.className = im.done ? "done" : "";
+    li.append(t, span);
+    li.addEventListener("click", () => openImage(im.name));
+    ul.append(li);
+  }
+}
+
+async function openImage(name) {
+  const t0 = performance.now();
+  if (app.saving) await app.saving;
+  say(`opening ${name}…`);
+  try {
+    const [info, saved] = await Promise.all([
+      api("POST", `/api/images/${enc(name)}/open`),
+      api("GET", `/api/images/${enc(name)}/annotations`),
+    ]);
+    const img = new Image();
+    img.src = `/api/images/${enc(name)}/file`;
+    await img.decode();
+    app.name = name; app.img = img; app.width = info.width; app.height = info.height;
+    app.revision = saved.revision;
+    app.objects = saved.objects.map((o, i) => ({ color: colorOf(i), points: [], box: null, ...o, candidates: [], canvas: null }));
+    app.selected = app.objects.length ? 0 : -1;
+    app.history = []; app.future = []; app.hover = null;
+    $("image-name").textContent = name;
+    document.querySelectorAll("#image-list li").forEach((li) => li.classList.toggle("current", li.dataset.name === name));
+    $("export-labels").href = `/api/images/${enc(name)}/export/labels.png`;
+    $("export-masks").href = `/api/images/${enc(name)}/export/masks.zip`;
+    fit(); render(); listObjects(); listCandidates();
+    requestAnimationFrame(() => {
+      const ms = performance.now() - t0;
+      app.switches.push({ name, ms, cached: info.cached });
+      say(`${name}: ${info.width}x${info.height}, ${info.cached ? "embedding cached" : `encoded in ${Math.round(info.encode_ms)} ms`}, shown in ${Math.round(ms)} ms`);
+    });
+  } catch (e) { say(e.message, true); }
+}
+
+function step(delta) {
+  const i = app.images.findIndex((im) => im.name === app.name);
+  const next = app.images[i + delta];
+  if (next) openImage(next.name);
+}
+
+// ---------- segment everything ----------
+
+function buildEverythingForm(defaults) {
+  const form = $("everything-form");
+  const shown = ["points_per_side", "iou_thres", "stability_score_thres", "box_nms_thres", "min_mask_region_area", "crop_n_layers"];
+  for (const k of shown) {
+    if (!(k in defaults)) continue;
+    const label = document.createElement("label");
+    label.textContent = k;
+    const input = document.createElement("input");
+    input.name = k; input.type = "number"; input.step = "any"; input.value = +defaults[k].toFixed(4);
+    label.append(input); form.append(label);
+  }
+  form.addEventListener("submit", (e) => e.preventDefault());
+}
+
+async function runEverything() {
+  if (!app.name) return;
+  const options = {};
+  for (const input of $("everything-form").querySelectorAll("input")) options[input.name] = Number(input.value);
+  const progress = $("everything-progress");
+  const t0 = performance.now();
+  const timer = setInterval(() => { progress.textContent = `running… ${((performance.now() - t0) / 1000).toFixed(1)} s`; }, 100);
+  $("everything").disabled = true;
+  try {
+    const out = await api("POST", `/api/images/${enc(app.name)}/everything`, options);
+    remember();
+    for (const m of out.masks) {
+      newObject();
+      Object.assign(app.objects[app.selected], { rle: m.rle, score: m.score, mask_id: 0, source: "everything" });
+    }
+    progress.textContent = `${out.masks.length} masks in ${out.seconds.toFixed(1)} s`;
+    listObjects(); render(); save();
+  } catch (e) { progress.textContent = ""; say(e.message, true); }
+  finally { clearInterval(timer); $("everything").disabled = false; }
+}
+
+// ---------- input ----------
+
+let spaceDown = false;
+
+canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+
+canvas.addEventListener("mousedown", (e) => {
+  if (!app.img) return;
+  const [x, y, sx, sy] = toImage(e);
+  if (e.button === 1 || (e.button === 0 && spaceDown)) {
+    app.drag = { pan: true, sx, sy, ox: app.view.ox, oy: app.view.oy };
+  } else if (e.button === 0) {
+    app.drag = { x, y, sx, sy, shift: e.shiftKey, t0: performance.now() };
+  } else if (e.button === 2 && inside(x, y)) {
+    addPrompt("point", [x, y, 0], performance.now());
+  }
+});
+
+window.addEventListener("mousemove", (e) => {
+  if (!app.img) return;
+  const [x, y, sx, sy] = toImage(e);
+  const d = app.drag;
+  if (d && d.pan) {
+    app.view.ox = d.ox + sx - d.sx; app.view.oy = d.oy + sy - d.sy; render(); return;
+  }
+  if (d) {
+    if (Math.hypot(sx - d.sx, sy - d.sy) > 5) {
+      const cx = (v, hi) => Math.max(0, Math.min(hi, v));
+      d.box = [cx(Math.min(d.x, x), app.width), cx(Math.min(d.y, y), app.height),
+        cx(Math.max(d.x, x), app.width), cx(Math.max(d.y, y), app.height)];
+      render();
+    }
+    return;
+  }
+  if (e.target === canvas && inside(x, y)) {
+    app.hoverPending = [x, y];
+    if (!app.hoverFrame) {
+      app.hoverFrame = requestAnimationFrame(() => {
+        app.hoverFrame = null;
+        if (app.hoverPending) hoverAt(...app.hoverPending);
+      });
+    }
+  }
+});
+
+window.addEventListener("mouseup", (e) => {
+  const d = app.drag;
+  app.drag = null;
+  if (!d || d.pan) return;
+  if (d.box) {
+    if (d.box[2] - d.box[0] >= 1 && d.box[3] - d.box[1] >= 1) addPrompt("box", d.box, d.t0);
+    render();
+  } else if (inside(d.x, d.y)) {
+    addPrompt("point", [d.x, d.y, d.shift ? 0 : 1], d.t0);
+  }
+});
+
+canvas.addEventListener("mouseleave", () => { app.hover = null; render(); });
+
+canvas.addEventListener("wheel", (e) => {
+  if (!app.img) return;
+  e.preventDefault();
+  const [, , sx, sy] = toImage(e);
+  const f = Math.exp(-e.deltaY * 0.0015);
+  const v = app.view;
+  v.ox = sx - (sx - v.ox) * f; v.oy = sy - (sy - v.oy) * f; v.scale *= f;
+  render();
+}, { passive: false });
+
+window.addEventListener("keydown", (e) => {
+  if (e.target.tagName === "INPUT") return;
+  const k = e.key.toLowerCase();
+  const mod = e.ctrlKey || e.metaKey;
+  if (k === " ") { spaceDown = true; e.preventDefault(); }
+  else if (mod && k === "z" && !e.shiftKey) { e.preventDefault(); undo(); }
+  else if (mod && (k === "y" || (k === "z" && e.shiftKey))) { e.preventDefault(); redo(); }
+  else if (mod && k === "s") { e.preventDefault(); save(); }
+  else if (mod) return;
+  else if (k === "n") newObject();
+  else if (k === "delete" || k === "backspace") deleteObject(app.selected);
+  else if (k === "arrowright") step(1);
+  else if (k === "arrowleft") step(-1);
+  else if (k === "h") { app.hoverOn = !app.hoverOn; $("hover").checked = app.hoverOn; render(); }
+  else if (["1", "2", "3"].includes(k)) {
+    const obj = app.objects[app.selected];
+    const c = obj && obj.candidates[Number(k) - 1];
+    if (c) { remember(); choose(obj, c); save(); }
+  }
+});
+window.addEventListener("keyup", (e) => { if (e.key === " ") spaceDown = false; });
+window.addEventListener("resize", () => { fit(); render(); });
+
+$("prev").addEventListener("click", () => step(-1));
+$("next").addEventListener("click", () => step(1));
+$("new-object").addEventListener("click", newObject);
+$("undo").addEventListener("click", undo);
+$("redo").addEventListener("click", redo);
+$("save").addEventListener("click", save);
+$("hover").addEventListener("change", (e) => { app.hoverOn = e.target.checked; render(); });
+$("everything").addEventListener("click", runEverything);
+$("export-coco").href = "/api/export/coco";
+
+async function upload(files) {
+  for (const f of files) {
+    const form = new FormData();
+    form.append("file", f);
+    const res = await fetch("/api/upload", { method: "POST", body: form });
+    const out = await res.json().catch(() => ({}));
+    if (!res.ok) { say(`${f.name}: ${out.detail || res.statusText}`, true); continue; }
+    await loadImages();
+    await openImage(out.name);
+  }
+}
+$("file").addEventListener("change", (e) => upload(e.target.files));
+$("stage").addEventListener("dragover", (e) => e.preventDefault());
+$("stage").addEventListener("drop", (e) => {
+  e.preventDefault();
+  if (app.status && app.status.mode === "upload") upload(e.dataTransfer.files);
+});
+
+(async function start() {
+  fit();
+  try {
+    app.status = await api("GET", "/api/status");
+    $("upload").hidden = app.status.mode !== "upload";
+    buildEverythingForm(app.status.everything_options);
+    await loadImages();
+    if (app.images.length) await openImage(app.images[0].name);
+    else say(app.status.mode === "upload" ? "upload or drop an image" : "no images here");
+    app.ready = true;
+  } catch (e) { say(e.message, true); }
+})();

@@ -1,0 +1,208 @@
+"""The images the UI may serve and the annotations it saves, with nothing else reachable.
+
+Images are looked up by name in a listing made by the server (never by joining a path
+from a request), so `../`, absolute paths and symbolic links that leave the folder
+cannot name a file. Annotations: one JSON file per image in the output folder, written
+atomically, with a revision number; a save based on an older revision is refused
+(`Conflict`), so two tabs never overwrite each other's work unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageLoadError, MobileSAMError
+from ..image_io import open_image
+from ..utils import rle
+from ..utils.files import atomic_write, atomic_write_text
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+MAX_UPLOAD_BYTES = 50 << 20
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class NotFound(MobileSAMError):
+    pass
+
+
+class Conflict(MobileSAMError):
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"the annotations were saved elsewhere meanwhile (revision {revision}): reload")
+        self.revision = revision
+
+
+class BadRequest(MobileSAMError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    name: str
+    path: Path
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve(strict=True).relative_to(root)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class Workspace:
+    """A folder of images (or one image, or an upload folder) and its annotation store."""
+
+    def __init__(self, source: str | Path | None, out: str | Path | None = None) -> None:
+        self.uploads = source is None
+        if source is None:
+            self.root = Path(out or "mobilesam-ui").resolve()
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.only = None
+        else:
+            source = Path(source)
+            if not source.exists():
+                raise MobileSAMError(f"{source} does not exist")
+            self.root = (source if source.is_dir() else source.parent).resolve()
+            self.only = None if source.is_dir() else source.resolve().name
+        self.out = Path(out).resolve() if out else self.root / ".mobilesam"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def images(self) -> list[ImageEntry]:
+        """The images under the root (top level), sorted; symlinks only if they stay inside."""
+        entries = []
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if self.only is not None and path.name != self.only:
+                continue
+            if path.is_file() and _inside(path, self.root):
+                entries.append(ImageEntry(path.name, path))
+        return entries
+
+    def image(self, name: str) -> ImageEntry:
+        for entry in self.images():
+            if entry.name == name:
+                return entry
+        raise NotFound(f"no image named {name!r} in this workspace")
+
+    # ---- annotations ----
+
+    def _file(self, name: str) -> Path:
+        return self.out / f"{name}.json"
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def load(self, name: str) -> dict:
+        """The saved annotations of image `name` ({"revision": 0, "objects": []} if none)."""
+        self.image(name)
+        path = self._file(name)
+        if not path.is_file():
+            return {"image": name, "revision": 0, "objects": []}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MobileSAMError(f"{path} is unreadable ({exc}); move it away to start over") from exc
+
+    def save(self, name: str, revision: int, objects: list[dict]) -> int:
+        """Replace the annotations if `revision` is the saved one; returns the new revision."""
+        entry = self.image(name)
+        checked = [_check_object(o, i) for i, o in enumerate(objects)]
+        with Image.open(entry.path) as img:  # the header only
+            size = [img.height, img.width]
+        for i, obj in enumerate(checked):
+            if obj["rle"]["size"] != size:
+                raise BadRequest(f"object {i}: mask size {obj['rle']['size']} is not the image's {size}")
+        with self._lock(name):
+            current = self.load(entry.name)["revision"]
+            if revision != current:
+                raise Conflict(current)
+            data = {"image": name, "revision": current + 1, "objects": checked}
+            atomic_write_text(self._file(name), json.dumps(data))
+        return current + 1
+
+    def done(self, name: str) -> bool:
+        path = self._file(name)
+        return path.is_file() and bool(self.load(name)["objects"])
+
+    # ---- uploads ----
+
+    def add_upload(self, filename: str, data: bytes) -> str:
+        """Store an uploaded image (checked to decode) under a safe, new name."""
+        if not self.uploads:
+            raise BadRequest("uploads are accepted only when the server was started without a folder")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise BadRequest(f"upload over the {MAX_UPLOAD_BYTES >> 20} MB limit")
+        import io
+
+        try:
+            image = open_image(io.BytesIO(data), filename or "upload")
+        except ImageLoadError as exc:
+            raise BadRequest(str(exc)) from exc
+        stem = _SAFE_NAME.sub("_", Path(filename or "upload").stem)[:60].strip("._") or "upload"
+        suffix = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(
+            image.format or "", ".png"
+        )
+        name = f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
+        atomic_write(self.root / name, lambda f: f.write(data))
+        return name
+
+
+def _check_object(obj: dict, i: int) -> dict:
+    """One saved object, checked field by field (the client is not trusted)."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f"object {i} is not a JSON object")
+    seg = obj.get("rle")
+    if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str) and _size_ok(seg.get("size"))):
+        raise BadRequest(f"object {i}: rle must be {{'size': [h, w], 'counts': str}}")
+    try:
+        counts = rle.string_to_counts(seg["counts"])
+    except (ValueError, IndexError, UnicodeEncodeError) as exc:
+        raise BadRequest(f"object {i}: rle counts are malformed") from exc
+    if sum(counts) != seg["size"][0] * seg["size"][1] or min(counts, default=0) < 0:
+        raise BadRequest(f"object {i}: rle counts do not cover a {seg['size'][0]}x{seg['size'][1]} mask")
+    label = obj.get("label", "object")
+    if not isinstance(label, str) or len(label) > 200:
+        raise BadRequest(f"object {i}: label must be a string of at most 200 characters")
+    out = {
+        "label": label or "object",
+        "rle": {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]},
+    }
+    for key in ("id", "color", "source"):
+        if isinstance(obj.get(key), (str, int)):
+            out[key] = obj[key]
+    for key in ("score",):
+        if isinstance(obj.get(key), (int, float)):
+            out[key] = float(obj[key])
+    if isinstance(obj.get("mask_id"), int):
+        out["mask_id"] = obj["mask_id"]
+    if isinstance(obj.get("points"), list):
+        out["points"] = [
+            [float(v) for v in p[:3]] for p in obj["points"] if isinstance(p, list) and len(p) == 3
+        ]
+    if isinstance(obj.get("box"), list) and len(obj["box"]) == 4:
+        out["box"] = [float(v) for v in obj["box"]]
+    return out
+
+
+def _size_ok(size: object) -> bool:
+    return (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and 0 < v < 1 << 17 for v in size)
+    )
+
+
+def mask_of(obj: dict) -> np.ndarray:
+    return rle.decode(obj["rle"])

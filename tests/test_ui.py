@@ -1,0 +1,251 @@
+"""`mobilesam ui`'s API with a synthetic checkpoint: masks equal to SamPredictor's, saving,
+export (checked with pycocotools), the embedding cache, and bad input refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import IMAGES
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+from mobilesam import SamPredictor
+from mobilesam.ui.model import ModelService
+from mobilesam.ui.server import create_app
+from mobilesam.ui.workspace import Workspace
+from mobilesam.utils import rle
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    shutil.copy(IMAGES / "truck.jpg", root / "a_truck.jpg")
+    Image.open(IMAGES / "picture4.jpg").convert("RGB").resize((400, 300)).save(root / "b_small.png")
+    (root / "notes.txt").write_text("not an image")
+    outside = tmp_path_factory.mktemp("outside") / "secret.jpg"
+    shutil.copy(IMAGES / "truck.jpg", outside)
+    (root / "escape.jpg").symlink_to(outside)
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(sam_vit_t):
+    s = ModelService(SamPredictor(sam_vit_t), cache_images=2)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def client(folder, service, tmp_path):
+    return TestClient(create_app(Workspace(folder, tmp_path / "out"), service, "vit_t"))
+
+
+def test_lists_only_images_inside_the_folder(client):
+    assert [i["name"] for i in client.get("/api/images").json()] == ["a_truck.jpg", "b_small.png"]
+    assert client.get("/api/status").json()["mode"] == "folder"
+
+
+@pytest.mark.parametrize(
+    "name", ["escape.jpg", "notes.txt", "..%2Foutside%2Fsecret.jpg", "%2Fetc%2Fpasswd", "..", "missing.jpg"]
+)
+def test_no_file_outside_the_listing(client, name):
+    for what in ("file", "thumb", "annotations"):
+        r = client.get(f"/api/images/{name}/{what}")
+        assert r.status_code == 404, (name, what, r.status_code)
+
+
+def test_open_encodes_once_and_prefetches_the_next(client, service):
+    first = client.post("/api/images/a_truck.jpg/open").json()
+    assert (first["width"], first["height"]) == (1800, 1200)
+    again = client.post("/api/images/a_truck.jpg/open").json()
+    assert again["cached"] and again["encode_ms"] == 0.0
+    for _ in range(100):  # the next image is encoded in the background
+        if "b_small.png" in service.cache_info()["images"]:
+            break
+        time.sleep(0.1)
+    info = service.cache_info()
+    assert set(info["images"]) == {"a_truck.jpg", "b_small.png"} and info["bytes"] == 2 * 256 * 64 * 64 * 4
+
+
+def test_predict_equals_the_predictor(client, sam_vit_t, folder):
+    rgb = np.asarray(Image.open(folder / "a_truck.jpg").convert("RGB"))
+    predictor = SamPredictor(sam_vit_t)
+    predictor.set_image(rgb)
+    cases = [
+        {"points": [[500, 375, 1]]},
+        {"points": [[500, 375, 1], [900, 600, 0]], "box": [300, 200, 1100, 800]},
+        {"box": [425, 600, 700, 875], "multimask": False},
+    ]
+    for body in cases:
+        out = client.post("/api/images/a_truck.jpg/predict", json=body).json()
+        pts = np.array(body.get("points", []), dtype=float)
+        masks, scores, _ = predictor.predict(
+            pts[:, :2] if len(pts) else None,
+            pts[:, 2] if len(pts) else None,
+            np.array(body["box"]) if "box" in body else None,
+            multimask_output=body.get("multimask", True),
+        )
+        assert len(out["candidates"]) == len(scores)
+        for cand, mask, score in zip(out["candidates"], masks, scores):
+            assert np.array_equal(rle.decode(cand["rle"]), mask)
+            assert cand["score"] == pytest.approx(float(score), abs=1e-6)
+            assert cand["area"] == int(mask.sum())
+        assert out["best"] == int(np.argmax(scores))
+    best = client.post("/api/images/a_truck.jpg/predict", json={**cases[0], "only_best": True}).json()
+    assert len(best["candidates"]) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"points": [[10, 10, 2]]},
+        {"points": [[10, 10]]},
+        {"points": [[5000, 10, 1]]},
+        {"box": [100, 100, 50, 200]},
+        {"box": [1, 2, 3]},
+        {"points": "here"},
+    ],
+)
+def test_bad_prompts_are_4xx(client, body):
+    r = client.post("/api/images/a_truck.jpg/predict", json=body)
+    assert 400 <= r.status_code < 500 and "detail" in r.json()
+    assert client.get("/api/images").status_code == 200  # and the server goes on
+
+
+def _object(client, label, body):
+    cand = client.post("/api/images/a_truck.jpg/predict", json=body).json()["candidates"][0]
+    return {"label": label, "rle": cand["rle"], "score": cand["score"], "mask_id": cand["mask_id"], **body}
+
+
+def test_save_load_export_roundtrip(client, folder, tmp_path):
+    pycocotools = pytest.importorskip("pycocotools.mask")
+    objects = [
+        _object(client, "wheel", {"box": [425, 600, 700, 875]}),
+        _object(client, "car", {"points": [[500, 375, 1]]}),
+    ]
+    assert client.get("/api/images/a_truck.jpg/annotations").json()["revision"] == 0
+    r = client.put("/api/images/a_truck.jpg/annotations", json={"revision": 0, "objects": objects})
+    assert r.json() == {"revision": 1}
+    # A second tab still at revision 0 is refused, not silently overwriting.
+    stale = client.put("/api/images/a_truck.jpg/annotations", json={"revision": 0, "objects": []})
+    assert stale.status_code == 409 and stale.json()["revision"] == 1
+    saved = client.get("/api/images/a_truck.jpg/annotations").json()
+    assert [o["label"] for o in saved["objects"]] == ["wheel", "car"]
+    assert saved["objects"][0]["rle"] == objects[0]["rle"]
+    assert json.loads((tmp_path / "out" / "a_truck.jpg.json").read_text())["revision"] == 1
+    assert [i["done"] for i in client.get("/api/images").json()] == [True, False]
+
+    coco = client.get("/api/export/coco").json()
+    assert json.loads((tmp_path / "out" / "annotations.json").read_text()) == coco
+    assert [c["name"] for c in coco["categories"]] == ["car", "wheel"]
+    assert [i["file_name"] for i in coco["images"]] == ["a_truck.jpg", "b_small.png"]
+    for ann, obj in zip(coco["annotations"], objects):
+        seg = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+        mask = pycocotools.decode(seg).astype(bool)
+        assert np.array_equal(mask, rle.decode(obj["rle"]))
+        assert ann["area"] == int(pycocotools.area(seg))
+        assert ann["bbox"] == [int(v) for v in pycocotools.toBbox(seg)]
+        assert coco["categories"][ann["category_id"] - 1]["name"] == obj["label"]
+
+    labels = np.asarray(
+        Image.open(io.BytesIO(client.get("/api/images/a_truck.jpg/export/labels.png").content))
+    )
+    assert labels.shape == (1200, 1800)
+    car = rle.decode(objects[1]["rle"])
+    assert (labels[car] == 2).all()  # later objects paint over earlier ones
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/images/a_truck.jpg/export/masks.zip").content)) as z:
+        assert z.namelist() == ["001_wheel.png", "002_car.png"]
+        assert np.array_equal(np.asarray(Image.open(z.open("002_car.png"))) > 0, car)
+
+
+@pytest.mark.parametrize(
+    "objects",
+    [
+        [{"label": "x", "rle": {"size": [1200, 1800], "counts": "not rle ~~~"}}],
+        [{"label": "x", "rle": {"size": [10, 10], "counts": "0"}}],
+        [{"label": "x", "rle": {"size": [300, 400], "counts": "0`a3"}}],  # another image's size
+        [{"label": 5, "rle": {"size": [1200, 1800], "counts": "0"}}],
+        ["just a string"],
+    ],
+)
+def test_malformed_saves_are_refused(client, objects):
+    r = client.put("/api/images/b_small.png/annotations", json={"revision": 0, "objects": objects})
+    assert r.status_code == 422
+    assert client.get("/api/images/b_small.png/annotations").json()["revision"] == 0
+
+
+def test_everything_endpoint(client):
+    out = client.post(
+        "/api/images/b_small.png/everything",
+        json={"points_per_side": 4, "iou_thres": 0.5, "stability_score_thres": 0.5},
+    ).json()
+    assert out["masks"] and all(m["rle"]["size"] == [300, 400] for m in out["masks"])
+    bad = client.post("/api/images/b_small.png/everything", json={"points_per_sides": 4})
+    assert bad.status_code == 422
+    bad = client.post("/api/images/b_small.png/everything", json={"iou_thres": 7})
+    assert bad.status_code == 422
+
+
+def test_uploads(service, tmp_path, monkeypatch):
+    upload = TestClient(create_app(Workspace(None, tmp_path / "up"), service))
+    assert upload.get("/api/status").json()["mode"] == "upload"
+    png = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(png, "PNG")
+    r = upload.post("/api/upload", files={"file": ("../../evil name.png", png.getvalue(), "image/png")})
+    name = r.json()["name"]
+    assert name.startswith("evil_name-") and name.endswith(".png") and "/" not in name
+    assert (tmp_path / "up" / name).is_file()
+    assert [i["name"] for i in upload.get("/api/images").json()] == [name]
+    r = upload.post("/api/upload", files={"file": ("x.png", b"this is not an image", "image/png")})
+    assert r.status_code == 422 and "not an image" in r.json()["detail"]
+    r = upload.post("/api/upload", files={"file": ("x.png", png.getvalue()[:40], "image/png")})
+    assert r.status_code == 422
+    monkeypatch.setattr("mobilesam.ui.server.MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr("mobilesam.ui.workspace.MAX_UPLOAD_BYTES", 1000)
+    big = TestClient(create_app(Workspace(None, tmp_path / "up"), service))
+    r = big.post("/api/upload", files={"file": ("big.png", b"0" * 5_000_000, "image/png")})
+    assert r.status_code == 413
+    assert len(list((tmp_path / "up").glob("*.png"))) == 1
+
+
+def test_uploads_refused_in_folder_mode(client):
+    r = client.post("/api/upload", files={"file": ("x.png", b"123", "image/png")})
+    assert r.status_code == 422
+
+
+def test_page_and_openapi(client):
+    page = client.get("/")
+    assert (
+        page.status_code == 200
+        and "app.js" in page.text
+        and "http" not in page.text.replace("http-equiv", "")
+    )
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/images/{name}/predict", "/api/images/{name}/annotations", "/api/export/coco"} <= set(paths)
+
+
+def test_missing_extra_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from mobilesam.errors import MobileSAMError
+    from mobilesam.ui import _require_extra
+
+    real_import = builtins.__import__
+
+    def no_uvicorn(name, *args, **kwargs):
+        if name == "uvicorn":
+            raise ImportError("No module named 'uvicorn'", name="uvicorn")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvicorn)
+    with pytest.raises(MobileSAMError, match=r"mobilesam\[ui\]"):
+        _require_extra()
