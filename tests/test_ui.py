@@ -85,7 +85,6 @@ def test_predict_equals_the_predictor(client, sam_vit_t, folder):
         {"box": [425, 600, 700, 875], "multimask": False},
     ]
     for body in cases:
-        out = client.post("/api/images/a_truck.jpg/predict", json=body).json()
         pts = np.array(body.get("points", []), dtype=float)
         masks, scores, _ = predictor.predict(
             pts[:, :2] if len(pts) else None,
@@ -93,14 +92,20 @@ def test_predict_equals_the_predictor(client, sam_vit_t, folder):
             np.array(body["box"]) if "box" in body else None,
             multimask_output=body.get("multimask", True),
         )
-        assert len(out["candidates"]) == len(scores)
-        for cand, mask, score in zip(out["candidates"], masks, scores):
-            assert np.array_equal(rle.decode(cand["rle"]), mask)
-            assert cand["score"] == pytest.approx(float(score), abs=1e-6)
-            assert cand["area"] == int(mask.sum())
-        assert out["best"] == int(np.argmax(scores))
-    best = client.post("/api/images/a_truck.jpg/predict", json={**cases[0], "only_best": True}).json()
-    assert len(best["candidates"]) == 1
+        out = client.post("/api/images/a_truck.jpg/predict", json=body).json()
+        assert [c["score"] for c in out["candidates"]] == pytest.approx(scores.tolist(), abs=1e-6)
+        assert (
+            out["best"] == int(np.argmax(scores))
+            and out["mask"]["mask_id"] == out["candidates"][out["best"]]["mask_id"]
+        )
+        for i, cand in enumerate(out["candidates"]):  # each candidate's mask, asked for by mask_id
+            got = client.post(
+                "/api/images/a_truck.jpg/predict", json={**body, "mask_id": cand["mask_id"]}
+            ).json()
+            assert np.array_equal(rle.decode(got["mask"]["rle"]), masks[i])
+            assert got["mask"]["area"] == int(masks[i].sum())
+    bad = client.post("/api/images/a_truck.jpg/predict", json={**cases[2], "mask_id": 2})
+    assert bad.status_code == 422  # the single-mask output has only mask 0
 
 
 @pytest.mark.parametrize(
@@ -122,7 +127,7 @@ def test_bad_prompts_are_4xx(client, body):
 
 
 def _object(client, label, body):
-    cand = client.post("/api/images/a_truck.jpg/predict", json=body).json()["candidates"][0]
+    cand = client.post("/api/images/a_truck.jpg/predict", json=body).json()["mask"]
     return {"label": label, "rle": cand["rle"], "score": cand["score"], "mask_id": cand["mask_id"], **body}
 
 

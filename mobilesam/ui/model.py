@@ -44,6 +44,9 @@ class ModelService:
         self._lock = threading.RLock()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="ui-encoder")
         self._pending: dict[str, Future] = {}
+        # Background encodes use their own predictor (same model, eager: a CUDA-graph engine
+        # is not shared between threads), so they never hold the interactive one's lock.
+        self._encoder = SamPredictor(predictor.model, device_preprocess=predictor.device_preprocess)
 
     def cache_info(self) -> dict:
         with self._lock:
@@ -60,23 +63,24 @@ class ModelService:
         pending = self._pending.get(name)
         if pending is not None:
             pending.result()  # a background encode of this image is under way: wait for it
-        return self._embed(name, path)
+        with self._lock:
+            return self._embed(name, path, self.predictor)
 
-    def _embed(self, name: str, path: Path) -> tuple[Embedding, float]:
+    def _embed(self, name: str, path: Path, p: SamPredictor) -> tuple[Embedding, float]:
         key = _file_key(path)
         with self._lock:
             hit = self._cache.get(name)
             if hit is not None and hit.key == key:
                 self._cache.move_to_end(name)
                 return hit, 0.0
-            start = time.perf_counter()
-            rgb = load_image(path)
-            self.predictor.set_image(rgb)
-            p = self.predictor
-            emb = Embedding(p.features, p.original_size, p.input_size, key)
+        start = time.perf_counter()
+        p.set_image(load_image(path))
+        emb = Embedding(p.features, p.original_size, p.input_size, key)
+        p.reset_image()
+        with self._lock:
             self._cache[name] = emb
             self._evict()
-            return emb, (time.perf_counter() - start) * 1e3
+        return emb, (time.perf_counter() - start) * 1e3
 
     def prefetch(self, name: str, path: Path) -> None:
         """Encode `name` in the background unless it is cached or already queued."""
@@ -86,7 +90,7 @@ class ModelService:
 
         def work() -> None:
             try:
-                self._embed(name, path)
+                self._embed(name, path, self._encoder)
             except Exception:  # a bad file is reported when it is opened, not here
                 pass
             finally:
@@ -102,13 +106,32 @@ class ModelService:
         labels: np.ndarray | None,
         box: np.ndarray | None,
         multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Masks CxHxW (bool) and scores C for one prompt set, in original-image pixels."""
+        pick: int | None = None,
+    ) -> tuple[np.ndarray, int, np.ndarray]:
+        """One prompt set (original-image pixels) -> the scores of its C candidates, the
+        index shown (`pick`, else the best score) and that candidate's HxW mask, equal to
+        `SamPredictor.predict`'s: only that one is upsampled to full resolution."""
         emb, _ = self.embed(name, path)
-        with self._lock:
+        with self._lock, torch.inference_mode():
             self._use(emb)
-            masks, scores, _ = self.predictor.predict(points, labels, box, multimask_output=multimask)
-        return masks, scores
+            p = self.predictor
+            coords = labels_t = boxes = None
+            if points is not None:
+                coords = torch.as_tensor(p.transform.apply_coords(points, p.original_size), dtype=torch.float)
+                coords, labels_t = (
+                    coords[None].to(p.device),
+                    torch.as_tensor(labels, dtype=torch.int)[None].to(p.device),
+                )
+            if box is not None:
+                boxes = torch.as_tensor(p.transform.apply_boxes(box, p.original_size), dtype=torch.float).to(
+                    p.device
+                )
+            low_res, iou = p.decode(coords, labels_t, boxes, None, multimask)
+            scores = iou[0].float().cpu().numpy()
+            i = int(np.argmax(scores)) if pick is None else pick
+            logits = p.model.postprocess_masks(low_res[:, i : i + 1].float(), p.input_size, p.original_size)
+            mask = (logits[0, 0] > p.mask_threshold).cpu().numpy()
+        return scores, i, mask
 
     def everything(self, name: str, path: Path, options: dict) -> SegmentationResult:
         with self._lock:  # the generator sets its own images; `_use` restores ours after

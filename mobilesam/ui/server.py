@@ -4,7 +4,7 @@
     GET  /api/images                          [{name, done}]
     GET  /api/images/{name}/file | /thumb     the image, a 256-px JPEG thumbnail
     POST /api/images/{name}/open              encode (cached), prefetch the next image
-    POST /api/images/{name}/predict           prompts -> candidate masks (COCO RLE)
+    POST /api/images/{name}/predict           prompts -> candidates' scores + one mask (COCO RLE)
     POST /api/images/{name}/everything        automatic masks (options as the CLI's)
     GET  /api/images/{name}/annotations       saved objects + revision
     PUT  /api/images/{name}/annotations       save (409 if the revision is stale)
@@ -48,7 +48,9 @@ class PromptBody(BaseModel):
     )
     box: list[float] | None = Field(None, description="[x0, y0, x1, y1]")
     multimask: bool = Field(True, description="three candidates (else SAM's single-mask output)")
-    only_best: bool = Field(False, description="return the best candidate only (hover preview)")
+    mask_id: int | None = Field(
+        None, description="the candidate whose mask to return (1-3; default: the best)"
+    )
 
 
 class SaveBody(BaseModel):
@@ -64,22 +66,14 @@ def _bbox(mask: np.ndarray) -> list[int]:
     return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
 
 
-def _candidates(masks: np.ndarray, scores: np.ndarray, multimask: bool, only_best: bool) -> dict:
-    best = int(np.argmax(scores))
-    picks = [best] if only_best else range(len(scores))
-    out = []
-    for i in picks:
-        m = masks[i]
-        out.append(
-            {
-                "mask_id": i + 1 if multimask else 0,
-                "score": float(scores[i]),
-                "area": int(m.sum()),
-                "bbox": _bbox(m),
-                "rle": rle.encode(m),
-            }
-        )
-    return {"candidates": out, "best": 0 if only_best else best}
+def _mask_json(mask: np.ndarray, mask_id: int, score: float) -> dict:
+    return {
+        "mask_id": mask_id,
+        "score": score,
+        "area": int(mask.sum()),
+        "bbox": _bbox(mask),
+        "rle": rle.encode(mask),
+    }
 
 
 def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
@@ -180,10 +174,17 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         start = time.perf_counter()
         emb, _ = service.embed(entry.name, entry.path)
         points, labels, box = _prompt_arrays(body, emb.original_size)
-        masks, scores = service.predict(entry.name, entry.path, points, labels, box, body.multimask)
-        out = _candidates(masks, scores, body.multimask, body.only_best)
-        out["server_ms"] = (time.perf_counter() - start) * 1e3
-        return out
+        ids = [1, 2, 3] if body.multimask else [0]
+        if body.mask_id is not None and body.mask_id not in ids:
+            raise PromptError(f"mask_id must be one of {ids}")
+        pick = None if body.mask_id is None else ids.index(body.mask_id)
+        scores, i, mask = service.predict(entry.name, entry.path, points, labels, box, body.multimask, pick)
+        return {
+            "candidates": [{"mask_id": m, "score": float(s)} for m, s in zip(ids, scores)],
+            "best": int(np.argmax(scores)),
+            "mask": _mask_json(mask, ids[i], float(scores[i])),
+            "server_ms": (time.perf_counter() - start) * 1e3,
+        }
 
     @app.post("/api/images/{name}/everything")
     def run_everything(name: str, options: dict) -> dict:

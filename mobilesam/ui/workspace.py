@@ -170,7 +170,7 @@ def _check_object(obj: dict, i: int) -> dict:
         counts = rle.string_to_counts(seg["counts"])
     except (ValueError, IndexError, UnicodeEncodeError) as exc:
         raise BadRequest(f"object {i}: rle counts are malformed") from exc
-    if sum(counts) != seg["size"][0] * seg["size"][1] or min(counts, default=0) < 0:
+    if counts.sum() != seg["size"][0] * seg["size"][1] or (counts < 0).any():
         raise BadRequest(f"object {i}: rle counts do not cover a {seg['size'][0]}x{seg['size'][1]} mask")
     label = obj.get("label", "object")
     if not isinstance(label, str) or len(label) > 200:

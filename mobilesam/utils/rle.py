@@ -65,24 +65,29 @@ def counts_to_string(counts: list[int] | np.ndarray) -> str:
     return (table[table >= 0] + 48).astype(np.uint8).tobytes().decode("ascii")
 
 
-def string_to_counts(s: str) -> list[int]:
-    counts: list[int] = []
-    p = 0
-    data = s.encode("ascii")
-    while p < len(data):
-        x = k = 0
-        more = True
-        while more:
-            c = data[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
+def string_to_counts(s: str) -> np.ndarray:
+    """COCO's compressed counts string -> run lengths (int64), vectorised over the
+    characters (the inverse of `counts_to_string`). A string that is not such an
+    encoding (characters outside '0'..'o', a last run cut short) is a ValueError."""
+    c = np.frombuffer(s.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
+        raise ValueError("not a COCO compressed RLE counts string")
+    last = (c & 0x20) == 0  # the last character of each run
+    run = np.concatenate([[0], np.cumsum(last)[:-1]])  # run index of each character
+    first = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])  # each run's first character
+    k = np.arange(c.size) - first[run]  # 5-bit group index inside the run
+    if k.max() > 11:
+        raise ValueError("a run of the RLE string is too long")
+    x = np.zeros(len(first), dtype=np.int64)
+    np.add.at(x, run, (c & 0x1F) << (5 * k))
+    negative = (c[last] & 0x10) != 0  # sign-extend from the last group
+    x[negative] -= np.int64(1) << (5 * (k[last][negative] + 1))
+    # From the fourth run on, each is stored as the difference to the run two back.
+    counts = x.copy()
+    counts[1::2] = np.cumsum(x[1::2])
+    counts[2::2] = np.cumsum(x[2::2])
     return counts
 
 

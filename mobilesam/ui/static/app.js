@@ -38,38 +38,46 @@ function rleCounts(s) {
   return counts;
 }
 
-function rleToMask(rle) {  // -> Uint8Array h*w, row-major
+function paintRuns(rle, px, value) {  // the mask's pixels (column-major runs) -> px[y * w + x] = value
   const [h, w] = rle.size;
-  const mask = new Uint8Array(h * w);
   const counts = rleCounts(rle.counts);
   let p = 0;
   for (let i = 0; i < counts.length; i++) {
     const end = p + counts[i];
     if (i % 2 === 1) {
-      while (p < end) {  // column-major run: one column segment at a time
+      while (p < end) {  // one column segment at a time
         const x = Math.floor(p / h), y = p - x * h;
         const n = Math.min(end - p, h - y);
-        for (let j = 0, idx = y * w + x; j < n; j++, idx += w) mask[idx] = 1;
+        for (let j = 0, idx = y * w + x; j < n; j++, idx += w) px[idx] = value;
         p += n;
       }
     }
     p = end;
   }
-  return mask;
 }
 
+const rleIds = new WeakMap();  // each mask object (a new one per server answer) -> a number
+function rleId(rle) {
+  if (!rleIds.has(rle)) rleIds.set(rle, rleIds.next = (rleIds.next || 0) + 1);
+  return rleIds.get(rle);
+}
+
+const maskCache = new Map();  // counts + colour -> canvas, the most recent 64
+
 function maskCanvas(rle, color) {
+  const key = `${color}|${rle.counts}`;
+  const hit = maskCache.get(key);
+  if (hit) { maskCache.delete(key); maskCache.set(key, hit); return hit; }
   const [h, w] = rle.size;
-  const mask = rleToMask(rle);
   const c = document.createElement("canvas");
   c.width = w; c.height = h;
   const g = c.getContext("2d");
   const data = g.createImageData(w, h);
-  const px = new Uint32Array(data.data.buffer);
   const [r, gr, b] = color;
-  const value = (255 << 24) | (b << 16) | (gr << 8) | r;  // little-endian RGBA
-  for (let i = 0; i < mask.length; i++) if (mask[i]) px[i] = value;
+  paintRuns(rle, new Uint32Array(data.data.buffer), ((255 << 24) | (b << 16) | (gr << 8) | r) >>> 0);  // RGBA, little-endian
   g.putImageData(data, 0, 0);
+  maskCache.set(key, c);
+  if (maskCache.size > 64) maskCache.delete(maskCache.keys().next().value);
   return c;
 }
 
@@ -111,7 +119,7 @@ function plain(o) {  // what is saved and what undo restores
 function snapshot() { return JSON.stringify(app.objects.map(plain)); }
 
 function restore(json) {
-  app.objects = JSON.parse(json).map((o) => ({ ...o, candidates: [], canvas: null }));
+  app.objects = JSON.parse(json).map((o) => ({ ...o, candidates: [] }));
   app.selected = Math.min(app.selected, app.objects.length - 1);
   render(); listObjects(); listCandidates();
 }
@@ -153,7 +161,7 @@ function newObject() {
   let id = app.objects.length + 1;
   while (used.has(id)) id++;
   app.objects.push({ id, label: "object", color: colorOf(id - 1), points: [], box: null, source: "prompt",
-    candidates: [], canvas: null, rle: null });
+    candidates: [], rle: null });
   app.selected = app.objects.length - 1;
   listObjects(); listCandidates(); render();
 }
@@ -165,19 +173,20 @@ function current() {
 
 // ---------- prompts -> masks ----------
 
-async function predict(obj, t0) {
+async function predict(obj, t0, maskId = obj.wanted) {
   if (!obj.points.length && !obj.box) {
-    obj.rle = null; obj.canvas = null; obj.candidates = []; render(); listCandidates(); save(); return;
+    obj.rle = null; obj.candidates = []; render(); listCandidates(); save(); return;
   }
   const seq = ++app.seq;
   const name = app.name;
   say("segmenting…");
   try {
-    const out = await api("POST", `/api/images/${enc(name)}/predict`, { points: obj.points, box: obj.box, multimask: true });
+    const body = { points: obj.points, box: obj.box, multimask: true, mask_id: maskId ?? null };
+    const out = await api("POST", `/api/images/${enc(name)}/predict`, body);
     if (seq !== app.seq || name !== app.name) return;  // a newer prompt has been sent
     obj.candidates = out.candidates;
-    const pick = obj.candidates.find((c) => c.mask_id === obj.wanted) || obj.candidates[out.best];
-    choose(obj, pick, false);
+    Object.assign(obj, { rle: out.mask.rle, score: out.mask.score, mask_id: out.mask.mask_id, area: out.mask.area });
+    render(); listCandidates(); listObjects();
     requestAnimationFrame(() => {
       app.latencies.push({ ms: performance.now() - t0, server_ms: out.server_ms });
       say(`mask in ${Math.round(performance.now() - t0)} ms`);
@@ -186,11 +195,9 @@ async function predict(obj, t0) {
   } catch (e) { say(e.message, true); }
 }
 
-function choose(obj, cand, persist = true) {
-  obj.rle = cand.rle; obj.score = cand.score; obj.mask_id = cand.mask_id;
-  obj.canvas = null;
-  if (persist) { obj.wanted = cand.mask_id; }
-  render(); listCandidates(); listObjects();
+function choose(obj, cand) {  // another candidate: its mask comes from the server
+  obj.wanted = cand.mask_id;
+  if (cand.mask_id !== obj.mask_id) predict(obj, performance.now(), cand.mask_id);
 }
 
 function addPrompt(kind, value, t0) {
@@ -210,9 +217,9 @@ async function hoverAt(x, y) {
   const points = (obj ? obj.points : []).concat([[x, y, 1]]);
   try {
     const out = await api("POST", `/api/images/${enc(app.name)}/predict`,
-      { points, box: obj ? obj.box : null, multimask: true, only_best: true }, ctl.signal);
+      { points, box: obj ? obj.box : null, multimask: true }, ctl.signal);
     if (app.hoverCtl !== ctl) return;
-    app.hover = maskCanvas(out.candidates[0].rle, [255, 255, 255]);
+    app.hover = maskCanvas(out.mask.rle, [255, 255, 255]);
     app.hoverCount = (app.hoverCount || 0) + 1;
     render();
   } catch (e) { if (e.name !== "AbortError") say(e.message, true); }
@@ -240,12 +247,25 @@ function render() {
   ctx.imageSmoothingEnabled = v.scale < 1;
   ctx.drawImage(app.img, 0, 0);
   if (app.drawMasks) {
-    app.objects.forEach((o, i) => {
-      if (!o.rle) return;
-      if (!o.canvas) o.canvas = maskCanvas(o.rle, o.color);
-      ctx.globalAlpha = i === app.selected ? 0.6 : 0.45;
-      ctx.drawImage(o.canvas, 0, 0);
-    });
+    // The objects not being edited, composited once per change (and per view), then one blit.
+    const key = `${app.objects.map((o, i) => (i === app.selected || !o.rle ? "" : `${rleId(o.rle)}:${o.color}`)).join("|")}|${v.scale},${v.ox},${v.oy},${canvas.width},${canvas.height}`;
+    if (!app.layer || app.layerKey !== key) {
+      const layer = app.layer || document.createElement("canvas");
+      layer.width = canvas.width; layer.height = canvas.height;
+      const g = layer.getContext("2d");
+      g.setTransform(v.scale, 0, 0, v.scale, v.ox, v.oy);
+      g.imageSmoothingEnabled = v.scale < 1;
+      app.objects.forEach((o, i) => {
+        if (i !== app.selected && o.rle) g.drawImage(maskCanvas(o.rle, o.color), 0, 0);
+      });
+      app.layer = layer; app.layerKey = key;
+    }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.globalAlpha = 0.45;
+    ctx.drawImage(app.layer, 0, 0);
+    ctx.setTransform(v.scale, 0, 0, v.scale, v.ox, v.oy);
+    const sel = app.objects[app.selected];
+    if (sel && sel.rle) { ctx.globalAlpha = 0.6; ctx.drawImage(maskCanvas(sel.rle, sel.color), 0, 0); }
     if (app.hover && app.hoverOn) { ctx.globalAlpha = 0.35; ctx.drawImage(app.hover, 0, 0); }
   }
   ctx.globalAlpha = 1;
@@ -298,6 +318,7 @@ function listObjects() {
     const input = document.createElement("input");
     input.value = o.label; input.title = "label";
     input.addEventListener("change", () => { remember(); o.label = input.value || "object"; save(); });
+    input.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === "Escape") input.blur(); });
     const del = document.createElement("button");
     del.textContent = "✕"; del.title = "delete";
     del.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(i); });
@@ -322,9 +343,10 @@ function listCandidates() {
   if (!obj) return;
   obj.candidates.forEach((c, i) => {
     const b = document.createElement("button");
-    b.textContent = `${i + 1}: mask ${c.mask_id} · IoU ${c.score.toFixed(3)} · ${c.area} px`;
+    const area = c.mask_id === obj.mask_id && obj.area !== undefined ? ` · ${obj.area} px` : "";
+    b.textContent = `${i + 1}: mask ${c.mask_id} · IoU ${c.score.toFixed(3)}${area}`;
     if (c.mask_id === obj.mask_id) b.className = "chosen";
-    b.addEventListener("click", () => { remember(); choose(obj, c); save(); });
+    b.addEventListener("click", () => { remember(); choose(obj, c); });
     div.append(b);
   });
 }
@@ -353,6 +375,8 @@ async function loadImages() {
   }
 }
 
+const imageCache = new Map();  // name -> decoded <img>, the last 4 opened
+
 async function openImage(name) {
   const t0 = performance.now();
   if (app.saving) await app.saving;
@@ -362,12 +386,17 @@ async function openImage(name) {
       api("POST", `/api/images/${enc(name)}/open`),
       api("GET", `/api/images/${enc(name)}/annotations`),
     ]);
-    const img = new Image();
-    img.src = `/api/images/${enc(name)}/file`;
-    await img.decode();
+    let img = imageCache.get(name);
+    if (!img) {
+      img = new Image();
+      img.src = `/api/images/${enc(name)}/file`;
+      await img.decode();
+      imageCache.set(name, img);
+      if (imageCache.size > 4) imageCache.delete(imageCache.keys().next().value);
+    }
     app.name = name; app.img = img; app.width = info.width; app.height = info.height;
     app.revision = saved.revision;
-    app.objects = saved.objects.map((o, i) => ({ color: colorOf(i), points: [], box: null, ...o, candidates: [], canvas: null }));
+    app.objects = saved.objects.map((o, i) => ({ color: colorOf(i), points: [], box: null, ...o, candidates: [] }));
     app.selected = app.objects.length ? 0 : -1;
     app.history = []; app.future = []; app.hover = null;
     $("image-name").textContent = name;
@@ -496,7 +525,7 @@ canvas.addEventListener("wheel", (e) => {
 }, { passive: false });
 
 window.addEventListener("keydown", (e) => {
-  if (e.target.tagName === "INPUT") return;
+  if (e.target.tagName === "INPUT" && !["checkbox", "file"].includes(e.target.type)) return;  // typing a label
   const k = e.key.toLowerCase();
   const mod = e.ctrlKey || e.metaKey;
   if (k === " ") { spaceDown = true; e.preventDefault(); }
@@ -512,7 +541,7 @@ window.addEventListener("keydown", (e) => {
   else if (["1", "2", "3"].includes(k)) {
     const obj = app.objects[app.selected];
     const c = obj && obj.candidates[Number(k) - 1];
-    if (c) { remember(); choose(obj, c); save(); }
+    if (c) { remember(); choose(obj, c); }
   }
 });
 window.addEventListener("keyup", (e) => { if (e.key === " ") spaceDown = false; });

@@ -1,0 +1,214 @@
+"""`mobilesam ui` in a real browser: Chromium (Debian's package) driven by Playwright,
+against the real server (`python -m mobilesam ui`), on a folder of two photos.
+
+Screenshots go to tests/artifacts/ui/ (ignored by git; the README's is copied from it).
+The server is killed mid-session and restarted: nothing saved is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import IMAGES
+from PIL import Image
+
+from mobilesam.utils import rle
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
+if CHROMIUM is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium for the browser tests (apt-get install chromium)")
+    pytest.skip("no chromium on this machine", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, folder: Path, checkpoint: Path, out: Path) -> None:
+        self.args = [sys.executable, "-m", "mobilesam", "ui", str(folder), "--checkpoint", str(checkpoint)]
+        self.args += ["--out", str(out), "--threads", "2"]
+        self.proc = None
+
+    def start(self) -> str:
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([*self.args, "--port", str(port)], start_new_session=True)
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(self.url + "/api/status", timeout=1)
+                return self.url
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the ui server did not start")
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def get(self, path: str) -> object:
+        with urllib.request.urlopen(self.url + path) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: dict) -> object:
+        req = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, ckpt_vit_t):
+    folder = tmp_path_factory.mktemp("photos")
+    shutil.copy(IMAGES / "truck.jpg", folder / "1_truck.jpg")
+    Image.open(IMAGES / "picture4.jpg").convert("RGB").save(folder / "2_picture.jpg")
+    s = Server(folder, ckpt_vit_t, tmp_path_factory.mktemp("out"))
+    s.start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 900})
+        pg.goto(server.url)
+        pg.wait_for_function("window.app && window.app.ready && window.app.img", timeout=60_000)
+        yield pg
+        browser.close()
+
+
+def _screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image pixel (x, y)."""
+    return tuple(
+        page.evaluate(
+            """([x, y]) => {
+            const r = canvas.getBoundingClientRect(), d = canvas.width / r.width, v = app.view;
+            return [r.left + (x * v.scale + v.ox) / d, r.top + (y * v.scale + v.oy) / d];
+        }""",
+            [x, y],
+        )
+    )
+
+
+def _wait_saved(page, revision: int) -> None:
+    page.wait_for_function(f"app.revision >= {revision} && !app.saving", timeout=30_000)
+
+
+def test_label_two_images_in_the_browser(page, server):
+    pycocotools = pytest.importorskip("pycocotools.mask")
+    page.uncheck("#hover")
+    # 1. A foreground point: a mask appears, drawn on the canvas.
+    page.mouse.click(*_screen(page, 500, 375))
+    page.wait_for_function("app.latencies.length >= 1 && app.objects[0] && app.objects[0].rle")
+    tinted = page.evaluate(
+        """() => {
+            const grab = () => ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            const withMasks = grab();
+            app.drawMasks = false; render();
+            const without = grab();
+            app.drawMasks = true; render();
+            let changed = 0;
+            for (let i = 0; i < without.length; i += 4) if (withMasks[i] !== without[i]) changed++;
+            return changed / (without.length / 4);
+        }"""
+    )
+    area = page.evaluate("app.objects[0].rle.size[0] * app.objects[0].rle.size[1]")
+    fraction = rle.decode(page.evaluate("app.objects[0].rle")).sum() / area
+    assert tinted > 0.2 * fraction  # the mask tints the image where it lies
+    page.screenshot(path=str(ARTIFACTS / "point.png"))
+
+    # 2. A box for the same object: its saved mask equals the API's for the same prompts.
+    x0, y0 = _screen(page, 300, 200)
+    x1, y1 = _screen(page, 1100, 800)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    page.wait_for_function("app.latencies.length >= 2 && app.objects[0].box")
+    _wait_saved(page, 2)
+    saved = server.get("/api/images/1_truck.jpg/annotations")["objects"][0]
+    api = server.post(
+        "/api/images/1_truck.jpg/predict", {"points": saved["points"], "box": saved["box"], "multimask": True}
+    )
+    assert saved["rle"] == api["mask"]["rle"] and saved["mask_id"] == api["mask"]["mask_id"]
+    assert len(saved["points"]) == 1 and saved["box"] == pytest.approx([300, 200, 1100, 800], abs=2)
+
+    # 3. Another candidate, picked with the keyboard: its mask is the API's for that mask_id.
+    other = next(c for c in api["candidates"] if c["mask_id"] != saved["mask_id"])
+    page.keyboard.press(str(other["mask_id"]))
+    page.wait_for_function(f"app.objects[0].mask_id === {other['mask_id']}")
+    assert page.locator("#candidates button.chosen").count() == 1
+    _wait_saved(page, 3)
+    want = server.post(
+        "/api/images/1_truck.jpg/predict",
+        {"points": saved["points"], "box": saved["box"], "mask_id": other["mask_id"]},
+    )
+    assert server.get("/api/images/1_truck.jpg/annotations")["objects"][0]["rle"] == want["mask"]["rle"]
+
+    # 4. A second object, then undo its point: one object with a mask remains.
+    page.keyboard.press("n")
+    page.mouse.click(*_screen(page, 1300, 700))
+    page.wait_for_function("app.objects.length === 2 && app.objects[1].rle")
+    _wait_saved(page, 4)
+    assert len(server.get("/api/images/1_truck.jpg/annotations")["objects"]) == 2
+    page.screenshot(path=str(ARTIFACTS / "two_objects.png"))
+    page.keyboard.press("Control+z")
+    page.wait_for_function("!app.objects[1] || !app.objects[1].rle")
+    _wait_saved(page, 5)
+    assert len(server.get("/api/images/1_truck.jpg/annotations")["objects"]) == 1
+    page.keyboard.press("Control+y")
+    page.wait_for_function("app.objects[1] && app.objects[1].rle")
+    _wait_saved(page, 6)
+    page.locator("#objects li").nth(1).locator("input").fill("wheel")
+    page.locator("#objects li").nth(1).locator("input").press("Enter")  # commits and leaves the field
+    _wait_saved(page, 7)
+
+    # 5. Next image and back: the work is still there; the switch back is fast (cached).
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("app.name === '2_picture.jpg' && app.switches.length >= 2")
+    page.mouse.click(*_screen(page, 100, 100))
+    page.wait_for_function("app.objects[0] && app.objects[0].rle")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("app.name === '1_truck.jpg' && app.objects.length === 2")
+    assert [o["label"] for o in page.evaluate("app.objects.map(o => ({label: o.label}))")] == [
+        "object",
+        "wheel",
+    ]
+    switch = page.evaluate("app.switches[app.switches.length - 1]")
+    assert switch["cached"]
+    page.screenshot(path=str(ARTIFACTS / "page.png"))
+
+    # 6. Export: one COCO file for the folder, valid for pycocotools.
+    coco = page.evaluate("fetch('/api/export/coco').then(r => r.json())")
+    assert [c["name"] for c in coco["categories"]] == ["object", "wheel"]
+    assert len(coco["annotations"]) == 3
+    for ann in coco["annotations"]:
+        seg = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+        assert pycocotools.area(seg) == ann["area"]
+
+    # 7. Kill the server mid-session and restart it: everything saved is there.
+    before = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "2_picture.jpg")}
+    server.kill()
+    server.start()
+    after = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "2_picture.jpg")}
+    assert after == before and len(after["2_picture.jpg"]["objects"]) == 1
