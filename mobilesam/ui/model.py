@@ -110,7 +110,7 @@ class ModelService:
     ) -> tuple[np.ndarray, int, np.ndarray]:
         """One prompt set (original-image pixels) -> the scores of its C candidates, the
         index shown (`pick`, else the best score) and that candidate's HxW mask, equal to
-        `SamPredictor.predict`'s: only that one is upsampled to full resolution."""
+        `SamPredictor.predict`'s."""
         emb, _ = self.embed(name, path)
         with self._lock, torch.inference_mode():
             self._use(emb)
@@ -129,8 +129,10 @@ class ModelService:
             low_res, iou = p.decode(coords, labels_t, boxes, None, multimask)
             scores = iou[0].float().cpu().numpy()
             i = int(np.argmax(scores)) if pick is None else pick
-            logits = p.model.postprocess_masks(low_res[:, i : i + 1].float(), p.input_size, p.original_size)
-            mask = (logits[0, 0] > p.mask_threshold).cpu().numpy()
+            # Every candidate upsampled, as `predict` does: upsampling one channel alone can
+            # round differently (another kernel path) and move boundary pixels.
+            logits = p.model.postprocess_masks(low_res.float(), p.input_size, p.original_size)
+            mask = (logits[0, i] > p.mask_threshold).cpu().numpy()
         return scores, i, mask
 
     def everything(self, name: str, path: Path, options: dict) -> SegmentationResult:

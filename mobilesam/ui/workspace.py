@@ -9,6 +9,7 @@ atomically, with a revision number; a save based on an older revision is refused
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -166,12 +167,10 @@ def _check_object(obj: dict, i: int) -> dict:
     seg = obj.get("rle")
     if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str) and _size_ok(seg.get("size"))):
         raise BadRequest(f"object {i}: rle must be {{'size': [h, w], 'counts': str}}")
-    try:
-        counts = rle.string_to_counts(seg["counts"])
-    except (ValueError, IndexError, UnicodeEncodeError) as exc:
-        raise BadRequest(f"object {i}: rle counts are malformed") from exc
-    if counts.sum() != seg["size"][0] * seg["size"][1] or (counts < 0).any():
-        raise BadRequest(f"object {i}: rle counts do not cover a {seg['size'][0]}x{seg['size'][1]} mask")
+    if not _counts_ok(seg["counts"], *seg["size"]):
+        raise BadRequest(
+            f"object {i}: rle counts are malformed or do not cover a {seg['size'][0]}x{seg['size'][1]} mask"
+        )
     label = obj.get("label", "object")
     if not isinstance(label, str) or len(label) > 200:
         raise BadRequest(f"object {i}: label must be a string of at most 200 characters")
@@ -194,6 +193,17 @@ def _check_object(obj: dict, i: int) -> dict:
     if isinstance(obj.get("box"), list) and len(obj["box"]) == 4:
         out["box"] = [float(v) for v in obj["box"]]
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts_ok(counts: str, h: int, w: int) -> bool:
+    """Whether `counts` is COCO RLE of an h x w mask. Cached: every save sends every object
+    of the image again, and only the changed ones need decoding."""
+    try:
+        runs = rle.string_to_counts(counts)
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return bool(runs.sum() == h * w and (runs >= 0).all())
 
 
 def _size_ok(size: object) -> bool:

@@ -187,11 +187,11 @@ async function predict(obj, t0, maskId = obj.wanted) {
     obj.candidates = out.candidates;
     Object.assign(obj, { rle: out.mask.rle, score: out.mask.score, mask_id: out.mask.mask_id, area: out.mask.area });
     render(); listCandidates(); listObjects();
-    requestAnimationFrame(() => {
+    requestAnimationFrame(() => setTimeout(() => {  // after the frame with the mask is painted
       app.latencies.push({ ms: performance.now() - t0, server_ms: out.server_ms });
       say(`mask in ${Math.round(performance.now() - t0)} ms`);
-    });
-    save();
+      save();  // after the paint: serialising every object must not delay it
+    }));
   } catch (e) { say(e.message, true); }
 }
 
