@@ -12,6 +12,7 @@ segment-anything's constructor arguments, defaults and output, with the same res
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,7 +93,11 @@ class SamAutomaticMaskGenerator:
     mask_memory_bytes: candidate masks beyond this go to a temporary file.
     Numbers are checked against the bounds in options.py (32.0 and numpy integers are
     accepted where an integer is wanted, as segment-anything does).
+    `progress`, if set to a function, is called after every batch of point prompts with
+    (prompts done, prompts in all crops) — a progress bar's numbers.
     """
+
+    progress: Callable[[int, int], None] | None = None
 
     def __init__(
         self,
@@ -203,6 +208,7 @@ class SamAutomaticMaskGenerator:
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
         records = MaskRecords(rle.BitStore(self.mask_memory_bytes))
+        self._done, self._total = 0, sum(len(self.point_grids[layer]) for layer in layer_idxs)
         for crop_box, layer in zip(crop_boxes, layer_idxs):
             records.extend(self._process_crop(image, crop_box, layer, orig_size, records.store))
         if len(crop_boxes) > 1 and len(records):
@@ -231,6 +237,9 @@ class SamAutomaticMaskGenerator:
         for i, start in enumerate(range(0, len(points), self.points_per_batch)):
             batch = points[start : start + self.points_per_batch]
             records.extend(self._process_batch(batch, crop_size, crop_box, orig_size, store))
+            self._done += len(batch)
+            if self.progress is not None:
+                self.progress(self._done, self._total)
             if i % TRIM_EVERY == TRIM_EVERY - 1:
                 release_free_memory()  # temporaries vary in size from batch to batch
         self.predictor.reset_image()

@@ -8,6 +8,7 @@ except segment everything, whose post-processing is the generator's.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -118,19 +119,26 @@ class Segmenter:
         return coords, labels, boxes
 
 
-def everything(predictor: Predictor, image: ImageSource, input_size_percent: object = 100, **options: object):
+def everything(
+    predictor: Predictor,
+    image: ImageSource,
+    input_size_percent: object = 100,
+    progress: Callable[[int, int], None] | None = None,
+    **options: object,
+):
     """All masks of `image` from a grid of point prompts (the automatic mask generator)
     with any backend. Options (values or strings): options.EVERYTHING, named as the
     Ikomia task names them (`iou_thres` is segment-anything's pred_iou_thresh, and so
     on). With input_size_percent < 100 the generator runs on the shrunk image and masks
     are scaled back up (nearest neighbour). Masks are ordered by predicted IoU, highest
-    first.
+    first. `progress(done, total)` is called after each batch of point prompts.
     """
     from .automatic_mask_generator import SamAutomaticMaskGenerator
 
     rgb = load_image(image)
     percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
     generator = SamAutomaticMaskGenerator(predictor, **generator_kwargs(options))
+    generator.progress = progress
     work = shrink(rgb, percent)
     records = generator.generate_records(work)
     small = work.shape[:2]

@@ -12,6 +12,7 @@ from PIL import Image
 from mobilesam import MobileSAM, PromptError
 from mobilesam.batch import segment_folder
 from mobilesam.cli import main
+from mobilesam.highlevel import everything
 from mobilesam.utils import rle
 
 FAST = {"points_per_side": "4", "iou_thres": "0.5", "stability_score_thres": 0.8}
@@ -52,6 +53,22 @@ def test_everything_input_size_percent(sam):
     result = sam.segment_everything(IMAGES / "picture1.jpg", input_size_percent=50, **FAST)
     assert result.masks.shape[1:] == (770, 769)
     assert result.points.max() <= 770
+
+
+def test_everything_reports_progress(sam):
+    """progress(done, total) after every batch: 2x2 points on the image plus 2x2 in each of
+    the 4 crops of layer 1, in batches of 3."""
+    calls = []
+    everything(
+        sam.predictor,
+        np.zeros((64, 80, 3), np.uint8),
+        progress=lambda done, total: calls.append((done, total)),
+        points_per_side=2,
+        crop_n_layers=1,
+        points_per_batch=3,
+    )
+    assert calls[-1] == (20, 20) and all(total == 20 for _, total in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 2 + 4 * 2
 
 
 def test_everything_bad_options(sam):

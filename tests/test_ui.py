@@ -194,6 +194,7 @@ def test_everything_endpoint(client):
         json={"points_per_side": 4, "iou_thres": 0.5, "stability_score_thres": 0.5},
     ).json()
     assert out["masks"] and all(m["rle"]["size"] == [300, 400] for m in out["masks"])
+    assert client.get("/api/images/b_small.png/everything/progress").json() == {"done": 16, "total": 16}
     bad = client.post("/api/images/b_small.png/everything", json={"points_per_sides": 4})
     assert bad.status_code == 422
     bad = client.post("/api/images/b_small.png/everything", json={"iou_thres": 7})

@@ -198,6 +198,19 @@ def test_label_two_images_in_the_browser(page, server):
     assert switch["cached"]
     page.screenshot(path=str(ARTIFACTS / "page.png"))
 
+    # Segment everything with its knobs: its masks become objects (one undo takes them back).
+    page.fill("#everything-form input[name=points_per_side]", "4")
+    page.fill("#everything-form input[name=iou_thres]", "0.5")
+    page.fill("#everything-form input[name=stability_score_thres]", "0.5")
+    page.click("#everything")
+    page.wait_for_function("document.getElementById('everything-progress').textContent.includes('masks in')")
+    added = page.evaluate("app.objects.length") - 2
+    assert added > 0 and page.evaluate("app.objects.slice(2).every(o => o.source === 'everything' && o.rle)")
+    page.keyboard.press("Control+z")
+    page.wait_for_function("app.objects.length === 2 && !app.saving")
+    page.wait_for_timeout(300)
+    page.wait_for_function("!app.saving")
+
     # 6. Export: one COCO file for the folder, valid for pycocotools.
     coco = page.evaluate("fetch('/api/export/coco').then(r => r.json())")
     assert [c["name"] for c in coco["categories"]] == ["object", "wheel"]

@@ -44,6 +44,9 @@ class ModelService:
         self._lock = threading.RLock()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="ui-encoder")
         self._pending: dict[str, Future] = {}
+        self.progress: dict[
+            str, tuple[int, int]
+        ] = {}  # image -> (prompts done, in all) of segment everything
         # Background encodes use their own predictor (same model, eager: a CUDA-graph engine
         # is not shared between threads), so they never hold the interactive one's lock.
         self._encoder = SamPredictor(predictor.model, device_preprocess=predictor.device_preprocess)
@@ -136,8 +139,12 @@ class ModelService:
         return scores, i, mask
 
     def everything(self, name: str, path: Path, options: dict) -> SegmentationResult:
+        def report(done: int, total: int) -> None:
+            self.progress[name] = (done, total)
+
+        self.progress[name] = (0, 0)
         with self._lock:  # the generator sets its own images; `_use` restores ours after
-            return everything(self.predictor, load_image(path), **options)
+            return everything(self.predictor, load_image(path), progress=report, **options)
 
     def _use(self, emb: Embedding) -> None:
         p = self.predictor

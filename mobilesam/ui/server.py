@@ -6,6 +6,7 @@
     POST /api/images/{name}/open              encode (cached), prefetch the next image
     POST /api/images/{name}/predict           prompts -> candidates' scores + one mask (COCO RLE)
     POST /api/images/{name}/everything        automatic masks (options as the CLI's)
+    GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
     GET  /api/images/{name}/annotations       saved objects + revision
     PUT  /api/images/{name}/annotations       save (409 if the revision is stale)
     GET  /api/images/{name}/export/labels.png label map (0 background, i + 1 object i)
@@ -201,6 +202,12 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             for a in coco["annotations"]
         ]
         return {"masks": masks, "seconds": time.perf_counter() - start}
+
+    @app.get("/api/images/{name}/everything/progress")
+    def everything_progress(name: str) -> dict:
+        """Point prompts done and in all in the latest segment-everything run of this image."""
+        done, total = service.progress.get(workspace.image(name).name, (0, 0))
+        return {"done": done, "total": total}
 
     @app.get("/api/images/{name}/annotations")
     def load(name: str) -> dict:

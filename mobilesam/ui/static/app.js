@@ -440,7 +440,12 @@ async function runEverything() {
   for (const input of $("everything-form").querySelectorAll("input")) options[input.name] = Number(input.value);
   const progress = $("everything-progress");
   const t0 = performance.now();
-  const timer = setInterval(() => { progress.textContent = `running… ${((performance.now() - t0) / 1000).toFixed(1)} s`; }, 100);
+  const name = app.name;
+  const timer = setInterval(async () => {  // the server's count of point prompts done
+    const p = await api("GET", `/api/images/${enc(name)}/everything/progress`).catch(() => null);
+    const share = p && p.total ? ` ${Math.round((100 * p.done) / p.total)}% (${p.done}/${p.total} points)` : "";
+    progress.textContent = `running…${share} ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+  }, 250);
   $("everything").disabled = true;
   try {
     const out = await api("POST", `/api/images/${enc(app.name)}/everything`, options);
