@@ -118,7 +118,6 @@ class Engine:
     ) -> None:
         self.model = model
         self.graphs = GraphCache(capture=graphs)
-        self.compiled = compile
         encode, decode = self._encode_eager, self._decode_eager
         if compile:
             encode = torch.compile(encode, dynamic=False, backend=compile_backend)
@@ -146,12 +145,12 @@ class Engine:
         n = len(prompts[0])
         if n == 0:
             return self._decode_eager(kinds, features, image_pe, *prompts)
+        fn = functools.partial(self._decode_fn, kinds)
         low_res, scores = [], []
         for start in range(0, n, BUCKETS[-1]):
             part = [x[start : start + BUCKETS[-1]] for x in prompts]
             m = len(part[0])
             part = [pad_rows(x, bucket(m)) for x in part]
-            fn = functools.partial(self._decode_fn, kinds)
             logits, iou = self.graphs.run(("decode", kinds), fn, features, image_pe, *part)
             low_res.append(logits[:m])
             scores.append(iou[:m])

@@ -68,7 +68,7 @@ class ResizeLongestSide:
         The device twin of `apply_image` (PIL): antialiased bilinear (plain bilinear when
         enlarging), done as PIL does it, the width first, rounded to whole values, then the
         height, rounded again. 99.9% of pixels equal PIL's, the rest differ by 1 (PIL's
-        fixed-point weights); tests/test_device_preprocess.py measures the masks.
+        fixed-point weights); tests/test_engine.py measures the masks.
         """
         import torch.nn.functional as F
 

@@ -103,18 +103,16 @@ class ModelService:
 
     def predict(
         self,
-        name: str,
-        path: Path,
+        emb: Embedding,
         points: np.ndarray | None,
         labels: np.ndarray | None,
         box: np.ndarray | None,
         multimask: bool,
         pick: int | None = None,
     ) -> tuple[np.ndarray, int, np.ndarray]:
-        """One prompt set (original-image pixels) -> the scores of its C candidates, the
-        index shown (`pick`, else the best score) and that candidate's HxW mask, equal to
-        `SamPredictor.predict`'s."""
-        emb, _ = self.embed(name, path)
+        """One prompt set (original-image pixels) on the image of `emb` (from `embed`) ->
+        the scores of its C candidates, the index shown (`pick`, else the best score) and
+        that candidate's HxW mask, equal to `SamPredictor.predict`'s."""
         with self._lock, torch.inference_mode():
             self._use(emb)
             p = self.predictor

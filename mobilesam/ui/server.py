@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..options import BY_NAME, generator_kwargs
 from ..utils import rle
+from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
 from .model import ModelService
 from .workspace import MAX_UPLOAD_BYTES, BadRequest, Conflict, NotFound, Workspace, mask_of
@@ -59,20 +60,17 @@ class SaveBody(BaseModel):
     objects: list[dict]
 
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    """COCO XYWH of a mask's pixels ([0, 0, 0, 0] if empty)."""
-    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if not len(xs):
-        return [0, 0, 0, 0]
-    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+def _area_bbox(mask: np.ndarray) -> dict:
+    """A mask's area and COCO XYWH box ([0, 0, 0, 0] if empty), as the other exports write them."""
+    area = int(mask.sum())
+    return {"area": area, "bbox": [int(v) for v in xyxy_to_coco_bbox(masks_to_boxes(mask[None]), [area])[0]]}
 
 
 def _mask_json(mask: np.ndarray, mask_id: int, score: float) -> dict:
     return {
         "mask_id": mask_id,
         "score": score,
-        "area": int(mask.sum()),
-        "bbox": _bbox(mask),
+        **_area_bbox(mask),
         "rle": rle.encode(mask),
     }
 
@@ -179,7 +177,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         if body.mask_id is not None and body.mask_id not in ids:
             raise PromptError(f"mask_id must be one of {ids}")
         pick = None if body.mask_id is None else ids.index(body.mask_id)
-        scores, i, mask = service.predict(entry.name, entry.path, points, labels, box, body.multimask, pick)
+        scores, i, mask = service.predict(emb, points, labels, box, body.multimask, pick)
         return {
             "candidates": [{"mask_id": m, "score": float(s)} for m, s in zip(ids, scores)],
             "best": int(np.argmax(scores)),
@@ -268,7 +266,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 def folder_coco(workspace: Workspace) -> dict:
     """Every image's saved objects as one COCO dict: the label names are the categories
     (sorted), masks compressed RLE, as `mobilesam everything DIR` writes them."""
-    saved = [(e, workspace.load(e.name)) for e in workspace.images()]
+    saved = [(e, workspace.saved(e.name)) for e in workspace.images()]
     names = sorted({o["label"] for _, data in saved for o in data["objects"]})
     category = {n: i + 1 for i, n in enumerate(names)}
     images, annotations = [], []
@@ -283,8 +281,7 @@ def folder_coco(workspace: Workspace) -> dict:
                 "image_id": image_id,
                 "category_id": category[obj["label"]],
                 "segmentation": obj["rle"],
-                "area": int(mask.sum()),
-                "bbox": _bbox(mask),
+                **_area_bbox(mask),
                 "iscrowd": 0,
             }
             for key in ("score", "mask_id"):

@@ -107,7 +107,10 @@ class Workspace:
 
     def load(self, name: str) -> dict:
         """The saved annotations of image `name` ({"revision": 0, "objects": []} if none)."""
-        self.image(name)
+        return self.saved(self.image(name).name)
+
+    def saved(self, name: str) -> dict:
+        """`load` for a name taken from `images()` (the folder is not listed again)."""
         path = self._file(name)
         if not path.is_file():
             return {"image": name, "revision": 0, "objects": []}
@@ -126,7 +129,7 @@ class Workspace:
             if obj["rle"]["size"] != size:
                 raise BadRequest(f"object {i}: mask size {obj['rle']['size']} is not the image's {size}")
         with self._lock(name):
-            current = self.load(entry.name)["revision"]
+            current = self.saved(entry.name)["revision"]
             if revision != current:
                 raise Conflict(current)
             data = {"image": name, "revision": current + 1, "objects": checked}
@@ -134,8 +137,8 @@ class Workspace:
         return current + 1
 
     def done(self, name: str) -> bool:
-        path = self._file(name)
-        return path.is_file() and bool(self.load(name)["objects"])
+        """Whether listed image `name` has saved objects (called once per listed image)."""
+        return self._file(name).is_file() and bool(self.saved(name)["objects"])
 
     # ---- uploads ----
 
