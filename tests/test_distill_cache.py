@@ -128,3 +128,18 @@ def test_batched_cache_with_workers_matches_one_at_a_time(teacher, photos, tmp_p
         np.testing.assert_allclose(
             many.get(image_id).astype(np.float32), one.get(image_id).astype(np.float32), rtol=2e-3, atol=2e-3
         )
+
+
+def test_bf16_teacher_cache_is_close_to_float32(teacher, photos, tmp_path):
+    """The bf16 autocast path (the default on a GPU) run on the CPU: embeddings close to
+    float32's; an unknown precision is refused before any work."""
+    EmbeddingCache(tmp_path / "fp32").build(teacher, photos, "vit_b", precision="float32")
+    EmbeddingCache(tmp_path / "bf16").build(teacher, photos, "vit_b", precision="bf16")
+    fp32, bf16 = EmbeddingCache(tmp_path / "fp32"), EmbeddingCache(tmp_path / "bf16")
+    assert fp32.ids() == bf16.ids() and len(fp32) == 5
+    for image_id in fp32.ids():
+        a, b = fp32.get(image_id).astype(np.float32), bf16.get(image_id).astype(np.float32)
+        assert not np.array_equal(a, b)  # bf16 really ran
+        assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
+    with pytest.raises(MobileSAMError, match="precision"):
+        EmbeddingCache(tmp_path / "bad").build(teacher, photos, "vit_b", precision="fp8")

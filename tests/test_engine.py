@@ -1,6 +1,7 @@
 """The GPU engine's CPU-testable core: buckets, the eager fallback, results equal to the
 plain predictor, capture safety (no host-to-device copy or sync inside a captured
-call), device preprocessing against PIL, on-device bit packing, bf16 teacher caching."""
+call), device preprocessing against PIL, on-device bit packing (bf16 teacher caching:
+test_distill_cache.py)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ def test_engine_boxes_match_the_plain_decoder(engine_pair, n_boxes):
         assert got[0].shape == want[0].shape == (n_boxes, 3 if multimask else 1, 256, 256)
         torch.testing.assert_close(got[0], want[0], atol=2e-3, rtol=1e-4)
         torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+
+
+def test_zero_prompt_sets_decode_to_nothing(engine_pair):
+    """An empty batch goes through the decoder (the engine and the plain path, both
+    attention shortcuts) instead of failing on an ambiguous reshape."""
+    for predictor in engine_pair:
+        for boxes, coords, labels in (
+            (torch.zeros(0, 4), None, None),
+            (None, torch.zeros(0, 1, 2), torch.ones(0, 1, dtype=torch.int)),
+        ):
+            low_res, iou = predictor.decode(coords, labels, boxes, None, True)
+            assert low_res.shape == (0, 3, 256, 256) and iou.shape == (0, 3)
 
 
 def test_engine_points_and_everything_match(engine_pair):

@@ -63,7 +63,7 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention on already projected BxNxC inputs (a batch of 1 broadcasts) -> out_proj."""
-        b = max(q.shape[0], k.shape[0])
+        b = _batch(q, k)
         # Expanded views, not broadcasting: SDPA's fast CPU kernel wants equal batch sizes
         # and falls back to a much slower path otherwise.
         q, k, v = (t.expand(b, -1, -1) for t in (q, k, v))
@@ -92,9 +92,10 @@ class Attention(nn.Module):
         d = self.q_proj.out_features // h
         qh = self.q_proj(q).view(b, n, h, d)
         wk = self.k_proj.weight.view(h, d, -1)
-        qk = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, -1) * d**-0.5
+        # Sizes named, not -1, so an empty batch (B = 0) goes through.
+        qk = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, wk.shape[-1]) * d**-0.5
         weights = self._per_prompt(qk, keys.transpose(1, 2), None).softmax(dim=-1)
-        mixed = (weights @ values).view(b, h, n, -1)  # B x h x n x C
+        mixed = (weights @ values).view(b, h, n, values.shape[-1])  # B x h x n x C
         wv = self.v_proj.weight.view(h, d, -1)
         out = torch.einsum("bhnc,hdc->bnhd", mixed, wv).reshape(b, n, h * d) + self.v_proj.bias
         return self.out_proj(out)
@@ -130,7 +131,8 @@ class Attention(nn.Module):
             scores = self._per_prompt(x, k_bd, None)
         else:
             scores = self._per_prompt(x, self.q_proj.weight.t() @ k_bd, self.q_proj.bias @ k_bd)
-        weights = _softmax_few(scores.view(b, -1, h, m)).view(b, -1, h * m)
+        n = scores.shape[1]  # named, not -1: an empty batch (B = 0) goes through
+        weights = _softmax_few(scores.view(b, n, h, m)).view(b, n, h * m)
         values = v_bd @ self.out_proj.weight.t()
         if residual is None or torch.is_autocast_enabled(weights.device.type):
             # Under autocast the fused product would round the float32 residual to bf16.
@@ -147,7 +149,7 @@ class Attention(nn.Module):
         no bias); a batch of 1 broadcasts on either side, as in the matmul. With the
         `onednn` flag where the kernel applies, one oneDNN `linear` per prompt (twice as
         fast as bmm for these narrow shapes here); else one batched matmul."""
-        b = max(x.shape[0], w.shape[0])
+        b = _batch(x, w)
         if not (self.onednn and b > 0 and onednn_applies(x, w)):
             out = x @ w
             return out if bias is None else out + (bias[:, None] if bias.ndim == 2 else bias)
@@ -157,6 +159,11 @@ class Attention(nn.Module):
             w_i = w[min(i, w.shape[0] - 1)].t().contiguous()
             out.append(linear(x[min(i, x.shape[0] - 1)], w_i, bias_i, "none", onednn=True))
         return out[0][None] if b == 1 else torch.stack(out)
+
+
+def _batch(a: torch.Tensor, b: torch.Tensor) -> int:
+    """The batch size of a and b broadcast together (1 and 0 give 0, an empty batch)."""
+    return torch.broadcast_shapes(a.shape[:1], b.shape[:1])[0]
 
 
 def _softmax_few(x: torch.Tensor) -> torch.Tensor:
