@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--image")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--executorch", action="store_true", help="add the ExecuTorch rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_allocator()
@@ -38,7 +39,7 @@ def main() -> None:
     synthetic_weights(sam, Path(args.shared))
     path = Path(args.image) if args.image else Path(args.shared) / "images" / "truck.jpg"
     image = np.asarray(Image.open(path).convert("RGB"))
-    print(bench.table(bench.run(sam, image, args.repeats), path.name))
+    print(bench.table(bench.run(sam, image, args.repeats, executorch=args.executorch), path.name))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """MobileSAM: Segment Anything with a 5M-parameter TinyViT image encoder.
 
 segment-anything compatible names (`sam_model_registry`, `SamPredictor`,
-`SamAutomaticMaskGenerator`), a high-level API (`MobileSAM`) and an ONNX runtime
-predictor (`OnnxPredictor`). Names load on first use, so importing the package has no
+`SamAutomaticMaskGenerator`), a high-level API (`MobileSAM`), and predictors on exported
+files: onnxruntime (`OnnxPredictor`) and ExecuTorch (`ExecuTorchPredictor`). Names load on first use, so importing the package has no
 side effects and works without torch (the ONNX runtime path needs none).
 """
 
@@ -19,6 +19,7 @@ _WHERE = {
     "SamPredictor": ".predictor",
     "SamAutomaticMaskGenerator": ".automatic_mask_generator",
     "OnnxPredictor": ".onnx_predictor",
+    "ExecuTorchPredictor": ".executorch_predictor",
     "build_sam": ".build",
     "build_sam_vit_t": ".build",
     "build_sam_vit_b": ".build",
@@ -35,6 +36,7 @@ _WHERE = {
 
 __all__ = [
     "CheckpointError",
+    "ExecuTorchPredictor",
     "ImageLoadError",
     "MobileSAM",
     "MobileSAMError",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
         sam_model_registry,
     )
     from .errors import CheckpointError, ImageLoadError, MobileSAMError, PromptError, WeightsUnavailableError
+    from .executorch_predictor import ExecuTorchPredictor
     from .onnx_predictor import OnnxPredictor
     from .predictor import SamPredictor
     from .result import SegmentationResult

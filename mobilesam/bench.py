@@ -4,15 +4,20 @@
 decoder for one box (before full-resolution upsampling), a full prompt (set_image +
 predict), and segment everything on a 16x16 grid. FLOPs are counted on PyTorch's
 plain kernels (torch.utils.flop_counter), so "GFLOP/s" says how close a stage is to
-the machine's matmul peak.
+the machine's matmul peak. For the exported backends (onnxruntime, ExecuTorch) the
+encoder rows also give the file's size, the memory one call takes on top of the loaded
+model (peak resident set growth, sampled), and the masks' agreement with float32
+PyTorch on the parity fixture's truck prompts (`PROMPTS`, worst IoU of every mask).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +33,20 @@ from .modeling.sam import Sam
 from .predictor import SamPredictor
 
 BOX = np.array([425, 600, 700, 875])
+# The parity fixture's prompts on truck.jpg (cases.json), as `predict` keyword arguments.
+PROMPTS = [
+    {"box": np.array(b), "multimask_output": False}
+    for b in ([425, 600, 700, 875], [1240, 675, 1400, 750], [1375, 550, 1650, 800])
+] + [
+    {"point_coords": np.array([[500, 375]]), "point_labels": np.array([1])},
+    {"point_coords": np.array([[500, 375], [1125, 625]]), "point_labels": np.array([1, 0])},
+    {
+        "box": BOX,
+        "point_coords": np.array([[575, 750]]),
+        "point_labels": np.array([1]),
+        "multimask_output": False,
+    },
+]
 
 
 @dataclass
@@ -37,13 +56,30 @@ class Row:
     stage: str
     times_ms: list[float]
     gflop: float | None = None
+    file_mb: float | None = None
+    peak_mb: float | None = None
+    mask_iou: float | None = None
 
     def cells(self) -> list[str]:
         med = statistics.median(self.times_ms)
         spread = f"{min(self.times_ms):.1f}-{max(self.times_ms):.1f}"
         rate = f"{self.gflop / (med / 1000):.0f}" if self.gflop else ""
-        gflop = f"{self.gflop:.1f}" if self.gflop else ""
-        return [self.backend, self.precision, self.stage, f"{med:.1f}", spread, gflop, rate]
+
+        def opt(value: float | None, fmt: str) -> str:
+            return "" if value is None else format(value, fmt)
+
+        return [
+            self.backend,
+            self.precision,
+            self.stage,
+            f"{med:.1f}",
+            spread,
+            opt(self.gflop, ".1f"),
+            rate,
+            opt(self.file_mb, ".1f"),
+            opt(self.peak_mb, ".0f"),
+            opt(self.mask_iou, ".4f"),
+        ]
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -65,15 +101,63 @@ def _gflop(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_mb(fn: Callable[[], object]) -> float | None:
+    """How far the resident set grows during one call of `fn`, sampled every millisecond
+    (Linux; None elsewhere)."""
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    start = peak = _rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, _rss()) - start >> 20
+
+
+def _masks(predictor, image: np.ndarray) -> list[np.ndarray]:
+    predictor.set_image(image)
+    return [m for p in PROMPTS for m in predictor.predict(**p)[0]]
+
+
+def agreement(ours: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """The worst IoU between corresponding masks."""
+    ious = [np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1) for a, b in zip(ours, reference)]
+    return float(min(ious))
+
+
 def run(
-    sam: Sam, image: np.ndarray, repeats: int = 5, onnx: bool = True, everything: bool = True
+    sam: Sam,
+    image: np.ndarray,
+    repeats: int = 5,
+    onnx: bool = True,
+    everything: bool = True,
+    executorch: bool = False,
 ) -> list[Row]:
-    """Measure every stage; onnx=True also exports to a temporary folder and times onnxruntime."""
+    """Measure every stage; onnx=True / executorch=True also export to a temporary folder
+    and time onnxruntime / ExecuTorch (float32 and int8)."""
     predictor = SamPredictor(sam)
     predictor.set_image(image)
     box = torch.as_tensor(predictor.transform.apply_boxes(BOX, predictor.original_size), dtype=torch.float)
     x = sam.preprocess(torch.as_tensor(predictor.transform.apply_image(image)).permute(2, 0, 1)[None].float())
 
+    with torch.inference_mode():
+        reference = _masks(predictor, image)
     features, image_pe = predictor.features.clone(), predictor.image_pe.clone()  # not inference tensors
     sparse, dense = sam.prompt_encoder(None, box, None)
     encoder_gflop = _gflop(lambda: sam.image_encoder(x))
@@ -106,55 +190,64 @@ def run(
             rows.append(
                 Row("torch", "float32", "everything 16x16", timed(lambda: generator.generate(image), 1))
             )
+        rows[0].peak_mb = peak_mb(lambda: sam.image_encoder(x))
+    threads = torch.get_num_threads()
+    measure = (image, reference, repeats, encoder_gflop, everything)
     if onnx:
-        rows += _onnx_rows(sam, image, repeats, encoder_gflop, everything)
+        from .export.onnx import export_onnx
+        from .onnx_predictor import OnnxPredictor
+
+        with tempfile.TemporaryDirectory() as folder:
+            export_onnx(sam, folder, quantize="int8")
+            for int8 in (False, True):
+                predictor = OnnxPredictor(folder, threads=threads, int8=int8)
+                name = "encoder.int8.onnx" if int8 else "encoder.onnx"
+                precision = "int8 (dynamic)" if int8 else "float32"
+                rows += _exported_rows("onnxruntime", precision, predictor, Path(folder) / name, *measure)
+    if executorch:
+        from .executorch_predictor import ExecuTorchPredictor
+        from .export.executorch import export_executorch
+
+        with tempfile.TemporaryDirectory() as folder:
+            export_executorch(sam, folder, quantize="int8", calibration=[image])
+            for int8 in (False, True):
+                predictor = ExecuTorchPredictor(folder, threads=threads, int8=int8)
+                name = "encoder.int8.pte" if int8 else "encoder.pte"
+                precision = "int8 (static)" if int8 else "float32"
+                rows += _exported_rows("executorch", precision, predictor, Path(folder) / name, *measure)
     return rows
 
 
-def _onnx_rows(
-    sam: Sam, image: np.ndarray, repeats: int, encoder_gflop: float, everything: bool
+def _exported_rows(
+    backend: str,
+    precision: str,
+    predictor,
+    encoder_file: Path,
+    image: np.ndarray,
+    reference: list[np.ndarray],
+    repeats: int,
+    encoder_gflop: float,
+    everything: bool,
 ) -> list[Row]:
-    from .export.onnx import export_onnx
-    from .onnx_predictor import OnnxPredictor
-
-    rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        export_onnx(sam, folder, quantize="int8")
-        for int8 in (False, True):
-            p = OnnxPredictor(folder, threads=torch.get_num_threads(), int8=int8)
-            precision = "int8 (dynamic)" if int8 else "float32"
-            rows.append(
-                Row(
-                    "onnxruntime",
-                    precision,
-                    "encoder",
-                    timed(lambda p=p: p.set_image(image), repeats),
-                    encoder_gflop,
-                )
-            )
-            rows.append(
-                Row(
-                    "onnxruntime",
-                    precision,
-                    "decoder, 1 box + full-res",
-                    timed(lambda p=p: p.predict(box=BOX, multimask_output=False), repeats * 4),
-                )
-            )
-            if everything and not int8:
-                generator = SamAutomaticMaskGenerator(p, points_per_side=16, output_mode="coco_rle")
-                rows.append(
-                    Row(
-                        "onnxruntime",
-                        precision,
-                        "everything 16x16",
-                        timed(lambda g=generator: g.generate(image), 1),
-                    )
-                )
+    """Encoder (with file size, memory and mask agreement), decoder and, for float32,
+    segment everything, on an exported backend's predictor."""
+    encoder = Row(
+        backend, precision, "encoder", timed(lambda: predictor.set_image(image), repeats), encoder_gflop
+    )
+    encoder.file_mb = encoder_file.stat().st_size / 2**20
+    encoder.peak_mb = peak_mb(lambda: predictor.set_image(image))
+    encoder.mask_iou = agreement(_masks(predictor, image), reference)
+    decoder = timed(lambda: predictor.predict(box=BOX, multimask_output=False), repeats * 4)
+    rows = [encoder, Row(backend, precision, "decoder, 1 box + full-res", decoder)]
+    if everything and precision == "float32":
+        generator = SamAutomaticMaskGenerator(predictor, points_per_side=16, output_mode="coco_rle")
+        rows.append(Row(backend, precision, "everything 16x16", timed(lambda: generator.generate(image), 1)))
     return rows
 
 
 def table(rows: list[Row], image_name: str) -> str:
     head = ["backend", "precision", "stage", "median ms", "min-max", "GFLOP", "GFLOP/s"]
+    head += ["file MB", "peak MB", "mask IoU"]
     lines = [
         f"{image_name}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"{platform.machine()} {platform.processor() or ''}".rstrip(),

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,7 +56,15 @@ def _backend(args: argparse.Namespace):
             raise PromptError(
                 "--onnx DIR (the folder `mobilesam export onnx` wrote) is needed with --backend onnx"
             )
-        return OnnxPredictor(args.onnx, threads=args.threads).segmenter
+        return OnnxPredictor(args.onnx, threads=args.threads, int8=args.int8).segmenter
+    if args.backend == "executorch":
+        from .executorch_predictor import ExecuTorchPredictor
+
+        if not args.pte:
+            raise PromptError(
+                "--pte DIR (the folder `mobilesam export executorch` wrote) is needed with --backend executorch"
+            )
+        return ExecuTorchPredictor(args.pte, threads=args.threads, int8=args.int8).segmenter
     import torch
 
     from .api import MobileSAM
@@ -203,13 +212,36 @@ def _everything(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from . import weights
     from .build import build_sam
-    from .export.onnx import export_onnx
     from .utils.files import check_output_dir
 
     check_output_dir(args.out)  # before downloading or exporting anything
+    if args.calibration and args.format != "executorch":
+        raise PromptError("--calibration is for `export executorch --quantize int8`")
+    calibration = _calibration_images(args.calibration) if args.calibration else None
     checkpoint = args.checkpoint or weights.ensure_weights(args.model_type)
+    sam = build_sam(args.model_type, checkpoint)
+    if args.format == "executorch":
+        from .export.executorch import export_executorch
+
+        meta = export_executorch(
+            sam, args.out, args.quantize, calibration, checkpoint=checkpoint, model_type=args.model_type
+        )
+        for name in meta["files_sha256"]:
+            print(f"{name}: {Path(args.out) / name}")
+        print(f"checked in ExecuTorch against PyTorch: {len(meta['checks'])} outputs")
+        return 0
+    if args.format == "coreml":
+        from .export.coreml import export_coreml
+
+        for name, path in export_coreml(
+            sam, args.out, checkpoint=checkpoint, model_type=args.model_type
+        ).items():
+            print(f"{name}: {path}")
+        return 0
+    from .export.onnx import export_onnx
+
     report = export_onnx(
-        build_sam(args.model_type, checkpoint),
+        sam,
         args.out,
         opset=args.opset,
         raw_image_encoder=args.raw_image_encoder or False,
@@ -223,6 +255,23 @@ def _export(args: argparse.Namespace) -> int:
     worst = max(report.checks.values())
     print(f"checked in onnxruntime against PyTorch: {len(report.checks)} outputs, max difference {worst:.2e}")
     return 0
+
+
+def _calibration_images(paths: list[str]) -> list[Path]:
+    """--calibration: image files, or folders whose images are all used."""
+    from .image_io import IMAGE_SUFFIXES, visible_files
+
+    images: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            images += [f for f in visible_files(p) if f.suffix.lower() in IMAGE_SUFFIXES]
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise PromptError(f"--calibration {p}: no such file or folder")
+    if not images:
+        raise PromptError(f"--calibration {' '.join(paths)}: no images found")
+    return images
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -258,7 +307,12 @@ def _bench(args: argparse.Namespace) -> int:
     path = bench.default_image(args.image)
     sam = build_sam("vit_t", args.checkpoint or weights.ensure_weights("vit_t"))
     rows = bench.run(
-        sam, load_image(path), args.repeats, onnx=not args.no_onnx, everything=not args.no_everything
+        sam,
+        load_image(path),
+        args.repeats,
+        onnx=not args.no_onnx,
+        everything=not args.no_everything,
+        executorch=args.executorch,
     )
     print(bench.table(rows, path.name))
     return 0
@@ -399,9 +453,18 @@ def _add_options(parser: argparse.ArgumentParser, options: dict) -> None:
 
 def _add_backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx"
+        "--backend",
+        choices=["torch", "onnx", "executorch"],
+        default="torch",
+        help="torch (default), onnx (onnxruntime) or executorch (XNNPACK, as on a phone)",
     )
     parser.add_argument("--onnx", help="with --backend onnx: the folder `mobilesam export onnx` wrote")
+    parser.add_argument(
+        "--pte", help="with --backend executorch: the folder `mobilesam export executorch` wrote"
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="with --backend onnx or executorch: the int8 encoder"
+    )
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -510,12 +573,24 @@ def build_parser() -> argparse.ArgumentParser:
     eve.set_defaults(func=_everything)
 
     exp = sub.add_parser("export", help="export the model for deployment")
-    exp.add_argument("format", choices=["onnx"])
+    exp.add_argument(
+        "format", choices=["onnx", "executorch", "coreml"], help="onnx, executorch (.pte, XNNPACK) or coreml"
+    )
     exp.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     exp.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
-    exp.add_argument("--quantize", choices=["int8"], help="also write int8 (dynamic) copies")
+    exp.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write int8 copies (onnx: dynamic; executorch: the encoder, static)",
+    )
+    exp.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="PATH",
+        help="executorch int8: images or folders to calibrate on (default: generated images; real photos are better)",
+    )
     exp.add_argument(
         "--raw-image-encoder",
         nargs="?",
@@ -545,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--repeats", type=int, default=5)
     ben.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows")
     ben.add_argument("--no-everything", action="store_true", help="skip segment everything")
+    ben.add_argument(
+        "--executorch",
+        action="store_true",
+        help="add the ExecuTorch rows (float32 and int8; exports for minutes)",
+    )
     ben.set_defaults(func=_bench)
 
     dis = sub.add_parser("distill", help="decoupled distillation: teacher embedding cache")

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageLoadError, PromptError
 
 ImageSource = str | PathLike | np.ndarray | Image.Image
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what folder listings take
 
 _URL_TIMEOUT_S = 30
 _MAX_PIXELS = 30_000 * 30_000

@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +51,45 @@ def parity_cases() -> list[dict]:
 def expected() -> dict[str, np.ndarray]:
     with np.load(PARITY / "expected.npz") as data:
         return dict(data)
+
+
+_EXECUTORCH: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    """Start `mobilesam export executorch` in a subprocess when the ExecuTorch tests are
+    collected: its lowering is minutes of single-threaded Python, which overlaps the other
+    tests instead of adding to them (`executorch_export` waits for it)."""
+    if importlib.util.find_spec("executorch") is None:
+        return
+    if not any(item.path.name == "test_executorch.py" for item in session.items):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mobilesam-pte-"))
+    ckpt = folder / "mobile_sam.pt"
+    torch.save(synthetic_state_dict("vit_t"), ckpt)
+    calibration = [str(IMAGES / "picture1.jpg"), str(IMAGES / "picture2.jpg")]
+    cmd = [sys.executable, "-m", "mobilesam", "export", "executorch", "--checkpoint", str(ckpt)]
+    cmd += ["--out", str(folder / "pte"), "--quantize", "int8", "--calibration", *calibration]
+    log = open(folder / "export.log", "w")  # noqa: SIM115 (closed in pytest_sessionfinish)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    _EXECUTORCH.update(folder=folder, ckpt=ckpt, proc=proc, log=log)
+
+
+def executorch_export() -> tuple[Path, Path]:
+    """The background export's folder of programs and the checkpoint it was made from."""
+    proc, folder = _EXECUTORCH["proc"], _EXECUTORCH["folder"]
+    if proc.wait(timeout=1800) != 0:
+        pytest.fail("mobilesam export executorch failed:\n" + (folder / "export.log").read_text()[-4000:])
+    return folder / "pte", _EXECUTORCH["ckpt"]
+
+
+def pytest_sessionfinish(session) -> None:
+    if _EXECUTORCH:
+        _EXECUTORCH["proc"].kill()
+        _EXECUTORCH["proc"].wait()
+        _EXECUTORCH["log"].close()
+        shutil.rmtree(_EXECUTORCH["folder"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,28 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
 
 
+def case_outputs(predictor, case: dict, done: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A `predict` case's masks, IoU predictions and low-res logits: many boxes through
+    `predict_torch` where the predictor has it, else one `predict` per box; a mask input
+    is the best low-res mask of the case it names (`done`: name -> outputs)."""
+    args = dict(case["args"])
+    if "boxes" in args and hasattr(predictor, "predict_torch"):
+        boxes = predictor.transform.apply_boxes_torch(torch.tensor(args["boxes"]), predictor.original_size)
+        masks, iou, low = predictor.predict_torch(None, None, boxes, None, args["multimask_output"])
+        return masks.numpy(), iou.numpy(), low.numpy()
+    if "boxes" in args:
+        runs = [
+            predictor.predict(box=np.array(b), multimask_output=args["multimask_output"])
+            for b in args["boxes"]
+        ]
+        return tuple(np.stack(x) for x in zip(*runs))
+    source = args.pop("mask_input_from", None)
+    if source:
+        _, prev_iou, prev_low = done[source]
+        args["mask_input"] = prev_low[np.argmax(prev_iou)][None]
+    return predictor.predict(**args)
+
+
 @pytest.fixture(scope="module")
 def predictors():
     out = {}
@@ -65,20 +87,7 @@ def test_predict_cases(predictors, parity_cases, expected, fast):
             key = "embedding_" + case["image"] if model == "vit_t" else "vit_b/embedding_" + case["image"]
             if key in expected:
                 _close(predictor.get_image_embedding()[0, :, ::8, ::8].numpy(), expected[key])
-        args = dict(case["args"])
-        if "boxes" in args:
-            boxes = predictor.transform.apply_boxes_torch(
-                torch.tensor(args["boxes"]), predictor.original_size
-            )
-            masks, iou, low = predictor.predict_torch(None, None, boxes, None, args["multimask_output"])
-            masks, iou, low = masks.numpy(), iou.numpy(), low.numpy()
-        else:
-            source = args.pop("mask_input_from", None)
-            if source:
-                _, prev_iou, prev_low = done[source]
-                args["mask_input"] = prev_low[np.argmax(prev_iou)][None]
-            masks, iou, low = predictor.predict(**args)
-        done[case["name"]] = (masks, iou, low)
+        masks, iou, low = done[case["name"]] = case_outputs(predictor, case, done)
         assert list(masks.shape) == case["masks_shape"], case["name"]
         _close(low, expected[case["name"] + "/low_res_logits"])
         ref_iou = expected[case["name"] + "/iou_predictions"]

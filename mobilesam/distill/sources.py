@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import load_image, open_image, pil_to_rgb, visible_files
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from ..image_io import IMAGE_SUFFIXES, load_image, open_image, pil_to_rgb, visible_files
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling import fast_paths
-from ..modeling.common import Conv2dBN, activate
+from ..modeling import fast_paths, mask_decoder, tiny_vit, transformer
+from ..modeling.common import Conv2dBN, LayerNorm2d, activate
 from ..modeling.sam import Sam
 
 
@@ -39,6 +39,117 @@ def folded_copy(sam: Sam) -> Sam:
                 conv.bias.data.copy_(bias.detach())
                 setattr(module, name, _ActConv(conv))
     return sam
+
+
+def mobile_copy(sam: Sam) -> Sam:
+    """`folded_copy` with TinyViT's window attention written in the operations XNNPACK
+    (ExecuTorch's CPU backend) runs: separate q/k/v projections instead of one
+    interleaved projection split by indexing, and 3-D batched matmuls. The same numbers up
+    to float32 rounding; export it under `xnnpack_layer_norm()`."""
+    sam = folded_copy(sam)
+    for module in list(sam.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, tiny_vit.Attention):
+                setattr(module, name, _SplitAttention(child))
+            elif isinstance(child, transformer.Attention):
+                child.__class__ = _BmmAttention
+            elif isinstance(child, nn.LayerNorm | LayerNorm2d):
+                child.__class__ = _MatmulLayerNorm if isinstance(child, nn.LayerNorm) else _ChannelsLastNorm2d
+                c = child.weight.shape[0]
+                child.register_buffer("mean_column", torch.full((c, 1), 1.0 / c), persistent=False)
+    sam.mask_decoder.__class__ = _MobileMaskDecoder
+    return sam
+
+
+class _MobileMaskDecoder(mask_decoder.MaskDecoder):
+    """The mask decoder upscaling with its transposed convolutions, as segment-anything
+    writes it: the matmul-and-pixel-shuffle form views 8-D tensors, and XNNPACK takes at
+    most 6 dimensions (Core ML 5)."""
+
+    def upscale_and_project(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        up1, norm, _, up2, _ = self.output_upscaling
+        x = F.gelu(up2(F.gelu(norm(up1(tokens.permute(0, 3, 1, 2))))))
+        b, c, h, w = x.shape
+        return (hyper_in @ x.reshape(b, c, h * w)).view(b, hyper_in.shape[1], h, w)
+
+
+class _BmmAttention(transformer.Attention):
+    """The decoder's attention as two 3-D batched matmuls and a softmax, where
+    scaled_dot_product_attention would export as a decomposition XNNPACK cannot take."""
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, h = transformer._batch(q, k), self.num_heads
+        d = q.shape[-1] // h
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            n = t.shape[1]
+            return t.expand(b, n, h * d).view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)
+
+        weights = torch.bmm(heads(q) * d**-0.5, heads(k).transpose(1, 2)).softmax(dim=-1)
+        out = torch.bmm(weights, heads(v))
+        n = q.shape[1]
+        return self.out_proj(out.view(b, h, n, d).transpose(1, 2).reshape(b, n, h * d))
+
+
+class _SplitAttention(nn.Module):
+    """tiny_vit.Attention with its fused q/k/v projection split in three (see `mobile_copy`)."""
+
+    def __init__(self, attn: tiny_vit.Attention) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim, self.norm, self.proj = (
+            attn.num_heads,
+            attn.key_dim,
+            attn.norm,
+            attn.proj,
+        )
+        h, d = attn.num_heads, attn.key_dim
+        # The official layout interleaves per head: [q | k | v] for head 0, then head 1, ...
+        weight = attn.qkv.weight.detach().view(h, 3, d, -1)
+        bias = attn.qkv.bias.detach().view(h, 3, d)
+        for i, name in enumerate(("q", "k", "v")):
+            part = nn.Linear(weight.shape[-1], h * d)
+            part.weight.data.copy_(weight[:, i].reshape(h * d, -1))
+            part.bias.data.copy_(bias[:, i].reshape(h * d))
+            setattr(self, name, part)
+        self.attention_biases = attn.attention_biases
+        self.register_buffer("bias_index", attn.attention_bias_idxs.reshape(-1).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h, d = self.num_heads, self.key_dim
+        y = self.norm(x)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, h, d).transpose(1, 2).reshape(b * h, n, d)
+
+        q, k, v = heads(self.q(y) * d**-0.5), heads(self.k(y)), heads(self.v(y))
+        bias = self.attention_biases.index_select(1, self.bias_index).view(1, h, n, n)
+        attn = (torch.bmm(q, k.transpose(1, 2)).view(b, h, n, n) + bias).softmax(dim=-1)
+        out = torch.bmm(attn.view(b * h, n, n), v).view(b, h, n, d)
+        return self.proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+
+def _matmul_layer_norm(
+    x: torch.Tensor, mean_column: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Layer norm over the last axis with its two means as matmuls by a 1/C column: XNNPACK
+    has no layer norm, and this way the whole norm runs in it instead of leaving the
+    delegate for ExecuTorch's portable kernel (the same numbers up to summation order)."""
+    centred = x - x @ mean_column
+    return centred * torch.rsqrt((centred * centred) @ mean_column + eps) * weight + bias
+
+
+class _MatmulLayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _matmul_layer_norm(x, self.mean_column, self.weight, self.bias, self.eps)
+
+
+class _ChannelsLastNorm2d(LayerNorm2d):
+    """LayerNorm2d as `_matmul_layer_norm` over the last axis of the channels-last tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _matmul_layer_norm(x.permute(0, 2, 3, 1), self.mean_column, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 class _ActConv(nn.Module):
@@ -184,5 +295,25 @@ class BatchDecoderOnnx(SamOnnxDecoder):
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         masks, scores = self.mask_decoder.predict_masks(
             image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense
+        )
+        return scores, masks
+
+
+class LowResDecoder(SamOnnxDecoder):
+    """decoder.pte: decoder.onnx's inputs without `orig_im_size` -> `iou_predictions` 1x4 and
+    `low_res_masks` 1x4x(4h)x(4w) of all four mask tokens (single-mask first). The
+    upsampling to the image is left to the caller: its output size depends on the input's
+    values, which ExecuTorch's static memory plan cannot hold."""
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, scores = self._predict(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
         return scores, masks

@@ -21,11 +21,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import open_image
+from ..image_io import IMAGE_SUFFIXES, open_image
 from ..utils import rle
 from ..utils.files import atomic_write, atomic_write_text
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MAX_UPLOAD_BYTES = 50 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
