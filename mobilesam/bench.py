@@ -5,19 +5,20 @@ decoder for one box (before full-resolution upsampling), a full prompt (set_imag
 predict), and segment everything on a 16x16 grid. FLOPs are counted on PyTorch's
 plain kernels (torch.utils.flop_counter), so "GFLOP/s" says how close a stage is to
 the machine's matmul peak. For the exported backends (onnxruntime, ExecuTorch) the
-encoder rows also give the file's size, the memory one call takes on top of the loaded
-model (peak resident set growth, sampled), and the masks' agreement with float32
-PyTorch on the parity fixture's truck prompts (`PROMPTS`, worst IoU of every mask).
+encoder rows also give the file's size, the peak memory of a fresh process that loads
+the backend and segments one box (`process_peak_mb`; the torch row has it too), and the
+masks' agreement with float32 PyTorch on the parity fixture's truck prompts (`PROMPTS`,
+worst IoU of every mask).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from .automatic_mask_generator import SamAutomaticMaskGenerator
@@ -101,33 +103,37 @@ def _gflop(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+_PEAK_SCRIPT = """
+import resource, sys
+import numpy as np
+from PIL import Image
+kind, path, image, int8 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+if kind == "torch":
+    from mobilesam import SamPredictor, build_sam
+    predictor = SamPredictor(build_sam("vit_t", path))
+elif kind == "onnxruntime":
+    from mobilesam import OnnxPredictor
+    predictor = OnnxPredictor(path, int8=int8)
+else:
+    from mobilesam import ExecuTorchPredictor
+    predictor = ExecuTorchPredictor(path, int8=int8)
+predictor.set_image(np.asarray(Image.open(image).convert("RGB")))
+predictor.predict(box=np.array([425, 600, 700, 875]), multimask_output=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 
 
-def peak_mb(fn: Callable[[], object]) -> float | None:
-    """How far the resident set grows during one call of `fn`, sampled every millisecond
-    (Linux; None elsewhere)."""
-    if not os.path.exists("/proc/self/statm"):
+def process_peak_mb(
+    backend: str, path: str | Path, image_file: str | Path, int8: bool = False
+) -> float | None:
+    """Peak resident memory of a fresh process that loads `backend` from `path` (a
+    checkpoint, or an export folder) and segments one box on the image: what an app
+    needs. Linux only (None elsewhere): ru_maxrss is in kilobytes there."""
+    if sys.platform != "linux":
         return None
-    start = peak = _rss()
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _rss())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak, _rss()) - start >> 20
+    args = [sys.executable, "-c", _PEAK_SCRIPT, backend, str(path), str(image_file), "1" if int8 else "0"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
+    return int(out.stdout.split()[-1]) / 1024
 
 
 def _masks(predictor, image: np.ndarray) -> list[np.ndarray]:
@@ -190,9 +196,13 @@ def run(
             rows.append(
                 Row("torch", "float32", "everything 16x16", timed(lambda: generator.generate(image), 1))
             )
-        rows[0].peak_mb = peak_mb(lambda: sam.image_encoder(x))
     threads = torch.get_num_threads()
-    measure = (image, reference, repeats, encoder_gflop, everything)
+    scratch = tempfile.TemporaryDirectory()
+    image_file = Path(scratch.name) / "image.png"
+    Image.fromarray(image).save(image_file)
+    torch.save(sam.state_dict(), Path(scratch.name) / "ckpt.pt")
+    rows[0].peak_mb = process_peak_mb("torch", Path(scratch.name) / "ckpt.pt", image_file)
+    measure = (image, image_file, reference, repeats, encoder_gflop, everything)
     if onnx:
         from .export.onnx import export_onnx
         from .onnx_predictor import OnnxPredictor
@@ -215,6 +225,7 @@ def run(
                 name = "encoder.int8.pte" if int8 else "encoder.pte"
                 precision = "int8 (static)" if int8 else "float32"
                 rows += _exported_rows("executorch", precision, predictor, Path(folder) / name, *measure)
+    scratch.cleanup()
     return rows
 
 
@@ -224,6 +235,7 @@ def _exported_rows(
     predictor,
     encoder_file: Path,
     image: np.ndarray,
+    image_file: Path,
     reference: list[np.ndarray],
     repeats: int,
     encoder_gflop: float,
@@ -235,7 +247,8 @@ def _exported_rows(
         backend, precision, "encoder", timed(lambda: predictor.set_image(image), repeats), encoder_gflop
     )
     encoder.file_mb = encoder_file.stat().st_size / 2**20
-    encoder.peak_mb = peak_mb(lambda: predictor.set_image(image))
+    int8 = precision.startswith("int8")
+    encoder.peak_mb = process_peak_mb(backend, encoder_file.parent, image_file, int8)
     encoder.mask_iou = agreement(_masks(predictor, image), reference)
     decoder = timed(lambda: predictor.predict(box=BOX, multimask_output=False), repeats * 4)
     rows = [encoder, Row(backend, precision, "decoder, 1 box + full-res", decoder)]
