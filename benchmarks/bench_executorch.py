@@ -5,8 +5,8 @@
 
 Prints `mobilesam bench`'s table with the ExecuTorch rows (XNNPACK float32 and int8:
 latency, file size, memory, mask agreement with float32 PyTorch on the fixture's truck
-prompts), then the official PyTorch encoder timed in the same process and each
-encoder's time as a fraction of it (the issue's target: int8 at most 0.2x). Synthetic
+prompts), then the official PyTorch encoder timed in the same process (before and
+after the rest) and each encoder's time as a fraction of it (the issue's target: int8 at most 0.2x). Synthetic
 weights (speed does not depend on the values; agreement does, see docs/executorch.md).
 """
 

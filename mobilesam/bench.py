@@ -104,7 +104,7 @@ def _gflop(fn: Callable[[], object]) -> float:
 
 
 _PEAK_SCRIPT = """
-import resource, sys
+import re, sys
 import numpy as np
 from PIL import Image
 kind, path, image, int8 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
@@ -119,7 +119,8 @@ else:
     predictor = ExecuTorchPredictor(path, int8=int8)
 predictor.set_image(np.asarray(Image.open(image).convert("RGB")))
 predictor.predict(box=np.array([425, 600, 700, 875]), multimask_output=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+status = open("/proc/self/status").read()
+print(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
 """
 
 
@@ -128,7 +129,8 @@ def process_peak_mb(
 ) -> float | None:
     """Peak resident memory of a fresh process that loads `backend` from `path` (a
     checkpoint, or an export folder) and segments one box on the image: what an app
-    needs. Linux only (None elsewhere): ru_maxrss is in kilobytes there."""
+    needs. Linux only (None elsewhere): the kernel's VmHWM, which starts afresh at exec
+    (ru_maxrss would include the forked parent's)."""
     if sys.platform != "linux":
         return None
     args = [sys.executable, "-c", _PEAK_SCRIPT, backend, str(path), str(image_file), "1" if int8 else "0"]
