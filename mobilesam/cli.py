@@ -215,7 +215,7 @@ def _export(args: argparse.Namespace) -> int:
     from .utils.files import check_output_dir
 
     check_output_dir(args.out)  # before downloading or exporting anything
-    if args.calibration and args.format != "executorch":
+    if args.calibration and (args.format != "executorch" or not args.quantize):
         raise PromptError("--calibration is for `export executorch --quantize int8`")
     calibration = _calibration_images(args.calibration) if args.calibration else None
     checkpoint = args.checkpoint or weights.ensure_weights(args.model_type)

@@ -203,13 +203,13 @@ def test_export_errors(sam_vit_t, tmp_path, monkeypatch, capsys):
 
     with pytest.raises(MobileSAMError, match="quantize"):
         export_executorch(sam_vit_t, tmp_path, quantize="int4")
-    assert (
-        main(["export", "executorch", "--out", str(tmp_path), "--calibration", str(tmp_path / "nope.jpg")])
-        == 2
-    )
+    int8 = ["export", "executorch", "--out", str(tmp_path), "--quantize", "int8"]
+    assert main([*int8, "--calibration", str(tmp_path / "nope.jpg")]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["export", "onnx", "--out", str(tmp_path), "--calibration", str(IMAGES / "truck.jpg")]) == 2
-    assert "--calibration is for" in capsys.readouterr().err
+    truck = str(IMAGES / "truck.jpg")
+    for wrong in (["export", "onnx"], ["export", "executorch"]):  # not the int8 ExecuTorch export
+        assert main([*wrong, "--out", str(tmp_path), "--calibration", truck]) == 2
+        assert "--calibration is for" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "executorch.exir", None)
     with pytest.raises(MobileSAMError, match=r"mobilesam\[executorch\]"):
         export_executorch(sam_vit_t, tmp_path)
