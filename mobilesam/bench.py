@@ -33,6 +33,7 @@ from .automatic_mask_generator import SamAutomaticMaskGenerator
 from .errors import MobileSAMError
 from .modeling.sam import Sam
 from .predictor import SamPredictor
+from .utils.regions import mask_iou
 
 BOX = np.array([425, 600, 700, 875])
 # The parity fixture's prompts on truck.jpg (cases.json), as `predict` keyword arguments.
@@ -145,8 +146,7 @@ def _masks(predictor, image: np.ndarray) -> list[np.ndarray]:
 
 def agreement(ours: list[np.ndarray], reference: list[np.ndarray]) -> float:
     """The worst IoU between corresponding masks."""
-    ious = [np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1) for a, b in zip(ours, reference)]
-    return float(min(ious))
+    return min(mask_iou(a, b) for a, b in zip(ours, reference))
 
 
 def run(
@@ -198,36 +198,34 @@ def run(
             rows.append(
                 Row("torch", "float32", "everything 16x16", timed(lambda: generator.generate(image), 1))
             )
-    threads = torch.get_num_threads()
-    scratch = tempfile.TemporaryDirectory()
-    image_file = Path(scratch.name) / "image.png"
-    Image.fromarray(image).save(image_file)
-    torch.save(sam.state_dict(), Path(scratch.name) / "ckpt.pt")
-    rows[0].peak_mb = process_peak_mb("torch", Path(scratch.name) / "ckpt.pt", image_file)
-    measure = (image, image_file, reference, repeats, encoder_gflop, everything)
-    if onnx:
-        from .export.onnx import export_onnx
-        from .onnx_predictor import OnnxPredictor
+    with tempfile.TemporaryDirectory() as folder:  # exports, and the files the memory probes read
+        scratch = Path(folder)
+        image_file = scratch / "image.png"
+        Image.fromarray(image).save(image_file)
+        torch.save(sam.state_dict(), scratch / "ckpt.pt")
+        rows[0].peak_mb = process_peak_mb("torch", scratch / "ckpt.pt", image_file)
+        threads = torch.get_num_threads()
+        measure = (image, image_file, reference, repeats, encoder_gflop, everything)
+        if onnx:
+            from .export.onnx import export_onnx
+            from .onnx_predictor import OnnxPredictor
 
-        with tempfile.TemporaryDirectory() as folder:
-            export_onnx(sam, folder, quantize="int8")
+            export_onnx(sam, scratch / "onnx", quantize="int8")
             for int8 in (False, True):
-                predictor = OnnxPredictor(folder, threads=threads, int8=int8)
+                predictor = OnnxPredictor(scratch / "onnx", threads=threads, int8=int8)
                 name = "encoder.int8.onnx" if int8 else "encoder.onnx"
                 precision = "int8 (dynamic)" if int8 else "float32"
-                rows += _exported_rows("onnxruntime", precision, predictor, Path(folder) / name, *measure)
-    if executorch:
-        from .executorch_predictor import ExecuTorchPredictor
-        from .export.executorch import export_executorch
+                rows += _exported_rows("onnxruntime", precision, predictor, scratch / "onnx" / name, *measure)
+        if executorch:
+            from .executorch_predictor import ExecuTorchPredictor
+            from .export.executorch import export_executorch
 
-        with tempfile.TemporaryDirectory() as folder:
-            export_executorch(sam, folder, quantize="int8", calibration=[image])
+            export_executorch(sam, scratch / "pte", quantize="int8", calibration=[image])
             for int8 in (False, True):
-                predictor = ExecuTorchPredictor(folder, threads=threads, int8=int8)
+                predictor = ExecuTorchPredictor(scratch / "pte", threads=threads, int8=int8)
                 name = "encoder.int8.pte" if int8 else "encoder.pte"
                 precision = "int8 (static)" if int8 else "float32"
-                rows += _exported_rows("executorch", precision, predictor, Path(folder) / name, *measure)
-    scratch.cleanup()
+                rows += _exported_rows("executorch", precision, predictor, scratch / "pte" / name, *measure)
     return rows
 
 

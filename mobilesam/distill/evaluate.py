@@ -17,14 +17,10 @@ from ..modeling.sam import Sam
 from ..predictor import SamPredictor
 from ..utils.amg import build_point_grid
 from ..utils.boxes import masks_to_boxes
+from ..utils.regions import mask_iou
 from .sources import list_images
 
 KINDS = ("box", "point", "two_points")
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def evaluate(student: Sam, teacher: Sam, images: str, grid: int = 3, seed: int = 0) -> dict:
@@ -59,7 +55,7 @@ def evaluate(student: Sam, teacher: Sam, images: str, grid: int = 3, seed: int =
             for kind, prompt in prompts.items():
                 want = tp.predict(**prompt, multimask_output=False)[0][0]
                 got = sp.predict(**prompt, multimask_output=False)[0][0]
-                ious[kind].append(_iou(got, want))
+                ious[kind].append(mask_iou(got, want))
     return {
         "miou": {k: float(np.mean(v)) if v else None for k, v in ious.items()},
         "embedding_mse": float(np.mean(mses)) if mses else None,

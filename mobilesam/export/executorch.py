@@ -34,16 +34,16 @@ import numpy as np
 import torch
 
 from ..errors import MobileSAMError, missing_extra
+from ..executorch_predictor import DECODER_INPUTS, load_method
 from ..image_io import ImageSource, load_image
 from ..modeling.sam import Sam
 from ..transforms import ResizeLongestSide
 from ..utils.files import atomic_write, atomic_write_text, check_output_dir
 from ..weights import sha256_of
 from .modules import EncoderOnnx, LowResDecoder, folded_copy, mobile_copy
-from .onnx import _decoder_inputs, weights_digest
+from .onnx import _decoder_inputs, check_close, weights_digest
 
 MAX_POINTS = 64  # points (box corners and padding included) per decoder.pte run
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
 INT8_MAX_REL_ERROR = 0.3  # an int8 encoder further than this from float32 (relative L2) is broken
 
@@ -69,7 +69,6 @@ def export_executorch(
     checks). calibration: images for the int8 encoder's activation ranges (paths, arrays
     ...; default: `default_calibration()`, generated, for which real photos are better)."""
     to_edge, partitioner = _require_executorch()
-    from ..executorch_predictor import load_method
 
     if quantize not in (None, "int8"):
         raise MobileSAMError(f"quantize must be 'int8' or nothing, got {quantize!r}")
@@ -106,16 +105,17 @@ def export_executorch(
                 want = ref.eval()(*inputs)
             got = method.execute(list(inputs))
             for j, (a, b) in enumerate(zip(got, want if isinstance(want, tuple) else (want,))):
-                checks[f"{name}[{i}].{j}"] = _close(f"{name} output {j}", a, b)
+                checks[f"{name}[{i}].{j}"] = check_close("ExecuTorch", f"{name} output {j}", a, b)
         files[name] = sha256_of(out / name)
 
     if quantize == "int8":
         name = "encoder.int8.pte"
         module, ref, example, _ = programs["encoder.pte"]
         images = calibration if calibration is not None else default_calibration()
-        ep = _quantized(module.eval(), [(_preprocess(sam, load_image(x)),) for x in images], example)
+        inputs = [(_preprocess(sam, load_image(x)),) for x in images]
+        ep = _quantized(module.eval(), inputs, example)
         _write(to_edge(ep, partitioner=[partitioner()]), out / name)
-        x = _preprocess(sam, load_image(images[0]))
+        x = inputs[0][0]  # checked on the first calibration image
         with torch.no_grad():
             want = ref(x)
         got = load_method(out / name).execute([x])[0]
@@ -166,14 +166,6 @@ def export_executorch(
 def _write(edge, path: Path) -> None:
     program = edge.to_executorch()
     atomic_write(path, lambda f: f.write(program.buffer))
-
-
-def _close(what: str, got: torch.Tensor, want: torch.Tensor) -> float:
-    """The parity fixture's rule: max |diff| <= 1e-3 * max(1, max |want|)."""
-    diff = float((got - want).abs().max())
-    if diff > 1e-3 * max(1.0, float(want.abs().max())):
-        raise MobileSAMError(f"ExecuTorch check failed for {what}: max difference {diff:.3g} to PyTorch")
-    return diff
 
 
 def _check_inputs(sam: Sam, name: str, g: torch.Generator) -> list[tuple[torch.Tensor, ...]]:

@@ -42,10 +42,12 @@ def folded_copy(sam: Sam) -> Sam:
 
 
 def mobile_copy(sam: Sam) -> Sam:
-    """`folded_copy` with TinyViT's window attention written in the operations XNNPACK
-    (ExecuTorch's CPU backend) runs: separate q/k/v projections instead of one
-    interleaved projection split by indexing, and 3-D batched matmuls. The same numbers up
-    to float32 rounding; export it under `xnnpack_layer_norm()`."""
+    """`folded_copy` written in the operations XNNPACK (ExecuTorch's CPU backend) and Core
+    ML take: TinyViT's window attention with separate q/k/v projections and 3-D batched
+    matmuls (`_SplitAttention`), the decoder's attention without
+    scaled_dot_product_attention (`_BmmAttention`), layer norms as matmuls
+    (`_matmul_layer_norm`), the mask upscaling with its transposed convolutions
+    (`_MobileMaskDecoder`). The same numbers up to float32 rounding."""
     sam = folded_copy(sam)
     for module in list(sam.modules()):
         for name, child in list(module.named_children()):

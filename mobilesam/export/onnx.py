@@ -53,12 +53,19 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def _close(name: str, ours: np.ndarray, ref: np.ndarray, report: ExportReport) -> None:
-    """The parity fixture's rule: max |diff| <= 1e-3 * max(1, max |ref|)."""
+def check_close(runtime: str, name: str, ours, ref) -> float:
+    """The parity fixture's rule, max |diff| <= 1e-3 * max(1, max |ref|), for an exported
+    file's output (`ours`, array or CPU tensor) against PyTorch's: the max difference, or
+    an error naming the runtime and the output."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
     diff = float(np.abs(ours - ref).max())
-    report.checks[name] = diff
     if diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
-        raise MobileSAMError(f"ONNX check failed for {name}: max difference {diff:.3g} to PyTorch")
+        raise MobileSAMError(f"{runtime} check failed for {name}: max difference {diff:.3g} to PyTorch")
+    return diff
+
+
+def _close(name: str, ours: np.ndarray, ref: np.ndarray, report: ExportReport) -> None:
+    report.checks[name] = check_close("ONNX", name, ours, ref)
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, opset: int, **kwargs: object) -> None:

@@ -1,10 +1,16 @@
-"""Remove small islands and fill small holes in binary masks (OpenCV, the `amg` extra)."""
+"""Binary masks: their IoU, and removing small islands and holes (OpenCV, the `amg` extra)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import missing_extra
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; two empty masks agree (1.0)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def _cv2():
