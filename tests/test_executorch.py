@@ -189,6 +189,22 @@ def test_errors(pte, tmp_path, monkeypatch):
         ExecuTorchPredictor(mixed)
     with pytest.raises(MobileSAMError, match=r"no metadata\.json"):
         ExecuTorchPredictor(tmp_path)
+    shutil.copy(pte / "decoder.pte", mixed / "decoder.pte")
+    meta = json.loads((pte / "metadata.json").read_text())
+    unrecorded = {
+        **meta,
+        "files_sha256": {k: v for k, v in meta["files_sha256"].items() if k != "decoder.pte"},
+    }
+    (mixed / "metadata.json").write_text(json.dumps(unrecorded))
+    with pytest.raises(MobileSAMError, match=r"records no checksum for decoder\.pte"):
+        ExecuTorchPredictor(mixed)
+    (mixed / "metadata.json").write_text(json.dumps({**meta, "encoder": {**meta["encoder"], "int8": None}}))
+    ExecuTorchPredictor(mixed)  # float32 is there
+    with pytest.raises(MobileSAMError, match="no int8 encoder"):
+        ExecuTorchPredictor(mixed, int8=True)
+    (mixed / "metadata.json").write_text('{"format": "executorch", ')
+    with pytest.raises(MobileSAMError, match="not valid JSON"):
+        ExecuTorchPredictor(mixed)
     (mixed / "metadata.json").write_text("{}")
     with pytest.raises(MobileSAMError, match="not an ExecuTorch export"):
         ExecuTorchPredictor(mixed)
@@ -203,6 +219,9 @@ def test_export_errors(sam_vit_t, tmp_path, monkeypatch, capsys):
 
     with pytest.raises(MobileSAMError, match="quantize"):
         export_executorch(sam_vit_t, tmp_path, quantize="int4")
+    with pytest.raises(MobileSAMError, match="at least one calibration image"):
+        export_executorch(sam_vit_t, tmp_path, quantize="int8", calibration=[])
+    assert not list(tmp_path.glob("*.pte"))  # refused before exporting anything
     int8 = ["export", "executorch", "--out", str(tmp_path), "--quantize", "int8"]
     assert main([*int8, "--calibration", str(tmp_path / "nope.jpg")]) == 2
     assert "no such file" in capsys.readouterr().err
@@ -213,6 +232,23 @@ def test_export_errors(sam_vit_t, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "executorch.exir", None)
     with pytest.raises(MobileSAMError, match=r"mobilesam\[executorch\]"):
         export_executorch(sam_vit_t, tmp_path)
+    from mobilesam.export.coreml import export_coreml
+
+    monkeypatch.setitem(sys.modules, "coremltools", None)
+    with pytest.raises(MobileSAMError, match=r"mobilesam\[coreml\]"):
+        export_coreml(sam_vit_t, tmp_path)
+
+
+def test_default_calibration_images():
+    """Without --calibration, int8 calibrates on generated photo stand-ins: varied RGB
+    uint8 images with edges, the same for the same seed."""
+    from mobilesam.export.executorch import default_calibration
+
+    images = default_calibration()
+    assert len(images) == 4 and all(x.shape == (768, 1024, 3) and x.dtype == np.uint8 for x in images)
+    assert all(x.std() > 20 for x in images)  # not flat
+    assert not np.array_equal(images[0], images[1])
+    assert np.array_equal(default_calibration(n=1)[0], images[0])
 
 
 def test_coreml_packages(sam_vit_t, tmp_path):

@@ -72,6 +72,8 @@ def export_executorch(
 
     if quantize not in (None, "int8"):
         raise MobileSAMError(f"quantize must be 'int8' or nothing, got {quantize!r}")
+    if quantize and calibration is not None and len(calibration) == 0:
+        raise MobileSAMError("int8 needs at least one calibration image")
     out = check_output_dir(out_dir)
     digest = weights_digest(sam)
     reference = folded_copy(sam.cpu())  # the plain PyTorch path the programs are checked against
@@ -188,8 +190,6 @@ def _quantized(module: torch.nn.Module, calibration: list[tuple], example: tuple
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if not calibration:
-        raise MobileSAMError("int8 needs at least one calibration image")
     with torch.no_grad():
         model = torch.export.export(module, example).module()
         chosen = _quantizable(model.graph)
