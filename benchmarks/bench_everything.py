@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from mobilesam import automatic_mask_generator as amg_module  # noqa: E402
 from mobilesam import build_sam, tune_allocator  # noqa: E402
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator  # noqa: E402
 from mobilesam.modeling import fast_paths  # noqa: E402
@@ -58,16 +59,23 @@ STAGES = {
     "IoU head + filter": [("predictor.py", "decode_points")],
     "upsampling to full size": [("sam.py", "upscale_masks")],
     "stability": [("amg.py", "stability_score")],
-    "masks, boxes, bits": [("automatic_mask_generator.py", "_filter_chunk")],
+    "masks, boxes": [("automatic_mask_generator.py", "_filter")],
+    "packed bits": [("automatic_mask_generator.py", "_pack")],
+    "box bounds (low-res)": [("bounds.py", "box_bounds")],
     "NMS": [("nms.py", "nms")],
     "RLE + output": [("automatic_mask_generator.py", "generate")],
 }
 NESTED = {  # stage -> stages timed inside it
     "IoU head + filter": ["decoder transformer", "upscaler"],
-    "masks, boxes, bits": ["stability"],
+    "masks, boxes": ["stability"],
 }
 NESTED["RLE + output"] = ["image encoder", "IoU head + filter", "upsampling to full size"]
-NESTED["RLE + output"] += ["masks, boxes, bits", "NMS"]  # the stages called directly by generate
+NESTED["RLE + output"] += [
+    "masks, boxes",
+    "packed bits",
+    "box bounds (low-res)",
+    "NMS",
+]  # the stages called directly by generate
 
 
 def machine_rates(threads: int) -> tuple[float, float]:
@@ -170,7 +178,7 @@ def main() -> None:
     generator = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **kwargs)
     predictor = generator.predictor
     decode_points = predictor.decode_points
-    seen = {"prompts": 0, "upscaled": 0, "candidates": 0}
+    seen = {"prompts": 0, "upscaled": 0, "candidates": 0, "full size": 0}
 
     def counting_decode_points(coords, thresh):  # counts what reaches each stage
         low_res, iou, point_idx = decode_points(coords, thresh)
@@ -180,6 +188,13 @@ def main() -> None:
         return low_res, iou, point_idx
 
     predictor.decode_points = counting_decode_points
+    upscale = amg_module._Candidates.upscale
+
+    def counting_upscale(self, index):
+        seen["full size"] += len(index)
+        return upscale(self, index)
+
+    amg_module._Candidates.upscale = counting_upscale
     t0 = time.perf_counter()
     anns = generator.generate(image)
     seconds = time.perf_counter() - t0
@@ -192,7 +207,8 @@ def main() -> None:
     )
     print(
         f"  {seen['prompts']} prompts, {seen['upscaled']} through the upscaler, "
-        f"{seen['candidates']} candidates upsampled to full size"
+        f"{seen['candidates']} candidates pass the IoU filter, {seen['full size']} upsampled to full size "
+        "(the rest surely suppressed by NMS)"
     )
 
     flops_rate, bandwidth = machine_rates(args.threads)
@@ -217,7 +233,7 @@ def main() -> None:
         profiler.disable()
         times = stage_times(pstats.Stats(profiler))
         times["other (Python, glue)"] = profiled - sum(times.values())
-        full = seen["candidates"] * h * w * 4  # bytes of full-size float32 logits
+        full = seen["full size"] * h * w * 4  # bytes of full-size float32 logits
         own = {
             "decoder transformer": transformer_flops / flops_rate,
             "upscaler": upscaler_flops / flops_rate,

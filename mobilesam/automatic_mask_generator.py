@@ -20,12 +20,12 @@ import torch
 
 from .backend import Predictor
 from .errors import PromptError
-from .modeling.sam import Sam, upscale_masks
+from .modeling.sam import Sam, low_res_region, upscale_masks
 from .options import BY_GENERATOR
 from .predictor import SamPredictor
 from .runtime import release_free_memory
-from .utils import amg, rle
-from .utils.nms import nms
+from .utils import amg, bounds, rle
+from .utils.nms import box_iou_one, nms
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 DECODE_CHUNK = 8  # prompts decoded at once on a CPU: as fast per prompt as more, less memory
@@ -90,7 +90,10 @@ class SamAutomaticMaskGenerator:
     and holes smaller than this (needs the `amg` extra); output_mode: "binary_mask",
     "uncompressed_rle" or "coco_rle". mask_chunk: masks upsampled at once (None: 8 on a
     CPU, on a GPU as many as 1 GB of full-size logits hold);
-    mask_memory_bytes: candidate masks beyond this go to a temporary file.
+    mask_memory_bytes: candidate masks beyond this go to a temporary file (and, apart,
+    low-res logits waiting to be upsampled). skip_suppressed: never upsample a candidate
+    that box NMS surely suppresses, as its low-res logits prove (`utils.bounds`; the
+    same output, False upsamples every candidate).
     Numbers are checked against the bounds in options.py (32.0 and numpy integers are
     accepted where an integer is wanted, as segment-anything does).
     `progress`, if set to a function, is called after every batch of point prompts with
@@ -117,6 +120,7 @@ class SamAutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         mask_chunk: int | None = None,
         mask_memory_bytes: int = 256 << 20,
+        skip_suppressed: bool = True,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise PromptError("exactly one of points_per_side and point_grids must be given")
@@ -165,6 +169,7 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.mask_chunk = mask_chunk
         self.mask_memory_bytes = mask_memory_bytes
+        self.skip_suppressed = bool(skip_suppressed)
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray) -> list[dict]:
@@ -233,69 +238,108 @@ class SamAutomaticMaskGenerator:
         self.predictor.set_image(crop)
         release_free_memory()  # the encoder's temporaries: the decoder needs other sizes
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        records = MaskRecords(store)
+        candidates = _Candidates(self.predictor, crop_size, self.mask_memory_bytes)
         for i, start in enumerate(range(0, len(points), self.points_per_batch)):
             batch = points[start : start + self.points_per_batch]
-            records.extend(self._process_batch(batch, crop_size, crop_box, orig_size, store))
+            self._decode_batch(batch, crop_size, candidates)
             self._done += len(batch)
             if self.progress is not None:
                 self.progress(self._done, self._total)
             if i % TRIM_EVERY == TRIM_EVERY - 1:
                 release_free_memory()  # temporaries vary in size from batch to batch
+        records = self._select(candidates, crop_size, crop_box, orig_size, store)
         self.predictor.reset_image()
-        records.select(nms(records.boxes.float(), records.iou_preds, self.box_nms_thresh))
         records.boxes = amg.uncrop_boxes(records.boxes, crop_box)
         records.points = amg.uncrop_points(records.points, crop_box)
         return records
 
-    def _process_batch(
+    def _decode_batch(self, points: np.ndarray, crop_size: tuple[int, int], candidates: _Candidates) -> None:
+        """Decode a batch of point prompts; keep the candidates that pass the IoU filter."""
+        p = self.predictor
+        coords = torch.as_tensor(p.transform.apply_coords(points, crop_size), dtype=torch.float)
+        # A GPU decodes the whole batch at once; a CPU is as fast with less memory in chunks.
+        cpu = torch.device(p.device).type == "cpu"
+        step = min(DECODE_CHUNK, self.points_per_batch) if cpu else self.points_per_batch
+        for start in range(0, len(points), step):
+            # (point, mask token) order, as segment-anything flattens them; may be empty.
+            low_res, iou, idx = p.decode_points(coords[start : start + step], self.pred_iou_thresh)
+            candidates.add(low_res, iou, torch.as_tensor(points[start : start + step][idx.cpu().numpy()]))
+
+    def _select(
         self,
-        points: np.ndarray,
+        candidates: _Candidates,
         crop_size: tuple[int, int],
         crop_box: list[int],
         orig_size: tuple[int, int],
         store: rle.BitStore,
     ) -> MaskRecords:
+        """The candidates that pass the stability and crop-edge filters and box NMS, in NMS
+        order (highest predicted IoU first, ties in decoding order).
+
+        Greedy NMS, done while the candidates are upsampled in that order, a chunk at a
+        time: a candidate is kept unless a kept one overlaps it above the threshold. With
+        `skip_suppressed`, a candidate whose low-res box bounds already prove that is
+        never upsampled (`utils.bounds`); the result is the same.
+        """
         p = self.predictor
-        coords = torch.as_tensor(p.transform.apply_coords(points, crop_size), dtype=torch.float)
-        out = MaskRecords(store)
         cpu = torch.device(p.device).type == "cpu"
-        # A GPU decodes the whole batch at once; a CPU is as fast with less memory in chunks.
-        step = min(DECODE_CHUNK, self.points_per_batch) if cpu else self.points_per_batch
         # Masks upsampled at once: mask_chunk, fewer on huge images (each is H x W float32 logits).
-        chunk = self.mask_chunk or (8 if cpu else len(points) * 3)
+        chunk = self.mask_chunk or (8 if cpu else 3 * self.points_per_batch)
         budget = UPSAMPLE_BYTES if cpu else UPSAMPLE_BYTES_GPU
         chunk = max(1, min(chunk, budget // (4 * crop_size[0] * crop_size[1])))
-        for start in range(0, len(points), step):
-            # (point, mask token) order, as segment-anything flattens them; may be empty.
-            low_res, iou, idx = p.decode_points(coords[start : start + step], self.pred_iou_thresh)
-            pts = torch.as_tensor(points[start : start + step][idx.cpu().numpy()])
-            iou = iou.cpu()
-            for first in range(0, len(low_res), chunk):
-                sl = slice(first, first + chunk)
-                logits = upscale_masks(low_res[sl, None], p.input_size, crop_size, p.img_size)[:, 0]
-                out.extend(self._filter_chunk(logits, iou[sl], pts[sl], crop_box, orig_size, store))
+        order = torch.sort(candidates.iou, descending=True, stable=True).indices.tolist()
+        kept_boxes = np.zeros((0, 4), np.float32)
+        out = MaskRecords(store)
+        pos = 0
+        while pos < len(order):
+            batch: list[int] = []
+            while pos < len(order) and len(batch) < chunk:
+                i = order[pos]
+                pos += 1
+                if not (
+                    self.skip_suppressed and candidates.surely_suppressed(i, kept_boxes, self.box_nms_thresh)
+                ):
+                    batch.append(i)
+            if not batch:
+                break
+            index = torch.tensor(batch)
+            logits = candidates.upscale(batch)
+            stability, masks_t, boxes, passed = self._filter(logits, crop_box, orig_size)
+            keep = []
+            for j, box in zip(passed.tolist(), boxes.float().numpy()):
+                iou = box_iou_one(box, kept_boxes).astype(np.float64)
+                if not np.any(iou > self.box_nms_thresh):
+                    keep.append(j)
+                    kept_boxes = np.concatenate([kept_boxes, box[None]])
+            rows = torch.searchsorted(passed, torch.tensor(keep, dtype=torch.long))
+            bits, areas = self._pack(masks_t[rows.to(masks_t.device)], crop_box, orig_size, store)
+            chosen = index[keep]
+            out.extend(
+                MaskRecords(
+                    store,
+                    bits,
+                    boxes[rows],
+                    candidates.iou[chosen].float(),
+                    candidates.points[chosen],
+                    stability[keep].float(),
+                    torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4),
+                    torch.from_numpy(areas),
+                )
+            )
         return out
 
-    def _filter_chunk(
-        self,
-        logits: torch.Tensor,
-        iou: torch.Tensor,
-        pts: torch.Tensor,
-        crop_box: list[int],
-        orig_size: tuple[int, int],
-        store: rle.BitStore,
-    ) -> MaskRecords:
+    def _filter(
+        self, logits: torch.Tensor, crop_box: list[int], orig_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Full-size logits NxHxW (crop frame) -> every candidate's stability score (N), and
+        for those that pass the stability and crop-edge filters: their column-major masks
+        (MxWxH bool), boxes (Mx4 XYXY, crop frame) and positions (M, increasing)."""
         threshold = self.predictor.mask_threshold
         stability = amg.stability_score(logits, threshold, self.stability_score_offset).cpu()
+        passed = torch.arange(len(logits))
         if self.stability_score_thresh > 0.0:
-            keep = stability >= self.stability_score_thresh
-            logits, iou, pts, stability = (
-                logits[keep.to(logits.device)],
-                iou[keep],
-                pts[keep],
-                stability[keep],
-            )
+            passed = passed[stability >= self.stability_score_thresh]
+            logits = logits[passed.to(logits.device)]
         masks = logits > threshold
         # Column-major, as RLE and packing read it; reducing uint8 views over the middle
         # axis is the fast way to get each mask's row and column projections.
@@ -303,26 +347,21 @@ class SamAutomaticMaskGenerator:
         cols = masks.view(torch.uint8).amax(dim=1) > 0
         rows = masks_t.view(torch.uint8).amax(dim=1) > 0
         boxes = amg.boxes_from_projections(rows, cols).cpu()
-        keep = ~amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
-        if not keep.all():
-            masks_t, boxes, iou, pts, stability = (
-                masks_t[keep.to(masks_t.device)],
-                boxes[keep],
-                iou[keep],
-                pts[keep],
-                stability[keep],
-            )
+        near = amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+        if near.any():
+            masks_t, boxes, passed = masks_t[~near.to(masks_t.device)], boxes[~near], passed[~near]
+        return stability, masks_t, boxes, passed
+
+    def _pack(
+        self, masks_t: torch.Tensor, crop_box: list[int], orig_size: tuple[int, int], store: rle.BitStore
+    ) -> tuple[list, np.ndarray]:
+        """Column-major crop masks -> packed bits of the whole image (store handles) and areas."""
         x0, y0, x1, y1 = crop_box
         masks_t = amg.uncrop_masks(masks_t, [y0, x0, y1, x1], orig_size[1], orig_size[0])  # transposed frame
         if masks_t.device.type == "cpu":
-            bits, areas = rle.pack_columns(masks_t.numpy(), store)
-        else:  # pack on the device: only the bits cross to the host
-            packed, areas = rle.pack_columns_torch(masks_t)
-            bits, areas = store.add(packed.cpu().numpy()), areas.cpu().numpy()
-        crop_boxes = torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4)
-        return MaskRecords(
-            store, bits, boxes, iou.float(), pts, stability.float(), crop_boxes, torch.from_numpy(areas)
-        )
+            return rle.pack_columns(masks_t.numpy(), store)
+        packed, areas = rle.pack_columns_torch(masks_t)  # on the device: only the bits cross to the host
+        return store.add(packed.cpu().numpy()), areas.cpu().numpy()
 
     def _remove_small_regions(self, records: MaskRecords, size: tuple[int, int]) -> None:
         """Fill small holes, drop small islands, then NMS preferring untouched masks."""
@@ -374,6 +413,55 @@ class SamAutomaticMaskGenerator:
                 )
         mask_data.filter(keep)
         return mask_data
+
+
+class _Candidates:
+    """One crop's candidate masks as low-res logits (the `low_res_region` block, in a store
+    that spills to a temporary file), with their predicted IoU, point and box bounds, until
+    `SamAutomaticMaskGenerator._select` upsamples the ones it needs."""
+
+    def __init__(self, predictor: Predictor, crop_size: tuple[int, int], memory_bytes: int) -> None:
+        self.predictor, self.crop_size = predictor, crop_size
+        self.store = rle.BitStore(memory_bytes)
+        self.handles: list = []
+        self.iou = torch.zeros(0)
+        self.points = torch.zeros(0, 2, dtype=torch.float64)
+        self.inner = self.outer = np.zeros((0, 4), np.int64)
+        self.known = np.zeros(0, bool)
+        self.low_size: tuple[int, int] = (0, 0)
+        self.block: tuple[int, int] = (0, 0)
+        self.dtype = torch.float32
+
+    def add(self, low_res: torch.Tensor, iou: torch.Tensor, points: torch.Tensor) -> None:
+        """NxHxW low-res logits (model frame), their N predicted IoU and Nx2 points."""
+        if len(low_res) == 0:
+            return
+        p = self.predictor
+        self.low_size = (low_res.shape[-2], low_res.shape[-1])
+        self.block = low_res_region(self.low_size, p.input_size, p.img_size)
+        block = low_res[:, : self.block[0], : self.block[1]].cpu().contiguous()
+        self.dtype = block.dtype
+        inner, outer, known = bounds.box_bounds(
+            block, self.low_size, p.input_size, self.crop_size, p.img_size, p.mask_threshold
+        )
+        self.handles += self.store.add(block.view(len(block), -1).view(torch.uint8).numpy())
+        self.iou = torch.cat([self.iou, iou.cpu().float()])
+        self.points = torch.cat([self.points, points.to(self.points.dtype)])
+        self.inner = np.concatenate([self.inner, inner.numpy()])
+        self.outer = np.concatenate([self.outer, outer.numpy()])
+        self.known = np.concatenate([self.known, known.numpy()])
+
+    def surely_suppressed(self, i: int, kept: np.ndarray, iou_threshold: float) -> bool:
+        return bool(self.known[i]) and bounds.surely_suppressed(
+            self.inner[i], self.outer[i], kept, iou_threshold
+        )
+
+    def upscale(self, index: list[int]) -> torch.Tensor:
+        """Candidates `index` upsampled to full-size logits, NxHxW in the crop frame."""
+        p = self.predictor
+        raw = np.stack([self.store.read(self.handles[i]) for i in index])
+        block = torch.from_numpy(raw).view(self.dtype).view(len(index), 1, *self.block).to(p.device)
+        return upscale_masks(block, p.input_size, self.crop_size, p.img_size, self.low_size)[:, 0]
 
 
 def _check_int(name: str, value: object, low: int) -> None:

@@ -21,22 +21,38 @@ def normalize_and_pad(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, si
     return F.pad(x, (0, size - w, 0, size - h))
 
 
+def low_res_region(low_size: tuple[int, int], input_size: tuple[int, int], img_size: int) -> tuple[int, int]:
+    """The rows and columns of hxw low-res logits that `upscale_masks` reads: a top-left
+    block (the logits over the image, plus one row and column for the edge handling)
+    when the low-res grid scales to the model input by a whole factor, else all of it."""
+    h, w = low_size
+    if img_size % w == 0 and h == w:
+        scale = img_size // w
+        return min(h, -(-input_size[0] // scale) + 1), min(w, -(-input_size[1] // scale) + 1)
+    return h, w
+
+
 def upscale_masks(
-    masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int
+    masks: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    img_size: int,
+    low_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Low-res logits BxCx256x256 -> BxCxHxW logits in the original image frame.
 
     Upsample to the padded model input, crop the padding, resize to the original size
-    (bilinear both times, as segment-anything does).
+    (bilinear both times, as segment-anything does). `low_size`: the low-res size, when
+    `masks` holds only its `low_res_region` block.
     """
-    scale = img_size // masks.shape[-1]
-    if scale * masks.shape[-1] == img_size and masks.shape[-1] == masks.shape[-2]:
+    h, w = masks.shape[-2:] if low_size is None else low_size
+    if img_size % w == 0 and h == w:
         # Only the rows and columns that survive the crop: with the same scale factor the
         # interpolation weights are the same, so this equals upsampling everything and
         # cropping, bit for bit (one extra source row/column keeps the edge handling).
-        rows, cols = -(-input_size[0] // scale) + 1, -(-input_size[1] // scale) + 1
+        rows, cols = low_res_region((h, w), input_size, img_size)
         masks = F.interpolate(
-            masks[..., :rows, :cols], scale_factor=scale, mode="bilinear", align_corners=False
+            masks[..., :rows, :cols], scale_factor=img_size // w, mode="bilinear", align_corners=False
         )
     else:
         masks = F.interpolate(masks, (img_size, img_size), mode="bilinear", align_corners=False)

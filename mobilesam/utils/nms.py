@@ -20,8 +20,6 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         return torch.zeros(0, dtype=torch.long)
     order = torch.sort(scores.cpu(), descending=True, stable=True).indices.numpy()
     b = boxes.detach().cpu().float().numpy()[order]
-    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    areas = (x1 - x0) * (y1 - y0)
     suppressed = np.zeros(len(b), dtype=bool)
     keep = []
     for i in range(len(b)):
@@ -31,11 +29,17 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         rest = np.flatnonzero(~suppressed[i + 1 :]) + i + 1
         if rest.size == 0:
             break
-        w = np.maximum(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), np.float32(0))
-        h = np.maximum(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), np.float32(0))
-        inter = w * h
-        union = areas[i] + areas[rest] - inter
-        same = np.all(b[rest] == b[i], axis=1).astype(np.float32)
-        iou = np.divide(inter, union, out=same, where=union > 0)
-        suppressed[rest[iou.astype(np.float64) > iou_threshold]] = True
+        suppressed[rest[box_iou_one(b[i], b[rest]).astype(np.float64) > iou_threshold]] = True
     return torch.as_tensor(order[keep], dtype=torch.long)
+
+
+def box_iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """float32 IoU of one XYXY box (4,) with each of Kx4 float32 boxes, as `nms` computes
+    it (compare it in float64 with the threshold)."""
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    w = np.maximum(np.minimum(box[2], x1) - np.maximum(box[0], x0), np.float32(0))
+    h = np.maximum(np.minimum(box[3], y1) - np.maximum(box[1], y0), np.float32(0))
+    inter = w * h
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (x1 - x0) * (y1 - y0) - inter
+    same = np.all(boxes == box, axis=1).astype(np.float32)
+    return np.divide(inter, union, out=same, where=union > 0)
