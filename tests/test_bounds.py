@@ -86,12 +86,12 @@ def test_surely_suppressed_is_sound():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"points_per_side": 8},
-        {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
-        {"points_per_side": 4, "crop_n_layers": 1, "pred_iou_thresh": 0.5},
-        {"points_per_side": 6, "box_nms_thresh": 0.3, "mask_chunk": 3},
+        {"points_per_side": 6},
+        {"points_per_side": 5, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+        {"points_per_side": 5, "box_nms_thresh": 0.3, "mask_chunk": 3, "pred_iou_thresh": 0.5},
+        {"points_per_side": 2, "crop_n_layers": 1, "pred_iou_thresh": 0.5},
     ],
-    ids=["default", "no-filters", "crops", "nms0.3"],
+    ids=["default", "no-filters", "nms0.3", "crops"],
 )
 def test_skipping_suppressed_candidates_changes_nothing(sam_vit_t, kwargs, monkeypatch):
     image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
@@ -109,7 +109,7 @@ def test_skipping_suppressed_candidates_changes_nothing(sam_vit_t, kwargs, monke
         assert sum(upsampled) < all_candidates / 2
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (2, 9), (31, 4)])
+@pytest.mark.parametrize("shape", [(1, 1), (31, 4)])
 def test_skipping_on_tiny_images(sam_vit_t, shape):
     image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
