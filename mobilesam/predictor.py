@@ -252,7 +252,9 @@ class SamPredictor:
         hs, src, size = decoder.run_transformer(self.features, self.image_pe, sparse, dense, self.context)
         iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
         rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
-        low_res = decoder.masks_from_tokens(hs[rows], src[rows], size, slice(1, None))
+        if len(rows) < len(iou):  # else no copy: src is 4 MB per prompt
+            hs, src = hs[rows], src[rows]
+        low_res = decoder.masks_from_tokens(hs, src, size, slice(1, None))
         return low_res[kept], iou[rows][kept], point_idx
 
     def warmup(self) -> None:
