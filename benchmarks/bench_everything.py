@@ -3,7 +3,7 @@ profile by stage, the compute bound, and the official code in the same run.
 
     python benchmarks/bench_everything.py [--image truck.jpg] [--threads 2]
         [--points-per-side 32] [--pred-iou-thresh 0.88] [--stability-score-thresh 0.95]
-        [--official DIR] [--no-profile]
+        [--decoder-precision bf16] [--official DIR] [--no-profile]
 
 Synthetic weights (speed does not depend on the values; the parity fixture's recipe
 puts predicted IoUs near the default filter, so many candidates reach the later stages).
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--pred-iou-thresh", type=float, default=0.88)
     parser.add_argument("--stability-score-thresh", type=float, default=0.95)
+    parser.add_argument("--decoder-precision", default="float32", choices=["float32", "bf16"])
     parser.add_argument("--official", help="folder containing the official `mobile_sam` package")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled second run")
     parser.add_argument("--child-official", help=argparse.SUPPRESS)
@@ -175,7 +176,9 @@ def main() -> None:
         return
 
     tune_allocator()
-    generator = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **kwargs)
+    generator = SamAutomaticMaskGenerator(
+        sam, output_mode="coco_rle", decoder_precision=args.decoder_precision, **kwargs
+    )
     predictor = generator.predictor
     decode_points = predictor.decode_points
     seen = {"prompts": 0, "upscaled": 0, "candidates": 0, "full size": 0}
@@ -203,7 +206,8 @@ def main() -> None:
     print(
         f"mobilesam: {args.image.name} {w}x{h}, {args.points_per_side}x{args.points_per_side} points, "
         f"iou>{args.pred_iou_thresh}, stability>={args.stability_score_thresh}, "
-        f"{torch.get_num_threads()} threads: {len(anns)} masks in {seconds:.1f} s, peak RSS {peak_mb:.0f} MB"
+        f"{torch.get_num_threads()} threads, {args.decoder_precision} decoder: {len(anns)} masks in {seconds:.1f} s, "
+        f"peak RSS {peak_mb:.0f} MB"
     )
     print(
         f"  {seen['prompts']} prompts, {seen['upscaled']} through the upscaler, "

@@ -81,8 +81,11 @@ class Predictor(Protocol):
         One mask per set at `out_size` (H, W): with `multimask`, candidate `mask_id` (1-3)
         or else the best-scoring of three; without, the single-mask output."""
 
-    def decode_points(self, coords: Any, pred_iou_thresh: float) -> tuple[Any, Any, Any]:
+    def decode_points(
+        self, coords: Any, pred_iou_thresh: float, precision: str = "float32"
+    ) -> tuple[Any, Any, Any]:
         """N single foreground points (torch Nx2, model frame) -> the multi-mask candidates
         whose predicted IoU is above `pred_iou_thresh` (all of them if it is 0): low-res
         logits Mx256x256, predicted IoU M and each one's point index M (torch tensors on
-        `device`), in (point, mask token) order."""
+        `device`), in (point, mask token) order. `precision`: "float32", or "bf16" where
+        the backend offers an approximate bfloat16 decoder (else a PromptError)."""

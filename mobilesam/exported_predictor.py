@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import PromptMasks
-from .errors import NoImageError
+from .errors import NoImageError, PromptError
 from .image_io import ImageSource, rgb_array
 from .prompts import pick_candidates, point_arrays
 from .result import SegmentationResult
@@ -172,10 +172,16 @@ class ExportedPredictor:
             )
         return PromptMasks.concatenate(parts)
 
-    def decode_points(self, coords: object, pred_iou_thresh: float) -> tuple:
+    def decode_points(self, coords: object, pred_iou_thresh: float, precision: str = "float32") -> tuple:
         """`backend.Predictor.decode_points` on the batch decoder (all point prompts of a
-        chunk in one run); needs torch for the tensors it returns, as the generator does."""
+        chunk in one run); needs torch for the tensors it returns, as the generator does.
+        Only precision="float32": the exported decoder is float32."""
         import torch
+
+        if precision != "float32":
+            raise PromptError(
+                f"precision={precision!r}: this backend's decoder is float32 (bf16 is PyTorch's)"
+            )
 
         from .utils.amg import iou_filter
 

@@ -8,6 +8,8 @@ written for segment-anything or MobileSAM runs unchanged. The numpy layer (`set_
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -15,6 +17,7 @@ from .backend import PromptMasks
 from .engine import Engine
 from .errors import NoImageError, PromptError
 from .image_io import rgb_array
+from .modeling.mask_decoder import MaskDecoder
 from .modeling.sam import Sam, upscale_masks
 from .modeling.transformer import ImageContext
 from .prompts import pick_candidates, point_arrays
@@ -22,6 +25,9 @@ from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
 
 DECODE_SETS_CHUNK = 16  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
+
+
+DECODER_PRECISIONS = ("float32", "bf16")
 
 
 class SamPredictor:
@@ -44,6 +50,7 @@ class SamPredictor:
         self._context_key: tuple | None = None
         self._context: ImageContext | None = None
         self._image_pe: torch.Tensor | None = None
+        self._bf16: dict = {}  # decode_points(precision="bf16"): the decoder copy, its context
         self.reset_image()
 
     @property
@@ -233,29 +240,55 @@ class SamPredictor:
 
     @torch.inference_mode()
     def decode_points(
-        self, coords: torch.Tensor, pred_iou_thresh: float
+        self, coords: torch.Tensor, pred_iou_thresh: float, precision: str = "float32"
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`backend.Predictor.decode_points`: one foreground point per prompt (Nx2, model
         frame) -> the multi-mask candidates with predicted IoU above `pred_iou_thresh`.
-        Only prompts with a surviving candidate go through the upscaler."""
+        Only prompts with a surviving candidate go through the upscaler.
+
+        precision="bf16": decode with a bfloat16 copy of the mask decoder (outputs in
+        float32): approximate, and faster where bfloat16 matmuls are (AVX512-BF16 CPUs,
+        GPUs); docs/performance.md has its agreement with float32."""
         self._require_image()
-        decoder = self.model.mask_decoder
+        if precision not in DECODER_PRECISIONS:
+            raise PromptError(f"precision must be one of {DECODER_PRECISIONS}, got {precision!r}")
         coords = coords.to(self.device, torch.float)
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
-        if self.engine is not None:  # all three candidates from the graph, then the filter
+        if self.engine is not None and precision == "float32":  # all three candidates, then the filter
             low_res, iou = self.engine.decode(
                 self.features, self.image_pe, coords[:, None], labels, None, True
             )
             rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
             return low_res[rows][kept], iou[rows][kept], point_idx
-        sparse, dense = self.model.prompt_encoder((coords[:, None, :], labels), None, None)
-        hs, src, size = decoder.run_transformer(self.features, self.image_pe, sparse, dense, self.context)
-        iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
+        sparse, _ = self.model.prompt_encoder((coords[:, None, :], labels), None, None)
+        if precision == "bf16":
+            decoder, context = self._bf16_decoder()
+            sparse = sparse.to(torch.bfloat16)
+        else:
+            decoder, context = self.model.mask_decoder, self.context
+        hs, src, size = decoder.run_transformer(None, None, sparse, None, context)
+        iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:].float()
         rows, kept, point_idx = iou_filter(iou, pred_iou_thresh)
         if len(rows) < len(iou):  # else no copy: src is 4 MB per prompt
             hs, src = hs[rows], src[rows]
-        low_res = decoder.masks_from_tokens(hs, src, size, slice(1, None))
+        low_res = decoder.masks_from_tokens(hs, src, size, slice(1, None)).float()
         return low_res[kept], iou[rows][kept], point_idx
+
+    def _bf16_decoder(self) -> tuple[MaskDecoder, ImageContext]:
+        """A bfloat16 copy of the mask decoder, made again when the decoder's weights change
+        (in place or replaced), and the image context for it, again when `features` does."""
+        decoder = self.model.mask_decoder
+        weights = (decoder, self.device, tuple(p._version for p in decoder.parameters()))
+        if self._bf16.get("weights") != weights:
+            self._bf16 = {"weights": weights, "decoder": copy.deepcopy(decoder).to(torch.bfloat16)}
+        if self._bf16.get("features") is not self.features:
+            bf16 = torch.bfloat16
+            dense = self.model.prompt_encoder.dense_no_mask(1).to(bf16)
+            self._bf16["context"] = self._bf16["decoder"].prepare(
+                self.features.to(bf16), self.image_pe.to(bf16), dense
+            )
+            self._bf16["features"] = self.features
+        return self._bf16["decoder"], self._bf16["context"]
 
     def warmup(self) -> None:
         """Run (and, with an engine on CUDA, capture) the common calls once on a blank
@@ -280,6 +313,8 @@ class SamPredictor:
         self.original_size = None
         self.input_size = None
         self._context_key = self._context = None
+        self._bf16.pop("features", None)
+        self._bf16.pop("context", None)
 
     def _require_image(self) -> None:
         if not self.is_image_set or self.features is None:
