@@ -3,11 +3,13 @@
 segment-anything's constructor arguments, defaults and output, with the same results
 (float32 rounding aside) and far less time and memory:
 - the decoder's prompt-independent work is done once per image (see `SamPredictor`);
-- masks are filtered on predicted IoU while still 256x256, so only survivors are
-  upsampled, and they are upsampled a few at a time (`mask_chunk`);
-- stability scores and boxes are computed for a chunk of masks at once, and candidates
-  are kept as packed bits (H*W/8 bytes each, whatever their shape); run lengths are
-  computed only for the masks that survive NMS.
+- masks are filtered on predicted IoU while still 256x256 and wait there; they are
+  then upsampled in NMS order, a few at a time (`mask_chunk`), with box NMS applied as
+  they come, and one that NMS surely suppresses, as bounds on its box from its low-res
+  logits prove (`utils.bounds`), is never upsampled;
+- stability scores and boxes are computed for a chunk of masks at once; only the masks
+  NMS keeps are packed into bits (H*W/8 bytes each, whatever their shape), and run
+  lengths are computed for the masks of the output only.
 """
 
 from __future__ import annotations
