@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import MobileSAMError, OutputError, PromptError
 from .highlevel import Segmenter
 from .image_io import visible_files
-from .options import EVERYTHING, generator_kwargs
+from .options import DECODER_PRECISIONS, EVERYTHING, generator_kwargs
 from .prompts import parse_float
 from .utils.files import atomic_write_text, check_output_dir
 
@@ -50,9 +50,12 @@ def run_options(options: dict | None) -> dict:
     so that an option given at its default equals one left out."""
     options = dict(options or {})
     percent = parse_float(options.pop("input_size_percent", 100), "input_size_percent", 1, 100)
+    precision = options.pop("decoder_precision", None) or "float32"
+    if precision not in DECODER_PRECISIONS:
+        raise PromptError(f"decoder_precision must be one of {DECODER_PRECISIONS}, got {precision!r}")
     given = generator_kwargs(options)
     full = {o.name: given.get(o.generator, o.default) for o in EVERYTHING}
-    return {**full, "input_size_percent": percent}
+    return {**full, "input_size_percent": percent, "decoder_precision": precision}
 
 
 class FolderJob:
@@ -151,9 +154,10 @@ class FolderJob:
         record = self.out / "run.json"
         previous = _read_json(record)
         current = {"options": self.options}
-        if previous is not None and previous.get("options") != self.options:
+        old = dict((previous or {}).get("options") or {})
+        old.setdefault("decoder_precision", "float32")  # records made before the option existed
+        if previous is not None and old != self.options:
             if not self.overwrite:
-                old = previous.get("options") or {}
                 diff = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
                 raise PromptError(
                     f"{self.out} holds results made with other options ({', '.join(diff)}); "

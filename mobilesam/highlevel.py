@@ -124,6 +124,7 @@ def everything(
     image: ImageSource,
     input_size_percent: object = 100,
     progress: Callable[[int, int], None] | None = None,
+    decoder_precision: str = "float32",
     **options: object,
 ):
     """All masks of `image` from a grid of point prompts (the automatic mask generator)
@@ -132,12 +133,15 @@ def everything(
     on). With input_size_percent < 100 the generator runs on the shrunk image and masks
     are scaled back up (nearest neighbour). Masks are ordered by predicted IoU, highest
     first. `progress(done, total)` is called after each batch of point prompts.
+    decoder_precision="bf16": the approximate bfloat16 decoder (PyTorch backend).
     """
     from .automatic_mask_generator import SamAutomaticMaskGenerator
 
     rgb = load_image(image)
     percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
-    generator = SamAutomaticMaskGenerator(predictor, **generator_kwargs(options))
+    generator = SamAutomaticMaskGenerator(
+        predictor, decoder_precision=decoder_precision, **generator_kwargs(options)
+    )
     generator.progress = progress
     work = shrink(rgb, percent)
     records = generator.generate_records(work)

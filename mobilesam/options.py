@@ -75,6 +75,8 @@ EVERYTHING = (
     ),
 )
 BY_NAME = {o.name: o for o in EVERYTHING}
+# The mask decoder's precision in segment everything (not an Option: a choice, not a number).
+DECODER_PRECISIONS = ("float32", "bf16")
 BY_GENERATOR = {o.generator: o for o in EVERYTHING}
 
 

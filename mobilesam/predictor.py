@@ -20,14 +20,12 @@ from .image_io import rgb_array
 from .modeling.mask_decoder import MaskDecoder
 from .modeling.sam import Sam, upscale_masks
 from .modeling.transformer import ImageContext
+from .options import DECODER_PRECISIONS
 from .prompts import pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
 
 DECODE_SETS_CHUNK = 16  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
-
-
-DECODER_PRECISIONS = ("float32", "bf16")
 
 
 class SamPredictor:

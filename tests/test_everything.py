@@ -150,6 +150,8 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
     assert "output folder is required" in capsys.readouterr().err
     assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2
     assert "points_per_side" in capsys.readouterr().err
+    rc = main(["everything", str(small_images / "a_good.jpg"), *ck, "--decoder-precision", "bf16"])
+    assert rc == 0 and "masks" in capsys.readouterr().out
 
 
 def test_folder_job_reports_bad_files_but_lets_bugs_surface(sam, small_images, tmp_path, monkeypatch):

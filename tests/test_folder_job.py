@@ -80,7 +80,17 @@ def test_other_options_are_refused_unless_overwrite(sam, tmp_path):
         segment_folder(sam, photos, out, {**FAST, "points_per_side": 3}, **QUIET)
     redone = segment_folder(sam, photos, out, {**FAST, "points_per_side": 3}, overwrite=True, **QUIET)
     assert redone.done == ["a.jpg"]
-    assert json.loads((out / "run.json").read_text())["options"]["points_per_side"] == 3
+    record = json.loads((out / "run.json").read_text())
+    assert record["options"]["points_per_side"] == 3 and record["options"]["decoder_precision"] == "float32"
+    # The bf16 decoder makes other masks: another option. A record made before the
+    # option existed counts as float32.
+    with pytest.raises(PromptError, match=r"other options \(decoder_precision\)"):
+        segment_folder(sam, photos, out, {**FAST, "points_per_side": 3, "decoder_precision": "bf16"}, **QUIET)
+    del record["options"]["decoder_precision"]
+    (out / "run.json").write_text(json.dumps(record))
+    assert segment_folder(sam, photos, out, {**FAST, "points_per_side": 3}, **QUIET).skipped == ["a.jpg"]
+    with pytest.raises(PromptError, match="decoder_precision"):
+        segment_folder(sam, photos, out, {**FAST, "decoder_precision": "fp16"}, **QUIET)
 
 
 def test_a_second_run_on_the_same_output_is_refused(sam, tmp_path):
