@@ -20,8 +20,12 @@ rounding.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+
+from . import amg
 
 RELATIVE_MARGIN = 1e-5  # of the largest |logit|: float rounding of two interpolations is ~1e-7
 IOU_MARGIN = 1e-6  # NMS computes IoU in float32 (relative error ~3e-7); the bound must clear it
@@ -95,6 +99,12 @@ class _Axis:
         return row_any, run_any
 
 
+@functools.lru_cache(maxsize=8)
+def _axis(out: int, inp: int, low: int, img_size: int, cells: int) -> _Axis:
+    """`_Axis`, made once per crop and not once per decoded chunk (read-only once made)."""
+    return _Axis(out, inp, low, img_size, cells)
+
+
 def box_bounds(
     low_res: torch.Tensor,
     low_size: tuple[int, int],
@@ -112,40 +122,31 @@ def box_bounds(
     `outer`; elsewhere (a mask that may be empty, non-finite logits) nothing is claimed.
     """
     rows, cols = low_res.shape[1:]
-    ys = _Axis(out_size[0], input_size[0], low_size[0], img_size, rows)
-    xs = _Axis(out_size[1], input_size[1], low_size[1], img_size, cols)
+    ys = _axis(out_size[0], input_size[0], low_size[0], img_size, rows)
+    xs = _axis(out_size[1], input_size[1], low_size[1], img_size, cols)
     low_res = low_res.float().cpu()
     # Per mask: a NaN makes every comparison False, an infinity an infinite margin;
     # either way nothing is sure and the mask's bounds are not known.
     least, most = torch.aminmax(low_res.flatten(1), dim=1)
     margin = (RELATIVE_MARGIN * (1.0 + torch.maximum(least.abs(), most.abs())))[:, None, None]
 
+    # Cells that may be above the threshold: their span, in cells, then in pixels.
     maybe = (low_res > threshold - margin).view(torch.uint8)  # uint8 reductions: faster than bool
-    r_lo, r_hi, r_any = _span(maybe.amax(dim=2) > 0)
-    c_lo, c_hi, _ = _span(maybe.amax(dim=1) > 0)
+    maybe_rows = maybe.amax(dim=2) > 0
+    c_lo, r_lo, c_hi, r_hi = amg.boxes_from_projections(maybe_rows, maybe.amax(dim=1) > 0).T.contiguous()
     y0, y1 = ys.outer(r_lo, r_hi)
     x0, x1 = xs.outer(c_lo, c_hi)
     outer = torch.stack([x0, y0, x1, y1], dim=1)
 
-    # Runs of pixels (rows x columns) whose every readable cell is above the threshold.
+    # Runs of pixels (rows x columns) whose every readable cell is above the threshold:
+    # their span, in runs, then in pixels.
     row_any, col_any = xs.any_run_all(ys.run_all(low_res > threshold + margin, 1))
-    sr_lo, sr_hi, s_any = _span(row_any)
-    sc_lo, sc_hi, _ = _span(col_any)
+    sc_lo, sr_lo, sc_hi, sr_hi = amg.boxes_from_projections(row_any, col_any).T.contiguous()
     first_y, last_y = torch.from_numpy(ys.run_first), torch.from_numpy(ys.run_last)
     first_x, last_x = torch.from_numpy(xs.run_first), torch.from_numpy(xs.run_last)
     inner = torch.stack([first_x[sc_lo], first_y[sr_lo], last_x[sc_hi], last_y[sr_hi]], dim=1)
-    known = s_any & r_any
+    known = row_any.any(dim=1) & maybe_rows.any(dim=1)
     return inner, outer, known
-
-
-def _span(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """NxK bool -> the first and last True index of each row (0 where none) and whether any."""
-    k = hit.shape[1]
-    index = torch.arange(k)
-    first = torch.where(hit, index, k).amin(dim=1) if k else torch.zeros(len(hit), dtype=torch.long)
-    last = torch.where(hit, index, -1).amax(dim=1) if k else torch.zeros(len(hit), dtype=torch.long)
-    found = hit.any(dim=1)
-    return first.clamp(0, max(k - 1, 0)), last.clamp(0, max(k - 1, 0)), found
 
 
 def surely_suppressed(inner: np.ndarray, outer: np.ndarray, kept: np.ndarray, iou_threshold: float) -> bool:
