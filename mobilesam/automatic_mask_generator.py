@@ -23,7 +23,7 @@ import torch
 from .backend import Predictor
 from .errors import PromptError
 from .modeling.sam import Sam, low_res_region, upscale_masks
-from .options import BY_GENERATOR, DECODER_PRECISIONS
+from .options import BY_GENERATOR, check_decoder_precision
 from .predictor import SamPredictor
 from .runtime import release_free_memory
 from .utils import amg, bounds, rle
@@ -149,10 +149,7 @@ class SamAutomaticMaskGenerator:
             raise PromptError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if mask_chunk is not None:
             _check_int("mask_chunk", mask_chunk, 1)
-        if decoder_precision not in DECODER_PRECISIONS:
-            raise PromptError(
-                f"decoder_precision must be one of {DECODER_PRECISIONS}, got {decoder_precision!r}"
-            )
+        check_decoder_precision(decoder_precision)
         crop_n_layers = checked["crop_n_layers"]
         if points_per_side is not None:
             point_grids = amg.build_all_layer_point_grids(

@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import MobileSAMError, OutputError, PromptError
 from .highlevel import Segmenter
 from .image_io import visible_files
-from .options import DECODER_PRECISIONS, EVERYTHING, generator_kwargs
+from .options import EVERYTHING, check_decoder_precision, generator_kwargs
 from .prompts import parse_float
 from .utils.files import atomic_write_text, check_output_dir
 
@@ -50,9 +50,7 @@ def run_options(options: dict | None) -> dict:
     so that an option given at its default equals one left out."""
     options = dict(options or {})
     percent = parse_float(options.pop("input_size_percent", 100), "input_size_percent", 1, 100)
-    precision = options.pop("decoder_precision", None) or "float32"
-    if precision not in DECODER_PRECISIONS:
-        raise PromptError(f"decoder_precision must be one of {DECODER_PRECISIONS}, got {precision!r}")
+    precision = check_decoder_precision(options.pop("decoder_precision", None) or "float32")
     given = generator_kwargs(options)
     full = {o.name: given.get(o.generator, o.default) for o in EVERYTHING}
     return {**full, "input_size_percent": percent, "decoder_precision": precision}

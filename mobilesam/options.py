@@ -80,6 +80,13 @@ DECODER_PRECISIONS = ("float32", "bf16")
 BY_GENERATOR = {o.generator: o for o in EVERYTHING}
 
 
+def check_decoder_precision(value: object, name: str = "decoder_precision") -> str:
+    """`value` if it is one of DECODER_PRECISIONS, else a PromptError naming `name`."""
+    if value not in DECODER_PRECISIONS:
+        raise PromptError(f"{name} must be one of {DECODER_PRECISIONS}, got {value!r}")
+    return value
+
+
 def generator_kwargs(options: dict[str, object]) -> dict[str, int | float]:
     """High-level options (values or strings) -> checked SamAutomaticMaskGenerator arguments."""
     unknown = sorted(set(options) - set(BY_NAME))

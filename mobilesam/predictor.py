@@ -20,7 +20,7 @@ from .image_io import rgb_array
 from .modeling.mask_decoder import MaskDecoder
 from .modeling.sam import Sam, upscale_masks
 from .modeling.transformer import ImageContext
-from .options import DECODER_PRECISIONS
+from .options import check_decoder_precision
 from .prompts import pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
@@ -248,8 +248,7 @@ class SamPredictor:
         float32): approximate, and faster where bfloat16 matmuls are (AVX512-BF16 CPUs,
         GPUs); docs/performance.md has its agreement with float32."""
         self._require_image()
-        if precision not in DECODER_PRECISIONS:
-            raise PromptError(f"precision must be one of {DECODER_PRECISIONS}, got {precision!r}")
+        check_decoder_precision(precision, "precision")
         coords = coords.to(self.device, torch.float)
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
         if self.engine is not None and precision == "float32":  # all three candidates, then the filter
