@@ -117,3 +117,33 @@ def test_skipping_on_tiny_images(sam_vit_t, shape):
     fast = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
     assert len(fast) == len(every) >= 1
     np.testing.assert_equal(fast, every)  # NaN stability scores (empty masks) compare equal
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"points_per_side": None, "point_grids": [np.zeros((0, 2))]},
+        {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 1.0},
+    ],
+    ids=["no-prompt", "nothing-passes-stability"],
+)
+def test_nothing_surviving_a_filter(sam_vit_t, kwargs):
+    """No candidate at all (nothing stored, nothing to upsample), or candidates of which
+    no chunk keeps one (empty chunks packed): an empty result, not an error."""
+    image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
+    generator = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", **kwargs)
+    assert generator.generate(image) == []
+    assert len(generator.generate_records(image)) == 0
+
+
+def test_a_chunk_without_candidates_adds_nothing(sam_vit_t, truck):
+    """Every prompt of a chunk filtered out by predicted IoU (the synthetic weights' IoUs
+    exceed 1, so the filter cannot do it here): the decoder's empty output is skipped."""
+    from mobilesam.predictor import SamPredictor
+
+    p = SamPredictor(sam_vit_t)
+    p.set_image(truck)
+    low_res, iou, _ = p.decode_points(torch.tensor([[500.0, 300.0]]), float("inf"))
+    candidates = _Candidates(p, truck.shape[:2], 1 << 20)
+    candidates.add(low_res, iou, torch.zeros(0, 2, dtype=torch.float64))
+    assert len(low_res) == 0 and candidates.handles == [] and len(candidates.iou) == 0
