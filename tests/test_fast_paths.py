@@ -21,6 +21,7 @@ from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.highlevel import Segmenter
 from mobilesam.modeling import fast_paths
 from mobilesam.modeling.common import Conv2dBN, Linear
+from mobilesam.modeling.mask_decoder import MaskDecoder, _pixel_shuffle
 from mobilesam.modeling.transformer import Attention
 
 
@@ -101,6 +102,68 @@ def test_per_prompt_products_broadcast_a_batch_of_one_on_either_side(onednn):
         ref = attn(tokens, image.expand(3, -1, -1), image.expand(3, -1, -1) * 0.5)
         assert torch.allclose(attn.attend_to_image(tokens, image, image * 0.5), ref, atol=1e-4)
         assert attn._per_prompt(torch.randn(0, 5, 4), torch.randn(0, 4, 6), None).shape == (0, 5, 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_mask_pixel_shuffle_moves_pairs_with_the_same_bits_as_the_plain_permute(dtype):
+    """`_pixel_shuffle` moves dx2 pairs as one integer (float32 and 16-bit types); autograd
+    and float64 take the 8-D permute. Every path puts logit (h, w, dy1, dx1, dy2, dx2) at
+    row 4h + 2dy1 + dy2, column 4w + 2dx1 + dx2, bit for bit (NaN payloads included)."""
+    b, k, h, w = 2, 3, 5, 7
+    masks = torch.randn(b, k, h * w * 16).to(dtype)
+    masks.view(-1)[5] = float("nan")
+    expected = torch.empty(b, k, 4 * h, 4 * w, dtype=dtype)
+    src = masks.view(b, k, h, w, 2, 2, 2, 2)
+    for dy1, dx1, dy2, dx2 in np.ndindex(2, 2, 2, 2):
+        expected[:, :, 2 * dy1 + dy2 :: 4, 2 * dx1 + dx2 :: 4] = src[:, :, :, :, dy1, dx1, dy2, dx2]
+    with torch.no_grad():
+        fast = _pixel_shuffle(masks, b, k, h, w)
+    plain = _pixel_shuffle(masks.clone().requires_grad_(dtype.is_floating_point), b, k, h, w)
+    bits = {torch.float64: torch.int64, torch.float32: torch.int32}.get(dtype, torch.int16)
+    assert torch.equal(fast.view(bits), expected.view(bits))
+    assert torch.equal(plain.detach().view(bits), expected.view(bits))
+    assert _pixel_shuffle(masks[:0], 0, k, h, w).shape == (0, k, 4 * h, 4 * w)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_upscaler_matches_the_reference_modules(onednn):
+    """`upscale_and_project` (channels-last matmuls, mask-major product, pair shuffle)
+    against SAM's own steps: output_upscaling on NCHW, then hyper_in @ upscaled."""
+    torch.manual_seed(0)
+    decoder = MaskDecoder().eval()
+    for p in decoder.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    fast_paths.configure(decoder, onednn=onednn)
+    tokens, hyper_in = torch.randn(3, 6, 5, 256), torch.randn(3, 2, 32)
+    with torch.no_grad():
+        up = decoder.output_upscaling(tokens.permute(0, 3, 1, 2))
+        ref = (hyper_in @ up.flatten(2)).view(3, 2, 24, 20)
+        out = decoder.upscale_and_project(tokens, hyper_in)
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-5)
+    grad_out = decoder.upscale_and_project(tokens, hyper_in.requires_grad_())
+    assert torch.allclose(grad_out.detach(), out, atol=1e-6)
+
+
+def test_image_to_token_attention_overwrites_only_an_owned_residual():
+    """`attend_few_keys(..., overwrite=True)` writes the sum into the residual it is handed
+    (the same values as without), never into a broadcast one, nor under autograd."""
+    torch.manual_seed(0)
+    attn = Attention(256, 8, downsample_rate=2).eval()
+    x, k, v = torch.randn(2, 64, 256), torch.randn(2, 7, 128), torch.randn(2, 7, 128)
+    with torch.no_grad():
+        residual = torch.randn(2, 64, 256)
+        expected = attn.attend_few_keys(x, k, v, False, residual=residual)
+        kept = residual.clone()
+        out = attn.attend_few_keys(x, k, v, False, residual=residual, overwrite=True)
+        assert torch.equal(out, expected) and out.data_ptr() == residual.data_ptr()
+        shared = torch.randn(1, 64, 256)
+        before = shared.clone()
+        attn.attend_few_keys(x, k, v, False, residual=shared, overwrite=True)
+        assert torch.equal(shared, before) and not torch.equal(residual, kept)
+    grad_residual = kept.clone().requires_grad_()
+    out = attn.attend_few_keys(x, k, v, False, residual=grad_residual, overwrite=True)
+    out.sum().backward()
+    assert torch.equal(grad_residual.detach(), kept) and grad_residual.grad is not None
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])

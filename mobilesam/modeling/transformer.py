@@ -107,6 +107,7 @@ class Attention(nn.Module):
         v: torch.Tensor,
         q_projected: bool,
         residual: torch.Tensor | None = None,
+        overwrite: bool = False,
     ) -> torch.Tensor:
         """`forward` for many queries and few keys (image tokens attending to prompt tokens).
 
@@ -116,7 +117,9 @@ class Attention(nn.Module):
         the query and output projections fold into those small matrices: two matmuls
         of N x C x hM instead of N x C x C' projections plus a per-head attention with
         its transposes. The same result up to float rounding; cheaper while hM <= C'.
-        `residual` (BxNxC or 1xNxC): returned plus the attention output, in one product.
+        `residual` (BxNxC or 1xNxC): returned plus the attention output, in one product;
+        with `overwrite` the caller hands a BxNxC residual over and the sum is written into
+        it (no 4 MB copy per prompt) where autograd does not need it.
         """
         b, m, c = k.shape
         h = self.num_heads
@@ -147,6 +150,9 @@ class Attention(nn.Module):
         # every row) and the residual in the product's accumulator: one batched matmul
         # writes input + update, with no per-prompt outputs to stack and no separate add.
         values = (values + self.out_proj.bias / h).expand(weights.shape[0], -1, -1)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (residual, weights, values))
+        if overwrite and residual.shape == (weights.shape[0], n, values.shape[-1]) and not needs_grad:
+            return residual.baddbmm_(weights, values)
         return torch.baddbmm(residual, weights, values)
 
     def _per_prompt(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -226,9 +232,11 @@ class TwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         image_proj: ImageProjections | None = None,
+        keys_owned: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_proj: `project_image(keys, key_pe)` computed earlier, when the keys are the
-        same for many prompts (the first block, without a mask prompt)."""
+        same for many prompts (the first block, without a mask prompt). keys_owned: `keys`
+        is this call's to overwrite (an earlier block's output, not the image's tokens)."""
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens (no residual): they carry their own PE.
             queries = self.self_attn(queries, queries, queries)
@@ -256,7 +264,7 @@ class TwoWayAttentionBlock(nn.Module):
         elif proj is not None:
             keys = i2t.attend_few_keys(proj.i2t_q, k, v, q_projected=True, residual=keys)
         else:
-            keys = i2t.attend_few_keys(keys_pe, k, v, q_projected=False, residual=keys)
+            keys = i2t.attend_few_keys(keys_pe, k, v, q_projected=False, residual=keys, overwrite=keys_owned)
         return queries, self.norm4(keys)
 
 
@@ -304,7 +312,8 @@ class TwoWayTransformer(nn.Module):
         keys, key_pe = context.keys, context.key_pe
         queries = point_embedding
         for i, layer in enumerate(self.layers):
-            queries, keys = layer(queries, keys, point_embedding, key_pe, context.first if i == 0 else None)
+            first = context.first if i == 0 else None
+            queries, keys = layer(queries, keys, point_embedding, key_pe, first, keys_owned=i > 0)
         final = self.final_attn_token_to_image
         queries, point_embedding = queries[:, :tokens_out], point_embedding[:, :tokens_out]
         if final.few(queries.shape[1]):
