@@ -191,8 +191,8 @@ def main() -> None:
     decode_points = predictor.decode_points
     seen = {"prompts": 0, "upscaled": 0, "candidates": 0, "full size": 0}
 
-    def counting_decode_points(coords, thresh):  # counts what reaches each stage
-        low_res, iou, point_idx = decode_points(coords, thresh)
+    def counting_decode_points(coords, thresh, *precision):  # counts what reaches each stage
+        low_res, iou, point_idx = decode_points(coords, thresh, *precision)
         seen["prompts"] += len(coords)
         seen["upscaled"] += len(torch.unique(point_idx))
         seen["candidates"] += len(low_res)
