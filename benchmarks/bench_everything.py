@@ -13,7 +13,9 @@ What it prints:
 - the bound: the decoder's matmul FLOPs (counted with PyTorch's FLOP counter on our
   formulation: every prompt's transformer, the upscaler for the prompts with a candidate
   that passes the IoU filter) at this machine's float32 matmul rate (a 2048^3 sgemm,
-  measured in the same run), and our time as a multiple of it;
+  measured in the same run), and our time as a multiple of it; the same for SAM's own
+  formulation of the decoder (every attention projecting the image tokens: 2.74 GFLOP
+  per prompt), the bound issue #15 set its target against;
 - the stages (a second, profiled run, its shares scaled to the timed run): each stage's
   time, share and its own bound (FLOPs at the sgemm rate, or bytes at the memory copy
   rate measured in the same run);
