@@ -101,7 +101,10 @@ class SamAutomaticMaskGenerator:
     Numbers are checked against the bounds in options.py (32.0 and numpy integers are
     accepted where an integer is wanted, as segment-anything does).
     `progress`, if set to a function, is called after every batch of point prompts with
-    (prompts done, prompts in all crops) — a progress bar's numbers.
+    (prompts done, prompts in all crops) — a progress bar's numbers. A crop's last batch
+    is reported once its masks are selected (upsampled, filtered, NMS), and the very last
+    (total, total) once the whole image is done (cross-crop NMS, small regions), so a bar
+    reaches its end when the result does.
     """
 
     progress: Callable[[int, int], None] | None = None
@@ -229,7 +232,13 @@ class SamAutomaticMaskGenerator:
             records.select(nms(records.boxes.float(), scores, self.crop_nms_thresh))
         if small_regions and self.min_mask_region_area > 0:
             self._remove_small_regions(records, orig_size)
+        if self._total:  # no prompt, no batch: no call
+            self._report()
         return records
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self._done, self._total)
 
     def _process_crop(
         self,
@@ -250,11 +259,13 @@ class SamAutomaticMaskGenerator:
             batch = points[start : start + self.points_per_batch]
             self._decode_batch(batch, crop_size, candidates)
             self._done += len(batch)
-            if self.progress is not None:
-                self.progress(self._done, self._total)
+            if start + self.points_per_batch < len(points):  # the last one: after selection
+                self._report()
             if i % TRIM_EVERY == TRIM_EVERY - 1:
                 release_free_memory()  # temporaries vary in size from batch to batch
         records = self._select(candidates, crop_size, crop_box, orig_size, store)
+        if self._done < self._total:  # the image's last crop: after the whole image
+            self._report()
         self.predictor.reset_image()
         records.boxes = amg.uncrop_boxes(records.boxes, crop_box)
         records.points = amg.uncrop_points(records.points, crop_box)

@@ -10,6 +10,7 @@ from conftest import IMAGES
 from PIL import Image
 
 from mobilesam import MobileSAM, PromptError
+from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.batch import segment_folder
 from mobilesam.cli import main
 from mobilesam.highlevel import everything
@@ -55,20 +56,29 @@ def test_everything_input_size_percent(sam):
     assert result.points.max() <= 770
 
 
-def test_everything_reports_progress(sam):
+def test_everything_reports_progress(sam, monkeypatch):
     """progress(done, total) after every batch: 2x2 points on the image plus 2x2 in each of
-    the 4 crops of layer 1, in batches of 3."""
-    calls = []
-    everything(
-        sam.predictor,
-        np.zeros((64, 80, 3), np.uint8),
-        progress=lambda done, total: calls.append((done, total)),
-        points_per_side=2,
-        crop_n_layers=1,
-        points_per_batch=3,
-    )
+    the 4 crops of layer 1, in batches of 3. A crop's last batch is reported after its
+    masks are selected, and (total, total) after the cross-crop NMS and the small-region
+    pass: a bar at its end means done. No prompt at all: no call."""
+    events = []
+    for name in ("_select", "_remove_small_regions"):
+        method = getattr(SamAutomaticMaskGenerator, name)
+        spy = lambda *a, _m=method, _n=name: events.append((_n,)) or _m(*a)  # noqa: E731
+        monkeypatch.setattr(SamAutomaticMaskGenerator, name, spy)
+    options = dict(points_per_side=2, crop_n_layers=1, points_per_batch=3, min_mask_region_area=10)
+    image = np.zeros((64, 80, 3), np.uint8)
+    everything(sam.predictor, image, progress=lambda d, t: events.append((d, t)), **options)
+    calls = [e for e in events if len(e) == 2]
     assert calls[-1] == (20, 20) and all(total == 20 for _, total in calls)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 2 + 4 * 2
+    assert events[:3] == [(3, 20), ("_select",), (4, 20)]
+    assert events[-3:] == [("_select",), ("_remove_small_regions",), (20, 20)]
+    events.clear()
+    generator = SamAutomaticMaskGenerator(sam.predictor, points_per_side=None, point_grids=[np.zeros((0, 2))])
+    generator.progress = lambda d, t: events.append((d, t))
+    generator.generate(image)
+    assert ("_select",) in events and not [e for e in events if len(e) == 2]
 
 
 def test_everything_bad_options(sam):
