@@ -201,6 +201,25 @@ def test_everything_endpoint(client):
     assert bad.status_code == 422
 
 
+def test_everything_endpoint_with_the_bf16_decoder(client):
+    """decoder_precision (listed by /api/status) reaches the generator; the bf16 masks
+    agree with float32's; anything else is a 422 naming the choices."""
+    assert client.get("/api/status").json()["decoder_precisions"] == ["float32", "bf16"]
+    options = {"points_per_side": 4, "iou_thres": 0.5, "stability_score_thres": 0.5}
+    out = {
+        precision: client.post(
+            "/api/images/b_small.png/everything", json={**options, "decoder_precision": precision}
+        ).json()["masks"]
+        for precision in ("float32", "bf16")
+    }
+    assert out["bf16"] and abs(len(out["bf16"]) - len(out["float32"])) <= 2
+    best = rle.decode(out["float32"][0]["rle"])
+    masks = [rle.decode(m["rle"]) for m in out["bf16"]]
+    assert max((best & m).sum() / (best | m).sum() for m in masks) > 0.9
+    bad = client.post("/api/images/b_small.png/everything", json={**options, "decoder_precision": "fp8"})
+    assert bad.status_code == 422 and "bf16" in bad.json()["detail"]
+
+
 def test_uploads(service, tmp_path, monkeypatch):
     upload = TestClient(create_app(Workspace(None, tmp_path / "up"), service))
     assert upload.get("/api/status").json()["mode"] == "upload"

@@ -202,7 +202,11 @@ def test_label_two_images_in_the_browser(page, server):
     page.fill("#everything-form input[name=points_per_side]", "4")
     page.fill("#everything-form input[name=iou_thres]", "0.5")
     page.fill("#everything-form input[name=stability_score_thres]", "0.5")
-    page.click("#everything")
+    page.select_option("#everything-form select[name=decoder_precision]", "bf16")
+    with page.expect_request(lambda r: r.url.endswith("/everything") and r.method == "POST") as sent:
+        page.click("#everything")
+    body = sent.value.post_data_json
+    assert body["decoder_precision"] == "bf16" and body["points_per_side"] == 4
     page.wait_for_function("document.getElementById('everything-progress').textContent.includes('masks in')")
     added = page.evaluate("app.objects.length") - 2
     assert added > 0 and page.evaluate("app.objects.slice(2).every(o => o.source === 'everything' && o.rle)")

@@ -136,13 +136,18 @@ class ModelService:
             mask = (logits[0, i] > p.mask_threshold).cpu().numpy()
         return scores, i, mask
 
-    def everything(self, name: str, path: Path, options: dict) -> SegmentationResult:
+    def everything(
+        self, name: str, path: Path, options: dict, decoder_precision: str = "float32"
+    ) -> SegmentationResult:
         def report(done: int, total: int) -> None:
             self.progress[name] = (done, total)
 
         self.progress[name] = (0, 0)
         with self._lock:  # the generator sets its own images; `_use` restores ours after
-            return everything(self.predictor, load_image(path), progress=report, **options)
+            image = load_image(path)
+            return everything(
+                self.predictor, image, progress=report, decoder_precision=decoder_precision, **options
+            )
 
     def _use(self, emb: Embedding) -> None:
         p = self.predictor

@@ -5,7 +5,7 @@
     GET  /api/images/{name}/file | /thumb     the image, a 256-px JPEG thumbnail
     POST /api/images/{name}/open              encode (cached), prefetch the next image
     POST /api/images/{name}/predict           prompts -> candidates' scores + one mask (COCO RLE)
-    POST /api/images/{name}/everything        automatic masks (options as the CLI's)
+    POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
     GET  /api/images/{name}/annotations       saved objects + revision
     PUT  /api/images/{name}/annotations       save (409 if the revision is stale)
@@ -34,7 +34,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from ..errors import ImageLoadError, MobileSAMError, PromptError
-from ..options import BY_NAME, generator_kwargs
+from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
 from ..utils import rle
 from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
@@ -136,6 +136,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             "cache": service.cache_info(),
             "max_upload_bytes": MAX_UPLOAD_BYTES,
             "everything_options": {o.name: o.default for o in BY_NAME.values()},
+            "decoder_precisions": list(DECODER_PRECISIONS),  # the first is the default
         }
 
     @app.get("/api/images")
@@ -187,13 +188,15 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.post("/api/images/{name}/everything")
     def run_everything(name: str, options: dict) -> dict:
+        """options: the CLI's numeric knobs, and decoder_precision (float32 or bf16)."""
         entry = workspace.image(name)
+        precision = check_decoder_precision(options.pop("decoder_precision", "float32"))
         unknown = sorted(set(options) - set(BY_NAME))
         if unknown:
             raise PromptError(f"unknown options {unknown}; known: {sorted(BY_NAME)}")
         generator_kwargs(options)  # checks the values before the work starts
         start = time.perf_counter()
-        result = service.everything(entry.name, entry.path, options)
+        result = service.everything(entry.name, entry.path, options, precision)
         coco = result.to_coco()
         masks = [
             {"rle": a["segmentation"], "score": a["score"], "bbox": a["bbox"], "area": a["area"]}

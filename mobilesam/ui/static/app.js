@@ -420,7 +420,7 @@ function step(delta) {
 
 // ---------- segment everything ----------
 
-function buildEverythingForm(defaults) {
+function buildEverythingForm(defaults, precisions) {
   const form = $("everything-form");
   const shown = ["points_per_side", "iou_thres", "stability_score_thres", "box_nms_thres", "min_mask_region_area", "crop_n_layers"];
   for (const k of shown) {
@@ -431,6 +431,14 @@ function buildEverythingForm(defaults) {
     input.name = k; input.type = "number"; input.step = "any"; input.value = +defaults[k].toFixed(4);
     label.append(input); form.append(label);
   }
+  if (precisions && precisions.length) {  // bf16: approximate, faster where bf16 matmuls are
+    const label = document.createElement("label");
+    label.textContent = "decoder_precision";
+    const select = document.createElement("select");
+    select.name = "decoder_precision";
+    for (const p of precisions) select.append(new Option(p, p));
+    label.append(select); form.append(label);
+  }
   form.addEventListener("submit", (e) => e.preventDefault());
 }
 
@@ -438,6 +446,7 @@ async function runEverything() {
   if (!app.name) return;
   const options = {};
   for (const input of $("everything-form").querySelectorAll("input")) options[input.name] = Number(input.value);
+  for (const select of $("everything-form").querySelectorAll("select")) options[select.name] = select.value;
   const progress = $("everything-progress");
   const t0 = performance.now();
   const name = app.name;
@@ -585,7 +594,7 @@ $("stage").addEventListener("drop", (e) => {
   try {
     app.status = await api("GET", "/api/status");
     $("upload").hidden = app.status.mode !== "upload";
-    buildEverythingForm(app.status.everything_options);
+    buildEverythingForm(app.status.everything_options, app.status.decoder_precisions);
     await loadImages();
     if (app.images.length) await openImage(app.images[0].name);
     else say(app.status.mode === "upload" ? "upload or drop an image" : "no images here");
