@@ -34,6 +34,7 @@ DECODE_CHUNK = 8  # prompts decoded at once on a CPU: as fast per prompt as more
 TRIM_EVERY = 4  # batches between heap trims (each ~40 ms; every batch cost 3% of a 32x32 run)
 UPSAMPLE_BYTES = 256 << 20  # full-resolution logits upsampled at once, at most (1 mask if larger)
 UPSAMPLE_BYTES_GPU = 1 << 30  # the same on a GPU: fewer, larger chunks (each chunk syncs a few times)
+RESIDENT_BYTES_GPU = 2 << 30  # low-res candidates kept on a GPU (177 KB each); the rest go to the host
 
 
 @dataclass
@@ -254,7 +255,8 @@ class SamAutomaticMaskGenerator:
         self.predictor.set_image(crop)
         release_free_memory()  # the encoder's temporaries: the decoder needs other sizes
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        candidates = _Candidates(self.predictor, crop_size, self.mask_memory_bytes)
+        resident = _resident_bytes(torch.device(self.predictor.device))
+        candidates = _Candidates(self.predictor, crop_size, self.mask_memory_bytes, resident)
         for i, start in enumerate(range(0, len(points), self.points_per_batch)):
             batch = points[start : start + self.points_per_batch]
             self._decode_batch(batch, crop_size, candidates)
@@ -437,15 +439,25 @@ class SamAutomaticMaskGenerator:
         return mask_data
 
 
-class _Candidates:
-    """One crop's candidate masks as low-res logits (the `low_res_region` block, in a store
-    that spills to a temporary file), with their predicted IoU, point and box bounds, until
-    `SamAutomaticMaskGenerator._select` upsamples the ones it needs."""
+def _resident_bytes(device: torch.device) -> int:
+    """Bytes of low-res candidates to keep on `device`: none on a CPU (the host store is
+    the same memory), RESIDENT_BYTES_GPU elsewhere (no copy to the host and back)."""
+    return 0 if device.type == "cpu" else RESIDENT_BYTES_GPU
 
-    def __init__(self, predictor: Predictor, crop_size: tuple[int, int], memory_bytes: int) -> None:
+
+class _Candidates:
+    """One crop's candidate masks as low-res logits (the `low_res_region` block), with their
+    predicted IoU, point and box bounds, until `SamAutomaticMaskGenerator._select` upsamples
+    the ones it needs. The logits stay on the predictor's device up to `resident_bytes`;
+    the rest wait in a host store that spills to a temporary file."""
+
+    def __init__(
+        self, predictor: Predictor, crop_size: tuple[int, int], memory_bytes: int, resident_bytes: int = 0
+    ) -> None:
         self.predictor, self.crop_size = predictor, crop_size
         self.store = rle.BitStore(memory_bytes)
-        self.handles: list = []
+        self.resident_bytes, self.resident_used = resident_bytes, 0
+        self.handles: list = []  # per candidate: its block on the device, or a `store` handle
         self.iou = torch.zeros(0)
         self.points = torch.zeros(0, 2, dtype=torch.float64)
         self.inner = self.outer = np.zeros((0, 4), np.int64)
@@ -461,12 +473,18 @@ class _Candidates:
         p = self.predictor
         self.low_size = (low_res.shape[-2], low_res.shape[-1])
         self.block = low_res_region(self.low_size, p.input_size, p.img_size)
-        block = low_res[:, : self.block[0], : self.block[1]].cpu().contiguous()
+        block = low_res[:, : self.block[0], : self.block[1]].contiguous()
         self.dtype = block.dtype
-        inner, outer, known = bounds.box_bounds(
+        inner, outer, known = bounds.box_bounds(  # on the device; the bounds come back
             block, self.low_size, p.input_size, self.crop_size, p.img_size, p.mask_threshold
         )
-        self.handles += self.store.add(block.view(len(block), -1).view(torch.uint8).numpy())
+        nbytes = block.numel() * block.element_size()
+        if self.resident_used + nbytes <= self.resident_bytes:
+            self.resident_used += nbytes
+            self.handles += list(block.unbind(0))
+        else:
+            block = block.cpu()
+            self.handles += self.store.add(block.view(len(block), -1).view(torch.uint8).numpy())
         self.iou = torch.cat([self.iou, iou.cpu().float()])
         self.points = torch.cat([self.points, points.to(self.points.dtype)])
         self.inner = np.concatenate([self.inner, inner.numpy()])
@@ -481,8 +499,14 @@ class _Candidates:
     def upscale(self, index: list[int]) -> torch.Tensor:
         """Candidates `index` upsampled to full-size logits, NxHxW in the crop frame."""
         p = self.predictor
-        raw = np.stack([self.store.read(self.handles[i]) for i in index])
-        block = torch.from_numpy(raw).view(self.dtype).view(len(index), 1, *self.block).to(p.device)
+        rows = [self.handles[i] for i in index]
+        stored = [j for j, row in enumerate(rows) if not isinstance(row, torch.Tensor)]
+        if stored:  # from the host store, to the device
+            raw = np.stack([self.store.read(rows[j]) for j in stored])
+            loaded = torch.from_numpy(raw).view(self.dtype).view(len(stored), *self.block).to(p.device)
+            for j, row in zip(stored, loaded):
+                rows[j] = row
+        block = torch.stack(rows)[:, None]
         return upscale_masks(block, p.input_size, self.crop_size, p.img_size, self.low_size)[:, 0]
 
 

@@ -109,6 +109,30 @@ def test_skipping_suppressed_candidates_changes_nothing(sam_vit_t, kwargs, monke
         assert sum(upsampled) < all_candidates / 2
 
 
+def test_candidates_kept_on_the_device_change_nothing(sam_vit_t, monkeypatch):
+    """A GPU keeps low-res candidates where they were decoded (up to a budget), the rest go
+    to the host store: here on the CPU, a budget that holds some of them, the rest in a
+    store that spills to its file. The same annotations as all in the host store."""
+    from mobilesam import automatic_mask_generator as amg_module
+
+    image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
+    kwargs = {"points_per_side": 5, "pred_iou_thresh": 0.5, "box_nms_thresh": 0.3, "mask_chunk": 3}
+    expected = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", **kwargs).generate(image)
+    kinds = []
+    add = _Candidates.add
+
+    def spy(self, low_res, iou, points):
+        add(self, low_res, iou, points)
+        kinds[:] = [type(h).__name__ for h in self.handles]
+
+    monkeypatch.setattr(_Candidates, "add", spy)
+    block = 256 * 256 * 4  # at most, per candidate
+    monkeypatch.setattr(amg_module, "_resident_bytes", lambda device: 20 * block)
+    spilled = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", mask_memory_bytes=block, **kwargs)
+    assert spilled.generate(image) == expected and expected
+    assert {"Tensor", "ndarray", "tuple"} <= set(kinds)  # on the device, in memory, in the file
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (31, 4)])
 def test_skipping_on_tiny_images(sam_vit_t, shape):
     image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)

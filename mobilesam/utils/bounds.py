@@ -63,17 +63,29 @@ class _Axis:
         self.steps = [torch.from_numpy(np.minimum(self.run_lo + d, self.run_hi)) for d in range(longest)]
         self.run_last = np.r_[starts[1:] - 1, out - 1]
         self.out = out
+        self._on: dict[torch.device, dict[str, torch.Tensor | list[torch.Tensor]]] = {}
+
+    def on(self, device: torch.device) -> dict:
+        """This axis's index tables as tensors on `device` (made once per device)."""
+        if device not in self._on:
+            arrays = {k: getattr(self, k) for k in ("lo", "hi", "run_lo", "run_first", "run_last")}
+            tables: dict = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+            tables["steps"] = [step.to(device) for step in self.steps]
+            self._on[device] = tables
+        return self._on[device]
 
     def outer(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The first and last full-size pixel that can read a cell in lo..hi."""
-        first = torch.searchsorted(torch.from_numpy(self.hi), lo, side="left")
-        last = torch.searchsorted(torch.from_numpy(self.lo), hi, side="right") - 1
+        tables = self.on(lo.device)
+        first = torch.searchsorted(tables["hi"], lo, side="left")
+        last = torch.searchsorted(tables["lo"], hi, side="right") - 1
         return first.clamp(0, self.out - 1), last.clamp(0, self.out - 1)
 
     def run_all(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """Bool tensor -> along `dim`, whether all of each run's cells are True (cells -> runs)."""
-        out = x.index_select(dim, self.steps[0])
-        for step in self.steps[1:]:
+        steps = self.on(x.device)["steps"]
+        out = x.index_select(dim, steps[0])
+        for step in steps[1:]:
             out &= x.index_select(dim, step)
         return out
 
@@ -82,20 +94,20 @@ class _Axis:
         cells of some run are True (NxM), and for each run, whether all its cells are
         True in some row (NxR). Windows by shifted slices: gathers along the last axis are slow."""
         n, m, cells = x.shape
-        row_any = torch.zeros(n, m, dtype=torch.bool)
-        run_any = torch.zeros(n, len(self.run_lo), dtype=torch.bool)
+        row_any = torch.zeros(n, m, dtype=torch.bool, device=x.device)
+        run_any = torch.zeros(n, len(self.run_lo), dtype=torch.bool, device=x.device)
         lengths = self.run_hi - self.run_lo + 1
         for k in np.unique(lengths):
             every = x[..., : cells - k + 1].clone()
             for d in range(1, int(k)):
                 every &= x[..., d : cells - k + 1 + d]
             sel = np.flatnonzero(lengths == k)
-            starts = torch.from_numpy(self.run_lo[sel])
-            is_start = torch.zeros(cells - k + 1, dtype=torch.uint8)
+            starts = torch.from_numpy(self.run_lo[sel]).to(x.device)
+            is_start = torch.zeros(cells - k + 1, dtype=torch.uint8, device=x.device)
             is_start[starts] = 1
             every = every.view(torch.uint8)
             row_any |= (every & is_start).amax(dim=2) > 0
-            run_any[:, torch.from_numpy(sel)] = (every.amax(dim=1) > 0)[:, starts]
+            run_any[:, torch.from_numpy(sel).to(x.device)] = (every.amax(dim=1) > 0)[:, starts]
         return row_any, run_any
 
 
@@ -120,11 +132,12 @@ def box_bounds(
     Returns Nx4 int64 XYXY boxes (inclusive max, `out_size` frame) `inner` and `outer`,
     and N bool `known`: where known, the mask's box contains `inner` and lies inside
     `outer`; elsewhere (a mask that may be empty, non-finite logits) nothing is claimed.
+    Computed on `low_res`'s device (a GPU's logits stay there); returned on the CPU.
     """
     rows, cols = low_res.shape[1:]
     ys = _axis(out_size[0], input_size[0], low_size[0], img_size, rows)
     xs = _axis(out_size[1], input_size[1], low_size[1], img_size, cols)
-    low_res = low_res.float().cpu()
+    low_res = low_res.float()
     # Per mask: a NaN makes every comparison False, an infinity an infinite margin;
     # either way nothing is sure and the mask's bounds are not known.
     least, most = torch.aminmax(low_res.flatten(1), dim=1)
@@ -142,11 +155,12 @@ def box_bounds(
     # their span, in runs, then in pixels.
     row_any, col_any = xs.any_run_all(ys.run_all(low_res > threshold + margin, 1))
     sc_lo, sr_lo, sc_hi, sr_hi = amg.boxes_from_projections(row_any, col_any).T.contiguous()
-    first_y, last_y = torch.from_numpy(ys.run_first), torch.from_numpy(ys.run_last)
-    first_x, last_x = torch.from_numpy(xs.run_first), torch.from_numpy(xs.run_last)
-    inner = torch.stack([first_x[sc_lo], first_y[sr_lo], last_x[sc_hi], last_y[sr_hi]], dim=1)
+    y, x = ys.on(low_res.device), xs.on(low_res.device)
+    inner = torch.stack(
+        [x["run_first"][sc_lo], y["run_first"][sr_lo], x["run_last"][sc_hi], y["run_last"][sr_hi]], dim=1
+    )
     known = row_any.any(dim=1) & maybe_rows.any(dim=1)
-    return inner, outer, known
+    return inner.cpu(), outer.cpu(), known.cpu()
 
 
 def surely_suppressed(inner: np.ndarray, outer: np.ndarray, kept: np.ndarray, iou_threshold: float) -> bool:
