@@ -14,7 +14,7 @@ segment-anything's constructor arguments, defaults and output, with the same res
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +35,7 @@ TRIM_EVERY = 4  # batches between heap trims (each ~40 ms; every batch cost 3% o
 UPSAMPLE_BYTES = 256 << 20  # full-resolution logits upsampled at once, at most (1 mask if larger)
 UPSAMPLE_BYTES_GPU = 1 << 30  # the same on a GPU: fewer, larger chunks (each chunk syncs a few times)
 RESIDENT_BYTES_GPU = 2 << 30  # low-res candidates kept on a GPU (177 KB each); the rest go to the host
+UNPACK_BYTES_GPU = 1 << 30  # binary masks unpacked at once on a GPU, at most (1 mask if larger)
 
 
 @dataclass
@@ -188,13 +189,13 @@ class SamAutomaticMaskGenerator:
         `area`, `bbox` (XYWH), `predicted_iou`, `point_coords`, `stability_score`, `crop_box` (XYWH)."""
         records = self.generate_records(image)
         h, w = image.shape[:2]
+        binary = self._binary_masks(records, (h, w)) if self.output_mode == "binary_mask" else None
         anns = []
         for i in range(len(records)):
-            bits = records.read(i)
-            if self.output_mode == "binary_mask":
-                seg = rle.bits_to_mask(bits, (h, w))
+            if binary is not None:
+                seg = next(binary)
             else:
-                counts = rle.bits_to_counts(bits, (h, w))
+                counts = rle.bits_to_counts(records.read(i), (h, w))
                 seg = rle.counts_to_rle(counts, (h, w), compressed=self.output_mode == "coco_rle")
             anns.append(
                 {
@@ -208,6 +209,18 @@ class SamAutomaticMaskGenerator:
                 }
             )
         return anns
+
+    def _binary_masks(self, records: MaskRecords, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        """The records' HxW bool masks in order: unpacked by the host's NumPy on a CPU, on
+        the device elsewhere (in chunks of UNPACK_BYTES_GPU, then one copy to the host)."""
+        device = torch.device(self.predictor.device)
+        if not _unpack_on_device(device):
+            yield from (rle.bits_to_mask(records.read(i), size) for i in range(len(records)))
+            return
+        per = max(1, UNPACK_BYTES_GPU // (size[0] * size[1]))
+        for start in range(0, len(records), per):
+            rows = np.stack([records.read(i) for i in range(start, min(start + per, len(records)))])
+            yield from rle.bits_to_masks_torch(torch.from_numpy(rows).to(device), size).cpu().numpy()
 
     @torch.inference_mode()
     def generate_records(self, image: np.ndarray, small_regions: bool = True) -> MaskRecords:
@@ -437,6 +450,11 @@ class SamAutomaticMaskGenerator:
                 )
         mask_data.filter(keep)
         return mask_data
+
+
+def _unpack_on_device(device: torch.device) -> bool:
+    """Whether binary masks are unpacked on `device` (a GPU; on a CPU NumPy is faster)."""
+    return device.type != "cpu"
 
 
 def _resident_bytes(device: torch.device) -> int:

@@ -11,6 +11,7 @@ from conftest import IMAGES
 from PIL import Image
 
 from mobilesam import PromptError
+from mobilesam import automatic_mask_generator as amg_module
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.modeling import fast_paths
 from mobilesam.utils import amg, rle
@@ -214,6 +215,39 @@ def test_packed_bits_round_trip():
         assert b.nbytes == -(-13 * 7 // 8) and area == m.sum()
         np.testing.assert_array_equal(rle.bits_to_counts(b, m.shape), rle.mask_to_counts(m))
         assert np.array_equal(rle.bits_to_mask(b, m.shape), m)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (64, 80), (37, 29)])
+def test_unpacking_binary_masks_on_the_device_equals_numpy(size):
+    """`rle.bits_to_masks_torch` (what a GPU runs) against `bits_to_mask`, on packings from
+    both packers; sizes whose pixels do not fill the last byte included."""
+    masks = torch.from_numpy(np.random.default_rng(0).random((3, *size)) > 0.5)
+    bits, _ = rle.pack_columns_torch(masks.transpose(1, 2))
+    out = rle.bits_to_masks_torch(bits, size)
+    assert out.dtype == torch.bool and out.is_contiguous() and torch.equal(out, masks)
+    for m, b in zip(masks.numpy(), bits.numpy()):
+        np.testing.assert_array_equal(rle.bits_to_mask(b, size), m)
+    assert rle.bits_to_masks_torch(bits[:0], size).shape == (0, *size)
+
+
+def test_binary_masks_unpacked_on_the_device_change_nothing(sam_vit_t, monkeypatch):
+    """The generator's binary masks through the device path (forced on the CPU, 2 masks per
+    chunk) equal the host path's."""
+    image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
+    kwargs = {
+        "points_per_side": 2,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+        "box_nms_thresh": 1.0,
+    }
+    expected = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    monkeypatch.setattr(amg_module, "_unpack_on_device", lambda device: True)
+    monkeypatch.setattr(amg_module, "UNPACK_BYTES_GPU", 2 * image.shape[0] * image.shape[1])
+    got = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    assert len(got) == len(expected) > 2
+    for a, b in zip(got, expected):
+        assert a["segmentation"].flags.c_contiguous and a["segmentation"].dtype == bool
+        np.testing.assert_equal(a, b)
 
 
 def test_upscale_masks_equals_upsample_then_crop():
