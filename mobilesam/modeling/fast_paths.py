@@ -113,6 +113,12 @@ def tracing() -> bool:
     )
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Autograd records what is done with `tensors` (grad mode on, one of them requires
+    grad): then the in-place and custom-kernel shortcuts step aside."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The preconditions of the fused oneDNN kernels for this call: CPU, input and weight of
     the same float32 or bfloat16 dtype, no autocast (it would change the dtypes under the
@@ -123,7 +129,7 @@ def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.dtype in (torch.float32, torch.bfloat16)
         and weight.dtype == x.dtype
         and not torch.is_autocast_enabled("cpu")
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not needs_grad(x, weight)
         and not tracing()
         and onednn_available()
     )

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from . import fast_paths
 from .common import LayerNorm2d, Linear, linear
-from .fast_paths import tracing
+from .fast_paths import needs_grad, tracing
 from .transformer import ImageContext, TwoWayTransformer
 
 
@@ -179,7 +179,7 @@ def _pixel_shuffle(masks: torch.Tensor, b: int, k: int, h: int, w: int) -> torch
     batches still use).
     """
     pair = {4: torch.int64, 2: torch.int32}.get(masks.element_size())
-    plain = masks.numel() == 0 or tracing() or (torch.is_grad_enabled() and masks.requires_grad)
+    plain = masks.numel() == 0 or tracing() or needs_grad(masks)
     if pair is None or plain:
         masks = masks.view(b, k, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return masks.reshape(b, k, 4 * h, 4 * w)

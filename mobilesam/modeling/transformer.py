@@ -10,7 +10,7 @@ from torch import nn
 
 from . import fast_paths
 from .common import Linear, MLPBlock, linear
-from .fast_paths import onednn_applies, tracing
+from .fast_paths import needs_grad, onednn_applies, tracing
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,8 @@ class Attention(nn.Module):
         # every row) and the residual in the product's accumulator: one batched matmul
         # writes input + update, with no per-prompt outputs to stack and no separate add.
         values = (values + self.out_proj.bias / h).expand(weights.shape[0], -1, -1)
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (residual, weights, values))
-        if overwrite and residual.shape == (weights.shape[0], n, values.shape[-1]) and not needs_grad:
+        owned = overwrite and residual.shape == (weights.shape[0], n, values.shape[-1])
+        if owned and not needs_grad(residual, weights, values):
             return residual.baddbmm_(weights, values)
         return torch.baddbmm(residual, weights, values)
 
@@ -190,7 +190,7 @@ def _softmax_few(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Softmax over a short axis, by hand: PyTorch's CPU kernel is about 5x slower for
     rows of a few elements. In place unless autograd needs the intermediates."""
     e = x - x.amax(dim=dim, keepdim=True)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if needs_grad(x):
         e = e.exp()
         return e / e.sum(dim=dim, keepdim=True)
     e = e.exp_()
