@@ -60,7 +60,7 @@ class _Axis:
         self.run_first = starts
         # Cell d of each run (its last cell once past it): AND over these is AND over the run.
         longest = int((self.run_hi - self.run_lo).max(initial=0)) + 1
-        self.steps = [torch.from_numpy(np.minimum(self.run_lo + d, self.run_hi)) for d in range(longest)]
+        self.steps = [np.minimum(self.run_lo + d, self.run_hi) for d in range(longest)]
         self.run_last = np.r_[starts[1:] - 1, out - 1]
         self.out = out
         self._on: dict[torch.device, dict[str, torch.Tensor | list[torch.Tensor]]] = {}
@@ -70,7 +70,7 @@ class _Axis:
         if device not in self._on:
             arrays = {k: getattr(self, k) for k in ("lo", "hi", "run_lo", "run_first", "run_last")}
             tables: dict = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-            tables["steps"] = [step.to(device) for step in self.steps]
+            tables["steps"] = [torch.from_numpy(step).to(device) for step in self.steps]
             self._on[device] = tables
         return self._on[device]
 
