@@ -4,8 +4,8 @@
         [--device cpu|cuda] [--batch-size 8] [--steps 20] [--precision float32|bf16]
         [--compile] [--workers N] [--threads 2]
 
-Writes JPEGs (photos from ../shared/images resized to 1500x1000, SA-1B's typical
-size, so JPEG decoding costs what it will) into a temporary folder, caches the
+Writes JPEGs (photos from ../shared/images resized to 1500x1000; SA-1B's are larger,
+2250x1500, see bench_decode.py for what that costs a worker) into a temporary folder, caches the
 teacher's embeddings of them (`mobilesam distill cache`'s code), then trains the
 vit_t student on the cache (`mobilesam distill train`'s code, DataLoader workers and
 all). Prints images/s of caching and of training; training's rate is taken after

@@ -39,12 +39,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from _synthetic import synthetic_weights  # noqa: E402
+from bench_decode import loader_rate, worker_ms, write_jpegs  # noqa: E402
 
 from mobilesam import SamPredictor, build_sam  # noqa: E402
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator  # noqa: E402
 from mobilesam.distill.cache import EmbeddingCache  # noqa: E402
-from mobilesam.distill.inputs import DecodedImages  # noqa: E402
-from mobilesam.distill.sources import list_images  # noqa: E402
 from mobilesam.distill.train import DistillTask  # noqa: E402
 from mobilesam.engine import Engine  # noqa: E402
 
@@ -312,33 +311,19 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
-        photo = Image.open(args.shared / "images" / "truck.jpg").convert("RGB").resize((1500, 1000))
-        for i in range(args.jpegs):
-            photo.save(folder / f"{i:05d}.jpg", quality=90)
+        write_jpegs(folder, args.shared / "images" / "truck.jpg", args.jpegs, (2250, 1500))
         workers = min(16, os.cpu_count() or 1)
-        refs = list_images(folder)
-        loader = torch.utils.data.DataLoader(
-            DecodedImages(refs, size),
-            batch_size=16,
-            num_workers=workers,
-            collate_fn=list,
-            persistent_workers=workers > 0,
-        )
-        # Two passes: the first starts the workers; the second, with every worker started
-        # and the whole folder in flight at once, is the steady rate.
-        passes = []
-        for _ in range(2):
-            start = time.perf_counter()
-            count = sum(len(batch) for batch in loader)
-            passes.append(count / (time.perf_counter() - start))
-        with_start, decode_rate = passes
-        loader = None  # stops the workers
-        t.add(
-            f"JPEG decode + resize + pad, 1500x1000, {workers} workers",
-            f"{decode_rate:.0f} images/s",
-            "",
-            f"a second pass over {len(refs)}; {with_start:.0f}/s in the first, with worker start-up",
-        )
+        rates = {}
+        for on_device in (False, True):
+            rates[on_device] = loader_rate(folder, workers, size, device, on_device)
+            t.add(
+                f"JPEG 2250x1500 decode + resize + pad, {workers} workers, resized "
+                + ("on the device (the GPU default)" if on_device else "in the workers"),
+                f"{rates[on_device]:.0f} images/s",
+                "",
+                f"worker {worker_ms(folder, size, on_device):.1f} ms per image; second pass over {args.jpegs}",
+            )
+        decode_rate = rates[cuda]
         start = time.perf_counter()
         summary = EmbeddingCache(Path(tmp) / "cache").build(
             teacher, folder, teacher_name, batch_size=args.teacher_batch

@@ -355,6 +355,7 @@ def _distill_cache(args: argparse.Namespace) -> int:
             args.batch_size,
             args.workers,
             args.precision,
+            args.resize,
         )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0
@@ -432,6 +433,7 @@ TRAIN_OPTIONS = {
     "init_checkpoint": str,
     "teacher_checkpoint": str,
     "img_size": int,
+    "resize": str,
     **LOOP_OPTIONS,
 }
 FINETUNE_OPTIONS = {
@@ -653,6 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher under bf16 autocast or float32 (default: bf16 on a GPU, else float32)",
     )
     dca.add_argument("--workers", type=int, help="decoding processes (default: 8 on a GPU, else 0)")
+    dca.add_argument(
+        "--resize",
+        choices=["workers", "device"],
+        help="resize images in the decoding processes (PIL, as SAM) or on the device "
+        "(default: the device on a GPU, else the workers)",
+    )
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     _add_ray_args(dca, batch_size=False)
     dca.set_defaults(func=_distill_cache)

@@ -23,6 +23,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # 
 
 _URL_TIMEOUT_S = 30
 _MAX_PIXELS = 30_000 * 30_000
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def is_url(source: object) -> bool:
@@ -102,14 +103,21 @@ def to_uint8(arr: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def pil_to_rgb(img: Image.Image) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)
+    return np.asarray(rgb_image(img))
+
+
+def rgb_image(img: Image.Image) -> Image.Image:
+    """The same image upright (EXIF orientation applied) in 8-bit RGB mode: `img` itself
+    when it already is, so that only what must change is copied."""
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # PIL's own convert("RGB") would clip 16-bit data at 255 and floats in [0, 1] to 0.
         gray = to_uint8(np.asarray(img), getattr(img, "filename", "") or "image")
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+        return Image.fromarray(gray).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def array_to_rgb(arr: np.ndarray) -> np.ndarray:

@@ -33,10 +33,13 @@ class ResizeLongestSide:
 
     get_preprocess_shape = staticmethod(get_preprocess_shape)
 
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 -> hxwx3 uint8, bilinear through PIL (what segment-anything does)."""
-        h, w = get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
-        return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    def apply_image(self, image: np.ndarray | Image.Image) -> np.ndarray:
+        """HxWx3 uint8 -> hxwx3 uint8, bilinear through PIL (what segment-anything does).
+        An RGB PIL image is resized as it is, without a round trip through an array."""
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(image)
+        h, w = get_preprocess_shape(image.height, image.width, self.target_length)
+        return np.array(image.resize((w, h), Image.BILINEAR))
 
     def _scale(self, original_size: tuple[int, int]) -> tuple[float, float]:
         old_h, old_w = original_size

@@ -1,4 +1,5 @@
-"""The segment-everything benchmark runs end to end (a 2x2 grid, so it takes seconds)."""
+"""Benchmarks run end to end on small inputs (seconds): segment everything on a 2x2
+grid, the distillation loader on four small JPEGs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from conftest import SHARED
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_everything.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = BENCHMARKS / "bench_everything.py"
 
 
 def test_bench_everything_reports_time_counts_and_both_bounds():
@@ -18,3 +20,11 @@ def test_bench_everything_reports_time_counts_and_both_bounds():
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
     assert "bf16 decoder: " in out and "4 prompts, " in out
     assert "x the bound" in out and "SAM's formulation: " in out
+
+
+def test_bench_decode_reports_both_resize_modes():
+    cmd = [sys.executable, str(BENCHMARKS / "bench_decode.py"), "--shared", str(SHARED), "--workers", "0"]
+    cmd += ["--images", "4", "--size", "300x200", "--img-size", "128", "--device", "cpu"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2:5] in ("in ", "on ")]
+    assert len(rows) == 2 and all(float(row.split("|")[3]) > 0 for row in rows), out

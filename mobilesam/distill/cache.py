@@ -29,7 +29,7 @@ import torch
 from ..errors import MobileSAMError
 from ..modeling.sam import Sam
 from ..utils.files import atomic_write, atomic_write_text
-from .inputs import DecodedImages, default_workers, sam_input
+from .inputs import DecodedImages, default_workers, resize_and_pad, resize_on, sam_input
 from .sources import list_images
 
 
@@ -99,19 +99,22 @@ class EmbeddingCache:
         batch_size: int | None = None,
         workers: int | None = None,
         precision: str | None = None,
+        resize: str | None = None,
     ) -> CacheSummary:
         """Embed every image of `source` not yet cached, with SAM's exact preprocessing:
         `workers` processes decode and resize, the teacher runs `batch_size` images at once
         (None: 16 and `default_workers` on a GPU, 1 and none on the CPU) under bfloat16
         autocast if `precision` is "bf16" (None: bf16 on a GPU, where it is 6x faster,
-        float32 elsewhere). Shards are written by a background thread while the teacher
-        runs on."""
+        float32 elsewhere), images resized where `resize` says (`inputs.resize_on`: None is
+        on the device on a GPU, in the workers elsewhere). Shards are written by a
+        background thread while the teacher runs on."""
         gpu = teacher.device.type == "cuda"
         batch_size = batch_size or (16 if gpu else 1)
         precision = precision or ("bf16" if gpu else "float32")
         if precision not in ("float32", "bf16"):
             raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
         workers = default_workers(teacher.device) if workers is None else workers
+        on_device = resize_on(resize, teacher.device) == "device"
         size = teacher.img_size
         self.begin(teacher_name, size)
         say = progress or (lambda msg: None)
@@ -123,7 +126,7 @@ class EmbeddingCache:
             else:
                 todo.append(ref)
         batches = torch.utils.data.DataLoader(
-            DecodedImages(todo, size),
+            DecodedImages(todo, size, resize=not on_device),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=list,
@@ -143,8 +146,11 @@ class EmbeddingCache:
                 good = [item for item in batch if not item[3]]
                 if not good:
                     continue
-                images = torch.stack([item[1] for item in good]).to(teacher.device, non_blocking=True)
-                sizes = torch.stack([item[2] for item in good]).to(teacher.device)
+                if on_device:
+                    images, sizes = resize_and_pad([item[1] for item in good], size, teacher.device)
+                else:
+                    images = torch.stack([item[1] for item in good]).to(teacher.device, non_blocking=True)
+                    sizes = torch.stack([item[2] for item in good]).to(teacher.device)
                 with torch.inference_mode(), autocast:
                     embeddings = encoder(sam_input(images, sizes)).half().cpu().numpy()
                 for (image_id, *_), row in zip(good, embeddings):

@@ -83,7 +83,7 @@ class AnnotatedData(torch.utils.data.Dataset):
 
     def __getitem__(self, image_id: str) -> tuple[torch.Tensor, ...]:
         ref = self.refs[image_id]
-        image, size = pad_image(self.transform.apply_image(ref.load()), self.img_size)
+        image, size = pad_image(self.transform.apply_image(ref.open()), self.img_size)
         annotations = ref.annotations()
         masks = torch.zeros(self.k, self.img_size, self.img_size, dtype=torch.uint8)
         valid = torch.zeros(self.k)

@@ -160,7 +160,9 @@ class Loop:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.model = torch.compile(model) if cfg.compile else model
 
-    def loader(self, dataset: torch.utils.data.Dataset, ids: list) -> torch.utils.data.DataLoader:
+    def loader(
+        self, dataset: torch.utils.data.Dataset, ids: list, collate: Callable | None = None
+    ) -> torch.utils.data.DataLoader:
         """This process's micro-batches of `dataset` (indexed by the ids) from the current
         step on, decoded by cfg.workers processes (-1: `default_workers`)."""
         workers = self.cfg.workers if self.cfg.workers >= 0 else default_workers(self.device, self.env.world)
@@ -168,6 +170,7 @@ class Loop:
             dataset,
             batch_sampler=StepBatches(ids, self.cfg, self.env, self.step),
             num_workers=workers,
+            collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None,
         )

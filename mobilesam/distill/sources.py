@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import IMAGE_SUFFIXES, load_image, open_image, pil_to_rgb, visible_files
+from ..image_io import IMAGE_SUFFIXES, open_image, rgb_image, visible_files
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ class ImageRef:
 
     def load(self) -> np.ndarray:
         """HxWx3 uint8 RGB; ImageLoadError if the bytes are not a readable image."""
-        if self.image.offset is None:
-            return load_image(self.image.path)
-        return pil_to_rgb(open_image(io.BytesIO(self.image.read()), self.id))
+        return np.asarray(self.open())
+
+    def open(self) -> Image.Image:
+        """The decoded image, upright, in RGB mode (`load` without the copy to an array)."""
+        source = self.image.path if self.image.offset is None else io.BytesIO(self.image.read())
+        return rgb_image(open_image(source, self.id))
 
     def annotations(self) -> list[dict]:
         """SA-1B masks of this image (an empty list without a .json beside it)."""

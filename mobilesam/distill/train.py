@@ -6,7 +6,8 @@ weight decay 0.05, linear warmup then cosine decay to 0, gradient clipping at 1.
 (see loop.py for checkpoints, resume, bf16, torch.compile and torchrun).
 
 Data: DataLoader workers decode and resize the images (uint8, padded); the device
-normalises them (inputs.py), so the GPU is not kept waiting on JPEG decoding.
+normalises them (inputs.py), so the GPU is not kept waiting on JPEG decoding. On a GPU
+the resize runs there too by default (`resize`), and the workers only decode.
 
 Output: `student.pt` in the official `mobile_sam.pt` layout (the student encoder plus
 the teacher's prompt encoder and mask decoder, when a teacher checkpoint is given),
@@ -20,17 +21,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..api import resolve_device
 from ..build import build_sam
 from ..checkpoint import read_state_dict
 from ..errors import MobileSAMError
 from ..transforms import ResizeLongestSide
 from ..utils.files import atomic_write, atomic_write_text
 from .cache import EmbeddingCache
-from .inputs import pad_image, sam_input
+from .inputs import pad_image, resize_and_pad, resize_on, sam_input
 from .loop import Loop, LoopConfig
 from .sources import list_images
 
@@ -43,6 +46,7 @@ class TrainConfig(LoopConfig):
     init_checkpoint: str | None = None  # start from these student weights
     teacher_checkpoint: str | None = None  # prompt encoder + decoder for the output file
     img_size: int = 1024
+    resize: str | None = None  # "workers" (PIL) or "device"; None: the device on a GPU (inputs.resize_on)
 
 
 class DistillTask(nn.Module):
@@ -62,9 +66,11 @@ class DistillTask(nn.Module):
 
 
 class DistillData(torch.utils.data.Dataset):
-    """image id -> (padded uint8 3 x S x S image, its (h, w) before padding, teacher embedding)."""
+    """image id -> (padded uint8 3 x S x S image, its (h, w) before padding, teacher embedding);
+    with `resize=False`, (the decoded H x W x 3 uint8 image, teacher embedding), batched by
+    `collate` as (list of images, embeddings) for `resize_and_pad` on the device."""
 
-    def __init__(self, cache: str, images: str, img_size: int) -> None:
+    def __init__(self, cache: str, images: str, img_size: int, resize: bool = True) -> None:
         self.cache = EmbeddingCache(cache)
         if not len(self.cache):
             raise MobileSAMError(f"no cached embeddings in {cache}: run `mobilesam distill cache` first")
@@ -81,11 +87,19 @@ class DistillData(torch.utils.data.Dataset):
                 "pass the image source the cache was built from"
             )
         self.transform = ResizeLongestSide(img_size)
-        self.img_size = img_size
+        self.img_size, self.resize = img_size, resize
 
-    def __getitem__(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image, size = pad_image(self.transform.apply_image(self.refs[image_id].load()), self.img_size)
-        return image, size, torch.from_numpy(self.cache.get(image_id))
+    def __getitem__(self, image_id: str) -> tuple[torch.Tensor, ...]:
+        target = torch.from_numpy(self.cache.get(image_id))
+        if not self.resize:
+            return torch.from_numpy(np.array(self.refs[image_id].open())), target
+        image, size = pad_image(self.transform.apply_image(self.refs[image_id].open()), self.img_size)
+        return image, size, target
+
+    def collate(self, items: list[tuple]) -> tuple:
+        if self.resize:
+            return torch.utils.data.default_collate(items)
+        return [image for image, _ in items], torch.stack([target for _, target in items])
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -99,7 +113,9 @@ def train(
 ) -> dict | None:
     """Run (or resume) training; returns the output's metadata. Ctrl-C saves a checkpoint
     first; `stop_after` N steps saves one and returns None (a job run in slices)."""
-    data = DistillData(cfg.cache, cfg.images, cfg.img_size)
+    device = resolve_device(cfg.device)
+    on_device = resize_on(cfg.resize, device) == "device"
+    data = DistillData(cfg.cache, cfg.images, cfg.img_size, resize=not on_device)
     ids = data.cache.ids()
     torch.manual_seed(cfg.seed)
     sam = build_sam(cfg.student, img_size=cfg.img_size)
@@ -110,7 +126,12 @@ def train(
         )
     loop = Loop(cfg, DistillTask(sam.image_encoder), resume)
     try:
-        loss = loop.fit(loop.loader(data, ids), stop_after, progress)
+        batches = loop.loader(data, ids, data.collate)
+        if on_device:
+            batches = (
+                (*resize_and_pad(images, cfg.img_size, loop.device), targets) for images, targets in batches
+            )
+        loss = loop.fit(batches, stop_after, progress)
         meta = None if loss is None else _write_student(sam, cfg, data.cache, loop.step, loss, loop.env.main)
     finally:
         loop.finish()
