@@ -427,6 +427,8 @@ LOOP_OPTIONS = {
     "device": str,
     "precision": str,
     "workers": int,
+    "epochs": float,
+    "lr_batch": int,
 }
 TRAIN_OPTIONS = {
     "student": str,

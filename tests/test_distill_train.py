@@ -10,6 +10,7 @@ import torch
 from conftest import DISTILL_SIZE
 
 from mobilesam import CheckpointError, MobileSAMError, build_sam
+from mobilesam.distill.loop import LoopConfig
 from mobilesam.distill.train import DistillData, DistillTask, TrainConfig, train
 
 SIZE = DISTILL_SIZE
@@ -103,8 +104,9 @@ def test_cli_train_and_resume_errors(distill_data, tmp_path, capsys):
     ]
     assert main([*args, "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
-    assert main(args) == 0
+    assert main([*args, "--epochs", "1", "--lr-batch", "4"]) == 0  # 4 images: 2 steps of 2
     assert (tmp_path / "student.pt").is_file()
+    assert len(_losses(tmp_path)) == 1 and json.loads((tmp_path / "student.json").read_text())["steps"] == 2
     assert main([*args[:-6], "--img-size", "256", "--steps", "2"]) == 2
     assert "--img-size 128" in capsys.readouterr().err
 
@@ -224,3 +226,18 @@ def test_resize_on_the_device_trains_like_the_workers(distill_data, tmp_path):
     np.testing.assert_allclose(_losses(tmp_path / "dev"), _losses(tmp_path / "pil"), rtol=0.005)
     with pytest.raises(MobileSAMError, match="resize must be one of"):
         train(_config(distill_data, tmp_path / "bad", resize="gpu"))
+
+
+def test_epochs_and_lr_scaled_to_the_batch(distill_data, tmp_path):
+    """The paper's recipe is in epochs at batch 8; a larger batch takes fewer steps and,
+    with `lr_batch`, a learning rate scaled linearly (Goyal et al.)."""
+    cfg = LoopConfig(out="x", batch_size=16, accum_steps=2, epochs=8, lr=1e-3, lr_batch=8)
+    assert (cfg.schedule(100_000, 1).steps, cfg.schedule(100_000, 1).lr) == (25_000, 4e-3)
+    assert (cfg.schedule(100_000, 4).steps, cfg.schedule(100_000, 4).lr) == (6_250, 16e-3)
+    assert LoopConfig(out="x", steps=7).schedule(100_000, 2).steps == 7  # steps as given without epochs
+    train(_config(distill_data, tmp_path, epochs=1.5, lr_batch=1, lr=1e-3, warmup_steps=1, log_every=1))
+    log = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert len(log) == 3 and float(log[0].split(",")[2]) == pytest.approx(2e-3)  # 1.5 x 4 images / 2
+    for bad, match in (({"epochs": 0}, "epochs must be positive"), ({"lr_batch": 0}, "lr_batch")):
+        with pytest.raises(MobileSAMError, match=match):
+            train(_config(distill_data, tmp_path / "bad", **bad))

@@ -235,7 +235,7 @@ def finetune(
     else:
         data = AnnotatedData(cfg.images, cfg.img_size, cfg.masks_per_image)
         ids = data.ids()
-    loop = Loop(cfg, DecoderTask(sam, cfg.masks_per_image, teacher), resume)
+    loop = Loop(cfg, DecoderTask(sam, cfg.masks_per_image, teacher), resume, len(ids))
     try:
         loss = loop.fit(loop.loader(data, ids), stop_after, progress)
         if loss is None:

@@ -1,8 +1,9 @@
 """The optimisation loop shared by encoder distillation and decoder fine-tuning.
 
 A task is a module whose forward takes a batch and returns {"loss": ...}. The loop
-adds what a days-long job needs: AdamW with linear warmup + cosine decay, gradient
-clipping and accumulation, bf16 autocast, optional `torch.compile`, a CSV log and a
+adds what a days-long job needs: AdamW with linear warmup + cosine decay over steps or
+epochs (the learning rate optionally scaled to the global batch), gradient clipping and
+accumulation, bf16 autocast, optional `torch.compile`, a CSV log and a
 progress line, checkpoints (task, optimizer, step, RNG states, config) every N steps,
 on Ctrl-C and on any crash, and exact resume.
 
@@ -22,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +56,25 @@ class LoopConfig:
     precision: str = "float32"  # or "bf16": autocast of the forward pass
     compile: bool = False  # torch.compile the task
     workers: int = -1  # DataLoader workers; -1: inputs.default_workers (8 per GPU, 0 on the CPU)
+    epochs: float | None = None  # passes over the data instead of `steps` (epochs x images / global batch)
+    lr_batch: int | None = None  # the global batch `lr` is meant for: scaled linearly to the run's own
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
             raise MobileSAMError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("steps", "batch_size", "accum_steps", "save_every", "log_every"):
-            if getattr(self, name) < 1:
+        for name in ("steps", "batch_size", "accum_steps", "save_every", "log_every", "lr_batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise MobileSAMError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise MobileSAMError(f"epochs must be positive, got {self.epochs}")
+
+    def schedule(self, samples: int, world: int) -> LoopConfig:
+        """This config with `epochs` turned into steps over `samples` images and `lr`
+        scaled from `lr_batch` to the global batch of `world` processes."""
+        global_batch = self.batch_size * self.accum_steps * world
+        steps = self.steps if self.epochs is None else max(1, math.ceil(self.epochs * samples / global_batch))
+        lr = self.lr if self.lr_batch is None else self.lr * global_batch / self.lr_batch
+        return replace(self, steps=steps, lr=lr)
 
 
 def lr_at(step: int, cfg: LoopConfig) -> float:
@@ -136,10 +149,12 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 class Loop:
     """Owns the task, its optimizer and the run folder; `fit` runs the remaining steps."""
 
-    def __init__(self, cfg: LoopConfig, task: nn.Module, resume: bool) -> None:
+    def __init__(self, cfg: LoopConfig, task: nn.Module, resume: bool, samples: int) -> None:
+        """`samples`: how many images an epoch has (for `cfg.epochs`)."""
         cfg.check()
-        self.cfg, self.out = cfg, Path(cfg.out)
         self.env, self.device = setup_distributed(cfg.device)
+        self.cfg = cfg = cfg.schedule(samples, self.env.world)
+        self.out = Path(cfg.out)
         if self.env.world > 1 and self.device.type == "cuda":
             task = nn.SyncBatchNorm.convert_sync_batchnorm(task)
         self.task = task.to(self.device).train()

@@ -124,7 +124,7 @@ def train(
         sam.image_encoder.load_state_dict(
             {k[len("image_encoder.") :]: v for k, v in state.items() if k.startswith("image_encoder.")}
         )
-    loop = Loop(cfg, DistillTask(sam.image_encoder), resume)
+    loop = Loop(cfg, DistillTask(sam.image_encoder), resume, len(ids))
     try:
         batches = loop.loader(data, ids, data.collate)
         if on_device:
