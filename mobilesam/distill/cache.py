@@ -101,8 +101,8 @@ class EmbeddingCache:
         precision: str | None = None,
         resize: str | None = None,
     ) -> CacheSummary:
-        """Embed every image of `source` not yet cached, with SAM's exact preprocessing:
-        `workers` processes decode and resize, the teacher runs `batch_size` images at once
+        """Embed every image of `source` not yet cached, with SAM's preprocessing:
+        `workers` processes decode (and resize), the teacher runs `batch_size` images at once
         (None: 16 and `default_workers` on a GPU, 1 and none on the CPU) under bfloat16
         autocast if `precision` is "bf16" (None: bf16 on a GPU, where it is 6x faster,
         float32 elsewhere), images resized where `resize` says (`inputs.resize_on`: None is

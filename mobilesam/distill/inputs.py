@@ -2,9 +2,9 @@
 workers), normalisation on the device. Together they equal `Sam.preprocess` after
 `ResizeLongestSide`: normalise, then zero-pad at the bottom and right.
 
-With `device_resize` (the default on a GPU) the workers only decode, and the resize
-runs on the device too (`resize_and_pad`, the device twin of PIL's resize: 99.9% of
-pixels equal, the rest 1 apart), which halves the workers' time per image.
+Resized on the device instead (`resize_on`: the default on a GPU), the workers only
+decode and `resize_and_pad` resizes there with the device twin of PIL's resize (99.9%
+of pixels equal, the rest 1 apart): 13 instead of 31 ms of a worker per 2250x1500 JPEG.
 """
 
 from __future__ import annotations
