@@ -307,6 +307,27 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
         per = ms(bf16, device, repeat=3, warmup=1) / len(x)
     t.add(f"teacher {teacher_name} {size} px, float32, batch 8", f"{1e3 / fp32:.1f} images/s")
     t.add(f"teacher {teacher_name} {size} px, bf16 autocast, batch {len(x)}", f"{1e3 / per:.1f} images/s")
+    compiled_rate = None
+    if args.compile and t.time_left():  # what `distill cache --compile` runs
+        run = torch.compile(enc, dynamic=False, backend="eager" if args.quick else "inductor")
+
+        def bf16_compiled():
+            with torch.autocast(device.type, torch.bfloat16):
+                run(x)
+
+        start = time.perf_counter()
+        with torch.inference_mode():
+            bf16_compiled()
+            sync(device)
+            first = time.perf_counter() - start
+            compiled_rate = 1e3 * len(x) / ms(bf16_compiled, device, repeat=3, warmup=1)
+        t.add(
+            f"teacher {teacher_name} {size} px, bf16 autocast, compiled, batch {len(x)}",
+            f"{compiled_rate:.1f} images/s",
+            "",
+            f"first call {first:.0f} s",
+        )
+        run = None
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -364,6 +385,14 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
         "",
         f"caching at {cache_rate:.0f}/s + training at min(best {best:.0f}/s, decoding {decode_rate:.0f}/s)",
     )
+    if compiled_rate:
+        caching = min(compiled_rate, decode_rate)
+        t.add(
+            "the same with `distill cache --compile` (estimate)",
+            f"{(n / caching + n * epochs / min(best, decode_rate)) / 3600:.2f} h",
+            "",
+            f"caching at min(compiled teacher {compiled_rate:.0f}/s, decoding {decode_rate:.0f}/s)",
+        )
 
 
 def train_rate(

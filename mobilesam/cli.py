@@ -342,6 +342,12 @@ def _distill_cache(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from .ray_engine import cache_on_ray
 
+        local = [f"--{k}" for k in ("precision", "workers", "resize", "compile") if getattr(args, k)]
+        if local:
+            raise PromptError(
+                f"{', '.join(local)}: options of the one-process engine; Ray's workers decode and "
+                "resize in Ray tasks and run the teacher in float32"
+            )
         spec = {"model_type": model_type, "checkpoint": checkpoint, "img_size": args.img_size}
         summary = cache_on_ray(cache, spec, model_type, args.images, _ray_options(args))
     else:
@@ -350,12 +356,13 @@ def _distill_cache(args: argparse.Namespace) -> int:
             teacher,
             args.images,
             model_type,
-            args.shard_size,
-            print,
-            args.batch_size,
-            args.workers,
-            args.precision,
-            args.resize,
+            shard_size=args.shard_size,
+            progress=print,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            precision=args.precision,
+            resize=args.resize,
+            compile=args.compile,
         )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0
@@ -662,6 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["workers", "device"],
         help="resize images in the decoding processes (PIL, as SAM) or on the device "
         "(default: the device on a GPU, else the workers)",
+    )
+    dca.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the teacher's encoder (minutes to start; for long runs on a GPU)",
     )
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     _add_ray_args(dca, batch_size=False)

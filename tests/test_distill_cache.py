@@ -87,7 +87,7 @@ def test_other_teacher_refused(teacher, photos, tmp_path):
         EmbeddingCache(tmp_path).build(teacher, photos, "vit_h")
 
 
-def test_sa1b_tar_shards_and_cli(teacher, tmp_path):
+def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):
     """SA-1B layout: sa_*.tar with .jpg and .json, read without unpacking."""
     ckpt = tmp_path / "teacher.pth"
     torch.save(teacher.state_dict(), ckpt)
@@ -117,6 +117,9 @@ def test_sa1b_tar_shards_and_cli(teacher, tmp_path):
     ]
     assert main(args) == 0
     assert EmbeddingCache(tmp_path / "c").ids() == ["sa_000000.tar/sa_0.jpg", "sa_000000.tar/sa_1.jpg"]
+    # the one-process engine's options are refused with Ray, not ignored
+    assert main([*args, "--compile", "--engine", "ray"]) != 0
+    assert "--resize, --compile: options of the one-process engine" in capsys.readouterr().err
 
 
 def test_batched_cache_with_workers_matches_one_at_a_time(teacher, photos, tmp_path):
@@ -188,3 +191,23 @@ def test_cache_with_resize_on_the_device(teacher, photos, tmp_path):
         assert np.abs(got - ref).max() <= 0.01 * np.abs(ref).max()  # 0.3% measured
     with pytest.raises(MobileSAMError, match="resize must be one of"):
         EmbeddingCache(tmp_path / "bad").build(teacher, photos, "vit_b", resize="gpu")
+
+
+def test_compiled_teacher_matches_eager(teacher, photos, tmp_path):
+    """`compile=True` through torch.compile (the eager backend here: inductor takes minutes
+    on these CPUs) with one static shape: the short last batch is padded and its padding
+    dropped; the same entries, embeddings equal up to float16 rounding (the padded batch
+    runs other matrix shapes)."""
+    eager = EmbeddingCache(tmp_path / "eager")
+    eager.build(teacher, photos, "vit_b", batch_size=2)
+    torch._dynamo.reset()
+    summary = EmbeddingCache(tmp_path / "compiled").build(
+        teacher, photos, "vit_b", batch_size=2, compile=True, compile_backend="eager"
+    )
+    assert (summary.done, list(summary.failed)) == (5, ["img9_broken.jpg"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it went through dynamo
+    compiled = EmbeddingCache(tmp_path / "compiled")
+    assert compiled.ids() == eager.ids()
+    for image_id in eager.ids():
+        got, ref = compiled.get(image_id).astype(np.float32), eager.get(image_id).astype(np.float32)
+        np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3)

@@ -241,3 +241,24 @@ def test_epochs_and_lr_scaled_to_the_batch(distill_data, tmp_path):
     for bad, match in (({"epochs": 0}, "epochs must be positive"), ({"lr_batch": 0}, "lr_batch")):
         with pytest.raises(MobileSAMError, match=match):
             train(_config(distill_data, tmp_path / "bad", **bad))
+
+
+def test_compiled_training_matches_eager(distill_data, tmp_path):
+    """`compile=True` wraps the task in torch.compile (here the aot_eager backend, which
+    traces the forward and backward as inductor does; inductor itself takes minutes on these
+    CPUs): the same losses as the eager run, and the output loads."""
+    train(_config(distill_data, tmp_path / "eager", steps=3, log_every=1))
+    torch._dynamo.reset()
+    train(
+        _config(
+            distill_data,
+            tmp_path / "compiled",
+            steps=3,
+            log_every=1,
+            compile=True,
+            compile_backend="aot_eager",
+        )
+    )
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    np.testing.assert_allclose(_losses(tmp_path / "compiled"), _losses(tmp_path / "eager"), rtol=1e-4)
+    build_sam("vit_t", tmp_path / "compiled" / "student.pt", img_size=SIZE)

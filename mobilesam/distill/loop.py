@@ -55,6 +55,7 @@ class LoopConfig:
     device: str = "auto"  # cuda if there is one, else mps, else cpu
     precision: str = "float32"  # or "bf16": autocast of the forward pass
     compile: bool = False  # torch.compile the task
+    compile_backend: str = "inductor"  # torch.compile's backend, with `compile`
     workers: int = -1  # DataLoader workers; -1: inputs.default_workers (8 per GPU, 0 on the CPU)
     epochs: float | None = None  # passes over the data instead of `steps` (epochs x images / global batch)
     lr_batch: int | None = None  # the global batch `lr` is meant for: scaled linearly to the run's own
@@ -173,7 +174,7 @@ class Loop:
         if self.env.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.model = torch.compile(model) if cfg.compile else model
+        self.model = torch.compile(model, backend=cfg.compile_backend) if cfg.compile else model
 
     def loader(
         self, dataset: torch.utils.data.Dataset, ids: list, collate: Callable | None = None
