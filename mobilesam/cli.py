@@ -342,7 +342,8 @@ def _distill_cache(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from .ray_engine import cache_on_ray
 
-        local = [f"--{k}" for k in ("precision", "workers", "resize", "compile") if getattr(args, k)]
+        local = [f"--{k}" for k in ("precision", "workers", "resize") if getattr(args, k) is not None]
+        local += ["--compile"] if args.compile else []
         if local:
             raise PromptError(
                 f"{', '.join(local)}: options of the one-process engine; Ray's workers decode and "

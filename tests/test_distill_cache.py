@@ -120,6 +120,8 @@ def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):
     # the one-process engine's options are refused with Ray, not ignored
     assert main([*args, "--compile", "--engine", "ray"]) != 0
     assert "--resize, --compile: options of the one-process engine" in capsys.readouterr().err
+    assert main([*args[:-2], "--workers", "0", "--engine", "ray"]) != 0  # 0 is given, not absent
+    assert "--workers: options of the one-process engine" in capsys.readouterr().err
 
 
 def test_batched_cache_with_workers_matches_one_at_a_time(teacher, photos, tmp_path):
@@ -201,6 +203,7 @@ def test_compiled_teacher_matches_eager(teacher, photos, tmp_path):
     eager = EmbeddingCache(tmp_path / "eager")
     eager.build(teacher, photos, "vit_b", batch_size=2)
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() keeps earlier tests' counts
     summary = EmbeddingCache(tmp_path / "compiled").build(
         teacher, photos, "vit_b", batch_size=2, compile=True, compile_backend="eager"
     )
