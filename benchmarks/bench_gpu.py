@@ -300,9 +300,9 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
     with torch.inference_mode():
         fp32 = ms(lambda: enc(x[:8]), device, repeat=3, warmup=1) / 8
 
-        def bf16():
+        def bf16(model=enc):
             with torch.autocast(device.type, torch.bfloat16):
-                enc(x)
+                model(x)
 
         per = ms(bf16, device, repeat=3, warmup=1) / len(x)
     t.add(f"teacher {teacher_name} {size} px, float32, batch 8", f"{1e3 / fp32:.1f} images/s")
@@ -310,17 +310,12 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
     compiled_rate = None
     if args.compile and t.time_left():  # what `distill cache --compile` runs
         run = torch.compile(enc, dynamic=False, backend="eager" if args.quick else "inductor")
-
-        def bf16_compiled():
-            with torch.autocast(device.type, torch.bfloat16):
-                run(x)
-
         start = time.perf_counter()
         with torch.inference_mode():
-            bf16_compiled()
+            bf16(run)
             sync(device)
             first = time.perf_counter() - start
-            compiled_rate = 1e3 * len(x) / ms(bf16_compiled, device, repeat=3, warmup=1)
+            compiled_rate = 1e3 * len(x) / ms(lambda: bf16(run), device, repeat=3, warmup=1)
         t.add(
             f"teacher {teacher_name} {size} px, bf16 autocast, compiled, batch {len(x)}",
             f"{compiled_rate:.1f} images/s",
@@ -378,18 +373,21 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
         return
     best = max(rates.values())
     n, epochs = 100_000, 8
-    hours = (n / cache_rate + n * epochs / min(best, decode_rate)) / 3600
+    training = min(best, decode_rate)
+
+    def hours(caching: float) -> float:
+        return (n / caching + n * epochs / training) / 3600
+
     t.add(
         "the paper's recipe (100k images, 8 epochs), one card",
-        f"{hours:.2f} h",
+        f"{hours(cache_rate):.2f} h",
         "",
         f"caching at {cache_rate:.0f}/s + training at min(best {best:.0f}/s, decoding {decode_rate:.0f}/s)",
     )
     if compiled_rate:
-        caching = min(compiled_rate, decode_rate)
         t.add(
             "the same with `distill cache --compile` (estimate)",
-            f"{(n / caching + n * epochs / min(best, decode_rate)) / 3600:.2f} h",
+            f"{hours(min(compiled_rate, decode_rate)):.2f} h",
             "",
             f"caching at min(compiled teacher {compiled_rate:.0f}/s, decoding {decode_rate:.0f}/s)",
         )
