@@ -342,15 +342,15 @@ def _distill_cache(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from .ray_engine import cache_on_ray
 
-        local = [f"--{k}" for k in ("precision", "workers", "resize") if getattr(args, k) is not None]
-        local += ["--compile"] if args.compile else []
+        local = [f"--{k}" for k in ("workers", "resize") if getattr(args, k) is not None]
         if local:
             raise PromptError(
-                f"{', '.join(local)}: options of the one-process engine; Ray's workers decode and "
-                "resize in Ray tasks and run the teacher in float32"
+                f"{', '.join(local)}: options of the one-process engine; with Ray, images are "
+                "decoded and resized by Ray tasks"
             )
         spec = {"model_type": model_type, "checkpoint": checkpoint, "img_size": args.img_size}
-        summary = cache_on_ray(cache, spec, model_type, args.images, _ray_options(args))
+        options = (args.precision, args.compile)
+        summary = cache_on_ray(cache, spec, model_type, args.images, _ray_options(args), *options)
     else:
         teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
         summary = cache.build(
@@ -658,7 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument("--img-size", type=int, default=1024, help="teacher input size (default 1024)")
     dca.add_argument("--shard-size", type=int, default=256, help="embeddings per shard file")
     dca.add_argument("--device", help="cpu, cuda or mps (default: best available)")
-    dca.add_argument("--batch-size", type=int, help="images per teacher run (default: 16 on a GPU, else 1)")
+    dca.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per teacher run (default: 16 on a GPU, else 1; 4 with --engine ray)",
+    )
     dca.add_argument(
         "--precision",
         choices=["float32", "bf16"],

@@ -2,7 +2,7 @@
 
     mobilesam everything SOURCE -o OUT --engine ray [--address auto] [--num-workers N]
         [--gpus-per-worker F] [--cpus-per-worker N] [--batch-size N]
-    mobilesam distill cache ... --engine ray (same options)
+    mobilesam distill cache ... --engine ray (same options) [--precision P] [--compile]
 
 Ray tasks read and decode the images; an actor pool runs the model (loaded once per
 worker, on a GPU when the workers have one); the driver streams the results back and
@@ -221,14 +221,16 @@ class CacheWorker:
     """One teacher per Ray actor: a batch of decoded images -> one shard file and its index
     fragment, written by the worker itself (atomically); returns which ids are done."""
 
-    def __init__(self, teacher: dict, folder: str, threads: int) -> None:
+    def __init__(self, teacher: dict, folder: str, threads: int, batch_size: int, encoder: dict) -> None:
         import torch
 
         from .build import build_sam
+        from .distill.cache import TeacherEncoder
 
         torch.set_num_threads(max(1, threads))
+        teacher = dict(teacher)
         device = teacher.pop("device", "cpu")
-        self.teacher = build_sam(**teacher).to(device).eval()
+        self.encode = TeacherEncoder(build_sam(**teacher).to(device), batch_size, **encoder)
         self.folder, self.tag = Path(folder), uuid.uuid4().hex[:12]
         self.count = 0
 
@@ -236,16 +238,14 @@ class CacheWorker:
         import torch
 
         from .distill.cache import write_shard_fragment
-        from .distill.inputs import sam_input
 
         good = [i for i, e in enumerate(batch["error"]) if not e]
         done = np.zeros(len(batch["id"]), dtype=bool)
         if good:
-            device = self.teacher.device
+            device = self.encode.device
             images = torch.as_tensor(np.stack([batch["image"][i] for i in good])).to(device)
             sizes = torch.as_tensor(np.stack([batch["size"][i] for i in good])).to(device)
-            with torch.inference_mode():
-                rows = self.teacher.image_encoder(sam_input(images, sizes)).half().cpu().numpy()
+            rows = self.encode(images, sizes)
             name = f"shard_{self.tag}_{self.count:05d}"
             self.count += 1
             write_shard_fragment(
@@ -271,13 +271,27 @@ def _decode_for_teacher(row: dict, img_size: int) -> dict:
     return {"id": image_id, "image": image, "size": size, "error": error}
 
 
-def cache_on_ray(cache, teacher: dict, teacher_name: str, source: str | Path, options: RayOptions):
+def cache_on_ray(
+    cache,
+    teacher: dict,
+    teacher_name: str,
+    source: str | Path,
+    options: RayOptions,
+    precision: str | None = None,
+    compile: bool = False,
+    compile_backend: str = "inductor",
+):
     """`EmbeddingCache.build` with the teacher on a Ray actor pool (see the module doc).
 
-    teacher: `build_sam` keyword arguments (model_type, checkpoint, img_size) plus device.
+    teacher: `build_sam` keyword arguments (model_type, checkpoint, img_size) plus device
+    (default: cuda when workers have GPUs). precision, compile, compile_backend: each
+    worker's `distill.cache.TeacherEncoder` (precision None: bf16 on a GPU, float32 on a
+    CPU; compiled at `options.batch_size`).
     """
-    from .distill.cache import CacheSummary
+    from .distill.cache import CacheSummary, check_precision
     from .distill.sources import list_images
+
+    check_precision(precision)  # here, not in every worker after Ray has started
 
     img_size = int(teacher.get("img_size", 1024))
     cache.begin(teacher_name, img_size)
@@ -305,7 +319,13 @@ def cache_on_ray(cache, teacher: dict, teacher_name: str, source: str | Path, op
         ]
         ds = ray.data.from_items(rows).map(_decode_for_teacher, fn_kwargs={"img_size": img_size})
         threads = max(1, int(options.cpus_per_worker))
-        kwargs = {"teacher": teacher, "folder": str(cache.folder), "threads": threads}
+        kwargs = {
+            "teacher": teacher,
+            "folder": str(cache.folder),
+            "threads": threads,
+            "batch_size": options.batch_size,
+            "encoder": {"precision": precision, "compile": compile, "compile_backend": compile_backend},
+        }
         for row in _actor_pool(ds, CacheWorker, kwargs, options).iter_rows():
             if row["error"]:
                 summary.failed[str(row["id"])] = str(row["error"])

@@ -119,7 +119,7 @@ def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):
     assert EmbeddingCache(tmp_path / "c").ids() == ["sa_000000.tar/sa_0.jpg", "sa_000000.tar/sa_1.jpg"]
     # the one-process engine's options are refused with Ray, not ignored
     assert main([*args, "--compile", "--engine", "ray"]) != 0
-    assert "--resize, --compile: options of the one-process engine" in capsys.readouterr().err
+    assert "--resize: options of the one-process engine" in capsys.readouterr().err
     assert main([*args[:-2], "--workers", "0", "--engine", "ray"]) != 0  # 0 is given, not absent
     assert "--workers: options of the one-process engine" in capsys.readouterr().err
 
@@ -214,3 +214,42 @@ def test_compiled_teacher_matches_eager(teacher, photos, tmp_path):
     for image_id in eager.ids():
         got, ref = compiled.get(image_id).astype(np.float32), eager.get(image_id).astype(np.float32)
         np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3)
+
+
+def test_ray_cache_worker_runs_the_teacher_as_the_one_process_cache(teacher, photos, tmp_path):
+    """The Ray engine's worker, called in this process as Ray calls it (decoded rows in
+    batches, the broken image in one): bf16 autocast and the compiled encoder (eager
+    backend, one static shape: the last batch is short) as the one-process cache runs them;
+    the fragments it writes merge into the same entries. An unknown precision is refused
+    before Ray starts."""
+    from mobilesam.distill.sources import list_images
+    from mobilesam.ray_engine import CacheWorker, RayOptions, _decode_for_teacher, cache_on_ray
+
+    reference = EmbeddingCache(tmp_path / "one")
+    reference.build(teacher, photos, "vit_b", batch_size=2, precision="bf16")
+    float32 = EmbeddingCache(tmp_path / "fp32")
+    float32.build(teacher, photos, "vit_b")
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pth")
+    spec = {"model_type": "vit_b", "checkpoint": str(tmp_path / "teacher.pth"), "img_size": 128}
+    encoder = {"precision": "bf16", "compile": True, "compile_backend": "eager"}
+    worker = CacheWorker(spec, str(tmp_path / "ray"), threads=1, batch_size=4, encoder=encoder)
+    rows = [
+        _decode_for_teacher({"id": ref.id, "path": str(ref.image.path), "offset": -1, "size": -1}, 128)
+        for ref in list_images(photos)
+    ]
+    done = []
+    for start in (0, 4):  # 4 rows, then 2: the broken image and a short batch
+        batch = {key: [row[key] for row in rows[start : start + 4]] for key in rows[0]}
+        done += [i for i, ok in zip(batch["id"], worker(batch)["done"]) if ok]
+    assert sorted(done) == reference.ids() and worker.encode.precision == "bf16"
+    merged = EmbeddingCache(tmp_path / "ray")
+    merged.begin("vit_b", 128)
+    merged.merge_fragments()
+    assert merged.ids() == reference.ids()
+    for image_id in reference.ids():
+        got, ref = merged.get(image_id).astype(np.float32), reference.get(image_id).astype(np.float32)
+        scale = np.abs(ref).max()
+        assert np.abs(got - ref).max() <= 0.02 * scale  # bf16 on other batch shapes
+        assert np.abs(got - float32.get(image_id).astype(np.float32)).max() > 1e-3 * scale  # bf16 ran
+    with pytest.raises(MobileSAMError, match="precision"):
+        cache_on_ray(EmbeddingCache(tmp_path / "bad"), spec, "vit_b", photos, RayOptions(), precision="fp16")

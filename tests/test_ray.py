@@ -122,6 +122,7 @@ def test_a_dead_worker_is_retried_and_nothing_is_lost(local_ray, photos, ckpt_vi
 
 
 def test_teacher_cache_on_ray_equals_one_process(local_ray, distill_data, tmp_path):
+    """Ray's cache: the one-process cache's entries and failures, resumable; bf16 when asked."""
     from conftest import DISTILL_SIZE
 
     from mobilesam.distill.cache import EmbeddingCache
@@ -153,3 +154,9 @@ def test_teacher_cache_on_ray_equals_one_process(local_ray, distill_data, tmp_pa
             rtol=2e-3,
         )
     assert cache_on_ray(reopened, teacher, "vit_b", images, RayOptions()).skipped == 4  # resumes
+    # --precision bf16 reaches the workers (the default on GPU workers)
+    bf16 = EmbeddingCache(tmp_path / "bf16")
+    assert cache_on_ray(bf16, teacher, "vit_b", images, RayOptions(batch_size=4), precision="bf16").done == 4
+    for image_id in reference.ids():
+        got, ref = bf16.get(image_id).astype(np.float32), reference.get(image_id).astype(np.float32)
+        assert 1e-3 < np.abs(got - ref).max() / np.abs(ref).max() < 0.05

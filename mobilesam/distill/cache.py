@@ -40,6 +40,42 @@ class CacheSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def check_precision(precision: str | None) -> None:
+    if precision not in (None, "float32", "bf16"):
+        raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
+
+
+class TeacherEncoder:
+    """The teacher's image encoder as a cache runs it: padded uint8 images (B x 3 x S x S)
+    and their sizes -> float16 embeddings on the host. Under bfloat16 autocast if
+    `precision` is "bf16" (None: bf16 on a GPU, where it is 6x faster, float32 elsewhere);
+    through `torch.compile` (`compile_backend`) if `compile`, at one static shape: a batch
+    shorter than `batch_size` is padded to it and the padding's rows dropped."""
+
+    def __init__(
+        self,
+        teacher: Sam,
+        batch_size: int,
+        precision: str | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
+    ) -> None:
+        check_precision(precision)
+        self.precision = precision or ("bf16" if teacher.device.type == "cuda" else "float32")
+        self.device, self.batch_size, self.compile = teacher.device, batch_size, compile
+        encoder = teacher.image_encoder.eval()
+        self.run = torch.compile(encoder, dynamic=False, backend=compile_backend) if compile else encoder
+
+    def __call__(self, images: torch.Tensor, sizes: torch.Tensor) -> np.ndarray:
+        x = sam_input(images, sizes)
+        n = len(x)
+        if self.compile and n < self.batch_size:  # not a second shape to compile
+            x = torch.cat([x, x.new_zeros(self.batch_size - n, *x.shape[1:])])
+        bf16 = self.precision == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+            return self.run(x)[:n].half().cpu().numpy()
+
+
 class EmbeddingCache:
     """Read and write a cache folder (see the module doc)."""
 
@@ -105,18 +141,13 @@ class EmbeddingCache:
     ) -> CacheSummary:
         """Embed every image of `source` not yet cached, with SAM's preprocessing:
         `workers` processes decode (and resize), the teacher runs `batch_size` images at once
-        (None: 16 and `default_workers` on a GPU, 1 and none on the CPU) under bfloat16
-        autocast if `precision` is "bf16" (None: bf16 on a GPU, where it is 6x faster,
-        float32 elsewhere), images resized where `resize` says (`inputs.resize_on`: None is
-        on the device on a GPU, in the workers elsewhere), the encoder through
-        `torch.compile` if `compile` (`compile_backend`; one static shape: a short last
-        batch is padded to `batch_size`). Shards are written by a background thread while
-        the teacher runs on."""
+        (None: 16 and `default_workers` on a GPU, 1 and none on the CPU), images resized
+        where `resize` says (`inputs.resize_on`: None is on the device on a GPU, in the
+        workers elsewhere); `precision`, `compile` and `compile_backend` as `TeacherEncoder`
+        takes them. Shards are written by a background thread while the teacher runs on."""
         gpu = teacher.device.type == "cuda"
         batch_size = batch_size or (16 if gpu else 1)
-        precision = precision or ("bf16" if gpu else "float32")
-        if precision not in ("float32", "bf16"):
-            raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
+        encode = TeacherEncoder(teacher, batch_size, precision, compile, compile_backend)
         workers = default_workers(teacher.device) if workers is None else workers
         on_device = resize_on(resize, teacher.device) == "device"
         size = teacher.img_size
@@ -137,9 +168,6 @@ class EmbeddingCache:
             pin_memory=gpu,
             prefetch_factor=4 if workers else None,
         )
-        encoder = teacher.image_encoder.eval()
-        run = torch.compile(encoder, dynamic=False, backend=compile_backend) if compile else encoder
-        autocast = torch.autocast(teacher.device.type, torch.bfloat16, enabled=precision == "bf16")
         writer, writes = ThreadPoolExecutor(1, thread_name_prefix="cache-writer"), []
         try:
             for batch in batches:
@@ -156,12 +184,7 @@ class EmbeddingCache:
                 else:
                     images = torch.stack([item[1] for item in good]).to(teacher.device, non_blocking=True)
                     sizes = torch.stack([item[2] for item in good]).to(teacher.device)
-                x = sam_input(images, sizes)
-                if compile and len(x) < batch_size:  # not a second shape to compile
-                    x = torch.cat([x, x.new_zeros(batch_size - len(x), *x.shape[1:])])
-                with torch.inference_mode(), autocast:
-                    embeddings = run(x)[: len(good)].half().cpu().numpy()
-                for (image_id, *_), row in zip(good, embeddings):
+                for (image_id, *_), row in zip(good, encode(images, sizes)):
                     pending.append((image_id, row))
                     summary.done += 1
                     if len(pending) == shard_size:
