@@ -187,10 +187,18 @@ def _everything(args: argparse.Namespace) -> int:
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
 
+            local = [f"--{k}" for k in ("device", "threads") if getattr(args, k) is not None]
+            if local:
+                raise PromptError(
+                    f"{', '.join(local)}: with --engine ray, --gpus-per-worker picks each worker's "
+                    "device and --cpus-per-worker its threads"
+                )
             model = {
                 "checkpoint": args.checkpoint,
                 "model_type": args.model_type,
                 "precision": args.precision,
+                "fast_paths": False if args.no_fast_paths else None,
+                "compile": args.compile,
             }
             summary = segment_everything_on_ray(job, model, _ray_options(args))
         else:

@@ -130,3 +130,34 @@ def test_bench_table(ckpt_vit_t, tmp_path, capsys):
     assert [r[2].strip() for r in rows] == ["encoder", "encoder", "decoder, 1 box", "full prompt"]
     assert [r[1].strip() for r in rows][:2] == ["float32", "bf16 (opt-in)"]
     assert 70 < float(rows[0][5]) < 85  # the encoder's ~77 GFLOP, counted, not guessed
+
+
+def test_everything_on_ray_gets_the_model_options(ckpt_vit_t, tmp_path, monkeypatch, capsys):
+    """`everything --engine ray` hands --precision, --no-fast-paths and --compile to the
+    workers' models, and refuses --device and --threads (Ray's per-worker options decide
+    those) rather than ignoring them. Ray itself is not started (tests/test_ray.py does)."""
+    import mobilesam.ray_engine as ray_engine
+    from mobilesam.batch import BatchSummary
+
+    seen = {}
+
+    def fake(job, model, options):
+        seen.update(model=model, options=options)
+        return BatchSummary(annotations_path=tmp_path / "out" / "annotations.json")
+
+    monkeypatch.setattr(ray_engine, "segment_everything_on_ray", fake)
+    args = ["everything", str(IMAGES), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt_vit_t)]
+    args += ["--engine", "ray", "--gpus-per-worker", "1"]
+    assert main([*args, "--precision", "bf16", "--no-fast-paths", "--compile"]) == 0
+    assert seen["model"] == {
+        "checkpoint": str(ckpt_vit_t),
+        "model_type": "vit_t",
+        "precision": "bf16",
+        "fast_paths": False,
+        "compile": True,
+    }
+    assert seen["options"].gpus_per_worker == 1
+    assert main(args) == 0 and (seen["model"]["fast_paths"], seen["model"]["compile"]) == (None, False)
+    capsys.readouterr()
+    assert main([*args, "--device", "cpu", "--threads", "1"]) != 0
+    assert "--device, --threads: with --engine ray" in capsys.readouterr().err
