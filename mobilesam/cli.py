@@ -49,6 +49,7 @@ def _backend(args: argparse.Namespace):
     """The high-level API (`highlevel.Segmenter`) on the backend --backend names."""
     if args.threads is not None and args.threads < 1:
         raise PromptError(f"--threads must be >= 1, got {args.threads}")
+    _refuse_other_backends_options(args)
     if args.backend == "onnx":
         from .onnx_predictor import OnnxPredictor
 
@@ -118,6 +119,24 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
+
+
+def _refuse_other_backends_options(args: argparse.Namespace) -> None:
+    """An option the chosen --backend does not use is an error, not silently ignored."""
+    exported = ("onnx", "executorch")
+    options = [  # (option, given, the backends that use it)
+        ("--checkpoint", args.checkpoint, ("torch",)),
+        ("--device", args.device, ("torch",)),
+        ("--precision bf16", args.precision == "bf16", ("torch",)),
+        ("--no-fast-paths", args.no_fast_paths, ("torch",)),
+        ("--compile", args.compile, ("torch",)),
+        ("--onnx", args.onnx, ("onnx",)),
+        ("--pte", args.pte, ("executorch",)),
+        ("--int8", args.int8, exported),
+    ]
+    unused = [name for name, given, backends in options if given and args.backend not in backends]
+    if unused:
+        raise PromptError(f"{', '.join(unused)}: not used by --backend {args.backend}")
 
 
 def _ray_options(args: argparse.Namespace):

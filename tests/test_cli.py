@@ -84,6 +84,16 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
         ([TRUCK, "--box", "1,2,3,4", "--checkpoint", str(tmp_path / "x.pt")], "x.pt"),
         ([TRUCK, "--box", "1,2,3,4", "--device", "cuda", *ck], "cuda"),
         ([TRUCK, *ck], "no prompt"),
+        # an option the backend does not use is refused, not ignored
+        ([TRUCK, "--box", "1,2,3,4", "--int8", *ck], "--int8: not used by --backend torch"),
+        (
+            [TRUCK, "--box", "1,2,3,4", "--backend", "onnx", "--onnx", str(tmp_path), *ck, "--compile"],
+            "--checkpoint, --compile: not used by --backend onnx",
+        ),
+        (
+            [TRUCK, "--box", "1,2,3,4", "--backend", "executorch", "--onnx", "x", "--precision", "bf16"],
+            "--precision bf16, --onnx: not used by --backend executorch",
+        ),
     ]
     for args, needle in cases:
         assert main(["segment", *args]) == 2, args
