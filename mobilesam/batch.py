@@ -126,6 +126,9 @@ class FolderJob:
             )
         return files
 
+    def overlay_path(self, path: Path) -> Path:
+        return self.out / "overlays" / f"{path.name}.png"
+
     def done(self, path: Path) -> dict | None:
         """The saved part of an image, None if it is not done."""
         return _read_part(self.out / "parts" / f"{path.name}.json")
@@ -181,7 +184,7 @@ class FolderJob:
 
     def _segment(self, sam: Segmenter, files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
         for index, path in enumerate(files, start=1):
-            overlay = self.out / "overlays" / f"{path.name}.png"
+            overlay = self.overlay_path(path)
             part = self.done(path)
             if part is not None:
                 if self.overlays and not overlay.is_file():
@@ -263,17 +266,22 @@ def _read_part(part: Path) -> dict | None:
 
 def _overlay_from_part(image_path: Path, part: dict, overlay: Path) -> None:
     """Draw a finished image's overlay from its saved masks (no segmentation again)."""
+    from .image_io import load_image
+
+    result_from_part(load_image(image_path), part).save_overlay(overlay)
+
+
+def result_from_part(image, part: dict):
+    """A `SegmentationResult` of `image` (HxWx3 uint8) with a saved part's masks and scores."""
     import numpy as np
 
-    from .image_io import load_image
     from .result import SegmentationResult
     from .utils import rle
 
-    image = load_image(image_path)
     anns = part["annotations"]
     masks = np.array([rle.decode(a["segmentation"]) for a in anns], dtype=bool).reshape(-1, *image.shape[:2])
     scores = np.array([a.get("score", 0.0) for a in anns], dtype=np.float32)
-    SegmentationResult(image, masks, scores, np.zeros(len(anns), np.int64), None).save_overlay(overlay)
+    return SegmentationResult(image, masks, scores, np.zeros(len(anns), np.int64), None)
 
 
 def write_annotations(out_dir: Path, files: list[Path], failed: dict[str, str]) -> Path:

@@ -7,14 +7,15 @@
 Ray tasks read and decode the images; an actor pool runs the model (loaded once per
 worker, on a GPU when the workers have one); the driver streams the results back and
 writes them. Segment everything writes exactly what folder mode writes (`batch.py`: one
-part per image, the same ids, options record, lock and annotations.json), so the two
-engines resume each other's runs. The teacher cache's workers write their own shard files
+part per image, the same ids, options record, lock and annotations.json, overlays drawn
+by the workers), so the two engines resume each other's runs. The teacher cache's workers write their own shard files
 (one per batch) and index fragments; the driver merges them into index.json (also the
 fragments a killed run left). Needs the `ray` extra.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -27,6 +28,7 @@ import numpy as np
 
 from .batch import BatchSummary, FolderJob
 from .errors import ImageLoadError, MobileSAMError, missing_extra
+from .utils.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,6 @@ def connect(options: RayOptions) -> float:
 def _decode(row: dict) -> dict:
     """A Ray task: one file (a path, or an object-store URI read with pyarrow.fs) -> its
     HxWx3 uint8 pixels, or the reason it cannot be used."""
-    import io
-
     from .batch import is_object_uri
     from .image_io import load_image, open_image, pil_to_rgb
 
@@ -111,17 +111,17 @@ def _decode(row: dict) -> dict:
 class EverythingWorker:
     """One model per Ray actor: decoded images -> each image's COCO part as JSON."""
 
-    def __init__(self, model: dict, options: dict, threads: int) -> None:
+    def __init__(self, model: dict, options: dict, threads: int, overlays: bool = False) -> None:
         import torch
 
         from .api import MobileSAM
 
         torch.set_num_threads(max(1, threads))
         self.sam = MobileSAM(**model)
-        self.options = options
+        self.options, self.overlays = options, overlays
 
     def __call__(self, batch: dict) -> dict:
-        parts, errors = [], []
+        parts, errors, overlays = [], [], []
         for name, image_id, image, error in zip(
             batch["name"], batch["image_id"], batch["image"], batch["error"]
         ):
@@ -130,17 +130,38 @@ class EverythingWorker:
                     result = self.sam.segment_everything(np.asarray(image), **self.options)
                     result.file_name = str(name)
                     parts.append(json.dumps(result.to_coco(image_id=int(image_id))))
+                    overlays.append(_png(result) if self.overlays else b"")
                     errors.append("")
                     continue
                 except MobileSAMError as exc:  # a user-input problem with this image; a bug raises
                     error = str(exc)
             parts.append("")
+            overlays.append(b"")
             errors.append(str(error))
         return {
             "name": batch["name"],
             "part": np.array(parts, dtype=object),
+            "overlay": np.array(overlays, dtype=object),
             "error": np.array(errors, dtype=object),
         }
+
+
+def _png(result) -> bytes:
+    """A result's overlay as PNG bytes: drawn by the worker, written by the driver."""
+    buf = io.BytesIO()
+    result.overlay().save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _draw_saved(row: dict) -> dict:
+    """A Ray task: the overlay of an image finished earlier, from its saved part."""
+    from .batch import result_from_part
+
+    decoded = _decode(row)
+    if decoded["error"]:
+        return {"name": row["name"], "overlay": b"", "error": decoded["error"]}
+    png = _png(result_from_part(decoded["image"], json.loads(row["part"])))
+    return {"name": row["name"], "overlay": png, "error": ""}
 
 
 def _actor_pool(ds, worker: type, constructor_kwargs: dict, options: RayOptions):
@@ -170,31 +191,39 @@ def segment_everything_on_ray(
     device defaults to cuda when workers have GPUs. on_result: called with each finished
     image's name (progress; raising KeyboardInterrupt there stops the run cleanly).
     """
-    if job.overlays:
-        raise MobileSAMError("--overlays is not available with --engine ray; run folder mode for overlays")
     model = {"device": "cuda" if options.gpus_per_worker else "cpu", **model}
     started = time.perf_counter()
 
     def work(files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
-        todo = []
+        todo, redraw = [], []
         for path in files:
-            if job.done(path) is not None:
-                summary.skipped.append(path.name)
-            else:
+            part = job.done(path)
+            if part is None:
                 todo.append({"name": path.name, "path": str(path), "image_id": ids[path.name]})
-        if not todo:
+                continue
+            summary.skipped.append(path.name)
+            if job.overlays and not job.overlay_path(path).is_file():  # asked for after the run
+                redraw.append({"name": path.name, "path": str(path), "part": json.dumps(part)})
+        if not todo and not redraw:
             return
         seconds = connect(options)
         job.say(
             f"Ray ready in {seconds:.1f} s; {len(todo)} images to segment, {len(summary.skipped)} done before"
         )
         ray = _ray()
+        by_name = {p.name: p for p in files}
+        if redraw:
+            for row in ray.data.from_items(redraw).map(_draw_saved).iter_rows():
+                if row["error"]:
+                    job.say(f"{row['name']}: overlay not drawn: {row['error']}")
+                else:
+                    _write(job.overlay_path(by_name[str(row["name"])]), row["overlay"])
+        if not todo:
+            return
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 4 * options.num_workers))
         threads = max(1, int(options.cpus_per_worker))
-        ds = _actor_pool(
-            ds.map(_decode), worker, {"model": model, "options": job.options, "threads": threads}, options
-        )
-        by_name = {p.name: p for p in files}
+        kwargs = {"model": model, "options": job.options, "threads": threads, "overlays": job.overlays}
+        ds = _actor_pool(ds.map(_decode), worker, kwargs, options)
         for row in ds.iter_rows():
             name = str(row["name"])
             if name in summary.done or name in summary.failed:  # a retried batch: once is enough
@@ -203,8 +232,9 @@ def segment_everything_on_ray(
                 summary.failed[name] = str(row["error"])
                 job.say(f"{name}: FAILED: {row['error']}")
             else:
-                coco = json.loads(row["part"])
-                job.save(by_name[name], coco)
+                if job.overlays:  # before the part, as folder mode: a part means all is written
+                    _write(job.overlay_path(by_name[name]), row["overlay"])
+                job.save(by_name[name], json.loads(row["part"]))
                 summary.done.append(name)
             if on_result is not None:
                 on_result(name)
@@ -212,6 +242,10 @@ def segment_everything_on_ray(
         job.say(f"{rate:.2f} images/s")
 
     return job.run_with(work)
+
+
+def _write(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
 # ---- the teacher embedding cache ---------------------------------------------------------

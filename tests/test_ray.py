@@ -100,6 +100,42 @@ def test_ray_equals_folder_mode_and_resumes(local_ray, photos, ckpt_vit_t, folde
     _same_coco(json.loads((out / "annotations.json").read_text()), folder_mode)
 
 
+def test_overlays_on_ray_and_redrawn_on_a_rerun(local_ray, photos, ckpt_vit_t, folder_mode, tmp_path):
+    """--overlays with Ray: each worker draws its images' overlays, the driver writes them
+    (none for the corrupt file), the same pixels as folder mode draws from the saved masks;
+    a rerun redraws missing overlays of finished images without segmenting them again."""
+    from mobilesam.batch import result_from_part
+    from mobilesam.image_io import load_image
+
+    out = tmp_path / "out"
+    summary = segment_everything_on_ray(
+        FolderJob(photos, out, OPTIONS, overlays=True, **QUIET), _model(ckpt_vit_t), RayOptions()
+    )
+    assert len(summary.done) == 6
+    _same_coco(json.loads((out / "annotations.json").read_text()), folder_mode)
+    drawn = sorted(p.name for p in (out / "overlays").iterdir())
+    assert drawn == sorted(f"{name}.png" for name in summary.done)
+    expected = {}
+    for name in summary.done:
+        part = json.loads((out / "parts" / f"{name}.json").read_text())
+        expected[name] = np.asarray(result_from_part(load_image(photos / name), part).overlay())
+        assert expected[name].shape == (64, 96, 3)
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / "overlays" / f"{name}.png")), expected[name]
+        )
+    gone = summary.done[:2]
+    for name in gone:
+        (out / "overlays" / f"{name}.png").unlink()
+    again = segment_everything_on_ray(
+        FolderJob(photos, out, OPTIONS, overlays=True, **QUIET), _model(ckpt_vit_t), RayOptions()
+    )
+    assert not again.done and len(again.skipped) == 6
+    for name in gone:
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / "overlays" / f"{name}.png")), expected[name]
+        )
+
+
 class _DiesOnce(EverythingWorker):
     """A worker whose process dies on its first batch (as on a lost node), once."""
 
