@@ -479,6 +479,7 @@ FINETUNE_OPTIONS = {
     "student_type": str,
     "img_size": int,
     "masks_per_image": int,
+    "click_rounds": int,
     **LOOP_OPTIONS,
 }
 

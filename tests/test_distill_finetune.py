@@ -126,3 +126,70 @@ def test_finetune_bf16_autocast_on_cpu_agrees_with_float32(sa1b, tmp_path):
     assert abs(bf16[0] - f32[0]) <= 0.01 * f32[0], (f32, bf16)
     assert np.all(np.abs(bf16[:3] - f32[:3]) <= 0.05 * f32[:3]), (f32, bf16)
     assert bf16[-1] < 0.1 * bf16[0] and f32[-1] < 0.1 * f32[0], (f32, bf16)
+
+
+def test_correction_clicks_come_from_the_error_region():
+    """A click lands where the prediction is wrong, inside the image: positive on a
+    missed pixel, negative on a spilled one; inside the target when nothing is wrong."""
+    from mobilesam.distill.finetune import _correction_points
+
+    s = 16
+    region = torch.zeros(4, s, s, dtype=torch.bool)
+    region[:, :12, :10] = True  # the image; the rest is padding
+    target = torch.zeros(4, s, s, dtype=torch.bool)
+    target[:, 2:6, 2:6] = True
+    predicted = target.clone()
+    predicted[0, 2:4, 2:6] = False  # row 0 misses part of the target
+    predicted[1, 8:10, 7:9] = True  # row 1 spills out of it...
+    predicted[1, 13:, :] = True  # ...and into the padding, which is not the image
+    target[3] = False  # row 3: nothing to find, nothing predicted
+    predicted[3] = False
+    for _ in range(20):
+        points, labels = _correction_points(predicted, target, region)
+        assert points.shape == (4, 1, 2) and labels.shape == (4, 1)
+        (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points[:, 0].long().tolist()
+        assert 2 <= y0 < 4 and 2 <= x0 < 6 and labels[0, 0] == 1
+        assert 8 <= y1 < 10 and 7 <= x1 < 9 and labels[1, 0] == 0
+        assert 2 <= y2 < 6 and 2 <= x2 < 6 and labels[2, 0] == 1  # no error: inside the target
+        assert y3 < 12 and x3 < 10 and labels[3, 0] == 0  # empty target: anywhere in the image
+
+
+def test_click_rounds_add_points_and_mask_prompts(sa1b):
+    """`click_rounds` 2: each prompt kind decodes 1 + 2 + 2 times; every round after the
+    first gets the previous logits as its mask prompt and two of them a new click each
+    (the box, one point and two points end with 2, 3 and 4 points); only the decoder learns."""
+    data = AnnotatedData(str(sa1b / "held.tar"), SIZE, K)
+    task = DecoderTask(build_sam("vit_t", sa1b / "student.pt", img_size=SIZE), K, click_rounds=2).train()
+    calls = []
+    hook = task.sam.prompt_encoder.register_forward_hook(
+        lambda m, args, out: calls.append(
+            (0 if args[0] is None else args[0][0].shape[1], args[2] is not None)
+        )
+    )
+    torch.manual_seed(0)
+    loss = task(*(t[None] for t in data[data.ids()[0]]))["loss"]
+    hook.remove()
+    assert len(calls) == 3 * 5
+    for kind, first in enumerate((0, 1, 2)):
+        rounds = calls[5 * kind : 5 * kind + 5]
+        assert [has_mask for _, has_mask in rounds] == [False, True, True, True, True]
+        counts = [n for n, _ in rounds]
+        assert counts[0] == first and counts[-1] == first + 2 and counts == sorted(counts)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in task.sam.prompt_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.sam.mask_decoder.parameters())
+
+
+def test_finetune_with_correction_clicks_learns(sa1b, tmp_path):
+    args = [
+        "distill", "finetune-decoder", "--student", str(sa1b / "student.pt"), "--images", str(sa1b / "train"),
+        "--out", str(tmp_path), "--img-size", str(SIZE), "--steps", "12", "--batch-size", "2",
+        "--masks-per-image", str(K), "--lr", "5e-4", "--warmup-steps", "2", "--log-every", "1",
+        "--click-rounds", "2",
+    ]  # fmt: skip
+    assert main(args) == 0
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    assert json.loads((tmp_path / "student.json").read_text())["config"]["click_rounds"] == 2
+    assert main([*args[:-2], "--click-rounds", "-1"]) == 2

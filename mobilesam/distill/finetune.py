@@ -12,6 +12,14 @@ Loss, as SAM: 20 x focal + dice on the mask logits upsampled to the model input,
 plus MSE between the predicted and the actual IoU of each candidate. Only the mask
 decoder trains; encoder and prompt encoder stay as they are. Optimizer, schedule,
 checkpoints, resume, bf16 and torchrun: loop.py.
+
+Correction clicks (`click_rounds` N > 0, SAM's interactive training; it used 8): after
+the first prediction, N rounds each add one point drawn uniformly from the error
+region of the previous prediction (positive where it missed the target, negative where
+it spilled over; inside the target if there is no error), with every earlier prompt
+kept and the previous low-resolution logits given as the mask prompt; two more rounds
+add no point, one at a random place among them and one at the end. Each round's loss
+counts equally; the mask prompt carries no gradient (SAM's "detached" previous mask).
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ class FinetuneConfig(LoopConfig):
     student_type: str = "vit_t"
     img_size: int = 1024
     masks_per_image: int = 8
+    click_rounds: int = 0  # correction-click rounds per prompt (SAM: 8), see the module doc
     lr: float = 1e-4
     warmup_steps: int = 50
 
@@ -64,6 +73,8 @@ class FinetuneConfig(LoopConfig):
             raise MobileSAMError("prompts from the teacher need --cache and --teacher-checkpoint")
         if self.masks_per_image < 3:
             raise MobileSAMError("masks_per_image must be at least 3 (one per prompt kind)")
+        if self.click_rounds < 0:
+            raise MobileSAMError(f"click_rounds must be 0 or more, got {self.click_rounds}")
 
 
 class AnnotatedData(torch.utils.data.Dataset):
@@ -100,9 +111,9 @@ class AnnotatedData(torch.utils.data.Dataset):
 class DecoderTask(nn.Module):
     """Frozen student encoder and prompt encoder, trainable mask decoder, SAM's losses."""
 
-    def __init__(self, sam: Sam, k: int, teacher: Sam | None = None) -> None:
+    def __init__(self, sam: Sam, k: int, teacher: Sam | None = None, click_rounds: int = 0) -> None:
         super().__init__()
-        self.sam, self.k, self.teacher = sam, k, teacher
+        self.sam, self.k, self.teacher, self.click_rounds = sam, k, teacher, click_rounds
         for frozen in (sam.image_encoder, sam.prompt_encoder, *([teacher] if teacher else [])):
             frozen.requires_grad_(False)
 
@@ -130,30 +141,60 @@ class DecoderTask(nn.Module):
         valid = valid.reshape(b * k).float()
         rows = torch.arange(b * k, device=masks.device)
         embeddings = embeddings.repeat_interleave(k, dim=0)
+        sizes = sizes.repeat_interleave(k, 0)
         losses = []
         for kind in range(3):  # box, one point, two points
             sel = rows[rows % k % 3 == kind]
-            logits, iou_pred = self.decode(
-                embeddings[sel], masks[sel], kind, sizes.repeat_interleave(k, 0)[sel]
-            )
-            losses.append(_sam_loss(logits, iou_pred, masks[sel]) * valid[sel])
+            losses.append(self.prompt_losses(embeddings[sel], masks[sel], sizes[sel], kind) * valid[sel])
         return {"loss": torch.cat(losses).sum() / valid.sum().clamp(min=1)}
 
-    def decode(
-        self, embeddings: torch.Tensor, masks: torch.Tensor, kind: int, sizes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits N x M x S x S (M = 3 for one point, else 1) and IoU predictions N x M."""
+    def prompt_losses(
+        self, embeddings: torch.Tensor, masks: torch.Tensor, sizes: torch.Tensor, kind: int
+    ) -> torch.Tensor:
+        """Per target: SAM's loss for its first prompt of `kind`, averaged with the loss of
+        every correction round that follows it (`click_rounds`)."""
         if kind == 0:
-            prompt = {"points": None, "boxes": _jittered_boxes(masks, sizes)}
+            points, labels, boxes = None, None, _jittered_boxes(masks, sizes)
         else:
-            points = _points_inside(masks, kind)
-            prompt = {"points": (points, torch.ones(points.shape[:2], device=points.device)), "boxes": None}
-        sparse, dense = self.sam.prompt_encoder(**prompt, masks=None)
+            points, boxes = _points_inside(masks, kind), None
+            labels = torch.ones(points.shape[:2], device=points.device)
+        low, logits, iou_pred = self.decode(embeddings, points, labels, boxes, None, kind == 1)
+        loss, best = _sam_loss(logits, iou_pred, masks)
+        if not self.click_rounds:
+            return loss
+        rounds, region = self.click_rounds + 2, inside(sizes, masks.shape[-1])
+        silent = {int(torch.randint(self.click_rounds + 1, ())), rounds - 1}  # rounds with no new point
+        total = loss
+        for r in range(rounds):
+            rows = torch.arange(len(masks), device=masks.device)
+            previous, predicted = low[rows, best][:, None].detach(), logits[rows, best].detach() > 0
+            if r not in silent:
+                point, label = _correction_points(predicted, masks, region)
+                points = point if points is None else torch.cat([points, point], dim=1)
+                labels = label if labels is None else torch.cat([labels, label], dim=1)
+            low, logits, iou_pred = self.decode(embeddings, points, labels, boxes, previous, False)
+            loss, best = _sam_loss(logits, iou_pred, masks)
+            total = total + loss
+        return total / (rounds + 1)
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Low-resolution logits N x M x 4g x 4g, the same upsampled to the model input
+        (N x M x S x S) and IoU predictions N x M (M = 3 if `multimask`, else 1)."""
+        prompt = None if points is None else (points, labels)
+        sparse, dense = self.sam.prompt_encoder(prompt, boxes, mask_input)
         low, iou = self.sam.mask_decoder(
-            embeddings, self.sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=kind == 1
+            embeddings, self.sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=multimask
         )
-        size = masks.shape[-1]
-        return F.interpolate(low, (size, size), mode="bilinear", align_corners=False), iou
+        size = self.sam.prompt_encoder.input_image_size[0]
+        return low, F.interpolate(low, (size, size), mode="bilinear", align_corners=False), iou
 
     def teacher_masks(
         self, embeddings: torch.Tensor, sizes: torch.Tensor, s: int
@@ -194,8 +235,27 @@ def _points_inside(masks: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack([idx % s, idx // s], dim=-1).float()
 
 
-def _sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per prompt: min over candidates of 20 x focal + dice, plus MSE of all IoU predictions."""
+def _correction_points(
+    predicted: torch.Tensor, target: torch.Tensor, region: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One click per row (N x 1 x 2 pixels (x, y), N x 1 labels): uniform in the error
+    region of `predicted` against `target` inside the image (`region`), labelled as the
+    target there (1 where the prediction missed it, 0 where it spilled over); inside the
+    target if there is no error, anywhere in the image if the target is empty too."""
+    error = ((predicted ^ target) & region).flatten(1)
+    fallback = torch.where(target.flatten(1).any(1, keepdim=True), target.flatten(1), region.flatten(1))
+    where = torch.where(error.any(1, keepdim=True), error, fallback)
+    idx = torch.multinomial(where.float(), 1)
+    s = target.shape[-1]
+    label = target.flatten(1).gather(1, idx).float()
+    return torch.stack([idx % s, idx // s], dim=-1).float(), label
+
+
+def _sam_loss(
+    logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt: min over candidates of 20 x focal + dice, plus MSE of all IoU
+    predictions; and which candidate that minimum is (the one that learns)."""
     t = target[:, None].float().expand_as(logits)
     p = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
@@ -206,7 +266,8 @@ def _sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
     inter = (hard & (t > 0)).sum(dim=(2, 3)).float()
     union = (hard | (t > 0)).sum(dim=(2, 3)).float()
     iou_loss = F.mse_loss(iou_pred, inter / union.clamp(min=1), reduction="none").mean(dim=1)
-    return (FOCAL_WEIGHT * focal + dice).min(dim=1).values + iou_loss
+    best = (FOCAL_WEIGHT * focal + dice).min(dim=1)
+    return best.values + iou_loss, best.indices
 
 
 def finetune(
@@ -235,7 +296,7 @@ def finetune(
     else:
         data = AnnotatedData(cfg.images, cfg.img_size, cfg.masks_per_image)
         ids = data.ids()
-    loop = Loop(cfg, DecoderTask(sam, cfg.masks_per_image, teacher), resume, len(ids))
+    loop = Loop(cfg, DecoderTask(sam, cfg.masks_per_image, teacher, cfg.click_rounds), resume, len(ids))
     try:
         loss = loop.fit(loop.loader(data, ids), stop_after, progress)
         if loss is None:
