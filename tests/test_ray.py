@@ -79,7 +79,16 @@ def _same_coco(a: dict, b: dict) -> None:
     assert a["failures"] == b["failures"] and [f["file_name"] for f in a["failures"]] == ["9_corrupt.jpg"]
 
 
-def test_ray_equals_folder_mode_and_resumes(local_ray, photos, ckpt_vit_t, folder_mode, tmp_path):
+def test_ray_equals_folder_mode_resumes_and_draws_overlays(
+    local_ray, photos, ckpt_vit_t, folder_mode, tmp_path
+):
+    """Interrupted after two images, then resumed: each image once, folder mode's COCO.
+    --overlays: the workers draw them, the driver writes them (none for the corrupt file),
+    the same pixels as folder mode draws from the saved masks; a rerun redraws missing
+    overlays of finished images without segmenting them again."""
+    from mobilesam.batch import result_from_part
+    from mobilesam.image_io import load_image
+
     out = tmp_path / "out"
     seen = []
 
@@ -88,49 +97,31 @@ def test_ray_equals_folder_mode_and_resumes(local_ray, photos, ckpt_vit_t, folde
         if len(seen) == 2:
             raise KeyboardInterrupt
 
-    first = segment_everything_on_ray(
-        FolderJob(photos, out, OPTIONS, **QUIET), _model(ckpt_vit_t), RayOptions(), on_result=stop_after_two
-    )
+    def job():
+        return FolderJob(photos, out, OPTIONS, overlays=True, **QUIET)
+
+    first = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions(), on_result=stop_after_two)
     assert first.interrupted and len(first.done) + len(first.failed) == 2
-    rest = segment_everything_on_ray(
-        FolderJob(photos, out, OPTIONS, **QUIET), _model(ckpt_vit_t), RayOptions()
-    )
+    rest = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
     assert not rest.interrupted and sorted(rest.skipped) == sorted(first.done)
-    assert len(first.done) + len(rest.done) == 6  # each image once
+    done = first.done + rest.done
+    assert len(done) == 6  # each image once
     _same_coco(json.loads((out / "annotations.json").read_text()), folder_mode)
 
-
-def test_overlays_on_ray_and_redrawn_on_a_rerun(local_ray, photos, ckpt_vit_t, folder_mode, tmp_path):
-    """--overlays with Ray: each worker draws its images' overlays, the driver writes them
-    (none for the corrupt file), the same pixels as folder mode draws from the saved masks;
-    a rerun redraws missing overlays of finished images without segmenting them again."""
-    from mobilesam.batch import result_from_part
-    from mobilesam.image_io import load_image
-
-    out = tmp_path / "out"
-    summary = segment_everything_on_ray(
-        FolderJob(photos, out, OPTIONS, overlays=True, **QUIET), _model(ckpt_vit_t), RayOptions()
-    )
-    assert len(summary.done) == 6
-    _same_coco(json.loads((out / "annotations.json").read_text()), folder_mode)
-    drawn = sorted(p.name for p in (out / "overlays").iterdir())
-    assert drawn == sorted(f"{name}.png" for name in summary.done)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(f"{name}.png" for name in done)
     expected = {}
-    for name in summary.done:
+    for name in done:
         part = json.loads((out / "parts" / f"{name}.json").read_text())
         expected[name] = np.asarray(result_from_part(load_image(photos / name), part).overlay())
         assert expected[name].shape == (64, 96, 3)
         np.testing.assert_array_equal(
             np.asarray(Image.open(out / "overlays" / f"{name}.png")), expected[name]
         )
-    gone = summary.done[:2]
-    for name in gone:
+    for name in done[:2]:
         (out / "overlays" / f"{name}.png").unlink()
-    again = segment_everything_on_ray(
-        FolderJob(photos, out, OPTIONS, overlays=True, **QUIET), _model(ckpt_vit_t), RayOptions()
-    )
+    again = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
     assert not again.done and len(again.skipped) == 6
-    for name in gone:
+    for name in done[:2]:
         np.testing.assert_array_equal(
             np.asarray(Image.open(out / "overlays" / f"{name}.png")), expected[name]
         )
