@@ -436,11 +436,13 @@ def _distill_evaluate(args: argparse.Namespace) -> int:
     from .distill.evaluate import evaluate, table
     from .utils.files import atomic_write_text
 
+    if args.clicks < 0:
+        raise PromptError(f"--clicks must be 0 or more, got {args.clicks}")
     teacher_type, _, teacher_path = args.teacher.partition(":")
     teacher_ckpt = teacher_path or weights.ensure_weights(teacher_type)
     teacher = build_sam(teacher_type, teacher_ckpt, img_size=args.img_size)
     student = build_sam(args.student_type, args.student, img_size=args.img_size)
-    result = evaluate(student, teacher, args.images, grid=args.grid, seed=args.seed)
+    result = evaluate(student, teacher, args.images, grid=args.grid, seed=args.seed, clicks=args.clicks)
     print(table(result))
     if args.json:
         print(f"json: {atomic_write_text(args.json, json_module.dumps(result, indent=2))}")
@@ -744,6 +746,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", type=int, default=3, help="teacher masks from a GRID x GRID point grid per image"
     )
     dev.add_argument("--seed", type=int, default=0)
+    dev.add_argument(
+        "--clicks",
+        type=int,
+        default=0,
+        help="also score the student after N correction clicks following the one-point prompt",
+    )
     dev.add_argument("--json", help="write the numbers here too")
     dev.set_defaults(func=_distill_evaluate)
 

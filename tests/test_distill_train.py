@@ -120,6 +120,12 @@ def test_evaluation_identical_and_trained(distill_data, tmp_path, capsys):
     same = evaluate(teacher, teacher, str(distill_data / "held"), grid=2)
     assert same["miou"] == {"box": 1.0, "point": 1.0, "two_points": 1.0} and same["embedding_mse"] == 0.0
     assert same["n_images"] == 2 and same["n_masks"] > 0
+    clicked = evaluate(teacher, teacher, str(distill_data / "held"), grid=2, clicks=2)
+    assert clicked["miou"] == same["miou"]  # asking for clicks changes no other score
+    curves = clicked["clicks_miou"]
+    assert curves["student"] == curves["teacher"] and len(curves["student"]) == 2  # same clicks, same model
+    assert all(0 <= v <= 1 for v in curves["student"])
+    assert evaluate(teacher, teacher, str(distill_data / "held"), grid=2, clicks=2) == clicked  # seeded
 
     torch.manual_seed(0)
     untrained = build_sam("vit_t", img_size=SIZE)
@@ -150,9 +156,12 @@ def test_evaluation_identical_and_trained(distill_data, tmp_path, capsys):
         "--json",
         str(tmp_path / "eval.json"),
     ]
-    assert main(args) == 0
-    assert "| box |" in capsys.readouterr().out
+    assert main([*args, "--clicks", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| box |" in printed and "| 1 | " in printed  # the clicks table
+    assert main([*args, "--clicks", "-1"]) == 2
     after = json.loads((tmp_path / "eval.json").read_text())
+    assert len(after["clicks_miou"]["student"]) == 1
     assert after["embedding_mse"] < before["embedding_mse"]
     mean = lambda r: np.mean(list(r["miou"].values()))  # noqa: E731
     assert mean(after) > mean(before), (before["miou"], after["miou"])
@@ -263,3 +272,31 @@ def test_compiled_training_matches_eager(distill_data, tmp_path):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     np.testing.assert_allclose(_losses(tmp_path / "compiled"), _losses(tmp_path / "eager"), rtol=1e-4)
     build_sam("vit_t", tmp_path / "compiled" / "student.pt", img_size=SIZE)
+
+
+def test_correction_clicks_in_evaluation_follow_the_error():
+    """Each click lands where the student's mask differs from the target, labelled as the
+    target there, with the earlier points kept and the previous logits as the mask prompt."""
+    from mobilesam.distill.evaluate import _with_clicks
+
+    target = np.zeros((20, 30), dtype=bool)
+    target[5:15, 5:20] = True
+    calls = []
+
+    class Predictor:  # answers the target's left half, then the whole target once clicked
+        def predict(self, coords, labels, mask_input=None, multimask_output=True):
+            calls.append((coords.copy(), labels.copy(), mask_input))
+            mask = target.copy()
+            if len(calls) == 1:
+                mask[:, 12:] = False
+            return mask[None], np.ones(1), np.full((1, 8, 8), float(len(calls)))
+
+    ious = _with_clicks(Predictor(), target, np.array([[8.0, 8.0]]), 2, np.random.default_rng(0))
+    assert ious == [1.0, 1.0] and len(calls) == 3
+    (c0, l0, m0), (c1, l1, m1), (c2, l2, m2) = calls
+    assert c0.tolist() == [[8.0, 8.0]] and l0.tolist() == [1]
+    assert m0 is None and m1[0, 0, 0] == 1 and m2[0, 0, 0] == 2  # the previous logits
+    x, y = c1[1]
+    assert 12 <= x < 20 and 5 <= y < 15 and l1.tolist() == [1, 1]  # in the missed part, positive
+    assert c2.shape == (3, 2) and target[int(c2[2, 1]), int(c2[2, 0])] and l2[2] == 1  # no error: inside
+    assert _with_clicks(Predictor(), target, np.array([[8.0, 8.0]]), 0, np.random.default_rng(0)) == []
