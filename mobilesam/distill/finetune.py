@@ -164,9 +164,8 @@ class DecoderTask(nn.Module):
             return loss
         rounds, region = self.click_rounds + 2, inside(sizes, masks.shape[-1])
         silent = {int(torch.randint(self.click_rounds + 1, ())), rounds - 1}  # rounds with no new point
-        total = loss
+        total, rows = loss, torch.arange(len(masks), device=masks.device)
         for r in range(rounds):
-            rows = torch.arange(len(masks), device=masks.device)
             previous, predicted = low[rows, best][:, None].detach(), logits[rows, best].detach() > 0
             if r not in silent:
                 point, label = _correction_points(predicted, masks, region)
