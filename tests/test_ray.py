@@ -76,7 +76,11 @@ def _same_coco(a: dict, b: dict) -> None:
         assert (
             abs(x["score"] - y["score"]) <= 1e-6 and abs(x["stability_score"] - y["stability_score"]) <= 1e-6
         )
-    assert a["failures"] == b["failures"] and [f["file_name"] for f in a["failures"]] == ["9_corrupt.jpg"]
+
+    def failures(coco):  # the error names the file by its path, which may be another copy
+        return [(f["file_name"], f["error"].rsplit("/", 1)[-1]) for f in coco["failures"]]
+
+    assert failures(a) == failures(b) and [f["file_name"] for f in a["failures"]] == ["9_corrupt.jpg"]
 
 
 def test_ray_equals_folder_mode_resumes_and_draws_overlays(
@@ -85,12 +89,15 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     """Interrupted after two images, then resumed: each image once, folder mode's COCO.
     --overlays: the workers draw them, the driver writes them (none for the corrupt file),
     the same pixels as folder mode draws from the saved masks; a rerun redraws missing
-    overlays of finished images without segmenting them again."""
+    overlays of finished images without segmenting them again, and says which it cannot."""
+    import shutil
+
     from mobilesam.batch import result_from_part
     from mobilesam.image_io import load_image
 
-    out = tmp_path / "out"
-    seen = []
+    src, out = tmp_path / "src", tmp_path / "out"
+    shutil.copytree(photos, src)
+    seen, said = [], []
 
     def stop_after_two(name):
         seen.append(name)
@@ -98,7 +105,7 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
             raise KeyboardInterrupt
 
     def job():
-        return FolderJob(photos, out, OPTIONS, overlays=True, **QUIET)
+        return FolderJob(src, out, OPTIONS, overlays=True, progress=said.append)
 
     first = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions(), on_result=stop_after_two)
     assert first.interrupted and len(first.done) + len(first.failed) == 2
@@ -112,19 +119,21 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     expected = {}
     for name in done:
         part = json.loads((out / "parts" / f"{name}.json").read_text())
-        expected[name] = np.asarray(result_from_part(load_image(photos / name), part).overlay())
+        expected[name] = np.asarray(result_from_part(load_image(src / name), part).overlay())
         assert expected[name].shape == (64, 96, 3)
         np.testing.assert_array_equal(
             np.asarray(Image.open(out / "overlays" / f"{name}.png")), expected[name]
         )
     for name in done[:2]:
         (out / "overlays" / f"{name}.png").unlink()
+    (src / done[1]).write_bytes(b"gone bad since")  # a finished image that cannot be read now
     again = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
     assert not again.done and len(again.skipped) == 6
-    for name in done[:2]:
-        np.testing.assert_array_equal(
-            np.asarray(Image.open(out / "overlays" / f"{name}.png")), expected[name]
-        )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out / "overlays" / f"{done[0]}.png")), expected[done[0]]
+    )
+    assert not (out / "overlays" / f"{done[1]}.png").exists()
+    assert any(m.startswith(f"{done[1]}: overlay not drawn:") for m in said)
 
 
 class _DiesOnce(EverythingWorker):
