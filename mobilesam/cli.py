@@ -121,9 +121,13 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
         print(f"json: {result.save_json(args.json)}")
 
 
+def _given(args: argparse.Namespace, *names: str) -> list[str]:
+    """The options among `names` (argparse dests) that were given, as --flags."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+
+
 def _refuse_other_backends_options(args: argparse.Namespace) -> None:
     """An option the chosen --backend does not use is an error, not silently ignored."""
-    exported = ("onnx", "executorch")
     options = [  # (option, given, the backends that use it)
         ("--checkpoint", args.checkpoint, ("torch",)),
         ("--device", args.device, ("torch",)),
@@ -132,7 +136,7 @@ def _refuse_other_backends_options(args: argparse.Namespace) -> None:
         ("--compile", args.compile, ("torch",)),
         ("--onnx", args.onnx, ("onnx",)),
         ("--pte", args.pte, ("executorch",)),
-        ("--int8", args.int8, exported),
+        ("--int8", args.int8, ("onnx", "executorch")),
     ]
     unused = [name for name, given, backends in options if given and args.backend not in backends]
     if unused:
@@ -206,7 +210,8 @@ def _everything(args: argparse.Namespace) -> int:
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
 
-            local = [f"--{k}" for k in ("device", "threads") if getattr(args, k) is not None]
+            _refuse_other_backends_options(args)
+            local = _given(args, "device", "threads")
             if local:
                 raise PromptError(
                     f"{', '.join(local)}: with --engine ray, --gpus-per-worker picks each worker's "
@@ -369,15 +374,22 @@ def _distill_cache(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from .ray_engine import cache_on_ray
 
-        local = [f"--{k}" for k in ("workers", "resize") if getattr(args, k) is not None]
+        local = _given(args, "workers", "resize")
         if local:
             raise PromptError(
                 f"{', '.join(local)}: options of the one-process engine; with Ray, images are "
                 "decoded and resized by Ray tasks"
             )
         spec = {"model_type": model_type, "checkpoint": checkpoint, "img_size": args.img_size}
-        options = (args.precision, args.compile)
-        summary = cache_on_ray(cache, spec, model_type, args.images, _ray_options(args), *options)
+        summary = cache_on_ray(
+            cache,
+            spec,
+            model_type,
+            args.images,
+            _ray_options(args),
+            precision=args.precision,
+            compile=args.compile,
+        )
     else:
         teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
         summary = cache.build(

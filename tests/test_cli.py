@@ -171,3 +171,5 @@ def test_everything_on_ray_gets_the_model_options(ckpt_vit_t, tmp_path, monkeypa
     capsys.readouterr()
     assert main([*args, "--device", "cpu", "--threads", "1"]) != 0
     assert "--device, --threads: with --engine ray" in capsys.readouterr().err
+    assert main([*args, "--int8"]) != 0  # the backend's own check holds with Ray too
+    assert "--int8: not used by --backend torch" in capsys.readouterr().err

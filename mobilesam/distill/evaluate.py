@@ -71,10 +71,10 @@ def evaluate(student: Sam, teacher: Sam, images: str, grid: int = 3, seed: int =
                 for name, predictor in (("student", sp), ("teacher", tp)):
                     curve = _with_clicks(predictor, mask, pts[:1], clicks, np.random.default_rng(stream))
                     clicked[name].append(curve)
-    extra = {"clicks_miou": {k: np.mean(v, axis=0).tolist() if v else None for k, v in clicked.items()}}
+    curves = {k: np.mean(v, axis=0).tolist() if v else None for k, v in clicked.items()}
     return {
         "miou": {k: float(np.mean(v)) if v else None for k, v in ious.items()},
-        **(extra if clicks else {}),
+        **({"clicks_miou": curves} if clicks else {}),
         "embedding_mse": float(np.mean(mses)) if mses else None,
         "n_images": len(mses),
         "n_masks": len(ious["box"]),
