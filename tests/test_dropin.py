@@ -71,6 +71,34 @@ def test_generator_accepts_what_upstream_accepts(sam_vit_t):
         SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4.5)
 
 
+def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
+    """Roboflow's supervision (autodistill's SAM module, the SAM notebooks) turns
+    generate()'s records into Detections, from dense masks or uncompressed RLE, and draws
+    them: the real library, run on our output."""
+    sv = pytest.importorskip("supervision")
+    image = _image("picture2.jpg", (200, 150))
+    kwargs = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.8,
+        "box_nms_thresh": 1.0,
+    }
+    anns = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    assert len(anns) > 1
+    detections = sv.Detections.from_sam(anns)
+    by_area = sorted(anns, key=lambda a: a["area"], reverse=True)  # supervision's order
+    assert np.array_equal(detections.mask, np.stack([a["segmentation"] for a in by_area]))
+    assert np.array_equal(detections.area, [a["area"] for a in by_area])
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in by_area)]
+    assert np.array_equal(detections.xyxy, boxes)
+    rle = SamAutomaticMaskGenerator(sam_vit_t, output_mode="uncompressed_rle", **kwargs).generate(image)
+    assert np.array_equal(sv.Detections.from_sam(rle).mask, detections.mask)
+    detections.class_id = np.arange(len(detections))  # as autodistill does
+    drawn = sv.MaskAnnotator().annotate(image.copy(), detections)
+    changed = (drawn != image).any(axis=-1)
+    assert changed.any() and not (changed & ~detections.mask.any(axis=0)).any()
+
+
 @pytest.mark.parametrize("reset", [False, True])
 def test_embedding_cache_swap_gives_the_assigned_embedding(sam_vit_t, reset):
     """Label Studio-style backends store `predictor.features` per image and assign it back

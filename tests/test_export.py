@@ -12,7 +12,7 @@ from PIL import Image
 
 from mobilesam import MobileSAMError, PromptError, SamPredictor, build_sam
 from mobilesam.cli import main
-from mobilesam.export.onnx import export_onnx
+from mobilesam.export.onnx import export_onnx, weights_digest
 from mobilesam.onnx_predictor import OnnxPredictor, check_pair, session
 
 pytestmark = pytest.mark.slow  # every test here exports (about 25 s once per module)
@@ -167,6 +167,33 @@ def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t, dtype):
     assert np.abs(embedding - ref).max() <= 1e-2 * np.abs(ref).max()
     masks, scores, _ = dec.run(None, _feed(embedding, [[300.0, 400.0], [0, 0]], [1, -1], image.shape[:2]))
     assert masks.shape == (1, 1, 770, 769) and scores.shape == (1, 1)
+    if dtype == "float32":
+        _samexporter_single_mask(report.files, predictor)
+
+
+def _samexporter_single_mask(files, predictor) -> None:
+    """samexporter's runtime on a float32 raw-image encoder (its `--use-preprocess` input:
+    it resizes with PIL and feeds HxWx3 float32) and a single-mask decoder. That decoder
+    picks as SAM's SamOnnxModel does: the best-scored of the three candidates for fewer
+    than three tokens (one point + padding), the single-mask token otherwise."""
+    sam_onnx = pytest.importorskip("samexporter.sam_onnx")
+    cv2 = pytest.importorskip("cv2")
+    client = sam_onnx.SegmentAnythingONNX(str(files["encoder"]), str(files["decoder"]))
+    assert client.encoder_input_rank == 3
+    bgr = cv2.imread(str(IMAGES / "truck.jpg"))
+    embedding = client.encode(bgr)
+    predictor.set_image(np.ascontiguousarray(bgr[..., ::-1]))
+    ref = predictor.get_image_embedding().numpy()
+    assert np.abs(embedding["image_embedding"] - ref).max() <= 1e-4 * np.abs(ref).max()
+    for marks, kwargs in _samexporter_cases(bgr):
+        theirs = client.predict_masks(embedding, marks)[0] > 0
+        assert theirs.shape == (1, *bgr.shape[:2])
+        if len(kwargs["point_coords"]) == 1 and "box" not in kwargs:
+            masks, scores, _ = predictor.predict(**kwargs, multimask_output=True)
+            expected = masks[np.argmax(scores)]
+        else:
+            expected = predictor.predict(**kwargs, multimask_output=False)[0][0]
+        assert _iou(theirs[0], expected) >= 0.999
 
 
 def test_bad_inputs(tmp_path, exported, sam_vit_t):
@@ -177,18 +204,33 @@ def test_bad_inputs(tmp_path, exported, sam_vit_t):
         session(tmp_path / "missing.onnx")
     with pytest.raises(MobileSAMError, match="opset 13 is not supported"):
         export_onnx(sam_vit_t, tmp_path / "o", opset=13)
-    small = build_sam("vit_t", img_size=256)
-    small.load_state_dict(synthetic_state_dict("vit_t", img_size=256))
-    report = export_onnx(small, tmp_path / "small")
-    with pytest.raises(MobileSAMError, match="expects"):
-        check_pair(report.files["encoder"], exported / "decoder.onnx")
+    with pytest.raises(MobileSAMError, match=r"shape \[1, 256, 16, 16\], but .* expects \[1, 256, 64, 64\]"):
+        check_pair(_encoder_of_a_256_px_model(tmp_path / "enc256.onnx"), exported / "decoder.onnx")
     with pytest.raises(MobileSAMError, match="decoder inputs"):
         check_pair(exported / "encoder.onnx", exported / "encoder.onnx")
+    # the digest that keeps exports apart covers the input size, not only the weights
+    small = build_sam("vit_t", img_size=256)
+    small.load_state_dict(synthetic_state_dict("vit_t", img_size=256))
     meta = json.loads((exported / "metadata.json").read_text())
-    assert (
-        json.loads((tmp_path / "small" / "metadata.json").read_text())["weights_sha256"]
-        != meta["weights_sha256"]
+    assert weights_digest(small) != weights_digest(sam_vit_t) == meta["weights_sha256"]
+
+
+def _encoder_of_a_256_px_model(path):
+    """An encoder.onnx with the interface a 256-px model exports (a 16x16 embedding), made
+    with onnx.helper in milliseconds where exporting one took 13 s of the test run."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    embedding = numpy_helper.from_array(np.zeros((1, 256, 16, 16), np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["image_embeddings"], value=embedding)],
+        "encoder",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("image_embeddings", TensorProto.FLOAT, [1, 256, 16, 16])],
     )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.save(model, str(path))
+    return path
 
 
 def test_files_of_two_exports_are_not_mixed(tmp_path, exported):
@@ -245,6 +287,54 @@ def test_onnx_predictor_matches_sam_predictor(exported, truck_setup):
     }
     ref = predictor.predict(mask_input=low[np.argmax(scores)][None], **kwargs)[2]
     _close(onnx_predictor.predict(mask_input=low[np.argmax(scores)][None], **kwargs)[2], ref)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
+
+
+def _samexporter_cases(bgr: np.ndarray):
+    """(samexporter prompt marks, the same tokens for SamPredictor.predict): one point,
+    a point pair, and a box. samexporter appends its padding point to every prompt, boxes
+    included, so a box is compared with SamPredictor given the box and that padding point."""
+    h, w = bgr.shape[:2]
+    fg, bg, box = [0.3 * w, 0.4 * h], [0.6 * w, 0.5 * h], [0.1 * w, 0.2 * h, 0.8 * w, 0.7 * h]
+    pad = {"point_coords": np.array([[0.0, 0.0]]), "point_labels": np.array([-1])}
+    return [
+        (
+            [{"type": "point", "data": fg, "label": 1}],
+            {"point_coords": np.array([fg]), "point_labels": np.array([1])},
+        ),
+        (
+            [{"type": "point", "data": fg, "label": 1}, {"type": "point", "data": bg, "label": 0}],
+            {"point_coords": np.array([fg, bg]), "point_labels": np.array([1, 0])},
+        ),
+        ([{"type": "rectangle", "data": box}], {"box": np.array(box), **pad}),
+    ]
+
+
+def test_samexporter_runtime_on_our_export(exported, sam_vit_t):
+    """samexporter's SAM runtime (0.5.0 as published; the runtime AnyLabeling-style tools
+    use), unmodified, on `mobilesam export onnx` files: its masks are SamPredictor's.
+    Landscape and portrait images, its own PIL resize and OpenCV mask upsampling."""
+    sam_onnx = pytest.importorskip("samexporter.sam_onnx")
+    cv2 = pytest.importorskip("cv2")
+    client = sam_onnx.SegmentAnythingONNX(str(exported / "encoder.onnx"), str(exported / "decoder.onnx"))
+    truck = cv2.imread(str(IMAGES / "truck.jpg"))
+    predictor = SamPredictor(sam_vit_t)
+    for bgr in (truck, cv2.rotate(truck, cv2.ROTATE_90_CLOCKWISE)):
+        embedding = client.encode(bgr)
+        predictor.set_image(np.ascontiguousarray(bgr[..., ::-1]))
+        ref = predictor.get_image_embedding().numpy()
+        assert np.abs(embedding["image_embedding"] - ref).max() <= 1e-4 * np.abs(ref).max()
+        for marks, kwargs in _samexporter_cases(bgr):
+            theirs = client.predict_masks(embedding, marks)[0] > 0  # SAM's 4 masks, token 0 first
+            assert theirs.shape == (4, *bgr.shape[:2])
+            single = predictor.predict(**kwargs, multimask_output=False)[0]
+            multi = predictor.predict(**kwargs, multimask_output=True)[0]
+            # OpenCV's bilinear upsampling against torch's: a few pixels in millions (<= 8 measured)
+            for a, b in zip(theirs, np.concatenate([single, multi])):
+                assert _iou(a, b) >= 0.999
 
 
 def test_onnx_predictor_errors(exported, tmp_path):
