@@ -65,6 +65,15 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 def guess_model(keys: set[str]) -> str:
     """Which known layout a set of state-dict keys resembles, in words."""
+    if any(k.startswith(("vision_encoder.", "shared_image_embedding.")) for k in keys):
+        return (
+            "a Hugging Face transformers checkpoint (SamModel and its kin rename every layer);"
+            " load the original segment-anything / MobileSAM .pth instead"
+        )
+    if any(k.startswith("mask_decoder.hf_token.") for k in keys):
+        return (
+            "HQ-SAM (an extra high-quality mask token in the decoder), which this package does not implement"
+        )
     if any(k.startswith("image_encoder.layers.") for k in keys):
         return "a TinyViT encoder (MobileSAM's vit_t, or a tiny_vit_* student of another width)"
     blocks = {int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}

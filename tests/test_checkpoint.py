@@ -103,6 +103,32 @@ def test_wrong_model_names_the_model_and_keys(tmp_path):
     assert "unexpected keys (" in msg and "image_encoder.blocks.0" in msg
 
 
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        # HQ-SAM's light model keeps MobileSAM's TinyViT and adds decoder parts
+        (
+            {"mask_decoder.hf_token.weight": (1, 256), "mask_decoder.hf_mlp.layers.0.weight": (256, 256)},
+            "HQ-SAM",
+        ),
+        (
+            {
+                "vision_encoder.patch_embed.projection.weight": (768, 3, 16, 16),
+                "shared_image_embedding.positional_embedding": (2, 128),
+            },
+            "a Hugging Face transformers",
+        ),
+    ],
+)
+def test_other_sam_families_are_named(tmp_path, extra, named):
+    """Files users mistake for MobileSAM's: the error says what they are."""
+    state = synthetic_state_dict("vit_t") if named == "HQ-SAM" else {}  # the rest renamed
+    state.update({k: torch.zeros(shape) for k, shape in extra.items()})
+    torch.save(state, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=f"looks like {named}"):
+        build_sam("vit_t", tmp_path / "other.pth")
+
+
 def test_wrong_shape_reported(tmp_path):
     state = synthetic_state_dict("vit_t")
     state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
