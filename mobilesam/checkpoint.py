@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import hf_layout
 from .errors import CheckpointError, missing_extra
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
@@ -23,8 +24,18 @@ _LIST_LIMIT = 8
 
 
 def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a `.pt`/`.pth`/`.safetensors` checkpoint, unwrapped, on the CPU."""
+    """The tensors of a `.pt`/`.pth`/`.safetensors` checkpoint, unwrapped, on the CPU.
+    Hugging Face transformers SAM weights (a file, or a `save_pretrained` folder) come back
+    under the official names."""
     path = Path(path)
+    if path.is_dir():
+        state = {k: v for file in hf_layout.weights_file(path) for k, v in _read_file(file).items()}
+    else:
+        state = _read_file(path)
+    return hf_layout.to_official(state) if hf_layout.is_transformers_sam(state) else state
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -66,10 +77,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def guess_model(keys: set[str]) -> str:
     """Which known layout a set of state-dict keys resembles, in words."""
     if any(k.startswith(("vision_encoder.", "shared_image_embedding.")) for k in keys):
-        return (
-            "a Hugging Face transformers checkpoint (SamModel and its kin rename every layer);"
-            " load the original segment-anything / MobileSAM .pth instead"
-        )
+        return "a Hugging Face transformers model other than SamModel (whose files are converted)"
     if any(k.startswith("mask_decoder.hf_token.") for k in keys):
         return (
             "HQ-SAM (an extra high-quality mask token in the decoder), which this package does not implement"
