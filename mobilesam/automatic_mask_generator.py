@@ -176,6 +176,7 @@ class SamAutomaticMaskGenerator:
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = checked["crop_nms_thresh"]
         self.crop_overlap_ratio = checked["crop_overlap_ratio"]
+        self.crop_n_points_downscale_factor = checked["crop_n_points_downscale_factor"]  # in point_grids
         self.min_mask_region_area = checked["min_mask_region_area"]
         self.output_mode = output_mode
         self.mask_chunk = mask_chunk

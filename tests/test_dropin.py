@@ -67,6 +67,10 @@ def test_generator_accepts_what_upstream_accepts(sam_vit_t):
             sam_vit_t, points_per_side=side, points_per_batch=np.int32(64), pred_iou_thresh=np.float64(0.5)
         ).generate(image)
         assert [a["area"] for a in anns] == [a["area"] for a in ref]
+    # the attributes upstream sets, which configuration-logging clients read
+    gen = SamAutomaticMaskGenerator(sam_vit_t, crop_n_layers=1, crop_n_points_downscale_factor=2)
+    assert (gen.crop_n_layers, gen.crop_n_points_downscale_factor, len(gen.point_grids)) == (1, 2, 2)
+    assert len(gen.point_grids[1]) == 16 * 16  # 32 / 2 per side in the crops
     with pytest.raises(ValueError, match="points_per_side"):  # PromptError is a ValueError
         SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4.5)
 
@@ -97,6 +101,28 @@ def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
     drawn = sv.MaskAnnotator().annotate(image.copy(), detections)
     changed = (drawn != image).any(axis=-1)
     assert changed.any() and not (changed & ~detections.mask.any(axis=0)).any()
+
+
+def test_generator_options_set_after_construction_are_used(sam_vit_t):
+    """Demos and annotation tools change thresholds on an existing generator
+    (`gen.pred_iou_thresh = ...`) between calls; upstream reads them at generate time."""
+    image = _image("picture2.jpg", (200, 150))
+    base = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.8,
+        "box_nms_thresh": 1.0,
+    }
+    changed = {"pred_iou_thresh": 0.6, "box_nms_thresh": 0.7, "output_mode": "uncompressed_rle"}
+    gen = SamAutomaticMaskGenerator(sam_vit_t, **base)
+    before = gen.generate(image)
+    for name, value in changed.items():
+        setattr(gen, name, value)
+    after = gen.generate(image)
+    ref = SamAutomaticMaskGenerator(sam_vit_t, **{**base, **changed}).generate(image)
+    assert len(after) == len(ref) < len(before)
+    assert [a["segmentation"] for a in after] == [a["segmentation"] for a in ref]
+    assert isinstance(after[0]["segmentation"], dict)
 
 
 @pytest.mark.parametrize("reset", [False, True])
