@@ -72,6 +72,10 @@ def __getattr__(name: str) -> object:
     return getattr(module, name)
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))  # the lazy names too, for completion
+
+
 if TYPE_CHECKING:
     from .api import MobileSAM
     from .automatic_mask_generator import SamAutomaticMaskGenerator

@@ -313,6 +313,13 @@ class SamPredictor:
         self._bf16.pop("features", None)
         self._bf16.pop("context", None)
 
+    # segment-anything's reset_image sets these four to None and nothing sets them again;
+    # here they read the sizes of the image set (None without one).
+    orig_h = property(lambda self: self.original_size and self.original_size[0])
+    orig_w = property(lambda self: self.original_size and self.original_size[1])
+    input_h = property(lambda self: self.input_size and self.input_size[0])
+    input_w = property(lambda self: self.input_size and self.input_size[1])
+
     def _require_image(self) -> None:
         if not self.is_image_set or self.features is None:
             raise NoImageError("An image must be set with .set_image(...) before mask prediction.")

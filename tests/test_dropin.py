@@ -12,7 +12,7 @@ import torch
 from conftest import IMAGES
 from PIL import Image
 
-from mobilesam import SamAutomaticMaskGenerator, SamPredictor
+from mobilesam import SamAutomaticMaskGenerator, SamPredictor, build_sam
 from mobilesam.utils import amg
 
 
@@ -51,12 +51,37 @@ def test_module_paths_and_builders(ckpt_vit_t):
     assert mobilesam.MobileSAM.__init__.__defaults__[1] == "vit_t"  # MobileSAM() stays MobileSAM
 
 
+def test_predictor_sizes_and_package_names(truck_predictor):
+    import mobilesam
+
+    p = truck_predictor
+    assert (
+        (p.orig_h, p.orig_w, p.input_h, p.input_w)
+        == (*p.original_size, *p.input_size)
+        == (1200, 1800, 683, 1024)
+    )
+    assert {"SamPredictor", "SamAutomaticMaskGenerator", "sam_model_registry"} <= set(dir(mobilesam))
+
+
 def test_model_attributes_upstream_code_reads(sam_vit_t):
     pe = sam_vit_t.prompt_encoder
     assert pe.num_point_embeddings == len(pe.point_embeddings) == 4
     assert sam_vit_t.mask_decoder.num_multimask_outputs == 3
     coords = torch.rand(1, 3, 2)
     assert torch.equal(pe.pe_layer._pe_encoding(coords), pe.pe_layer._encode(coords))
+    assert pe._get_batch_size(None, torch.zeros(3, 4), None) == 3 and pe._get_device() == torch.device("cpu")
+    # what adapter / LoRA / HQ-style code reads off segment-anything's modules
+    t = sam_vit_t.mask_decoder.transformer
+    assert (t.depth, t.embedding_dim, t.num_heads, t.mlp_dim) == (2, 256, 8, 2048)
+    attn = t.layers[0].cross_attn_token_to_image
+    assert (attn.embedding_dim, attn.internal_dim, attn.num_heads) == (256, 128, 8)
+    x = torch.randn(2, 5, 128)
+    assert attn._separate_heads(x, 8).shape == (2, 8, 5, 16)
+    assert torch.equal(attn._recombine_heads(attn._separate_heads(x, 8)), x)
+    with torch.device("meta"):
+        vit = build_sam("vit_b").image_encoder
+    assert [b.window_size for b in vit.blocks[:3]] == [14, 14, 0]  # block 2: global
+    assert vit.blocks[0].attn.use_rel_pos and vit.blocks[0].attn.scale == 64**-0.5
 
 
 def test_generator_accepts_what_upstream_accepts(sam_vit_t):

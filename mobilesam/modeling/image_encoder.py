@@ -30,6 +30,8 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
+        self.scale = head_dim**-0.5  # upstream's attributes (SDPA applies the same scale)
+        self.use_rel_pos = True  # every published SAM checkpoint has the tables
         self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
@@ -60,6 +62,11 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
         self.window = window
+
+    @property
+    def window_size(self) -> int:
+        """Upstream's name for `window` (0: global attention)."""
+        return self.window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)

@@ -103,6 +103,18 @@ class PromptEncoder(nn.Module):
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         return self.mask_downscaling(masks)
 
+    @staticmethod
+    def _get_batch_size(points, boxes, masks) -> int:
+        """The batch size of the first prompt given (1 for none), as upstream's helper."""
+        if points is not None:
+            return points[0].shape[0]
+        if boxes is not None:
+            return boxes.shape[0]
+        return masks.shape[0] if masks is not None else 1
+
+    def _get_device(self) -> torch.device:
+        return self.point_embeddings[0].weight.device
+
     def dense_no_mask(self, batch: int) -> torch.Tensor:
         """Dense embedding used when there is no mask prompt: BxCxHxW (a broadcast view)."""
         h, w = self.image_embedding_size
@@ -119,16 +131,8 @@ class PromptEncoder(nn.Module):
         points: (BxNx2 float coords, BxN int labels); boxes: Bx4 XYXY; masks: Bx1x256x256
         logits. Returns sparse BxKxC and dense BxCxHxW embeddings.
         """
-        if points is not None:
-            batch = points[0].shape[0]
-        elif boxes is not None:
-            batch = boxes.shape[0]
-        elif masks is not None:
-            batch = masks.shape[0]
-        else:
-            batch = 1
-        device = self.point_embeddings[0].weight.device
-        sparse = torch.empty((batch, 0, self.embed_dim), device=device)
+        batch = self._get_batch_size(points, boxes, masks)
+        sparse = torch.empty((batch, 0, self.embed_dim), device=self._get_device())
         if points is not None:
             coords, labels = points
             sparse = torch.cat([sparse, self._embed_points(coords, labels, pad=boxes is None)], dim=1)

@@ -47,6 +47,7 @@ class Attention(nn.Module):
         internal = embedding_dim // downsample_rate
         if internal % num_heads:
             raise ValueError("num_heads must divide embedding_dim // downsample_rate")
+        self.embedding_dim, self.internal_dim = embedding_dim, internal
         self.q_proj = Linear(embedding_dim, internal)
         self.k_proj = Linear(embedding_dim, internal)
         self.v_proj = Linear(embedding_dim, internal)
@@ -55,8 +56,19 @@ class Attention(nn.Module):
         self.few_token = fast_paths.default("few_token")
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return self._separate_heads(x, self.num_heads)
+
+    @staticmethod
+    def _separate_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """Upstream's helper: BxNxC -> B x heads x N x C/heads."""
         b, n, c = x.shape
-        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+        return x.reshape(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+    @staticmethod
+    def _recombine_heads(x: torch.Tensor) -> torch.Tensor:
+        """Upstream's helper: B x heads x N x D -> B x N x heads*D."""
+        b, h, n, d = x.shape
+        return x.transpose(1, 2).reshape(b, n, h * d)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
@@ -68,8 +80,7 @@ class Attention(nn.Module):
         # and falls back to a much slower path otherwise.
         q, k, v = (t.expand(b, -1, -1) for t in (q, k, v))
         out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
-        b, h, n, d = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+        return self.out_proj(self._recombine_heads(out))
 
     def few(self, n: int) -> bool:
         """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
@@ -278,6 +289,12 @@ class TwoWayTransformer(nn.Module):
         attention_downsample_rate: int = 2,
     ) -> None:
         super().__init__()
+        self.depth, self.embedding_dim, self.num_heads, self.mlp_dim = (
+            depth,
+            embedding_dim,
+            num_heads,
+            mlp_dim,
+        )
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0)
             for i in range(depth)
