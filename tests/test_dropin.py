@@ -84,6 +84,56 @@ def test_model_attributes_upstream_code_reads(sam_vit_t):
     assert vit.blocks[0].attn.use_rel_pos and vit.blocks[0].attn.scale == 64**-0.5
 
 
+def test_image_encoder_helpers_upstream_code_imports():
+    """Adapter code builds its own ViT blocks from segment-anything's image_encoder helpers."""
+    from mobilesam.modeling.image_encoder import (
+        Attention,
+        add_decomposed_rel_pos,
+        get_rel_pos,
+        window_partition,
+        window_unpartition,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 20, 17, 8, generator=g)
+    windows, padded = window_partition(x, 7)
+    assert windows.shape == (2 * 3 * 3, 7, 7, 8) and padded == (21, 21)
+    assert torch.equal(windows[0], x[0, :7, :7]) and not windows[2, :, 3:].any()  # zero padding
+    assert torch.equal(window_unpartition(windows, 7, padded, (20, 17)), x)
+    # a query axis half as long as the key axis is stretched onto it (worked by hand)
+    assert get_rel_pos(2, 4, torch.arange(7.0)[:, None])[..., 0].tolist() == [[3, 2, 1, 0], [5, 4, 3, 2]]
+    # attention written the upstream way with these helpers = our Attention, on a grid of the
+    # table's size and on a larger one (the tables resampled)
+    attn = Attention(32, 4, True, 5)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        for size in (5, 6):
+            x = torch.randn(2, size, size, 32, generator=g)
+            qkv = (
+                attn.qkv(x)
+                .reshape(2, size * size, 3, 4, -1)
+                .permute(2, 0, 3, 1, 4)
+                .reshape(3, 8, size * size, -1)
+            )
+            q, k, v = qkv.unbind(0)
+            logits = add_decomposed_rel_pos(
+                (q * attn.scale) @ k.transpose(-2, -1),
+                q,
+                attn.rel_pos_h,
+                attn.rel_pos_w,
+                (size, size),
+                (size, size),
+            )
+            out = (
+                (logits.softmax(-1) @ v)
+                .view(2, 4, size, size, -1)
+                .permute(0, 2, 3, 1, 4)
+                .reshape(2, size, size, -1)
+            )
+            assert torch.allclose(attn.proj(out), attn(x), atol=1e-5)
+
+
 def test_generator_accepts_what_upstream_accepts(sam_vit_t):
     image = _image("picture1.jpg", (160, 120))
     ref = SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4, pred_iou_thresh=0.5).generate(image)

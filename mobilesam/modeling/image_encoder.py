@@ -15,14 +15,59 @@ from torch import nn
 from .common import LayerNorm2d, Linear, MLPBlock
 
 
-def _rel_pos_table(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative-position embeddings for every (query, key) pair of one axis: size x size x C."""
-    length = 2 * size - 1
+def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Relative-position embeddings of one axis for every (query, key) pair: q x k x C.
+    A table of another length (a checkpoint trained at another resolution) is resampled
+    linearly; a query axis shorter than the key axis is stretched onto it (segment-anything's
+    helper of the same name and semantics)."""
+    length = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != length:
-        # A checkpoint trained at another resolution: resample its table linearly.
         rel_pos = F.interpolate(rel_pos.T[None], size=length, mode="linear")[0].T
-    coords = torch.arange(size, device=rel_pos.device)
-    return rel_pos[(coords[:, None] - coords[None, :]) + (size - 1)]
+    q_scale, k_scale = max(k_size / q_size, 1.0), max(q_size / k_size, 1.0)
+    q = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale
+    k = torch.arange(k_size, device=rel_pos.device)[None, :] * k_scale
+    return rel_pos[(q - k + (k_size - 1) * k_scale).long()]
+
+
+def add_decomposed_rel_pos(
+    attn: torch.Tensor,
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> torch.Tensor:
+    """segment-anything's helper for code that writes its own attention: attention logits
+    B x (qh*qw) x (kh*kw) plus the decomposed relative-position terms of the (unscaled)
+    queries q: B x (qh*qw) x C."""
+    (qh, qw), (kh, kw) = q_size, k_size
+    rq = q.reshape(q.shape[0], qh, qw, -1)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", rq, get_rel_pos(qh, kh, rel_pos_h))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", rq, get_rel_pos(qw, kw, rel_pos_w))
+    attn = attn.view(-1, qh, qw, kh, kw) + rel_h[..., :, None] + rel_w[..., None, :]
+    return attn.view(-1, qh * qw, kh * kw)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """BxHxWxC -> (B*windows) x ws x ws x C, zero-padded to whole windows, and the padded
+    (Hp, Wp) (segment-anything's helper of the same name)."""
+    b, h, w, c = x.shape
+    ws = window_size
+    ph, pw = (ws - h % ws) % ws, (ws - w % ws) % ws
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    hp, wp = h + ph, w + pw
+    return x.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws, ws, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """The inverse of `window_partition`: BxHxWxC without the padding."""
+    (hp, wp), (h, w), ws = pad_hw, hw, window_size
+    b = windows.shape[0] // ((hp // ws) * (wp // ws))
+    x = windows.view(b, hp // ws, wp // ws, ws, ws, -1).transpose(2, 3).reshape(b, hp, wp, -1)
+    return x[:, :h, :w]
 
 
 class Attention(nn.Module):
@@ -42,8 +87,8 @@ class Attention(nn.Module):
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x head_dim
-        rh = _rel_pos_table(h, self.rel_pos_h)  # H x H x d
-        rw = _rel_pos_table(w, self.rel_pos_w)
+        rh = get_rel_pos(h, h, self.rel_pos_h)  # H x H x d
+        rw = get_rel_pos(w, w, self.rel_pos_w)
         rq = q.reshape(b, self.num_heads, h, w, -1)
         # The decomposed relative-position term uses the unscaled query.
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh)
@@ -71,15 +116,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm1(x)
         if self.window:
-            b, h, w, c = y.shape
-            ws = self.window
-            ph, pw = (ws - h % ws) % ws, (ws - w % ws) % ws
-            y = F.pad(y, (0, 0, 0, pw, 0, ph))
-            hp, wp = h + ph, w + pw
-            y = y.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws, ws, c)
-            y = self.attn(y)
-            y = y.view(b, hp // ws, wp // ws, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)
-            y = y[:, :h, :w]
+            windows, padded = window_partition(y, self.window)
+            y = window_unpartition(self.attn(windows), self.window, padded, y.shape[1:3])
         else:
             y = self.attn(y)
         x = x + y
