@@ -15,6 +15,10 @@ from PIL import Image
 from mobilesam import SamAutomaticMaskGenerator, SamPredictor, build_sam
 from mobilesam.utils import amg
 
+# Loose generator settings that keep dozens of masks of this image on the synthetic weights.
+LOOSE_IMAGE = ("picture2.jpg", (200, 150))
+LOOSE = {"points_per_side": 4, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.8, "box_nms_thresh": 1.0}
+
 
 def _image(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
     img = Image.open(IMAGES / name).convert("RGB")
@@ -155,13 +159,7 @@ def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
     generate()'s records into Detections, from dense masks or uncompressed RLE, and draws
     them: the real library, run on our output."""
     sv = pytest.importorskip("supervision")
-    image = _image("picture2.jpg", (200, 150))
-    kwargs = {
-        "points_per_side": 4,
-        "pred_iou_thresh": 0.5,
-        "stability_score_thresh": 0.8,
-        "box_nms_thresh": 1.0,
-    }
+    image, kwargs = _image(*LOOSE_IMAGE), LOOSE
     anns = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
     assert len(anns) > 1
     detections = sv.Detections.from_sam(anns)
@@ -181,13 +179,7 @@ def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
 def test_generator_options_set_after_construction_are_used(sam_vit_t):
     """Demos and annotation tools change thresholds on an existing generator
     (`gen.pred_iou_thresh = ...`) between calls; upstream reads them at generate time."""
-    image = _image("picture2.jpg", (200, 150))
-    base = {
-        "points_per_side": 4,
-        "pred_iou_thresh": 0.5,
-        "stability_score_thresh": 0.8,
-        "box_nms_thresh": 1.0,
-    }
+    image, base = _image(*LOOSE_IMAGE), LOOSE
     changed = {"pred_iou_thresh": 0.6, "box_nms_thresh": 0.7, "output_mode": "uncompressed_rle"}
     gen = SamAutomaticMaskGenerator(sam_vit_t, **base)
     before = gen.generate(image)
@@ -260,13 +252,7 @@ def test_amg_helpers_with_upstream_names():
 def test_generate_masks_and_postprocess_small_regions_as_upstream_calls_them(sam_vit_t):
     """scripts/amg.py-style subclasses call `_generate_masks` then
     `postprocess_small_regions`: the same masks as `generate` with min_mask_region_area."""
-    image = _image("picture2.jpg", (200, 150))
-    kwargs = {
-        "points_per_side": 4,
-        "pred_iou_thresh": 0.5,
-        "stability_score_thresh": 0.8,
-        "box_nms_thresh": 1.0,
-    }
+    image, kwargs = _image(*LOOSE_IMAGE), LOOSE
     gen = SamAutomaticMaskGenerator(sam_vit_t, min_mask_region_area=300, **kwargs)
     data = gen._generate_masks(image)
     assert len(data["rles"]) == len(data["boxes"]) > 0
