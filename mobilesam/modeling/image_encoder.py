@@ -57,7 +57,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     if ph or pw:
         x = F.pad(x, (0, 0, 0, pw, 0, ph))
     hp, wp = h + ph, w + pw
-    return x.view(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws, ws, c), (hp, wp)
+    return x.reshape(b, hp // ws, ws, wp // ws, ws, c).transpose(2, 3).reshape(-1, ws, ws, c), (hp, wp)
 
 
 def window_unpartition(
@@ -66,7 +66,7 @@ def window_unpartition(
     """The inverse of `window_partition`: BxHxWxC without the padding."""
     (hp, wp), (h, w), ws = pad_hw, hw, window_size
     b = windows.shape[0] // ((hp // ws) * (wp // ws))
-    x = windows.view(b, hp // ws, wp // ws, ws, ws, -1).transpose(2, 3).reshape(b, hp, wp, -1)
+    x = windows.reshape(b, hp // ws, wp // ws, ws, ws, -1).transpose(2, 3).reshape(b, hp, wp, -1)
     return x[:, :h, :w]
 
 

@@ -289,12 +289,10 @@ class TwoWayTransformer(nn.Module):
         attention_downsample_rate: int = 2,
     ) -> None:
         super().__init__()
-        self.depth, self.embedding_dim, self.num_heads, self.mlp_dim = (
-            depth,
-            embedding_dim,
-            num_heads,
-            mlp_dim,
-        )
+        self.depth = depth  # the sizes, as upstream keeps them
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0)
             for i in range(depth)
