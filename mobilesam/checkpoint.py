@@ -35,6 +35,15 @@ def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
     return hf_layout.to_official(state) if hf_layout.is_transformers_sam(state) else state
 
 
+def source_sha256(path: str | PathLike) -> str:
+    """SHA-256 of a checkpoint's bytes (a `save_pretrained` folder: its weight files' bytes
+    in order), as export metadata records its source."""
+    from .weights import sha256_of
+
+    path = Path(path)
+    return sha256_of(*(hf_layout.weights_file(path) if path.is_dir() else [path]))
+
+
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")

@@ -117,11 +117,13 @@ def offline() -> bool:
     return os.environ.get("MOBILESAM_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(*paths: Path) -> str:
+    """SHA-256 of the files' bytes, one after the other."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

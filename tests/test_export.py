@@ -196,6 +196,26 @@ def _samexporter_single_mask(files, predictor) -> None:
         assert _iou(theirs[0], expected) >= 0.999
 
 
+def test_vit_encoder_exports(tmp_path):
+    """SAM's ViT (the teachers, `export onnx --model-type vit_b/l/h`) exports: windowed
+    blocks on a grid that needs window padding, and a global one. Its export failed in the
+    exporter's decomposition of the attention output's reshape; a small ViT shows it."""
+    from mobilesam.export.onnx import _export
+    from mobilesam.modeling.image_encoder import ImageEncoderViT
+
+    encoder = ImageEncoderViT(
+        img_size=96, embed_dim=32, depth=2, num_heads=2, window_size=4, global_attn_indexes=(1,)
+    )
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    x = torch.randn(1, 3, 96, 96, generator=g)
+    _export(encoder.eval(), (x,), tmp_path / "vit.onnx", 18, input_names=["image"])
+    ours = session(tmp_path / "vit.onnx").run(None, {"image": x.numpy()})[0]
+    _close(ours, encoder(x).detach().numpy())
+
+
 def test_bad_inputs(tmp_path, exported, sam_vit_t):
     (tmp_path / "x.onnx").write_text("not a model")
     with pytest.raises(MobileSAMError, match="not a loadable ONNX model"):

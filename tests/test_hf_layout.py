@@ -3,12 +3,14 @@ transformers' own SamModel does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import torch
 
 from mobilesam import build_sam
+from mobilesam.checkpoint import source_sha256
 from mobilesam.errors import CheckpointError
 
 transformers = pytest.importorskip("transformers")
@@ -92,6 +94,15 @@ def test_transformers_weights_answer_as_transformers(hf_model, saved):
             for (logits, iou), (ref_logits, ref_iou) in zip(_answers(ref_emb, ours), ref):
                 assert (logits - ref_logits).abs().max() <= 1e-5 * ref_logits.abs().max(), source
                 assert (iou - ref_iou).abs().max() <= 1e-5, source
+
+
+def test_source_digest_of_a_folder(saved):
+    """Exports record their source's SHA-256: of a folder, its weight files' bytes in order."""
+    shards = sorted((saved / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1
+    whole = hashlib.sha256(b"".join(p.read_bytes() for p in shards)).hexdigest()
+    assert source_sha256(saved / "sharded") == whole
+    assert source_sha256(saved / "folder") == source_sha256(saved / "folder" / "model.safetensors")
 
 
 def test_transformers_weights_for_another_model_or_incomplete(saved, tmp_path):

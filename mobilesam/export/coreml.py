@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import source_sha256
 from ..errors import MobileSAMError, missing_extra
 from ..modeling.sam import Sam
 from ..utils.files import atomic_write_text, check_output_dir
-from ..weights import sha256_of
 from .executorch import DECODER_INPUTS, DECODER_OUTPUTS, MAX_POINTS
 from .modules import EncoderOnnx, LowResDecoder, mobile_copy
 from .onnx import _decoder_inputs, weights_digest
@@ -100,7 +100,7 @@ def export_coreml(
         "format": "coreml",
         "model_type": model_type,
         "source_checkpoint": str(checkpoint) if checkpoint else None,
-        "source_sha256": sha256_of(Path(checkpoint)) if checkpoint else None,
+        "source_sha256": source_sha256(checkpoint) if checkpoint else None,
         "img_size": size,
         "pixel_mean": sam.pixel_mean.tolist(),
         "pixel_std": sam.pixel_std.tolist(),

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import source_sha256
 from ..errors import MobileSAMError, missing_extra
 from ..executorch_predictor import DECODER_INPUTS, load_method
 from ..image_io import ImageSource, load_image
@@ -133,7 +134,7 @@ def export_executorch(
         "format": "executorch",
         "model_type": model_type,
         "source_checkpoint": str(checkpoint) if checkpoint else None,
-        "source_sha256": sha256_of(Path(checkpoint)) if checkpoint else None,
+        "source_sha256": source_sha256(checkpoint) if checkpoint else None,
         "img_size": sam.img_size,
         "pixel_mean": sam.pixel_mean.tolist(),
         "pixel_std": sam.pixel_std.tolist(),

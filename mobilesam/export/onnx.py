@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import source_sha256
 from ..errors import MobileSAMError, missing_extra
 from ..modeling.sam import Sam
 from ..onnx_predictor import DECODER_INPUTS, EXPORT_KEY, session
 from ..utils.files import atomic_write, atomic_write_text, check_output_dir
-from ..weights import sha256_of
 from .modules import BatchDecoderOnnx, EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
 
 MIN_OPSET = 17  # the exporter's translation library targets 18; 17 converts cleanly, older ones do not
@@ -242,7 +242,7 @@ def export_onnx(
     meta = {
         "model_type": model_type,
         "source_checkpoint": str(checkpoint) if checkpoint else None,
-        "source_sha256": sha256_of(Path(checkpoint)) if checkpoint else None,
+        "source_sha256": source_sha256(checkpoint) if checkpoint else None,
         "opset": opset,
         "img_size": sam.img_size,
         "pixel_mean": sam.pixel_mean.tolist(),

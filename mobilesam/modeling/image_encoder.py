@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d, Linear, MLPBlock
+from .fast_paths import tracing
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,13 @@ class Attention(nn.Module):
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw)
         bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(b, h, w, c)
+        out = out.transpose(1, 2)
+        if tracing():
+            # Traced, SDPA's output looks laid out so that this is a view, but the exporter
+            # decomposes SDPA into ops that lay it out otherwise and the view then fails
+            # (ONNX export of vit_b/l/h): a real copy. Eager keeps the free view.
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(b, h, w, c)
         return self.proj(out)
 
 
