@@ -75,7 +75,8 @@ class ExportedPredictor:
         return_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `SamPredictor.predict`: prompts in original-image pixels; returns masks CxHxW,
-        scores C, low-res logits Cx256x256, C = 3 with multimask_output else 1."""
+        scores C, low-res logits C x S/4 x S/4 (256 for 1024-px models), C = 3 with
+        multimask_output else 1."""
         self._require_image()
         coords, labels = np.zeros((0, 2)), np.zeros(0)
         if point_coords is not None:
@@ -112,10 +113,11 @@ class ExportedPredictor:
             coords = np.concatenate([coords, np.reshape(box, (2, 2))])
             labels = np.concatenate([labels, [2, 3]])
         has_mask = mask_input is not None
+        side = self.img_size // 4  # the low-res mask: 256 for the usual 1024-px models
         mask = (
-            np.asarray(mask_input, np.float32).reshape(1, 1, 256, 256)
+            np.asarray(mask_input, np.float32).reshape(1, 1, side, side)
             if has_mask
-            else np.zeros((1, 1, 256, 256), np.float32)
+            else np.zeros((1, 1, side, side), np.float32)
         )
         feed = {
             "image_embeddings": self.features,
