@@ -167,6 +167,12 @@ def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t, dtype):
     assert np.abs(embedding - ref).max() <= 1e-2 * np.abs(ref).max()
     masks, scores, _ = dec.run(None, _feed(embedding, [[300.0, 400.0], [0, 0]], [1, -1], image.shape[:2]))
     assert masks.shape == (1, 1, 770, 769) and scores.shape == (1, 1)
+    # Single-mask selection as SAM's SamOnnxModel: a box alone is two tokens, fewer than
+    # three, so the best-scored candidate comes back, not the single-mask token.
+    box = np.array([100, 150, 500, 600])
+    candidates, cand_scores, _ = predictor.predict(box=box, multimask_output=True)
+    got = onnx_predictor.predict(box=box, multimask_output=False)[0]
+    assert got.shape == (1, 770, 769) and _iou(got[0], candidates[np.argmax(cand_scores)]) >= 0.99
     if dtype == "float32":
         _samexporter_single_mask(report.files, predictor)
 
