@@ -32,10 +32,9 @@ def hf_model():
         for name, p in model.named_parameters():
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * p[0].numel() ** -0.5)
-            else:
-                p.copy_(
-                    torch.randn(p.shape, generator=g) * 0.1 + ("norm" in name and name.endswith("weight"))
-                )
+            else:  # biases around 0, norm scales around 1
+                scale = "norm" in name and name.endswith("weight")
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if scale else 0.0))
         model.shared_image_embedding.positional_embedding.copy_(
             torch.randn(model.shared_image_embedding.positional_embedding.shape, generator=g)
         )
