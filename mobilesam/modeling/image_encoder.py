@@ -30,6 +30,22 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return rel_pos[(q - k + (k_size - 1) * k_scale).long()]
 
 
+def _rel_pos_terms(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decomposed relative-position terms of (unscaled) queries q: ... x (qh*qw) x C
+    -> ... x qh x qw x kh and ... x qh x qw x kw."""
+    (qh, qw), (kh, kw) = q_size, k_size
+    rq = q.reshape(*q.shape[:-2], qh, qw, q.shape[-1])
+    rel_h = torch.einsum("...hwc,hkc->...hwk", rq, get_rel_pos(qh, kh, rel_pos_h))
+    rel_w = torch.einsum("...hwc,wkc->...hwk", rq, get_rel_pos(qw, kw, rel_pos_w))
+    return rel_h, rel_w
+
+
 def add_decomposed_rel_pos(
     attn: torch.Tensor,
     q: torch.Tensor,
@@ -42,9 +58,7 @@ def add_decomposed_rel_pos(
     B x (qh*qw) x (kh*kw) plus the decomposed relative-position terms of the (unscaled)
     queries q: B x (qh*qw) x C."""
     (qh, qw), (kh, kw) = q_size, k_size
-    rq = q.reshape(q.shape[0], qh, qw, -1)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", rq, get_rel_pos(qh, kh, rel_pos_h))
-    rel_w = torch.einsum("bhwc,wkc->bhwk", rq, get_rel_pos(qw, kw, rel_pos_w))
+    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     attn = attn.view(-1, qh, qw, kh, kw) + rel_h[..., :, None] + rel_w[..., None, :]
     return attn.view(-1, qh * qw, kh * kw)
 
@@ -88,12 +102,8 @@ class Attention(nn.Module):
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x head_dim
-        rh = get_rel_pos(h, h, self.rel_pos_h)  # H x H x d
-        rw = get_rel_pos(w, w, self.rel_pos_w)
-        rq = q.reshape(b, self.num_heads, h, w, -1)
-        # The decomposed relative-position term uses the unscaled query.
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", rq, rh)
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", rq, rw)
+        # The decomposed relative-position terms (of the unscaled query) as SDPA's mask.
+        rel_h, rel_w = _rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
         bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = out.transpose(1, 2)
