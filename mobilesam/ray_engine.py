@@ -28,7 +28,7 @@ import numpy as np
 
 from .batch import BatchSummary, FolderJob
 from .errors import ImageLoadError, MobileSAMError, missing_extra
-from .utils.files import atomic_write
+from .utils.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def segment_everything_on_ray(
                 if row["error"]:
                     job.say(f"{row['name']}: overlay not drawn: {row['error']}")
                 else:
-                    _write(job.overlay_path(by_name[str(row["name"])]), row["overlay"])
+                    atomic_write_bytes(job.overlay_path(by_name[str(row["name"])]), row["overlay"])
         if not todo:
             return
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 4 * options.num_workers))
@@ -233,7 +233,7 @@ def segment_everything_on_ray(
                 job.say(f"{name}: FAILED: {row['error']}")
             else:
                 if job.overlays:  # before the part, as folder mode: a part means all is written
-                    _write(job.overlay_path(by_name[name]), row["overlay"])
+                    atomic_write_bytes(job.overlay_path(by_name[name]), row["overlay"])
                 job.save(by_name[name], json.loads(row["part"]))
                 summary.done.append(name)
             if on_result is not None:
@@ -242,10 +242,6 @@ def segment_everything_on_ray(
         job.say(f"{rate:.2f} images/s")
 
     return job.run_with(work)
-
-
-def _write(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
 
 
 # ---- the teacher embedding cache ---------------------------------------------------------

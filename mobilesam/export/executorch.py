@@ -39,7 +39,7 @@ from ..executorch_predictor import DECODER_INPUTS, load_method
 from ..image_io import ImageSource, load_image
 from ..modeling.sam import Sam
 from ..transforms import ResizeLongestSide
-from ..utils.files import atomic_write, atomic_write_text, check_output_dir
+from ..utils.files import atomic_write_bytes, atomic_write_text, check_output_dir
 from ..weights import sha256_of
 from .modules import EncoderOnnx, LowResDecoder, folded_copy, mobile_copy
 from .onnx import _decoder_inputs, check_close, weights_digest
@@ -168,7 +168,7 @@ def export_executorch(
 
 def _write(edge, path: Path) -> None:
     program = edge.to_executorch()
-    atomic_write(path, lambda f: f.write(program.buffer))
+    atomic_write_bytes(path, program.buffer)
 
 
 def _check_inputs(sam: Sam, name: str, g: torch.Generator) -> list[tuple[torch.Tensor, ...]]:

@@ -28,7 +28,7 @@ from ..checkpoint import source_sha256
 from ..errors import MobileSAMError, missing_extra
 from ..modeling.sam import Sam
 from ..onnx_predictor import DECODER_INPUTS, EXPORT_KEY, session
-from ..utils.files import atomic_write, atomic_write_text, check_output_dir
+from ..utils.files import atomic_write_bytes, atomic_write_text, check_output_dir
 from .modules import BatchDecoderOnnx, EncoderOnnx, RawImageEncoderOnnx, SamOnnxDecoder, folded_copy
 
 MIN_OPSET = 17  # the exporter's translation library targets 18; 17 converts cleanly, older ones do not
@@ -298,4 +298,4 @@ def _stamp(onnx, path: Path, digest: str) -> None:
     model = onnx.load(str(path))
     del model.metadata_props[:]
     model.metadata_props.add(key=EXPORT_KEY, value=digest)
-    atomic_write(path, lambda f: f.write(model.SerializeToString()))
+    atomic_write_bytes(path, model.SerializeToString())

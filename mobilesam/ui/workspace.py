@@ -23,7 +23,7 @@ from PIL import Image
 from ..errors import ImageLoadError, MobileSAMError
 from ..image_io import IMAGE_SUFFIXES, open_image
 from ..utils import rle
-from ..utils.files import atomic_write, atomic_write_text
+from ..utils.files import atomic_write_bytes, atomic_write_text
 
 MAX_UPLOAD_BYTES = 50 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -158,7 +158,7 @@ class Workspace:
             image.format or "", ".png"
         )
         name = f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
-        atomic_write(self.root / name, lambda f: f.write(data))
+        atomic_write_bytes(self.root / name, data)
         return name
 
 
