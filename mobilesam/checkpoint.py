@@ -29,7 +29,7 @@ def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
     under the official names."""
     path = Path(path)
     if path.is_dir():
-        state = {k: v for file in hf_layout.weights_file(path) for k, v in _read_file(file).items()}
+        state = {k: v for file in hf_layout.weights_files(path) for k, v in _read_file(file).items()}
     else:
         state = _read_file(path)
     return hf_layout.to_official(state) if hf_layout.is_transformers_sam(state) else state
@@ -41,7 +41,7 @@ def source_sha256(path: str | PathLike) -> str:
     from .weights import sha256_of
 
     path = Path(path)
-    return sha256_of(*(hf_layout.weights_file(path) if path.is_dir() else [path]))
+    return sha256_of(*(hf_layout.weights_files(path) if path.is_dir() else [path]))
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:

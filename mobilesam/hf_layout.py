@@ -87,7 +87,7 @@ def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def weights_file(folder: Path) -> list[Path]:
+def weights_files(folder: Path) -> list[Path]:
     """The weight file(s) of a `save_pretrained` folder: model.safetensors, its shards
     (model.safetensors.index.json), or pytorch_model.bin."""
     index = folder / "model.safetensors.index.json"
