@@ -27,12 +27,13 @@ def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a `.pt`/`.pth`/`.safetensors` checkpoint, unwrapped, on the CPU.
     Hugging Face transformers SAM weights (a file, or a `save_pretrained` folder) come back
     under the official names."""
-    path = Path(path)
-    if path.is_dir():
-        state = {k: v for file in hf_layout.weights_files(path) for k, v in _read_file(file).items()}
-    else:
-        state = _read_file(path)
+    state = {k: v for file in _files(Path(path)) for k, v in _read_file(file).items()}
     return hf_layout.to_official(state) if hf_layout.is_transformers_sam(state) else state
+
+
+def _files(path: Path) -> list[Path]:
+    """A checkpoint's files: itself, or a `save_pretrained` folder's weight files."""
+    return hf_layout.weights_files(path) if path.is_dir() else [path]
 
 
 def source_sha256(path: str | PathLike) -> str:
@@ -40,8 +41,7 @@ def source_sha256(path: str | PathLike) -> str:
     in order), as export metadata records its source."""
     from .weights import sha256_of
 
-    path = Path(path)
-    return sha256_of(*(hf_layout.weights_files(path) if path.is_dir() else [path]))
+    return sha256_of(*_files(Path(path)))
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
