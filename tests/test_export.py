@@ -14,6 +14,7 @@ from mobilesam import MobileSAMError, PromptError, SamPredictor, build_sam
 from mobilesam.cli import main
 from mobilesam.export.onnx import export_onnx, weights_digest
 from mobilesam.onnx_predictor import OnnxPredictor, check_pair, session
+from mobilesam.utils.regions import mask_iou
 
 pytestmark = pytest.mark.slow  # every test here exports (about 25 s once per module)
 
@@ -172,7 +173,7 @@ def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t, dtype):
     box = np.array([100, 150, 500, 600])
     candidates, cand_scores, _ = predictor.predict(box=box, multimask_output=True)
     got = onnx_predictor.predict(box=box, multimask_output=False)[0]
-    assert got.shape == (1, 770, 769) and _iou(got[0], candidates[np.argmax(cand_scores)]) >= 0.99
+    assert got.shape == (1, 770, 769) and mask_iou(got[0], candidates[np.argmax(cand_scores)]) >= 0.99
     if dtype == "float32":
         _samexporter_single_mask(report.files, predictor)
 
@@ -199,7 +200,7 @@ def _samexporter_single_mask(files, predictor) -> None:
             expected = masks[np.argmax(scores)]
         else:
             expected = predictor.predict(**kwargs, multimask_output=False)[0][0]
-        assert _iou(theirs[0], expected) >= 0.999
+        assert mask_iou(theirs[0], expected) >= 0.999
 
 
 def test_vit_encoder_exports(tmp_path):
@@ -315,10 +316,6 @@ def test_onnx_predictor_matches_sam_predictor(exported, truck_setup):
     _close(onnx_predictor.predict(mask_input=low[np.argmax(scores)][None], **kwargs)[2], ref)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
-
-
 def _samexporter_cases(bgr: np.ndarray):
     """(samexporter prompt marks, the same tokens for SamPredictor.predict): one point,
     a point pair, and a box. samexporter appends its padding point to every prompt, boxes
@@ -360,7 +357,7 @@ def test_samexporter_runtime_on_our_export(exported, sam_vit_t):
             multi = predictor.predict(**kwargs, multimask_output=True)[0]
             # OpenCV's bilinear upsampling against torch's: a few pixels in millions (<= 8 measured)
             for a, b in zip(theirs, np.concatenate([single, multi])):
-                assert _iou(a, b) >= 0.999
+                assert mask_iou(a, b) >= 0.999
 
 
 def test_onnx_predictor_errors(exported, tmp_path):
