@@ -104,6 +104,9 @@ def test_image_encoder_helpers_upstream_code_imports():
     assert windows.shape == (2 * 3 * 3, 7, 7, 8) and padded == (21, 21)
     assert torch.equal(windows[0], x[0, :7, :7]) and not windows[2, :, 3:].any()  # zero padding
     assert torch.equal(window_unpartition(windows, 7, padded, (20, 17)), x)
+    whole, unpadded = window_partition(x[:, :14, :14], 7)  # whole windows: nothing padded
+    assert whole.shape == (8, 7, 7, 8) and unpadded == (14, 14)
+    assert torch.equal(window_unpartition(whole, 7, unpadded, (14, 14)), x[:, :14, :14])
     # a query axis half as long as the key axis is stretched onto it (worked by hand)
     assert get_rel_pos(2, 4, torch.arange(7.0)[:, None])[..., 0].tolist() == [[3, 2, 1, 0], [5, 4, 3, 2]]
     # attention written the upstream way with these helpers = our Attention, on a grid of the
