@@ -17,9 +17,11 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
-    """(h, w) after scaling so that the longer side is `long_side_length`, rounded half up."""
+    """(h, w) after scaling so that the longer side is `long_side_length`, rounded half up,
+    and at least 1: a 1x5000 strip becomes 1x1024 (segment-anything's rounding makes it
+    0x1024, which no resize accepts)."""
     scale = long_side_length * 1.0 / max(oldh, oldw)
-    return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+    return max(1, int(oldh * scale + 0.5)), max(1, int(oldw * scale + 0.5))
 
 
 class ResizeLongestSide:

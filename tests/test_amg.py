@@ -116,6 +116,16 @@ def test_crop_boxes():
     assert max(b[2] for b in boxes[1:]) == 769 and max(b[3] for b in boxes[1:]) == 770
 
 
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1), (3, 3)])
+def test_crop_boxes_of_tiny_sides_are_never_empty(size):
+    """segment-anything's crop grid on a side of a few pixels has crops starting at the
+    image's edge (zero width or height); those are left out, the rest are kept."""
+    boxes, layers = amg.generate_crop_boxes(size, 2, 512 / 1500)
+    assert len(boxes) == len(layers) and boxes[0] == [0, 0, size[1], size[0]]
+    assert all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in boxes)
+    assert {1, 2} <= set(layers)
+
+
 def test_stability_score_hand_made():
     logits = torch.tensor([[[2.0, 0.5], [-0.5, -2.0]]])  # > 1: one pixel; > -1: three
     assert amg.stability_score(logits, 0.0, 1.0).item() == pytest.approx(1 / 3)

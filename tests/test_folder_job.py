@@ -246,6 +246,22 @@ def test_one_pixel_image_everything(sam, recwarn):
     assert not [w for w in recwarn if "divide" in str(w.message)]
 
 
+@pytest.mark.parametrize("shape", [(1, 3000), (3000, 1)])
+def test_one_pixel_strips(sam, shape):
+    """A scan line or a 1-pixel column: the resize keeps 1 pixel across (segment-anything's
+    rounding gives 0, which no resize takes), and crops that would be empty are left out."""
+    h, w = shape
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    boxed = sam.segment(image, input_box=[0, 0, w, h])
+    assert boxed.masks.shape == (1, h, w) and boxed.masks.any()
+    pointed = sam.segment(image, input_point=[[w / 2, h / 2]], input_point_label=[1])
+    assert pointed.masks.shape == (1, h, w)
+    result = sam.segment_everything(
+        image, points_per_side=4, crop_n_layers=2, iou_thres=0.0, stability_score_thres=0.0
+    )
+    assert len(result) >= 1 and result.masks.shape[1:] == (h, w)
+
+
 def test_many_boxes_decode_in_chunks(sam, truck_predictor):
     """Hundreds of boxes in one call: decoded in chunks, the same masks as one at a time."""
     rng = np.random.default_rng(0)

@@ -21,6 +21,8 @@ def test_preprocess_shape_rounds_half_up():
     assert get_preprocess_shape(1200, 1800, 1024) == (683, 1024)
     assert get_preprocess_shape(770, 769, 1024) == (1024, 1023)
     assert get_preprocess_shape(10, 10, 1024) == (1024, 1024)
+    assert get_preprocess_shape(1, 5000, 1024) == (1, 1024)  # not 0: a resize needs 1 pixel
+    assert get_preprocess_shape(5000, 1, 1024) == (1024, 1)
 
 
 def test_coords_and_boxes_numpy_and_torch_agree():

@@ -49,8 +49,10 @@ def generate_crop_boxes(
         x0s = [int((crop_w - overlap) * i) for i in range(n_crops)]
         y0s = [int((crop_h - overlap) * i) for i in range(n_crops)]
         for x0, y0 in product(x0s, y0s):
-            boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
-            layers.append(i_layer + 1)
+            x1, y1 = min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)
+            if x1 > x0 and y1 > y0:  # only images a few pixels across get empty crops
+                boxes.append([x0, y0, x1, y1])
+                layers.append(i_layer + 1)
     return boxes, layers
 
 
