@@ -1,6 +1,7 @@
 """Load any image a user hands us as an HxWx3 uint8 RGB array.
 
-Sources: a path, an http(s) URL, a numpy array or a PIL image. EXIF orientation is
+Sources: a path, an http(s) URL, the bytes of an image file or a binary file object
+(an upload, `open(path, "rb")`), a numpy array or a PIL image. EXIF orientation is
 applied; grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB; an
 alpha channel is dropped (the colour under it is kept).
 """
@@ -12,13 +13,14 @@ import urllib.error
 import urllib.request
 from os import PathLike
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, PromptError
 
-ImageSource = str | PathLike | np.ndarray | Image.Image
+ImageSource = str | PathLike | bytes | BinaryIO | np.ndarray | Image.Image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what folder listings take
 
 _URL_TIMEOUT_S = 30
@@ -43,8 +45,17 @@ def load_image(source: ImageSource) -> np.ndarray:
         if not path.is_file():
             raise ImageLoadError(f"image not found: {path}")
         return pil_to_rgb(open_image(path, str(path)))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return pil_to_rgb(open_image(io.BytesIO(source), "image bytes"))
+    if callable(getattr(source, "read", None)):
+        name = str(getattr(source, "name", "image file object"))
+        data = None if isinstance(source, io.TextIOBase) else source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageLoadError(f"{name}: a file object must be opened in binary mode ('rb')")
+        return pil_to_rgb(open_image(io.BytesIO(data), name))
     raise ImageLoadError(
-        f"unsupported image type {type(source).__name__}: pass a path, URL, numpy array or PIL image"
+        f"unsupported image type {type(source).__name__}: pass a path, URL, bytes, binary file object, "
+        "numpy array or PIL image"
     )
 
 
@@ -161,5 +172,7 @@ def visible_files(folder: Path) -> list[Path]:
 
 
 def source_name(image: object) -> str | None:
-    """The file name of a path or URL source, for exports; None for arrays and images."""
+    """The file name of a path, URL or opened file, for exports; None for bytes, arrays and images."""
+    if not isinstance(image, (str, PathLike)):
+        image = getattr(image, "name", None) if callable(getattr(image, "read", None)) else None
     return Path(image).name if isinstance(image, (str, PathLike)) else None

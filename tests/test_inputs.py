@@ -201,6 +201,32 @@ def test_arrays():
         load_image(42)
 
 
+def test_image_bytes_and_file_objects(tmp_path):
+    """An upload's bytes or an opened file decode as the path does (EXIF applied); a
+    text-mode file, corrupt bytes and empty bytes are ImageLoadErrors."""
+    from mobilesam.image_io import source_name
+
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8)).save(path, exif=exif)
+    expected = load_image(path)
+    assert expected.shape == (30, 20, 3)
+    data = path.read_bytes()
+    for source in (data, bytearray(data), memoryview(data), io.BytesIO(data)):
+        np.testing.assert_array_equal(load_image(source), expected)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(load_image(f), expected)
+        assert source_name(f) == "turned.jpg"
+    assert source_name(data) is None and source_name(io.BytesIO(data)) is None
+    with open(path) as f, pytest.raises(ImageLoadError, match="binary mode"):
+        load_image(f)
+    with pytest.raises(ImageLoadError, match="image bytes is corrupt"):
+        load_image(data[:300])
+    with pytest.raises(ImageLoadError, match="image bytes is not an image"):
+        load_image(b"")
+
+
 def test_image_from_url(tmp_path):
     import functools
     import http.server
