@@ -23,6 +23,7 @@ def _boxes_arg(values: list[str] | None) -> np.ndarray | None:
     if not values:
         return None
     arrays = [np.atleast_2d(as_number_array(v, "input_box (--box)")) for v in values]
+    arrays = [a.reshape(0, 4) if a.shape == (1, 0) else a for a in arrays]  # --box '[]': no box
     if any(a.ndim != 2 or a.shape[1] != 4 for a in arrays):
         raise PromptError(f"input_box (--box) {values}: each box must be x0,y0,x1,y1")
     return np.concatenate(arrays)

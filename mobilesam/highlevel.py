@@ -12,13 +12,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .backend import Predictor
+from .backend import Predictor, PromptMasks
 from .errors import PromptError
 from .image_io import ImageSource, load_image, shrink, source_name
 from .options import generator_kwargs
 from .prompts import Prompts, parse_float, parse_int, parse_prompts, wants_multimask
 from .result import PackedMasks, SegmentationResult
 from .runtime import release_free_memory
+
+# scores, mask ids and low-res logits of zero masks
+_NO_MASKS = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, 256, 256), np.float32))
 
 
 class Segmenter:
@@ -45,8 +48,8 @@ class Segmenter:
         """Segment `image` from boxes and/or points (original-image pixels); with no
         prompt, segment everything (`everything` takes `segment_everything`'s options).
 
-        input_box: [x0, y0, x1, y1] or a list of them -> one mask per box, boxes
-        decoded in batches (torch: 16 per decoder call; ONNX: one each); with points too, every box
+        input_box: [x0, y0, x1, y1] or a list of them -> one mask per box (an empty
+        list: no mask, and the image is not encoded), boxes decoded in batches (torch: 16 per decoder call; ONNX: one each); with points too, every box
         gets all the points. input_point: [[x, y], ...]; input_point_label: 1
         foreground / 0 background (default all 1). mask_id (1-3) picks that multi-mask
         candidate (mask-token order); without it a lone point gets the best of three and
@@ -68,10 +71,15 @@ class Segmenter:
             )
         mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
         percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
-        self._set_image(rgb, percent)
-        coords, labels, boxes = self._model_prompts(prompts, (h, w))
-        out = self.predictor.decode_sets(coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid)
-        release_free_memory()  # the decoder's temporaries go back to the system
+        if prompts.boxes is not None and len(prompts.boxes) == 0:
+            out = PromptMasks.pack(np.zeros((0, h, w), bool), *_NO_MASKS)  # no box: nothing to encode
+        else:
+            self._set_image(rgb, percent)
+            coords, labels, boxes = self._model_prompts(prompts, (h, w))
+            out = self.predictor.decode_sets(
+                coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid
+            )
+            release_free_memory()  # the decoder's temporaries go back to the system
         return SegmentationResult(
             image=rgb,
             masks=None,

@@ -6,7 +6,7 @@ are accepted here with real values too. Coordinates are original-image pixels.
 
 Out-of-image prompts: a point must lie inside the image ([0, W] x [0, H]) or it is
 rejected; a box that sticks out is clipped to the image, and one entirely outside is
-rejected.
+rejected. An empty list of boxes is zero prompts (zero masks), not a missing prompt.
 """
 
 from __future__ import annotations
@@ -39,11 +39,14 @@ def as_number_array(value: object, name: str) -> np.ndarray:
 
 
 def parse_boxes(value: object, image_size: tuple[int, int]) -> np.ndarray:
-    """One [x0, y0, x1, y1] or many -> Nx4 float64 XYXY, clipped to the (H, W) image."""
+    """One [x0, y0, x1, y1] or many -> Nx4 float64 XYXY, clipped to the (H, W) image.
+    An empty list (a detector that found nothing) is 0x4: no box, so no mask."""
     boxes = as_number_array(value, "input_box")
+    if boxes.shape == (0,):
+        boxes = boxes.reshape(0, 4)
     if boxes.ndim == 1:
         boxes = boxes[None]
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise PromptError(f"input_box must be [x0, y0, x1, y1] or a list of them, got shape {boxes.shape}")
     h, w = image_size
     for i, (x0, y0, x1, y1) in enumerate(boxes):

@@ -112,6 +112,22 @@ def test_exports(sam, tmp_path):
     assert overlay.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would create it
 
 
+@pytest.mark.parametrize("no_boxes", [[], np.zeros((0, 4)), "[]"])
+def test_no_boxes_no_masks(sam, truck, no_boxes, tmp_path, monkeypatch):
+    """A detector that found nothing passes an empty box list: zero masks (not segment
+    everything, not an error), no encoder run, and every export still written."""
+    monkeypatch.setattr(sam.predictor, "set_image", lambda *a, **k: pytest.fail("encoded for no box"))
+    assert len(sam.segment(truck, input_box=no_boxes, input_point=[[5, 5]], mask_id=2)) == 0
+    result = sam.segment(truck, input_box=no_boxes)
+    assert len(result) == 0 and result.masks.shape == (0, 1200, 1800)
+    assert result.scores.shape == (0,) and result.boxes.shape == (0, 4) and result.areas.shape == (0,)
+    assert np.array_equal(np.asarray(Image.open(result.save_overlay(tmp_path / "o.png"))), truck)
+    assert result.save_masks(tmp_path / "masks") == []
+    assert json.loads(result.save_json(tmp_path / "r.json").read_text())["annotations"] == []
+    with pytest.raises(PromptError, match="shape"):
+        sam.segment(truck, input_box=[[]])
+
+
 def test_bad_values(sam, truck):
     with pytest.raises(PromptError, match="mask_id needs a point or box"):
         sam.segment(truck, mask_id=1)

@@ -41,6 +41,14 @@ def test_segment_boxes_to_files(ckpt_vit_t, tmp_path, capsys):
     assert Image.open(tmp_path / "o.png").size == (1800, 1200)
     assert len(list((tmp_path / "m").glob("mask_*.png"))) == 3
     assert len(json.loads((tmp_path / "m.json").read_text())["annotations"]) == 3
+    # A detector's empty box list (`--box '[]'`, also beside other boxes) adds no mask.
+    rc = main(
+        ["segment", TRUCK, "--box", "[]", "--checkpoint", str(ckpt_vit_t), "--json", str(tmp_path / "0.json")]
+    )
+    assert rc == 0 and "mask " not in capsys.readouterr().out
+    assert json.loads((tmp_path / "0.json").read_text())["annotations"] == []
+    assert main(["segment", TRUCK, "--box", "[]", "--box", "1,2,30,40", "--checkpoint", str(ckpt_vit_t)]) == 0
+    assert capsys.readouterr().out.count("mask ") == 1
 
 
 def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):

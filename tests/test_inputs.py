@@ -63,6 +63,8 @@ def test_boxes_from_strings_and_values():
     np.testing.assert_array_equal(parse_boxes([425, 600, 700, 875], SIZE), [[425, 600, 700, 875]])
     np.testing.assert_array_equal(parse_boxes("425, 600, 700, 875", SIZE), [[425, 600, 700, 875]])
     np.testing.assert_array_equal(parse_boxes(np.array([[1, 2, 3, 4]]), SIZE), [[1, 2, 3, 4]])
+    for empty in ([], "[]", np.zeros((0, 4))):
+        assert parse_boxes(empty, SIZE).shape == (0, 4)
 
 
 def test_box_partly_outside_is_clipped():
@@ -74,6 +76,8 @@ def test_box_partly_outside_is_clipped():
     [
         ([700, 600, 425, 875], "x1 < x0"),
         ([1, 2, 3], "shape"),
+        ([[]], "shape"),
+        (np.zeros((0, 3)), "shape"),
         ("[[1, 2, 3, 4], [1, 2]]", "numbers"),
         ([0, 0, float("nan"), 5], "NaN"),
         ([0, 0, float("inf"), 5], "infinite"),
