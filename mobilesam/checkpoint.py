@@ -1,8 +1,8 @@
 """Strict, safe checkpoint loading.
 
 Files are read on the CPU with `weights_only=True` (no arbitrary pickles) or as
-`.safetensors`; the usual wrappers (`{"model": ...}`, `{"state_dict": ...}`, a DDP
-`module.` prefix) are unwrapped; a file for another model fails with the model it
+`.safetensors`; the usual wrappers (`{"model": ...}`, `{"state_dict": ...}`, a prefix
+such as DDP's `module.` or a fine-tuning module's `model.` on every key) are unwrapped; a file for another model fails with the model it
 looks like and the keys that do not fit.
 """
 
@@ -21,6 +21,7 @@ from .errors import CheckpointError, missing_extra
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 _LIST_LIMIT = 8
+_WRAPPED_PART = re.compile(r"(.+?\.)(?:image_encoder|prompt_encoder|mask_decoder)\.")  # group 1: the prefix
 
 
 def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
@@ -78,9 +79,17 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         obj = inner
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
+    prefix = _wrapper_prefix(list(obj))
+    return {k[len(prefix) :]: v for k, v in obj.items()} if prefix else obj
+
+
+def _wrapper_prefix(keys: list[str]) -> str:
+    """The prefix a training wrapper put before every key: DDP's `module.`, or the
+    attribute a fine-tuning module keeps SAM in (`model.`, `sam.`, `model.module.`: a
+    Lightning `state_dict`); "" when the keys do not all share one."""
+    match = _WRAPPED_PART.match(keys[0])
+    prefix = match.group(1) if match else "module."
+    return prefix if all(k.startswith(prefix) for k in keys) else ""
 
 
 def guess_model(keys: set[str]) -> str:
@@ -101,6 +110,9 @@ def guess_model(keys: set[str]) -> str:
         return "a bare TinyViT encoder without the SAM prompt encoder and decoder"
     if any(k.startswith(("sam_mask_decoder.", "memory_attention.")) for k in keys):
         return "SAM 2, which this package does not implement"
+    prefixes = sorted({m.group(1) for k in keys if (m := _WRAPPED_PART.match(k))})
+    if prefixes:
+        return f"a SAM under {', '.join(map(repr, prefixes))} beside other weights (save that module's state_dict)"
     return "no known SAM layout"
 
 

@@ -65,17 +65,33 @@ def test_strict_load_of_plain_state_dict(ckpt_vit_t):
     assert all(torch.equal(got[k], ref[k]) for k in ref)
 
 
-@pytest.mark.parametrize("wrap", ["model", "state_dict", "module_prefix"])
+@pytest.mark.parametrize("wrap", ["model", "state_dict", "module.", "model.", "sam.", "lightning"])
 def test_wrappers_are_unwrapped(tmp_path, wrap):
+    """Containers and key prefixes of training code: DDP's `module.`, a fine-tuning
+    module's attribute (`model.`, `sam.`), a Lightning checkpoint (`state_dict` of
+    `model.module.` keys beside optimizer states)."""
     state = synthetic_state_dict("vit_t", seed=1)
-    if wrap == "module_prefix":
-        obj = {"module." + k: v for k, v in state.items()}
+    if wrap.endswith("."):
+        obj = {wrap + k: v for k, v in state.items()}
+    elif wrap == "lightning":
+        obj = {"state_dict": {"model.module." + k: v for k, v in state.items()}, "optimizer_states": []}
     else:
         obj = {wrap: state, "epoch": 3}
     path = tmp_path / "wrapped.pth"
     torch.save(obj, path)
     assert set(read_state_dict(path)) == set(state)
     build_sam("vit_t", path)
+
+
+def test_a_prefix_not_on_every_key_is_kept_and_named(tmp_path):
+    """SAM beside another module's weights (a teacher, a loss): nothing is stripped
+    (loading stays strict), and the error names the prefix SAM sits under."""
+    state = synthetic_state_dict("vit_t", seed=1)
+    path = tmp_path / "mixed.pth"
+    torch.save({**{"sam." + k: v for k, v in state.items()}, "teacher.proj.weight": torch.zeros(2)}, path)
+    assert "teacher.proj.weight" in read_state_dict(path)
+    with pytest.raises(CheckpointError, match=r"SAM under 'sam\.' beside other weights"):
+        build_sam("vit_t", path)
 
 
 def test_safetensors(tmp_path):
