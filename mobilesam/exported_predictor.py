@@ -14,7 +14,7 @@ import numpy as np
 from .backend import PromptMasks
 from .errors import NoImageError, PromptError
 from .image_io import ImageSource, rgb_array
-from .prompts import pick_candidates, point_arrays
+from .prompts import box_array, mask_input_array, pick_candidates, point_arrays
 from .result import SegmentationResult
 from .transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 
@@ -84,7 +84,7 @@ class ExportedPredictor:
             coords = self.transform.apply_coords(coords, self.original_size)
             labels = labels.astype(float)
         if box is not None:
-            box = self.transform.apply_boxes(np.asarray(box, dtype=float).reshape(1, 4), self.original_size)
+            box = self.transform.apply_boxes(box_array(box), self.original_size)
         masks, scores, low_res = self._decode(
             coords, labels, box, mask_input, self.original_size, multimask_output
         )
@@ -116,7 +116,7 @@ class ExportedPredictor:
         has_mask = mask_input is not None
         side = self.img_size // 4  # the low-res mask: 256 for the usual 1024-px models
         mask = (
-            np.asarray(mask_input, np.float32).reshape(1, 1, side, side)
+            mask_input_array(mask_input, (side, side))[None]
             if has_mask
             else np.zeros((1, 1, side, side), np.float32)
         )

@@ -21,7 +21,7 @@ from .modeling.mask_decoder import MaskDecoder
 from .modeling.sam import Sam, upscale_masks
 from .modeling.transformer import ImageContext
 from .options import check_decoder_precision
-from .prompts import pick_candidates, point_arrays
+from .prompts import box_array, mask_input_array, pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
 
@@ -138,7 +138,8 @@ class SamPredictor:
         """Segment the set image from prompts in original-image pixels.
 
         point_coords: Nx2 (x, y); point_labels: N (1 foreground, 0 background);
-        box: 4 XYXY; mask_input: 1x256x256 low-res logits from an earlier call.
+        box: 4 XYXY; mask_input: 1x256x256 low-res logits from an earlier call (256x256
+        and 1x1x256x256 are taken too).
         Returns masks CxHxW (bool, or float32 logits with return_logits), scores C and
         low-res logits Cx256x256 (float32), with C = 3 if multimask_output else 1, in
         mask-token order.
@@ -151,13 +152,11 @@ class SamPredictor:
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
         if box is not None:
-            box = np.asarray(box, dtype=float)
-            if box.size != 4:
-                raise PromptError(f"box must hold 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
-            box = self.transform.apply_boxes(box, self.original_size)
-            box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)[None, :].reshape(1, 4)
+            box = self.transform.apply_boxes(box_array(box), self.original_size)
+            box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)
         if mask_input is not None:
-            mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
+            mask = mask_input_array(mask_input, self.model.prompt_encoder.mask_input_size)
+            mask_t = torch.as_tensor(mask, dtype=torch.float, device=self.device)[None]
         masks, iou, low_res = self.predict_torch(
             coords_t, labels_t, box_t, mask_t, multimask_output, return_logits
         )

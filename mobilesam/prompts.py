@@ -170,3 +170,26 @@ def point_arrays(point_coords: object, point_labels: object) -> tuple[np.ndarray
             f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
         )
     return coords, labels
+
+
+def box_array(box: object) -> np.ndarray:
+    """SamPredictor.predict's box, checked: 1x4 float64 XYXY (from 4 numbers of any shape)."""
+    box = np.asarray(box, dtype=float)
+    if box.size != 4:
+        raise PromptError(f"box must hold 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
+    return box.reshape(1, 4)
+
+
+def mask_input_array(mask_input: object, side: tuple[int, int]) -> np.ndarray:
+    """SamPredictor.predict's mask_input, checked: 1xHxW float32 logits with (H, W) =
+    `side` (256x256 at 1024 px), as an earlier call's `low_res_logits[i][None]`; an HxW or
+    1x1xHxW array is reshaped to it."""
+    mask = np.asarray(mask_input, dtype=np.float32)
+    if mask.shape[-2:] != tuple(side) or mask.size != side[0] * side[1]:
+        raise PromptError(
+            f"mask_input must be 1x{side[0]}x{side[1]} low-res logits (an earlier call's "
+            f"low_res_logits[i][None]), got shape {mask.shape}"
+        )
+    if not np.all(np.isfinite(mask)):
+        raise PromptError("mask_input holds NaN or infinite values")
+    return mask.reshape(1, *side)

@@ -5,11 +5,12 @@ twins: no export needed, so any size is cheap to check."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import IMAGES, synthetic_state_dict
 from PIL import Image
 
-from mobilesam import SamPredictor, build_sam
+from mobilesam import PromptError, SamPredictor, build_sam
 from mobilesam.exported_predictor import ExportedPredictor
 from mobilesam.utils.onnx import SamOnnxModel
 
@@ -50,3 +51,16 @@ def test_a_256_px_model_answers_as_sam_predictor():
     ref_masks, _, ref_low = ref.predict(**point, mask_input=best, multimask_output=False)
     assert np.abs(low - ref_low).max() < 1e-3
     assert (masks == ref_masks).mean() > 0.999
+    # The mask prompt as HxW or 1x1xHxW too; another side, or a box of 3 numbers, is a
+    # PromptError from both (not a reshape or conv2d error).
+    for predictor in (twin, ref):
+        for shape in ((64, 64), (1, 1, 64, 64)):
+            again = predictor.predict(**point, mask_input=best.reshape(shape), multimask_output=False)[2]
+            assert np.array_equal(
+                again, predictor.predict(**point, mask_input=best, multimask_output=False)[2]
+            )
+        for bad in (np.zeros((1, 256, 256)), np.zeros((2, 64, 64)), np.full((1, 64, 64), np.nan)):
+            with pytest.raises(PromptError, match="mask_input"):
+                predictor.predict(**point, mask_input=bad)
+        with pytest.raises(PromptError, match="box must hold 4 numbers"):
+            predictor.predict(box=[1, 2, 3])
