@@ -43,7 +43,8 @@ def load_image(source: ImageSource) -> np.ndarray:
     if isinstance(source, (str, PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise ImageLoadError(f"image not found: {path}")
+            dangling = f" (a symlink to {path.readlink()}, which does not exist)" if path.is_symlink() else ""
+            raise ImageLoadError(f"image not found: {path}{dangling}")
         return pil_to_rgb(open_image(path, str(path)))
     if isinstance(source, (bytes, bytearray, memoryview)):
         return pil_to_rgb(open_image(io.BytesIO(source), "image bytes"))
@@ -167,8 +168,13 @@ def shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """Every visible regular file of a folder, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+    """Every visible regular file of a folder, sorted by name; a symlink whose target is
+    missing is listed too, so that a job reports it instead of passing over it."""
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if (p.is_file() or (p.is_symlink() and not p.exists())) and not p.name.startswith(".")
+    )
 
 
 def source_name(image: object) -> str | None:

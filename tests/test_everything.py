@@ -26,12 +26,14 @@ def sam(ckpt_vit_t):
 
 @pytest.fixture(scope="module")
 def small_images(tmp_path_factory):
-    """A folder: two good images, a truncated JPEG and a text file."""
+    """A folder: two good images, a truncated JPEG, a text file and a symlink to a file that
+    is gone (listed and reported, not passed over)."""
     folder = tmp_path_factory.mktemp("photos")
     Image.open(IMAGES / "picture1.jpg").resize((200, 200)).save(folder / "a_good.jpg")
     Image.open(IMAGES / "truck.jpg").resize((240, 160)).save(folder / "d_good.png")
     (folder / "b_corrupt.jpg").write_bytes((folder / "a_good.jpg").read_bytes()[:300])
     (folder / "c_notes.txt").write_text("not an image")
+    (folder / "c_gone.jpg").symlink_to(folder / "moved_away.jpg")
     return folder
 
 
@@ -119,15 +121,21 @@ def test_folder_interrupt_and_resume(sam, small_images, tmp_path):
     finally:
         del sam.segment_everything
     assert stopped.interrupted and "(interrupted)" in stopped.line()
-    assert [p.name for p in calls] == ["b_corrupt.jpg", "c_notes.txt", "d_good.png"]  # a_good was skipped
+    assert [p.name for p in calls] == [
+        "b_corrupt.jpg",
+        "c_gone.jpg",
+        "c_notes.txt",
+        "d_good.png",
+    ]  # a_good was skipped
     assert len(_annotations(out)["images"]) == 1
 
     last = segment_folder(sam, small_images, out, FAST, overlays=True, progress=lambda m: None)
     assert last.done == ["d_good.png"] and last.skipped == ["a_good.jpg"]
-    assert set(last.failed) == {"b_corrupt.jpg", "c_notes.txt"}
+    assert set(last.failed) == {"b_corrupt.jpg", "c_gone.jpg", "c_notes.txt"}
+    assert "which does not exist" in last.failed["c_gone.jpg"]
     coco = _annotations(out)
     assert [i["file_name"] for i in coco["images"]] == ["a_good.jpg", "d_good.png"]  # each exactly once
-    assert {f["file_name"] for f in coco["failures"]} == {"b_corrupt.jpg", "c_notes.txt"}
+    assert {f["file_name"] for f in coco["failures"]} == {"b_corrupt.jpg", "c_gone.jpg", "c_notes.txt"}
     ids = [a["id"] for a in coco["annotations"]]
     assert ids == list(range(1, len(ids) + 1))
     assert {a["image_id"] for a in coco["annotations"]} <= {i["id"] for i in coco["images"]}
@@ -155,7 +163,7 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
     rc = main(["everything", str(small_images), *ck, "-o", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 1  # some files failed
-    assert "done 2, skipped 0 (already done), failed 2" in out and "failed: c_notes.txt" in out
+    assert "done 2, skipped 0 (already done), failed 3" in out and "failed: c_notes.txt" in out
     assert main(["everything", str(small_images), *ck]) == 2
     assert "output folder is required" in capsys.readouterr().err
     assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2
