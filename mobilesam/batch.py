@@ -6,6 +6,8 @@ Layout of the output folder:
     parts/<file>.json     one finished image, written atomically as soon as it is done
     overlays/<file>.png   optional overlays, written before the part that marks the image done
     ids.json              each file's image id, given once: ids never change or repeat
+                          (<file>: the file's name; with `recursive`, its path in the folder,
+                          such as `cam1/0001.jpg`, which is also its COCO `file_name`)
     run.json              the options the results were made with
     .lock                 held while a run writes here
 
@@ -61,7 +63,9 @@ class FolderJob:
 
     options: `segment_everything` keyword arguments; overlays: also draw each image;
     overwrite: redo everything if OUT holds results made with other options;
-    max_images: stop after this many newly segmented images (a job done in slices).
+    max_images: stop after this many newly segmented images (a job done in slices);
+    recursive: the images of the folder's subfolders too (hidden ones and symlinked
+    folders left out), each known by its path in the folder.
     """
 
     def __init__(
@@ -73,11 +77,15 @@ class FolderJob:
         overwrite: bool = False,
         max_images: int | None = None,
         progress: Callable[[str], None] | None = None,
+        recursive: bool = False,
     ) -> None:
         self.uri = str(folder) if is_object_uri(folder) else None  # e.g. s3://bucket/photos/ (Ray only)
         self.folder, self.out = Path(folder), Path(out_dir)
         self.options = run_options(options)  # bad options fail here, before anything else
         self.overlays, self.overwrite, self.max_images = overlays, overwrite, max_images
+        self.recursive = recursive
+        if recursive and (self.uri is not None or not self.folder.is_dir()):
+            raise PromptError(f"recursive: {folder} is not a local folder")
         self.say = progress or (lambda msg: print(msg, file=sys.stderr))
 
     def run(self, sam: Segmenter) -> BatchSummary:
@@ -104,7 +112,8 @@ class FolderJob:
                 summary.interrupted = True
             finally:
                 # Also on Ctrl-C or an error: the JSON covers everything finished so far.
-                summary.annotations_path = write_annotations(self.out, files, summary.failed)
+                keys = [self.key(p) for p in files]
+                summary.annotations_path = write_annotations(self.out, keys, summary.failed)
             return summary
 
     def files(self) -> list[Path]:
@@ -113,7 +122,7 @@ class FolderJob:
         if self.uri is not None:
             return list_uri(self.uri)
         if self.folder.is_dir():
-            return visible_files(self.folder)
+            return _files_below(self.folder) if self.recursive else visible_files(self.folder)
         if not self.folder.is_file():
             raise MobileSAMError(f"not a folder or a list file: {self.folder}")
         lines = [line.strip() for line in self.folder.read_text().splitlines()]
@@ -126,17 +135,25 @@ class FolderJob:
             )
         return files
 
+    def key(self, path: Path) -> str:
+        """What identifies an image: its file name, or with `recursive` its path in the
+        folder (`cam1/0001.jpg`); ids, parts, overlays and the COCO `file_name` use it."""
+        return path.relative_to(self.folder).as_posix() if self.recursive else path.name
+
     def overlay_path(self, path: Path) -> Path:
-        return self.out / "overlays" / f"{path.name}.png"
+        return self.out / "overlays" / f"{self.key(path)}.png"
 
     def done(self, path: Path) -> dict | None:
         """The saved part of an image, None if it is not done."""
-        return _read_part(self.out / "parts" / f"{path.name}.json")
+        return _read_part(self.out / "parts" / f"{self.key(path)}.json")
 
     def save(self, path: Path, coco: dict) -> None:
         """Mark an image done: its COCO image and annotations, written atomically."""
-        part = {"image": coco["images"][0], "annotations": coco["annotations"]}
-        atomic_write_text(self.out / "parts" / f"{path.name}.json", json.dumps(part))
+        part = {
+            "image": {**coco["images"][0], "file_name": self.key(path)},
+            "annotations": coco["annotations"],
+        }
+        atomic_write_text(self.out / "parts" / f"{self.key(path)}.json", json.dumps(part))
 
     def _check_paths(self) -> None:
         if self.uri is not None:
@@ -164,18 +181,18 @@ class FolderJob:
                     f"{self.out} holds results made with other options ({', '.join(diff)}); "
                     "pass --overwrite (overwrite=True) to redo every image, or use another output folder"
                 )
-            for part in (self.out / "parts").glob("*.json"):
+            for part in (self.out / "parts").rglob("*.json"):
                 part.unlink()
-            for overlay in (self.out / "overlays").glob("*.png"):
+            for overlay in (self.out / "overlays").rglob("*.png"):
                 overlay.unlink()
         if previous != current:
             atomic_write_text(record, json.dumps(current, indent=2))
 
     def _image_ids(self, files: list[Path]) -> dict[str, int]:
-        """Ids by file name, kept in ids.json: new files get new ids, none is ever reused."""
+        """Ids by `key`, kept in ids.json: new files get new ids, none is ever reused."""
         path = self.out / "ids.json"
         ids = _read_json(path) or {}
-        added = [p.name for p in files if p.name not in ids]
+        added = [self.key(p) for p in files if self.key(p) not in ids]
         if added:
             top = max(ids.values(), default=0)
             ids.update({name: top + i for i, name in enumerate(added, start=1)})
@@ -184,12 +201,12 @@ class FolderJob:
 
     def _segment(self, sam: Segmenter, files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
         for index, path in enumerate(files, start=1):
-            overlay = self.overlay_path(path)
+            overlay, key = self.overlay_path(path), self.key(path)
             part = self.done(path)
             if part is not None:
                 if self.overlays and not overlay.is_file():
                     _overlay_from_part(path, part, overlay)
-                summary.skipped.append(path.name)
+                summary.skipped.append(key)
                 continue
             if self.max_images is not None and len(summary.done) >= self.max_images:
                 break
@@ -200,15 +217,15 @@ class FolderJob:
                 # A bad or unreadable image must not end a long job. Anything else is a bug
                 # and surfaces as one; the annotations are still written (see `run`).
                 error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
-                summary.failed[path.name] = error
-                self.say(f"[{index}/{len(files)}] {path.name}: FAILED: {error}")
+                summary.failed[key] = error
+                self.say(f"[{index}/{len(files)}] {key}: FAILED: {error}")
                 continue
             if self.overlays:  # before the part: a part means everything for the image is written
                 result.save_overlay(overlay)
-            self.save(path, result.to_coco(image_id=ids[path.name]))
-            summary.done.append(path.name)
+            self.save(path, result.to_coco(image_id=ids[key]))
+            summary.done.append(key)
             seconds = time.perf_counter() - start
-            self.say(f"[{index}/{len(files)}] {path.name}: {len(result)} masks in {seconds:.1f} s")
+            self.say(f"[{index}/{len(files)}] {key}: {len(result)} masks in {seconds:.1f} s")
 
 
 def segment_folder(
@@ -220,9 +237,10 @@ def segment_folder(
     max_images: int | None = None,
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    recursive: bool = False,
 ) -> BatchSummary:
     """`FolderJob(folder, out_dir, ...).run(sam)` in one call."""
-    return FolderJob(folder, out_dir, options, overlays, overwrite, max_images, progress).run(sam)
+    return FolderJob(folder, out_dir, options, overlays, overwrite, max_images, progress, recursive).run(sam)
 
 
 class _Lock:
@@ -284,11 +302,12 @@ def result_from_part(image, part: dict):
     return SegmentationResult(image, masks, scores, np.zeros(len(anns), np.int64), None)
 
 
-def write_annotations(out_dir: Path, files: list[Path], failed: dict[str, str]) -> Path:
-    """Merge the finished parts into one COCO JSON, images in folder order, fresh annotation ids."""
+def write_annotations(out_dir: Path, keys: list[str], failed: dict[str, str]) -> Path:
+    """Merge the finished parts of the images `keys` (`FolderJob.key`) into one COCO JSON,
+    images in folder order, fresh annotation ids."""
     images, annotations = [], []
-    for path in files:
-        data = _read_part(out_dir / "parts" / f"{path.name}.json")
+    for key in keys:
+        data = _read_part(out_dir / "parts" / f"{key}.json")
         if data is None:
             continue
         images.append(data["image"])
@@ -301,6 +320,16 @@ def write_annotations(out_dir: Path, files: list[Path], failed: dict[str, str]) 
         "failures": [{"file_name": name, "error": err} for name, err in sorted(failed.items())],
     }
     return atomic_write_text(out_dir / "annotations.json", json.dumps(coco))
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """`visible_files` of a folder and of every visible subfolder (a symlinked folder is not
+    entered: no cycles), sorted by path."""
+    files = list(visible_files(folder))
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+        if not sub.name.startswith("."):
+            files += _files_below(sub)
+    return sorted(files)
 
 
 def is_object_uri(source: object) -> bool:

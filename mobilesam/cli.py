@@ -207,7 +207,14 @@ def _everything(args: argparse.Namespace) -> int:
             raise PromptError(
                 f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json (and --overlays)"
             )
-        job = FolderJob(args.input, args.output, options, overlays=args.overlays, overwrite=args.overwrite)
+        job = FolderJob(
+            args.input,
+            args.output,
+            options,
+            overlays=args.overlays,
+            overwrite=args.overwrite,
+            recursive=args.recursive,
+        )
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
 
@@ -235,8 +242,8 @@ def _everything(args: argparse.Namespace) -> int:
             print("mobilesam: interrupted; run the same command again to go on", file=sys.stderr)
             return 130
         return 1 if summary.failed else 0
-    if args.overwrite or args.overlays:
-        raise PromptError("--overwrite and --overlays are for a folder of images")
+    if args.overwrite or args.overlays or args.recursive:
+        raise PromptError("--overwrite, --overlays and --recursive are for a folder of images")
     _check_outputs(args)
     result = _backend(args).segment_everything(args.input, **options)
     print(f"{len(result)} masks")
@@ -627,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
+    eve.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="(folder) the subfolders' images too, each known by its path (cam1/0001.jpg)",
+    )
     _add_ray_args(eve, batch_size=True)
     eve.add_argument(
         "--overwrite",

@@ -197,13 +197,13 @@ def segment_everything_on_ray(
     def work(files: list[Path], ids: dict[str, int], summary: BatchSummary) -> None:
         todo, redraw = [], []
         for path in files:
-            part = job.done(path)
+            part, key = job.done(path), job.key(path)
             if part is None:
-                todo.append({"name": path.name, "path": str(path), "image_id": ids[path.name]})
+                todo.append({"name": key, "path": str(path), "image_id": ids[key]})
                 continue
-            summary.skipped.append(path.name)
+            summary.skipped.append(key)
             if job.overlays and not job.overlay_path(path).is_file():  # asked for after the run
-                redraw.append({"name": path.name, "path": str(path), "part": json.dumps(part)})
+                redraw.append({"name": key, "path": str(path), "part": json.dumps(part)})
         if not todo and not redraw:
             return
         seconds = connect(options)
@@ -211,7 +211,7 @@ def segment_everything_on_ray(
             f"Ray ready in {seconds:.1f} s; {len(todo)} images to segment, {len(summary.skipped)} done before"
         )
         ray = _ray()
-        by_name = {p.name: p for p in files}
+        by_name = {job.key(p): p for p in files}
         if redraw:
             for row in ray.data.from_items(redraw).map(_draw_saved).iter_rows():
                 if row["error"]:

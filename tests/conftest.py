@@ -125,6 +125,18 @@ def truck_predictor(sam_vit_t, truck) -> SamPredictor:
     return predictor
 
 
+def nested_photos(root: Path) -> Path:
+    """A folder tree of small photos: cam1/a.jpg and cam2/a.jpg (one name, two images),
+    cam2/deep/b.jpg, top.jpg; a hidden folder and a symlink back to the root (a cycle),
+    neither to be entered by a recursive listing."""
+    files = ["cam1/a.jpg", "cam2/a.jpg", "cam2/deep/b.jpg", ".cache/x.jpg", "top.jpg"]
+    for i, name in enumerate(files):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(IMAGES / f"picture{i + 1}.jpg").resize((96, 64)).save(root / name)
+    (root / "cam1" / "loop").symlink_to(root)
+    return root
+
+
 def shapes_scene(seed: int, w: int = 160, h: int = 120) -> tuple[Image.Image, list[dict]]:
     """A textured image with three coloured shapes and their SA-1B style annotations."""
     from PIL import ImageDraw

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, nested_photos
 from PIL import Image
 
 from mobilesam import MobileSAM, MobileSAMError, PromptError
@@ -26,7 +26,7 @@ def sam(ckpt_vit_t):
 
 
 def _photos(folder, names):
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
         src = ["picture1.jpg", "picture2.jpg", "picture3.jpg", "picture4.jpg", "picture5.jpg"][i % 5]
         Image.open(IMAGES / src).resize((96, 64)).save(folder / name)
@@ -276,6 +276,36 @@ def test_many_boxes_decode_in_chunks(sam, truck_predictor):
             >= 0.999 * np.logical_or(ref[0], result.masks[i]).sum()
         )
         assert abs(float(ref_score[0]) - float(result.scores[i])) <= 1e-3
+
+
+def test_recursive_folder(sam, tmp_path):
+    """--recursive: the subfolders' images, known by their path in the folder (ids, parts,
+    overlays and COCO file_name), so that equal names in two folders are two images; a
+    rerun skips them all, --overwrite removes the nested parts and overlays."""
+    photos, out = nested_photos(tmp_path / "in"), tmp_path / "out"
+    keys = ["cam1/a.jpg", "cam2/a.jpg", "cam2/deep/b.jpg", "top.jpg"]
+    summary = segment_folder(sam, photos, out, FAST, overlays=True, recursive=True, **QUIET)
+    assert summary.done == keys and not summary.failed
+    coco = _coco(out)
+    images = coco.dataset["images"]
+    assert [im["file_name"] for im in images] == keys and [im["id"] for im in images] == [1, 2, 3, 4]
+    for im in images:  # file_name joined to the folder is the image (as COCO loaders read it)
+        with Image.open(photos / im["file_name"]) as img:
+            assert img.size == (im["width"], im["height"])
+    assert json.loads((out / "ids.json").read_text()) == {k: i for i, k in enumerate(keys, 1)}
+    assert all(
+        (out / "overlays" / f"{k}.png").is_file() and (out / "parts" / f"{k}.json").is_file() for k in keys
+    )
+    assert segment_folder(sam, photos, out, FAST, recursive=True, **QUIET).skipped == keys
+    again = segment_folder(
+        sam, photos, out, {**FAST, "iou_thres": 0.6}, overwrite=True, recursive=True, **QUIET
+    )
+    assert again.done == keys and not (out / "overlays" / "cam1" / "a.jpg.png").exists()
+    flat = segment_folder(sam, photos, tmp_path / "flat", FAST, **QUIET)
+    assert flat.done == ["top.jpg"]  # without it, only the folder's own files
+    with pytest.raises(PromptError, match="recursive"):
+        segment_folder(_NoCompute(), photos / "top.jpg", tmp_path / "o", FAST, recursive=True, **QUIET)
+    assert main(["everything", str(photos / "top.jpg"), "-r", "--checkpoint", "x.pt"]) == 2
 
 
 def test_a_list_file_as_source(sam, tmp_path):

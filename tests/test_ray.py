@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES
+from conftest import IMAGES, nested_photos
 from PIL import Image
 
 ray = pytest.importorskip("ray")
@@ -134,6 +134,22 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     )
     assert not (out / "overlays" / f"{done[1]}.png").exists()
     assert any(m.startswith(f"{done[1]}: overlay not drawn:") for m in said)
+
+
+def test_ray_recursive_folder_equals_folder_mode(local_ray, ckpt_vit_t, tmp_path):
+    """--recursive on Ray: images known by their path in the folder, as in folder mode."""
+    photos = nested_photos(tmp_path / "in")
+    ray_job = FolderJob(photos, tmp_path / "ray", OPTIONS, recursive=True, **QUIET)
+    summary = segment_everything_on_ray(ray_job, _model(ckpt_vit_t), RayOptions())
+    assert sorted(summary.done) == ["cam1/a.jpg", "cam2/a.jpg", "cam2/deep/b.jpg", "top.jpg"]
+    FolderJob(photos, tmp_path / "one", OPTIONS, recursive=True, **QUIET).run(
+        MobileSAM(ckpt_vit_t, device="cpu")
+    )
+    ray_coco, one = (json.loads((tmp_path / o / "annotations.json").read_text()) for o in ("ray", "one"))
+    assert ray_coco["images"] == one["images"]
+    assert [a["segmentation"] for a in ray_coco["annotations"]] == [
+        a["segmentation"] for a in one["annotations"]
+    ]
 
 
 class _DiesOnce(EverythingWorker):
