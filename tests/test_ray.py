@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES, nested_photos
+from conftest import IMAGES
 from PIL import Image
 
 ray = pytest.importorskip("ray")
@@ -89,14 +89,16 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     """Interrupted after two images, then resumed: each image once, folder mode's COCO.
     --overlays: the workers draw them, the driver writes them (none for the corrupt file),
     the same pixels as folder mode draws from the saved masks; a rerun redraws missing
-    overlays of finished images without segmenting them again, and says which it cannot."""
+    overlays of finished images without segmenting them again, and says which it cannot.
+    The photos sit in a subfolder, read with --recursive: each image is known by its path
+    (`sub/0.jpg`) in the ids, parts, overlays and COCO, as in folder mode."""
     import shutil
 
     from mobilesam.batch import result_from_part
     from mobilesam.image_io import load_image
 
     src, out = tmp_path / "src", tmp_path / "out"
-    shutil.copytree(photos, src)
+    shutil.copytree(photos, src / "sub")
     seen, said = [], []
 
     def stop_after_two(name):
@@ -105,17 +107,21 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
             raise KeyboardInterrupt
 
     def job():
-        return FolderJob(src, out, OPTIONS, overlays=True, progress=said.append)
+        return FolderJob(src, out, OPTIONS, overlays=True, progress=said.append, recursive=True)
 
     first = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions(), on_result=stop_after_two)
     assert first.interrupted and len(first.done) + len(first.failed) == 2
     rest = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
     assert not rest.interrupted and sorted(rest.skipped) == sorted(first.done)
     done = first.done + rest.done
-    assert len(done) == 6  # each image once
-    _same_coco(json.loads((out / "annotations.json").read_text()), folder_mode)
+    assert len(done) == 6 and all(name.startswith("sub/") for name in done)  # each image once
+    coco = json.loads((out / "annotations.json").read_text())
+    for record in coco["images"] + coco["failures"]:
+        record["file_name"] = record["file_name"].removeprefix("sub/")  # folder mode ran in photos/
+    _same_coco(coco, folder_mode)
 
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(f"{name}.png" for name in done)
+    overlays = sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
+    assert overlays == sorted(f"{name}.png" for name in done)
     expected = {}
     for name in done:
         part = json.loads((out / "parts" / f"{name}.json").read_text())
@@ -134,22 +140,6 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     )
     assert not (out / "overlays" / f"{done[1]}.png").exists()
     assert any(m.startswith(f"{done[1]}: overlay not drawn:") for m in said)
-
-
-def test_ray_recursive_folder_equals_folder_mode(local_ray, ckpt_vit_t, tmp_path):
-    """--recursive on Ray: images known by their path in the folder, as in folder mode."""
-    photos = nested_photos(tmp_path / "in")
-    ray_job = FolderJob(photos, tmp_path / "ray", OPTIONS, recursive=True, **QUIET)
-    summary = segment_everything_on_ray(ray_job, _model(ckpt_vit_t), RayOptions())
-    assert sorted(summary.done) == ["cam1/a.jpg", "cam2/a.jpg", "cam2/deep/b.jpg", "top.jpg"]
-    FolderJob(photos, tmp_path / "one", OPTIONS, recursive=True, **QUIET).run(
-        MobileSAM(ckpt_vit_t, device="cpu")
-    )
-    ray_coco, one = (json.loads((tmp_path / o / "annotations.json").read_text()) for o in ("ray", "one"))
-    assert ray_coco["images"] == one["images"]
-    assert [a["segmentation"] for a in ray_coco["annotations"]] == [
-        a["segmentation"] for a in one["annotations"]
-    ]
 
 
 class _DiesOnce(EverythingWorker):
