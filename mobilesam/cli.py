@@ -506,11 +506,17 @@ FINETUNE_OPTIONS = {
 }
 
 
-def _add_options(parser: argparse.ArgumentParser, options: dict) -> None:
-    """Config fields as --options (defaults and meanings: the config's docstring), plus
+def _add_options(parser: argparse.ArgumentParser, config: type, options: dict) -> None:
+    """Fields of the dataclass `config` as --options, with its meanings and defaults, plus
     --compile and --resume."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config)}
     for name, kind in options.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="see the config")
+        meaning = fields[name].metadata["help"].replace("%", "%%")
+        default = fields[name].default
+        help_ = meaning if default is None else f"{meaning} (default: {default})"
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=help_)
     parser.add_argument("--compile", action="store_true", help="torch.compile the task")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
 
@@ -739,11 +745,13 @@ def build_parser() -> argparse.ArgumentParser:
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     _add_ray_args(dca, batch_size=False)
     dca.set_defaults(func=_distill_cache)
+    from .distill.config import FinetuneConfig, TrainConfig  # plain dataclasses: no torch import
+
     dtr = dsub.add_parser("train", help="train a student encoder on the cached teacher embeddings")
     dtr.add_argument("--cache", required=True, help="folder written by `mobilesam distill cache`")
     dtr.add_argument("--images", required=True, help="the images the cache was built from")
     dtr.add_argument("--out", required=True, help="run folder: log.csv, last.ckpt, student.pt(.json)")
-    _add_options(dtr, TRAIN_OPTIONS)
+    _add_options(dtr, TrainConfig, TRAIN_OPTIONS)
     dtr.set_defaults(func=_distill_train)
     dft = dsub.add_parser(
         "finetune-decoder", help="fine-tune the mask decoder on a frozen student encoder (SAM's losses)"
@@ -758,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="target masks from SA-1B .json annotations, or from the teacher (needs --cache and "
         "--teacher-checkpoint)",
     )
-    _add_options(dft, FINETUNE_OPTIONS)
+    _add_options(dft, FinetuneConfig, FINETUNE_OPTIONS)
     dft.set_defaults(func=_distill_finetune)
     dev = dsub.add_parser(
         "evaluate", help="student-vs-teacher mIoU (box, 1 point, 2 points) and embedding MSE"

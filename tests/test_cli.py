@@ -181,3 +181,25 @@ def test_everything_on_ray_gets_the_model_options(ckpt_vit_t, tmp_path, monkeypa
     assert "--device, --threads: with --engine ray" in capsys.readouterr().err
     assert main([*args, "--int8"]) != 0  # the backend's own check holds with Ray too
     assert "--int8: not used by --backend torch" in capsys.readouterr().err
+
+
+def test_distill_options_explain_themselves():
+    """`distill train/finetune-decoder --help`: every config option with its meaning and
+    default, from the config dataclass (one source for both)."""
+    import dataclasses
+
+    from mobilesam.cli import FINETUNE_OPTIONS, TRAIN_OPTIONS, build_parser
+    from mobilesam.distill.config import FinetuneConfig, TrainConfig
+
+    commands = build_parser()._subparsers._group_actions[0].choices["distill"]._subparsers._group_actions[0]
+    for name, config, options in (
+        ("train", TrainConfig, TRAIN_OPTIONS),
+        ("finetune-decoder", FinetuneConfig, FINETUNE_OPTIONS),
+    ):
+        actions = {a.dest: a for a in commands.choices[name]._actions}
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        assert len(options) >= 18
+        for field in map(fields.get, options):
+            text = actions[field.name].help
+            assert text.startswith(field.metadata["help"].replace("%", "%%")), (name, field.name)
+            assert (f"(default: {field.default})" in text) == (field.default is not None), (name, field.name)

@@ -81,6 +81,17 @@ def test_resume_gives_the_same_weights(distill_data, tmp_path, one_thread):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_grad_clip_zero_means_no_clipping(distill_data, tmp_path, one_thread):
+    """--grad-clip 0 trains unclipped (clip_grad_norm_ to 0 would zero every gradient);
+    a negative clip is refused."""
+    for name, clip in (("off", 0.0), ("huge", 1e12)):
+        train(_config(distill_data, tmp_path / name, steps=2, warmup_steps=1, grad_clip=clip))
+    off, huge = (torch.load(tmp_path / n / "student.pt", weights_only=True) for n in ("off", "huge"))
+    assert all(torch.equal(off[k], huge[k]) for k in off)
+    with pytest.raises(MobileSAMError, match="grad_clip"):
+        train(_config(distill_data, tmp_path / "neg", grad_clip=-1.0))
+
+
 def test_cli_train_and_resume_errors(distill_data, tmp_path, capsys):
     from mobilesam.cli import main
 

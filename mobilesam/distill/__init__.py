@@ -1,1 +1,2 @@
-"""Decoupled distillation: teacher embedding cache (more to come: training, evaluation)."""
+"""Decoupled distillation: the teacher embedding cache, student encoder training, decoder
+fine-tuning and student-vs-teacher evaluation."""

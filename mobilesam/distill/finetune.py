@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,39 +42,13 @@ from ..modeling.sam import Sam
 from ..transforms import ResizeLongestSide
 from ..utils import rle
 from ..utils.amg import masks_to_boxes_torch
+from .config import FinetuneConfig
 from .inputs import inside, pad_image, sam_input
-from .loop import Loop, LoopConfig
+from .loop import Loop
 from .sources import list_images
 from .train import DistillData, write_checkpoint
 
-PROMPT_SOURCES = ("annotations", "teacher")
 FOCAL_WEIGHT = 20.0
-
-
-@dataclass(kw_only=True)
-class FinetuneConfig(LoopConfig):
-    student: str  # checkpoint in the official layout (e.g. `distill train`'s student.pt)
-    images: str
-    prompts: str = "annotations"  # or "teacher"
-    cache: str | None = None  # teacher embeddings, for prompts="teacher"
-    teacher_checkpoint: str | None = None  # the teacher's prompt encoder + decoder, for "teacher"
-    student_type: str = "vit_t"
-    img_size: int = 1024
-    masks_per_image: int = 8
-    click_rounds: int = 0  # correction-click rounds per prompt (SAM: 8), see the module doc
-    lr: float = 1e-4
-    warmup_steps: int = 50
-
-    def check(self) -> None:
-        super().check()
-        if self.prompts not in PROMPT_SOURCES:
-            raise MobileSAMError(f"prompts must be one of {PROMPT_SOURCES}, got {self.prompts!r}")
-        if self.prompts == "teacher" and not (self.cache and self.teacher_checkpoint):
-            raise MobileSAMError("prompts from the teacher need --cache and --teacher-checkpoint")
-        if self.masks_per_image < 3:
-            raise MobileSAMError("masks_per_image must be at least 3 (one per prompt kind)")
-        if self.click_rounds < 0:
-            raise MobileSAMError(f"click_rounds must be 0 or more, got {self.click_rounds}")
 
 
 class AnnotatedData(torch.utils.data.Dataset):

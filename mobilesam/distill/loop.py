@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,48 +34,8 @@ from torch import nn
 from ..api import resolve_device
 from ..errors import MobileSAMError
 from ..utils.files import atomic_write
+from .config import LoopConfig
 from .inputs import default_workers
-
-PRECISIONS = ("float32", "bf16")
-
-
-@dataclass(kw_only=True)
-class LoopConfig:
-    out: str
-    steps: int = 1000
-    batch_size: int = 8  # per process
-    accum_steps: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    seed: int = 0
-    save_every: int = 500
-    log_every: int = 10
-    device: str = "auto"  # cuda if there is one, else mps, else cpu
-    precision: str = "float32"  # or "bf16": autocast of the forward pass
-    compile: bool = False  # torch.compile the task
-    compile_backend: str = "inductor"  # torch.compile's backend, with `compile`
-    workers: int = -1  # DataLoader workers; -1: inputs.default_workers (8 per GPU, 0 on the CPU)
-    epochs: float | None = None  # passes over the data instead of `steps` (epochs x images / global batch)
-    lr_batch: int | None = None  # the global batch `lr` is meant for: scaled linearly to the run's own
-
-    def check(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise MobileSAMError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("steps", "batch_size", "accum_steps", "save_every", "log_every", "lr_batch"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise MobileSAMError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise MobileSAMError(f"epochs must be positive, got {self.epochs}")
-
-    def schedule(self, samples: int, world: int) -> LoopConfig:
-        """This config with `epochs` turned into steps over `samples` images and `lr`
-        scaled from `lr_batch` to the global batch of `world` processes."""
-        global_batch = self.batch_size * self.accum_steps * world
-        steps = self.steps if self.epochs is None else max(1, math.ceil(self.epochs * samples / global_batch))
-        lr = self.lr if self.lr_batch is None else self.lr * global_batch / self.lr_batch
-        return replace(self, steps=steps, lr=lr)
 
 
 def lr_at(step: int, cfg: LoopConfig) -> float:
@@ -258,7 +218,8 @@ class Loop:
                         loss = self.model(*args)["loss"] / cfg.accum_steps
                     loss.backward()
                     total += loss.detach()
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+                if cfg.grad_clip > 0:  # clip_grad_norm_ to 0 would zero every gradient
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 self.optimizer.step()
                 self.step += 1
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +33,10 @@ from ..errors import MobileSAMError
 from ..transforms import ResizeLongestSide
 from ..utils.files import atomic_write, atomic_write_text
 from .cache import EmbeddingCache
+from .config import TrainConfig
 from .inputs import pad_image, resize_and_pad, resize_on, sam_input
-from .loop import Loop, LoopConfig
+from .loop import Loop
 from .sources import list_images
-
-
-@dataclass(kw_only=True)
-class TrainConfig(LoopConfig):
-    cache: str
-    images: str
-    student: str = "vit_t"
-    init_checkpoint: str | None = None  # start from these student weights
-    teacher_checkpoint: str | None = None  # prompt encoder + decoder for the output file
-    img_size: int = 1024
-    resize: str | None = None  # "workers" (PIL) or "device"; None: the device on a GPU (inputs.resize_on)
 
 
 class DistillTask(nn.Module):
