@@ -686,7 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="point at objects in a browser: segment a photo or label a folder")
     ui.add_argument("source", nargs="?", help="an image or a folder of images (none: upload in the page)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    ui.add_argument("--port", type=int, default=8000)
+    ui.add_argument(
+        "--port", type=int, default=8000, help="port to serve on (default 8000; 0: a free one, printed)"
+    )
     ui.add_argument("--out", help="annotations folder (default: SOURCE/.mobilesam, or ./mobilesam-ui)")
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
@@ -698,8 +700,10 @@ def build_parser() -> argparse.ArgumentParser:
     ben = sub.add_parser("bench", help="time every stage and backend, print one table")
     ben.add_argument("--image", help="photo to time (default: the sample truck.jpg of a checkout)")
     ben.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
-    ben.add_argument("--threads", type=int, default=2)
-    ben.add_argument("--repeats", type=int, default=5)
+    ben.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    ben.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per row; the median is shown (default 5)"
+    )
     ben.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows")
     ben.add_argument("--no-everything", action="store_true", help="skip segment everything")
     ben.add_argument(
@@ -772,14 +776,14 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="student-vs-teacher mIoU (box, 1 point, 2 points) and embedding MSE"
     )
     dev.add_argument("--student", required=True, help="student checkpoint (official layout)")
-    dev.add_argument("--student-type", default="vit_t")
+    dev.add_argument("--student-type", default="vit_t", help="the student encoder's type (default vit_t)")
     dev.add_argument("--teacher", default="vit_h", help="TYPE[:CHECKPOINT]")
     dev.add_argument("--images", required=True, help="folder of images, or SA-1B sa_*.tar shards")
-    dev.add_argument("--img-size", type=int, default=1024)
+    dev.add_argument("--img-size", type=int, default=1024, help="input size of both models (default 1024)")
     dev.add_argument(
         "--grid", type=int, default=3, help="teacher masks from a GRID x GRID point grid per image"
     )
-    dev.add_argument("--seed", type=int, default=0)
+    dev.add_argument("--seed", type=int, default=0, help="seed of the sampled prompts (default 0)")
     dev.add_argument(
         "--clicks",
         type=int,
@@ -790,7 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_distill_evaluate)
 
     wts = sub.add_parser("weights", help="list, download or locate published checkpoints")
-    wts.add_argument("action", choices=["list", "download", "path"])
+    wts.add_argument(
+        "action",
+        choices=["list", "download", "path"],
+        help="list: every published checkpoint and whether it is cached; download: fetch one; "
+        "path: where it is cached",
+    )
     wts.add_argument("model_type", nargs="?", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
     wts.add_argument("--verify", action="store_true", help="list: check each cached file's SHA-256 too")
     wts.set_defaults(func=_weights)

@@ -274,3 +274,23 @@ def test_missing_extra_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_uvicorn)
     with pytest.raises(MobileSAMError, match=r"mobilesam\[ui\]"):
         _require_extra()
+
+
+def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys):
+    """`mobilesam ui --port N` with N in use: one error line at once (the checkpoint, which
+    does not exist here, is never read); port 0 gets a free port."""
+    import socket
+
+    from mobilesam.cli import main
+    from mobilesam.errors import OutputError
+    from mobilesam.ui import bind
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["ui", "--port", str(port), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mobilesam: error: cannot serve on 127.0.0.1:{port}") and "--port" in err
+        with pytest.raises(OutputError, match="cannot serve"):
+            bind("127.0.0.1", port)
+    with bind("127.0.0.1", 0) as free:
+        assert free.getsockname()[1] > 0

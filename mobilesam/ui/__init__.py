@@ -7,11 +7,13 @@ with the exact float32 decoder and saves annotations after every change; the pag
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 
-from ..errors import MobileSAMError
+from ..errors import MobileSAMError, OutputError
 
 
 def _require_extra() -> None:
@@ -47,9 +49,16 @@ def serve(
     open_browser: bool = False,
     **model: object,
 ) -> None:
-    app, service = build_app(source, out, **model)
+    _require_extra()
+    sock = bind(host, port)  # before the model loads: a taken port fails at once
+    try:
+        app, service = build_app(source, out, **model)
+    except BaseException:
+        sock.close()
+        raise
     import uvicorn
 
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
     url = f"http://{host}:{port}/"
     try:
         loopback = ipaddress.ip_address(host).is_loopback
@@ -66,6 +75,20 @@ def serve(
 
         webbrowser.open(url)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(sockets=[sock])
     finally:
+        sock.close()
         service.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) for the server; OutputError if that fails
+    (a port in use, a host that is not this machine's)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        hint = (
+            "; another `mobilesam ui` may be running: pass --port N" if exc.errno == errno.EADDRINUSE else ""
+        )
+        raise OutputError(f"cannot serve on {host}:{port}: {exc.strerror or exc}{hint}") from None
