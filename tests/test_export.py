@@ -174,6 +174,13 @@ def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t, dtype):
     candidates, cand_scores, _ = predictor.predict(box=box, multimask_output=True)
     got = onnx_predictor.predict(box=box, multimask_output=False)[0]
     assert got.shape == (1, 770, 769) and mask_iou(got[0], candidates[np.argmax(cand_scores)]) >= 0.99
+    # A 1x2307 strip: the in-graph resize and crop keep 1 pixel across (rounding gives 0)
+    strip = np.tile(image[:1], (1, 3, 1))
+    onnx_predictor.set_image(strip)
+    predictor.set_image(strip)
+    ref_strip = predictor.predict(box=np.array([0, 0, 2307, 1]), multimask_output=True)
+    got = onnx_predictor.predict(box=np.array([0, 0, 2307, 1]), multimask_output=False)[0]
+    assert got.shape == (1, 1, 2307) and mask_iou(got[0], ref_strip[0][np.argmax(ref_strip[1])]) >= 0.99
     if dtype == "float32":
         _samexporter_single_mask(report.files, predictor)
 

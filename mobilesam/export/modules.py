@@ -192,10 +192,11 @@ class RawImageEncoderOnnx(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[0], image.shape[1]
-        # Symbolic sizes, as transforms.get_preprocess_shape computes them (round half up).
+        # Symbolic sizes, as transforms.get_preprocess_shape computes them (round half up,
+        # at least 1: a 1x3000 strip).
         long_side = torch.sym_max(h, w)
-        new_h = torch.sym_int(h * self.img_size / long_side + 0.5)
-        new_w = torch.sym_int(w * self.img_size / long_side + 0.5)
+        new_h = torch.sym_max(1, torch.sym_int(h * self.img_size / long_side + 0.5))
+        new_w = torch.sym_max(1, torch.sym_int(w * self.img_size / long_side + 0.5))
         x = image.permute(2, 0, 1)[None].float()
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         x = (x.clamp(0, 255).round() - self.pixel_mean.view(1, -1, 1, 1)) / self.pixel_std.view(1, -1, 1, 1)
@@ -275,7 +276,7 @@ class SamOnnxDecoder(nn.Module):
             masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False
         )
         size = orig_im_size.to(torch.float32)
-        resized = torch.floor(size * (self.img_size / torch.max(size)) + 0.5).to(torch.int64)
+        resized = torch.floor(size * (self.img_size / torch.max(size)) + 0.5).clamp(min=1).to(torch.int64)
         masks = masks[..., : resized[0], : resized[1]]
         orig = orig_im_size.to(torch.int64)
         return F.interpolate(masks, size=(orig[0], orig[1]), mode="bilinear", align_corners=False)
