@@ -82,6 +82,18 @@ def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
         raise ImageLoadError(f"{name} is corrupt or unreadable: {exc}") from exc
 
 
+def upright_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file as `load_image` returns it (EXIF rotations by 90 degrees
+    swap the stored sides), from its header; ImageLoadError if it is not a readable image."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            turned = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+        raise ImageLoadError(f"{path} is not an image file Pillow can read ({exc})") from exc
+    return (w, h) if turned else (h, w)
+
+
 def to_uint8(arr: np.ndarray, name: str = "image") -> np.ndarray:
     """Pixel values of any numeric type -> uint8, by one rule for files and arrays alike:
     - uint8 as is; bool as 0/255;

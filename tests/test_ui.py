@@ -242,6 +242,37 @@ def test_uploads(service, tmp_path, monkeypatch):
     assert len(list((tmp_path / "up").glob("*.png"))) == 1
 
 
+def test_phone_photos_and_broken_files(service, tmp_path):
+    """A photo stored sideways with an EXIF rotation (as phones save them) is labelled
+    upright end to end: its mask saves, the COCO export, label map and thumbnail have the
+    upright size. A file that stopped being an image is a 422 for its own requests and
+    leaves the folder's COCO export working."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 300x200, shown 200 wide and 300 high
+    Image.open(IMAGES / "picture1.jpg").resize((300, 200)).save(root / "phone.jpg", exif=exif)
+    (root / "zz_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg any more")
+    client = TestClient(create_app(Workspace(root, tmp_path / "out"), service, "vit_t"))
+    assert client.post("/api/images/phone.jpg/open").json()["width"] == 200
+    mask = client.post("/api/images/phone.jpg/predict", json={"points": [[100, 250, 1]]}).json()["mask"]
+    assert mask["rle"]["size"] == [300, 200]
+    saved = client.put(
+        "/api/images/phone.jpg/annotations",
+        json={"revision": 0, "objects": [{"label": "a", "rle": mask["rle"]}]},
+    )
+    assert saved.status_code == 200, saved.text
+    coco = client.get("/api/export/coco").json()
+    assert [(i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [("phone.jpg", 200, 300)]
+    assert len(coco["annotations"]) == 1
+    labels = Image.open(io.BytesIO(client.get("/api/images/phone.jpg/export/labels.png").content))
+    assert labels.size == (200, 300)
+    assert Image.open(io.BytesIO(client.get("/api/images/phone.jpg/thumb").content)).size == (171, 256)
+    for what in ("thumb", "export/labels.png"):
+        r = client.get(f"/api/images/zz_broken.jpg/{what}")
+        assert r.status_code == 422 and "not an image" in r.json()["detail"], what
+
+
 def test_uploads_refused_in_folder_mode(client):
     r = client.post("/api/upload", files={"file": ("x.png", b"123", "image/png")})
     assert r.status_code == 422

@@ -34,6 +34,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from ..errors import ImageLoadError, MobileSAMError, PromptError
+from ..image_io import load_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
 from ..utils import rle
 from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
@@ -149,11 +150,10 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.get("/api/images/{name}/thumb")
     def thumb(name: str) -> Response:
-        with Image.open(workspace.image(name).path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((256, 256))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
+        img = Image.fromarray(load_image(workspace.image(name).path))  # upright, as the model sees it
+        img.thumbnail((256, 256))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=80)
         return Response(buf.getvalue(), media_type="image/jpeg")
 
     @app.post("/api/images/{name}/open")
@@ -222,8 +222,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     def label_map(name: str) -> Response:
         objects = workspace.load(name)["objects"]
         entry = workspace.image(name)
-        with Image.open(entry.path) as img:
-            w, h = img.size
+        h, w = upright_size(entry.path)
         labels = np.zeros((h, w), np.uint16 if len(objects) > 255 else np.uint8)
         for i, obj in enumerate(objects):
             labels[mask_of(obj)] = i + 1
@@ -274,8 +273,12 @@ def folder_coco(workspace: Workspace) -> dict:
     category = {n: i + 1 for i, n in enumerate(names)}
     images, annotations = [], []
     for image_id, (entry, data) in enumerate(saved, start=1):
-        with Image.open(entry.path) as img:
-            w, h = img.size
+        try:
+            h, w = upright_size(entry.path)
+        except ImageLoadError:
+            if not data["objects"]:
+                continue  # an unreadable file in the folder, with nothing labelled
+            h, w = data["objects"][0]["rle"]["size"]  # labelled before it became unreadable
         images.append({"id": image_id, "width": w, "height": h, "file_name": entry.name})
         for obj in data["objects"]:
             mask = mask_of(obj)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import IMAGE_SUFFIXES, open_image
+from ..image_io import IMAGE_SUFFIXES, open_image, upright_size
 from ..utils import rle
 from ..utils.files import atomic_write_bytes, atomic_write_text
 
@@ -122,8 +121,7 @@ class Workspace:
         """Replace the annotations if `revision` is the saved one; returns the new revision."""
         entry = self.image(name)
         checked = [_check_object(o, i) for i, o in enumerate(objects)]
-        with Image.open(entry.path) as img:  # the header only
-            size = [img.height, img.width]
+        size = list(upright_size(entry.path))  # the header only
         for i, obj in enumerate(checked):
             if obj["rle"]["size"] != size:
                 raise BadRequest(f"object {i}: mask size {obj['rle']['size']} is not the image's {size}")
