@@ -78,7 +78,12 @@ def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
         return img
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{name} is not an image file Pillow can read") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(
+            f"{name}: {exc} Pillow refuses it as a safety limit: if the file is trusted, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS (half the pixels allowed), or pass the image as an array"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"{name} is corrupt or unreadable: {exc}") from exc
 
 

@@ -231,6 +231,17 @@ def test_image_bytes_and_file_objects(tmp_path):
         load_image(b"")
 
 
+def test_pillows_size_limit_is_named_not_called_corruption(monkeypatch):
+    """An image over Pillow's decompression-bomb limit (179 MP by default; here lowered)
+    is refused with what to do about it, not reported as a corrupt file."""
+    buf = io.BytesIO()
+    Image.new("RGB", (100, 50)).save(buf, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageLoadError, match="MAX_IMAGE_PIXELS") as err:
+        load_image(buf.getvalue())
+    assert "corrupt" not in str(err.value)
+
+
 def test_image_from_url(tmp_path):
     import functools
     import http.server
