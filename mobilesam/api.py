@@ -18,7 +18,7 @@ from os import PathLike
 import torch
 
 from . import weights
-from .build import build_sam
+from .build import build_sam, resolve_model_type
 from .engine import Engine
 from .errors import MobileSAMError
 from .highlevel import Segmenter, everything
@@ -54,7 +54,8 @@ class MobileSAM(Segmenter):
     over a `SamPredictor`).
 
     checkpoint: a path, or None for the published weights of `model_type` (downloaded
-    once, cached). device: "cpu", "cuda", "mps" or None for the best available.
+    once, cached). model_type: a registry name ("vit_t", "vit_b", ...); None reads it
+    from the checkpoint (the model whose layout it has exactly), else vit_t. device: "cpu", "cuda", "mps" or None for the best available.
     precision: "float32" (default, matches the official outputs) or "bf16" (encoder in
     bfloat16: faster where the hardware has bf16 matmuls, close but not identical).
     fast_paths: None keeps the defaults (fast_paths.py: all on unless the environment
@@ -70,7 +71,7 @@ class MobileSAM(Segmenter):
     def __init__(
         self,
         checkpoint: str | PathLike | None = None,
-        model_type: str = "vit_t",
+        model_type: str | None = None,
         device: str | torch.device | None = None,
         precision: str = "float32",
         fast_paths: bool | None = None,
@@ -80,10 +81,11 @@ class MobileSAM(Segmenter):
         if precision not in ("float32", "bf16"):
             raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
         tune_allocator()
+        self.model_type = resolve_model_type(model_type, checkpoint)
         if checkpoint is None:
-            checkpoint = weights.ensure_weights(model_type)
+            checkpoint = weights.ensure_weights(self.model_type)
         self.device = resolve_device(device)
-        self.model = build_sam(model_type, checkpoint).to(self.device)
+        self.model = build_sam(self.model_type, checkpoint).to(self.device)
         if fast_paths is not None:
             _fast_paths.configure(self.model, on=fast_paths)
         if precision == "bf16":

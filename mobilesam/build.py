@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from os import PathLike
 
-from .checkpoint import load_checkpoint
+import torch
+
+from .checkpoint import load_checkpoint, read_state_dict
 from .errors import PromptError
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.mask_decoder import MaskDecoder
@@ -111,3 +113,26 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_h": build_sam_vit_h,
     **{name: partial(build_sam, name) for name in ("tiny_vit_3m", "tiny_vit_11m", "tiny_vit_21m")},
 }
+
+
+def model_type_of(checkpoint: str | PathLike) -> str | None:
+    """The registry name whose layout (every key and shape, at 1024 px) `checkpoint` has;
+    None when none fits exactly (a strict load then says what does not). The file is
+    mapped, not read."""
+    state = read_state_dict(checkpoint, mmap=True)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return next((name for name in MODEL_CONFIGS if shapes == _layout(name)), None)
+
+
+@cache
+def _layout(model_type: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in build_sam(model_type).state_dict().items()}
+
+
+def resolve_model_type(model_type: str | None, checkpoint: str | PathLike | None) -> str:
+    """`model_type` when given; else the checkpoint's (`model_type_of`); else, and for the
+    published weights, vit_t."""
+    if model_type is not None:
+        return model_type
+    return (model_type_of(checkpoint) if checkpoint is not None else None) or "vit_t"

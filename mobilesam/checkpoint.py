@@ -24,11 +24,12 @@ _LIST_LIMIT = 8
 _WRAPPED_PART = re.compile(r"(.+?\.)(?:image_encoder|prompt_encoder|mask_decoder)\.")  # group 1: the prefix
 
 
-def read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a `.pt`/`.pth`/`.safetensors` checkpoint, unwrapped, on the CPU.
     Hugging Face transformers SAM weights (a file, or a `save_pretrained` folder) come back
-    under the official names."""
-    state = {k: v for file in _files(Path(path)) for k, v in _read_file(file).items()}
+    under the official names. mmap: map `.pt` files rather than read them (names and
+    shapes at no cost; files in PyTorch's legacy format are read whole)."""
+    state = {k: v for file in _files(Path(path)) for k, v in _read_file(file, mmap).items()}
     return hf_layout.to_official(state) if hf_layout.is_transformers_sam(state) else state
 
 
@@ -45,7 +46,7 @@ def source_sha256(path: str | PathLike) -> str:
     return sha256_of(*_files(Path(path)))
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
+def _read_file(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -58,7 +59,7 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{path} is not a valid .safetensors file: {exc}") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path, mmap)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc):
             raise CheckpointError(
@@ -69,6 +70,15 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch.load on a non-checkpoint raises many types (IndexError, EOFError, ...)
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
     return _unwrap(obj, path)
+
+
+def _torch_load(path: Path, mmap: bool) -> object:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            pass  # a legacy (non-zip) file cannot be mapped: read it whole
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -131,6 +131,7 @@ def _refuse_other_backends_options(args: argparse.Namespace) -> None:
     """An option the chosen --backend does not use is an error, not silently ignored."""
     options = [  # (option, given, the backends that use it)
         ("--checkpoint", args.checkpoint, ("torch",)),
+        ("--model-type", args.model_type, ("torch",)),
         ("--device", args.device, ("torch",)),
         ("--precision bf16", args.precision == "bf16", ("torch",)),
         ("--no-fast-paths", args.no_fast_paths, ("torch",)),
@@ -225,9 +226,11 @@ def _everything(args: argparse.Namespace) -> int:
                     f"{', '.join(local)}: with --engine ray, --gpus-per-worker picks each worker's "
                     "device and --cpus-per-worker its threads"
                 )
+            from .build import resolve_model_type
+
             model = {
                 "checkpoint": args.checkpoint,
-                "model_type": args.model_type,
+                "model_type": resolve_model_type(args.model_type, args.checkpoint),  # read once, here
                 "precision": args.precision,
                 "fast_paths": False if args.no_fast_paths else None,
                 "compile": args.compile,
@@ -253,20 +256,21 @@ def _everything(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from . import weights
-    from .build import build_sam
+    from .build import build_sam, resolve_model_type
     from .utils.files import check_output_dir
 
     check_output_dir(args.out)  # before downloading or exporting anything
     if args.calibration and (args.format != "executorch" or not args.quantize):
         raise PromptError("--calibration is for `export executorch --quantize int8`")
     calibration = _calibration_images(args.calibration) if args.calibration else None
-    checkpoint = args.checkpoint or weights.ensure_weights(args.model_type)
-    sam = build_sam(args.model_type, checkpoint)
+    model_type = resolve_model_type(args.model_type, args.checkpoint)
+    checkpoint = args.checkpoint or weights.ensure_weights(model_type)
+    sam = build_sam(model_type, checkpoint)
     if args.format == "executorch":
         from .export.executorch import export_executorch
 
         meta = export_executorch(
-            sam, args.out, args.quantize, calibration, checkpoint=checkpoint, model_type=args.model_type
+            sam, args.out, args.quantize, calibration, checkpoint=checkpoint, model_type=model_type
         )
         for name in meta["files_sha256"]:
             print(f"{name}: {Path(args.out) / name}")
@@ -275,9 +279,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "coreml":
         from .export.coreml import export_coreml
 
-        for name, path in export_coreml(
-            sam, args.out, checkpoint=checkpoint, model_type=args.model_type
-        ).items():
+        for name, path in export_coreml(sam, args.out, checkpoint=checkpoint, model_type=model_type).items():
             print(f"{name}: {path}")
         return 0
     from .export.onnx import export_onnx
@@ -290,7 +292,7 @@ def _export(args: argparse.Namespace) -> int:
         return_single_mask=args.return_single_mask,
         quantize=args.quantize,
         checkpoint=checkpoint,
-        model_type=args.model_type,
+        model_type=model_type,
     )
     for name, path in report.files.items():
         print(f"{name}: {path}")
@@ -537,9 +539,12 @@ def _add_backend_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MODEL_TYPE_HELP = "vit_t, vit_b, vit_l, vit_h or tiny_vit_*; default: the one --checkpoint fits, else vit_t"
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
-    parser.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    parser.add_argument("--model-type", help=MODEL_TYPE_HELP)
     parser.add_argument("--device", help="cpu, cuda or mps (default: best available)")
     parser.add_argument(
         "--precision",
@@ -659,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         "format", choices=["onnx", "executorch", "coreml"], help="onnx, executorch (.pte, XNNPACK) or coreml"
     )
     exp.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
-    exp.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    exp.add_argument("--model-type", help=MODEL_TYPE_HELP)
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
     exp.add_argument(

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import synthetic_state_dict
 
-from mobilesam import CheckpointError, build_sam, sam_model_registry
+from mobilesam import CheckpointError, MobileSAM, build_sam, sam_model_registry
+from mobilesam.build import model_type_of
 from mobilesam.checkpoint import read_state_dict
 from mobilesam.weights import get_weights
 
@@ -114,6 +115,7 @@ def test_wrong_model_names_the_model_and_keys(tmp_path):
     with pytest.raises(CheckpointError) as err:
         build_sam("vit_t", path)
     msg = str(err.value)
+    assert model_type_of(path) == "vit_b"  # what MobileSAM(path) without model_type builds
     assert "looks like SAM ViT (vit_b)" in msg
     assert "missing keys (" in msg and "image_encoder.layers.0" in msg
     assert "unexpected keys (" in msg and "image_encoder.blocks.0" in msg
@@ -189,3 +191,24 @@ def test_non_tensor_dict_refused(tmp_path):
 def test_unknown_model_type():
     with pytest.raises(ValueError, match="unknown model_type 'vit_x'"):
         build_sam("vit_x")
+
+
+def test_model_type_read_from_the_checkpoint(tmp_path, ckpt_vit_t):
+    """No model_type: the registry model whose layout the checkpoint has exactly (the file
+    mapped, not read; a legacy-format file read whole); none fits: vit_t, whose strict
+    load then says what does not fit, as before."""
+    assert model_type_of(ckpt_vit_t) == "vit_t"
+    state = synthetic_state_dict("tiny_vit_3m", seed=3)
+    student, legacy = tmp_path / "student.pt", tmp_path / "legacy.pt"
+    torch.save(state, student)
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert model_type_of(student) == model_type_of(legacy) == "tiny_vit_3m"
+    sam = MobileSAM(student, device="cpu")
+    assert sam.model_type == "tiny_vit_3m" and len(sam.model.image_encoder.layers[1].blocks) == 2
+    assert torch.equal(
+        sam.model.state_dict()["mask_decoder.iou_token.weight"], state["mask_decoder.iou_token.weight"]
+    )
+    torch.save({k: v for k, v in state.items() if not k.startswith("mask_decoder.")}, student)
+    assert model_type_of(student) is None
+    with pytest.raises(CheckpointError, match="does not fit model 'vit_t'"):
+        MobileSAM(student, device="cpu")

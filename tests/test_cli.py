@@ -99,6 +99,10 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
             "--checkpoint, --compile: not used by --backend onnx",
         ),
         (
+            [TRUCK, "--box", "1,2,3,4", "--backend", "onnx", "--onnx", "x", "--model-type", "vit_b"],
+            "--model-type: not used by --backend onnx",
+        ),
+        (
             [TRUCK, "--box", "1,2,3,4", "--backend", "executorch", "--onnx", "x", "--precision", "bf16"],
             "--precision bf16, --onnx: not used by --backend executorch",
         ),

@@ -52,7 +52,10 @@ def test_module_paths_and_builders(ckpt_vit_t):
     import mobilesam
 
     assert isinstance(mobilesam.build_sam("vit_t", ckpt_vit_t).image_encoder, TinyViT)
-    assert mobilesam.MobileSAM.__init__.__defaults__[1] == "vit_t"  # MobileSAM() stays MobileSAM
+    from mobilesam.build import resolve_model_type
+
+    assert mobilesam.MobileSAM.__init__.__defaults__[1] is None  # read from the checkpoint, and
+    assert resolve_model_type(None, None) == "vit_t"  # MobileSAM() with no checkpoint stays MobileSAM
 
 
 def test_predictor_sizes_and_package_names(truck_predictor):

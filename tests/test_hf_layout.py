@@ -107,6 +107,10 @@ def test_source_digest_of_a_folder(saved):
 def test_transformers_weights_for_another_model_or_incomplete(saved, tmp_path):
     with pytest.raises(CheckpointError, match=r"looks like SAM ViT \(vit_b\)"):
         build_sam("vit_t", saved / "folder")
+    from mobilesam.build import model_type_of
+
+    # Converted (the .bin mapped, not read) to a 256-px ViT-B, which no 1024-px model fits
+    assert model_type_of(saved / "state.bin") is None
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"without model\.safetensors"):
         build_sam("vit_b", tmp_path / "empty", img_size=256)

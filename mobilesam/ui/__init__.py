@@ -27,7 +27,7 @@ def _require_extra() -> None:
         ) from exc
 
 
-def build_app(source, out=None, checkpoint=None, model_type="vit_t", device=None, cache_images=8):
+def build_app(source, out=None, checkpoint=None, model_type=None, device=None, cache_images=8):
     """The app for `source` (a folder, an image or None for uploads), and its model service."""
     _require_extra()
     from ..api import MobileSAM
@@ -38,7 +38,7 @@ def build_app(source, out=None, checkpoint=None, model_type="vit_t", device=None
     workspace = Workspace(source, out)
     sam = MobileSAM(checkpoint, model_type, device)
     service = ModelService(sam.predictor, cache_images=cache_images)
-    return create_app(workspace, service, model_type), service
+    return create_app(workspace, service, sam.model_type), service
 
 
 def serve(
