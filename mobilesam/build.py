@@ -115,24 +115,26 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
 }
 
 
-def model_type_of(checkpoint: str | PathLike) -> str | None:
-    """The registry name whose layout (every key and shape, at 1024 px) `checkpoint` has;
-    None when none fits exactly (a strict load then says what does not). The file is
+def model_type_of(checkpoint: str | PathLike, img_size: int = 1024) -> str | None:
+    """The registry name whose layout (every key and shape, at `img_size`) `checkpoint`
+    has; None when none fits exactly (a strict load then says what does not). The file is
     mapped, not read."""
     state = read_state_dict(checkpoint, mmap=True)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    return next((name for name in MODEL_CONFIGS if shapes == _layout(name)), None)
+    return next((name for name in MODEL_CONFIGS if shapes == _layout(name, img_size)), None)
 
 
 @cache
-def _layout(model_type: str) -> dict[str, tuple[int, ...]]:
+def _layout(model_type: str, img_size: int) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in build_sam(model_type).state_dict().items()}
+        return {k: tuple(v.shape) for k, v in build_sam(model_type, img_size=img_size).state_dict().items()}
 
 
-def resolve_model_type(model_type: str | None, checkpoint: str | PathLike | None) -> str:
+def resolve_model_type(
+    model_type: str | None, checkpoint: str | PathLike | None, img_size: int = 1024
+) -> str:
     """`model_type` when given; else the checkpoint's (`model_type_of`); else, and for the
     published weights, vit_t."""
     if model_type is not None:
         return model_type
-    return (model_type_of(checkpoint) if checkpoint is not None else None) or "vit_t"
+    return (model_type_of(checkpoint, img_size) if checkpoint is not None else None) or "vit_t"

@@ -454,7 +454,7 @@ def _distill_evaluate(args: argparse.Namespace) -> int:
     import json as json_module
 
     from . import weights
-    from .build import build_sam
+    from .build import build_sam, resolve_model_type
     from .distill.evaluate import evaluate, table
     from .utils.files import atomic_write_text
 
@@ -463,7 +463,8 @@ def _distill_evaluate(args: argparse.Namespace) -> int:
     teacher_type, _, teacher_path = args.teacher.partition(":")
     teacher_ckpt = teacher_path or weights.ensure_weights(teacher_type)
     teacher = build_sam(teacher_type, teacher_ckpt, img_size=args.img_size)
-    student = build_sam(args.student_type, args.student, img_size=args.img_size)
+    student_type = resolve_model_type(args.student_type, args.student, args.img_size)
+    student = build_sam(student_type, args.student, img_size=args.img_size)
     result = evaluate(student, teacher, args.images, grid=args.grid, seed=args.seed, clicks=args.clicks)
     print(table(result))
     if args.json:
@@ -781,7 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="student-vs-teacher mIoU (box, 1 point, 2 points) and embedding MSE"
     )
     dev.add_argument("--student", required=True, help="student checkpoint (official layout)")
-    dev.add_argument("--student-type", default="vit_t", help="the student encoder's type (default vit_t)")
+    dev.add_argument(
+        "--student-type", help="the student's model type (default: the one --student fits, else vit_t)"
+    )
     dev.add_argument("--teacher", default="vit_h", help="TYPE[:CHECKPOINT]")
     dev.add_argument("--images", required=True, help="folder of images, or SA-1B sa_*.tar shards")
     dev.add_argument("--img-size", type=int, default=1024, help="input size of both models (default 1024)")

@@ -222,7 +222,8 @@ def test_bf16_autocast_trains(distill_data, tmp_path):
 
 
 def test_smaller_student(distill_data, tmp_path, capsys):
-    """Another TinyViT width as the student: trains, and the output loads as that type."""
+    """Another TinyViT width as the student: trains, the output loads as that type, and
+    `distill evaluate` without --student-type reads the type from the file."""
     from mobilesam.cli import main
 
     meta = train(_config(distill_data, tmp_path, student="tiny_vit_3m", steps=2))
@@ -230,7 +231,10 @@ def test_smaller_student(distill_data, tmp_path, capsys):
     build_sam("tiny_vit_3m", tmp_path / "student.pt", img_size=SIZE)
     with pytest.raises(CheckpointError, match="TinyViT encoder"):
         build_sam("vit_t", tmp_path / "student.pt", img_size=SIZE)
-    args = ["distill", "evaluate", "--student", str(tmp_path / "student.pt"), "--student-type", "tiny_vit_3m"]
+    from mobilesam.build import model_type_of
+
+    assert model_type_of(tmp_path / "student.pt", SIZE) == "tiny_vit_3m"
+    args = ["distill", "evaluate", "--student", str(tmp_path / "student.pt")]
     args += ["--teacher", f"vit_b:{distill_data / 'teacher.pth'}", "--images", str(distill_data / "held")]
     assert main([*args, "--img-size", str(SIZE), "--grid", "1"]) == 0
     assert "| box |" in capsys.readouterr().out

@@ -87,7 +87,9 @@ class FinetuneConfig(LoopConfig):
     teacher_checkpoint: str | None = option(
         None, "the teacher's prompt encoder + decoder, for --prompts teacher"
     )
-    student_type: str = option("vit_t", "the student encoder's type")
+    student_type: str | None = option(
+        None, "the student's model type; default: the one --student fits, else vit_t"
+    )
     img_size: int = option(1024, "input size")
     masks_per_image: int = option(8, "target masks sampled per image and step (at least 3)")
     click_rounds: int = option(0, "correction-click rounds per prompt (SAM trains with 8)")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..build import build_sam
+from ..build import build_sam, resolve_model_type
 from ..checkpoint import read_state_dict
 from ..errors import MobileSAMError
 from ..modeling.sam import Sam
@@ -252,7 +252,8 @@ def finetune(
     """Fine-tune the decoder of cfg.student; writes student.pt (official layout) + student.json."""
     cfg.check()
     torch.manual_seed(cfg.seed)
-    sam = build_sam(cfg.student_type, cfg.student, img_size=cfg.img_size)
+    student_type = resolve_model_type(cfg.student_type, cfg.student, cfg.img_size)
+    sam = build_sam(student_type, cfg.student, img_size=cfg.img_size)
     teacher = None
     if cfg.prompts == "teacher":
         data = DistillData(cfg.cache, cfg.images, cfg.img_size)
