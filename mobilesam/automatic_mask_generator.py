@@ -240,7 +240,8 @@ class SamAutomaticMaskGenerator:
         records = MaskRecords(rle.BitStore(self.mask_memory_bytes))
         self._done, self._total = 0, sum(len(self.point_grids[layer]) for layer in layer_idxs)
         for crop_box, layer in zip(crop_boxes, layer_idxs):
-            records.extend(self._process_crop(image, crop_box, layer, orig_size, records.store))
+            if len(self.point_grids[layer]):  # no point, no mask: the crop is not even encoded
+                records.extend(self._process_crop(image, crop_box, layer, orig_size, records.store))
         if len(crop_boxes) > 1 and len(records):
             # Prefer masks from smaller crops: score = 1 / crop area.
             scores = 1 / amg.box_area(records.crop_boxes)

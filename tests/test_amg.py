@@ -105,6 +105,25 @@ def test_point_grid_and_layers():
     grid = amg.build_point_grid(2)
     np.testing.assert_allclose(grid, [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
     assert [len(g) for g in amg.build_all_layer_point_grids(8, 2, 2)] == [64, 16, 4]
+    assert [len(g) for g in amg.build_all_layer_point_grids(4, 2, 4)] == [16, 1, 0]
+    assert amg.build_point_grid(0).shape == (0, 2)
+
+
+def test_a_crop_layer_downscaled_to_no_points(sam_vit_t, monkeypatch):
+    """crop_n_points_downscale_factor can leave a deep layer 0 points per side (4 / 4^2):
+    that layer adds nothing and its 16 crops are not encoded (segment-anything divides by
+    zero); the masks are those of the layers above it."""
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    kwargs = {"points_per_side": 4, "crop_n_points_downscale_factor": 4, "pred_iou_thresh": 0.0}
+    shallow = SamAutomaticMaskGenerator(sam_vit_t, crop_n_layers=1, **kwargs).generate(image)
+    deep = SamAutomaticMaskGenerator(sam_vit_t, crop_n_layers=2, **kwargs)
+    encoded = []
+    real = deep.predictor.set_image
+    monkeypatch.setattr(
+        deep.predictor, "set_image", lambda crop, *a: encoded.append(crop.shape) or real(crop, *a)
+    )
+    np.testing.assert_equal(deep.generate(image), shallow)
+    assert len(encoded) == 1 + 4  # the image and layer 1's crops
 
 
 def test_crop_boxes():

@@ -17,7 +17,10 @@ from ..modeling.fast_paths import tracing
 
 
 def build_point_grid(n_per_side: int) -> np.ndarray:
-    """n*n points at cell centres of the unit square, (x, y), row by row: (n*n)x2."""
+    """n*n points at cell centres of the unit square, (x, y), row by row: (n*n)x2; none
+    for n = 0 (a crop layer that `crop_n_points_downscale_factor` leaves without points)."""
+    if n_per_side == 0:
+        return np.zeros((0, 2))
     offset = 1 / (2 * n_per_side)
     side = np.linspace(offset, 1 - offset, n_per_side)
     xs = np.tile(side[None, :], (n_per_side, 1))
