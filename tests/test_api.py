@@ -148,6 +148,12 @@ def test_segment_anything_forward(sam_vit_t, truck_predictor, truck):
         )
     masks, _, _ = truck_predictor.predict(box=np.array(BOXES[0]), multimask_output=False)
     assert same_mask(out[0]["masks"][0].numpy(), masks)
+    # An empty batch is an empty answer; an image not resized to CHW, or a record without
+    # original_size, is a PromptError naming it (not a stack, shape or key error)
+    assert sam_vit_t([], multimask_output=False) == []
+    for bad in ({"image": torch.zeros(1200, 1800, 3), "original_size": (1200, 1800)}, {"image": image}):
+        with pytest.raises(PromptError, match=r"batched_input\[1\]"):
+            sam_vit_t([{"image": image, "original_size": truck.shape[:2]}, bad], multimask_output=False)
 
 
 def test_bf16_encoder_close_to_float32(ckpt_vit_t, sam):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import PromptError
 from ..transforms import PIXEL_MEAN, PIXEL_STD
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
@@ -106,6 +107,10 @@ class Sam(nn.Module):
         (Bx1x256x256), all in the resized frame. Each output holds `masks` (bool),
         `iou_predictions` and `low_res_logits`.
         """
+        if not batched_input:
+            return []
+        for i, record in enumerate(batched_input):
+            self._check_record(i, record)
         images = torch.stack([self.preprocess(x["image"][None])[0] for x in batched_input])
         embeddings = self.image_encoder(images)
         outputs = []
@@ -122,3 +127,15 @@ class Sam(nn.Module):
                 {"masks": masks > self.mask_threshold, "iou_predictions": iou, "low_res_logits": low_res}
             )
         return outputs
+
+    def _check_record(self, i: int, record: dict) -> None:
+        if "image" not in record or "original_size" not in record:
+            raise PromptError(
+                f"batched_input[{i}] needs 'image' and 'original_size', got keys {sorted(record)}"
+            )
+        shape = tuple(record["image"].shape)
+        if len(shape) != 3 or shape[0] != 3 or max(shape[1:]) > self.img_size:
+            raise PromptError(
+                f"batched_input[{i}]['image'] must be 3xhxw with sides up to {self.img_size} "
+                f"(ResizeLongestSide({self.img_size}).apply_image, then permute(2, 0, 1)), got {shape}"
+            )
