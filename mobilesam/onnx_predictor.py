@@ -39,7 +39,12 @@ def session(path: str | PathLike, threads: int | None = None):
         ) from None
     path = Path(path)
     if not path.is_file():
-        raise MobileSAMError(f"ONNX file not found: {path}")
+        hint = (
+            " (int8 copies come from `mobilesam export onnx --quantize int8`)"
+            if ".int8." in path.name
+            else ""
+        )
+        raise MobileSAMError(f"ONNX file not found: {path}{hint}")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -53,6 +58,7 @@ def check_pair(encoder, decoder) -> None:
     """Fail clearly if the encoder's embedding does not fit the decoder's input (paths or sessions)."""
     enc = encoder if hasattr(encoder, "get_outputs") else session(encoder)
     dec = decoder if hasattr(decoder, "get_inputs") else session(decoder)
+    encoder, decoder = _label(encoder), _label(decoder)
     names = [i.name for i in dec.get_inputs()]
     if names[: len(DECODER_INPUTS)] != list(DECODER_INPUTS):
         raise MobileSAMError(
@@ -63,6 +69,11 @@ def check_pair(encoder, decoder) -> None:
         isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(out, want)
     ):
         raise MobileSAMError(f"{encoder} outputs embeddings of shape {out}, but {decoder} expects {want}")
+
+
+def _label(model: object) -> str:
+    """A path, or the file an onnxruntime session was loaded from."""
+    return str(getattr(model, "_model_path", None) or model)
 
 
 def check_same_export(sessions: dict, expected: str | None) -> None:

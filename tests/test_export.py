@@ -236,10 +236,14 @@ def test_bad_inputs(tmp_path, exported, sam_vit_t):
         session(tmp_path / "x.onnx")
     with pytest.raises(MobileSAMError, match="not found"):
         session(tmp_path / "missing.onnx")
+    with pytest.raises(MobileSAMError, match="--quantize int8"):
+        session(tmp_path / "encoder.int8.onnx")
     with pytest.raises(MobileSAMError, match="opset 13 is not supported"):
         export_onnx(sam_vit_t, tmp_path / "o", opset=13)
     with pytest.raises(MobileSAMError, match=r"shape \[1, 256, 16, 16\], but .* expects \[1, 256, 64, 64\]"):
         check_pair(_encoder_of_a_256_px_model(tmp_path / "enc256.onnx"), exported / "decoder.onnx")
+    with pytest.raises(MobileSAMError, match=r"enc256\.onnx outputs .*/decoder\.onnx expects"):  # by path
+        check_pair(session(tmp_path / "enc256.onnx"), session(exported / "decoder.onnx"))
     with pytest.raises(MobileSAMError, match="decoder inputs"):
         check_pair(exported / "encoder.onnx", exported / "encoder.onnx")
     # the digest that keeps exports apart covers the input size, not only the weights
