@@ -55,7 +55,8 @@ class MobileSAM(Segmenter):
 
     checkpoint: a path, or None for the published weights of `model_type` (downloaded
     once, cached). model_type: a registry name ("vit_t", "vit_b", ...); None reads it
-    from the checkpoint (the model whose layout it has exactly), else vit_t. device: "cpu", "cuda", "mps" or None for the best available.
+    from the checkpoint (the model whose layout it has exactly), else vit_t.
+    device: "cpu", "cuda", "mps" or None for the best available.
     precision: "float32" (default, matches the official outputs) or "bf16" (encoder in
     bfloat16: faster where the hardware has bf16 matmuls, close but not identical).
     fast_paths: None keeps the defaults (fast_paths.py: all on unless the environment

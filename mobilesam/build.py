@@ -117,8 +117,9 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
 
 def model_type_of(checkpoint: str | PathLike, img_size: int = 1024) -> str | None:
     """The registry name whose layout (every key and shape, at `img_size`) `checkpoint`
-    has; None when none fits exactly (a strict load then says what does not). The file is
-    mapped, not read."""
+    has; None when none fits exactly (a strict load then says what does not). A `.pt`
+    file is memory-mapped for this, not read; `.safetensors` and legacy-format files are
+    read whole, so the load that follows reads them a second time."""
     state = read_state_dict(checkpoint, mmap=True)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     return next((name for name in MODEL_CONFIGS if shapes == _layout(name, img_size)), None)

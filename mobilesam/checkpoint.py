@@ -2,8 +2,8 @@
 
 Files are read on the CPU with `weights_only=True` (no arbitrary pickles) or as
 `.safetensors`; the usual wrappers (`{"model": ...}`, `{"state_dict": ...}`, a prefix
-such as DDP's `module.` or a fine-tuning module's `model.` on every key) are unwrapped; a file for another model fails with the model it
-looks like and the keys that do not fit.
+such as DDP's `module.` or a fine-tuning module's `model.` on every key) are unwrapped;
+a file for another model fails with the model it looks like and the keys that do not fit.
 """
 
 from __future__ import annotations

@@ -105,9 +105,9 @@ class ExportedPredictor:
         labels, an optional XYXY box) -> logits at out_size, scores and low-res logits, each
         1xC: the three multi-mask candidates or the single-mask output (C = 1 when the
         export returns a single mask, chosen by SAM's SamOnnxModel rule: the best-scored
-        candidate for fewer than three prompt tokens, else the single-mask token). As segment-anything's predictor feeds its decoder,
-        a box goes in as two corner points labelled 2 and 3, and points alone get a
-        padding point labelled -1."""
+        candidate for fewer than three prompt tokens, else the single-mask token). As
+        segment-anything's predictor feeds its decoder, a box goes in as two corner points
+        labelled 2 and 3, and points alone get a padding point labelled -1."""
         if box is None:
             coords, labels = np.concatenate([coords, [[0.0, 0.0]]]), np.concatenate([labels, [-1]])
         else:

@@ -49,8 +49,8 @@ class Segmenter:
         prompt, segment everything (`everything` takes `segment_everything`'s options).
 
         input_box: [x0, y0, x1, y1] or a list of them -> one mask per box (an empty
-        list: no mask, and the image is not encoded), boxes decoded in batches (torch: 16 per decoder call; ONNX: one each); with points too, every box
-        gets all the points. input_point: [[x, y], ...]; input_point_label: 1
+        list: no mask, and the image is not encoded), boxes decoded in batches (torch: 16
+        per decoder call; ONNX: one each); with points too, every box gets all the points. input_point: [[x, y], ...]; input_point_label: 1
         foreground / 0 background (default all 1). mask_id (1-3) picks that multi-mask
         candidate (mask-token order); without it a lone point gets the best of three and
         other prompts the single-mask output. input_size_percent (1-100) shrinks the

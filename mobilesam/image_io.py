@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 from typing import BinaryIO
@@ -87,15 +89,23 @@ def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
         raise ImageLoadError(f"{name} is corrupt or unreadable: {exc}") from exc
 
 
+@contextmanager
+def opened_image(path: Path) -> Iterator[Image.Image]:
+    """`Image.open(path)` for reading only what is needed (a header, a draft-scale
+    thumbnail); anything Pillow raises in the block becomes an ImageLoadError naming `path`."""
+    try:
+        with Image.open(path) as img:
+            yield img
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"{path} is not an image file Pillow can read ({exc})") from exc
+
+
 def upright_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file as `load_image` returns it (EXIF rotations by 90 degrees
     swap the stored sides), from its header; ImageLoadError if it is not a readable image."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            turned = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
-    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
-        raise ImageLoadError(f"{path} is not an image file Pillow can read ({exc})") from exc
+    with opened_image(path) as img:
+        w, h = img.size
+        turned = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
     return (w, h) if turned else (h, w)
 
 

@@ -211,13 +211,13 @@ def segment_everything_on_ray(
             f"Ray ready in {seconds:.1f} s; {len(todo)} images to segment, {len(summary.skipped)} done before"
         )
         ray = _ray()
-        by_name = {job.key(p): p for p in files}
+        by_key = {job.key(p): p for p in files}
         if redraw:
             for row in ray.data.from_items(redraw).map(_draw_saved).iter_rows():
                 if row["error"]:
                     job.say(f"{row['name']}: overlay not drawn: {row['error']}")
                 else:
-                    atomic_write_bytes(job.overlay_path(by_name[str(row["name"])]), row["overlay"])
+                    atomic_write_bytes(job.overlay_path(by_key[str(row["name"])]), row["overlay"])
         if not todo:
             return
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 4 * options.num_workers))
@@ -233,8 +233,8 @@ def segment_everything_on_ray(
                 job.say(f"{name}: FAILED: {row['error']}")
             else:
                 if job.overlays:  # before the part, as folder mode: a part means all is written
-                    atomic_write_bytes(job.overlay_path(by_name[name]), row["overlay"])
-                job.save(by_name[name], json.loads(row["part"]))
+                    atomic_write_bytes(job.overlay_path(by_key[name]), row["overlay"])
+                job.save(by_key[name], json.loads(row["part"]))
                 summary.done.append(name)
             if on_result is not None:
                 on_result(name)

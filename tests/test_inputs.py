@@ -231,15 +231,21 @@ def test_image_bytes_and_file_objects(tmp_path):
         load_image(b"")
 
 
-def test_pillows_size_limit_is_named_not_called_corruption(monkeypatch):
+def test_pillows_size_limit_is_named_not_called_corruption(monkeypatch, tmp_path):
     """An image over Pillow's decompression-bomb limit (179 MP by default; here lowered)
-    is refused with what to do about it, not reported as a corrupt file."""
+    is refused with what to do about it, not reported as a corrupt file; reading only its
+    header (the UI's sizes) is an ImageLoadError too, not an unhandled exception."""
+    from mobilesam.image_io import upright_size
+
     buf = io.BytesIO()
     Image.new("RGB", (100, 50)).save(buf, "PNG")
+    (tmp_path / "big.png").write_bytes(buf.getvalue())
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageLoadError, match="MAX_IMAGE_PIXELS") as err:
         load_image(buf.getvalue())
     assert "corrupt" not in str(err.value)
+    with pytest.raises(ImageLoadError, match=r"big\.png"):
+        upright_size(tmp_path / "big.png")
 
 
 def test_image_from_url(tmp_path):

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
 from ..errors import ImageLoadError, MobileSAMError, PromptError
-from ..image_io import upright_size
+from ..image_io import opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
 from ..utils import rle
 from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
@@ -150,13 +150,9 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.get("/api/images/{name}/thumb")
     def thumb(name: str) -> Response:
-        path = workspace.image(name).path
-        try:
-            with Image.open(path) as img:
-                img.thumbnail((256, 256))  # a JPEG decodes at a reduced scale: fast for a long list
-                img = ImageOps.exif_transpose(img).convert("RGB")  # upright, as the model sees it
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ImageLoadError(f"{path} is not an image file Pillow can read ({exc})") from exc
+        with opened_image(workspace.image(name).path) as img:
+            img.thumbnail((256, 256))  # a JPEG decodes at a reduced scale: fast for a long list
+            img = ImageOps.exif_transpose(img).convert("RGB")  # upright, as the model sees it
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=80)
         return Response(buf.getvalue(), media_type="image/jpeg")
