@@ -318,6 +318,16 @@ def _calibration_images(paths: list[str]) -> list[Path]:
     return images
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    done = convert(args.source, args.to, args.out, args.tolerance)
+    print(
+        f"{args.to}: {done.annotations} masks of {done.images} images, {len(done.files)} files in {args.out}"
+    )
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     from .ui import serve
 
@@ -659,6 +669,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="(folder) OUT holds results made with other options: redo every image with these",
     )
     eve.set_defaults(func=_everything)
+
+    con = sub.add_parser(
+        "convert",
+        help="COCO JSON with RLE masks to COCO polygons or YOLO segmentation labels",
+        allow_abbrev=False,
+    )
+    con.add_argument(
+        "source", help="COCO JSON: `everything`'s annotations.json, a --json file, the UI's export"
+    )
+    con.add_argument(
+        "--to",
+        required=True,
+        choices=["coco-polygon", "yolo"],
+        help="coco-polygon: one JSON file; yolo: a folder of FILE.txt per image and classes.txt",
+    )
+    con.add_argument("--out", required=True, help="the JSON file (coco-polygon) or folder (yolo) to write")
+    con.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="simplify outlines by up to this many pixels; 0: exact, every pixel corner (default 1)",
+    )
+    con.set_defaults(func=_convert)
 
     exp = sub.add_parser("export", help="export the model for deployment")
     exp.add_argument(

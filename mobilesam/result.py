@@ -16,6 +16,7 @@ from .prompts import Prompts
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_coco_bbox, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
+from .utils.polygons import mask_to_polygon, mask_to_polygons
 from .visualize import overlay
 
 
@@ -165,20 +166,43 @@ class SegmentationResult:
         img = Image.fromarray(labels.astype(np.uint8)) if len(self) < 256 else Image.fromarray(labels)
         return atomic_write(path, lambda f: img.save(f, "PNG"))
 
-    def to_coco(self, image_id: int = 1, first_annotation_id: int = 1) -> dict:
-        """COCO-style dict: one image, one annotation per mask with compressed RLE. `bbox`
-        is COCO's (the mask's pixel extent, as pycocotools' toBbox), one pixel wider and
-        taller than segment-anything's `generate()` boxes."""
+    def polygons(self, i: int, tolerance: float = 1.0, holes: bool = True) -> list[np.ndarray]:
+        """Mask i as polygons (Kx2 int32 x, y on pixel corners), one per part, largest
+        first (see `utils.polygons`). tolerance: simplification in pixels, 0 for the exact
+        outline; holes: cut into the polygon (exact, filled by the even-odd rule), or
+        False to fill them."""
+        return mask_to_polygons(self.mask(i), tolerance, holes)
+
+    def to_coco(
+        self,
+        image_id: int = 1,
+        first_annotation_id: int = 1,
+        segmentation: str = "rle",
+        tolerance: float = 1.0,
+    ) -> dict:
+        """COCO-style dict: one image, one annotation per mask. `bbox` is COCO's (the
+        mask's pixel extent, as pycocotools' toBbox), one pixel wider and taller than
+        segment-anything's `generate()` boxes.
+
+        segmentation: "rle" (compressed RLE, exact) or "polygon" (one polygon per part,
+        holes cut in; simplified by `tolerance` pixels, 0 for exact). `area` is the mask's
+        pixel count either way."""
+        if segmentation not in ("rle", "polygon"):
+            raise ValueError(f"segmentation must be 'rle' or 'polygon', got {segmentation!r}")
         h, w = self.image.shape[:2]
         areas = self.areas
         boxes = xyxy_to_coco_bbox(self.boxes, areas)
         anns = []
         for i in range(len(self)):
+            if segmentation == "rle":
+                seg = self._rle(i)
+            else:
+                seg = [p.ravel().tolist() for p in self.polygons(i, tolerance)]
             ann = {
                 "id": first_annotation_id + i,
                 "image_id": image_id,
                 "category_id": 1,
-                "segmentation": self._rle(i),
+                "segmentation": seg,
                 "area": int(areas[i]),
                 "bbox": [int(v) for v in boxes[i]],
                 "iscrowd": 0,
@@ -194,6 +218,21 @@ class SegmentationResult:
             anns.append(ann)
         image = {"id": image_id, "width": int(w), "height": int(h), "file_name": self.file_name}
         return {"images": [image], "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
+
+    def to_yolo(self, class_id: int = 0, tolerance: float = 1.0) -> str:
+        """YOLO segmentation labels: a line `class x1 y1 x2 y2 ...` per non-empty mask, x and y
+        divided by the image's width and height. A mask of several parts is one polygon,
+        its parts joined by zero-width cuts (as Ultralytics joins COCO's)."""
+        h, w = self.image.shape[:2]
+        lines = []
+        for i in range(len(self)):
+            poly = mask_to_polygon(self.mask(i), tolerance)
+            if len(poly):
+                lines.append(yolo_line(class_id, poly, (h, w)))
+        return "".join(lines)
+
+    def save_yolo(self, path: str | PathLike, class_id: int = 0, tolerance: float = 1.0) -> Path:
+        return atomic_write_text(path, self.to_yolo(class_id, tolerance))
 
     def _rle(self, i: int) -> dict:
         """Mask i as compressed COCO RLE (straight from the packed bits when it has them)."""
@@ -211,8 +250,19 @@ class SegmentationResult:
             prompt["labels"] = p.labels.tolist()
         return prompt
 
-    def save_json(self, path: str | PathLike, image_id: int = 1) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_coco(image_id)))
+    def save_json(
+        self, path: str | PathLike, image_id: int = 1, segmentation: str = "rle", tolerance: float = 1.0
+    ) -> Path:
+        """COCO JSON (see `to_coco`)."""
+        coco = self.to_coco(image_id, segmentation=segmentation, tolerance=tolerance)
+        return atomic_write_text(path, json.dumps(coco))
+
+
+def yolo_line(class_id: int, polygon: np.ndarray, size: tuple[int, int]) -> str:
+    """One YOLO segmentation label line: the polygon's x, y over the image width, height."""
+    h, w = size
+    xy = (polygon / np.array([w, h], dtype=np.float64)).ravel()
+    return f"{class_id} " + " ".join(f"{v:.6g}" for v in xy) + "\n"
 
 
 class PackedMasks:

@@ -1,0 +1,158 @@
+"""COCO JSON with RLE masks (what `mobilesam everything`, `--json` and the UI's export write)
+to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels. Needs no torch.
+
+The input is read and every annotation converted before anything is written, so a bad
+annotation stops the run with its id and leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .errors import MobileSAMError
+from .result import yolo_line
+from .utils import rle
+from .utils.files import atomic_write_text, check_output_dir, check_output_file
+from .utils.polygons import join_polygons, mask_to_polygons
+
+FORMATS = ("coco-polygon", "yolo")
+
+
+class ConvertError(MobileSAMError, ValueError):
+    """The input is not COCO JSON this can convert (the message names the place)."""
+
+
+@dataclass
+class Converted:
+    files: list[Path]  # written
+    images: int
+    annotations: int
+
+
+def load_coco(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        coco = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConvertError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConvertError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ConvertError(f"{path}: not COCO JSON (no 'images' list)")
+    if not isinstance(coco.get("annotations", []), list):
+        raise ConvertError(f"{path}: 'annotations' is not a list")
+    return coco
+
+
+def _polygons(ann: dict, size: tuple[int, int] | None, tolerance: float) -> list[np.ndarray]:
+    """An annotation's segmentation as polygons (Kx2): RLE traced (simplified by
+    `tolerance`), polygons as they are."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict):
+        mask = rle.decode(seg)
+        if size is not None and mask.shape != size:
+            raise ValueError(f"its RLE is {mask.shape[0]}x{mask.shape[1]}, its image {size[0]}x{size[1]}")
+        return mask_to_polygons(mask, tolerance)
+    if isinstance(seg, list) and all(isinstance(p, list) and len(p) % 2 == 0 for p in seg):
+        return [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg if len(p) >= 6]
+    raise ValueError("its segmentation is neither RLE nor a list of polygons")
+
+
+def _size(image: dict, ann: dict) -> tuple[int, int] | None:
+    """The image's (height, width): from the image record, else from the annotation's RLE."""
+    if "height" in image and "width" in image:
+        return int(image["height"]), int(image["width"])
+    seg = ann.get("segmentation")
+    return tuple(int(v) for v in seg["size"]) if isinstance(seg, dict) else None
+
+
+def _each(coco: dict, tolerance: float):
+    """(annotation, its image size or None, its polygons) per annotation; a bad one is a
+    `ConvertError` naming it."""
+    images = {img.get("id"): img for img in coco["images"] if isinstance(img, dict)}
+    for ann in coco.get("annotations", []):
+        try:
+            image = images.get(ann.get("image_id"))
+            if image is None:
+                raise ValueError(f"its image_id {ann.get('image_id')!r} is not in 'images'")
+            size = _size(image, ann)
+            yield ann, size, _polygons(ann, size, tolerance)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            where = ann.get("id") if isinstance(ann, dict) else ann
+            raise ConvertError(f"annotation {where!r}: {exc}") from None
+
+
+def to_coco_polygons(coco: dict, tolerance: float = 1.0) -> dict:
+    """The same COCO dict with every segmentation as polygons (flat x, y lists)."""
+    anns = [
+        {**ann, "segmentation": [p.ravel().tolist() for p in polys]}
+        for ann, _, polys in _each(coco, tolerance)
+    ]
+    return {**coco, "annotations": anns}
+
+
+def _label_path(image: dict) -> PurePosixPath:
+    name = image.get("file_name") or f"image_{image.get('id')}"
+    path = PurePosixPath(str(name).replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise ConvertError(f"image {image.get('id')!r}: file_name {name!r} would write outside the folder")
+    return path.with_suffix(".txt")
+
+
+def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str], list[str]]:
+    """YOLO segmentation labels: {label path (file_name with .txt): text}, and the class
+    names (class i is the i-th category by id). Every image has a file, empty if nothing
+    was found in it; a mask of several parts is one polygon (see `SegmentationResult.to_yolo`)."""
+    try:
+        categories = sorted(coco.get("categories") or [{"id": 1, "name": "object"}], key=lambda c: c["id"])
+        class_of = {c["id"]: i for i, c in enumerate(categories)}
+        names = [str(c["name"]) for c in categories]
+    except (KeyError, TypeError):
+        raise ConvertError("each of 'categories' needs an id and a name") from None
+    labels: dict[PurePosixPath, list[str]] = {}
+    owner: dict[PurePosixPath, object] = {}
+    path_of = {}
+    for image in coco["images"]:
+        if not isinstance(image, dict):
+            raise ConvertError(f"image {image!r} is not a record")
+        path = _label_path(image)
+        if path in owner:
+            raise ConvertError(
+                f"images {owner[path]!r} and {image.get('file_name')!r} would share the label file {path}"
+            )
+        owner[path], path_of[image.get("id")] = image.get("file_name"), path
+        labels[path] = []
+    for ann, size, polys in _each(coco, tolerance):
+        category = ann.get("category_id", 1)
+        if category not in class_of:
+            raise ConvertError(f"annotation {ann.get('id')!r}: category {category!r} is not in 'categories'")
+        if size is None:
+            raise ConvertError(f"annotation {ann.get('id')!r}: its image has no width and height")
+        if polys:
+            labels[path_of[ann["image_id"]]].append(yolo_line(class_of[category], join_polygons(polys), size))
+    return {path: "".join(lines) for path, lines in labels.items()}, names
+
+
+def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -> Converted:
+    """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file) or "yolo"
+    (out: a folder of label files and classes.txt)."""
+    if to not in FORMATS:
+        raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
+    if not tolerance >= 0:
+        raise ConvertError(f"tolerance must be 0 or more pixels, got {tolerance}")
+    coco = load_coco(src)
+    out = Path(out)
+    if to == "coco-polygon":
+        check_output_file(out)
+        converted = to_coco_polygons(coco, tolerance)
+        files = [atomic_write_text(out, json.dumps(converted))]
+    else:
+        check_output_dir(out)
+        labels, names = to_yolo(coco, tolerance)
+        files = [atomic_write_text(out / path, text) for path, text in labels.items()]
+        files.append(atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names)))
+    return Converted(files, len(coco["images"]), len(coco.get("annotations", [])))

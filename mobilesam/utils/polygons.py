@@ -1,0 +1,220 @@
+"""Binary masks as polygons: exact pixel-edge outlines, simplified on request.
+
+Coordinates are COCO's: x right, y down, and pixel (row r, column c) is the unit square
+[c, c+1] x [r, r+1]. Outlines follow pixel edges, so the pixel centres inside a mask's
+polygon (even-odd rule, as pycocotools and OpenCV fill) are exactly its pixels; with a
+`tolerance` the outlines are simplified (Douglas-Peucker, in pixels) and that holds
+within the tolerance.
+
+A part is a set of pixels joined by shared edges (pixels touching at a corner are two
+parts). A polygon with holes, or with several parts, is one closed path: its loops are
+joined by zero-width cuts walked there and back, which add no area.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+# Step of each edge direction: 0 +x, 1 +y, 2 -x, 3 -y (y down; outer loops run clockwise).
+_STEP = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
+
+
+def _edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel edge between the mask and the rest, directed so that the mask is on
+    its right: (start vertex (x, y), direction) per edge."""
+    p = np.pad(mask.astype(bool), 1)
+    h = p[1:, 1:-1] != p[:-1, 1:-1]  # edge on line y = r, from x = c to c + 1
+    v = p[1:-1, 1:] != p[1:-1, :-1]  # edge on line x = c, from y = r to r + 1
+    hy, hx = np.nonzero(h)
+    vy, vx = np.nonzero(v)
+    right = p[hy + 1, hx + 1]  # the pixel below is in the mask: the edge runs +x
+    down = p[vy + 1, vx]  # the pixel left of it is in the mask: the edge runs +y
+    starts = np.concatenate(
+        [
+            np.stack([np.where(right, hx, hx + 1), hy], 1),
+            np.stack([vx, np.where(down, vy, vy + 1)], 1),
+        ]
+    )
+    dirs = np.concatenate([np.where(right, 0, 2), np.where(down, 1, 3)])
+    return starts, dirs
+
+
+def _loops(mask: np.ndarray) -> list[np.ndarray]:
+    """The mask's boundary loops as corner vertices (Kx2 int x, y): outer loops clockwise on
+    screen (positive shoelace area, y down), holes the other way."""
+    starts, dirs = _edges(mask)
+    if len(dirs) == 0:
+        return []
+    width = mask.shape[1] + 1
+    key = (starts[:, 1] * width + starts[:, 0]) * 4 + dirs
+    order = np.argsort(key)
+    key = key[order]
+    ends = starts + _STEP[dirs]
+    end_vertex = ends[:, 1] * width + ends[:, 0]
+    nxt = np.full(len(dirs), -1)
+    # Where two edges leave a vertex (pixels touching at a corner), turn right: the loop
+    # stays with its pixel, so those pixels are two parts.
+    for turn in (1, 0, 3):
+        want = end_vertex * 4 + (dirs + turn) % 4
+        at = np.minimum(np.searchsorted(key, want), len(key) - 1)
+        found = (key[at] == want) & (nxt < 0)
+        nxt[found] = order[at[found]]
+    corner = dirs != dirs[nxt]  # the next edge turns: its start is a vertex of the polygon
+    nxt_list, corner_list = nxt.tolist(), corner.tolist()
+    seen = bytearray(len(dirs))
+    loops = []
+    for first in np.flatnonzero(corner).tolist():
+        if seen[first]:
+            continue
+        vertices, e = [], first
+        while not seen[e]:
+            seen[e] = 1
+            if corner_list[e]:
+                vertices.append(e)
+            e = nxt_list[e]
+        loops.append(ends[vertices])
+    return loops
+
+
+def _area(loop: np.ndarray) -> float:
+    x, y = loop[:, 0].astype(np.float64), loop[:, 1].astype(np.float64)
+    return float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) / 2
+
+
+def _inside(point: np.ndarray, loop: np.ndarray) -> bool:
+    """Even-odd test of a point that lies on no pixel edge (a pixel centre)."""
+    x, y = point
+    a, b = loop, np.roll(loop, -1, axis=0)
+    crosses = (a[:, 1] > y) != (b[:, 1] > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_x = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+    return bool(np.count_nonzero(crosses & (at_x > x)) % 2)
+
+
+def _simplify(loop: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker on a closed loop; the loop itself if fewer than 3 vertices would stay."""
+    if tolerance <= 0 or len(loop) <= 4:
+        return loop
+    pts = loop.astype(np.float64)
+    far = int(np.argmax(((pts - pts[0]) ** 2).sum(1)))
+    keep = np.zeros(len(loop), dtype=bool)
+    keep[[0, far]] = True
+    stack = [(0, far), (far, len(loop))]  # index len(loop) is vertex 0 again
+    closed = np.vstack([pts, pts[:1]])
+    while stack:
+        i, j = stack.pop()
+        if j - i < 2:
+            continue
+        a, b, mid = closed[i], closed[j], closed[i + 1 : j]
+        d = b - a
+        norm = np.hypot(*d)
+        if norm == 0:
+            dist = np.hypot(*(mid - a).T)
+        else:
+            dist = np.abs(d[0] * (mid[:, 1] - a[1]) - d[1] * (mid[:, 0] - a[0])) / norm
+        k = int(np.argmax(dist))
+        if dist[k] > tolerance:
+            keep[i + 1 + k] = True
+            stack += [(i, i + 1 + k), (i + 1 + k, j)]
+    return loop[keep] if keep.sum() >= 3 else loop
+
+
+def _nearest(a: np.ndarray, b: np.ndarray, most: int = 2048) -> tuple[int, int]:
+    """Indices of a near pair of vertices, one of a and one of b: the nearest pair when
+    both have at most `most` vertices, else the nearest pair of every k-th vertex, refined
+    (the cost stays under most**2 distances; any pair gives a correct path)."""
+    sa, sb = -(-len(a) // most), -(-len(b) // most)
+    best = (np.inf, 0, 0)
+    for s in range(0, len(b), 256 * sb):  # in slices, to bound memory
+        d = ((a[::sa, None, :] - b[None, s : s + 256 * sb : sb, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        if d[i, j] < best[0]:
+            best = (d[i, j], int(i) * sa, s + int(j) * sb)
+    _, i, j = best
+    if sa > 1 or sb > 1:
+        i = int(np.argmin(((a - b[j]) ** 2).sum(1)))
+        j = int(np.argmin(((b - a[i]) ** 2).sum(1)))
+    return i, j
+
+
+def join_polygons(loops: list[np.ndarray]) -> np.ndarray:
+    """One closed path through the polygons, in scan order (top to bottom): each loop is cut
+    into the one before it at their nearest vertices, walked round, and left by the same
+    cut. The path reads: every loop up to its cut, the last loop, every loop after its cut."""
+    loops = sorted(loops, key=lambda loop: tuple(loop[np.lexsort(loop.T)[0]][::-1]))
+    heads, tails, entry = [], [], 0
+    for a, b in itertools.pairwise(loops):
+        i, j = _nearest(a, b)
+        ring = np.roll(a, -entry, axis=0)
+        if heads:  # not the first loop: walked back to where it was entered
+            ring = np.vstack([ring, ring[:1]])
+        cut = (i - entry) % len(a)
+        heads.append(ring[: cut + 1])
+        tails.append(ring[cut:])
+        entry = j
+    last = np.roll(loops[-1], -entry, axis=0)
+    if heads:
+        last = np.vstack([last, last[:1]])
+    return np.concatenate([*heads, last, *tails[::-1]])
+
+
+def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, holes: bool = True) -> list[np.ndarray]:
+    """HxW bool mask -> one polygon (Kx2 int32 x, y) per part, largest part first.
+
+    holes: each part's holes are cut into its polygon (filled, the polygon is the part);
+    False fills them (the outer outline only, as most polygon tools draw). tolerance:
+    Douglas-Peucker simplification in pixels (0: exact, every corner)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be HxW, got shape {mask.shape}")
+    loops = _loops(mask)
+    areas = [_area(loop) for loop in loops]
+    outers = sorted((i for i, a in enumerate(areas) if a > 0), key=lambda i: -areas[i])
+    parts: dict[int, list[np.ndarray]] = {i: [_simplify(loops[i], tolerance)] for i in outers}
+    if holes and outers:
+        x0, y0, x1, y1 = np.array([[*loops[i].min(0), *loops[i].max(0)] for i in outers]).T
+        for h in (i for i, a in enumerate(areas) if a < 0):
+            # A pixel centre inside the hole: left of its first edge (the mask is on the right).
+            a, b = loops[h][-1], loops[h][0]
+            step = np.sign(b - a)
+            point = a + 0.5 * step + 0.5 * np.array([step[1], -step[0]])
+            x, y = point
+            near = np.flatnonzero((x0 < x) & (x < x1) & (y0 < y) & (y < y1))
+            # The smallest outline around the hole is that of the part it is a hole of.
+            part = next(outers[k] for k in near[::-1] if _inside(point, loops[outers[k]]))
+            parts[part].append(_simplify(loops[h], tolerance))
+    return [join_polygons(parts[i]).astype(np.int32) for i in outers]
+
+
+def mask_to_polygon(mask: np.ndarray, tolerance: float = 0.0, holes: bool = True) -> np.ndarray:
+    """The whole mask as one polygon (Kx2 int32; 0x2 for an empty mask): its parts, largest
+    first, joined by zero-width cuts. For formats with one polygon per object (YOLO)."""
+    polygons = mask_to_polygons(mask, tolerance, holes)
+    return join_polygons(polygons) if polygons else np.zeros((0, 2), dtype=np.int32)
+
+
+def fill_polygons(polygons: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Polygons -> HxW bool mask: the pixel centres inside any of them (each filled by the
+    even-odd rule; several are a union, as COCO's). The inverse of `mask_to_polygons` at
+    tolerance 0."""
+    h, w = size
+    out = np.zeros((h, w), dtype=bool)
+    ys = np.arange(h) + 0.5
+    xs = np.arange(w) + 0.5
+    for poly in polygons:
+        a = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if len(a) < 3:
+            continue
+        b = np.roll(a, -1, axis=0)
+        flip = np.zeros((h, w + 1), dtype=bool)
+        for (x0, y0), (x1, y1) in zip(a, b):
+            if y0 == y1:
+                continue
+            rows = np.flatnonzero((ys > min(y0, y1)) & (ys < max(y0, y1)))
+            at_x = x0 + (ys[rows] - y0) * (x1 - x0) / (y1 - y0)
+            col = np.clip(np.searchsorted(xs, at_x), 0, w)  # first pixel centre right of it
+            np.logical_xor.at(flip, (rows, col), True)
+        out |= np.logical_xor.accumulate(flip, axis=1)[:, :w]
+    return out

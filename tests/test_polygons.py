@@ -1,0 +1,234 @@
+"""Masks as polygons: exact outlines (holes, parts, 1-pixel lines), simplification, and
+the COCO polygon / YOLO outputs and `mobilesam convert` built on them."""
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+
+from mobilesam.cli import main
+from mobilesam.convert import ConvertError, convert
+from mobilesam.result import SegmentationResult
+from mobilesam.utils import rle
+from mobilesam.utils.polygons import fill_polygons, mask_to_polygon, mask_to_polygons
+
+
+def _nested() -> np.ndarray:
+    """A ring (a part with a hole), an island in the hole, a 1-pixel line, a lone pixel
+    touching the ring at a corner."""
+    m = np.zeros((40, 50), dtype=bool)
+    m[5:30, 5:35] = True
+    m[10:25, 10:30] = False
+    m[15:20, 15:20] = True
+    m[35, 2:48] = True
+    m[30, 35] = True  # touches the ring's corner pixel (29, 34) diagonally only
+    return m
+
+
+def _coco_fill(polygons: list, size: tuple[int, int]) -> np.ndarray:
+    """pycocotools' rasterisation of a COCO polygon segmentation (a union of polygons)."""
+    flat = [np.asarray(p, dtype=np.float64).ravel().tolist() for p in polygons]
+    return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(flat, *size))).astype(bool)
+
+
+def test_outlines_are_exact_for_any_mask():
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (1, 17), (17, 1), *[tuple(rng.integers(2, 25, 2)) for _ in range(60)]]
+    for shape in shapes:
+        mask = rng.random(shape) < rng.random()
+        parts = mask_to_polygons(mask)
+        assert (fill_polygons(parts, shape) == mask).all(), shape
+        one = mask_to_polygon(mask)
+        assert (fill_polygons([one], shape) == mask).all(), shape
+        if mask.any():  # pycocotools, which COCO readers use, agrees to the pixel
+            assert (_coco_fill(parts, shape) == mask).all(), shape
+            assert (_coco_fill([one], shape) == mask).all(), shape
+
+
+def test_parts_holes_and_corners():
+    assert [p.tolist() for p in mask_to_polygons(np.ones((1, 1), bool))] == [[[1, 0], [1, 1], [0, 1], [0, 0]]]
+    assert mask_to_polygons(np.zeros((3, 4), bool)) == [] and mask_to_polygon(
+        np.zeros((3, 4), bool)
+    ).shape == (0, 2)
+    mask = _nested()
+    parts = mask_to_polygons(mask)
+    # The ring, the line, the island, the corner pixel: largest first, each its own polygon.
+    areas = [fill_polygons([p], mask.shape).sum() for p in parts]
+    assert areas == [25 * 30 - 15 * 20, 46, 25, 1]
+    assert (fill_polygons(parts[:1], mask.shape) == (mask & ~_island_and_friends(mask))).all()
+    filled = mask_to_polygons(mask, holes=False)
+    assert fill_polygons(filled[:1], mask.shape).sum() == 25 * 30  # the hole is filled in
+    assert [len(p) for p in filled] == [4, 4, 4, 4]
+    with pytest.raises(ValueError, match="HxW"):
+        mask_to_polygons(np.ones((2, 2, 3), bool))
+
+
+def test_a_part_in_a_hole_keeps_its_own_holes():
+    """Rings in rings: each hole belongs to the innermost part around it."""
+    mask = np.zeros((40, 40), dtype=bool)
+    for lo, hi in [(2, 38), (8, 32), (14, 26)]:  # three rings, each with a hole
+        mask[lo:hi, lo:hi] = True
+        mask[lo + 3 : hi - 3, lo + 3 : hi - 3] = False
+    parts = mask_to_polygons(mask)
+    assert len(parts) == 3
+    for part, (lo, hi) in zip(parts, [(2, 38), (8, 32), (14, 26)]):
+        ring = np.zeros_like(mask)
+        ring[lo:hi, lo:hi] = True
+        ring[lo + 3 : hi - 3, lo + 3 : hi - 3] = False
+        assert (fill_polygons([part], mask.shape) == ring).all()
+        assert (_coco_fill([part], mask.shape) == ring).all()
+
+
+def test_pixels_touching_at_a_corner_are_two_parts():
+    mask = np.zeros((4, 4), bool)
+    mask[1, 1] = mask[2, 2] = True
+    assert sorted(p.tolist() for p in mask_to_polygons(mask)) == [
+        [[2, 1], [2, 2], [1, 2], [1, 1]],
+        [[3, 2], [3, 3], [2, 3], [2, 2]],
+    ]
+
+
+def _island_and_friends(mask: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(mask)
+    out[15:20, 15:20] = out[35, 2:48] = out[30, 35] = True
+    return out
+
+
+def test_tolerance_simplifies_within_it():
+    yy, xx = np.mgrid[:300, :400]
+    disc = (yy - 150) ** 2 / 120**2 + (xx - 200) ** 2 / 170**2 < 1
+    exact, simple = mask_to_polygons(disc)[0], mask_to_polygons(disc, tolerance=1.0)[0]
+    assert len(simple) * 4 < len(exact)
+    assert {tuple(v) for v in simple} <= {tuple(v) for v in exact}  # a subset of the corners
+    filled = fill_polygons([simple], disc.shape)
+    assert (filled & disc).sum() / (filled | disc).sum() > 0.99
+    # Every corner of the exact outline is within the tolerance of the simplified one.
+    a, b = simple.astype(float), np.roll(simple, -1, axis=0).astype(float)
+    ab, ap = b - a, exact[:, None, :] - a[None]
+    t = np.clip((ap * ab).sum(-1) / (ab**2).sum(-1), 0, 1)
+    far = np.hypot(*(ap - t[..., None] * ab).transpose(2, 0, 1)).min(1)
+    assert 0.5 < far.max() <= 1.0
+    line = np.zeros((5, 60), bool)
+    line[2, 3:50] = True  # too thin to simplify: kept as it is
+    assert (fill_polygons(mask_to_polygons(line, tolerance=3), line.shape) == line).all()
+
+
+def _result(masks: np.ndarray) -> SegmentationResult:
+    n, h, w = masks.shape
+    image = np.zeros((h, w, 3), np.uint8)
+    return SegmentationResult(
+        image, masks, np.linspace(0.9, 0.5, n), np.ones(n, int), None, file_name="a.jpg"
+    )
+
+
+def _read_yolo(text: str, size: tuple[int, int]) -> list[tuple[int, np.ndarray]]:
+    """(class, HxW mask) per label line, the polygon scaled back and filled."""
+    h, w = size
+    out = []
+    for line in text.splitlines():
+        cls, *xy = line.split()
+        poly = np.round(np.asarray(xy, float).reshape(-1, 2) * [w, h])
+        assert ((poly >= 0) & (poly <= [w, h])).all()
+        out.append((int(cls), fill_polygons([poly], size)))
+    return out
+
+
+def test_result_exports_polygons_and_yolo(tmp_path):
+    mask = _nested()
+    masks = np.stack([mask, np.zeros_like(mask), _island_and_friends(mask)])
+    result = _result(masks)
+    coco = result.to_coco(segmentation="polygon", tolerance=0)
+    segs = [a["segmentation"] for a in coco["annotations"]]
+    assert segs[1] == []  # an empty mask has no polygon
+    for seg, m, ann in zip(segs, masks, coco["annotations"]):
+        if m.any():
+            assert (_coco_fill(seg, m.shape) == m).all()
+        assert ann["area"] == m.sum()
+    assert result.to_coco()["annotations"][0]["segmentation"] == rle.encode(mask)  # RLE stays the default
+    with pytest.raises(ValueError, match="'rle' or 'polygon'"):
+        result.to_coco(segmentation="polygons")
+    saved = json.loads(result.save_json(tmp_path / "p.json", segmentation="polygon").read_text())
+    assert len(saved["annotations"][0]["segmentation"]) == 4  # tolerance 1: still one polygon per part
+
+    labels = _read_yolo(result.save_yolo(tmp_path / "a.txt", class_id=3, tolerance=0).read_text(), mask.shape)
+    assert [cls for cls, _ in labels] == [3, 3]  # one line per non-empty mask, all its parts in it
+    assert (labels[0][1] == mask).all() and (labels[1][1] == masks[2]).all()
+    assert result.polygons(0, tolerance=0)[0].dtype == np.int32
+
+
+def _coco_file(tmp_path, extra_categories=False):
+    """A folder job's annotations.json: two masks on cam1/a.jpg, nothing on b.png."""
+    mask = _nested()
+    coco = _result(np.stack([mask, _island_and_friends(mask)])).to_coco(image_id=7)
+    coco["images"][0]["file_name"] = "cam1/a.jpg"
+    coco["images"].append({"id": 8, "width": 50, "height": 40, "file_name": "b.png"})
+    if extra_categories:  # as the UI exports: named labels
+        coco["categories"] = [{"id": 2, "name": "car"}, {"id": 1, "name": "tree"}]
+        coco["annotations"][1]["category_id"] = 2
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(coco))
+    return path, mask
+
+
+def test_convert_cli_writes_yolo_labels_and_coco_polygons(tmp_path, capsys):
+    src, mask = _coco_file(tmp_path, extra_categories=True)
+    assert (
+        main(["convert", str(src), "--to", "yolo", "--out", str(tmp_path / "yolo"), "--tolerance", "0"]) == 0
+    )
+    assert "2 masks of 2 images, 3 files" in capsys.readouterr().out
+    yolo = tmp_path / "yolo"
+    assert (yolo / "classes.txt").read_text() == "tree\ncar\n"  # class i: the i-th category by id
+    assert (yolo / "b.txt").read_text() == ""  # an image with nothing in it has an empty file
+    labels = _read_yolo((yolo / "cam1" / "a.txt").read_text(), mask.shape)
+    assert [cls for cls, _ in labels] == [0, 1]
+    assert (labels[0][1] == mask).all() and (labels[1][1] == _island_and_friends(mask)).all()
+
+    out = tmp_path / "poly.json"
+    assert main(["convert", str(src), "--to", "coco-polygon", "--out", str(out), "--tolerance", "0"]) == 0
+    converted, original = json.loads(out.read_text()), json.loads(src.read_text())
+    for new, old in zip(converted["annotations"], original["annotations"]):
+        assert (_coco_fill(new["segmentation"], (40, 50)) == rle.decode(old["segmentation"])).all()
+        assert {k: v for k, v in new.items() if k != "segmentation"} == {
+            k: v for k, v in old.items() if k != "segmentation"
+        }
+    assert converted["images"] == original["images"]
+    # Polygons in, polygons out; and into YOLO as they are.
+    again = tmp_path / "again.json"
+    convert(out, "coco-polygon", again)
+    assert json.loads(again.read_text())["annotations"] == converted["annotations"]
+    convert(out, "yolo", tmp_path / "yolo2", tolerance=0)
+    assert (tmp_path / "yolo2" / "cam1" / "a.txt").read_text() == (yolo / "cam1" / "a.txt").read_text()
+
+
+def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    src, _ = _coco_file(tmp_path)
+    coco = json.loads(src.read_text())
+    out = tmp_path / "out"
+
+    def refused(data, match, to="yolo", tolerance=1.0):
+        path = tmp_path / "in.json"
+        path.write_text(data if isinstance(data, str) else json.dumps(data))
+        with pytest.raises(ConvertError, match=match):
+            convert(path, to, out, tolerance)
+        assert not out.exists() or not any(out.rglob("*.txt"))
+
+    refused("{not json", "not JSON")
+    refused([1, 2], "not COCO JSON")
+    refused(
+        {**coco, "annotations": [{**coco["annotations"][0], "image_id": 99}]}, "annotation 1: its image_id 99"
+    )
+    bad_rle = {**coco["annotations"][1], "segmentation": {"size": [40, 50], "counts": "!!"}}
+    refused({**coco, "annotations": [coco["annotations"][0], bad_rle]}, "annotation 2")
+    small = {**coco["annotations"][0], "segmentation": rle.encode(np.ones((4, 5), bool))}
+    refused({**coco, "annotations": [small]}, "RLE is 4x5, its image 40x50")
+    refused({**coco, "annotations": [{**small, "segmentation": "x"}]}, "neither RLE nor a list of polygons")
+    images = [{**coco["images"][0], "file_name": "../../etc/a.jpg"}]
+    refused({**coco, "images": images}, "outside the folder")
+    images = [coco["images"][1], {"id": 7, "width": 50, "height": 40, "file_name": "b.jpg"}]
+    refused({**coco, "images": images}, "would share the label file b.txt")
+    refused({**coco, "categories": [{"id": 5, "name": "x"}]}, "category 1 is not in 'categories'")
+    refused(coco, "tolerance must be 0 or more", tolerance=-1)
+    refused(coco, "unknown format", to="voc")
+    assert main(["convert", str(tmp_path / "missing.json"), "--to", "yolo", "--out", str(out)]) == 2
+    assert "missing.json: no such file" in capsys.readouterr().err
