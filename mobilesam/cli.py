@@ -101,11 +101,14 @@ def _segment(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before any compute if an output path cannot be written."""
+    from .result import label_map_format
     from .utils.files import check_output_dir, check_output_file
 
     for path in (args.output, args.label_map, args.json):
         if path:
             check_output_file(path)
+    if args.label_map:
+        label_map_format(args.label_map)
     if args.masks_dir:
         check_output_dir(args.masks_dir)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import OutputError
 from .prompts import Prompts
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_coco_bbox, xyxy_to_xywh
@@ -161,10 +162,12 @@ class SegmentationResult:
         return labels
 
     def save_label_map(self, path: str | PathLike) -> Path:
-        """Label map PNG: 8-bit if there are fewer than 256 masks, else 16-bit."""
+        """Label map image, PNG (or TIFF for a .tif/.tiff path): 8-bit if there are fewer
+        than 256 masks, else 16-bit. A lossy format is refused (`label_map_format`)."""
+        fmt = label_map_format(path)
         labels = self.label_map()
         img = Image.fromarray(labels.astype(np.uint8)) if len(self) < 256 else Image.fromarray(labels)
-        return atomic_write(path, lambda f: img.save(f, "PNG"))
+        return atomic_write(path, lambda f: img.save(f, fmt))
 
     def polygons(self, i: int, tolerance: float = 1.0, holes: bool = True) -> list[np.ndarray]:
         """Mask i as polygons (Kx2 int32 x, y on pixel corners), one per part, largest
@@ -256,6 +259,16 @@ class SegmentationResult:
         """COCO JSON (see `to_coco`)."""
         coco = self.to_coco(image_id, segmentation=segmentation, tolerance=tolerance)
         return atomic_write_text(path, json.dumps(coco))
+
+
+def label_map_format(path: str | PathLike) -> str:
+    """The format a label map is written in at `path`: TIFF for .tif/.tiff, else PNG; a
+    format that would change label values (JPEG, WebP, ...) is an `OutputError`."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt in (None, "PNG", "TIFF"):
+        return fmt or "PNG"
+    raise OutputError(f"label map {path}: {suffix} cannot hold exact labels; use .png or .tif")
 
 
 def yolo_line(class_id: int, polygon: np.ndarray, size: tuple[int, int]) -> str:

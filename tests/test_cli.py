@@ -92,6 +92,10 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
         ([TRUCK, "--box", "1,2,3,4", "--checkpoint", str(tmp_path / "x.pt")], "x.pt"),
         ([TRUCK, "--box", "1,2,3,4", "--device", "cuda", *ck], "cuda"),
         ([TRUCK, *ck], "no prompt"),
+        (
+            [TRUCK, "--box", "1,2,3,4", "--label-map", str(tmp_path / "l.jpg"), *ck],
+            ".jpg cannot hold exact labels",
+        ),
         # an option the backend does not use is refused, not ignored
         ([TRUCK, "--box", "1,2,3,4", "--int8", *ck], "--int8: not used by --backend torch"),
         (

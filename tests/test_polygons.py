@@ -157,6 +157,25 @@ def test_result_exports_polygons_and_yolo(tmp_path):
     assert result.polygons(0, tolerance=0)[0].dtype == np.int32
 
 
+def test_label_map_formats(tmp_path):
+    """PNG by default, TIFF when asked, 16-bit from 256 masks; lossy formats refused."""
+    from PIL import Image
+
+    from mobilesam.errors import OutputError
+
+    masks = np.zeros((300, 20, 30), dtype=bool)
+    for i in range(300):
+        masks[i].flat[i] = True  # mask i: pixel i alone
+    for n, suffix, fmt in [(3, ".png", "PNG"), (3, ".TIF", "TIFF"), (300, ".tiff", "TIFF"), (300, "", "PNG")]:
+        result = _result(masks[:n])
+        with Image.open(result.save_label_map(tmp_path / f"l{n}{suffix}")) as img:
+            assert img.format == fmt
+            assert np.array_equal(np.asarray(img), result.label_map()), (n, suffix)
+    with pytest.raises(OutputError, match=r"\.webp cannot hold exact labels; use \.png or \.tif"):
+        _result(masks[:3]).save_label_map(tmp_path / "l.webp")
+    assert not list(tmp_path.glob("l.webp*"))
+
+
 def _coco_file(tmp_path, extra_categories=False):
     """A folder job's annotations.json: two masks on cam1/a.jpg, nothing on b.png."""
     mask = _nested()
