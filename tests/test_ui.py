@@ -161,6 +161,19 @@ def test_save_load_export_roundtrip(client, folder, tmp_path):
         assert ann["bbox"] == [int(v) for v in pycocotools.toBbox(seg)]
         assert coco["categories"][ann["category_id"] - 1]["name"] == obj["label"]
 
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/yolo.zip").content)) as z:
+        assert sorted(z.namelist()) == ["classes.txt", "labels/a_truck.txt", "labels/b_small.txt"]
+        assert z.read("classes.txt") == b"car\nwheel\n" and z.read("labels/b_small.txt") == b""
+        lines = z.read("labels/a_truck.txt").decode().splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "0"]  # wheel, car: classes by name
+    for line, obj in zip(lines, objects):
+        xy = np.asarray(line.split()[1:], float).reshape(-1, 2) * [1800, 1200]
+        mask = rle.decode(obj["rle"])
+        ys, xs = np.nonzero(mask)  # the polygon spans the mask's pixels (to a pixel: simplified)
+        assert np.allclose(xy.min(0), [xs.min(), ys.min()], atol=1) and np.allclose(
+            xy.max(0), [xs.max() + 1, ys.max() + 1], atol=1
+        )
+
     labels = np.asarray(
         Image.open(io.BytesIO(client.get("/api/images/a_truck.jpg/export/labels.png").content))
     )
@@ -325,3 +338,14 @@ def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys):
             bind("127.0.0.1", port)
     with bind("127.0.0.1", 0) as free:
         assert free.getsockname()[1] > 0
+
+
+def test_yolo_export_refuses_two_images_with_one_label_file(service, tmp_path):
+    """YOLO pairs images and labels by stem: a.jpg and a.png cannot both be exported."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "a.png"):
+        Image.new("RGB", (8, 6)).save(folder / name)
+    client = TestClient(create_app(Workspace(folder, tmp_path / "out"), service, "vit_t"))
+    r = client.get("/api/export/yolo.zip")
+    assert r.status_code == 422 and "would share the label file a.txt" in r.json()["detail"]

@@ -12,6 +12,7 @@
     GET  /api/images/{name}/export/labels.png label map (0 background, i + 1 object i)
     GET  /api/images/{name}/export/masks.zip  one PNG per object
     GET  /api/export/coco                     the folder as one COCO JSON (also written to --out)
+    GET  /api/export/yolo.zip                 the folder as YOLO segmentation labels + classes.txt
     POST /api/upload                          an image (upload mode only)
 
 Coordinates are original-image pixels. Masks travel as COCO compressed RLE (a few KB
@@ -33,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
+from ..convert import ConvertError, to_yolo
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
@@ -125,7 +127,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             return JSONResponse({"detail": str(exc)}, status_code=404)
         if isinstance(exc, Conflict):
             return JSONResponse({"detail": str(exc), "revision": exc.revision}, status_code=409)
-        status = 422 if isinstance(exc, (PromptError, BadRequest, ImageLoadError)) else 500
+        status = 422 if isinstance(exc, (PromptError, BadRequest, ImageLoadError, ConvertError)) else 500
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.get("/api/status")
@@ -248,6 +250,16 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         coco = folder_coco(workspace)
         atomic_write_text(workspace.out / "annotations.json", json.dumps(coco))
         return coco
+
+    @app.get("/api/export/yolo.zip")
+    def export_yolo() -> Response:
+        labels, names = to_yolo(folder_coco(workspace))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for path, text in labels.items():
+                z.writestr(f"labels/{path}", text)
+            z.writestr("classes.txt", "".join(f"{n}\n" for n in names))
+        return Response(buf.getvalue(), media_type="application/zip")
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:

@@ -570,6 +570,7 @@ $("save").addEventListener("click", save);
 $("hover").addEventListener("change", (e) => { app.hoverOn = e.target.checked; render(); });
 $("everything").addEventListener("click", runEverything);
 $("export-coco").href = "/api/export/coco";
+$("export-yolo").href = "/api/export/yolo.zip";
 
 async function upload(files) {
   for (const f of files) {
