@@ -122,7 +122,7 @@ class FolderJob:
         if self.uri is not None:
             return list_uri(self.uri)
         if self.folder.is_dir():
-            return _files_below(self.folder) if self.recursive else visible_files(self.folder)
+            return visible_files(self.folder, self.recursive)
         if not self.folder.is_file():
             raise MobileSAMError(f"not a folder or a list file: {self.folder}")
         lines = [line.strip() for line in self.folder.read_text().splitlines()]
@@ -320,16 +320,6 @@ def write_annotations(out_dir: Path, keys: list[str], failed: dict[str, str]) ->
         "failures": [{"file_name": name, "error": err} for name, err in sorted(failed.items())],
     }
     return atomic_write_text(out_dir / "annotations.json", json.dumps(coco))
-
-
-def _files_below(folder: Path) -> list[Path]:
-    """`visible_files` of a folder and of every visible subfolder (a symlinked folder is not
-    entered: no cycles), sorted by path."""
-    files = list(visible_files(folder))
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
-        if not sub.name.startswith("."):
-            files += _files_below(sub)
-    return sorted(files)
 
 
 def is_object_uri(source: object) -> bool:

@@ -344,6 +344,7 @@ def _ui(args: argparse.Namespace) -> int:
         port=args.port,
         out=args.out,
         open_browser=args.open,
+        recursive=args.recursive,
         checkpoint=args.checkpoint,
         model_type=args.model_type,
         device=args.device,
@@ -732,6 +733,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8000, help="port to serve on (default 8000; 0: a free one, printed)"
     )
     ui.add_argument("--out", help="annotations folder (default: SOURCE/.mobilesam, or ./mobilesam-ui)")
+    ui.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="the folder's subfolders' images too, each known by its path (cam1/0001.jpg)",
+    )
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     ui.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")

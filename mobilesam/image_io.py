@@ -194,14 +194,20 @@ def shrink(rgb: np.ndarray, percent: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
 
-def visible_files(folder: Path) -> list[Path]:
-    """Every visible regular file of a folder, sorted by name; a symlink whose target is
-    missing is listed too, so that a job reports it instead of passing over it."""
-    return sorted(
+def visible_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """Every visible regular file of a folder, sorted by path; a symlink whose target is
+    missing is listed too, so that a job reports it instead of passing over it. recursive:
+    those of every visible subfolder too (a symlinked folder is not entered: no cycles)."""
+    files = [
         p
         for p in Path(folder).iterdir()
         if (p.is_file() or (p.is_symlink() and not p.exists())) and not p.name.startswith(".")
-    )
+    ]
+    if recursive:
+        for sub in Path(folder).iterdir():
+            if sub.is_dir() and not sub.is_symlink() and not sub.name.startswith("."):
+                files += visible_files(sub, recursive=True)
+    return sorted(files)
 
 
 def source_name(image: object) -> str | None:

@@ -349,3 +349,48 @@ def test_yolo_export_refuses_two_images_with_one_label_file(service, tmp_path):
     client = TestClient(create_app(Workspace(folder, tmp_path / "out"), service, "vit_t"))
     r = client.get("/api/export/yolo.zip")
     assert r.status_code == 422 and "would share the label file a.txt" in r.json()["detail"]
+
+
+def test_recursive_folder_names_images_by_their_path(service, tmp_path):
+    """`mobilesam ui -r`: subfolders' images, named cam1/x.jpg, served, predicted, saved and
+    exported under that name; hidden and symlinked folders and the output are not entered."""
+    root = tmp_path / "photos"
+    (root / "cam1" / "night").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    small = Image.open(IMAGES / "picture4.jpg").convert("RGB").resize((80, 60))
+    for rel in ("top.jpg", "cam1/b.jpg", "cam1/night/c.png", ".hidden/h.jpg"):
+        small.save(root / rel)
+    (root / "elsewhere").symlink_to(tmp_path / "photos" / "cam1")  # a linked folder: a cycle risk
+    out = root / "labels"  # the output inside the folder is not listed as images
+    out.mkdir()
+    small.save(out / "x.jpg")
+    client = TestClient(create_app(Workspace(root, out, recursive=True), service, "vit_t"))
+    names = [i["name"] for i in client.get("/api/images").json()]
+    assert names == ["cam1/b.jpg", "cam1/night/c.png", "top.jpg"]
+    flat = TestClient(create_app(Workspace(root, tmp_path / "o2"), service, "vit_t"))
+    assert [i["name"] for i in flat.get("/api/images").json()] == ["top.jpg"]
+
+    for url in ("/api/images/cam1/night/c.png", "/api/images/cam1%2Fnight%2Fc.png"):  # the page encodes '/'
+        assert client.get(f"{url}/file").content == (root / "cam1/night/c.png").read_bytes()
+    assert client.get("/api/images/cam1%2F..%2Ftop.jpg/file").status_code == 404  # names, never paths
+    assert client.get("/api/images/.hidden/h.jpg/file").status_code == 404
+    cand = client.post("/api/images/cam1/b.jpg/predict", json={"points": [[40, 30, 1]]}).json()["mask"]
+    obj = {"label": "cat", "rle": cand["rle"]}
+    assert client.put(
+        "/api/images/cam1/b.jpg/annotations", json={"revision": 0, "objects": [obj]}
+    ).json() == {"revision": 1}
+    assert json.loads((out / "cam1" / "b.jpg.json").read_text())["revision"] == 1
+    assert [i["done"] for i in client.get("/api/images").json()] == [True, False, False]
+    coco = client.get("/api/export/coco").json()
+    assert [i["file_name"] for i in coco["images"]] == names
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/yolo.zip").content)) as z:
+        assert sorted(z.namelist()) == [
+            "classes.txt",
+            "labels/cam1/b.txt",
+            "labels/cam1/night/c.txt",
+            "labels/top.txt",
+        ]
+    from mobilesam.errors import MobileSAMError
+
+    with pytest.raises(MobileSAMError, match="recursive: for a folder"):
+        Workspace(root / "top.jpg", tmp_path / "o3", recursive=True)

@@ -1,5 +1,6 @@
 """`mobilesam ui` in a real browser: Chromium (Debian's package) driven by Playwright,
-against the real server (`python -m mobilesam ui`), on a folder of two photos.
+against the real server (`python -m mobilesam ui -r`), on a folder of two photos, one of
+them in a subfolder (named `cam2/2_picture.jpg` in the page and the API).
 
 Screenshots go to tests/artifacts/ui/ (ignored by git; the README's is copied from it).
 The server is killed mid-session and restarted: nothing saved is lost.
@@ -41,7 +42,16 @@ def _free_port() -> int:
 
 class Server:
     def __init__(self, folder: Path, checkpoint: Path, out: Path) -> None:
-        self.args = [sys.executable, "-m", "mobilesam", "ui", str(folder), "--checkpoint", str(checkpoint)]
+        self.args = [
+            sys.executable,
+            "-m",
+            "mobilesam",
+            "ui",
+            str(folder),
+            "-r",
+            "--checkpoint",
+            str(checkpoint),
+        ]
         self.args += ["--out", str(out), "--threads", "2"]
         self.proc = None
 
@@ -77,7 +87,8 @@ class Server:
 def server(tmp_path_factory, ckpt_vit_t):
     folder = tmp_path_factory.mktemp("photos")
     shutil.copy(IMAGES / "truck.jpg", folder / "1_truck.jpg")
-    Image.open(IMAGES / "picture4.jpg").convert("RGB").save(folder / "2_picture.jpg")
+    (folder / "cam2").mkdir()
+    Image.open(IMAGES / "picture4.jpg").convert("RGB").save(folder / "cam2" / "2_picture.jpg")
     s = Server(folder, ckpt_vit_t, tmp_path_factory.mktemp("out"))
     s.start()
     yield s
@@ -185,7 +196,7 @@ def test_label_two_images_in_the_browser(page, server):
 
     # 5. Next image and back: the work is still there; the switch back is fast (cached).
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("app.name === '2_picture.jpg' && app.switches.length >= 2")
+    page.wait_for_function("app.name === 'cam2/2_picture.jpg' && app.switches.length >= 2")
     page.mouse.click(*_screen(page, 100, 100))
     page.wait_for_function("app.objects[0] && app.objects[0].rle")
     page.keyboard.press("ArrowLeft")
@@ -224,8 +235,8 @@ def test_label_two_images_in_the_browser(page, server):
         assert pycocotools.area(seg) == ann["area"]
 
     # 7. Kill the server mid-session and restart it: everything saved is there.
-    before = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "2_picture.jpg")}
+    before = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "cam2/2_picture.jpg")}
     server.kill()
     server.start()
-    after = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "2_picture.jpg")}
-    assert after == before and len(after["2_picture.jpg"]["objects"]) == 1
+    after = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "cam2/2_picture.jpg")}
+    assert after == before and len(after["cam2/2_picture.jpg"]["objects"]) == 1

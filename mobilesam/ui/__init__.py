@@ -27,15 +27,18 @@ def _require_extra() -> None:
         ) from exc
 
 
-def build_app(source, out=None, checkpoint=None, model_type=None, device=None, cache_images=8):
-    """The app for `source` (a folder, an image or None for uploads), and its model service."""
+def build_app(
+    source, out=None, checkpoint=None, model_type=None, device=None, cache_images=8, recursive=False
+):
+    """The app for `source` (a folder, an image or None for uploads), and its model service;
+    recursive: a folder's subfolders too."""
     _require_extra()
     from ..api import MobileSAM
     from .model import ModelService
     from .server import create_app
     from .workspace import Workspace
 
-    workspace = Workspace(source, out)
+    workspace = Workspace(source, out, recursive)
     sam = MobileSAM(checkpoint, model_type, device)
     service = ModelService(sam.predictor, cache_images=cache_images)
     return create_app(workspace, service, sam.model_type), service
@@ -47,12 +50,13 @@ def serve(
     port: int = 8000,
     out: str | Path | None = None,
     open_browser: bool = False,
+    recursive: bool = False,
     **model: object,
 ) -> None:
     _require_extra()
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     try:
-        app, service = build_app(source, out, **model)
+        app, service = build_app(source, out, recursive=recursive, **model)
     except BaseException:
         sock.close()
         raise

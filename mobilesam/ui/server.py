@@ -146,11 +146,11 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     def images() -> list[dict]:
         return [{"name": e.name, "done": workspace.done(e.name)} for e in workspace.images()]
 
-    @app.get("/api/images/{name}/file")
+    @app.get("/api/images/{name:path}/file")
     def image_file(name: str) -> FileResponse:
         return FileResponse(workspace.image(name).path)
 
-    @app.get("/api/images/{name}/thumb")
+    @app.get("/api/images/{name:path}/thumb")
     def thumb(name: str) -> Response:
         with opened_image(workspace.image(name).path) as img:
             img.thumbnail((256, 256))  # a JPEG decodes at a reduced scale: fast for a long list
@@ -159,7 +159,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         img.save(buf, "JPEG", quality=80)
         return Response(buf.getvalue(), media_type="image/jpeg")
 
-    @app.post("/api/images/{name}/open")
+    @app.post("/api/images/{name:path}/open")
     def open_image(name: str) -> dict:
         entries = workspace.images()
         entry = workspace.image(name)
@@ -171,7 +171,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         h, w = emb.original_size
         return {"name": name, "width": w, "height": h, "encode_ms": ms, "cached": ms == 0.0}
 
-    @app.post("/api/images/{name}/predict")
+    @app.post("/api/images/{name:path}/predict")
     def predict(name: str, body: PromptBody) -> dict:
         entry = workspace.image(name)
         start = time.perf_counter()
@@ -189,7 +189,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             "server_ms": (time.perf_counter() - start) * 1e3,
         }
 
-    @app.post("/api/images/{name}/everything")
+    @app.post("/api/images/{name:path}/everything")
     def run_everything(name: str, options: dict) -> dict:
         """options: the CLI's numeric knobs, and decoder_precision (float32 or bf16)."""
         entry = workspace.image(name)
@@ -207,21 +207,21 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         ]
         return {"masks": masks, "seconds": time.perf_counter() - start}
 
-    @app.get("/api/images/{name}/everything/progress")
+    @app.get("/api/images/{name:path}/everything/progress")
     def everything_progress(name: str) -> dict:
         """Point prompts done and in all in the latest segment-everything run of this image."""
         done, total = service.progress.get(workspace.image(name).name, (0, 0))
         return {"done": done, "total": total}
 
-    @app.get("/api/images/{name}/annotations")
+    @app.get("/api/images/{name:path}/annotations")
     def load(name: str) -> dict:
         return workspace.load(name)
 
-    @app.put("/api/images/{name}/annotations")
+    @app.put("/api/images/{name:path}/annotations")
     def save(name: str, body: SaveBody) -> dict:
         return {"revision": workspace.save(name, body.revision, body.objects)}
 
-    @app.get("/api/images/{name}/export/labels.png")
+    @app.get("/api/images/{name:path}/export/labels.png")
     def label_map(name: str) -> Response:
         objects = workspace.load(name)["objects"]
         entry = workspace.image(name)
@@ -233,7 +233,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         Image.fromarray(labels).save(buf, "PNG")
         return Response(buf.getvalue(), media_type="image/png")
 
-    @app.get("/api/images/{name}/export/masks.zip")
+    @app.get("/api/images/{name:path}/export/masks.zip")
     def masks_zip(name: str) -> Response:
         objects = workspace.load(name)["objects"]
         buf = io.BytesIO()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageLoadError, MobileSAMError
-from ..image_io import IMAGE_SUFFIXES, open_image, upright_size
+from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
 from ..utils import rle
 from ..utils.files import atomic_write_bytes, atomic_write_text
 
@@ -59,8 +59,11 @@ def _inside(path: Path, root: Path) -> bool:
 class Workspace:
     """A folder of images (or one image, or an upload folder) and its annotation store."""
 
-    def __init__(self, source: str | Path | None, out: str | Path | None = None) -> None:
+    def __init__(
+        self, source: str | Path | None, out: str | Path | None = None, recursive: bool = False
+    ) -> None:
         self.uploads = source is None
+        self.recursive = recursive
         if source is None:
             self.root = Path(out or "mobilesam-ui").resolve()
             self.root.mkdir(parents=True, exist_ok=True)
@@ -71,21 +74,25 @@ class Workspace:
                 raise MobileSAMError(f"{source} does not exist")
             self.root = (source if source.is_dir() else source.parent).resolve()
             self.only = None if source.is_dir() else source.resolve().name
+        if recursive and self.only is not None or recursive and self.uploads:
+            raise MobileSAMError("recursive: for a folder of images, not one image or uploads")
         self.out = Path(out).resolve() if out else self.root / ".mobilesam"
         self.out.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def images(self) -> list[ImageEntry]:
-        """The images under the root (top level), sorted; symlinks only if they stay inside."""
+        """The images in the root folder (with `recursive`, in its subfolders too, named by
+        their path in it: `cam1/0001.jpg`), sorted; symlinks only if they stay inside."""
         entries = []
-        for path in sorted(self.root.iterdir()):
-            if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+        for path in visible_files(self.root, self.recursive):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not _inside(path, self.root):
                 continue
-            if self.only is not None and path.name != self.only:
+            name = path.relative_to(self.root).as_posix()
+            if self.only is not None and name != self.only:
                 continue
-            if path.is_file() and _inside(path, self.root):
-                entries.append(ImageEntry(path.name, path))
+            if path.is_file() and not (self.recursive and _inside(path, self.out)):
+                entries.append(ImageEntry(name, path))
         return entries
 
     def image(self, name: str) -> ImageEntry:
