@@ -142,7 +142,7 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -
     (out: a folder of label files and classes.txt)."""
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
-    if not tolerance >= 0:
+    if not 0 <= tolerance < float("inf"):
         raise ConvertError(f"tolerance must be 0 or more pixels, got {tolerance}")
     coco = load_coco(src)
     out = Path(out)

@@ -248,6 +248,8 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     refused({**coco, "images": images}, "would share the label file b.txt")
     refused({**coco, "categories": [{"id": 5, "name": "x"}]}, "category 1 is not in 'categories'")
     refused(coco, "tolerance must be 0 or more", tolerance=-1)
+    refused(coco, "tolerance must be 0 or more", tolerance=float("nan"))
+    refused(coco, "tolerance must be 0 or more", tolerance=float("inf"))
     refused(coco, "unknown format", to="voc")
     assert main(["convert", str(tmp_path / "missing.json"), "--to", "yolo", "--out", str(out)]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err

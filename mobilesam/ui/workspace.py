@@ -74,7 +74,7 @@ class Workspace:
                 raise MobileSAMError(f"{source} does not exist")
             self.root = (source if source.is_dir() else source.parent).resolve()
             self.only = None if source.is_dir() else source.resolve().name
-        if recursive and self.only is not None or recursive and self.uploads:
+        if recursive and (self.only is not None or self.uploads):
             raise MobileSAMError("recursive: for a folder of images, not one image or uploads")
         self.out = Path(out).resolve() if out else self.root / ".mobilesam"
         self.out.mkdir(parents=True, exist_ok=True)
