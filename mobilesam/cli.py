@@ -321,6 +321,21 @@ def _calibration_images(paths: list[str]) -> list[Path]:
     return images
 
 
+def _boxes_to_masks(args: argparse.Namespace) -> int:
+    from .box_job import BoxJob
+
+    options = {"mask_id": args.mask_id, "input_size_percent": args.input_size_percent}
+    job = BoxJob(args.source, args.images, args.output, options)  # the input is checked here
+    summary = job.run(_backend(args))
+    print(f"{summary.line()}; annotations: {summary.annotations_path}")
+    for name, error in summary.failed.items():
+        print(f"failed: {name}: {error}")
+    if summary.interrupted:
+        print("mobilesam: interrupted; run the same command again to go on", file=sys.stderr)
+        return 130
+    return 1 if summary.failed else 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
@@ -673,6 +688,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="(folder) OUT holds results made with other options: redo every image with these",
     )
     eve.set_defaults(func=_everything)
+
+    box = sub.add_parser(
+        "boxes-to-masks",
+        help="a mask for every box of a COCO file (a detector's boxes, a box-labelled dataset)",
+        allow_abbrev=False,
+    )
+    box.add_argument("source", metavar="COCO.json", help="COCO JSON whose annotations have a bbox")
+    box.add_argument("--images", required=True, help="the folder the COCO file_names are in")
+    box.add_argument(
+        "-o", "--output", required=True, help="output folder: annotations.json, parts/ (a rerun goes on)"
+    )
+    box.add_argument(
+        "--mask-id", help="1-3: which of SAM's three candidate masks (default: single-mask output)"
+    )
+    box.add_argument("--input-size-percent", default=100, help="1-100: shrink before encoding (default 100)")
+    _add_model_args(box)
+    _add_backend_args(box)
+    box.set_defaults(func=_boxes_to_masks)
 
     con = sub.add_parser(
         "convert",

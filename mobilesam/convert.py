@@ -95,12 +95,16 @@ def to_coco_polygons(coco: dict, tolerance: float = 1.0) -> dict:
     return {**coco, "annotations": anns}
 
 
-def _label_path(image: dict) -> PurePosixPath:
-    name = image.get("file_name") or f"image_{image.get('id')}"
-    path = PurePosixPath(str(name).replace("\\", "/"))
+def relative_name(image: dict, default: str | None = None) -> PurePosixPath:
+    """An image record's `file_name` as a path that stays inside a folder (`default` when
+    it has none); an absolute path or one with `..` is a `ConvertError`."""
+    name = image.get("file_name") or default
+    if not isinstance(name, str) or not name:
+        raise ConvertError(f"image {image.get('id')!r}: no file_name")
+    path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
-        raise ConvertError(f"image {image.get('id')!r}: file_name {name!r} would write outside the folder")
-    return path.with_suffix(".txt")
+        raise ConvertError(f"image {image.get('id')!r}: file_name {name!r} would reach outside the folder")
+    return path
 
 
 def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str], list[str]]:
@@ -119,7 +123,7 @@ def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str
     for image in coco["images"]:
         if not isinstance(image, dict):
             raise ConvertError(f"image {image!r} is not a record")
-        path = _label_path(image)
+        path = relative_name(image, f"image_{image.get('id')}").with_suffix(".txt")
         if path in owner:
             raise ConvertError(
                 f"images {owner[path]!r} and {image.get('file_name')!r} would share the label file {path}"

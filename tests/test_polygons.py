@@ -243,7 +243,7 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     refused({**coco, "annotations": [small]}, "RLE is 4x5, its image 40x50")
     refused({**coco, "annotations": [{**small, "segmentation": "x"}]}, "neither RLE nor a list of polygons")
     images = [{**coco["images"][0], "file_name": "../../etc/a.jpg"}]
-    refused({**coco, "images": images}, "outside the folder")
+    refused({**coco, "images": images}, "would reach outside the folder")
     images = [coco["images"][1], {"id": 7, "width": 50, "height": 40, "file_name": "b.jpg"}]
     refused({**coco, "images": images}, "would share the label file b.txt")
     refused({**coco, "categories": [{"id": 5, "name": "x"}]}, "category 1 is not in 'categories'")

@@ -1,0 +1,195 @@
+"""A mask for every box of a COCO file (a detector's boxes, a box-labelled dataset),
+written back into the file: box labels in, instance segmentation out. Resumable.
+
+Layout of the output folder:
+    annotations.json      the input COCO, each annotation that got a mask with
+                          `segmentation` (compressed RLE), `area` (the mask's pixels) and
+                          `score` (predicted IoU); ids, categories and `bbox` as given.
+                          `failures`: images that could not be read, boxes that could not
+                          be used, and why. Rewritten at the end of every run.
+    parts/<file_name>.json  one finished image: the boxes and options it was made from,
+                          its annotations; written atomically as soon as it is done
+    .lock                 held while a run writes here
+
+A rerun skips every image whose part was made from the same boxes and options and redoes
+the others (boxes edited, other options), so the output always answers the input.
+Everything in the input is checked before the first image is segmented.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .batch import BatchSummary, _Lock, _read_json
+from .convert import ConvertError, load_coco, relative_name
+from .errors import MobileSAMError, PromptError
+from .highlevel import Segmenter
+from .image_io import load_image
+from .prompts import parse_float, parse_int
+from .utils.files import atomic_write_text, check_output_dir
+
+
+class BoxJob:
+    """Boxes of `coco_path` -> masks in `out_dir` (see the module doc). images: the folder
+    the COCO `file_name`s are relative to; options: `mask_id` (1-3, default SAM's
+    single-mask output) and `input_size_percent`, as `Segmenter.segment` takes them."""
+
+    def __init__(
+        self,
+        coco_path: str | Path,
+        images: str | Path,
+        out_dir: str | Path,
+        options: dict | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"mask_id", "input_size_percent"})
+        if unknown:
+            raise PromptError(f"unknown options {unknown}: mask_id and input_size_percent are taken")
+        mask_id = options.get("mask_id")
+        self.options = {
+            "mask_id": None if mask_id in (None, "") else parse_int(mask_id, "mask_id", 1, 3),
+            "input_size_percent": parse_float(
+                options.get("input_size_percent", 100), "input_size_percent", 1, 100
+            ),
+        }
+        self.images, self.out = Path(images), Path(out_dir)
+        if not self.images.is_dir():
+            raise MobileSAMError(f"--images {self.images}: not a folder")
+        self.say = progress or (lambda msg: print(msg, file=sys.stderr))
+        self.coco = load_coco(coco_path)
+        self.plan = _plan(self.coco)  # bad input fails here, before anything is written
+
+    def run(self, sam: Segmenter) -> BatchSummary:
+        """Segment the boxes of every image not done yet; `sam`: a `MobileSAM` or any `Segmenter`."""
+        check_output_dir(self.out)
+        check_output_dir(self.out / "parts")
+        summary = BatchSummary()
+        with _Lock(self.out / ".lock"):
+            try:
+                for index, (name, image, anns) in enumerate(self.plan, start=1):
+                    self._image(sam, f"[{index}/{len(self.plan)}]", name, image, anns, summary)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            finally:  # also on Ctrl-C or an error: the JSON covers everything finished so far
+                summary.annotations_path = self._write_annotations(summary.failed)
+        return summary
+
+    def _wanted(self, anns: list[dict]) -> dict:
+        """What an image's part is made from: its boxes and the options."""
+        return {"boxes": [[a["id"], a["bbox"]] for a in anns], "options": self.options}
+
+    def _part(self, name: str, anns: list[dict]) -> dict | None:
+        part = _read_json(self.out / "parts" / f"{name}.json")
+        return part if part is not None and part.get("input") == self._wanted(anns) else None
+
+    def _image(self, sam: Segmenter, tag: str, name: str, image: dict, anns: list[dict], summary) -> None:
+        if self._part(name, anns) is not None:
+            summary.skipped.append(name)
+            return
+        if not anns:  # no box: nothing to read or segment
+            self._save(name, anns, [], {})
+            summary.done.append(name)
+            return
+        start = time.perf_counter()
+        try:
+            rgb = load_image(self.images / name)
+            h, w = rgb.shape[:2]
+            boxes, usable, unusable = [], [], {}
+            for ann in anns:
+                x, y, bw, bh = ann["bbox"]
+                box = [max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)]  # clipped to the image
+                if box[2] <= box[0] or box[3] <= box[1]:
+                    unusable[str(ann["id"])] = f"bbox {ann['bbox']} has no area inside the {w}x{h} image"
+                else:
+                    boxes.append(box)
+                    usable.append(ann)
+            result = sam.segment(rgb, input_box=boxes, **self.options)
+        except (MobileSAMError, OSError) as exc:
+            # A bad or unreadable image must not end a long job; anything else is a bug.
+            error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
+            summary.failed[name] = error
+            self.say(f"{tag} {name}: FAILED: {error}")
+            return
+        masks = result.to_coco(image_id=image["id"])["annotations"]
+        annotations = [
+            {**ann, "segmentation": m["segmentation"], "area": m["area"], "score": m["score"]}
+            for ann, m in zip(usable, masks)
+        ]
+        self._save(name, anns, annotations, unusable)
+        summary.done.append(name)
+        seconds = time.perf_counter() - start
+        self.say(f"{tag} {name}: {len(annotations)} masks in {seconds:.1f} s")
+        for ann_id, reason in unusable.items():
+            self.say(f"{tag} {name}: annotation {ann_id}: {reason}")
+
+    def _save(self, name: str, anns: list[dict], annotations: list[dict], unusable: dict) -> None:
+        part = {"input": self._wanted(anns), "annotations": annotations, "unusable": unusable}
+        atomic_write_text(self.out / "parts" / f"{name}.json", json.dumps(part))
+
+    def _write_annotations(self, failed: dict[str, str]) -> Path:
+        """The input COCO with the masks of every finished image, and the failures."""
+        annotations, failures = [], []
+        for name, _, anns in self.plan:
+            part = self._part(name, anns)
+            if part is None:
+                if name in failed:
+                    failures.append({"file_name": name, "error": failed[name]})
+                continue
+            annotations += part["annotations"]
+            failures += [
+                {"file_name": name, "annotation_id": _id(ann_id), "error": reason}
+                for ann_id, reason in part["unusable"].items()
+            ]
+        coco = {**self.coco, "annotations": annotations, "failures": failures}
+        return atomic_write_text(self.out / "annotations.json", json.dumps(coco))
+
+
+def _id(text: str) -> object:
+    """An annotation id back from a JSON object key (ints were ints in the input)."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _plan(coco: dict) -> list[tuple[str, dict, list[dict]]]:
+    """(file name, image, its annotations) per image, in the file's order; any annotation
+    or image this cannot use is a `ConvertError` naming it."""
+    by_image: dict[object, list[dict]] = {}
+    images = {}
+    for image in coco["images"]:
+        if not isinstance(image, dict) or "id" not in image:
+            raise ConvertError(f"image {image!r}: needs an id and a file_name")
+        if image["id"] in images:
+            raise ConvertError(f"image id {image['id']!r} is used twice")
+        images[image["id"]] = image
+        by_image[image["id"]] = []
+    ids = set()
+    for ann in coco.get("annotations", []):
+        where = f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r}"
+        if not isinstance(ann, dict) or "id" not in ann:
+            raise ConvertError(f"{where}: needs an id")
+        if ann["id"] in ids:
+            raise ConvertError(f"{where}: the id is used twice")
+        ids.add(ann["id"])
+        if ann.get("image_id") not in by_image:
+            raise ConvertError(f"{where}: its image_id {ann.get('image_id')!r} is not in 'images'")
+        box = ann.get("bbox")
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        ):
+            raise ConvertError(f"{where}: bbox must be [x, y, width, height], got {box!r}")
+        by_image[ann["image_id"]].append(ann)
+    plan, names = [], {}
+    for image_id, image in images.items():
+        name = relative_name(image).as_posix()
+        if name in names:
+            raise ConvertError(f"images {names[name]!r} and {image_id!r} are both {name}")
+        names[name] = image_id
+        plan.append((name, image, by_image[image_id]))
+    return plan
