@@ -241,13 +241,7 @@ def _everything(args: argparse.Namespace) -> int:
             summary = segment_everything_on_ray(job, model, _ray_options(args))
         else:
             summary = job.run(_backend(args))  # the lock, options and output checks come first
-        print(f"{summary.line()}; annotations: {summary.annotations_path}")
-        for name, error in summary.failed.items():
-            print(f"failed: {name}: {error}")
-        if summary.interrupted:
-            print("mobilesam: interrupted; run the same command again to go on", file=sys.stderr)
-            return 130
-        return 1 if summary.failed else 0
+        return _report(summary)
     if args.overwrite or args.overlays or args.recursive:
         raise PromptError("--overwrite, --overlays and --recursive are for a folder of images")
     _check_outputs(args)
@@ -326,7 +320,11 @@ def _boxes_to_masks(args: argparse.Namespace) -> int:
 
     options = {"mask_id": args.mask_id, "input_size_percent": args.input_size_percent}
     job = BoxJob(args.source, args.images, args.output, options)  # the input is checked here
-    summary = job.run(_backend(args))
+    return _report(job.run(_backend(args)))
+
+
+def _report(summary) -> int:
+    """A batch job's summary and failures; the exit code: 130 interrupted, 1 if a file failed."""
     print(f"{summary.line()}; annotations: {summary.annotations_path}")
     for name, error in summary.failed.items():
         print(f"failed: {name}: {error}")
