@@ -114,6 +114,18 @@ def test_tolerance_simplifies_within_it():
     assert (fill_polygons(mask_to_polygons(line, tolerance=3), line.shape) == line).all()
 
 
+def test_big_parts_are_joined_exactly_by_a_short_cut():
+    """Two discs with over 2,048 corners each (the nearest-pair search subsamples them):
+    one polygon, exact, and the cut between them about as long as the gap (110 px)."""
+    yy, xx = np.mgrid[:960, :2000]
+    mask = ((yy - 480) ** 2 + (xx - 475) ** 2 < 470**2) | ((yy - 480) ** 2 + (xx - 1525) ** 2 < 470**2)
+    assert min(len(p) for p in mask_to_polygons(mask)) > 2048
+    joined = mask_to_polygon(mask)
+    assert (fill_polygons([joined], mask.shape) == mask).all()
+    steps = np.hypot(*np.diff(np.vstack([joined, joined[:1]]), axis=0).T)
+    assert 110 <= steps.max() <= 115
+
+
 def _result(masks: np.ndarray) -> SegmentationResult:
     n, h, w = masks.shape
     image = np.zeros((h, w, 3), np.uint8)
