@@ -9,6 +9,8 @@ Layout of the output folder:
                           be used, and why. Rewritten at the end of every run.
     parts/<file_name>.json  one finished image: the boxes and options it was made from,
                           its annotations; written atomically as soon as it is done
+    overlays/<file_name>.png  with `overlays`, for an image with masks: masks and boxes
+                          drawn (before its part; a rerun draws a missing one from the part)
     .lock                 held while a run writes here
 
 A rerun skips every image whose part was made from the same boxes and options and redoes
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import BatchSummary, _Lock, _read_json
+from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json
 from .convert import ConvertError, load_coco, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
@@ -37,7 +39,8 @@ from .utils.files import atomic_write_text, check_output_dir
 class BoxJob:
     """Boxes of `coco_path` -> masks in `out_dir` (see the module doc). images: the folder
     the COCO `file_name`s are relative to; options: `mask_id` (1-3, default SAM's
-    single-mask output) and `input_size_percent`, as `Segmenter.segment` takes them."""
+    single-mask output) and `input_size_percent`, as `Segmenter.segment` takes them;
+    overlays: also draw each image's masks."""
 
     def __init__(
         self,
@@ -46,8 +49,10 @@ class BoxJob:
         out_dir: str | Path,
         options: dict | None = None,
         progress: Callable[[str], None] | None = None,
+        overlays: bool = False,
     ) -> None:
         options = dict(options or {})
+        self.overlays = overlays
         unknown = sorted(set(options) - {"mask_id", "input_size_percent"})
         if unknown:
             raise PromptError(f"unknown options {unknown}: mask_id and input_size_percent are taken")
@@ -89,7 +94,11 @@ class BoxJob:
         return part if part is not None and part.get("input") == self._wanted(anns) else None
 
     def _image(self, sam: Segmenter, tag: str, name: str, image: dict, anns: list[dict], summary) -> None:
-        if self._part(name, anns) is not None:
+        overlay = self.out / "overlays" / f"{name}.png"
+        part = self._part(name, anns)
+        if part is not None:
+            if self.overlays and part["annotations"] and not overlay.is_file():
+                _overlay_from_part(self.images / name, part, overlay)
             summary.skipped.append(name)
             return
         if not anns:  # no box: nothing to read or segment
@@ -116,6 +125,8 @@ class BoxJob:
             summary.failed[name] = error
             self.say(f"{tag} {name}: FAILED: {error}")
             return
+        if self.overlays and len(result):  # before the part, which means the image is done
+            result.save_overlay(overlay)
         masks = result.to_coco(image_id=image["id"])["annotations"]
         annotations = [
             {**ann, "segmentation": m["segmentation"], "area": m["area"], "score": m["score"]}

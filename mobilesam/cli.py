@@ -319,7 +319,7 @@ def _boxes_to_masks(args: argparse.Namespace) -> int:
     from .box_job import BoxJob
 
     options = {"mask_id": args.mask_id, "input_size_percent": args.input_size_percent}
-    job = BoxJob(args.source, args.images, args.output, options)  # the input is checked here
+    job = BoxJob(args.source, args.images, args.output, options, overlays=args.overlays)  # input checked here
     return _report(job.run(_backend(args)))
 
 
@@ -701,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mask-id", help="1-3: which of SAM's three candidate masks (default: single-mask output)"
     )
     box.add_argument("--input-size-percent", default=100, help="1-100: shrink before encoding (default 100)")
+    box.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<file_name>.png")
     _add_model_args(box)
     _add_backend_args(box)
     box.set_defaults(func=_boxes_to_masks)

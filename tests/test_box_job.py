@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import IMAGES
+from PIL import Image
 
 from mobilesam import MobileSAM
 from mobilesam.box_job import BoxJob
@@ -67,16 +68,8 @@ def _dataset(tmp_path):
 def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t, tmp_path, capsys):
     src, images, coco = _dataset(tmp_path)
     out = tmp_path / "out"
-    args = [
-        "boxes-to-masks",
-        str(src),
-        "--images",
-        str(images),
-        "-o",
-        str(out),
-        "--checkpoint",
-        str(ckpt_vit_t),
-    ]
+    args = ["boxes-to-masks", str(src), "--images", str(images), "-o", str(out), "--overlays"]
+    args += ["--checkpoint", str(ckpt_vit_t)]
     assert main(args) == 1  # a file failed
     printed = capsys.readouterr()
     assert "done 3, skipped 0 (already done), failed 1" in printed.out and "failed: bad.jpg:" in printed.out
@@ -97,10 +90,16 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     assert failures == [("truck.jpg", 11), ("bad.jpg", None)]
     assert "not an image file" in result["failures"][1]["error"]
 
-    # A rerun segments nothing new (the bad file is tried again); a moved box redoes its image only.
+    overlays = sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
+    assert overlays == ["sub/p2.jpg.png", "truck.jpg.png"]  # images with masks
+    assert Image.open(out / "overlays" / "truck.jpg.png").size == (1800, 1200)
+
+    # A rerun segments nothing new (the bad file is tried again) and draws a missing overlay
+    # from the saved masks; a moved box redoes its image only.
+    (out / "overlays" / "truck.jpg.png").unlink()
     counting = Counting(sam)
-    BoxJob(src, images, out, **QUIET).run(counting)
-    assert counting.calls == []
+    BoxJob(src, images, out, overlays=True, **QUIET).run(counting)
+    assert counting.calls == [] and (out / "overlays" / "truck.jpg.png").is_file()
     coco["annotations"][3]["bbox"] = [20, 10, 100, 80]
     src.write_text(json.dumps(coco))
     summary = BoxJob(src, images, out, **QUIET).run(counting)
