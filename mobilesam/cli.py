@@ -218,6 +218,7 @@ def _everything(args: argparse.Namespace) -> int:
             overlays=args.overlays,
             overwrite=args.overwrite,
             recursive=args.recursive,
+            import_from=args.import_from,
         )
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
@@ -358,6 +359,7 @@ def _ui(args: argparse.Namespace) -> int:
         out=args.out,
         open_browser=args.open,
         recursive=args.recursive,
+        import_from=args.import_from,
         checkpoint=args.checkpoint,
         model_type=args.model_type,
         device=args.device,
@@ -770,6 +772,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--recursive",
         action="store_true",
         help="the folder's subfolders' images too, each known by its path (cam1/0001.jpg)",
+    )
+    ui.add_argument(
+        "--import",
+        dest="import_from",
+        metavar="COCO.json",
+        help="seed the images nobody has labelled yet with this file's masks (everything's, "
+        "boxes-to-masks', another tool's) to review and correct",
     )
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")

@@ -394,3 +394,80 @@ def test_recursive_folder_names_images_by_their_path(service, tmp_path):
 
     with pytest.raises(MobileSAMError, match="recursive: for a folder"):
         Workspace(root / "top.jpg", tmp_path / "o3", recursive=True)
+
+
+def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t, capsys):
+    """`mobilesam ui --import COCO.json`: each annotation becomes an object (label from its
+    category, its prompt kept for refining); labelled images and other files are left alone."""
+    from mobilesam.ui import build_app
+    from mobilesam.utils.polygons import mask_to_polygons
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    small = Image.open(IMAGES / "picture4.jpg").convert("RGB")
+    for name, size in (("a.jpg", (80, 60)), ("b.jpg", (80, 60)), ("c.jpg", (80, 60)), ("d.jpg", (40, 30))):
+        small.resize(size).save(root / name)
+    m1, m2 = np.zeros((60, 80), bool), np.zeros((60, 80), bool)
+    m1[5:20, 10:30] = True
+    m2[30:50, 40:70] = True
+    m2[38:42, 50:60] = False  # a hole: polygons cut it in
+    poly = [p.ravel().tolist() for p in mask_to_polygons(m2, tolerance=0)]
+    coco = {
+        "images": [
+            {"id": i, "file_name": n} for i, n in enumerate(["a.jpg", "b.jpg", "d.jpg", "zzz.jpg"], 1)
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": rle.encode(m1),
+                "bbox": [10, 5, 20, 15],
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 8,
+                "segmentation": poly,
+                "point_coords": [[55, 35]],
+                "score": 0.9,
+            },
+            {
+                "id": 3,
+                "image_id": 1,
+                "segmentation": rle.encode(m1, compressed=False),
+                "prompt": {"points": [[12, 8]], "labels": [0]},
+            },
+            {"id": 4, "image_id": 2, "category_id": 7, "segmentation": rle.encode(m1)},
+            {"id": 5, "image_id": 3, "category_id": 7, "segmentation": rle.encode(m1)},  # d.jpg is 40x30
+        ],
+        "categories": [{"id": 7, "name": "cup"}, {"id": 8, "name": "plate"}],
+    }
+    out = tmp_path / "out"
+    work = Workspace(root, out)
+    work.save("b.jpg", 0, [{"label": "mine", "rle": rle.encode(m2)}])  # a person's work: kept
+    done = work.import_coco(coco)
+    assert done["imported"] == ["a.jpg"] and done["kept"] == ["b.jpg"] and done["unknown"] == ["zzz.jpg"]
+    assert (
+        len(done["skipped"]) == 1
+        and "d.jpg: annotation 5: mask [60, 80] is not the image's [30, 40]" in done["skipped"][0]
+    )
+
+    client = TestClient(create_app(work, service, "vit_t"))
+    saved = client.get("/api/images/a.jpg/annotations").json()
+    assert saved["revision"] == 1
+    a, b, c = saved["objects"]
+    assert [o["label"] for o in saved["objects"]] == ["cup", "plate", "object"]
+    assert np.array_equal(rle.decode(a["rle"]), m1) and a["box"] == [10, 5, 30, 20]  # bbox: the box prompt
+    assert np.array_equal(rle.decode(b["rle"]), m2) and b["points"] == [[55, 35, 1]] and b["score"] == 0.9
+    assert np.array_equal(rle.decode(c["rle"]), m1) and c["points"] == [[12, 8, 0]] and "box" not in c
+    assert client.get("/api/images/b.jpg/annotations").json()["objects"][0]["label"] == "mine"
+    assert work.import_coco(coco)["imported"] == []  # a second import changes nothing
+
+    # The command's flag: build_app imports before serving and says what it did.
+    src = tmp_path / "coco.json"
+    src.write_text(json.dumps(coco))
+    build_app(root, tmp_path / "out2", checkpoint=ckpt_vit_t, device="cpu", import_from=src)[1].close()
+    err = capsys.readouterr().err
+    assert "imported 2 images" in err and "1 not in this folder, 1 skipped" in err
+    assert "skipped: d.jpg: annotation 5" in err

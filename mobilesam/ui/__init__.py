@@ -28,10 +28,18 @@ def _require_extra() -> None:
 
 
 def build_app(
-    source, out=None, checkpoint=None, model_type=None, device=None, cache_images=8, recursive=False
+    source,
+    out=None,
+    checkpoint=None,
+    model_type=None,
+    device=None,
+    cache_images=8,
+    recursive=False,
+    import_from=None,
 ):
     """The app for `source` (a folder, an image or None for uploads), and its model service;
-    recursive: a folder's subfolders too."""
+    recursive: a folder's subfolders too; import_from: a COCO file whose masks seed the
+    images nobody has labelled yet (`Workspace.import_coco`)."""
     _require_extra()
     from ..api import MobileSAM
     from .model import ModelService
@@ -39,9 +47,24 @@ def build_app(
     from .workspace import Workspace
 
     workspace = Workspace(source, out, recursive)
+    if import_from is not None:
+        _import(workspace, import_from)
     sam = MobileSAM(checkpoint, model_type, device)
     service = ModelService(sam.predictor, cache_images=cache_images)
     return create_app(workspace, service, sam.model_type), service
+
+
+def _import(workspace, path) -> None:
+    from ..convert import load_coco
+
+    done = workspace.import_coco(load_coco(path))
+    print(
+        f"imported {len(done['imported'])} images from {path}; kept {len(done['kept'])} already labelled, "
+        f"{len(done['unknown'])} not in this folder, {len(done['skipped'])} skipped",
+        file=sys.stderr,
+    )
+    for reason in done["skipped"]:
+        print(f"skipped: {reason}", file=sys.stderr)
 
 
 def serve(
@@ -51,12 +74,13 @@ def serve(
     out: str | Path | None = None,
     open_browser: bool = False,
     recursive: bool = False,
+    import_from: str | Path | None = None,
     **model: object,
 ) -> None:
     _require_extra()
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     try:
-        app, service = build_app(source, out, recursive=recursive, **model)
+        app, service = build_app(source, out, recursive=recursive, import_from=import_from, **model)
     except BaseException:
         sock.close()
         raise

@@ -23,6 +23,7 @@ from ..errors import ImageLoadError, MobileSAMError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
 from ..utils import rle
 from ..utils.files import atomic_write_bytes, atomic_write_text
+from ..utils.polygons import fill_polygons
 
 MAX_UPLOAD_BYTES = 50 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -144,6 +145,39 @@ class Workspace:
         """Whether listed image `name` has saved objects (called once per listed image)."""
         return self._file(name).is_file() and bool(self.saved(name)["objects"])
 
+    def import_coco(self, coco: dict) -> dict[str, list[str]]:
+        """Seed the annotations of images nobody has labelled yet from a COCO dict (the
+        folder job's, `boxes-to-masks`', another tool's): one object per annotation, its
+        category name as label, its prompt kept for refining (the prompt a mobilesam file
+        records, else the point of segment everything, else the bbox as a box). Images
+        with saved objects are never touched. Returns the file names by outcome:
+        imported, kept (already labelled), unknown (not in this workspace), skipped (why)."""
+        names = {e.name: e for e in self.images()}
+        categories = {c.get("id"): c.get("name") for c in coco.get("categories") or [] if isinstance(c, dict)}
+        by_image: dict[object, list[dict]] = {}
+        for ann in coco.get("annotations") or []:
+            if isinstance(ann, dict):
+                by_image.setdefault(ann.get("image_id"), []).append(ann)
+        outcome: dict[str, list[str]] = {"imported": [], "kept": [], "unknown": [], "skipped": []}
+        for image in coco.get("images") or []:
+            name = image.get("file_name") if isinstance(image, dict) else None
+            anns = by_image.get(image.get("id"), []) if isinstance(image, dict) else []
+            if name not in names:
+                outcome["unknown"].append(str(name))
+                continue
+            if not anns or self.saved(name)["objects"]:
+                outcome["kept" if anns else "skipped"].append(name if anns else f"{name}: no annotations")
+                continue
+            size = upright_size(names[name].path)
+            try:
+                objects = [_imported(ann, i, size, categories) for i, ann in enumerate(anns)]
+                self.save(name, self.saved(name)["revision"], objects)
+            except (BadRequest, ValueError, KeyError, TypeError) as exc:
+                outcome["skipped"].append(f"{name}: {exc}")
+                continue
+            outcome["imported"].append(name)
+        return outcome
+
     # ---- uploads ----
 
     def add_upload(self, filename: str, data: bytes) -> str:
@@ -165,6 +199,34 @@ class Workspace:
         name = f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
         atomic_write_bytes(self.root / name, data)
         return name
+
+
+def _imported(ann: dict, i: int, size: tuple[int, int], categories: dict) -> dict:
+    """A UI object from a COCO annotation of an image of `size` (h, w): RLE or polygons."""
+    seg = ann["segmentation"]
+    if isinstance(seg, dict):
+        if not isinstance(seg.get("counts"), str):  # uncompressed RLE: a list of run lengths
+            seg = rle.encode(rle.decode(seg))
+        seg = {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]}
+    else:
+        seg = rle.encode(fill_polygons([np.reshape(p, (-1, 2)) for p in seg], size))
+    if list(seg["size"]) != list(size):
+        raise ValueError(f"annotation {ann.get('id')!r}: mask {seg['size']} is not the image's {list(size)}")
+    label = str(categories.get(ann.get("category_id")) or "object")
+    obj = {"id": i + 1, "label": label, "rle": seg, "source": "import"}
+    if isinstance(ann.get("score"), (int, float)):
+        obj["score"] = ann["score"]
+    prompt = ann.get("prompt") or {}
+    if prompt.get("box"):
+        obj["box"] = prompt["box"]
+    if prompt.get("points"):
+        obj["points"] = [[*p, lab] for p, lab in zip(prompt["points"], prompt["labels"])]
+    elif ann.get("point_coords"):
+        obj["points"] = [[*ann["point_coords"][0], 1]]
+    elif not prompt and isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4:
+        x, y, w, h = ann["bbox"]
+        obj["box"] = [x, y, x + w, y + h]
+    return obj
 
 
 def _check_object(obj: dict, i: int) -> dict:
