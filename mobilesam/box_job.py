@@ -109,6 +109,7 @@ class BoxJob:
         try:
             rgb = load_image(self.images / name)
             h, w = rgb.shape[:2]
+            _check_size(image, (h, w))
             boxes, usable, unusable = [], [], {}
             for ann in anns:
                 x, y, bw, bh = ann["bbox"]
@@ -159,6 +160,17 @@ class BoxJob:
             ]
         coco = {**self.coco, "annotations": annotations, "failures": failures}
         return atomic_write_text(self.out / "annotations.json", json.dumps(coco))
+
+
+def _check_size(image: dict, size: tuple[int, int]) -> None:
+    """The boxes are in the COCO file's pixels: an image of another size (a resized copy)
+    would get masks in the wrong places, so it is a failure, not a guess."""
+    h, w = size
+    given = (image.get("height"), image.get("width"))
+    if None in given or given == (h, w):
+        return
+    hint = " (an EXIF rotation: the file is stored sideways)" if given == (w, h) else ""
+    raise MobileSAMError(f"the image is {w}x{h}, the COCO file says {given[1]}x{given[0]}{hint}")
 
 
 def _id(text: str) -> object:

@@ -44,12 +44,14 @@ def _dataset(tmp_path):
     shutil.copy(IMAGES / "truck.jpg", images / "truck.jpg")
     shutil.copy(IMAGES / "picture2.jpg", images / "sub" / "p2.jpg")
     (images / "bad.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    Image.open(IMAGES / "truck.jpg").resize((900, 600)).save(images / "resized.jpg")
     coco = {
         "images": [
             {"id": 1, "file_name": "truck.jpg", "width": 1800, "height": 1200},
             {"id": 2, "file_name": "sub/p2.jpg"},
             {"id": 3, "file_name": "bad.jpg"},
             {"id": 4, "file_name": "nothing_here.jpg"},  # no box: not even read
+            {"id": 5, "file_name": "resized.jpg", "width": 1800, "height": 1200},  # the file is smaller
         ],
         "annotations": [
             {"id": 10, "image_id": 1, "bbox": TRUCK_BOX, "category_id": 3, "iscrowd": 0},
@@ -57,6 +59,7 @@ def _dataset(tmp_path):
             {"id": 12, "image_id": 1, "bbox": [-50, -40, 150.5, 120], "category_id": 1},  # clipped
             {"id": 13, "image_id": 2, "bbox": [10, 10, 100, 80], "category_id": 1},
             {"id": 14, "image_id": 3, "bbox": [1, 1, 5, 5], "category_id": 1},
+            {"id": 15, "image_id": 5, "bbox": [1, 1, 5, 5], "category_id": 1},
         ],
         "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
     }
@@ -72,7 +75,8 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     args += ["--checkpoint", str(ckpt_vit_t)]
     assert main(args) == 1  # a file failed
     printed = capsys.readouterr()
-    assert "done 3, skipped 0 (already done), failed 1" in printed.out and "failed: bad.jpg:" in printed.out
+    assert "done 3, skipped 0 (already done), failed 2" in printed.out and "failed: bad.jpg:" in printed.out
+    assert "failed: resized.jpg: the image is 900x600, the COCO file says 1800x1200" in printed.out
     assert "annotation 11: bbox [5000, 5000, 10, 10] has no area inside the 1800x1200 image" in printed.err
 
     result = json.loads((out / "annotations.json").read_text())
@@ -87,7 +91,7 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     given = {a["id"]: a for a in coco["annotations"]}
     assert {k: anns[10][k] for k in given[10]} == given[10]  # ids, bbox, category, iscrowd as given
     failures = [(f["file_name"], f.get("annotation_id")) for f in result["failures"]]
-    assert failures == [("truck.jpg", 11), ("bad.jpg", None)]
+    assert failures == [("truck.jpg", 11), ("bad.jpg", None), ("resized.jpg", None)]
     assert "not an image file" in result["failures"][1]["error"]
 
     overlays = sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
@@ -122,7 +126,7 @@ def test_interrupted_run_keeps_what_is_done_and_goes_on(sam, tmp_path):
     counting = Counting(sam)
     summary = BoxJob(src, images, out, **QUIET).run(counting)
     assert len(counting.calls) == 1 and summary.done == ["sub/p2.jpg", "nothing_here.jpg"]
-    assert list(summary.failed) == ["bad.jpg"]  # tried again, and reported again
+    assert list(summary.failed) == ["bad.jpg", "resized.jpg"]  # tried again, and reported again
 
 
 @pytest.mark.parametrize(
