@@ -218,7 +218,6 @@ def _everything(args: argparse.Namespace) -> int:
             overlays=args.overlays,
             overwrite=args.overwrite,
             recursive=args.recursive,
-            import_from=args.import_from,
         )
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray

@@ -338,6 +338,21 @@ def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys):
             bind("127.0.0.1", port)
     with bind("127.0.0.1", 0) as free:
         assert free.getsockname()[1] > 0
+    # -r and --import reach the workspace (the import runs before the model, which fails here).
+    (tmp_path / "photos" / "cam1").mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(tmp_path / "photos" / "cam1" / "a.jpg")
+    mask = np.ones((6, 8), bool)
+    coco = {"images": [{"id": 1, "file_name": "cam1/a.jpg"}], "annotations": [], "categories": []}
+    coco["annotations"].append(
+        {"id": 1, "image_id": 1, "segmentation": rle.encode(mask), "bbox": [0, 0, 8, 6]}
+    )
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    args = ["ui", str(tmp_path / "photos"), "-r", "--import", str(tmp_path / "c.json"), "--port", "0"]
+    assert main([*args, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "imported 1 images" in err and "none.pt" in err
+    saved = json.loads((tmp_path / "photos" / ".mobilesam" / "cam1" / "a.jpg.json").read_text())
+    assert saved["objects"][0]["box"] == [0, 0, 8, 6]
 
 
 def test_yolo_export_refuses_two_images_with_one_label_file(service, tmp_path):
