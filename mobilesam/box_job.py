@@ -110,15 +110,7 @@ class BoxJob:
             rgb = load_image(self.images / name)
             h, w = rgb.shape[:2]
             _check_size(image, (h, w))
-            boxes, usable, unusable = [], [], {}
-            for ann in anns:
-                x, y, bw, bh = ann["bbox"]
-                box = [max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)]  # clipped to the image
-                if box[2] <= box[0] or box[3] <= box[1]:
-                    unusable[str(ann["id"])] = f"bbox {ann['bbox']} has no area inside the {w}x{h} image"
-                else:
-                    boxes.append(box)
-                    usable.append(ann)
+            boxes, usable, unusable = _boxes(anns, (h, w))
             result = sam.segment(rgb, input_box=boxes, **self.options)
         except (MobileSAMError, OSError) as exc:
             # A bad or unreadable image must not end a long job; anything else is a bug.
@@ -160,6 +152,22 @@ class BoxJob:
             ]
         coco = {**self.coco, "annotations": annotations, "failures": failures}
         return atomic_write_text(self.out / "annotations.json", json.dumps(coco))
+
+
+def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], dict[str, str]]:
+    """The annotations' COCO boxes as XYXY clipped to the image, the annotations they
+    belong to, and why the others (no area inside the image) cannot be used."""
+    h, w = size
+    boxes, usable, unusable = [], [], {}
+    for ann in anns:
+        x, y, bw, bh = ann["bbox"]
+        box = [max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)]
+        if box[2] <= box[0] or box[3] <= box[1]:
+            unusable[str(ann["id"])] = f"bbox {ann['bbox']} has no area inside the {w}x{h} image"
+        else:
+            boxes.append(box)
+            usable.append(ann)
+    return boxes, usable, unusable
 
 
 def _check_size(image: dict, size: tuple[int, int]) -> None:
