@@ -338,8 +338,9 @@ def _convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
     done = convert(args.source, args.to, args.out, args.tolerance)
+    empty = f" ({done.empty} empty masks left out: no polygon)" if done.empty else ""
     print(
-        f"{args.to}: {done.annotations} masks of {done.images} images, {len(done.files)} files in {args.out}"
+        f"{args.to}: {done.annotations} masks of {done.images} images, {len(done.files)} files in {args.out}{empty}"
     )
     return 0
 

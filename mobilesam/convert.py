@@ -31,6 +31,7 @@ class Converted:
     files: list[Path]  # written
     images: int
     annotations: int
+    empty: int  # annotations whose mask has no pixel: no polygon, left out
 
 
 def load_coco(path: str | Path) -> dict:
@@ -87,10 +88,13 @@ def _each(coco: dict, tolerance: float):
 
 
 def to_coco_polygons(coco: dict, tolerance: float = 1.0) -> dict:
-    """The same COCO dict with every segmentation as polygons (flat x, y lists)."""
+    """The same COCO dict with every segmentation as polygons (flat x, y lists). An
+    annotation whose mask has no pixel is left out: it has no polygon, and an empty
+    polygon list breaks pycocotools."""
     anns = [
         {**ann, "segmentation": [p.ravel().tolist() for p in polys]}
         for ann, _, polys in _each(coco, tolerance)
+        if polys
     ]
     return {**coco, "annotations": anns}
 
@@ -150,13 +154,16 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -
         raise ConvertError(f"tolerance must be 0 or more pixels, got {tolerance}")
     coco = load_coco(src)
     out = Path(out)
+    total = len(coco.get("annotations", []))
     if to == "coco-polygon":
         check_output_file(out)
         converted = to_coco_polygons(coco, tolerance)
         files = [atomic_write_text(out, json.dumps(converted))]
+        written = len(converted["annotations"])
     else:
         check_output_dir(out)
         labels, names = to_yolo(coco, tolerance)
         files = [atomic_write_text(out / path, text) for path, text in labels.items()]
         files.append(atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names)))
-    return Converted(files, len(coco["images"]), len(coco.get("annotations", [])))
+        written = sum(text.count("\n") for text in labels.values())
+    return Converted(files, len(coco["images"]), total, total - written)

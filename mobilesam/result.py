@@ -188,8 +188,8 @@ class SegmentationResult:
         segment-anything's `generate()` boxes.
 
         segmentation: "rle" (compressed RLE, exact) or "polygon" (one polygon per part,
-        holes cut in; simplified by `tolerance` pixels, 0 for exact). `area` is the mask's
-        pixel count either way."""
+        holes cut in; simplified by `tolerance` pixels, 0 for exact; a mask with no pixel
+        has no polygon and no annotation). `area` is the mask's pixel count either way."""
         if segmentation not in ("rle", "polygon"):
             raise ValueError(f"segmentation must be 'rle' or 'polygon', got {segmentation!r}")
         h, w = self.image.shape[:2]
@@ -201,6 +201,8 @@ class SegmentationResult:
                 seg = self._rle(i)
             else:
                 seg = [p.ravel().tolist() for p in self.polygons(i, tolerance)]
+                if not seg:
+                    continue
             ann = {
                 "id": first_annotation_id + i,
                 "image_id": image_id,

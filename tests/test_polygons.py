@@ -151,11 +151,10 @@ def test_result_exports_polygons_and_yolo(tmp_path):
     masks = np.stack([mask, np.zeros_like(mask), _island_and_friends(mask)])
     result = _result(masks)
     coco = result.to_coco(segmentation="polygon", tolerance=0)
-    segs = [a["segmentation"] for a in coco["annotations"]]
-    assert segs[1] == []  # an empty mask has no polygon
-    for seg, m, ann in zip(segs, masks, coco["annotations"]):
-        if m.any():
-            assert (_coco_fill(seg, m.shape) == m).all()
+    # An empty mask has no polygon and no annotation (an empty list breaks pycocotools).
+    assert [a["id"] for a in coco["annotations"]] == [1, 3]
+    for ann, m in zip(coco["annotations"], masks[[0, 2]]):
+        assert (_coco_fill(ann["segmentation"], m.shape) == m).all()
         assert ann["area"] == m.sum()
     assert result.to_coco()["annotations"][0]["segmentation"] == rle.encode(mask)  # RLE stays the default
     with pytest.raises(ValueError, match="'rle' or 'polygon'"):
@@ -265,3 +264,18 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     refused(coco, "unknown format", to="voc")
     assert main(["convert", str(tmp_path / "missing.json"), "--to", "yolo", "--out", str(out)]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err
+
+
+def test_convert_leaves_out_empty_masks_and_says_so(tmp_path, capsys):
+    """A mask with no pixel has no polygon: pycocotools fails on an empty polygon list."""
+    full, empty = np.ones((4, 5), bool), np.zeros((4, 5), bool)
+    coco = _result(np.stack([full, empty])).to_coco()
+    src = tmp_path / "c.json"
+    src.write_text(json.dumps(coco))
+    for to, out in (("coco-polygon", tmp_path / "p.json"), ("yolo", tmp_path / "y")):
+        assert main(["convert", str(src), "--to", to, "--out", str(out)]) == 0
+        assert (
+            "2 masks of 1 images" in (line := capsys.readouterr().out) and "(1 empty masks left out" in line
+        )
+    assert [a["id"] for a in json.loads((tmp_path / "p.json").read_text())["annotations"]] == [1]
+    assert (tmp_path / "y" / "a.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"
