@@ -72,18 +72,77 @@ class BoxJob:
 
     def run(self, sam: Segmenter) -> BatchSummary:
         """Segment the boxes of every image not done yet; `sam`: a `MobileSAM` or any `Segmenter`."""
+        return self.run_with(lambda todo, summary: self._segment(sam, todo, summary))
+
+    def run_with(
+        self, work: Callable[[list[tuple[str, dict, list[dict]]], BatchSummary], None]
+    ) -> BatchSummary:
+        """Output checks and the lock, then `work(todo, summary)` on the images still to
+        segment (it calls `finish` for each), then annotations.json. The Ray engine
+        (ray_engine.py) runs its own `work` here."""
         check_output_dir(self.out)
         check_output_dir(self.out / "parts")
         summary = BatchSummary()
         with _Lock(self.out / ".lock"):
             try:
-                for index, (name, image, anns) in enumerate(self.plan, start=1):
-                    self._image(sam, f"[{index}/{len(self.plan)}]", name, image, anns, summary)
+                work(self._todo(summary), summary)
             except KeyboardInterrupt:
                 summary.interrupted = True
             finally:  # also on Ctrl-C or an error: the JSON covers everything finished so far
                 summary.annotations_path = self._write_annotations(summary.failed)
         return summary
+
+    def _todo(self, summary: BatchSummary) -> list[tuple[str, dict, list[dict]]]:
+        """The images to segment. Done ones are skipped (a missing overlay drawn from the
+        part); one with no box is done at once (nothing to read or segment)."""
+        todo = []
+        for name, image, anns in self.plan:
+            part = self._part(name, anns)
+            if part is not None:
+                overlay = self.overlay_path(name)
+                if self.overlays and part["annotations"] and not overlay.is_file():
+                    _overlay_from_part(self.images / name, part, overlay)
+                summary.skipped.append(name)
+            elif not anns:
+                self.finish(name, anns, [], {}, summary)
+            else:
+                todo.append((name, image, anns))
+        return todo
+
+    def _segment(self, sam: Segmenter, todo: list, summary: BatchSummary) -> None:
+        for index, (name, image, anns) in enumerate(todo, start=1):
+            tag, start = f"[{index}/{len(todo)}] {name}", time.perf_counter()
+            try:
+                result, annotations, unusable = segment_boxes(
+                    sam, load_image(self.images / name), image, anns, self.options
+                )
+            except (MobileSAMError, OSError) as exc:
+                self.fail(name, exc, summary, tag)  # a bad image must not end a long job
+                continue
+            if self.overlays and len(result):  # before the part, which means the image is done
+                result.save_overlay(self.overlay_path(name))
+            self.finish(name, anns, annotations, unusable, summary)
+            self.say(f"{tag}: {len(annotations)} masks in {time.perf_counter() - start:.1f} s")
+            for ann_id, reason in unusable.items():
+                self.say(f"{tag}: annotation {ann_id}: {reason}")
+
+    def overlay_path(self, name: str) -> Path:
+        return self.out / "overlays" / f"{name}.png"
+
+    def fail(self, name: str, exc: Exception | str, summary: BatchSummary, tag: str) -> None:
+        """Record an image that could not be segmented (a `MobileSAMError`, an I/O error,
+        or a worker's message); anything else is a bug and is not caught."""
+        error = exc if isinstance(exc, str) else str(exc)
+        if isinstance(exc, OSError) and not isinstance(exc, MobileSAMError):
+            error = f"{type(exc).__name__}: {exc}"
+        summary.failed[name] = error
+        self.say(f"{tag}: FAILED: {error}")
+
+    def finish(self, name: str, anns: list[dict], annotations: list[dict], unusable: dict, summary) -> None:
+        """Mark an image done: its part, written atomically."""
+        part = {"input": self._wanted(anns), "annotations": annotations, "unusable": unusable}
+        atomic_write_text(self.out / "parts" / f"{name}.json", json.dumps(part))
+        summary.done.append(name)
 
     def _wanted(self, anns: list[dict]) -> dict:
         """What an image's part is made from: its boxes and the options."""
@@ -92,49 +151,6 @@ class BoxJob:
     def _part(self, name: str, anns: list[dict]) -> dict | None:
         part = _read_json(self.out / "parts" / f"{name}.json")
         return part if part is not None and part.get("input") == self._wanted(anns) else None
-
-    def _image(self, sam: Segmenter, tag: str, name: str, image: dict, anns: list[dict], summary) -> None:
-        overlay = self.out / "overlays" / f"{name}.png"
-        part = self._part(name, anns)
-        if part is not None:
-            if self.overlays and part["annotations"] and not overlay.is_file():
-                _overlay_from_part(self.images / name, part, overlay)
-            summary.skipped.append(name)
-            return
-        if not anns:  # no box: nothing to read or segment
-            self._save(name, anns, [], {})
-            summary.done.append(name)
-            return
-        start = time.perf_counter()
-        try:
-            rgb = load_image(self.images / name)
-            h, w = rgb.shape[:2]
-            _check_size(image, (h, w))
-            boxes, usable, unusable = _boxes(anns, (h, w))
-            result = sam.segment(rgb, input_box=boxes, **self.options)
-        except (MobileSAMError, OSError) as exc:
-            # A bad or unreadable image must not end a long job; anything else is a bug.
-            error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
-            summary.failed[name] = error
-            self.say(f"{tag} {name}: FAILED: {error}")
-            return
-        if self.overlays and len(result):  # before the part, which means the image is done
-            result.save_overlay(overlay)
-        masks = result.to_coco(image_id=image["id"])["annotations"]
-        annotations = [
-            {**ann, "segmentation": m["segmentation"], "area": m["area"], "score": m["score"]}
-            for ann, m in zip(usable, masks)
-        ]
-        self._save(name, anns, annotations, unusable)
-        summary.done.append(name)
-        seconds = time.perf_counter() - start
-        self.say(f"{tag} {name}: {len(annotations)} masks in {seconds:.1f} s")
-        for ann_id, reason in unusable.items():
-            self.say(f"{tag} {name}: annotation {ann_id}: {reason}")
-
-    def _save(self, name: str, anns: list[dict], annotations: list[dict], unusable: dict) -> None:
-        part = {"input": self._wanted(anns), "annotations": annotations, "unusable": unusable}
-        atomic_write_text(self.out / "parts" / f"{name}.json", json.dumps(part))
 
     def _write_annotations(self, failed: dict[str, str]) -> Path:
         """The input COCO with the masks of every finished image, and the failures."""
@@ -152,6 +168,22 @@ class BoxJob:
             ]
         coco = {**self.coco, "annotations": annotations, "failures": failures}
         return atomic_write_text(self.out / "annotations.json", json.dumps(coco))
+
+
+def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: dict) -> tuple:
+    """One image's boxes -> (its `SegmentationResult`, its annotations with their masks,
+    {annotation id: why its box cannot be used}). An image of another size than its COCO
+    record says is a `MobileSAMError`."""
+    h, w = rgb.shape[:2]
+    _check_size(image, (h, w))
+    boxes, usable, unusable = _boxes(anns, (h, w))
+    result = sam.segment(rgb, input_box=boxes, **options)
+    masks = result.to_coco(image_id=image["id"])["annotations"]
+    annotations = [
+        {**ann, "segmentation": m["segmentation"], "area": m["area"], "score": m["score"]}
+        for ann, m in zip(usable, masks)
+    ]
+    return result, annotations, unusable
 
 
 def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], dict[str, str]]:

@@ -157,6 +157,26 @@ def _ray_options(args: argparse.Namespace):
     return RayOptions(args.address, args.num_workers, args.gpus_per_worker, args.cpus_per_worker, batch)
 
 
+def _ray_model(args: argparse.Namespace) -> dict:
+    """The workers' `MobileSAM` keyword arguments; the options of one process refused."""
+    _refuse_other_backends_options(args)
+    local = _given(args, "device", "threads")
+    if local:
+        raise PromptError(
+            f"{', '.join(local)}: with --engine ray, --gpus-per-worker picks each worker's "
+            "device and --cpus-per-worker its threads"
+        )
+    from .build import resolve_model_type
+
+    return {
+        "checkpoint": args.checkpoint,
+        "model_type": resolve_model_type(args.model_type, args.checkpoint),  # read once, here
+        "precision": args.precision,
+        "fast_paths": False if args.no_fast_paths else None,
+        "compile": args.compile,
+    }
+
+
 def _add_ray_args(parser: argparse.ArgumentParser, batch_size: bool) -> None:
     parser.add_argument(
         "--engine",
@@ -222,23 +242,7 @@ def _everything(args: argparse.Namespace) -> int:
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
 
-            _refuse_other_backends_options(args)
-            local = _given(args, "device", "threads")
-            if local:
-                raise PromptError(
-                    f"{', '.join(local)}: with --engine ray, --gpus-per-worker picks each worker's "
-                    "device and --cpus-per-worker its threads"
-                )
-            from .build import resolve_model_type
-
-            model = {
-                "checkpoint": args.checkpoint,
-                "model_type": resolve_model_type(args.model_type, args.checkpoint),  # read once, here
-                "precision": args.precision,
-                "fast_paths": False if args.no_fast_paths else None,
-                "compile": args.compile,
-            }
-            summary = segment_everything_on_ray(job, model, _ray_options(args))
+            summary = segment_everything_on_ray(job, _ray_model(args), _ray_options(args))
         else:
             summary = job.run(_backend(args))  # the lock, options and output checks come first
         return _report(summary)
@@ -320,6 +324,10 @@ def _boxes_to_masks(args: argparse.Namespace) -> int:
 
     options = {"mask_id": args.mask_id, "input_size_percent": args.input_size_percent}
     job = BoxJob(args.source, args.images, args.output, options, overlays=args.overlays)  # input checked here
+    if args.engine == "ray":
+        from .ray_engine import boxes_to_masks_on_ray
+
+        return _report(boxes_to_masks_on_ray(job, _ray_model(args), _ray_options(args)))
     return _report(job.run(_backend(args)))
 
 
@@ -706,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<file_name>.png")
     _add_model_args(box)
     _add_backend_args(box)
+    _add_ray_args(box, batch_size=True)
     box.set_defaults(func=_boxes_to_masks)
 
     con = sub.add_parser(

@@ -1,7 +1,9 @@
-"""Segment everything and fill the teacher cache on Ray Data, when one machine is not enough.
+"""Segment everything, masks for boxes and the teacher cache on Ray Data, when one machine
+is not enough.
 
     mobilesam everything SOURCE -o OUT --engine ray [--address auto] [--num-workers N]
         [--gpus-per-worker F] [--cpus-per-worker N] [--batch-size N]
+    mobilesam boxes-to-masks COCO.json --images DIR -o OUT --engine ray (same options)
     mobilesam distill cache ... --engine ray (same options) [--precision P] [--compile]
 
 Ray tasks read and decode the images; an actor pool runs the model (loaded once per
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .batch import BatchSummary, FolderJob
+from .box_job import BoxJob
 from .errors import ImageLoadError, MobileSAMError, missing_extra
 from .utils.files import atomic_write_bytes
 
@@ -138,12 +141,17 @@ class EverythingWorker:
             parts.append("")
             overlays.append(b"")
             errors.append(str(error))
-        return {
-            "name": batch["name"],
-            "part": np.array(parts, dtype=object),
-            "overlay": np.array(overlays, dtype=object),
-            "error": np.array(errors, dtype=object),
-        }
+        return _results(batch["name"], parts, overlays, errors)
+
+
+def _results(names, parts: list, overlays: list, errors: list) -> dict:
+    """A worker's batch of answers: each image's part (JSON), overlay (PNG) or error."""
+    return {
+        "name": names,
+        "part": np.array(parts, dtype=object),
+        "overlay": np.array(overlays, dtype=object),
+        "error": np.array(errors, dtype=object),
+    }
 
 
 def _png(result) -> bytes:
@@ -240,6 +248,76 @@ def segment_everything_on_ray(
                 on_result(name)
         rate = len(summary.done) / max(time.perf_counter() - started, 1e-9)
         job.say(f"{rate:.2f} images/s")
+
+    return job.run_with(work)
+
+
+# ---- masks for the boxes of a COCO file ------------------------------------------------------
+
+
+class BoxWorker(EverythingWorker):
+    """One model per Ray actor: decoded images and their boxes -> each image's masks
+    (`box_job.segment_boxes`) as JSON, and its overlay when asked for."""
+
+    def __call__(self, batch: dict) -> dict:
+        from .box_job import segment_boxes
+
+        parts, overlays, errors = [], [], []
+        for record, anns, image, error in zip(batch["record"], batch["anns"], batch["image"], batch["error"]):
+            part, overlay = "", b""
+            if not error:
+                try:
+                    result, annotations, unusable = segment_boxes(
+                        self.sam, np.asarray(image), json.loads(record), json.loads(anns), self.options
+                    )
+                    part = json.dumps({"annotations": annotations, "unusable": unusable})
+                    overlay = _png(result) if self.overlays and len(result) else b""
+                except MobileSAMError as exc:  # this image's problem (its size); a bug raises
+                    error = str(exc)
+            parts.append(part)
+            overlays.append(overlay)
+            errors.append(str(error))
+        return _results(batch["name"], parts, overlays, errors)
+
+
+def boxes_to_masks_on_ray(
+    job: BoxJob, model: dict, options: RayOptions, worker: type = BoxWorker
+) -> BatchSummary:
+    """`job` (a `box_job.BoxJob`) with the model on a Ray actor pool: the same parts and
+    annotations.json as one process, so the two resume each other's runs. model: as
+    `segment_everything_on_ray`'s."""
+    model = {"device": "cuda" if options.gpus_per_worker else "cpu", **model}
+
+    def work(todo: list, summary: BatchSummary) -> None:
+        if not todo:
+            return
+        seconds = connect(options)
+        job.say(f"Ray ready in {seconds:.1f} s; {len(todo)} images to segment")
+        rows = [
+            {
+                "name": name,
+                "path": str(job.images / name),
+                "record": json.dumps(image),
+                "anns": json.dumps(anns),
+            }
+            for name, image, anns in todo
+        ]
+        boxes_of = {name: anns for name, _, anns in todo}
+        ds = _ray().data.from_items(rows, override_num_blocks=min(len(rows), 4 * options.num_workers))
+        threads = max(1, int(options.cpus_per_worker))
+        kwargs = {"model": model, "options": job.options, "threads": threads, "overlays": job.overlays}
+        for row in _actor_pool(ds.map(_decode), worker, kwargs, options).iter_rows():
+            name = str(row["name"])
+            if name in summary.done or name in summary.failed:  # a retried batch: once is enough
+                continue
+            if row["error"]:
+                job.fail(name, str(row["error"]), summary, name)
+                continue
+            if row["overlay"]:  # before the part, as in one process
+                atomic_write_bytes(job.overlay_path(name), row["overlay"])
+            part = json.loads(row["part"])
+            job.finish(name, boxes_of[name], part["annotations"], part["unusable"], summary)
+            job.say(f"{name}: {len(part['annotations'])} masks")
 
     return job.run_with(work)
 

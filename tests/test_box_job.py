@@ -110,7 +110,7 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     assert len(counting.calls) == 1 and summary.done == ["sub/p2.jpg"]
     # Other options redo every image (one with no box is not read).
     summary = BoxJob(src, images, out, {"mask_id": 2}, **QUIET).run(counting)
-    assert len(counting.calls) == 3 and summary.done == ["truck.jpg", "sub/p2.jpg", "nothing_here.jpg"]
+    assert len(counting.calls) == 3 and summary.done == ["nothing_here.jpg", "truck.jpg", "sub/p2.jpg"]
     third = sam.segment(IMAGES / "truck.jpg", input_box=[[425, 600, 700, 875]], mask_id=2).masks[0]
     anns = {a["id"]: a for a in json.loads((out / "annotations.json").read_text())["annotations"]}
     assert np.array_equal(rle.decode(anns[10]["segmentation"]), third)
@@ -120,12 +120,12 @@ def test_interrupted_run_keeps_what_is_done_and_goes_on(sam, tmp_path):
     src, images, _ = _dataset(tmp_path)
     out = tmp_path / "out"
     summary = BoxJob(src, images, out, **QUIET).run(Counting(sam, interrupt_at=2))
-    assert summary.interrupted and summary.done == ["truck.jpg"]
+    assert summary.interrupted and summary.done == ["nothing_here.jpg", "truck.jpg"]  # no box: done at once
     written = json.loads((out / "annotations.json").read_text())["annotations"]
     assert sorted(a["id"] for a in written) == [10, 12]
     counting = Counting(sam)
     summary = BoxJob(src, images, out, **QUIET).run(counting)
-    assert len(counting.calls) == 1 and summary.done == ["sub/p2.jpg", "nothing_here.jpg"]
+    assert len(counting.calls) == 1 and summary.done == ["sub/p2.jpg"]
     assert list(summary.failed) == ["bad.jpg", "resized.jpg"]  # tried again, and reported again
 
 

@@ -202,3 +202,47 @@ def test_teacher_cache_on_ray_equals_one_process(local_ray, distill_data, tmp_pa
     for image_id in reference.ids():
         got, ref = bf16.get(image_id).astype(np.float32), reference.get(image_id).astype(np.float32)
         assert 1e-3 < np.abs(got - ref).max() / np.abs(ref).max() < 0.05
+
+
+def test_boxes_to_masks_on_ray_equals_one_process(local_ray, photos, ckpt_vit_t, tmp_path, capsys):
+    """`boxes-to-masks --engine ray`: the masks, failures and overlays of one process; a
+    rerun skips every finished image (and tries the corrupt file again)."""
+    from mobilesam.box_job import BoxJob
+    from mobilesam.cli import main
+
+    names = ["0.jpg", "1.jpg", "2.jpg", "9_corrupt.jpg"]
+    coco = {
+        "images": [{"id": i, "file_name": n} for i, n in enumerate(names)],
+        "annotations": [
+            {"id": 1, "image_id": 0, "bbox": [5, 5, 40, 30], "category_id": 1},
+            {"id": 2, "image_id": 0, "bbox": [50, 20, 30, 30], "category_id": 1},
+            {"id": 3, "image_id": 1, "bbox": [10, 10, 20, 20], "category_id": 1},
+            {"id": 4, "image_id": 2, "bbox": [500, 500, 5, 5], "category_id": 1},  # off the image
+            {"id": 5, "image_id": 3, "bbox": [1, 1, 5, 5], "category_id": 1},
+        ],
+    }
+    coco["images"][2].update(width=96, height=64)
+    src = tmp_path / "boxes.json"
+    src.write_text(json.dumps(coco))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU worker
+    try:
+        BoxJob(src, photos, tmp_path / "one", **QUIET).run(MobileSAM(ckpt_vit_t, device="cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    args = ["boxes-to-masks", str(src), "--images", str(photos), "-o", str(tmp_path / "ray"), "--overlays"]
+    args += ["--engine", "ray", "--batch-size", "2", "--checkpoint", str(ckpt_vit_t)]
+    assert main(args) == 1  # the corrupt file
+    one = json.loads((tmp_path / "one" / "annotations.json").read_text())
+    on_ray = json.loads((tmp_path / "ray" / "annotations.json").read_text())
+    assert [a["id"] for a in on_ray["annotations"]] == [1, 2, 3]
+    for a, b in zip(on_ray["annotations"], one["annotations"]):
+        assert a["segmentation"] == b["segmentation"] and abs(a["score"] - b["score"]) <= 1e-6
+    failures = [(f["file_name"], f.get("annotation_id")) for f in on_ray["failures"]]
+    assert failures == [(f["file_name"], f.get("annotation_id")) for f in one["failures"]]
+    assert failures == [("2.jpg", 4), ("9_corrupt.jpg", None)]
+    overlays = sorted(p.name for p in (tmp_path / "ray" / "overlays").glob("*.png"))
+    assert overlays == ["0.jpg.png", "1.jpg.png"]
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "done 0, skipped 3 (already done), failed 1" in capsys.readouterr().out
