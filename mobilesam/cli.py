@@ -346,9 +346,14 @@ def _convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
     done = convert(args.source, args.to, args.out, args.tolerance)
-    empty = f" ({done.empty} empty masks left out: no polygon)" if done.empty else ""
+    notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
+    if done.crowd:
+        notes.append(
+            f"{done.crowd} crowd regions " + ("kept as RLE" if args.to == "coco-polygon" else "left out")
+        )
+    note = f" ({'; '.join(notes)})" if notes else ""
     print(
-        f"{args.to}: {done.annotations} masks of {done.images} images, {len(done.files)} files in {args.out}{empty}"
+        f"{args.to}: {done.annotations} masks of {done.images} images, {len(done.files)} files in {args.out}{note}"
     )
     return 0
 

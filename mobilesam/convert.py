@@ -32,6 +32,7 @@ class Converted:
     images: int
     annotations: int
     empty: int  # annotations whose mask has no pixel: no polygon, left out
+    crowd: int  # iscrowd regions: kept as RLE in COCO polygons, left out of YOLO labels
 
 
 def load_coco(path: str | Path) -> dict:
@@ -88,14 +89,15 @@ def _each(coco: dict, tolerance: float):
 
 
 def to_coco_polygons(coco: dict, tolerance: float = 1.0) -> dict:
-    """The same COCO dict with every segmentation as polygons (flat x, y lists). An
-    annotation whose mask has no pixel is left out: it has no polygon, and an empty
-    polygon list breaks pycocotools."""
-    anns = [
-        {**ann, "segmentation": [p.ravel().tolist() for p in polys]}
-        for ann, _, polys in _each(coco, tolerance)
-        if polys
-    ]
+    """The same COCO dict with every segmentation as polygons (flat x, y lists), but for
+    crowd regions (`iscrowd`), which COCO keeps as RLE. An annotation whose mask has no
+    pixel is left out: it has no polygon, and an empty polygon list breaks pycocotools."""
+    anns = []
+    for ann, _, polys in _each(coco, tolerance):
+        if ann.get("iscrowd"):
+            anns.append(ann)
+        elif polys:
+            anns.append({**ann, "segmentation": [p.ravel().tolist() for p in polys]})
     return {**coco, "annotations": anns}
 
 
@@ -114,7 +116,8 @@ def relative_name(image: dict, default: str | None = None) -> PurePosixPath:
 def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str], list[str]]:
     """YOLO segmentation labels: {label path (file_name with .txt): text}, and the class
     names (class i is the i-th category by id). Every image has a file, empty if nothing
-    was found in it; a mask of several parts is one polygon (see `SegmentationResult.to_yolo`)."""
+    was found in it; a mask of several parts is one polygon (see `SegmentationResult.to_yolo`);
+    crowd regions (`iscrowd`) are left out, as Ultralytics' own COCO converter does."""
     try:
         categories = sorted(coco.get("categories") or [{"id": 1, "name": "object"}], key=lambda c: c["id"])
         class_of = {c["id"]: i for i, c in enumerate(categories)}
@@ -140,7 +143,7 @@ def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str
             raise ConvertError(f"annotation {ann.get('id')!r}: category {category!r} is not in 'categories'")
         if size is None:
             raise ConvertError(f"annotation {ann.get('id')!r}: its image has no width and height")
-        if polys:
+        if polys and not ann.get("iscrowd"):
             labels[path_of[ann["image_id"]]].append(yolo_line(class_of[category], join_polygons(polys), size))
     return {path: "".join(lines) for path, lines in labels.items()}, names
 
@@ -155,6 +158,7 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -
     coco = load_coco(src)
     out = Path(out)
     total = len(coco.get("annotations", []))
+    crowd = sum(1 for ann in coco.get("annotations", []) if isinstance(ann, dict) and ann.get("iscrowd"))
     if to == "coco-polygon":
         check_output_file(out)
         converted = to_coco_polygons(coco, tolerance)
@@ -165,5 +169,5 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -
         labels, names = to_yolo(coco, tolerance)
         files = [atomic_write_text(out / path, text) for path, text in labels.items()]
         files.append(atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names)))
-        written = sum(text.count("\n") for text in labels.values())
-    return Converted(files, len(coco["images"]), total, total - written)
+        written = sum(text.count("\n") for text in labels.values()) + crowd
+    return Converted(files, len(coco["images"]), total, total - written, crowd)

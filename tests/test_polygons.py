@@ -266,16 +266,22 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     assert "missing.json: no such file" in capsys.readouterr().err
 
 
-def test_convert_leaves_out_empty_masks_and_says_so(tmp_path, capsys):
-    """A mask with no pixel has no polygon: pycocotools fails on an empty polygon list."""
-    full, empty = np.ones((4, 5), bool), np.zeros((4, 5), bool)
-    coco = _result(np.stack([full, empty])).to_coco()
+def test_convert_leaves_out_empty_masks_and_crowds_and_says_so(tmp_path, capsys):
+    """A mask with no pixel has no polygon (pycocotools fails on an empty polygon list); a
+    crowd region stays RLE in COCO and is no YOLO object (as Ultralytics converts COCO)."""
+    full, empty, corner = np.ones((4, 5), bool), np.zeros((4, 5), bool), np.zeros((4, 5), bool)
+    corner[0, 0] = True
+    coco = _result(np.stack([full, empty, corner])).to_coco()
+    coco["annotations"][2]["iscrowd"] = 1
     src = tmp_path / "c.json"
     src.write_text(json.dumps(coco))
-    for to, out in (("coco-polygon", tmp_path / "p.json"), ("yolo", tmp_path / "y")):
-        assert main(["convert", str(src), "--to", to, "--out", str(out)]) == 0
-        assert (
-            "2 masks of 1 images" in (line := capsys.readouterr().out) and "(1 empty masks left out" in line
-        )
-    assert [a["id"] for a in json.loads((tmp_path / "p.json").read_text())["annotations"]] == [1]
-    assert (tmp_path / "y" / "a.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"
+    for to, crowd in (("coco-polygon", "kept as RLE"), ("yolo", "left out")):
+        assert main(["convert", str(src), "--to", to, "--out", str(tmp_path / to)]) == 0
+        line = capsys.readouterr().out
+        assert "3 masks of 1 images" in line
+        assert f"(1 empty masks left out: no polygon; 1 crowd regions {crowd})" in line
+    anns = json.loads((tmp_path / "coco-polygon").read_text())["annotations"]
+    assert [a["id"] for a in anns] == [1, 3] and anns[1]["segmentation"] == coco["annotations"][2][
+        "segmentation"
+    ]
+    assert (tmp_path / "yolo" / "a.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"
