@@ -216,7 +216,7 @@ class FolderJob:
             except (MobileSAMError, OSError) as exc:
                 # A bad or unreadable image must not end a long job. Anything else is a bug
                 # and surfaces as one; the annotations are still written (see `run`).
-                error = str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
+                error = failure_text(exc)
                 summary.failed[key] = error
                 self.say(f"[{index}/{len(files)}] {key}: FAILED: {error}")
                 continue
@@ -226,6 +226,12 @@ class FolderJob:
             summary.done.append(key)
             seconds = time.perf_counter() - start
             self.say(f"[{index}/{len(files)}] {key}: {len(result)} masks in {seconds:.1f} s")
+
+
+def failure_text(exc: Exception) -> str:
+    """What a batch job records for an image it could not segment: a `MobileSAMError`'s
+    message (it names the problem), an I/O error with its type."""
+    return str(exc) if isinstance(exc, MobileSAMError) else f"{type(exc).__name__}: {exc}"
 
 
 def segment_folder(

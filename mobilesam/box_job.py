@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json
+from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text
 from .convert import ConvertError, load_coco, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
@@ -104,7 +104,7 @@ class BoxJob:
                     _overlay_from_part(self.images / name, part, overlay)
                 summary.skipped.append(name)
             elif not anns:
-                self.finish(name, anns, [], {}, summary)
+                self.finish(name, anns, [], [], summary)
             else:
                 todo.append((name, image, anns))
         return todo
@@ -123,7 +123,7 @@ class BoxJob:
                 result.save_overlay(self.overlay_path(name))
             self.finish(name, anns, annotations, unusable, summary)
             self.say(f"{tag}: {len(annotations)} masks in {time.perf_counter() - start:.1f} s")
-            for ann_id, reason in unusable.items():
+            for ann_id, reason in unusable:
                 self.say(f"{tag}: annotation {ann_id}: {reason}")
 
     def overlay_path(self, name: str) -> Path:
@@ -132,13 +132,11 @@ class BoxJob:
     def fail(self, name: str, exc: Exception | str, summary: BatchSummary, tag: str) -> None:
         """Record an image that could not be segmented (a `MobileSAMError`, an I/O error,
         or a worker's message); anything else is a bug and is not caught."""
-        error = exc if isinstance(exc, str) else str(exc)
-        if isinstance(exc, OSError) and not isinstance(exc, MobileSAMError):
-            error = f"{type(exc).__name__}: {exc}"
+        error = exc if isinstance(exc, str) else failure_text(exc)
         summary.failed[name] = error
         self.say(f"{tag}: FAILED: {error}")
 
-    def finish(self, name: str, anns: list[dict], annotations: list[dict], unusable: dict, summary) -> None:
+    def finish(self, name: str, anns: list[dict], annotations: list[dict], unusable: list, summary) -> None:
         """Mark an image done: its part, written atomically."""
         part = {"input": self._wanted(anns), "annotations": annotations, "unusable": unusable}
         atomic_write_text(self.out / "parts" / f"{name}.json", json.dumps(part))
@@ -163,8 +161,8 @@ class BoxJob:
                 continue
             annotations += part["annotations"]
             failures += [
-                {"file_name": name, "annotation_id": _id(ann_id), "error": reason}
-                for ann_id, reason in part["unusable"].items()
+                {"file_name": name, "annotation_id": ann_id, "error": reason}
+                for ann_id, reason in part["unusable"]
             ]
         coco = {**self.coco, "annotations": annotations, "failures": failures}
         return atomic_write_text(self.out / "annotations.json", json.dumps(coco))
@@ -172,8 +170,8 @@ class BoxJob:
 
 def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: dict) -> tuple:
     """One image's boxes -> (its `SegmentationResult`, its annotations with their masks,
-    {annotation id: why its box cannot be used}). An image of another size than its COCO
-    record says is a `MobileSAMError`."""
+    [[annotation id, why its box cannot be used], ...]). An image of another size than its
+    COCO record says is a `MobileSAMError`."""
     h, w = rgb.shape[:2]
     _check_size(image, (h, w))
     boxes, usable, unusable = _boxes(anns, (h, w))
@@ -186,16 +184,16 @@ def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: d
     return result, annotations, unusable
 
 
-def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], dict[str, str]]:
+def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], list[list]]:
     """The annotations' COCO boxes as XYXY clipped to the image, the annotations they
     belong to, and why the others (no area inside the image) cannot be used."""
     h, w = size
-    boxes, usable, unusable = [], [], {}
+    boxes, usable, unusable = [], [], []
     for ann in anns:
         x, y, bw, bh = ann["bbox"]
         box = [max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)]
         if box[2] <= box[0] or box[3] <= box[1]:
-            unusable[str(ann["id"])] = f"bbox {ann['bbox']} has no area inside the {w}x{h} image"
+            unusable.append([ann["id"], f"bbox {ann['bbox']} has no area inside the {w}x{h} image"])
         else:
             boxes.append(box)
             usable.append(ann)
@@ -211,11 +209,6 @@ def _check_size(image: dict, size: tuple[int, int]) -> None:
         return
     hint = " (an EXIF rotation: the file is stored sideways)" if given == (w, h) else ""
     raise MobileSAMError(f"the image is {w}x{h}, the COCO file says {given[1]}x{given[0]}{hint}")
-
-
-def _id(text: str) -> object:
-    """An annotation id back from a JSON object key (ints were ints in the input)."""
-    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def _plan(coco: dict) -> list[tuple[str, dict, list[dict]]]:

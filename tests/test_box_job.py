@@ -162,3 +162,21 @@ def test_bad_options_and_folders(tmp_path):
         BoxJob(src, images, tmp_path / "out", {"points_per_side": 4})
     with pytest.raises(MobileSAMError, match="not a folder"):
         BoxJob(src, src, tmp_path / "out")
+
+
+def test_annotation_ids_keep_their_type_in_failures(sam, tmp_path):
+    """A string id such as "12" is reported as given, not turned into a number."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(IMAGES / "truck.jpg", images / "truck.jpg")
+    coco = {
+        "images": [{"id": 1, "file_name": "truck.jpg"}],
+        "annotations": [
+            {"id": "12", "image_id": 1, "bbox": [5000, 5000, 10, 10]},
+            {"id": 13, "image_id": 1, "bbox": [-90, 0, 10, 10]},
+        ],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    BoxJob(tmp_path / "c.json", images, tmp_path / "out", **QUIET).run(sam)
+    failures = json.loads((tmp_path / "out" / "annotations.json").read_text())["failures"]
+    assert [f["annotation_id"] for f in failures] == ["12", 13]
