@@ -128,13 +128,17 @@ class Workspace:
     def save(self, name: str, revision: int, objects: list[dict]) -> int:
         """Replace the annotations if `revision` is the saved one; returns the new revision."""
         entry = self.image(name)
+        return self._save(entry.name, revision, objects, upright_size(entry.path))  # the header only
+
+    def _save(self, name: str, revision: int, objects: list[dict], size: tuple[int, int]) -> int:
+        """`save` for a listed image `name` of `size` (h, w)."""
         checked = [_check_object(o, i) for i, o in enumerate(objects)]
-        size = list(upright_size(entry.path))  # the header only
+        size = list(size)
         for i, obj in enumerate(checked):
             if obj["rle"]["size"] != size:
                 raise BadRequest(f"object {i}: mask size {obj['rle']['size']} is not the image's {size}")
         with self._lock(name):
-            current = self.saved(entry.name)["revision"]
+            current = self.saved(name)["revision"]
             if revision != current:
                 raise Conflict(current)
             data = {"image": name, "revision": current + 1, "objects": checked}
@@ -165,13 +169,14 @@ class Workspace:
             if name not in names:
                 outcome["unknown"].append(str(name))
                 continue
-            if not anns or self.saved(name)["objects"]:
+            saved = self.saved(name)
+            if not anns or saved["objects"]:
                 outcome["kept" if anns else "skipped"].append(name if anns else f"{name}: no annotations")
                 continue
             size = upright_size(names[name].path)
             try:
                 objects = [_imported(ann, i, size, categories) for i, ann in enumerate(anns)]
-                self.save(name, self.saved(name)["revision"], objects)
+                self._save(name, saved["revision"], objects, size)  # listed once, not per image
             except (BadRequest, ValueError, KeyError, TypeError) as exc:
                 outcome["skipped"].append(f"{name}: {exc}")
                 continue
