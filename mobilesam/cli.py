@@ -796,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
-    ui.add_argument("--model-type", default="vit_t", help="vit_t (default), vit_b, vit_l, vit_h")
+    ui.add_argument("--model-type", help=MODEL_TYPE_HELP)
     ui.add_argument("--device", help="cpu, cuda or mps (default: best available)")
     ui.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
     ui.set_defaults(func=_ui)

@@ -486,3 +486,24 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     err = capsys.readouterr().err
     assert "imported 2 images" in err and "1 not in this folder, 1 skipped" in err
     assert "skipped: d.jpg: annotation 5" in err
+
+
+def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, capsys):
+    """`mobilesam ui --checkpoint student.pt` without --model-type: the checkpoint's layout
+    decides (here a TinyViT-3M student), as for every other command."""
+    import torch
+    import uvicorn
+    from conftest import synthetic_state_dict
+
+    from mobilesam.cli import main
+
+    ckpt = tmp_path / "student.pt"
+    torch.save(synthetic_state_dict("tiny_vit_3m", seed=3), ckpt)
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.jpg")
+    served = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.update(app=self.config.app))
+    assert (
+        main(["ui", str(tmp_path / "a.jpg"), "--port", "0", "--checkpoint", str(ckpt), "--device", "cpu"])
+        == 0
+    )
+    assert TestClient(served["app"]).get("/api/status").json()["model"] == "tiny_vit_3m"
