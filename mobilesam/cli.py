@@ -734,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         required=True,
         choices=["coco-polygon", "yolo"],
-        help="coco-polygon: one JSON file; yolo: a folder of FILE.txt per image and classes.txt",
+        help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt",
     )
     con.add_argument("--out", required=True, help="the JSON file (coco-polygon) or folder (yolo) to write")
     con.add_argument(

@@ -148,9 +148,19 @@ def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str
     return {path: "".join(lines) for path, lines in labels.items()}, names
 
 
+def yolo_files(labels: dict[PurePosixPath, str], names: list[str]) -> dict[PurePosixPath, str]:
+    """`to_yolo`'s labels and class names as the files of a dataset folder:
+    labels/<file_name>.txt per image (as Ultralytics pairs them with images/) and
+    classes.txt, one class name per line (kept apart, so an image named classes.jpg
+    cannot overwrite it)."""
+    files = {PurePosixPath("labels") / path: text for path, text in labels.items()}
+    files[PurePosixPath("classes.txt")] = "".join(f"{n}\n" for n in names)
+    return files
+
+
 def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -> Converted:
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file) or "yolo"
-    (out: a folder of label files and classes.txt)."""
+    (out: a folder of labels/ and classes.txt, `yolo_files`)."""
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
     if not 0 <= tolerance < float("inf"):
@@ -167,7 +177,6 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -
     else:
         check_output_dir(out)
         labels, names = to_yolo(coco, tolerance)
-        files = [atomic_write_text(out / path, text) for path, text in labels.items()]
-        files.append(atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names)))
+        files = [atomic_write_text(out / path, text) for path, text in yolo_files(labels, names).items()]
         written = sum(text.count("\n") for text in labels.values()) + crowd
     return Converted(files, len(coco["images"]), total, total - written, crowd)

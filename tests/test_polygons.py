@@ -2,6 +2,7 @@
 the COCO polygon / YOLO outputs and `mobilesam convert` built on them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,8 +210,8 @@ def test_convert_cli_writes_yolo_labels_and_coco_polygons(tmp_path, capsys):
     assert "2 masks of 2 images, 3 files" in capsys.readouterr().out
     yolo = tmp_path / "yolo"
     assert (yolo / "classes.txt").read_text() == "tree\ncar\n"  # class i: the i-th category by id
-    assert (yolo / "b.txt").read_text() == ""  # an image with nothing in it has an empty file
-    labels = _read_yolo((yolo / "cam1" / "a.txt").read_text(), mask.shape)
+    assert (yolo / "labels" / "b.txt").read_text() == ""  # an image with nothing in it has an empty file
+    labels = _read_yolo((yolo / "labels" / "cam1" / "a.txt").read_text(), mask.shape)
     assert [cls for cls, _ in labels] == [0, 1]
     assert (labels[0][1] == mask).all() and (labels[1][1] == _island_and_friends(mask)).all()
 
@@ -228,7 +229,8 @@ def test_convert_cli_writes_yolo_labels_and_coco_polygons(tmp_path, capsys):
     convert(out, "coco-polygon", again)
     assert json.loads(again.read_text())["annotations"] == converted["annotations"]
     convert(out, "yolo", tmp_path / "yolo2", tolerance=0)
-    assert (tmp_path / "yolo2" / "cam1" / "a.txt").read_text() == (yolo / "cam1" / "a.txt").read_text()
+    a_txt = Path("labels", "cam1", "a.txt")
+    assert (tmp_path / "yolo2" / a_txt).read_text() == (yolo / a_txt).read_text()
 
 
 def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
@@ -284,4 +286,15 @@ def test_convert_leaves_out_empty_masks_and_crowds_and_says_so(tmp_path, capsys)
     assert [a["id"] for a in anns] == [1, 3] and anns[1]["segmentation"] == coco["annotations"][2][
         "segmentation"
     ]
-    assert (tmp_path / "yolo" / "a.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"
+    assert (tmp_path / "yolo" / "labels" / "a.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"
+
+
+def test_yolo_labels_of_an_image_named_classes_keep_the_class_list(tmp_path):
+    """labels/ apart from classes.txt: an image classes.jpg does not overwrite the class names."""
+    coco = _result(np.ones((1, 4, 5), bool)).to_coco()
+    coco["images"][0]["file_name"] = "classes.jpg"
+    coco["categories"] = [{"id": 1, "name": "cup"}]
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    convert(tmp_path / "c.json", "yolo", tmp_path / "y")
+    assert (tmp_path / "y" / "classes.txt").read_text() == "cup\n"
+    assert (tmp_path / "y" / "labels" / "classes.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"

@@ -34,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
-from ..convert import ConvertError, to_yolo
+from ..convert import ConvertError, to_yolo, yolo_files
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
@@ -253,12 +253,10 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.get("/api/export/yolo.zip")
     def export_yolo() -> Response:
-        labels, names = to_yolo(folder_coco(workspace))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for path, text in labels.items():
-                z.writestr(f"labels/{path}", text)
-            z.writestr("classes.txt", "".join(f"{n}\n" for n in names))
+            for path, text in yolo_files(*to_yolo(folder_coco(workspace))).items():
+                z.writestr(str(path), text)
         return Response(buf.getvalue(), media_type="application/zip")
 
     @app.post("/api/upload")
