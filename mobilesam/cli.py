@@ -345,7 +345,15 @@ def _report(summary) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    done = convert(args.source, args.to, args.out, args.tolerance)
+    if args.to == "coco":
+        if args.tolerance is not None:
+            raise MobileSAMError("--tolerance simplifies traced masks; YOLO polygons are taken as they are")
+        done = convert(args.source, args.to, args.out, images=args.images, classes=args.classes)
+        names = f"class names from {done.classes}" if done.classes else "classes named by number"
+        print(f"coco: {done.annotations} objects of {done.images} images in {args.out} ({names})")
+        return 0
+    tolerance = 1.0 if args.tolerance is None else args.tolerance
+    done = convert(args.source, args.to, args.out, tolerance, images=args.images, classes=args.classes)
     notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
     if done.crowd:
         notes.append(
@@ -724,24 +732,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser(
         "convert",
-        help="COCO JSON with RLE masks to COCO polygons or YOLO segmentation labels",
+        help="COCO JSON with RLE masks to COCO polygons or YOLO segmentation labels; YOLO labels to COCO",
         allow_abbrev=False,
     )
     con.add_argument(
-        "source", help="COCO JSON: `everything`'s annotations.json, a --json file, the UI's export"
+        "source",
+        help="COCO JSON (`everything`'s annotations.json, a --json file, the UI's export), or a "
+        "folder of YOLO label files (with --to coco)",
     )
     con.add_argument(
         "--to",
         required=True,
-        choices=["coco-polygon", "yolo"],
-        help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt",
+        choices=["coco-polygon", "yolo", "coco"],
+        help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
+        "coco: YOLO labels (boxes, polygons) as one COCO JSON file",
     )
-    con.add_argument("--out", required=True, help="the JSON file (coco-polygon) or folder (yolo) to write")
+    con.add_argument(
+        "--out", required=True, help="the JSON file (coco-polygon, coco) or folder (yolo) to write"
+    )
     con.add_argument(
         "--tolerance",
         type=float,
-        default=1.0,
+        default=None,
         help="simplify outlines by up to this many pixels; 0: exact, every pixel corner (default 1)",
+    )
+    con.add_argument(
+        "--images", help="YOLO labels: the folder of their images (labels/a/x.txt goes with images/a/x.jpg)"
+    )
+    con.add_argument(
+        "--classes",
+        help="YOLO labels: the class names, classes.txt (one per line) or a dataset YAML's names "
+        "(default: classes.txt beside or inside the labels folder, else numbers)",
     )
     con.set_defaults(func=_convert)
 

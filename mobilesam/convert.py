@@ -1,5 +1,6 @@
 """COCO JSON with RLE masks (what `mobilesam everything`, `--json` and the UI's export write)
-to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels. Needs no torch.
+to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels; and a folder of
+YOLO labels (boxes or polygons) to COCO JSON (`yolo_labels`). Needs no torch.
 
 The input is read and every annotation converted before anything is written, so a bad
 annotation stops the run with its id and leaves no half-written output.
@@ -13,17 +14,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .errors import MobileSAMError
+from .errors import ConvertError
 from .result import yolo_line
 from .utils import rle
 from .utils.files import atomic_write_text, check_output_dir, check_output_file
 from .utils.polygons import join_polygons, mask_to_polygons
+from .yolo_labels import find_classes, yolo_to_coco
 
-FORMATS = ("coco-polygon", "yolo")
-
-
-class ConvertError(MobileSAMError, ValueError):
-    """The input is not COCO JSON this can convert (the message names the place)."""
+FORMATS = ("coco-polygon", "yolo", "coco")
+NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
 @dataclass
@@ -33,6 +32,7 @@ class Converted:
     annotations: int
     empty: int  # annotations whose mask has no pixel: no polygon, left out
     crowd: int  # iscrowd regions: kept as RLE in COCO polygons, left out of YOLO labels
+    classes: Path | None = None  # YOLO labels in: the class names' file read
 
 
 def load_coco(path: str | Path) -> dict:
@@ -54,6 +54,8 @@ def _polygons(ann: dict, size: tuple[int, int] | None, tolerance: float) -> list
     """An annotation's segmentation as polygons (Kx2): RLE traced (simplified by
     `tolerance`), polygons as they are."""
     seg = ann.get("segmentation")
+    if seg is None:
+        raise ValueError(NO_MASK)
     if isinstance(seg, dict):
         mask = rle.decode(seg)
         if size is not None and mask.shape != size:
@@ -158,15 +160,43 @@ def yolo_files(labels: dict[PurePosixPath, str], names: list[str]) -> dict[PureP
     return files
 
 
-def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 1.0) -> Converted:
+def convert(
+    src: str | Path,
+    to: str,
+    out: str | Path,
+    tolerance: float = 1.0,
+    images: str | Path | None = None,
+    classes: str | Path | None = None,
+) -> Converted:
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file) or "yolo"
-    (out: a folder of labels/ and classes.txt, `yolo_files`)."""
+    (out: a folder of labels/ and classes.txt, `yolo_files`). Or convert the folder of
+    YOLO labels `src` for the images in folder `images` to "coco" (out: a JSON file;
+    `classes`: the class names' file, see `yolo_labels.yolo_to_coco`)."""
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
     if not 0 <= tolerance < float("inf"):
         raise ConvertError(f"tolerance must be 0 or more pixels, got {tolerance}")
+    out, folder = Path(out), Path(src).is_dir()
+    if folder != (to == "coco"):
+        raise ConvertError(
+            f"{src} is a folder: YOLO labels convert --to coco"
+            if folder
+            else f"--to coco reads a folder of YOLO labels; {src} is not one (COCO files convert "
+            "--to coco-polygon or yolo)"
+        )
+    if folder:
+        if images is None:
+            raise ConvertError(
+                "YOLO labels need --images DIR: the image sizes turn their 0..1 coordinates into pixels"
+            )
+        check_output_file(out)
+        classes = Path(classes) if classes is not None else find_classes(src)
+        coco = yolo_to_coco(src, images, classes)
+        files = [atomic_write_text(out, json.dumps(coco))]
+        return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes)
+    if images is not None or classes is not None:
+        raise ConvertError("--images and --classes are for YOLO labels (a folder, --to coco)")
     coco = load_coco(src)
-    out = Path(out)
     total = len(coco.get("annotations", []))
     crowd = sum(1 for ann in coco.get("annotations", []) if isinstance(ann, dict) and ann.get("iscrowd"))
     if to == "coco-polygon":

@@ -27,6 +27,10 @@ class NoImageError(MobileSAMError, RuntimeError):
     """A predictor was asked for masks or an embedding before an image was set."""
 
 
+class ConvertError(MobileSAMError, ValueError):
+    """A label file is not one `mobilesam convert` can read (the message names the place)."""
+
+
 class OutputError(MobileSAMError):
     """An output path cannot be written (read-only, a file where a folder is wanted, disk full)."""
 

@@ -429,7 +429,8 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     poly = [p.ravel().tolist() for p in mask_to_polygons(m2, tolerance=0)]
     coco = {
         "images": [
-            {"id": i, "file_name": n} for i, n in enumerate(["a.jpg", "b.jpg", "d.jpg", "zzz.jpg"], 1)
+            {"id": i, "file_name": n}
+            for i, n in enumerate(["a.jpg", "b.jpg", "d.jpg", "zzz.jpg", "c.jpg"], 1)
         ],
         "annotations": [
             {
@@ -455,6 +456,7 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
             },
             {"id": 4, "image_id": 2, "category_id": 7, "segmentation": rle.encode(m1)},
             {"id": 5, "image_id": 3, "category_id": 7, "segmentation": rle.encode(m1)},  # d.jpg is 40x30
+            {"id": 6, "image_id": 5, "category_id": 7, "bbox": [1, 2, 3, 4]},  # a detector's box, no mask
         ],
         "categories": [{"id": 7, "name": "cup"}, {"id": 8, "name": "plate"}],
     }
@@ -463,9 +465,10 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     work.save("b.jpg", 0, [{"label": "mine", "rle": rle.encode(m2)}])  # a person's work: kept
     done = work.import_coco(coco)
     assert done["imported"] == ["a.jpg"] and done["kept"] == ["b.jpg"] and done["unknown"] == ["zzz.jpg"]
-    assert (
-        len(done["skipped"]) == 1
-        and "d.jpg: annotation 5: mask [60, 80] is not the image's [30, 40]" in done["skipped"][0]
+    assert len(done["skipped"]) == 2
+    assert "d.jpg: annotation 5: mask [60, 80] is not the image's [30, 40]" in done["skipped"][0]
+    assert done["skipped"][1] == (
+        "c.jpg: annotation 6: it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
     )
 
     client = TestClient(create_app(work, service, "vit_t"))
@@ -484,7 +487,7 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     src.write_text(json.dumps(coco))
     build_app(root, tmp_path / "out2", checkpoint=ckpt_vit_t, device="cpu", import_from=src)[1].close()
     err = capsys.readouterr().err
-    assert "imported 2 images" in err and "1 not in this folder, 1 skipped" in err
+    assert "imported 2 images" in err and "1 not in this folder, 2 skipped" in err
     assert "skipped: d.jpg: annotation 5" in err
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..convert import NO_MASK
 from ..errors import ImageLoadError, MobileSAMError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
 from ..utils import rle
@@ -208,7 +209,9 @@ class Workspace:
 
 def _imported(ann: dict, i: int, size: tuple[int, int], categories: dict) -> dict:
     """A UI object from a COCO annotation of an image of `size` (h, w): RLE or polygons."""
-    seg = ann["segmentation"]
+    seg = ann.get("segmentation")
+    if seg is None:
+        raise ValueError(f"annotation {ann.get('id')!r}: {NO_MASK}")
     if isinstance(seg, dict):
         if not isinstance(seg.get("counts"), str):  # uncompressed RLE: a list of run lengths
             seg = rle.encode(rle.decode(seg))

@@ -1,0 +1,212 @@
+"""`mobilesam convert LABELS --to coco`: YOLO label files (a detector's boxes, a segmentation
+dataset, LabelImg's) read as COCO, so that boxes-to-masks and the UI take them; bad lines
+are refused naming file and line, with nothing written."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import IMAGES
+from PIL import Image
+from test_polygons import _coco_file, _coco_fill, _island_and_friends
+
+from mobilesam import MobileSAM
+from mobilesam.box_job import BoxJob
+from mobilesam.cli import main
+from mobilesam.convert import ConvertError, convert
+from mobilesam.utils import rle
+from mobilesam.yolo_labels import read_classes, yolo_to_coco
+
+
+def _images(root, sizes: dict) -> None:
+    for name, (w, h) in sizes.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (w, h), (90, 120, 30)).save(root / name)
+
+
+def _labels(root, files: dict) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_our_yolo_labels_come_back_as_the_same_masks(tmp_path, capsys):
+    """COCO RLE -> YOLO (exact) -> COCO polygons: every pixel, the class names, bbox and area."""
+    src, mask = _coco_file(tmp_path, extra_categories=True)
+    dataset = tmp_path / "dataset"
+    assert main(["convert", str(src), "--to", "yolo", "--out", str(dataset), "--tolerance", "0"]) == 0
+    _images(dataset / "images", {"cam1/a.jpg": (50, 40), "b.png": (50, 40)})
+    capsys.readouterr()
+    out = tmp_path / "back.json"
+    args = ["convert", str(dataset / "labels"), "--to", "coco", "--images", str(dataset / "images")]
+    assert main([*args, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"coco: 2 objects of 2 images in {out} (class names from {dataset / 'classes.txt'})"
+    )
+    coco = json.loads(out.read_text())
+    assert coco["categories"] == [{"id": 1, "name": "tree"}, {"id": 2, "name": "car"}]
+    assert [(i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [
+        ("b.png", 50, 40),
+        ("cam1/a.jpg", 50, 40),
+    ]
+    masks = [mask, _island_and_friends(mask)]
+    assert [a["category_id"] for a in coco["annotations"]] == [1, 2]  # tree, car, as they were
+    for ann, m in zip(coco["annotations"], masks):
+        assert ann["image_id"] == 2 and ann["iscrowd"] == 0
+        assert (_coco_fill(ann["segmentation"], m.shape) == m).all()  # holes, parts, lines: all kept
+        assert ann["area"] == m.sum()  # the cuts add nothing, holes subtract
+        ys, xs = np.nonzero(m)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+    # And into YOLO again: the same label files.
+    convert(out, "yolo", tmp_path / "again", tolerance=0)
+    for name in ("labels/cam1/a.txt", "labels/b.txt", "classes.txt"):
+        assert (tmp_path / "again" / name).read_text() == (dataset / name).read_text()
+
+
+def test_detector_output_boxes_polygons_scores_and_rotated_photos(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    _images(images, {"a.png": (200, 100), "empty.png": (10, 10)})
+    (images / "notes.md").write_text("not an image: passed over")
+    rotated = Image.new("RGB", (200, 100))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # stored 200x100, shown (and segmented) 100x200
+    rotated.save(images / "turned.jpg", exif=exif)
+    _labels(
+        labels,
+        {
+            "a.txt": "0 0.5 0.5 0.2 0.4\n\n2 0.25 0.5 0.5 1 0.875\n"  # box; blank; box + conf
+            "1 0.1 0.1 0.3 0.1 0.3 0.6\n"  # a triangle
+            "1 0 0 1 0 1 1 0 1 0.5\n",  # the whole image, with a confidence
+            "turned.txt": "0 0.5 0.5 0.5 0.5\n",
+            "empty.txt": "",
+        },
+    )
+    coco = yolo_to_coco(labels, images)
+    assert [(i["file_name"], i["width"], i["height"]) for i in coco["images"]] == [
+        ("a.png", 200, 100),
+        ("empty.png", 10, 10),
+        ("turned.jpg", 100, 200),  # EXIF applied, as load_image does
+    ]
+    assert coco["categories"] == [{"id": 1, "name": "0"}, {"id": 2, "name": "1"}, {"id": 3, "name": "2"}]
+    anns = coco["annotations"]
+    assert [(a["id"], a["image_id"], a["category_id"]) for a in anns] == [
+        (1, 1, 1),
+        (2, 1, 3),
+        (3, 1, 2),
+        (4, 1, 2),
+        (5, 3, 1),
+    ]
+    assert anns[0]["bbox"] == [80, 30, 40, 40] and anns[0]["area"] == 1600 and "segmentation" not in anns[0]
+    assert anns[1]["bbox"] == [0, 0, 100, 100] and anns[1]["score"] == 0.875
+    assert anns[2]["segmentation"] == [[20, 10, 60, 10, 60, 60]] and anns[2]["bbox"] == [20, 10, 40, 50]
+    assert anns[2]["area"] == 1000 and "score" not in anns[2]
+    assert anns[3]["area"] == 20000 and anns[3]["score"] == 0.5
+    assert anns[4]["bbox"] == [25, 50, 50, 100]  # fractions of the upright image
+    (tmp_path / "boxes.json").write_text(json.dumps(coco))
+    with pytest.raises(
+        ConvertError, match="annotation 1: it has no segmentation, a box only: `mobilesam boxes-to"
+    ):
+        convert(tmp_path / "boxes.json", "yolo", tmp_path / "yolo")  # boxes-to-masks first
+
+    # Class names: a dataset YAML (list or {index: name}), LabelImg's classes.txt in the labels.
+    (tmp_path / "data.yaml").write_text("path: .\nnames:\n  0: person\n  1: bicycle\n  2: car\n")
+    assert [c["name"] for c in yolo_to_coco(labels, images, tmp_path / "data.yaml")["categories"]] == [
+        "person",
+        "bicycle",
+        "car",
+    ]
+    (tmp_path / "list.yaml").write_text("names: [person, bicycle, car, bus]\n")
+    assert len(yolo_to_coco(labels, images, tmp_path / "list.yaml")["categories"]) == 4
+    (labels / "classes.txt").write_text("person\nbicycle\ncar\n")
+    out = tmp_path / "c.json"
+    assert convert(labels, "coco", out, images=images).classes == labels / "classes.txt"
+    assert [c["name"] for c in json.loads(out.read_text())["categories"]] == ["person", "bicycle", "car"]
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("0 0.5 0.5 a 0.2", "line 2: not numbers"),
+        ("-1 0.5 0.5 0.2 0.2", "line 2: class -1 is not a class number"),
+        ("1.5 0.5 0.5 0.2 0.2", "line 2: class 1.5 is not a class number"),
+        ("3 0.5 0.5 0.2 0.2", "line 2: class 3, but .*classes.txt names 3 classes"),
+        ("0 0.5 0.5 0.2", "line 2: 3 numbers after the class: neither a box"),
+        ("0", "line 2: 0 numbers after the class"),
+        ("0 0.5 0.5 1.2 0.2", "line 2: coordinates outside 0..1"),
+        ("0 0.5 nan 0.2 0.2", "line 2: a coordinate is not finite"),
+    ],
+)
+def test_a_bad_line_is_named_and_nothing_is_written(tmp_path, line, match):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    _images(images, {"a.png": (20, 10)})
+    _labels(labels, {"a.txt": f"0 0.5 0.5 0.2 0.2\n{line}\n"})
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    with pytest.raises(ConvertError, match=match):
+        convert(labels, "coco", tmp_path / "out.json", images=images)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_bad_folders_are_refused_before_anything_is_written(tmp_path, capsys):
+    images, labels, out = tmp_path / "images", tmp_path / "labels", tmp_path / "out.json"
+    _images(images, {"a.png": (20, 10), "b.png": (20, 10)})
+    _labels(labels, {"a.txt": "0 0.5 0.5 0.2 0.2\n"})
+
+    def refused(match, src=labels, to="coco", **kwargs):
+        with pytest.raises(ConvertError, match=match):
+            convert(src, to, out, **{"images": images, **kwargs})
+        assert not out.exists()
+
+    refused("need --images DIR", images=None)
+    refused("is a folder: YOLO labels convert --to coco", to="yolo")
+    (tmp_path / "c.json").write_text(json.dumps({"images": []}))
+    refused("--to coco reads a folder of YOLO labels", src=tmp_path / "c.json")
+    refused("--images and --classes are for YOLO labels", src=tmp_path / "c.json", to="yolo")
+    refused("--images .*missing: not a folder", images=tmp_path / "missing")
+    (tmp_path / "bad.yaml").write_text("names: {1: a}\n")
+    refused("indices are not 0..0", classes=tmp_path / "bad.yaml")
+    (tmp_path / "none.yaml").write_text("nc: 3\n")
+    refused("no 'names' list", classes=tmp_path / "none.yaml")
+    refused("cannot read class names", classes=tmp_path / "missing.txt")
+    _labels(labels, {"sub/c.txt": "0 0.5 0.5 0.2 0.2\n", "d.txt": ""})
+    refused(r"labels/d.txt: no image of that name below .*images and 1 more")
+    (labels / "d.txt").unlink()
+    (labels / "sub" / "c.txt").unlink()
+    shutil.copy(images / "a.png", images / "a.jpg")
+    refused("images a.jpg and a.png would share the label file")
+    (images / "a.jpg").unlink()
+    (images / "b.png").write_bytes(b"\x89PNG not really")
+    refused("b.png is not an image file Pillow can read")
+    (images / "b.png").unlink()
+    assert main(["convert", str(labels), "--to", "coco", "--images", str(images), "--out", str(out)]) == 0
+    args = ["convert", str(labels), "--to", "coco", "--images", str(images), "--out", str(out)]
+    assert main([*args, "--tolerance", "1"]) == 2
+    assert "YOLO polygons are taken as they are" in capsys.readouterr().err
+
+
+def test_read_classes_from_text_files(tmp_path):
+    (tmp_path / "obj.names").write_text("person\n\n traffic light \n")
+    assert read_classes(tmp_path / "obj.names") == ["person", "traffic light"]
+
+
+def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path):
+    """The auto-labelling chain: a detector's YOLO boxes -> COCO -> boxes-to-masks -> YOLO
+    segmentation labels, each mask inside its box."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    shutil.copy(IMAGES / "truck.jpg", images / "truck.jpg")  # 1800x1200
+    _labels(labels, {"truck.txt": "2 0.3125 0.6145833 0.1527778 0.2291667 0.91\n"})  # TRUCK_BOX
+    (tmp_path / "classes.txt").write_text("person\nbicycle\ncar\n")
+    convert(labels, "coco", tmp_path / "boxes.json", images=images)
+    sam = MobileSAM(ckpt_vit_t)
+    summary = BoxJob(tmp_path / "boxes.json", images, tmp_path / "masks", progress=lambda m: None).run(sam)
+    assert summary.done == ["truck.jpg"] and not summary.failed
+    (ann,) = json.loads((tmp_path / "masks" / "annotations.json").read_text())["annotations"]
+    x, y, w, h = ann["bbox"]
+    assert [x, y, w, h] == pytest.approx([425, 600, 275, 275], abs=1e-3) and ann["category_id"] == 3
+    want = sam.segment(images / "truck.jpg", input_box=[x, y, x + w, y + h]).masks[0]
+    assert np.array_equal(rle.decode(ann["segmentation"]), want)
+    convert(tmp_path / "masks" / "annotations.json", "yolo", tmp_path / "seg")
+    assert (tmp_path / "seg" / "classes.txt").read_text() == "person\nbicycle\ncar\n"
+    (line,) = (tmp_path / "seg" / "labels" / "truck.txt").read_text().splitlines()
+    assert line.startswith("2 ")  # car, class 2 as it came in
