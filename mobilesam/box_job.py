@@ -4,7 +4,8 @@ written back into the file: box labels in, instance segmentation out. Resumable.
 Layout of the output folder:
     annotations.json      the input COCO, each annotation that got a mask with
                           `segmentation` (compressed RLE), `area` (the mask's pixels) and
-                          `score` (predicted IoU); ids, categories and `bbox` as given.
+                          `score` (predicted IoU; a `score` given, a detector's, is kept
+                          as `box_score`); ids, categories and `bbox` as given.
                           `failures`: images that could not be read, boxes that could not
                           be used, and why. Rewritten at the end of every run.
     parts/<file_name>.json  one finished image: the boxes and options it was made from,
@@ -178,10 +179,15 @@ def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: d
     result = sam.segment(rgb, input_box=boxes, **options)
     masks = result.to_coco(image_id=image["id"])["annotations"]
     annotations = [
-        {**ann, "segmentation": m["segmentation"], "area": m["area"], "score": m["score"]}
+        {**ann, **_box_score(ann), "segmentation": m["segmentation"], "area": m["area"], "score": m["score"]}
         for ann, m in zip(usable, masks)
     ]
     return result, annotations, unusable
+
+
+def _box_score(ann: dict) -> dict:
+    """A detector's confidence, kept as `box_score` where `score` becomes the mask's."""
+    return {"box_score": ann["score"]} if "score" in ann and "box_score" not in ann else {}
 
 
 def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], list[list]]:

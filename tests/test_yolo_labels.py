@@ -204,6 +204,7 @@ def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path):
     (ann,) = json.loads((tmp_path / "masks" / "annotations.json").read_text())["annotations"]
     x, y, w, h = ann["bbox"]
     assert [x, y, w, h] == pytest.approx([425, 600, 275, 275], abs=1e-3) and ann["category_id"] == 3
+    assert ann["box_score"] == 0.91 and 0 <= ann["score"] <= 1  # the detector's; the mask's
     want = sam.segment(images / "truck.jpg", input_box=[x, y, x + w, y + h]).masks[0]
     assert np.array_equal(rle.decode(ann["segmentation"]), want)
     convert(tmp_path / "masks" / "annotations.json", "yolo", tmp_path / "seg")
