@@ -347,10 +347,16 @@ def _convert(args: argparse.Namespace) -> int:
 
     if args.to == "coco":
         if args.tolerance is not None:
-            raise MobileSAMError("--tolerance simplifies traced masks; YOLO polygons are taken as they are")
+            raise MobileSAMError(
+                "--tolerance simplifies traced masks; label files' polygons are taken as they are"
+            )
         done = convert(args.source, args.to, args.out, images=args.images, classes=args.classes)
-        names = f"class names from {done.classes}" if done.classes else "classes named by number"
-        print(f"coco: {done.annotations} objects of {done.images} images in {args.out} ({names})")
+        named = "named in the files" if done.source == "voc" else "named by number"
+        names = f"class names from {done.classes}" if done.classes else f"classes {named}"
+        kind = {"yolo": "YOLO", "voc": "Pascal VOC"}[done.source]
+        print(
+            f"coco: {done.annotations} objects of {done.images} images in {args.out} (from {kind} labels; {names})"
+        )
         return 0
     tolerance = 1.0 if args.tolerance is None else args.tolerance
     done = convert(args.source, args.to, args.out, tolerance, images=args.images, classes=args.classes)
@@ -732,20 +738,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser(
         "convert",
-        help="COCO JSON with RLE masks to COCO polygons or YOLO segmentation labels; YOLO labels to COCO",
+        help="COCO JSON with RLE masks to COCO polygons or YOLO segmentation labels; YOLO or VOC labels to COCO",
         allow_abbrev=False,
     )
     con.add_argument(
         "source",
         help="COCO JSON (`everything`'s annotations.json, a --json file, the UI's export), or a "
-        "folder of YOLO label files (with --to coco)",
+        "folder of YOLO (.txt) or Pascal VOC (.xml) label files (with --to coco)",
     )
     con.add_argument(
         "--to",
         required=True,
         choices=["coco-polygon", "yolo", "coco"],
         help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
-        "coco: YOLO labels (boxes, polygons) as one COCO JSON file",
+        "coco: a folder of YOLO or VOC labels (boxes, polygons) as one COCO JSON file",
     )
     con.add_argument(
         "--out", required=True, help="the JSON file (coco-polygon, coco) or folder (yolo) to write"
@@ -757,12 +763,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="simplify outlines by up to this many pixels; 0: exact, every pixel corner (default 1)",
     )
     con.add_argument(
-        "--images", help="YOLO labels: the folder of their images (labels/a/x.txt goes with images/a/x.jpg)"
+        "--images",
+        help="label files: the folder of their images (labels/a/x.txt or .xml goes with images/a/x.jpg)",
     )
     con.add_argument(
         "--classes",
-        help="YOLO labels: the class names, classes.txt (one per line) or a dataset YAML's names "
-        "(default: classes.txt beside or inside the labels folder, else numbers)",
+        help="label files: the class names in order, classes.txt (one per line) or a dataset YAML's "
+        "names (default, YOLO: classes.txt beside or inside the labels folder, else numbers; VOC: "
+        "the names found, sorted)",
     )
     con.set_defaults(func=_convert)
 

@@ -1,6 +1,6 @@
 """COCO JSON with RLE masks (what `mobilesam everything`, `--json` and the UI's export write)
 to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels; and a folder of
-YOLO labels (boxes or polygons) to COCO JSON (`yolo_labels`). Needs no torch.
+YOLO or Pascal VOC label files to COCO JSON (`label_files`). Needs no torch.
 
 The input is read and every annotation converted before anything is written, so a bad
 annotation stops the run with its id and leaves no half-written output.
@@ -15,11 +15,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import ConvertError
+from .label_files import find_classes, folder_kind, voc_to_coco, yolo_to_coco
 from .result import yolo_line
 from .utils import rle
 from .utils.files import atomic_write_text, check_output_dir, check_output_file
 from .utils.polygons import join_polygons, mask_to_polygons
-from .yolo_labels import find_classes, yolo_to_coco
 
 FORMATS = ("coco-polygon", "yolo", "coco")
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
@@ -32,7 +32,8 @@ class Converted:
     annotations: int
     empty: int  # annotations whose mask has no pixel: no polygon, left out
     crowd: int  # iscrowd regions: kept as RLE in COCO polygons, left out of YOLO labels
-    classes: Path | None = None  # YOLO labels in: the class names' file read
+    classes: Path | None = None  # label files in: the class names' file read
+    source: str = "coco"  # what was read: "coco", "yolo" or "voc"
 
 
 def load_coco(path: str | Path) -> dict:
@@ -170,8 +171,8 @@ def convert(
 ) -> Converted:
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file) or "yolo"
     (out: a folder of labels/ and classes.txt, `yolo_files`). Or convert the folder of
-    YOLO labels `src` for the images in folder `images` to "coco" (out: a JSON file;
-    `classes`: the class names' file, see `yolo_labels.yolo_to_coco`)."""
+    YOLO or Pascal VOC label files `src` for the images in folder `images` to "coco" (out:
+    a JSON file; `classes`: the class names' file; see `label_files`)."""
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
     if not 0 <= tolerance < float("inf"):
@@ -179,23 +180,23 @@ def convert(
     out, folder = Path(out), Path(src).is_dir()
     if folder != (to == "coco"):
         raise ConvertError(
-            f"{src} is a folder: YOLO labels convert --to coco"
+            f"{src} is a folder: label files (YOLO, Pascal VOC) convert --to coco"
             if folder
-            else f"--to coco reads a folder of YOLO labels; {src} is not one (COCO files convert "
-            "--to coco-polygon or yolo)"
+            else f"--to coco reads a folder of YOLO or Pascal VOC label files; {src} is not one "
+            "(COCO files convert --to coco-polygon or yolo)"
         )
     if folder:
         if images is None:
-            raise ConvertError(
-                "YOLO labels need --images DIR: the image sizes turn their 0..1 coordinates into pixels"
-            )
+            raise ConvertError("label files need --images DIR: their images' sizes place the boxes")
         check_output_file(out)
-        classes = Path(classes) if classes is not None else find_classes(src)
-        coco = yolo_to_coco(src, images, classes)
+        kind = folder_kind(src)
+        if kind == "yolo":
+            classes = Path(classes) if classes is not None else find_classes(src)
+        coco = (yolo_to_coco if kind == "yolo" else voc_to_coco)(src, images, classes)
         files = [atomic_write_text(out, json.dumps(coco))]
-        return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes)
+        return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, kind)
     if images is not None or classes is not None:
-        raise ConvertError("--images and --classes are for YOLO labels (a folder, --to coco)")
+        raise ConvertError("--images and --classes are for a folder of label files (--to coco)")
     coco = load_coco(src)
     total = len(coco.get("annotations", []))
     crowd = sum(1 for ann in coco.get("annotations", []) if isinstance(ann, dict) and ann.get("iscrowd"))

@@ -15,8 +15,8 @@ from mobilesam import MobileSAM
 from mobilesam.box_job import BoxJob
 from mobilesam.cli import main
 from mobilesam.convert import ConvertError, convert
+from mobilesam.label_files import read_classes, voc_to_coco, yolo_to_coco
 from mobilesam.utils import rle
-from mobilesam.yolo_labels import read_classes, yolo_to_coco
 
 
 def _images(root, sizes: dict) -> None:
@@ -42,7 +42,7 @@ def test_our_yolo_labels_come_back_as_the_same_masks(tmp_path, capsys):
     args = ["convert", str(dataset / "labels"), "--to", "coco", "--images", str(dataset / "images")]
     assert main([*args, "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == (
-        f"coco: 2 objects of 2 images in {out} (class names from {dataset / 'classes.txt'})"
+        f"coco: 2 objects of 2 images in {out} (from YOLO labels; class names from {dataset / 'classes.txt'})"
     )
     coco = json.loads(out.read_text())
     assert coco["categories"] == [{"id": 1, "name": "tree"}, {"id": 2, "name": "car"}]
@@ -157,11 +157,11 @@ def test_bad_folders_are_refused_before_anything_is_written(tmp_path, capsys):
             convert(src, to, out, **{"images": images, **kwargs})
         assert not out.exists()
 
-    refused("need --images DIR", images=None)
-    refused("is a folder: YOLO labels convert --to coco", to="yolo")
+    refused("label files need --images DIR", images=None)
+    refused(r"is a folder: label files \(YOLO, Pascal VOC\) convert --to coco", to="yolo")
     (tmp_path / "c.json").write_text(json.dumps({"images": []}))
-    refused("--to coco reads a folder of YOLO labels", src=tmp_path / "c.json")
-    refused("--images and --classes are for YOLO labels", src=tmp_path / "c.json", to="yolo")
+    refused("--to coco reads a folder of YOLO or Pascal VOC label files", src=tmp_path / "c.json")
+    refused("--images and --classes are for a folder of label files", src=tmp_path / "c.json", to="yolo")
     refused("--images .*missing: not a folder", images=tmp_path / "missing")
     (tmp_path / "bad.yaml").write_text("names: {1: a}\n")
     refused("indices are not 0..0", classes=tmp_path / "bad.yaml")
@@ -181,7 +181,7 @@ def test_bad_folders_are_refused_before_anything_is_written(tmp_path, capsys):
     assert main(["convert", str(labels), "--to", "coco", "--images", str(images), "--out", str(out)]) == 0
     args = ["convert", str(labels), "--to", "coco", "--images", str(images), "--out", str(out)]
     assert main([*args, "--tolerance", "1"]) == 2
-    assert "YOLO polygons are taken as they are" in capsys.readouterr().err
+    assert "label files' polygons are taken as they are" in capsys.readouterr().err
 
 
 def test_read_classes_from_text_files(tmp_path):
@@ -211,3 +211,112 @@ def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path):
     assert (tmp_path / "seg" / "classes.txt").read_text() == "person\nbicycle\ncar\n"
     (line,) = (tmp_path / "seg" / "labels" / "truck.txt").read_text().splitlines()
     assert line.startswith("2 ")  # car, class 2 as it came in
+
+
+VOC_000001 = """<annotation>
+\t<folder>VOC2007</folder>
+\t<filename>000001.jpg</filename>
+\t<source><database>The VOC2007 Database</database></source>
+\t<size><width>353</width><height>500</height><depth>3</depth></size>
+\t<segmented>0</segmented>
+\t<object>
+\t\t<name>dog</name><pose>Left</pose><truncated>1</truncated><difficult>0</difficult>
+\t\t<bndbox><xmin>48</xmin><ymin>240</ymin><xmax>195</xmax><ymax>371</ymax></bndbox>
+\t</object>
+\t<object>
+\t\t<name>person</name><pose>Left</pose><truncated>1</truncated><difficult>0</difficult>
+\t\t<bndbox><xmin>8</xmin><ymin>12</ymin><xmax>352</xmax><ymax>498</ymax></bndbox>
+\t</object>
+</annotation>
+"""
+
+
+def test_pascal_voc_files_become_coco_boxes(tmp_path, capsys):
+    """VOC's own layout (Annotations/, JPEGImages/), its 1-based inclusive corners, a float
+    box as CVAT writes them, a box past the edge, `difficult` kept."""
+    voc, images = tmp_path / "Annotations", tmp_path / "JPEGImages"
+    _images(images, {"000001.jpg": (353, 500), "sub/b.png": (40, 30), "none.jpg": (8, 8)})
+    cvat = (
+        "<annotation><filename>renamed.png</filename><size><width>0</width><height>0</height></size>"
+        "<object><name>car</name><difficult>1</difficult><bndbox><xmin>10.5</xmin><ymin>1</ymin>"
+        "<xmax>45</xmax><ymax>20.25</ymax></bndbox></object></annotation>"
+    )
+    _labels(voc, {"000001.xml": VOC_000001, "sub/b.xml": cvat})
+    out = tmp_path / "voc.json"
+    assert main(["convert", str(voc), "--to", "coco", "--images", str(images), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"coco: 3 objects of 3 images in {out} (from Pascal VOC labels; classes named in the files)"
+    )
+    coco = json.loads(out.read_text())
+    assert coco["categories"] == [
+        {"id": 1, "name": "car"},
+        {"id": 2, "name": "dog"},
+        {"id": 3, "name": "person"},
+    ]
+    assert [i["file_name"] for i in coco["images"]] == ["000001.jpg", "none.jpg", "sub/b.png"]
+    dog, person, car = coco["annotations"]
+    assert (dog["image_id"], dog["category_id"], dog["bbox"], dog["area"]) == (
+        1,
+        2,
+        [47, 239, 148, 132],
+        148 * 132,
+    )
+    assert dog["difficult"] == 0 and person["bbox"] == [7, 11, 345, 487]
+    # A file name inside the XML is not used (files get renamed; the pairing is by path);
+    # a size of 0 means unknown; the box is clipped to the image.
+    assert (car["image_id"], car["category_id"], car["difficult"]) == (3, 1, 1)
+    assert car["bbox"] == [9.5, 0, 30.5, 20.25] and car["area"] == 30.5 * 20.25  # xmax 45 clipped to 40
+
+    (tmp_path / "classes.txt").write_text("person\ndog\ncar\nbus\n")  # --classes: its order
+    coco = voc_to_coco(voc, images, tmp_path / "classes.txt")
+    assert [c["name"] for c in coco["categories"]] == ["person", "dog", "car", "bus"]
+    assert [a["category_id"] for a in coco["annotations"]] == [2, 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("xml", "match"),
+    [
+        ("<annotation><object>", "a.xml: not XML"),
+        ("<labels/>", "its root is <labels>, not <annotation>"),
+        (
+            "<annotation><object><name>x</name></object></annotation>",
+            "a.xml object 1: needs a <name> and a <bndbox>",
+        ),
+        (
+            "<annotation><object><name>x</name><bndbox><xmin>a</xmin></bndbox></object></annotation>",
+            "a.xml object 1: <xmin> is 'a', not a number",
+        ),
+        (
+            "<annotation><object><name>x</name><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>4</xmax>"
+            "<ymax>3</ymax></bndbox></object></annotation>",
+            r"xmax/ymax \(4, 3\) below xmin/ymin \(5, 1\)",
+        ),
+        (
+            "<annotation><size><width>10</width><height>20</height></size></annotation>",
+            "<size> says 10x20, the image is 20x10",
+        ),
+        (
+            "<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax>"
+            "<ymax>3</ymax></bndbox></object></annotation>",
+            "a.xml object 1: class 'cat' is not in .*names.txt",
+        ),
+    ],
+)
+def test_a_bad_voc_file_is_named_and_nothing_is_written(tmp_path, xml, match):
+    images, voc = tmp_path / "images", tmp_path / "voc"
+    _images(images, {"a.png": (20, 10)})
+    _labels(voc, {"a.xml": xml})
+    (tmp_path / "names.txt").write_text("dog\nx\n")
+    with pytest.raises(ConvertError, match=match):
+        convert(voc, "coco", tmp_path / "out.json", images=images, classes=tmp_path / "names.txt")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_folder_of_both_kinds_is_refused(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    _images(images, {"a.png": (20, 10), "b.png": (20, 10)})
+    _labels(labels, {"a.txt": "0 0.5 0.5 0.2 0.2\n", "b.xml": "<annotation/>", "classes.txt": "x\n"})
+    with pytest.raises(ConvertError, match=r"both YOLO \(.txt\) and Pascal VOC \(.xml\) label files"):
+        convert(labels, "coco", tmp_path / "out.json", images=images)
+    (labels / "a.txt").unlink()  # a VOC folder with a classes.txt beside: VOC
+    assert convert(labels, "coco", tmp_path / "out.json", images=images).source == "voc"
