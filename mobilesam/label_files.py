@@ -12,6 +12,9 @@ YOLO: each line is one object, coordinates over the image's width and height:
     class cx cy w h [conf]          a box (a detection)
     class x1 y1 x2 y2 x3 y3 ... [conf]   a polygon (a segmentation, an oriented box)
 
+(Pose labels, a box followed by keypoints, cannot be told from polygons by their count
+and are not this format.)
+
 VOC: each `<object>` with a `<name>` and a `<bndbox>` of 1-based, inclusive pixel
 corners is a box `[xmin - 1, ymin - 1, xmax, ymax]` in COCO's continuous pixels (the
 conversion detectron2 uses); `<difficult>` is kept.
