@@ -351,20 +351,23 @@ def _convert(args: argparse.Namespace) -> int:
                 "--tolerance simplifies traced masks; label files' polygons are taken as they are"
             )
         done = convert(args.source, args.to, args.out, images=args.images, classes=args.classes)
-        named = "named in the files" if done.source == "voc" else "named by number"
-        names = f"class names from {done.classes}" if done.classes else f"classes {named}"
-        kind = {"yolo": "YOLO", "voc": "Pascal VOC"}[done.source]
+        named = "named by number" if done.source == "yolo" else "named in the files"
+        notes = [f"class names from {done.classes}" if done.classes else f"classes {named}"]
+        if done.left_out:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(done.left_out.items()))
+            notes.append(f"{sum(done.left_out.values())} shapes left out, not regions: {kinds}")
+        kind = {"yolo": "YOLO", "voc": "Pascal VOC", "labelme": "LabelMe"}[done.source]
         print(
-            f"coco: {done.annotations} objects of {done.images} images in {args.out} (from {kind} labels; {names})"
+            f"coco: {done.annotations} objects of {done.images} images in {args.out} "
+            f"(from {kind} labels; {'; '.join(notes)})"
         )
         return 0
     tolerance = 1.0 if args.tolerance is None else args.tolerance
     done = convert(args.source, args.to, args.out, tolerance, images=args.images, classes=args.classes)
     notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
     if done.crowd:
-        notes.append(
-            f"{done.crowd} crowd regions " + ("kept as RLE" if args.to == "coco-polygon" else "left out")
-        )
+        kept = {"coco-polygon": "kept as RLE", "labelme": "drawn as polygons"}.get(args.to, "left out")
+        notes.append(f"{done.crowd} crowd regions {kept}")
     note = f" ({'; '.join(notes)})" if notes else ""
     print(
         f"{args.to}: {done.annotations} masks of {done.images} images, {len(done.files)} files in {args.out}{note}"
@@ -738,23 +741,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser(
         "convert",
-        help="COCO JSON with RLE masks to COCO polygons or YOLO segmentation labels; YOLO or VOC labels to COCO",
+        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels; YOLO, VOC or LabelMe labels to COCO",
         allow_abbrev=False,
     )
     con.add_argument(
         "source",
         help="COCO JSON (`everything`'s annotations.json, a --json file, the UI's export), or a "
-        "folder of YOLO (.txt) or Pascal VOC (.xml) label files (with --to coco)",
+        "folder of YOLO (.txt), Pascal VOC (.xml) or LabelMe (.json) label files (with --to coco)",
     )
     con.add_argument(
         "--to",
         required=True,
-        choices=["coco-polygon", "yolo", "coco"],
+        choices=["coco-polygon", "yolo", "labelme", "coco"],
         help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
-        "coco: a folder of YOLO or VOC labels (boxes, polygons) as one COCO JSON file",
+        "labelme: a folder of FILE.json per image (never overwritten); coco: a folder of YOLO, VOC "
+        "or LabelMe labels (boxes, polygons, masks) as one COCO JSON file",
     )
     con.add_argument(
-        "--out", required=True, help="the JSON file (coco-polygon, coco) or folder (yolo) to write"
+        "--out", required=True, help="the JSON file (coco-polygon, coco) or folder (yolo, labelme) to write"
     )
     con.add_argument(
         "--tolerance",
@@ -764,13 +768,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     con.add_argument(
         "--images",
-        help="label files: the folder of their images (labels/a/x.txt or .xml goes with images/a/x.jpg)",
+        help="label files: the folder of their images (labels/a/x.txt, .xml or .json goes with "
+        "images/a/x.jpg); --to labelme: where the images are, for each file's imagePath "
+        "(default: beside the files)",
     )
     con.add_argument(
         "--classes",
         help="label files: the class names in order, classes.txt (one per line) or a dataset YAML's "
-        "names (default, YOLO: classes.txt beside or inside the labels folder, else numbers; VOC: "
-        "the names found, sorted)",
+        "names (default, YOLO: classes.txt beside or inside the labels folder, else numbers; VOC, "
+        "LabelMe: the names found, sorted)",
     )
     con.set_defaults(func=_convert)
 

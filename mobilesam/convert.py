@@ -9,19 +9,20 @@ annotation stops the run with its id and leaves no half-written output.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .errors import ConvertError
-from .label_files import find_classes, folder_kind, voc_to_coco, yolo_to_coco
+from .label_files import READERS, find_classes, folder_kind
 from .result import yolo_line
 from .utils import rle
 from .utils.files import atomic_write_text, check_output_dir, check_output_file
 from .utils.polygons import join_polygons, mask_to_polygons
 
-FORMATS = ("coco-polygon", "yolo", "coco")
+FORMATS = ("coco-polygon", "yolo", "labelme", "coco")
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
@@ -33,7 +34,8 @@ class Converted:
     empty: int  # annotations whose mask has no pixel: no polygon, left out
     crowd: int  # iscrowd regions: kept as RLE in COCO polygons, left out of YOLO labels
     classes: Path | None = None  # label files in: the class names' file read
-    source: str = "coco"  # what was read: "coco", "yolo" or "voc"
+    source: str = "coco"  # what was read: "coco", "yolo", "voc" or "labelme"
+    left_out: dict[str, int] = field(default_factory=dict)  # LabelMe in: shapes that are no regions
 
 
 def load_coco(path: str | Path) -> dict:
@@ -116,39 +118,96 @@ def relative_name(image: dict, default: str | None = None) -> PurePosixPath:
     return path
 
 
-def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str], list[str]]:
-    """YOLO segmentation labels: {label path (file_name with .txt): text}, and the class
-    names (class i is the i-th category by id). Every image has a file, empty if nothing
-    was found in it; a mask of several parts is one polygon (see `SegmentationResult.to_yolo`);
-    crowd regions (`iscrowd`) are left out, as Ultralytics' own COCO converter does."""
+def _categories(coco: dict) -> list[dict]:
+    """The categories sorted by id (one "object" if there are none)."""
     try:
         categories = sorted(coco.get("categories") or [{"id": 1, "name": "object"}], key=lambda c: c["id"])
-        class_of = {c["id"]: i for i, c in enumerate(categories)}
-        names = [str(c["name"]) for c in categories]
+        return [{"id": c["id"], "name": str(c["name"])} for c in categories]
     except (KeyError, TypeError):
         raise ConvertError("each of 'categories' needs an id and a name") from None
-    labels: dict[PurePosixPath, list[str]] = {}
+
+
+def _label_paths(coco: dict, suffix: str) -> dict[object, PurePosixPath]:
+    """{image id: its label file (file_name with `suffix`)}; two images sharing one is an error."""
     owner: dict[PurePosixPath, object] = {}
     path_of = {}
     for image in coco["images"]:
         if not isinstance(image, dict):
             raise ConvertError(f"image {image!r} is not a record")
-        path = relative_name(image, f"image_{image.get('id')}").with_suffix(".txt")
+        path = relative_name(image, f"image_{image.get('id')}").with_suffix(suffix)
         if path in owner:
             raise ConvertError(
                 f"images {owner[path]!r} and {image.get('file_name')!r} would share the label file {path}"
             )
         owner[path], path_of[image.get("id")] = image.get("file_name"), path
-        labels[path] = []
+    return path_of
+
+
+def _objects(coco: dict, tolerance: float, class_of: dict):
+    """(annotation, its class, image size, polygons) of each annotation whose category is
+    known and whose image has a size."""
     for ann, size, polys in _each(coco, tolerance):
         category = ann.get("category_id", 1)
         if category not in class_of:
             raise ConvertError(f"annotation {ann.get('id')!r}: category {category!r} is not in 'categories'")
         if size is None:
             raise ConvertError(f"annotation {ann.get('id')!r}: its image has no width and height")
+        yield ann, class_of[category], size, polys
+
+
+def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str], list[str]]:
+    """YOLO segmentation labels: {label path (file_name with .txt): text}, and the class
+    names (class i is the i-th category by id). Every image has a file, empty if nothing
+    was found in it; a mask of several parts is one polygon (see `SegmentationResult.to_yolo`);
+    crowd regions (`iscrowd`) are left out, as Ultralytics' own COCO converter does."""
+    categories = _categories(coco)
+    path_of = _label_paths(coco, ".txt")
+    labels: dict[PurePosixPath, list[str]] = {path: [] for path in path_of.values()}
+    class_of = {c["id"]: i for i, c in enumerate(categories)}
+    for ann, cls, size, polys in _objects(coco, tolerance, class_of):
         if polys and not ann.get("iscrowd"):
-            labels[path_of[ann["image_id"]]].append(yolo_line(class_of[category], join_polygons(polys), size))
-    return {path: "".join(lines) for path, lines in labels.items()}, names
+            labels[path_of[ann["image_id"]]].append(yolo_line(cls, join_polygons(polys), size))
+    return {path: "".join(lines) for path, lines in labels.items()}, [c["name"] for c in categories]
+
+
+LABELME_VERSION = "5.5.0"  # the LabelMe file format these files follow
+
+
+def to_labelme(coco: dict, tolerance: float = 1.0, image_path=None) -> dict[PurePosixPath, dict]:
+    """LabelMe files: {file_name with .json: its LabelMe dict}, one per image (no shapes if
+    nothing was found in it). Each part of a mask is a polygon shape labelled with the
+    category's name (holes cut in, so LabelMe draws them); the parts of one mask share a
+    `group_id`, which LabelMe reads back as one object. image_path(file_name, json path):
+    the file's `imagePath` (default: the image's name, for files beside their images)."""
+    names = {c["id"]: c["name"] for c in _categories(coco)}
+    path_of = _label_paths(coco, ".json")
+    image_path = image_path or (lambda name, path: PurePosixPath(name).name)
+    files = {}
+    for image in coco["images"]:
+        path = path_of[image.get("id")]
+        name = str(relative_name(image, f"image_{image.get('id')}"))
+        h, w = _size(image, {}) or (None, None)
+        files[path] = {
+            "version": LABELME_VERSION,
+            "flags": {},
+            "shapes": [],
+            "imagePath": image_path(name, path),
+            "imageData": None,
+            "imageHeight": h,
+            "imageWidth": w,
+        }
+    groups: dict[PurePosixPath, int] = {}
+    for ann, label, size, polys in _objects(coco, tolerance, names):
+        file = files[path_of[ann["image_id"]]]
+        file["imageHeight"], file["imageWidth"] = size
+        group = None
+        if len(polys) > 1:
+            group = groups[path_of[ann["image_id"]]] = groups.get(path_of[ann["image_id"]], 0) + 1
+        for poly in polys:
+            points = np.asarray(poly, dtype=np.float64).reshape(-1, 2).tolist()
+            shape = {"label": label, "points": points, "group_id": group, "description": ""}
+            file["shapes"].append({**shape, "shape_type": "polygon", "flags": {}})
+    return files
 
 
 def yolo_files(labels: dict[PurePosixPath, str], names: list[str]) -> dict[PurePosixPath, str]:
@@ -169,10 +228,12 @@ def convert(
     images: str | Path | None = None,
     classes: str | Path | None = None,
 ) -> Converted:
-    """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file) or "yolo"
-    (out: a folder of labels/ and classes.txt, `yolo_files`). Or convert the folder of
-    YOLO or Pascal VOC label files `src` for the images in folder `images` to "coco" (out:
-    a JSON file; `classes`: the class names' file; see `label_files`)."""
+    """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file), "yolo" (out:
+    a folder of labels/ and classes.txt, `yolo_files`) or "labelme" (out: a folder of one
+    JSON file per image; `images`: the images' folder, for the files' `imagePath`). Or
+    convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
+    folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
+    `label_files`)."""
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
     if not 0 <= tolerance < float("inf"):
@@ -180,23 +241,17 @@ def convert(
     out, folder = Path(out), Path(src).is_dir()
     if folder != (to == "coco"):
         raise ConvertError(
-            f"{src} is a folder: label files (YOLO, Pascal VOC) convert --to coco"
+            f"{src} is a folder: label files (YOLO, Pascal VOC, LabelMe) convert --to coco"
             if folder
-            else f"--to coco reads a folder of YOLO or Pascal VOC label files; {src} is not one "
-            "(COCO files convert --to coco-polygon or yolo)"
+            else f"--to coco reads a folder of YOLO, Pascal VOC or LabelMe label files; {src} is not one "
+            "(COCO files convert --to coco-polygon, yolo or labelme)"
         )
     if folder:
-        if images is None:
-            raise ConvertError("label files need --images DIR: their images' sizes place the boxes")
-        check_output_file(out)
-        kind = folder_kind(src)
-        if kind == "yolo":
-            classes = Path(classes) if classes is not None else find_classes(src)
-        coco = (yolo_to_coco if kind == "yolo" else voc_to_coco)(src, images, classes)
-        files = [atomic_write_text(out, json.dumps(coco))]
-        return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, kind)
-    if images is not None or classes is not None:
-        raise ConvertError("--images and --classes are for a folder of label files (--to coco)")
+        return _from_folder(Path(src), out, images, classes)
+    if classes is not None or (images is not None and to != "labelme"):
+        raise ConvertError(
+            "--images and --classes are for a folder of label files (--to coco); --images also for --to labelme"
+        )
     coco = load_coco(src)
     total = len(coco.get("annotations", []))
     crowd = sum(1 for ann in coco.get("annotations", []) if isinstance(ann, dict) and ann.get("iscrowd"))
@@ -205,9 +260,43 @@ def convert(
         converted = to_coco_polygons(coco, tolerance)
         files = [atomic_write_text(out, json.dumps(converted))]
         written = len(converted["annotations"])
+    elif to == "labelme":
+        check_output_dir(out)
+
+        def relative(name: str, path: PurePosixPath) -> str:  # imagePath: from the file's folder to its image
+            return Path(os.path.relpath(Path(images, name), (out / path).parent)).as_posix()
+
+        labelme = to_labelme(coco, tolerance, relative if images is not None else None)
+        there = [str(out / path) for path in labelme if (out / path).exists()]
+        if there:
+            raise ConvertError(
+                f"{there[0]} exists{f' (and {len(there) - 1} more)' if len(there) > 1 else ''}: LabelMe files "
+                "are people's work and are not overwritten; choose another --out or move them"
+            )
+        files = [atomic_write_text(out / path, json.dumps(data, indent=1)) for path, data in labelme.items()]
+        written = sum(_labelme_objects(data["shapes"]) for data in labelme.values())
     else:
         check_output_dir(out)
         labels, names = to_yolo(coco, tolerance)
         files = [atomic_write_text(out / path, text) for path, text in yolo_files(labels, names).items()]
         written = sum(text.count("\n") for text in labels.values()) + crowd
     return Converted(files, len(coco["images"]), total, total - written, crowd)
+
+
+def _labelme_objects(shapes: list[dict]) -> int:
+    """How many objects LabelMe shapes are (shapes of one group_id are one)."""
+    return len({s["group_id"] if s["group_id"] is not None else ("shape", i) for i, s in enumerate(shapes)})
+
+
+def _from_folder(src: Path, out: Path, images: str | Path | None, classes: str | Path | None) -> Converted:
+    """A folder of label files (`label_files`) to one COCO file `out`."""
+    if images is None:
+        raise ConvertError("label files need --images DIR: their images' sizes place the boxes")
+    check_output_file(out)
+    kind = folder_kind(src)
+    if kind == "yolo" and classes is None:
+        classes = find_classes(src)
+    coco = READERS[kind](src, images, classes)
+    files = [atomic_write_text(out, json.dumps(coco))]
+    left_out = coco.get("info", {}).get("left_out", {})
+    return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, kind, left_out)

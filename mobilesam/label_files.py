@@ -1,11 +1,14 @@
 """Folders of per-image label files read as a COCO dict, so that `boxes-to-masks` can turn
-their boxes into masks and the UI can import their polygons: YOLO text files (a
-detector's `save_txt` output, a YOLO detection or segmentation dataset) and Pascal VOC
-XML files (LabelImg's default, VOC itself, CVAT's and Roboflow's VOC exports). Needs no torch.
+their boxes into masks and the UI can import their regions: YOLO text files (a
+detector's `save_txt` output, a YOLO detection or segmentation dataset), Pascal VOC XML
+files (LabelImg's default, VOC itself, CVAT's and Roboflow's VOC exports) and LabelMe
+JSON files (LabelMe, X-AnyLabeling). Needs no torch.
 
 A label file is paired with the image of the same path below the images folder, suffixes
 aside (`labels/train/x.txt` with `images/train/x.jpg`, `Annotations/x.xml` with
-`JPEGImages/x.jpg`); an image with no label file is an image with nothing in it.
+`JPEGImages/x.jpg`, `photos/x.json` with `photos/x.jpg`); an image with no label file is
+an image with nothing in it. File names written inside label files are not used (files
+get renamed).
 
 YOLO: each line is one object, coordinates over the image's width and height:
 
@@ -19,12 +22,20 @@ VOC: each `<object>` with a `<name>` and a `<bndbox>` of 1-based, inclusive pixe
 corners is a box `[xmin - 1, ymin - 1, xmax, ymax]` in COCO's continuous pixels (the
 conversion detectron2 uses); `<difficult>` is kept.
 
-Everything is read and checked before anything is returned: a bad line or element is
-a `ConvertError` naming its file (and line).
-"""
+LabelMe: each region shape (polygon, rectangle, circle as a 64-gon, oriented rectangle,
+mask) is an object, and shapes sharing a label and a `group_id` are one object (several
+polygons: a polygon list; anything with a rectangle or a mask: one RLE mask). Points and
+lines are not regions: left out, and counted. Coordinates are LabelMe's, pixel corners
+(a point at x = 5 is the left edge of column 5), as COCO's.
+
+Everything is read and checked before anything is returned: a bad line, element or
+shape is a `ConvertError` naming its file (and line, element or shape)."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -34,6 +45,8 @@ import numpy as np
 
 from .errors import ConvertError, ImageLoadError
 from .image_io import IMAGE_SUFFIXES, upright_size, visible_files
+from .utils import rle
+from .utils.polygons import fill_polygons
 
 _SLACK = 1e-6  # coordinates this far outside 0..1 are rounding, not errors
 CLASSES_FILE = "classes.txt"
@@ -103,10 +116,9 @@ def _object(values: list[float], size: tuple[int, int], where: str) -> dict:
     else:
         xy = np.clip(np.asarray(values, dtype=np.float64).reshape(-1, 2), 0, 1) * (w, h)
         (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-        x, y = xy[:, 0], xy[:, 1]  # the shoelace formula: holes cut in by zero-width cuts subtract
-        ann["area"] = abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+        ann["area"] = _shoelace(xy)
         ann["segmentation"] = [[round(float(v), 3) for v in xy.ravel()]]
-    ann["bbox"] = [round(float(v), 3) for v in (x0, y0, x1 - x0, y1 - y0)]
+    ann["bbox"] = _bbox((x0, y0), (x1, y1))
     ann["area"] = round(ann["area"], 3)
     if score is not None:
         ann["score"] = score
@@ -215,23 +227,19 @@ def _voc_number(element: ET.Element, tag: str, where: str) -> float:
     return value
 
 
-def _voc_objects(label: Path, size: tuple[int, int]) -> Iterator[tuple[str, dict]]:
-    """One VOC XML file's objects: (name, COCO fields)."""
+def _voc_objects(label: Path, size: tuple[int, int]) -> Iterator[tuple[str, dict, str]]:
+    """One VOC XML file's objects: (name, COCO fields, where)."""
     try:
         root = ET.fromstring(_text(label))
     except ET.ParseError as exc:
         raise ConvertError(f"{label}: not XML ({exc})") from None
     if root.tag != "annotation":
         raise ConvertError(f"{label}: not a Pascal VOC file (its root is <{root.tag}>, not <annotation>)")
-    h, w = size
     stated = root.find("size")
     if stated is not None and stated.findtext("width") and stated.findtext("height"):
         sw, sh = (_voc_number(stated, tag, f"{label} <size>") for tag in ("width", "height"))
-        if (sw, sh) != (w, h) and sw > 0 and sh > 0:  # some tools write 0 for "unknown"
-            raise ConvertError(
-                f"{label}: <size> says {sw:g}x{sh:g}, the image is {w}x{h} (a resized or rotated copy, or "
-                "one its EXIF orientation turns: the boxes would land in the wrong places)"
-            )
+        _check_size(label, "<size>", sw, sh, size)
+    h, w = size
     for i, obj in enumerate(root.findall("object"), start=1):
         where = f"{label} object {i}"
         name = (obj.findtext("name") or "").strip()
@@ -246,24 +254,40 @@ def _voc_objects(label: Path, size: tuple[int, int]) -> Iterator[tuple[str, dict
         difficult = obj.findtext("difficult")
         if difficult is not None and difficult.strip() in ("0", "1"):
             fields["difficult"] = int(difficult)
-        yield name, fields
+        yield name, fields, where
 
 
-def voc_to_coco(labels: str | Path, images: str | Path, classes: str | Path | None = None) -> dict:
-    """The COCO dict of the Pascal VOC XML files in folder `labels` (see the module doc)
-    for the images in folder `images` (as `yolo_to_coco`). Categories: ids 1..N in the
-    order of the file `classes` (`read_classes`; a name not in it is an error), else of
-    the names found, sorted. A file's `<size>` must be its image's."""
+def _check_size(label: Path, what: str, sw: float, sh: float, size: tuple[int, int]) -> None:
+    """A label file's stated image size against the image's (0 or less: unknown)."""
+    h, w = size
+    if (sw, sh) != (w, h) and sw > 0 and sh > 0:
+        raise ConvertError(
+            f"{label}: {what} says {sw:g}x{sh:g}, the image is {w}x{h} (a resized or rotated copy, or "
+            "one its EXIF orientation turns: the shapes would land in the wrong places)"
+        )
+
+
+NOT_CLASSES = ("__ignore__", "_background_")  # lines of labelme's labels.txt that are not classes
+
+
+def _named_to_coco(
+    labels: str | Path, images: str | Path, suffix: str, reader: Callable, classes: str | Path | None
+) -> dict:
+    """Label files whose objects are named (VOC, LabelMe) as COCO: `reader(file, size)`
+    yields (name, fields, where); categories numbered in the order of `classes`, else of
+    the names found, sorted."""
     labels, images = Path(labels), Path(images)
-    given = read_classes(classes) if classes is not None else None
+    given = None
+    if classes is not None:
+        given = [n for n in read_classes(classes) if n not in NOT_CLASSES]
 
     def objects(label: Path, size: tuple[int, int]) -> Iterator[tuple[str, dict]]:
-        for i, (name, fields) in enumerate(_voc_objects(label, size), start=1):
+        for name, fields, where in reader(label, size):
             if given is not None and name not in given:
-                raise ConvertError(f"{label} object {i}: class {name!r} is not in {classes}")
+                raise ConvertError(f"{where}: class {name!r} is not in {classes}")
             yield name, fields
 
-    records, anns = _read(labels, images, ".xml", objects)
+    records, anns = _read(labels, images, suffix, objects)
     names = given if given is not None else sorted({name for name, _ in anns})
     ids = {name: i + 1 for i, name in enumerate(names)}
     for name, ann in anns:
@@ -272,13 +296,165 @@ def voc_to_coco(labels: str | Path, images: str | Path, classes: str | Path | No
     return {"images": records, "annotations": [a for _, a in anns], "categories": categories}
 
 
-def folder_kind(labels: str | Path) -> str:
-    """ "yolo" or "voc": the kind of label files a folder holds (.txt or .xml)."""
-    files = visible_files(Path(labels), recursive=True)
-    txt = any(p.suffix == ".txt" and p.name != CLASSES_FILE for p in files)
-    xml = any(p.suffix == ".xml" for p in files)
-    if txt and xml:
+def voc_to_coco(labels: str | Path, images: str | Path, classes: str | Path | None = None) -> dict:
+    """The COCO dict of the Pascal VOC XML files in folder `labels` (see the module doc)
+    for the images in folder `images` (as `yolo_to_coco`). Categories: ids 1..N in the
+    order of the file `classes` (`read_classes`; a name not in it is an error; labelme's
+    `__ignore__` and `_background_` lines are not classes), else of the names found,
+    sorted. A file's `<size>` must be its image's."""
+    return _named_to_coco(labels, images, ".xml", _voc_objects, classes)
+
+
+def labelme_to_coco(labels: str | Path, images: str | Path, classes: str | Path | None = None) -> dict:
+    """The COCO dict of the LabelMe JSON files in folder `labels` (see the module doc) for
+    the images in folder `images`; categories as `voc_to_coco`. The shapes that are not
+    regions (points, lines) are left out, and counted by kind in the dict's
+    `info["left_out"]`."""
+    left_out: dict[str, int] = {}
+    coco = _named_to_coco(
+        labels, images, ".json", lambda f, size: _labelme_objects(f, size, left_out), classes
+    )
+    coco["info"] = {"description": f"LabelMe files of {labels}", "left_out": left_out}
+    return coco
+
+
+REGIONS = ("polygon", "rectangle", "circle", "oriented_rectangle", "rotation", "mask")
+_CIRCLE_VERTICES = 64
+
+
+def _labelme_objects(label: Path, size: tuple[int, int], left_out: dict) -> Iterator[tuple[str, dict, str]]:
+    """One LabelMe file's objects: shapes of one label and group_id are one object."""
+    try:
+        data = json.loads(_text(label))
+    except json.JSONDecodeError as exc:
+        raise ConvertError(f"{label}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise ConvertError(f"{label}: not a LabelMe file (no 'shapes' list)")
+    if isinstance(data.get("imageWidth"), (int, float)) and isinstance(data.get("imageHeight"), (int, float)):
+        _check_size(label, "imageWidth x imageHeight", data["imageWidth"], data["imageHeight"], size)
+    objects: dict[tuple, list] = {}
+    for i, shape in enumerate(data["shapes"], start=1):
+        where = f"{label} shape {i}"
+        if not isinstance(shape, dict):
+            raise ConvertError(f"{where}: not an object")
+        kind = shape.get("shape_type") or "polygon"
+        if kind not in REGIONS:
+            left_out[str(kind)] = left_out.get(str(kind), 0) + 1
+            continue
+        name = shape.get("label")
+        if not isinstance(name, str) or not name.strip():
+            raise ConvertError(f"{where}: no label")
+        group = shape.get("group_id")
+        key = (name.strip(), group if group is not None else ("shape", i))
+        objects.setdefault(key, []).append((_region(shape, kind, size, where), where))
+    for (name, _), regions in objects.items():
+        yield name, _fields([r for r, _ in regions], size, regions[0][1]), regions[0][1]
+
+
+def _points(shape: dict, count: int | None, where: str) -> np.ndarray:
+    points = shape.get("points")
+    try:
+        xy = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        xy = None
+    if xy is None or xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
+        raise ConvertError(f"{where}: points must be a list of finite [x, y]")
+    if (count is not None and len(xy) != count) or (count is None and len(xy) < 3):
+        want = f"{count} points" if count is not None else "3 or more points"
         raise ConvertError(
-            f"{labels} holds both YOLO (.txt) and Pascal VOC (.xml) label files: keep one kind"
+            f"{where}: a {shape.get('shape_type') or 'polygon'} needs {want}, it has {len(xy)}"
         )
-    return "voc" if xml else "yolo"
+    return xy
+
+
+def _region(shape: dict, kind: str, size: tuple[int, int], where: str) -> tuple[str, object]:
+    """A shape as ("polygons", [Kx2]), ("box", (x0, y0, x1, y1)) or ("mask", HxW bool),
+    in the image's pixels (clipped to it)."""
+    h, w = size
+    if kind == "mask":
+        (x0, y0), _ = _points(shape, 2, where)
+        patch = _b64_mask(shape.get("mask"), where)
+        mask = np.zeros((h, w), dtype=bool)
+        x0, y0 = round(x0), round(y0)
+        ys, xs = (
+            slice(max(y0, 0), min(y0 + patch.shape[0], h)),
+            slice(max(x0, 0), min(x0 + patch.shape[1], w)),
+        )
+        if ys.start < ys.stop and xs.start < xs.stop:
+            mask[ys, xs] = patch[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        return "mask", mask
+    if kind == "rectangle":
+        (x0, y0), (x1, y1) = np.clip(_points(shape, 2, where), 0, (w, h))
+        return "box", (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    if kind == "circle":
+        (cx, cy), (px, py) = _points(shape, 2, where)
+        angles = np.linspace(0, 2 * np.pi, _CIRCLE_VERTICES, endpoint=False)
+        r = math.hypot(px - cx, py - cy)
+        xy = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], axis=1)
+    else:
+        xy = _points(shape, 4 if kind in ("oriented_rectangle", "rotation") else None, where)
+    return "polygons", [np.clip(xy, 0, (w, h))]
+
+
+def _b64_mask(data: object, where: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(str(data), validate=True))) as img:
+            return np.asarray(img.convert("L")) > 0
+    except (ValueError, OSError) as exc:
+        raise ConvertError(f"{where}: its mask is not a base64 PNG ({exc})") from None
+
+
+def _fields(regions: list[tuple[str, object]], size: tuple[int, int], where: str) -> dict:
+    """COCO fields of one object made of `regions`: polygons stay polygons (several are a
+    union); a box alone is a bbox; anything else is rasterised into one RLE mask."""
+    if all(kind == "polygons" for kind, _ in regions):
+        polys = [p for _, ps in regions for p in ps]
+        xy = np.concatenate(polys)
+        area = sum(_shoelace(p) for p in polys)
+        seg = [[round(float(v), 3) for v in p.ravel()] for p in polys]
+        return {"segmentation": seg, "bbox": _bbox(xy.min(axis=0), xy.max(axis=0)), "area": round(area, 3)}
+    if len(regions) == 1 and regions[0][0] == "box":
+        x0, y0, x1, y1 = regions[0][1]
+        return {"bbox": _bbox((x0, y0), (x1, y1)), "area": round(float((x1 - x0) * (y1 - y0)), 3)}
+    mask = np.zeros(size, dtype=bool)
+    for kind, region in regions:
+        if kind == "mask":
+            mask |= region
+        elif kind == "polygons":
+            mask |= fill_polygons(region, size)
+        else:
+            x0, y0, x1, y1 = region
+            mask[round(y0) : round(y1), round(x0) : round(x1)] = True
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        raise ConvertError(f"{where}: its mask has no pixel")
+    bbox = _bbox((xs.min(), ys.min()), (xs.max() + 1, ys.max() + 1))
+    return {"segmentation": rle.encode(mask), "bbox": bbox, "area": int(mask.sum())}
+
+
+def _shoelace(xy: np.ndarray) -> float:
+    x, y = xy[:, 0], xy[:, 1]  # holes cut in by zero-width cuts subtract
+    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+
+
+def _bbox(lo, hi) -> list[float]:
+    return [round(float(v), 3) for v in (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])]
+
+
+KINDS = {".txt": "yolo", ".xml": "voc", ".json": "labelme"}
+
+
+def folder_kind(labels: str | Path) -> str:
+    """ "yolo", "voc" or "labelme": the kind of label files a folder holds (.txt, .xml or
+    .json; a classes.txt is not a label file)."""
+    files = visible_files(Path(labels), recursive=True)
+    kinds = {KINDS[p.suffix] for p in files if p.suffix in KINDS and p.name != CLASSES_FILE}
+    if len(kinds) > 1:
+        found = " and ".join(sorted(k for k in kinds))
+        raise ConvertError(f"{labels} holds label files of several kinds ({found}): keep one kind")
+    return kinds.pop() if kinds else "yolo"
+
+
+READERS = {"yolo": yolo_to_coco, "voc": voc_to_coco, "labelme": labelme_to_coco}

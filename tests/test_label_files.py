@@ -15,7 +15,7 @@ from mobilesam import MobileSAM
 from mobilesam.box_job import BoxJob
 from mobilesam.cli import main
 from mobilesam.convert import ConvertError, convert
-from mobilesam.label_files import read_classes, voc_to_coco, yolo_to_coco
+from mobilesam.label_files import labelme_to_coco, read_classes, voc_to_coco, yolo_to_coco
 from mobilesam.utils import rle
 
 
@@ -158,9 +158,9 @@ def test_bad_folders_are_refused_before_anything_is_written(tmp_path, capsys):
         assert not out.exists()
 
     refused("label files need --images DIR", images=None)
-    refused(r"is a folder: label files \(YOLO, Pascal VOC\) convert --to coco", to="yolo")
+    refused(r"is a folder: label files \(YOLO, Pascal VOC, LabelMe\) convert --to coco", to="yolo")
     (tmp_path / "c.json").write_text(json.dumps({"images": []}))
-    refused("--to coco reads a folder of YOLO or Pascal VOC label files", src=tmp_path / "c.json")
+    refused("--to coco reads a folder of YOLO, Pascal VOC or LabelMe label files", src=tmp_path / "c.json")
     refused("--images and --classes are for a folder of label files", src=tmp_path / "c.json", to="yolo")
     refused("--images .*missing: not a folder", images=tmp_path / "missing")
     (tmp_path / "bad.yaml").write_text("names: {1: a}\n")
@@ -316,7 +316,124 @@ def test_a_folder_of_both_kinds_is_refused(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
     _images(images, {"a.png": (20, 10), "b.png": (20, 10)})
     _labels(labels, {"a.txt": "0 0.5 0.5 0.2 0.2\n", "b.xml": "<annotation/>", "classes.txt": "x\n"})
-    with pytest.raises(ConvertError, match=r"both YOLO \(.txt\) and Pascal VOC \(.xml\) label files"):
+    with pytest.raises(ConvertError, match=r"holds label files of several kinds \(voc and yolo\): keep one"):
         convert(labels, "coco", tmp_path / "out.json", images=images)
     (labels / "a.txt").unlink()  # a VOC folder with a classes.txt beside: VOC
     assert convert(labels, "coco", tmp_path / "out.json", images=images).source == "voc"
+
+
+def test_masks_to_labelme_files_and_back(tmp_path, capsys):
+    """COCO RLE -> LabelMe (exact polygons, parts grouped, holes cut in) -> COCO: every pixel;
+    LabelMe files are never overwritten."""
+    src, mask = _coco_file(tmp_path, extra_categories=True)
+    images, out = tmp_path / "photos", tmp_path / "labelme"
+    _images(images, {"cam1/a.jpg": (50, 40), "b.png": (50, 40)})
+    args = ["convert", str(src), "--to", "labelme", "--out", str(out), "--images", str(images)]
+    assert main([*args, "--tolerance", "0"]) == 0
+    assert capsys.readouterr().out.strip() == f"labelme: 2 masks of 2 images, 2 files in {out}"
+    a = json.loads((out / "cam1" / "a.json").read_text())
+    assert a["imagePath"] == "../../photos/cam1/a.jpg" and a["imageData"] is None
+    assert (a["imageHeight"], a["imageWidth"]) == (40, 50) and a["version"] and a["flags"] == {}
+    labels = {(s["label"], s["group_id"]) for s in a["shapes"]}
+    assert labels == {("tree", 1), ("car", 2)}  # each mask has several parts: one group each
+    assert all(s["shape_type"] == "polygon" and len(s["points"]) >= 4 for s in a["shapes"])
+    assert json.loads((out / "b.json").read_text())["shapes"] == []
+
+    back = tmp_path / "back.json"
+    assert main(["convert", str(out), "--to", "coco", "--images", str(images), "--out", str(back)]) == 0
+    assert "(from LabelMe labels; classes named in the files)" in capsys.readouterr().out
+    coco = json.loads(back.read_text())
+    assert coco["categories"] == [{"id": 1, "name": "car"}, {"id": 2, "name": "tree"}]
+    tree, car = coco["annotations"]
+    assert (tree["category_id"], car["category_id"]) == (2, 1)
+    for ann, m in ((tree, mask), (car, _island_and_friends(mask))):
+        assert (_coco_fill(ann["segmentation"], m.shape) == m).all() and ann["area"] == m.sum()
+
+    with pytest.raises(ConvertError, match=r"a.json exists .*not overwritten"):
+        convert(src, "labelme", out, images=images)
+    # Without --images the files name their image only: they belong beside it.
+    convert(src, "labelme", tmp_path / "beside")
+    assert json.loads((tmp_path / "beside" / "cam1" / "a.json").read_text())["imagePath"] == "a.jpg"
+
+
+def _b64_png(mask: np.ndarray) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_labelme_shapes(tmp_path, capsys):
+    """Every region shape LabelMe and X-AnyLabeling write; groups; points and lines left out."""
+    images = tmp_path / "photos"
+    _images(images, {"a.jpg": (100, 80)})
+    patch = np.zeros((10, 20), dtype=bool)
+    patch[2:8, 5:15] = True
+
+    def shape(label, kind, points, group=None, **extra):
+        return {"label": label, "points": points, "group_id": group, "shape_type": kind, "flags": {}, **extra}
+
+    shapes = [
+        shape("cup", "polygon", [[10, 10], [30, 10], [30, 20], [10, 20]]),
+        shape("cup", "rectangle", [[80, 70], [60, 50]]),  # corners in any order
+        shape("ball", "circle", [[50, 40], [50, 30]]),  # centre, a point on the rim: r = 10
+        shape("cup", "mask", [[40.2, 60], [60, 70]], mask=_b64_png(patch)),
+        shape("tag", "point", [[5, 5]]),
+        shape("tag", "line", [[1, 1], [9, 9]]),
+        shape("tag", "linestrip", [[1, 1], [9, 9], [1, 9]]),
+        shape("bowl", "polygon", [[0, 0], [10, 0], [10, 10]], group=3),
+        shape("bowl", "polygon", [[20, 0], [30, 0], [30, 10]], group=3),
+        shape("bowl", "rectangle", [[0, 30], [10, 40]], group=4),
+        shape("bowl", "polygon", [[20, 30], [30, 30], [30, 40], [20, 40]], group=4),
+        shape("cup", None, [[0, 70], [-5, 90], [10, 90]]),  # no shape_type: a polygon; clipped to the image
+    ]
+    data = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": "x.jpg", "imageData": None}
+    _labels(images, {"a.json": json.dumps({**data, "imageHeight": 80, "imageWidth": 100})})
+    out = tmp_path / "c.json"
+    assert main(["convert", str(images), "--to", "coco", "--images", str(images), "--out", str(out)]) == 0
+    assert "3 shapes left out, not regions: line 1, linestrip 1, point 1" in capsys.readouterr().out
+    coco = json.loads(out.read_text())
+    assert coco["info"]["left_out"] == {"point": 1, "line": 1, "linestrip": 1}
+    assert [c["name"] for c in coco["categories"]] == ["ball", "bowl", "cup"]
+    poly, rect, circle, masked, bowls, box_and_poly, clipped = coco["annotations"]
+    assert poly["segmentation"] == [[10, 10, 30, 10, 30, 20, 10, 20]] and poly["area"] == 200
+    assert rect["bbox"] == [60, 50, 20, 20] and rect["area"] == 400 and "segmentation" not in rect
+    assert (
+        circle["bbox"] == pytest.approx([40, 30, 20, 20], abs=0.05) and len(circle["segmentation"][0]) == 128
+    )
+    assert circle["area"] == pytest.approx(np.pi * 100, rel=0.01)
+    m = rle.decode(masked["segmentation"])  # the patch placed at the rounded first point
+    assert m.sum() == 60 and m[62:68, 45:55].all() and masked["bbox"] == [45, 62, 10, 6]
+    assert bowls["segmentation"] == [[0, 0, 10, 0, 10, 10], [20, 0, 30, 0, 30, 10]] and bowls["area"] == 100
+    m = rle.decode(box_and_poly["segmentation"])  # a group with a rectangle: one mask
+    assert m.sum() == 200 and m[30:40, 0:10].all() and m[30:40, 20:30].all()
+    assert clipped["segmentation"] == [[0, 70, 0, 80, 10, 80]]
+    assert (poly["category_id"], circle["category_id"], bowls["category_id"]) == (3, 1, 2)
+
+    def refused(shapes, match, classes=None, **fields):
+        _labels(images, {"a.json": json.dumps({**data, "shapes": shapes, **fields})})
+        with pytest.raises(ConvertError, match=match):
+            convert(images, "coco", tmp_path / "bad.json", images=images, classes=classes)
+        assert not (tmp_path / "bad.json").exists()
+
+    refused(
+        shapes, r"imageWidth x imageHeight says 80x100, the image is 100x80", imageWidth=80, imageHeight=100
+    )
+    refused([shape("", "polygon", [[0, 0], [1, 0], [1, 1]])], "a.json shape 1: no label")
+    refused([shape("x", "polygon", [[0, 0], [1, 0]])], "shape 1: a polygon needs 3 or more points, it has 2")
+    refused([shape("x", "rectangle", [[0, 0], [1, 0], [2, 2]])], "a rectangle needs 2 points, it has 3")
+    refused([shape("x", "polygon", [[0, 0], [1, "a"], [2, 2]])], "points must be a list of finite")
+    refused([shape("x", "mask", [[0, 0], [2, 2]], mask="not png")], "its mask is not a base64 PNG")
+    refused(["polygon"], "shape 1: not an object")
+    (tmp_path / "labels.txt").write_text("__ignore__\n_background_\ncup\n")  # labelme's labels.txt
+    refused(
+        [shape("x", "polygon", [[0, 0], [1, 0], [1, 1]])], r"class 'x' is not in", tmp_path / "labels.txt"
+    )
+    _labels(images, {"a.json": json.dumps({**data, "shapes": shapes[:1]})})
+    coco = labelme_to_coco(images, images, tmp_path / "labels.txt")
+    assert coco["categories"] == [{"id": 1, "name": "cup"}]  # __ignore__, _background_: no classes
+    _labels(images, {"a.json": "[1]"})
+    with pytest.raises(ConvertError, match="not a LabelMe file"):
+        convert(images, "coco", tmp_path / "bad.json", images=images)
