@@ -198,11 +198,12 @@ def to_labelme(coco: dict, tolerance: float = 1.0, image_path=None) -> dict[Pure
         }
     groups: dict[PurePosixPath, int] = {}
     for ann, label, size, polys in _objects(coco, tolerance, names):
-        file = files[path_of[ann["image_id"]]]
+        path = path_of[ann["image_id"]]
+        file = files[path]
         file["imageHeight"], file["imageWidth"] = size
         group = None
-        if len(polys) > 1:
-            group = groups[path_of[ann["image_id"]]] = groups.get(path_of[ann["image_id"]], 0) + 1
+        if len(polys) > 1:  # numbered per file
+            group = groups[path] = groups.get(path, 0) + 1
         for poly in polys:
             points = np.asarray(poly, dtype=np.float64).reshape(-1, 2).tolist()
             shape = {"label": label, "points": points, "group_id": group, "description": ""}
