@@ -174,6 +174,17 @@ def test_save_load_export_roundtrip(client, folder, tmp_path):
             xy.max(0), [xs.max() + 1, ys.max() + 1], atol=1
         )
 
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/labelme.zip").content)) as z:
+        assert sorted(z.namelist()) == ["a_truck.json", "b_small.json"]
+        labelme = json.loads(z.read("a_truck.json"))
+        assert json.loads(z.read("b_small.json"))["shapes"] == []
+    assert labelme["imagePath"] == "a_truck.jpg" and (labelme["imageHeight"], labelme["imageWidth"]) == (
+        1200,
+        1800,
+    )
+    assert {s["label"] for s in labelme["shapes"]} == {"car", "wheel"}
+    assert all(s["shape_type"] == "polygon" for s in labelme["shapes"])
+
     labels = np.asarray(
         Image.open(io.BytesIO(client.get("/api/images/a_truck.jpg/export/labels.png").content))
     )

@@ -13,6 +13,7 @@
     GET  /api/images/{name}/export/masks.zip  one PNG per object
     GET  /api/export/coco                     the folder as one COCO JSON (also written to --out)
     GET  /api/export/yolo.zip                 the folder as YOLO segmentation labels + classes.txt
+    GET  /api/export/labelme.zip              the folder as LabelMe files, one per image (unzip beside the images)
     POST /api/upload                          an image (upload mode only)
 
 Coordinates are original-image pixels. Masks travel as COCO compressed RLE (a few KB
@@ -34,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
-from ..convert import ConvertError, to_yolo, yolo_files
+from ..convert import ConvertError, to_labelme, to_yolo, yolo_files
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
@@ -257,6 +258,14 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for path, text in yolo_files(*to_yolo(folder_coco(workspace))).items():
                 z.writestr(str(path), text)
+        return Response(buf.getvalue(), media_type="application/zip")
+
+    @app.get("/api/export/labelme.zip")
+    def export_labelme() -> Response:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for path, data in to_labelme(folder_coco(workspace)).items():
+                z.writestr(str(path), json.dumps(data, indent=1))
         return Response(buf.getvalue(), media_type="application/zip")
 
     @app.post("/api/upload")

@@ -571,6 +571,7 @@ $("hover").addEventListener("change", (e) => { app.hoverOn = e.target.checked; r
 $("everything").addEventListener("click", runEverything);
 $("export-coco").href = "/api/export/coco";
 $("export-yolo").href = "/api/export/yolo.zip";
+$("export-labelme").href = "/api/export/labelme.zip";
 
 async function upload(files) {
   for (const f of files) {
