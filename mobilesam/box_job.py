@@ -33,13 +33,15 @@ from .convert import ConvertError, load_coco, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
 from .image_io import load_image
+from .label_files import read_folder
 from .prompts import parse_float, parse_int
 from .utils.files import atomic_write_text, check_output_dir
 
 
 class BoxJob:
-    """Boxes of `coco_path` -> masks in `out_dir` (see the module doc). images: the folder
-    the COCO `file_name`s are relative to; options: `mask_id` (1-3, default SAM's
+    """Boxes of `coco_path` -> masks in `out_dir` (see the module doc); `coco_path` may
+    also be a folder of YOLO, Pascal VOC or LabelMe label files (`label_files`, `classes`
+    naming their classes). images: the folder the COCO `file_name`s are relative to; options: `mask_id` (1-3, default SAM's
     single-mask output) and `input_size_percent`, as `Segmenter.segment` takes them;
     overlays: also draw each image's masks."""
 
@@ -51,6 +53,7 @@ class BoxJob:
         options: dict | None = None,
         progress: Callable[[str], None] | None = None,
         overlays: bool = False,
+        classes: str | Path | None = None,
     ) -> None:
         options = dict(options or {})
         self.overlays = overlays
@@ -68,7 +71,12 @@ class BoxJob:
         if not self.images.is_dir():
             raise MobileSAMError(f"--images {self.images}: not a folder")
         self.say = progress or (lambda msg: print(msg, file=sys.stderr))
-        self.coco = load_coco(coco_path)
+        if Path(coco_path).is_dir():  # label files (YOLO, VOC, LabelMe), read as `mobilesam convert` does
+            self.coco = read_folder(coco_path, self.images, classes)[0]
+        elif classes is not None:
+            raise PromptError("classes names the classes of a folder of label files, not of a COCO file")
+        else:
+            self.coco = load_coco(coco_path)
         self.plan = _plan(self.coco)  # bad input fails here, before anything is written
 
     def run(self, sam: Segmenter) -> BatchSummary:

@@ -323,7 +323,9 @@ def _boxes_to_masks(args: argparse.Namespace) -> int:
     from .box_job import BoxJob
 
     options = {"mask_id": args.mask_id, "input_size_percent": args.input_size_percent}
-    job = BoxJob(args.source, args.images, args.output, options, overlays=args.overlays)  # input checked here
+    job = BoxJob(  # input checked here
+        args.source, args.images, args.output, options, overlays=args.overlays, classes=args.classes
+    )
     if args.engine == "ray":
         from .ray_engine import boxes_to_masks_on_ray
 
@@ -724,8 +726,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a mask for every box of a COCO file (a detector's boxes, a box-labelled dataset)",
         allow_abbrev=False,
     )
-    box.add_argument("source", metavar="COCO.json", help="COCO JSON whose annotations have a bbox")
-    box.add_argument("--images", required=True, help="the folder the COCO file_names are in")
+    box.add_argument(
+        "source",
+        metavar="COCO.json|LABELS_DIR",
+        help="COCO JSON whose annotations have a bbox, or a folder of YOLO, Pascal VOC or LabelMe "
+        "label files (read as `convert LABELS_DIR --to coco` reads them)",
+    )
+    box.add_argument(
+        "--images", required=True, help="the folder the COCO file_names (or label files' images) are in"
+    )
+    box.add_argument("--classes", help="label files: the class names, as `convert --classes`")
     box.add_argument(
         "-o", "--output", required=True, help="output folder: annotations.json, parts/ (a rerun goes on)"
     )

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import ConvertError
-from .label_files import READERS, find_classes, folder_kind
+from .label_files import read_folder
 from .result import yolo_line
 from .utils import rle
 from .utils.files import atomic_write_text, check_output_dir, check_output_file
@@ -294,10 +294,7 @@ def _from_folder(src: Path, out: Path, images: str | Path | None, classes: str |
     if images is None:
         raise ConvertError("label files need --images DIR: their images' sizes place the boxes")
     check_output_file(out)
-    kind = folder_kind(src)
-    if kind == "yolo" and classes is None:
-        classes = find_classes(src)
-    coco = READERS[kind](src, images, classes)
+    coco, kind, classes = read_folder(src, images, classes)
     files = [atomic_write_text(out, json.dumps(coco))]
     left_out = coco.get("info", {}).get("left_out", {})
     return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, kind, left_out)

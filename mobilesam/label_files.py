@@ -458,3 +458,12 @@ def folder_kind(labels: str | Path) -> str:
 
 
 READERS = {"yolo": yolo_to_coco, "voc": voc_to_coco, "labelme": labelme_to_coco}
+
+
+def read_folder(labels: str | Path, images: str | Path, classes: str | Path | None = None) -> tuple:
+    """(COCO dict, kind, the class names' file read or None) of a folder of label files of
+    any kind (`folder_kind`); for YOLO without `classes`, the one `find_classes` finds."""
+    kind = folder_kind(labels)
+    if kind == "yolo" and classes is None:
+        classes = find_classes(labels)
+    return READERS[kind](labels, images, classes), kind, classes

@@ -189,7 +189,7 @@ def test_read_classes_from_text_files(tmp_path):
     assert read_classes(tmp_path / "obj.names") == ["person", "traffic light"]
 
 
-def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path):
+def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path, capsys):
     """The auto-labelling chain: a detector's YOLO boxes -> COCO -> boxes-to-masks -> YOLO
     segmentation labels, each mask inside its box."""
     images, labels = tmp_path / "images", tmp_path / "labels"
@@ -207,6 +207,21 @@ def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path):
     assert ann["box_score"] == 0.91 and 0 <= ann["score"] <= 1  # the detector's; the mask's
     want = sam.segment(images / "truck.jpg", input_box=[x, y, x + w, y + h]).masks[0]
     assert np.array_equal(rle.decode(ann["segmentation"]), want)
+    # The labels folder itself as boxes-to-masks' input: the same annotations.
+    args = ["boxes-to-masks", str(labels), "--images", str(images), "-o", str(tmp_path / "direct")]
+    assert main([*args, "--classes", str(tmp_path / "classes.txt"), "--checkpoint", str(ckpt_vit_t)]) == 0
+    direct = json.loads((tmp_path / "direct" / "annotations.json").read_text())
+    assert direct == json.loads((tmp_path / "masks" / "annotations.json").read_text())
+    args = [
+        "boxes-to-masks",
+        str(tmp_path / "boxes.json"),
+        "--images",
+        str(images),
+        "-o",
+        str(tmp_path / "x"),
+    ]
+    assert main([*args, "--classes", str(tmp_path / "classes.txt")]) == 2  # a COCO file has its categories
+    assert "classes names the classes of a folder of label files" in capsys.readouterr().err
     convert(tmp_path / "masks" / "annotations.json", "yolo", tmp_path / "seg")
     assert (tmp_path / "seg" / "classes.txt").read_text() == "person\nbicycle\ncar\n"
     (line,) = (tmp_path / "seg" / "labels" / "truck.txt").read_text().splitlines()
