@@ -835,9 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--import",
         dest="import_from",
-        metavar="COCO.json",
+        metavar="COCO.json|LABELS_DIR",
         help="seed the images nobody has labelled yet with this file's masks (everything's, "
-        "boxes-to-masks', another tool's) to review and correct",
+        "boxes-to-masks', another tool's), or a folder of YOLO, VOC or LabelMe label files' "
+        "regions, to review and correct",
     )
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")

@@ -521,3 +521,24 @@ def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, 
         == 0
     )
     assert TestClient(served["app"]).get("/api/status").json()["model"] == "tiny_vit_3m"
+
+
+def test_import_reads_label_files_beside_the_images(tmp_path, capsys):
+    """`ui --import photos/`: LabelMe files beside their images (or YOLO, VOC) seed the UI."""
+    from mobilesam.ui import _import
+    from mobilesam.utils.polygons import fill_polygons
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (80, 60)).save(root / name)
+    square = [[10, 10], [40, 10], [40, 30], [10, 30]]
+    shapes = [{"label": "cup", "points": square, "shape_type": "polygon", "group_id": None}]
+    (root / "a.json").write_text(json.dumps({"shapes": shapes, "imageHeight": 60, "imageWidth": 80}))
+    work = Workspace(root, tmp_path / "out")
+    _import(work, root)
+    assert "imported 1 images" in capsys.readouterr().err
+    (obj,) = work.saved("a.jpg")["objects"]
+    assert obj["label"] == "cup" and obj["source"] == "import"
+    assert np.array_equal(rle.decode(obj["rle"]), fill_polygons([np.array(square)], (60, 80)))
+    assert work.saved("b.jpg")["objects"] == []

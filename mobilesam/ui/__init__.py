@@ -38,8 +38,9 @@ def build_app(
     import_from=None,
 ):
     """The app for `source` (a folder, an image or None for uploads), and its model service;
-    recursive: a folder's subfolders too; import_from: a COCO file whose masks seed the
-    images nobody has labelled yet (`Workspace.import_coco`)."""
+    recursive: a folder's subfolders too; import_from: a COCO file (or a folder of YOLO,
+    VOC or LabelMe label files) whose masks seed the images nobody has labelled yet
+    (`Workspace.import_coco`)."""
     _require_extra()
     from ..api import MobileSAM
     from .model import ModelService
@@ -55,9 +56,13 @@ def build_app(
 
 
 def _import(workspace, path) -> None:
+    """Seed the workspace from a COCO file, or from a folder of label files (YOLO, VOC,
+    LabelMe; `label_files`) of this folder's images."""
     from ..convert import load_coco
+    from ..label_files import read_folder
 
-    done = workspace.import_coco(load_coco(path))
+    coco = read_folder(path, workspace.root)[0] if Path(path).is_dir() else load_coco(path)
+    done = workspace.import_coco(coco)
     print(
         f"imported {len(done['imported'])} images from {path}; kept {len(done['kept'])} already labelled, "
         f"{len(done['unknown'])} not in this folder, {len(done['skipped'])} skipped",
