@@ -345,6 +345,8 @@ def _labelme_objects(label: Path, size: tuple[int, int], left_out: dict) -> Iter
         if not isinstance(name, str) or not name.strip():
             raise ConvertError(f"{where}: no label")
         group = shape.get("group_id")
+        if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
+            raise ConvertError(f"{where}: group_id {group!r} is not a whole number")
         key = (name.strip(), group if group is not None else ("shape", i))
         objects.setdefault(key, []).append((_region(shape, kind, size, where), where))
     for (name, _), regions in objects.items():

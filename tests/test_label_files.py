@@ -442,6 +442,9 @@ def test_labelme_shapes(tmp_path, capsys):
     refused([shape("x", "polygon", [[0, 0], [1, "a"], [2, 2]])], "points must be a list of finite")
     refused([shape("x", "mask", [[0, 0], [2, 2]], mask="not png")], "its mask is not a base64 PNG")
     refused(["polygon"], "shape 1: not an object")
+    refused(
+        [shape("x", "polygon", [[0, 0], [1, 0], [1, 1]], group=[1])], r"group_id \[1\] is not a whole number"
+    )
     (tmp_path / "labels.txt").write_text("__ignore__\n_background_\ncup\n")  # labelme's labels.txt
     refused(
         [shape("x", "polygon", [[0, 0], [1, 0], [1, 1]])], r"class 'x' is not in", tmp_path / "labels.txt"
