@@ -107,19 +107,14 @@ def _object(values: list[float], size: tuple[int, int], where: str) -> dict:
             f"{where}: coordinates outside 0..1 (YOLO labels are fractions of the image's size)"
         )
     h, w = size
-    ann: dict = {}
     if len(values) == 4:
         cx, cy, bw, bh = values
         x0, y0 = max(cx - bw / 2, 0.0) * w, max(cy - bh / 2, 0.0) * h
         x1, y1 = min(cx + bw / 2, 1.0) * w, min(cy + bh / 2, 1.0) * h
-        ann["area"] = (x1 - x0) * (y1 - y0)
+        region = ("box", (x0, y0, x1, y1))
     else:
-        xy = np.clip(np.asarray(values, dtype=np.float64).reshape(-1, 2), 0, 1) * (w, h)
-        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-        ann["area"] = _shoelace(xy)
-        ann["segmentation"] = [[round(float(v), 3) for v in xy.ravel()]]
-    ann["bbox"] = _bbox((x0, y0), (x1, y1))
-    ann["area"] = round(ann["area"], 3)
+        region = ("polygons", [np.clip(np.asarray(values, dtype=np.float64).reshape(-1, 2), 0, 1) * (w, h)])
+    ann = _fields([region], size, where)
     if score is not None:
         ann["score"] = score
     return ann
