@@ -267,15 +267,15 @@ def convert(
         def relative(name: str, path: PurePosixPath) -> str:  # imagePath: from the file's folder to its image
             return Path(os.path.relpath(Path(images, name), (out / path).parent)).as_posix()
 
-        labelme = to_labelme(coco, tolerance, relative if images is not None else None)
-        there = [str(out / path) for path in labelme if (out / path).exists()]
-        if there:
+        there = [str(out / path) for path in _label_paths(coco, ".json").values() if (out / path).exists()]
+        if there:  # refused before any mask is traced
             raise ConvertError(
                 f"{there[0]} exists{f' (and {len(there) - 1} more)' if len(there) > 1 else ''}: LabelMe files "
                 "are people's work and are not overwritten; choose another --out or move them"
             )
+        labelme = to_labelme(coco, tolerance, relative if images is not None else None)
         files = [atomic_write_text(out / path, json.dumps(data, indent=1)) for path, data in labelme.items()]
-        written = sum(_labelme_objects(data["shapes"]) for data in labelme.values())
+        written = sum(_object_count(data["shapes"]) for data in labelme.values())
     else:
         check_output_dir(out)
         labels, names = to_yolo(coco, tolerance)
@@ -284,7 +284,7 @@ def convert(
     return Converted(files, len(coco["images"]), total, total - written, crowd)
 
 
-def _labelme_objects(shapes: list[dict]) -> int:
+def _object_count(shapes: list[dict]) -> int:
     """How many objects LabelMe shapes are (shapes of one group_id are one)."""
     return len({s["group_id"] if s["group_id"] is not None else ("shape", i) for i, s in enumerate(shapes)})
 
