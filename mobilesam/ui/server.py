@@ -236,15 +236,13 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.get("/api/images/{name:path}/export/masks.zip")
     def masks_zip(name: str) -> Response:
-        objects = workspace.load(name)["objects"]
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for i, obj in enumerate(objects):
-                png = io.BytesIO()
-                Image.fromarray(mask_of(obj).astype(np.uint8) * 255).save(png, "PNG")
-                label = "".join(c if c.isalnum() or c in "-_" else "_" for c in obj["label"])[:40]
-                z.writestr(f"{i + 1:03d}_{label}.png", png.getvalue())
-        return Response(buf.getvalue(), media_type="application/zip")
+        files = {}
+        for i, obj in enumerate(workspace.load(name)["objects"]):
+            png = io.BytesIO()
+            Image.fromarray(mask_of(obj).astype(np.uint8) * 255).save(png, "PNG")
+            label = "".join(c if c.isalnum() or c in "-_" else "_" for c in obj["label"])[:40]
+            files[f"{i + 1:03d}_{label}.png"] = png.getvalue()
+        return _zip(files)
 
     @app.get("/api/export/coco")
     def export_coco() -> dict:
@@ -254,19 +252,13 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.get("/api/export/yolo.zip")
     def export_yolo() -> Response:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for path, text in yolo_files(*to_yolo(folder_coco(workspace))).items():
-                z.writestr(str(path), text)
-        return Response(buf.getvalue(), media_type="application/zip")
+        return _zip(yolo_files(*to_yolo(folder_coco(workspace))))
 
     @app.get("/api/export/labelme.zip")
     def export_labelme() -> Response:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for path, data in to_labelme(folder_coco(workspace)).items():
-                z.writestr(str(path), json.dumps(data, indent=1))
-        return Response(buf.getvalue(), media_type="application/zip")
+        return _zip(
+            {path: json.dumps(data, indent=1) for path, data in to_labelme(folder_coco(workspace)).items()}
+        )
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:
@@ -283,6 +275,15 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _zip(files: dict) -> Response:
+    """A zip of {path: text or bytes} as the response."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, data in files.items():
+            z.writestr(str(path), data)
+    return Response(buf.getvalue(), media_type="application/zip")
 
 
 def folder_coco(workspace: Workspace) -> dict:
