@@ -14,8 +14,9 @@ Rows: preprocessing + encoding (`set_image`), the encoder alone (float32, bf16
 autocast, bf16 weights in CUDA graphs, compiled, batch 8), box prompts (`predict` to a
 full-resolution numpy mask, `predict_torch`, the decoder alone), segment everything
 (defaults; all filters off, with peak GPU memory), agreement of the fast paths with
-the plain float32 path (mask IoU), and distillation (ViT-H teacher caching, JPEG
-decoding, student training, the paper's recipe as wall time).
+the plain float32 path (mask IoU), and distillation (ViT-H teacher caching, its
+attention with the materialised bias against FlexAttention, JPEG decoding, student
+training, the paper's recipe as wall time).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator  # noqa
 from mobilesam.distill.cache import EmbeddingCache  # noqa: E402
 from mobilesam.distill.train import DistillTask  # noqa: E402
 from mobilesam.engine import Engine  # noqa: E402
+from mobilesam.modeling import fast_paths  # noqa: E402
 
 BOX = np.array([425, 600, 700, 875])  # the truck's tyre, segment-anything's example box
 REPEAT = {"n": 20}  # timed calls per row (--quick: 2)
@@ -307,6 +309,8 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
         per = ms(bf16, device, repeat=3, warmup=1) / len(x)
     t.add(f"teacher {teacher_name} {size} px, float32, batch 8", f"{1e3 / fp32:.1f} images/s")
     t.add(f"teacher {teacher_name} {size} px, bf16 autocast, batch {len(x)}", f"{1e3 / per:.1f} images/s")
+    if args.compile and t.time_left():
+        attention_rows(t, args, device, teacher)
     compiled_rate = None
     if args.compile and t.time_left():  # what `distill cache --compile` runs
         run = torch.compile(enc, dynamic=False, backend="eager" if args.quick else "inductor")
@@ -391,6 +395,56 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
             "",
             f"caching at min(compiled teacher {compiled_rate:.0f}/s, decoding {decode_rate:.0f}/s)",
         )
+
+
+def attention_rows(t: Table, args, device, teacher) -> None:
+    """The teacher's two attention shapes at its batch (a global block on the whole grid, a
+    windowed block on all its windows), bf16 autocast: SDPA with the materialised
+    relative-position bias, eager and compiled, against the `flex_attention` fast path
+    (compiled; on a CPU the precondition keeps the bias), and what the difference makes
+    per image over the teacher's blocks."""
+    enc = teacher.image_encoder
+    blocks = {
+        "global": [b for b in enc.blocks if not b.window],
+        "windowed": [b for b in enc.blocks if b.window],
+    }
+    grid = enc.img_size // 16
+    backend = "eager" if args.quick else "inductor"
+    saved = 0.0
+    for kind, group in blocks.items():
+        if not group:
+            continue
+        side = group[0].window or grid
+        batch = args.teacher_batch * (-(-grid // side)) ** 2  # every (padded) window of the batch
+        attn = group[0].attn
+        x = torch.randn(batch, side, side, attn.qkv.in_features, device=device)
+        times = {}
+        for label, compiled, flex in (
+            ("SDPA + bias, eager", False, False),
+            ("SDPA + bias, compiled", True, False),
+            ("flex_attention, compiled", True, True),
+        ):
+            torch._dynamo.reset()
+            run = torch.compile(attn, dynamic=False, backend=backend) if compiled else attn
+            name = f"teacher {kind} attention, bf16, {batch} x {side}x{side} tokens, {label}"
+            try:
+                with (
+                    fast_paths.configured(attn, flex_attention=flex),
+                    torch.inference_mode(),
+                    torch.autocast(device.type, torch.bfloat16),
+                ):
+                    times[label] = ms(lambda run=run, x=x: run(x), device, repeat=5, warmup=2)
+            except Exception as exc:  # a kernel this torch cannot build: say so, go on
+                t.add(name, "failed", "", f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+                continue
+            finally:
+                run = None
+            t.add(name, fmt(times[label]), "", f"{len(group)} such blocks")
+        if len(times) == 3:
+            saved += (times["SDPA + bias, compiled"] - times["flex_attention, compiled"]) * len(group)
+        x = None
+    note = "" if device.type == "cuda" else "CPU: the precondition keeps the bias"
+    t.add("flex_attention's saving per teacher image (compiled)", fmt(saved / args.teacher_batch), "", note)
 
 
 def train_rate(

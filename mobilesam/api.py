@@ -59,8 +59,9 @@ class MobileSAM(Segmenter):
     device: "cpu", "cuda", "mps" or None for the best available.
     precision: "float32" (default, matches the official outputs) or "bf16" (encoder in
     bfloat16: faster where the hardware has bf16 matmuls, close but not identical).
-    fast_paths: None keeps the defaults (fast_paths.py: all on unless the environment
-    says otherwise), False runs the plain reference path everywhere, True turns all on.
+    fast_paths: None keeps the defaults (fast_paths.py: all on but flex_attention unless
+    the environment says otherwise), False runs the plain reference path everywhere,
+    True turns all on.
     graphs: replay the encoder and decoder from CUDA graphs (`engine.Engine`); None: on
     with CUDA (the same kernels, the same results), off elsewhere. compile: also
     `torch.compile` them (tens of seconds at the first image on a GPU). On CUDA the

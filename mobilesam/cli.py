@@ -427,7 +427,7 @@ def _distill_cache(args: argparse.Namespace) -> int:
     from . import weights
     from .api import resolve_device
     from .build import build_sam
-    from .distill.cache import EmbeddingCache
+    from .distill.cache import EmbeddingCache, check_encoder_options
 
     if args.verify:
         damaged = EmbeddingCache(args.cache).verify()
@@ -437,6 +437,7 @@ def _distill_cache(args: argparse.Namespace) -> int:
         return 1 if damaged else 0
     if not args.images:
         raise PromptError("--images is needed (or --verify to check an existing cache)")
+    check_encoder_options(args.precision, args.compile, args.flex_attention)  # before the teacher loads
     model_type, _, path = args.teacher.partition(":")
     checkpoint = path or (weights.ensure_weights(model_type) if args.img_size == 1024 else None)
     if checkpoint is None:
@@ -460,6 +461,7 @@ def _distill_cache(args: argparse.Namespace) -> int:
             _ray_options(args),
             precision=args.precision,
             compile=args.compile,
+            flex_attention=args.flex_attention,
         )
     else:
         teacher = build_sam(model_type, checkpoint, img_size=args.img_size).to(resolve_device(args.device))
@@ -474,6 +476,7 @@ def _distill_cache(args: argparse.Namespace) -> int:
             precision=args.precision,
             resize=args.resize,
             compile=args.compile,
+            flex_attention=args.flex_attention,
         )
     print(f"cached {summary.done}, skipped {summary.skipped} (already cached), failed {len(summary.failed)}")
     return 1 if summary.failed else 0
@@ -895,6 +898,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="torch.compile the teacher's encoder (minutes to start; for long runs on a GPU)",
+    )
+    dca.add_argument(
+        "--flex-attention",
+        action="store_true",
+        help="with --compile on CUDA: the relative-position terms inside FlexAttention's fused "
+        "kernel instead of a materialised attention bias (experimental)",
     )
     dca.add_argument("--verify", action="store_true", help="check every shard's checksum, cache nothing")
     _add_ray_args(dca, batch_size=False)

@@ -388,18 +388,21 @@ def cache_on_ray(
     precision: str | None = None,
     compile: bool = False,
     compile_backend: str = "inductor",
+    flex_attention: bool = False,
 ):
     """`EmbeddingCache.build` with the teacher on a Ray actor pool (see the module doc).
 
     teacher: `build_sam` keyword arguments (model_type, checkpoint, img_size) plus device
-    (default: cuda when workers have GPUs). precision, compile, compile_backend: each
-    worker's `distill.cache.TeacherEncoder` (precision None: bf16 on a GPU, float32 on a
+    (default: cuda when workers have GPUs). precision, compile, compile_backend,
+    flex_attention: each worker's `distill.cache.TeacherEncoder` (precision None: bf16 on a GPU, float32 on a
     CPU; compiled at `options.batch_size`).
     """
-    from .distill.cache import CacheSummary, check_precision
+    from .distill.cache import CacheSummary, check_encoder_options
     from .distill.sources import list_images
 
-    check_precision(precision)  # here, not in every worker after Ray has started
+    check_encoder_options(
+        precision, compile, flex_attention
+    )  # here, not in every worker after Ray has started
 
     img_size = int(teacher.get("img_size", 1024))
     cache.begin(teacher_name, img_size)
@@ -432,7 +435,12 @@ def cache_on_ray(
             "folder": str(cache.folder),
             "threads": threads,
             "batch_size": options.batch_size,
-            "encoder": {"precision": precision, "compile": compile, "compile_backend": compile_backend},
+            "encoder": {
+                "precision": precision,
+                "compile": compile,
+                "compile_backend": compile_backend,
+                "flex_attention": flex_attention,
+            },
         }
         for row in _actor_pool(ds, CacheWorker, kwargs, options).iter_rows():
             if row["error"]:

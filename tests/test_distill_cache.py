@@ -16,6 +16,7 @@ from mobilesam import MobileSAMError, SamPredictor, build_sam
 from mobilesam.cli import main
 from mobilesam.distill.cache import EmbeddingCache
 from mobilesam.distill.inputs import pad_image, resize_and_pad
+from mobilesam.modeling import fast_paths
 from mobilesam.transforms import ResizeLongestSide
 
 
@@ -122,6 +123,8 @@ def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):
     assert "--resize: options of the one-process engine" in capsys.readouterr().err
     assert main([*args[:-2], "--workers", "0", "--engine", "ray"]) != 0  # 0 is given, not absent
     assert "--workers: options of the one-process engine" in capsys.readouterr().err
+    assert main([*args, "--flex-attention"]) != 0
+    assert "flex_attention needs compile" in capsys.readouterr().err
 
 
 def test_batched_cache_with_workers_matches_one_at_a_time(teacher, photos, tmp_path):
@@ -204,9 +207,14 @@ def test_compiled_teacher_matches_eager(teacher, photos, tmp_path):
     eager.build(teacher, photos, "vit_b", batch_size=2)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # reset() keeps earlier tests' counts
-    summary = EmbeddingCache(tmp_path / "compiled").build(
-        teacher, photos, "vit_b", batch_size=2, compile=True, compile_backend="eager"
-    )
+    with pytest.raises(MobileSAMError, match="flex_attention needs compile"):
+        EmbeddingCache(tmp_path / "compiled").build(teacher, photos, "vit_b", flex_attention=True)
+    assert not (tmp_path / "compiled").exists()
+    with fast_paths.configured(teacher):  # the flags as they were afterwards
+        summary = EmbeddingCache(tmp_path / "compiled").build(
+            teacher, photos, "vit_b", batch_size=2, compile=True, compile_backend="eager", flex_attention=True
+        )
+        assert fast_paths.state(teacher)["flex_attention"]  # on as asked (CPU tensors: the reference path)
     assert (summary.done, list(summary.failed)) == (5, ["img9_broken.jpg"])
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it went through dynamo
     compiled = EmbeddingCache(tmp_path / "compiled")
@@ -220,8 +228,8 @@ def test_ray_cache_worker_runs_the_teacher_as_the_one_process_cache(teacher, pho
     """The Ray engine's worker, called in this process as Ray calls it (decoded rows in
     batches, the broken image in one): bf16 autocast and the compiled encoder (eager
     backend, one static shape: the last batch is short) as the one-process cache runs them;
-    the fragments it writes merge into the same entries. An unknown precision is refused
-    before Ray starts."""
+    the fragments it writes merge into the same entries. An unknown precision, or
+    flex_attention without compile, is refused before Ray starts."""
     from mobilesam.distill.sources import list_images
     from mobilesam.ray_engine import CacheWorker, RayOptions, _decode_for_teacher, cache_on_ray
 
@@ -231,8 +239,9 @@ def test_ray_cache_worker_runs_the_teacher_as_the_one_process_cache(teacher, pho
     float32.build(teacher, photos, "vit_b")
     torch.save(teacher.state_dict(), tmp_path / "teacher.pth")
     spec = {"model_type": "vit_b", "checkpoint": str(tmp_path / "teacher.pth"), "img_size": 128}
-    encoder = {"precision": "bf16", "compile": True, "compile_backend": "eager"}
+    encoder = {"precision": "bf16", "compile": True, "compile_backend": "eager", "flex_attention": True}
     worker = CacheWorker(spec, str(tmp_path / "ray"), threads=1, batch_size=4, encoder=encoder)
+    assert fast_paths.state(worker.encode.run)["flex_attention"]  # CPU tensors: the reference path
     rows = [
         _decode_for_teacher({"id": ref.id, "path": str(ref.image.path), "offset": -1, "size": -1}, 128)
         for ref in list_images(photos)
@@ -253,3 +262,7 @@ def test_ray_cache_worker_runs_the_teacher_as_the_one_process_cache(teacher, pho
         assert np.abs(got - float32.get(image_id).astype(np.float32)).max() > 1e-3 * scale  # bf16 ran
     with pytest.raises(MobileSAMError, match="precision"):
         cache_on_ray(EmbeddingCache(tmp_path / "bad"), spec, "vit_b", photos, RayOptions(), precision="fp16")
+    with pytest.raises(MobileSAMError, match="flex_attention needs compile"):
+        cache_on_ray(
+            EmbeddingCache(tmp_path / "bad"), spec, "vit_b", photos, RayOptions(), flex_attention=True
+        )

@@ -9,6 +9,7 @@ decoder, and the automatic generator where filters leave nothing.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from PIL import Image
 from mobilesam import MobileSAMError, SamPredictor, build_sam
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.highlevel import Segmenter
-from mobilesam.modeling import fast_paths
+from mobilesam.modeling import fast_paths, image_encoder
 from mobilesam.modeling.common import Conv2dBN, Linear
+from mobilesam.modeling.image_encoder import ImageEncoderViT, _flex_rel_pos_attention, _rel_pos_terms
 from mobilesam.modeling.mask_decoder import MaskDecoder, _pixel_shuffle
 from mobilesam.modeling.transformer import Attention
 
@@ -56,11 +58,25 @@ def test_flags_default_env_override_and_configure(monkeypatch, sam_vit_t):
     with pytest.raises(MobileSAMError, match="unknown fast path"):
         fast_paths.set_defaults(cuda_graphs=True)
 
-    assert fast_paths.state(sam_vit_t) == {"onednn": True, "few_token": True}
+    # vit_t has no SAM ViT attention: flex_attention is off for want of a module that has it
+    assert fast_paths.state(sam_vit_t) == {"onednn": True, "few_token": True, "flex_attention": False}
     with fast_paths.configured(sam_vit_t, on=False, few_token=True):
-        assert fast_paths.state(sam_vit_t) == {"onednn": False, "few_token": True}
+        assert fast_paths.state(sam_vit_t) == {"onednn": False, "few_token": True, "flex_attention": False}
         assert not sam_vit_t.mask_decoder.onednn
-    assert fast_paths.state(sam_vit_t) == {"onednn": True, "few_token": True}
+    assert fast_paths.state(sam_vit_t) == {"onednn": True, "few_token": True, "flex_attention": False}
+
+
+def test_flex_attention_is_off_unless_asked(monkeypatch):
+    """Unmeasured on a GPU and slower on CPUs: off by default, on by the environment,
+    the Python override or `configure`."""
+    monkeypatch.delenv("MOBILESAM_FLEX_ATTENTION", raising=False)
+    assert not fast_paths.default("flex_attention") and not _vit(depth=1).blocks[0].attn.flex_attention
+    monkeypatch.setenv("MOBILESAM_FLEX_ATTENTION", "1")
+    assert _vit(depth=1).blocks[0].attn.flex_attention
+    monkeypatch.setenv("MOBILESAM_FLEX_ATTENTION", "0")
+    encoder = _vit(depth=1)
+    assert fast_paths.state(encoder)["flex_attention"] is False
+    assert fast_paths.configure(encoder, flex_attention=True).blocks[0].attn.flex_attention
 
 
 @pytest.mark.parametrize("act", ["none", "relu", "gelu"])
@@ -183,6 +199,94 @@ def test_decoder_takes_zero_rows(truck_predictor, fast):
         assert masks.shape == (0, 3, 256, 256)
         low_res, iou, idx = truck_predictor.decode_points(torch.tensor([[500.0, 300.0]]), float("inf"))
         assert low_res.shape == (0, 256, 256) and iou.shape == (0,) and idx.shape == (0,)
+
+
+# ---- FlexAttention in SAM's ViT (the teachers) ----------------------------------------
+
+
+def _vit(depth: int = 2, img_size: int = 96) -> ImageEncoderViT:
+    """A small SAM ViT (6x6 tokens, 4x4 windows: padded) with random, non-zero tables."""
+    torch.manual_seed(0)
+    encoder = ImageEncoderViT(
+        img_size,
+        embed_dim=32,
+        depth=depth,
+        num_heads=2,
+        out_chans=16,
+        window_size=4,
+        global_attn_indexes=(1,),
+    ).eval()
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.normal_(0, 0.2)
+    return encoder
+
+
+@pytest.mark.parametrize("q_size", [(4, 6), (6, 6)])
+def test_flex_rel_pos_attention_equals_sdpa_with_the_bias(q_size):
+    """The score_mod looks up the same two terms the mask holds, on a grid that is not
+    square (a row is ki // kw, a column ki % kw)."""
+    torch.manual_seed(0)
+    h, w = q_size
+    q, k, v = (torch.randn(2, 3, h * w, 8) for _ in range(3))
+    tables = torch.randn(2 * max(h, w) - 1, 8), torch.randn(2 * max(h, w) - 1, 8)
+    rel_h, rel_w = _rel_pos_terms(q, *tables, (h, w), (h, w))
+    bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(2, 3, h * w, h * w)
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    with warnings.catch_warnings():  # eager FlexAttention warns that it is unfused
+        warnings.simplefilter("ignore")
+        got = _flex_rel_pos_attention(q, k, v, rel_h, rel_w)
+    torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def _compiled_graphs(encoder, x) -> tuple[torch.Tensor, list[str]]:
+    """The encoder through torch.compile (no code generation): its output and the
+    targets of every node of the graphs dynamo made."""
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    out = torch.compile(encoder, backend=backend, dynamic=False)(x)
+    return out, [str(node.target) for gm in graphs for node in gm.graph.nodes]
+
+
+def test_vit_attention_takes_flex_only_when_compiled_on_cuda_without_gradients(monkeypatch):
+    """Flag on: eager runs the reference path bit for bit; compiled, a CPU tensor keeps the
+    reference path (the device precondition); with the device precondition lifted, the
+    graphs hold FlexAttention in the global and the windowed blocks and the output is the
+    reference's; with autograd recording, the reference path again."""
+    encoder, x = _vit(), torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        reference = encoder(x)
+        fast_paths.configure(encoder, flex_attention=True)
+        assert torch.equal(encoder(x), reference)
+        out, nodes = _compiled_graphs(encoder, x)
+        assert not any("flex" in n.lower() for n in nodes)
+        torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+        def on_any_device(*tensors):
+            return torch.compiler.is_compiling() and not fast_paths.needs_grad(*tensors)
+
+        monkeypatch.setattr(image_encoder, "flex_attention_applies", on_any_device)
+        out, nodes = _compiled_graphs(encoder, x)
+    assert sum("flex" in n.lower() for n in nodes) == 2  # one per block
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():
+        encoder.requires_grad_(True)
+        out, nodes = _compiled_graphs(encoder, x)
+    assert not any("flex" in n.lower() for n in nodes)
+    torch.testing.assert_close(out.detach(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_flex_attention_preconditions_on_this_cpu():
+    """Eager, or on CPU tensors: never."""
+    x = torch.randn(2, 2)
+    assert not fast_paths.flex_attention_applies(x)
+    assert not torch.compile(fast_paths.flex_attention_applies, backend="eager", fullgraph=True)(x)
+    torch._dynamo.reset()
 
 
 # ---- the automatic generator where filters leave nothing -----------------------------

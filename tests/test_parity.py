@@ -73,7 +73,12 @@ def fast(request, predictors):
 
 def test_predict_cases(predictors, parity_cases, expected, fast):
     """Every `predict` case: low-res logits, predicted IoU and full-resolution masks."""
-    assert fast_paths.state(predictors["vit_t"].model) == {"onednn": fast, "few_token": fast}
+    assert fast_paths.state(predictors["vit_t"].model) == {
+        "onednn": fast,
+        "few_token": fast,
+        "flex_attention": False,
+    }
+    assert fast_paths.state(predictors["vit_b"].model)["flex_attention"] is fast  # eager: the reference path
     done: dict[str, tuple] = {}
     current: dict[str, str] = {}
     cases = [c for c in parity_cases if c["kind"] == "predict"]

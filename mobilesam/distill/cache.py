@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import MobileSAMError
+from ..modeling import fast_paths
 from ..modeling.sam import Sam
 from ..utils.files import atomic_write, atomic_write_text
 from .inputs import DecodedImages, default_workers, resize_and_pad, resize_on, sam_input
@@ -40,9 +41,12 @@ class CacheSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def check_precision(precision: str | None) -> None:
+def check_encoder_options(precision: str | None, compile: bool = False, flex_attention: bool = False) -> None:
+    """`TeacherEncoder`'s options, checked before any work starts."""
     if precision not in (None, "float32", "bf16"):
         raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
+    if flex_attention and not compile:
+        raise MobileSAMError("flex_attention needs compile: eager FlexAttention materialises every score")
 
 
 class TeacherEncoder:
@@ -50,7 +54,9 @@ class TeacherEncoder:
     and their sizes -> float16 embeddings on the host. Under bfloat16 autocast if
     `precision` is "bf16" (None: bf16 on a GPU, where it is 6x faster, float32 elsewhere);
     through `torch.compile` (`compile_backend`) if `compile`, at one static shape: a batch
-    shorter than `batch_size` is padded to it and the padding's rows dropped."""
+    shorter than `batch_size` is padded to it and the padding's rows dropped.
+    `flex_attention` (with `compile`) turns that fast path on in the teacher's attention
+    (fast_paths.py: on CUDA, the relative-position terms inside FlexAttention's kernel)."""
 
     def __init__(
         self,
@@ -59,11 +65,14 @@ class TeacherEncoder:
         precision: str | None = None,
         compile: bool = False,
         compile_backend: str = "inductor",
+        flex_attention: bool = False,
     ) -> None:
-        check_precision(precision)
+        check_encoder_options(precision, compile, flex_attention)
         self.precision = precision or ("bf16" if teacher.device.type == "cuda" else "float32")
         self.device, self.batch_size, self.compile = teacher.device, batch_size, compile
         encoder = teacher.image_encoder.eval()
+        if flex_attention:
+            fast_paths.configure(encoder, flex_attention=True)
         self.run = torch.compile(encoder, dynamic=False, backend=compile_backend) if compile else encoder
 
     def __call__(self, images: torch.Tensor, sizes: torch.Tensor) -> np.ndarray:
@@ -138,16 +147,17 @@ class EmbeddingCache:
         resize: str | None = None,
         compile: bool = False,
         compile_backend: str = "inductor",
+        flex_attention: bool = False,
     ) -> CacheSummary:
         """Embed every image of `source` not yet cached, with SAM's preprocessing:
         `workers` processes decode (and resize), the teacher runs `batch_size` images at once
         (None: 16 and `default_workers` on a GPU, 1 and none on the CPU), images resized
         where `resize` says (`inputs.resize_on`: None is on the device on a GPU, in the
-        workers elsewhere); `precision`, `compile` and `compile_backend` as `TeacherEncoder`
-        takes them. Shards are written by a background thread while the teacher runs on."""
+        workers elsewhere); `precision`, `compile`, `compile_backend` and `flex_attention` as
+        `TeacherEncoder` takes them. Shards are written by a background thread while the teacher runs on."""
         gpu = teacher.device.type == "cuda"
         batch_size = batch_size or (16 if gpu else 1)
-        encode = TeacherEncoder(teacher, batch_size, precision, compile, compile_backend)
+        encode = TeacherEncoder(teacher, batch_size, precision, compile, compile_backend, flex_attention)
         workers = default_workers(teacher.device) if workers is None else workers
         on_device = resize_on(resize, teacher.device) == "device"
         size = teacher.img_size

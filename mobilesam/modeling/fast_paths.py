@@ -3,11 +3,15 @@
 Families (the flag is an attribute of every module that has the fast path):
 - `onednn`: oneDNN's fused linear / convolution + activation kernels (CPU inference);
 - `few_token`: the decoder's attention shortcuts for few prompt tokens, which never
-  project the 4096 image tokens (see `transformer.Attention`).
+  project the 4096 image tokens (see `transformer.Attention`);
+- `flex_attention`: SAM ViT attention (the teachers) through FlexAttention when
+  `torch.compile` runs it, the decomposed relative-position terms added inside the fused
+  kernel instead of a materialised B x heads x N x N bias (`image_encoder.Attention`).
+  Off by default: unmeasured on a GPU yet, and slower than the bias on CPUs.
 
 A module reads its flags once, when it is built, from `default(name)`: a Python override
-(`set_defaults`), else the environment (`MOBILESAM_ONEDNN=0`, `MOBILESAM_FEW_TOKEN=0`),
-else on. `configure(model, ...)` changes them on a built model. Where a fast path runs,
+(`set_defaults`), else the environment (`MOBILESAM_ONEDNN=0`, `MOBILESAM_FEW_TOKEN=0`,
+`MOBILESAM_FLEX_ATTENTION=1`), else the family's default (`DEFAULTS`). `configure(model, ...)` changes them on a built model. Where a fast path runs,
 it checks its preconditions for that call (device, dtype of input *and* weight,
 autocast, autograd, tracing) and falls back to the reference path when one fails, so a
 flag that is on never changes what runs where the kernel does not apply. Export turns
@@ -26,7 +30,12 @@ from torch import nn
 
 from ..errors import MobileSAMError
 
-ENV = {"onednn": "MOBILESAM_ONEDNN", "few_token": "MOBILESAM_FEW_TOKEN"}
+ENV = {
+    "onednn": "MOBILESAM_ONEDNN",
+    "few_token": "MOBILESAM_FEW_TOKEN",
+    "flex_attention": "MOBILESAM_FLEX_ATTENTION",
+}
+DEFAULTS = {"onednn": True, "few_token": True, "flex_attention": False}
 _overrides: dict[str, bool] = {}
 
 
@@ -37,12 +46,15 @@ def _check_names(names: object) -> None:
 
 
 def default(name: str) -> bool:
-    """Whether modules built now get fast path `name`: override, else environment, else on."""
+    """Whether modules built now get fast path `name`: override, else environment, else
+    the family's default."""
     _check_names([name])
     if name in _overrides:
         return _overrides[name]
     value = os.environ.get(ENV[name], "").strip().lower()
-    if value in ("", "1", "true", "on", "yes"):
+    if not value:
+        return DEFAULTS[name]
+    if value in ("1", "true", "on", "yes"):
         return True
     if value in ("0", "false", "off", "no"):
         return False
@@ -117,6 +129,23 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
     """Autograd records what is done with `tensors` (grad mode on, one of them requires
     grad): then the in-place and custom-kernel shortcuts step aside."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def flex_attention_applies(*tensors: torch.Tensor) -> bool:
+    """The preconditions of the FlexAttention path for this call: torch.compile is tracing it
+    (eager FlexAttention materialises every score: slower than the bias it replaces), not an
+    export (the exporters have no FlexAttention), CUDA tensors (on CPUs the fused kernel
+    measured slower than SDPA with the bias, and inductor's CPU template cannot take
+    relative-position terms computed in the same graph), nothing that needs gradients."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return (
+        torch.compiler.is_compiling()
+        and not exporting
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+        and all(t.device.type == "cuda" for t in tensors)
+        and not needs_grad(*tensors)
+    )
 
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -12,8 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fast_paths
 from .common import LayerNorm2d, Linear, MLPBlock
-from .fast_paths import tracing
+from .fast_paths import flex_attention_applies, tracing
+
+try:
+    from torch.nn.attention.flex_attention import flex_attention as flex_attention_op
+except ImportError:  # torch before 2.5: the reference path only
+    flex_attention_op = None
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -85,9 +91,33 @@ def window_unpartition(
     return x[:, :h, :w]
 
 
+def _flex_rel_pos_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    """What `scaled_dot_product_attention(q, k, v, attn_mask=rel_h + rel_w)` computes, with
+    each score's two relative-position terms looked up inside FlexAttention's kernel instead
+    of read from a materialised mask. q, k, v: B x heads x (h*w) x C; rel_h, rel_w:
+    B x heads x h x w x kh and ... x kw (`_rel_pos_terms`) for a kh x kw key grid."""
+    b, heads, n = q.shape[:3]
+    kw = rel_w.shape[-1]
+    rel_h, rel_w = rel_h.reshape(b, heads, n, -1), rel_w.reshape(b, heads, n, kw)
+
+    def score_mod(score, bi, hi, qi, ki):  # key ki sits at row ki // kw, column ki % kw
+        return score + rel_h[bi, hi, qi, ki // kw] + rel_w[bi, hi, qi, ki % kw]
+
+    return flex_attention_op(q, k, v, score_mod=score_mod)
+
+
 class Attention(nn.Module):
+    """Multi-head attention with decomposed relative positions. Fast path (fast_paths.py):
+    `flex_attention`, under torch.compile only; the reference path passes the relative-
+    position terms to SDPA as a materialised mask."""
+
+    FAST_PATHS = ("flex_attention",)
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, input_size: int) -> None:
         super().__init__()
+        self.flex_attention = fast_paths.default("flex_attention")
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5  # upstream's attributes (SDPA applies the same scale)
@@ -102,10 +132,17 @@ class Attention(nn.Module):
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x head_dim
-        # The decomposed relative-position terms (of the unscaled query) as SDPA's mask.
+        # The decomposed relative-position terms of the unscaled query.
         rel_h, rel_w = _rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if (
+            self.flex_attention
+            and flex_attention_op is not None
+            and flex_attention_applies(x, self.qkv.weight)
+        ):
+            out = _flex_rel_pos_attention(q, k, v, rel_h, rel_w)
+        else:  # as SDPA's mask
+            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = out.transpose(1, 2)
         if tracing():
             # Traced, SDPA's output looks laid out so that this is a view, but the exporter
