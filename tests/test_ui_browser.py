@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import IMAGES
 from PIL import Image
@@ -240,3 +241,90 @@ def test_label_two_images_in_the_browser(page, server):
     server.start()
     after = {n: server.get(f"/api/images/{n}/annotations") for n in ("1_truck.jpg", "cam2/2_picture.jpg")}
     assert after == before and len(after["cam2/2_picture.jpg"]["objects"]) == 1
+
+
+def test_brush_and_eraser_correct_a_mask_in_the_browser(page, server):
+    """Brush (B) and eraser (E) on the selected object: each stroke painted by the server
+    exactly as `strokes.paint` paints it; undo takes a stroke back; a later point prompt
+    keeps the strokes over the new prediction; after a reload the strokes are still there."""
+    from mobilesam.ui.strokes import paint
+
+    page.goto(server.url)  # the first test restarted the server on another port
+    page.wait_for_function("window.app && window.app.ready && window.app.img", timeout=60_000)
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("app.name === 'cam2/2_picture.jpg' && app.objects.length === 1")
+    page.uncheck("#hover")
+    page.keyboard.press("n")
+    page.keyboard.press("b")
+    page.fill("#brush-size", "8")
+    page.press("#brush-size", "Enter")
+    assert page.evaluate("[app.tool, app.brush]") == ["brush", 8]
+
+    def drag(a, b):
+        page.mouse.move(*_screen(page, *a))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, *b), steps=12)
+        page.mouse.up()
+
+    def selected():
+        return page.evaluate(
+            "(({rle, strokes, painted}) => ({rle, strokes, painted}))(app.objects[app.selected])"
+        )
+
+    # 1. A brush stroke on a new object: a band of radius 8 from (50, 50) to (150, 50).
+    drag((50, 50), (150, 50))
+    page.wait_for_function("app.paints >= 1")
+    obj = selected()
+    (stroke,) = obj["strokes"]
+    assert stroke["mode"] == "add" and stroke["radius"] == 8 and len(stroke["points"]) > 2
+    px = page.evaluate("canvas.width / canvas.getBoundingClientRect().width / app.view.scale")
+    # where the mouse went, to the CSS pixel (here 2.4 image pixels); a point per half radius
+    assert np.allclose(stroke["points"][0], [50, 50], atol=px)
+    assert np.allclose(stroke["points"][-1], [150, 50], atol=4 + px)
+    brushed = rle.decode(obj["rle"])
+    assert np.array_equal(brushed, paint(np.zeros(brushed.shape, bool), [stroke]))
+    assert abs(brushed.sum() - (100 * 16 + np.pi * 64)) < 0.15 * (100 * 16 + np.pi * 64)
+
+    # 2. The eraser cuts the band in two; undo puts the cut back.
+    page.keyboard.press("e")
+    drag((100, 30), (100, 70))
+    page.wait_for_function("app.paints >= 2")
+    obj = selected()
+    erased = rle.decode(obj["rle"])
+    assert obj["strokes"][1]["mode"] == "erase" and np.array_equal(erased, paint(brushed, obj["strokes"][1:]))
+    assert not erased[50, 100] and erased[50, 60] and erased[50, 140]
+    page.screenshot(path=str(ARTIFACTS / "brush.png"))
+    page.keyboard.press("Control+z")
+    page.wait_for_function("app.objects[app.selected].strokes.length === 1")
+    assert np.array_equal(rle.decode(selected()["rle"]), brushed)
+
+    # 3. Back to prompts: a point on the same object; its mask is the prediction with the
+    # stroke painted over it, as the API computes it, and the brushed band stays.
+    page.keyboard.press("Escape")
+    assert page.evaluate("app.tool") == "prompt"
+    page.mouse.click(*_screen(page, 1000, 700))
+    page.wait_for_function("app.objects[app.selected].points.length === 1 && app.objects[app.selected].score")
+    obj = selected()
+    points = page.evaluate("app.objects[app.selected].points")
+    want = server.post(
+        "/api/images/cam2/2_picture.jpg/predict",
+        {
+            "points": points,
+            "strokes": obj["strokes"],
+            "mask_id": page.evaluate("app.objects[app.selected].mask_id"),
+        },
+    )
+    assert obj["rle"] == want["mask"]["rle"] and rle.decode(obj["rle"])[50, 60:141].all()
+
+    # 4. Saved with its strokes; after a reload the object is as it was.
+    page.wait_for_function("!app.saving")
+    page.wait_for_timeout(300)
+    page.wait_for_function("!app.saving")
+    saved = server.get("/api/images/cam2/2_picture.jpg/annotations")["objects"][-1]
+    assert saved["strokes"] == obj["strokes"] and saved["rle"] == obj["rle"]
+    page.reload()
+    page.wait_for_function("window.app && window.app.ready && window.app.img", timeout=60_000)
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("app.name === 'cam2/2_picture.jpg' && app.objects.length === 2")
+    again = page.evaluate("(({rle, strokes, painted}) => ({rle, strokes, painted}))(app.objects[1])")
+    assert again == {"rle": obj["rle"], "strokes": obj["strokes"], "painted": 1}

@@ -4,7 +4,8 @@
     GET  /api/images                          [{name, done}]
     GET  /api/images/{name}/file | /thumb     the image, a 256-px JPEG thumbnail
     POST /api/images/{name}/open              encode (cached), prefetch the next image
-    POST /api/images/{name}/predict           prompts -> candidates' scores + one mask (COCO RLE)
+    POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
+    POST /api/images/{name}/paint             a mask + brush/eraser strokes -> the painted mask
     POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
     GET  /api/images/{name}/annotations       saved objects + revision
@@ -43,7 +44,8 @@ from ..utils import rle
 from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
 from .model import ModelService
-from .workspace import MAX_UPLOAD_BYTES, BadRequest, Conflict, NotFound, Workspace, mask_of
+from .strokes import check_strokes, paint
+from .workspace import MAX_UPLOAD_BYTES, BadRequest, Conflict, NotFound, Workspace, check_rle, mask_of
 
 STATIC = Path(__file__).with_name("static")
 
@@ -57,6 +59,16 @@ class PromptBody(BaseModel):
     mask_id: int | None = Field(
         None, description="the candidate whose mask to return (1-3; default: the best)"
     )
+    strokes: list = Field(
+        default_factory=list,
+        description="brush/eraser strokes applied to the mask in order (strokes.py): "
+        "[{mode: 'add'|'erase', radius, points: [[x, y], ...]}, ...]",
+    )
+
+
+class PaintBody(BaseModel):
+    rle: dict | None = Field(None, description="the object's mask now (COCO RLE); null: an empty mask")
+    strokes: list = Field(description="brush/eraser strokes to apply in order, as in predict")
 
 
 class SaveBody(BaseModel):
@@ -182,13 +194,31 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         if body.mask_id is not None and body.mask_id not in ids:
             raise PromptError(f"mask_id must be one of {ids}")
         pick = None if body.mask_id is None else ids.index(body.mask_id)
+        strokes = check_strokes(body.strokes)
         scores, i, mask = service.predict(emb, points, labels, box, body.multimask, pick)
+        if strokes:
+            mask = paint(mask, strokes)
         return {
             "candidates": [{"mask_id": m, "score": float(s)} for m, s in zip(ids, scores)],
             "best": int(np.argmax(scores)),
             "mask": _mask_json(mask, ids[i], float(scores[i])),
             "server_ms": (time.perf_counter() - start) * 1e3,
         }
+
+    @app.post("/api/images/{name:path}/paint")
+    def paint_mask(name: str, body: PaintBody) -> dict:
+        """Brush/eraser strokes on a mask (the object's current one): the painted mask."""
+        size = list(upright_size(workspace.image(name).path))
+        strokes = check_strokes(body.strokes)
+        if body.rle is None:
+            mask = np.zeros(size, bool)
+        else:
+            seg = check_rle(body.rle)
+            if seg["size"] != size:
+                raise BadRequest(f"mask size {seg['size']} is not the image's {size}")
+            mask = rle.decode(seg)
+        mask = paint(mask, strokes)
+        return {"mask": {**_area_bbox(mask), "rle": rle.encode(mask)}}
 
     @app.post("/api/images/{name:path}/everything")
     def run_everything(name: str, options: dict) -> dict:

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..convert import NO_MASK
-from ..errors import ImageLoadError, MobileSAMError
+from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
 from ..utils import rle
 from ..utils.files import atomic_write_bytes, atomic_write_text
 from ..utils.polygons import fill_polygons
+from .strokes import check_strokes
 
 MAX_UPLOAD_BYTES = 50 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -241,20 +242,11 @@ def _check_object(obj: dict, i: int) -> dict:
     """One saved object, checked field by field (the client is not trusted)."""
     if not isinstance(obj, dict):
         raise BadRequest(f"object {i} is not a JSON object")
-    seg = obj.get("rle")
-    if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str) and _size_ok(seg.get("size"))):
-        raise BadRequest(f"object {i}: rle must be {{'size': [h, w], 'counts': str}}")
-    if not _counts_ok(seg["counts"], *seg["size"]):
-        raise BadRequest(
-            f"object {i}: rle counts are malformed or do not cover a {seg['size'][0]}x{seg['size'][1]} mask"
-        )
+    seg = check_rle(obj.get("rle"), f"object {i}: ")
     label = obj.get("label", "object")
     if not isinstance(label, str) or len(label) > 200:
         raise BadRequest(f"object {i}: label must be a string of at most 200 characters")
-    out = {
-        "label": label or "object",
-        "rle": {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]},
-    }
+    out = {"label": label or "object", "rle": seg}
     for key in ("id", "color", "source"):
         if isinstance(obj.get(key), (str, int)):
             out[key] = obj[key]
@@ -269,7 +261,24 @@ def _check_object(obj: dict, i: int) -> dict:
         ]
     if isinstance(obj.get("box"), list) and len(obj["box"]) == 4:
         out["box"] = [float(v) for v in obj["box"]]
+    if obj.get("strokes"):
+        try:
+            out["strokes"] = check_strokes(obj["strokes"])
+        except PromptError as exc:
+            raise BadRequest(f"object {i}: {exc}") from None
     return out
+
+
+def check_rle(seg: object, where: str = "") -> dict:
+    """A COCO compressed RLE sent by the client, checked (BadRequest otherwise):
+    {"size": [h, w], "counts": str} whose runs cover exactly h x w pixels."""
+    if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str) and _size_ok(seg.get("size"))):
+        raise BadRequest(f"{where}rle must be {{'size': [h, w], 'counts': str}}")
+    if not _counts_ok(seg["counts"], *seg["size"]):
+        raise BadRequest(
+            f"{where}rle counts are malformed or do not cover a {seg['size'][0]}x{seg['size'][1]} mask"
+        )
+    return {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -15,6 +15,8 @@ const app = {
   seq: 0, saving: null, dirty: false,
   latencies: [], switches: [], drawMasks: true,
   status: null,
+  tool: "prompt", brush: 10,  // prompt | brush | eraser; the brush's radius in image pixels
+  predicting: Promise.resolve(), painting: Promise.resolve(),
 };
 window.app = app;
 
@@ -113,13 +115,20 @@ function say(text, error = false) {
 function plain(o) {  // what is saved and what undo restores
   const out = { id: o.id, label: o.label, color: o.color, points: o.points, box: o.box, source: o.source };
   if (o.rle) { out.rle = o.rle; out.score = o.score; out.mask_id = o.mask_id; }
+  if (o.strokes.length) out.strokes = o.strokes;
   return out;
+}
+
+// An object as the page holds it: a saved mask already has its strokes painted in.
+function live(o, i) {
+  const strokes = o.strokes || [];
+  return { color: colorOf(i), points: [], box: null, ...o, strokes, painted: strokes.length, candidates: [] };
 }
 
 function snapshot() { return JSON.stringify(app.objects.map(plain)); }
 
 function restore(json) {
-  app.objects = JSON.parse(json).map((o) => ({ ...o, candidates: [] }));
+  app.objects = JSON.parse(json).map(live);
   app.selected = Math.min(app.selected, app.objects.length - 1);
   render(); listObjects(); listCandidates();
 }
@@ -161,7 +170,7 @@ function newObject() {
   let id = app.objects.length + 1;
   while (used.has(id)) id++;
   app.objects.push({ id, label: "object", color: colorOf(id - 1), points: [], box: null, source: "prompt",
-    candidates: [], rle: null });
+    candidates: [], rle: null, strokes: [], painted: 0 });
   app.selected = app.objects.length - 1;
   listObjects(); listCandidates(); render();
 }
@@ -173,19 +182,27 @@ function current() {
 
 // ---------- prompts -> masks ----------
 
-async function predict(obj, t0, maskId = obj.wanted) {
+function predict(obj, t0, maskId = obj.wanted) {
+  app.predicting = predictNow(obj, t0, maskId);  // strokes wait for it (paint)
+  return app.predicting;
+}
+
+async function predictNow(obj, t0, maskId) {
   if (!obj.points.length && !obj.box) {
+    if (obj.strokes.length) return;  // a hand-drawn mask stays
     obj.rle = null; obj.candidates = []; render(); listCandidates(); save(); return;
   }
   const seq = ++app.seq;
   const name = app.name;
   say("segmenting…");
   try {
-    const body = { points: obj.points, box: obj.box, multimask: true, mask_id: maskId ?? null };
+    const strokes = obj.strokes.slice();  // painted over the prediction by the server
+    const body = { points: obj.points, box: obj.box, multimask: true, mask_id: maskId ?? null, strokes };
     const out = await api("POST", `/api/images/${enc(name)}/predict`, body);
     if (seq !== app.seq || name !== app.name) return;  // a newer prompt has been sent
     obj.candidates = out.candidates;
-    Object.assign(obj, { rle: out.mask.rle, score: out.mask.score, mask_id: out.mask.mask_id, area: out.mask.area });
+    Object.assign(obj, { rle: out.mask.rle, score: out.mask.score, mask_id: out.mask.mask_id, area: out.mask.area,
+      painted: strokes.length });
     render(); listCandidates(); listObjects();
     requestAnimationFrame(() => setTimeout(() => {  // after the frame with the mask is painted
       app.latencies.push({ ms: performance.now() - t0, server_ms: out.server_ms });
@@ -200,6 +217,44 @@ function choose(obj, cand) {  // another candidate: its mask comes from the serv
   if (cand.mask_id !== obj.mask_id) predict(obj, performance.now(), cand.mask_id);
 }
 
+// Brush and eraser: a stroke joins the object's strokes at once (a prediction sent from
+// now on includes it); the server paints the strokes its mask lacks onto it, one request
+// at a time, after any prediction in flight.
+function addStroke(stroke) {
+  remember();
+  const obj = current();
+  if (obj.source === "everything") obj.source = "refined";
+  obj.strokes.push(stroke);
+  const name = app.name;
+  app.painting = app.painting.then(async () => {
+    await app.predicting;
+    const todo = obj.strokes.slice(obj.painted);
+    if (!todo.length || name !== app.name) return;
+    try {
+      const out = await api("POST", `/api/images/${enc(name)}/paint`, { rle: obj.rle, strokes: todo });
+      if (name !== app.name || obj.strokes.length < obj.painted + todo.length) return;  // undone meanwhile
+      Object.assign(obj, { rle: out.mask.rle, area: out.mask.area, painted: obj.painted + todo.length });
+      app.paints = (app.paints || 0) + 1;
+      render(); listObjects(); save();
+    } catch (e) { say(e.message, true); }
+  });
+  return app.painting;
+}
+
+function setTool(tool) {
+  app.tool = app.tool === tool ? "prompt" : tool;  // the same key again: back to prompts
+  $("tool").value = app.tool;
+  app.hover = null;
+  canvas.style.cursor = app.tool === "prompt" ? "crosshair" : "none";
+  render();
+}
+
+function setBrush(radius) {
+  app.brush = Math.max(0.5, Math.min(256, Math.round(radius * 2) / 2));
+  $("brush-size").value = app.brush;
+  render();
+}
+
 function addPrompt(kind, value, t0) {
   remember();
   const obj = current();
@@ -209,7 +264,7 @@ function addPrompt(kind, value, t0) {
 }
 
 async function hoverAt(x, y) {
-  if (!app.hoverOn || !app.name) return;
+  if (!app.hoverOn || !app.name || app.tool !== "prompt") return;
   if (app.hoverCtl) app.hoverCtl.abort();  // superseded: cancel rather than queue
   const ctl = new AbortController();
   app.hoverCtl = ctl;
@@ -287,6 +342,22 @@ function render() {
     const [x0, y0, x1, y1] = app.drag.box;
     ctx.setLineDash([6 * px, 4 * px]); ctx.lineWidth = 2 * px; ctx.strokeStyle = "#fff";
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0); ctx.setLineDash([]);
+  }
+  const stroke = app.drag && app.drag.stroke;
+  if (stroke) {  // the stroke being drawn, until the server's mask replaces it
+    ctx.globalAlpha = 0.5;
+    const sel = app.objects[app.selected];
+    ctx.strokeStyle = ctx.fillStyle = stroke.mode === "erase" ? "#000" : `rgb(${sel ? sel.color : [255, 255, 255]})`;
+    ctx.lineWidth = 2 * stroke.radius; ctx.lineCap = ctx.lineJoin = "round";
+    ctx.beginPath();
+    stroke.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    if (stroke.points.length === 1) ctx.arc(stroke.points[0][0], stroke.points[0][1], stroke.radius, 0, 2 * Math.PI);
+    stroke.points.length === 1 ? ctx.fill() : ctx.stroke();
+    ctx.globalAlpha = 1;
+  }
+  if (app.tool !== "prompt" && app.cursor) {  // the brush's outline where it would paint
+    ctx.beginPath(); ctx.arc(app.cursor[0], app.cursor[1], app.brush, 0, 2 * Math.PI);
+    ctx.lineWidth = 1.5 * px; ctx.strokeStyle = app.tool === "brush" ? "#fff" : "#ff4136"; ctx.stroke();
   }
 }
 
@@ -396,7 +467,7 @@ async function openImage(name) {
     }
     app.name = name; app.img = img; app.width = info.width; app.height = info.height;
     app.revision = saved.revision;
-    app.objects = saved.objects.map((o, i) => ({ color: colorOf(i), points: [], box: null, ...o, candidates: [] }));
+    app.objects = saved.objects.map(live);
     app.selected = app.objects.length ? 0 : -1;
     app.history = []; app.future = []; app.hover = null;
     $("image-name").textContent = name;
@@ -480,6 +551,12 @@ canvas.addEventListener("mousedown", (e) => {
   const [x, y, sx, sy] = toImage(e);
   if (e.button === 1 || (e.button === 0 && spaceDown)) {
     app.drag = { pan: true, sx, sy, ox: app.view.ox, oy: app.view.oy };
+  } else if (app.tool !== "prompt") {
+    if (e.button === 0) {
+      const mode = app.tool === "brush" ? "add" : "erase";
+      app.drag = { stroke: { mode, radius: app.brush, points: [[x, y]] } };
+      render();
+    }
   } else if (e.button === 0) {
     app.drag = { x, y, sx, sy, shift: e.shiftKey, t0: performance.now() };
   } else if (e.button === 2 && inside(x, y)) {
@@ -493,6 +570,15 @@ window.addEventListener("mousemove", (e) => {
   const d = app.drag;
   if (d && d.pan) {
     app.view.ox = d.ox + sx - d.sx; app.view.oy = d.oy + sy - d.sy; render(); return;
+  }
+  if (app.tool !== "prompt") {
+    app.cursor = e.target === canvas || (d && d.stroke) ? [x, y] : null;
+    if (d && d.stroke) {  // a point per half radius of movement: smooth enough, few points
+      const pts = d.stroke.points, [lx, ly] = pts[pts.length - 1];
+      if (Math.hypot(x - lx, y - ly) >= Math.max(0.5, d.stroke.radius / 2)) pts.push([x, y]);
+    }
+    render();
+    return;
   }
   if (d) {
     if (Math.hypot(sx - d.sx, sy - d.sy) > 5) {
@@ -518,7 +604,10 @@ window.addEventListener("mouseup", (e) => {
   const d = app.drag;
   app.drag = null;
   if (!d || d.pan) return;
-  if (d.box) {
+  if (d.stroke) {
+    addStroke(d.stroke);
+    render();
+  } else if (d.box) {
     if (d.box[2] - d.box[0] >= 1 && d.box[3] - d.box[1] >= 1) addPrompt("box", d.box, d.t0);
     render();
   } else if (inside(d.x, d.y)) {
@@ -526,7 +615,7 @@ window.addEventListener("mouseup", (e) => {
   }
 });
 
-canvas.addEventListener("mouseleave", () => { app.hover = null; render(); });
+canvas.addEventListener("mouseleave", () => { app.hover = null; app.cursor = null; render(); });
 
 canvas.addEventListener("wheel", (e) => {
   if (!app.img) return;
@@ -552,6 +641,10 @@ window.addEventListener("keydown", (e) => {
   else if (k === "arrowright") step(1);
   else if (k === "arrowleft") step(-1);
   else if (k === "h") { app.hoverOn = !app.hoverOn; $("hover").checked = app.hoverOn; render(); }
+  else if (k === "b") setTool("brush");
+  else if (k === "e") setTool("eraser");
+  else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
+  else if (k === "[" || k === "]") setBrush(k === "]" ? app.brush * 1.25 : app.brush / 1.25);
   else if (["1", "2", "3"].includes(k)) {
     const obj = app.objects[app.selected];
     const c = obj && obj.candidates[Number(k) - 1];
@@ -568,6 +661,8 @@ $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
 $("save").addEventListener("click", save);
 $("hover").addEventListener("change", (e) => { app.hoverOn = e.target.checked; render(); });
+$("tool").addEventListener("change", (e) => { app.tool = "prompt"; setTool(e.target.value); e.target.blur(); });
+$("brush-size").addEventListener("change", (e) => { setBrush(Number(e.target.value) || app.brush); e.target.blur(); });
 $("everything").addEventListener("click", runEverything);
 $("export-coco").href = "/api/export/coco";
 $("export-yolo").href = "/api/export/yolo.zip";

@@ -1,0 +1,75 @@
+"""Brush and eraser strokes: hand corrections of an object's mask in the UI, kept with the
+object and applied again on top of every new prediction for it.
+
+A stroke is {"mode": "add" | "erase", "radius": r, "points": [[x, y], ...]} in
+original-image pixels (x right, y down; pixel (i, j) is the square [i, i+1) x [j, j+1),
+its centre (i + 0.5, j + 0.5), as the prompts' coordinates). It covers every pixel whose
+centre lies within r of the polyline through its points (one point: a disc), and sets
+those pixels ("add") or clears them ("erase"). Strokes apply in order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PromptError
+
+MAX_RADIUS = 256.0
+MAX_POINTS = 5000  # per stroke; the page sends a point per radius/2 of movement
+MAX_STROKES = 1000  # per object
+
+
+def check_strokes(strokes: object) -> list[dict]:
+    """The strokes as sent by a client (not trusted): a list of strokes, each checked field
+    by field, returned with plain float coordinates. PromptError names the bad one."""
+    if not isinstance(strokes, list):
+        raise PromptError("strokes must be a list of {mode, radius, points}")
+    if len(strokes) > MAX_STROKES:
+        raise PromptError(f"at most {MAX_STROKES} strokes per object")
+    return [_check_stroke(s, i) for i, s in enumerate(strokes)]
+
+
+def _check_stroke(stroke: object, i: int) -> dict:
+    if not isinstance(stroke, dict):
+        raise PromptError(f"stroke {i} is not an object")
+    mode, radius, points = stroke.get("mode"), stroke.get("radius"), stroke.get("points")
+    if mode not in ("add", "erase"):
+        raise PromptError(f"stroke {i}: mode must be 'add' or 'erase', got {mode!r}")
+    if not _number(radius) or not 0 < radius <= MAX_RADIUS:
+        raise PromptError(f"stroke {i}: radius must be a number in (0, {MAX_RADIUS:g}], got {radius!r}")
+    if not isinstance(points, list) or not 1 <= len(points) <= MAX_POINTS:
+        raise PromptError(f"stroke {i}: points must be a list of 1 to {MAX_POINTS} [x, y] pairs")
+    for p in points:
+        if not (isinstance(p, list) and len(p) == 2 and all(_number(v) and abs(v) < 1e6 for v in p)):
+            raise PromptError(f"stroke {i}: a point is not [x, y] with finite numbers: {p!r}")
+    return {"mode": mode, "radius": float(radius), "points": [[float(x), float(y)] for x, y in points]}
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def paint(mask: np.ndarray, strokes: list[dict]) -> np.ndarray:
+    """HxW bool `mask` with `strokes` (checked: `check_strokes`) applied in order, as a new
+    array. Each segment of a stroke touches only its bounding box, clipped to the image."""
+    out = np.array(mask, dtype=bool)
+    h, w = out.shape
+    for stroke in strokes:
+        r, value = stroke["radius"], stroke["mode"] == "add"
+        pts = np.asarray(stroke["points"], dtype=np.float64).reshape(-1, 2)
+        ends = pts[1:] if len(pts) > 1 else pts
+        for a, b in zip(pts, ends):
+            x0, y0 = (max(0, math.floor(min(a[k], b[k]) - r)) for k in (0, 1))
+            x1, y1 = min(w, math.ceil(max(a[0], b[0]) + r)), min(h, math.ceil(max(a[1], b[1]) + r))
+            if x0 >= x1 or y0 >= y1:
+                continue  # the segment's reach lies outside the image
+            cx = np.arange(x0, x1) + 0.5  # pixel centres
+            cy = np.arange(y0, y1)[:, None] + 0.5
+            d = b - a
+            length2 = float(d @ d)
+            t = 0.0 if length2 == 0 else np.clip(((cx - a[0]) * d[0] + (cy - a[1]) * d[1]) / length2, 0, 1)
+            near = (cx - a[0] - t * d[0]) ** 2 + (cy - a[1] - t * d[1]) ** 2 <= r * r
+            out[y0:y1, x0:x1][near] = value
+    return out
