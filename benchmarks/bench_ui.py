@@ -10,7 +10,9 @@ Starts `mobilesam ui` on two photos (synthetic weights unless --checkpoint), the
 - hover preview: mask updates painted per second while the mouse sweeps the image
   (superseded requests are cancelled, so the rate is what the server sustains);
 - switching to an image whose embedding is cached: from the key press to the frame
-  with the image and its saved objects.
+  with the image and its saved objects;
+- brush stroke to mask drawn: from releasing the mouse after a 100-pixel stroke to the
+  frame after the server's painted mask is drawn (the mask's RLE there and back).
 Synthetic weights make noise-like masks whose RLE is far longer than a real mask's, so
 the wire and paint costs here are an upper bound.
 """
@@ -120,6 +122,21 @@ def measure(page, clicks: int) -> list[tuple[str, str]]:
     switches = [s["ms"] for s in page.evaluate("app.switches") if s["cached"]]
     rows.append(
         ("switch to an encoded image, median", f"{statistics.median(switches):.0f} ms (n={len(switches)})")
+    )
+    page.keyboard.press("b")
+    for i in range(10):  # strokes on the last object's mask: it grows
+        page.mouse.move(*to_screen(page, 200 + 100 * i, 500))
+        page.mouse.down()
+        page.mouse.move(*to_screen(page, 300 + 100 * i, 600), steps=8)
+        page.mouse.up()
+        page.wait_for_function(f"app.strokes.length >= {i + 1}", timeout=30_000)
+        page.wait_for_timeout(150)
+    strokes = [s["ms"] for s in page.evaluate("app.strokes")]
+    rows.append(
+        (
+            "brush stroke to mask drawn, median (max)",
+            f"{statistics.median(strokes):.0f} ms ({max(strokes):.0f} ms)",
+        )
     )
     return rows
 

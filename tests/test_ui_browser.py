@@ -273,7 +273,7 @@ def test_brush_and_eraser_correct_a_mask_in_the_browser(page, server):
 
     # 1. A brush stroke on a new object: a band of radius 8 from (50, 50) to (150, 50).
     drag((50, 50), (150, 50))
-    page.wait_for_function("app.paints >= 1")
+    page.wait_for_function("app.strokes.length >= 1")
     obj = selected()
     (stroke,) = obj["strokes"]
     assert stroke["mode"] == "add" and stroke["radius"] == 8 and len(stroke["points"]) > 2
@@ -288,7 +288,7 @@ def test_brush_and_eraser_correct_a_mask_in_the_browser(page, server):
     # 2. The eraser cuts the band in two; undo puts the cut back.
     page.keyboard.press("e")
     drag((100, 30), (100, 70))
-    page.wait_for_function("app.paints >= 2")
+    page.wait_for_function("app.strokes.length >= 2")
     obj = selected()
     erased = rle.decode(obj["rle"])
     assert obj["strokes"][1]["mode"] == "erase" and np.array_equal(erased, paint(brushed, obj["strokes"][1:]))

@@ -13,7 +13,7 @@ const app = {
   view: { scale: 1, ox: 0, oy: 0 },
   hover: null, hoverOn: true, hoverCtl: null, hoverPending: null,
   seq: 0, saving: null, dirty: false,
-  latencies: [], switches: [], drawMasks: true,
+  latencies: [], switches: [], strokes: [], drawMasks: true,  // timings, for tests and benchmarks
   status: null,
   tool: "prompt", brush: 10,  // prompt | brush | eraser; the brush's radius in image pixels
   predicting: Promise.resolve(), painting: Promise.resolve(),
@@ -220,7 +220,7 @@ function choose(obj, cand) {  // another candidate: its mask comes from the serv
 // Brush and eraser: a stroke joins the object's strokes at once (a prediction sent from
 // now on includes it); the server paints the strokes its mask lacks onto it, one request
 // at a time, after any prediction in flight.
-function addStroke(stroke) {
+function addStroke(stroke, t0) {
   remember();
   const obj = current();
   if (obj.source === "everything") obj.source = "refined";
@@ -234,8 +234,11 @@ function addStroke(stroke) {
       const out = await api("POST", `/api/images/${enc(name)}/paint`, { rle: obj.rle, strokes: todo });
       if (name !== app.name || obj.strokes.length < obj.painted + todo.length) return;  // undone meanwhile
       Object.assign(obj, { rle: out.mask.rle, area: out.mask.area, painted: obj.painted + todo.length });
-      app.paints = (app.paints || 0) + 1;
-      render(); listObjects(); save();
+      render(); listObjects();
+      requestAnimationFrame(() => setTimeout(() => {  // after the frame with the mask is painted
+        app.strokes.push({ ms: performance.now() - t0 });
+        save();
+      }));
     } catch (e) { say(e.message, true); }
   });
   return app.painting;
@@ -605,7 +608,7 @@ window.addEventListener("mouseup", (e) => {
   app.drag = null;
   if (!d || d.pan) return;
   if (d.stroke) {
-    addStroke(d.stroke);
+    addStroke(d.stroke, performance.now());
     render();
   } else if (d.box) {
     if (d.box[2] - d.box[0] >= 1 && d.box[3] - d.box[1] >= 1) addPrompt("box", d.box, d.t0);
