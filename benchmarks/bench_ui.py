@@ -11,7 +11,7 @@ Starts `mobilesam ui` on two photos (synthetic weights unless --checkpoint), the
   (superseded requests are cancelled, so the rate is what the server sustains);
 - switching to an image whose embedding is cached: from the key press to the frame
   with the image and its saved objects;
-- brush stroke to mask drawn: from releasing the mouse after a 100-pixel stroke to the
+- brush stroke to mask drawn: from releasing the mouse after a 140-pixel stroke to the
   frame after the server's painted mask is drawn (the mask's RLE there and back).
 Synthetic weights make noise-like masks whose RLE is far longer than a real mask's, so
 the wire and paint costs here are an upper bound.
