@@ -392,6 +392,7 @@ def _ui(args: argparse.Namespace) -> int:
         open_browser=args.open,
         recursive=args.recursive,
         import_from=args.import_from,
+        classes=args.classes,
         checkpoint=args.checkpoint,
         model_type=args.model_type,
         device=args.device,
@@ -842,6 +843,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed the images nobody has labelled yet with this file's masks (everything's, "
         "boxes-to-masks', another tool's), or a folder of YOLO, VOC or LabelMe label files' "
         "regions, to review and correct",
+    )
+    ui.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="class names (classes.txt / obj.names, one per line, or a YOLO dataset YAML): the "
+        "labels the page offers, numbered in this order by the exports",
     )
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")

@@ -17,7 +17,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
-from mobilesam import SamPredictor
+from mobilesam import MobileSAMError, SamPredictor
 from mobilesam.ui.model import ModelService
 from mobilesam.ui.server import create_app
 from mobilesam.ui.workspace import Workspace
@@ -542,3 +542,65 @@ def test_import_reads_label_files_beside_the_images(tmp_path, capsys):
     assert obj["label"] == "cup" and obj["source"] == "import"
     assert np.array_equal(rle.decode(obj["rle"]), fill_polygons([np.array(square)], (60, 80)))
     assert work.saved("b.jpg")["objects"] == []
+
+
+def test_classes_fix_the_exports_numbering_and_keep_other_labels(service, tmp_path, folder):
+    """`--classes`: the status lists them for the page; the exports number the classes in
+    the file's order, used or not, then any other label (saved by a script, or before the
+    list existed), so a YOLO dataset's class ids do not depend on what has been labelled."""
+    workspace = Workspace(folder, tmp_path / "out", classes=["person", "wheel", "car"])
+    client = TestClient(create_app(workspace, service, "vit_t"))
+    assert client.get("/api/status").json()["classes"] == ["person", "wheel", "car"]
+    objects = [
+        _object(client, "car", {"points": [[500, 375, 1]]}),
+        _object(client, "truck", {"box": [425, 600, 700, 875]}),
+    ]
+    assert (
+        client.put(
+            "/api/images/a_truck.jpg/annotations", json={"revision": 0, "objects": objects}
+        ).status_code
+        == 200
+    )
+    coco = client.get("/api/export/coco").json()
+    assert coco["categories"] == [
+        {"id": 1, "name": "person"},
+        {"id": 2, "name": "wheel"},
+        {"id": 3, "name": "car"},
+        {"id": 4, "name": "truck"},
+    ]
+    assert [a["category_id"] for a in coco["annotations"]] == [3, 4]
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/yolo.zip").content)) as z:
+        assert z.read("classes.txt") == b"person\nwheel\ncar\ntruck\n"
+        assert [line.split()[0] for line in z.read("labels/a_truck.txt").decode().splitlines()] == ["2", "3"]
+    free = TestClient(create_app(Workspace(folder, tmp_path / "out"), service, "vit_t"))
+    assert free.get("/api/status").json()["classes"] is None
+    assert [c["name"] for c in free.get("/api/export/coco").json()["categories"]] == ["car", "truck"]
+    for bad, message in (
+        ([], "empty"),
+        (["car", "bus", "car"], "listed twice: \\['car'\\]"),
+        ([""], "1 to 200"),
+    ):
+        with pytest.raises(MobileSAMError, match=message):
+            Workspace(folder, tmp_path / "out", classes=bad)
+
+
+def test_ui_command_reads_the_classes_file(tmp_path, monkeypatch, ckpt_vit_t):
+    """`ui --classes data.yaml`: a YOLO dataset YAML (or classes.txt) names the classes; with
+    `--import labels/` its names go to the YOLO files' class numbers. A missing file fails
+    before the model loads."""
+    import uvicorn
+
+    from mobilesam.cli import main
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("1 0.1 0.1 0.6 0.1 0.6 0.8\n")
+    (tmp_path / "data.yaml").write_text("names: {0: person, 1: dog}\n")
+    served = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.update(app=self.config.app))
+    args = ["ui", str(tmp_path), "--port", "0", "--checkpoint", str(ckpt_vit_t), "--device", "cpu"]
+    assert main([*args, "--classes", str(tmp_path / "data.yaml"), "--import", str(tmp_path / "labels")]) == 0
+    client = TestClient(served["app"])
+    assert client.get("/api/status").json()["classes"] == ["person", "dog"]
+    assert [o["label"] for o in client.get("/api/images/a.jpg/annotations").json()["objects"]] == ["dog"]
+    assert main([*args, "--classes", str(tmp_path / "missing.txt")]) != 0

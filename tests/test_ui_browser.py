@@ -328,3 +328,50 @@ def test_brush_and_eraser_correct_a_mask_in_the_browser(page, server):
     page.wait_for_function("app.name === 'cam2/2_picture.jpg' && app.objects.length === 2")
     again = page.evaluate("(({rle, strokes, painted}) => ({rle, strokes, painted}))(app.objects[1])")
     assert again == {"rle": obj["rle"], "strokes": obj["strokes"], "painted": 1}
+
+
+def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
+    """`ui --classes`: each object's label is a choice among the classes; a new object takes
+    the class chosen last; a saved label outside the list is shown as such, not lost."""
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(IMAGES / "truck.jpg", folder / "truck.jpg")
+    (tmp_path / "classes.txt").write_text("car\nwheel\nperson\n")
+    out.mkdir()
+    seed = {"label": "lorry", "rle": rle.encode(np.ones((1200, 1800), bool))}
+    (out / "truck.jpg.json").write_text(json.dumps({"image": "truck.jpg", "revision": 1, "objects": [seed]}))
+    server = Server(folder, ckpt_vit_t, out)
+    server.args += ["--classes", str(tmp_path / "classes.txt")]
+    server.start()
+    try:
+        page = page.context.browser.new_page(viewport={"width": 1400, "height": 900})  # the module's browser
+        try:
+            page.goto(server.url)
+            page.wait_for_function("window.app && app.ready && app.img", timeout=60_000)
+            page.uncheck("#hover")
+            first = page.locator("#objects li").nth(0).locator("select")
+            assert first.input_value() == "lorry"
+            assert first.locator("option").all_inner_texts() == [
+                "car",
+                "wheel",
+                "person",
+                "lorry (not a class)",
+            ]
+            page.keyboard.press("n")
+            page.mouse.click(*_screen(page, 500, 375))
+            page.wait_for_function("app.objects[1] && app.objects[1].rle")
+            assert page.evaluate("app.objects[1].label") == "car"  # the first class to begin with
+            page.locator("#objects li").nth(1).locator("select").select_option("wheel")
+            page.keyboard.press("n")
+            page.mouse.click(*_screen(page, 1300, 700))
+            page.wait_for_function("app.objects[2] && app.objects[2].rle && !app.saving")
+            page.wait_for_timeout(300)
+            page.wait_for_function("!app.saving")
+            saved = server.get("/api/images/truck.jpg/annotations")["objects"]
+            assert [o["label"] for o in saved] == ["lorry", "wheel", "wheel"]
+            coco = server.get("/api/export/coco")
+            assert [c["name"] for c in coco["categories"]] == ["car", "wheel", "person", "lorry"]
+        finally:
+            page.close()
+    finally:
+        server.kill()

@@ -36,32 +36,37 @@ def build_app(
     cache_images=8,
     recursive=False,
     import_from=None,
+    classes=None,
 ):
     """The app for `source` (a folder, an image or None for uploads), and its model service;
     recursive: a folder's subfolders too; import_from: a COCO file (or a folder of YOLO,
     VOC or LabelMe label files) whose masks seed the images nobody has labelled yet
-    (`Workspace.import_coco`)."""
+    (`Workspace.import_coco`); classes: a file of class names (classes.txt, obj.names, a
+    YOLO dataset YAML), the labels the page offers and the exports' category order (and
+    the names of a YOLO folder's class numbers)."""
     _require_extra()
     from ..api import MobileSAM
+    from ..label_files import read_classes
     from .model import ModelService
     from .server import create_app
     from .workspace import Workspace
 
-    workspace = Workspace(source, out, recursive)
+    workspace = Workspace(source, out, recursive, None if classes is None else read_classes(classes))
     if import_from is not None:
-        _import(workspace, import_from)
+        _import(workspace, import_from, classes)
     sam = MobileSAM(checkpoint, model_type, device)
     service = ModelService(sam.predictor, cache_images=cache_images)
     return create_app(workspace, service, sam.model_type), service
 
 
-def _import(workspace, path) -> None:
+def _import(workspace, path, classes=None) -> None:
     """Seed the workspace from a COCO file, or from a folder of label files (YOLO, VOC,
-    LabelMe; `label_files`) of this folder's images."""
+    LabelMe; `label_files`) of this folder's images, YOLO's class numbers named by the
+    `classes` file if given."""
     from ..convert import load_coco
     from ..label_files import read_folder
 
-    coco = read_folder(path, workspace.root)[0] if Path(path).is_dir() else load_coco(path)
+    coco = read_folder(path, workspace.root, classes)[0] if Path(path).is_dir() else load_coco(path)
     done = workspace.import_coco(coco)
     print(
         f"imported {len(done['imported'])} images from {path}; kept {len(done['kept'])} already labelled, "
@@ -80,12 +85,15 @@ def serve(
     open_browser: bool = False,
     recursive: bool = False,
     import_from: str | Path | None = None,
+    classes: str | Path | None = None,
     **model: object,
 ) -> None:
     _require_extra()
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     try:
-        app, service = build_app(source, out, recursive=recursive, import_from=import_from, **model)
+        app, service = build_app(
+            source, out, recursive=recursive, import_from=import_from, classes=classes, **model
+        )
     except BaseException:
         sock.close()
         raise

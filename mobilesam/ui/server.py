@@ -153,6 +153,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             "max_upload_bytes": MAX_UPLOAD_BYTES,
             "everything_options": {o.name: o.default for o in BY_NAME.values()},
             "decoder_precisions": list(DECODER_PRECISIONS),  # the first is the default
+            "classes": workspace.classes,  # null: labels are typed freely
         }
 
     @app.get("/api/images")
@@ -318,9 +319,13 @@ def _zip(files: dict) -> Response:
 
 def folder_coco(workspace: Workspace) -> dict:
     """Every image's saved objects as one COCO dict: the label names are the categories
-    (sorted), masks compressed RLE, as `mobilesam everything DIR` writes them."""
+    (the workspace's classes in their order, used or not, then any other label, sorted;
+    without classes the labels used, sorted), masks compressed RLE, as `mobilesam
+    everything DIR` writes them."""
     saved = [(e, workspace.saved(e.name)) for e in workspace.images()]
-    names = sorted({o["label"] for _, data in saved for o in data["objects"]})
+    classes = workspace.classes or []
+    used = {o["label"] for _, data in saved for o in data["objects"]}
+    names = classes + sorted(used - set(classes))
     category = {n: i + 1 for i, n in enumerate(names)}
     images, annotations = [], []
     for image_id, (entry, data) in enumerate(saved, start=1):

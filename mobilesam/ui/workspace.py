@@ -60,11 +60,18 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 class Workspace:
-    """A folder of images (or one image, or an upload folder) and its annotation store."""
+    """A folder of images (or one image, or an upload folder) and its annotation store.
+    `classes`: the label names offered by the page, in the order the exports number them
+    (labels outside it, saved earlier or by a script, are kept and numbered after them)."""
 
     def __init__(
-        self, source: str | Path | None, out: str | Path | None = None, recursive: bool = False
+        self,
+        source: str | Path | None,
+        out: str | Path | None = None,
+        recursive: bool = False,
+        classes: list[str] | None = None,
     ) -> None:
+        self.classes = _check_classes(classes)
         self.uploads = source is None
         self.recursive = recursive
         if source is None:
@@ -206,6 +213,20 @@ class Workspace:
         name = f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
         atomic_write_bytes(self.root / name, data)
         return name
+
+
+def _check_classes(classes: list[str] | None) -> list[str] | None:
+    if classes is None:
+        return None
+    names = [str(c) for c in classes]
+    if not names:
+        raise MobileSAMError("the class list is empty")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise MobileSAMError(f"class names listed twice: {twice}")
+    if any(not n or len(n) > 200 for n in names):
+        raise MobileSAMError("class names must be 1 to 200 characters")
+    return names
 
 
 def _imported(ann: dict, i: int, size: tuple[int, int], categories: dict) -> dict:

@@ -16,6 +16,7 @@ const app = {
   latencies: [], switches: [], strokes: [], drawMasks: true,  // timings, for tests and benchmarks
   status: null,
   tool: "prompt", brush: 10,  // prompt | brush | eraser; the brush's radius in image pixels
+  classes: null, label: "object",  // the server's class list (--classes); a new object's label
   predicting: Promise.resolve(), painting: Promise.resolve(),
 };
 window.app = app;
@@ -169,7 +170,7 @@ function newObject() {
   const used = new Set(app.objects.map((o) => o.id));
   let id = app.objects.length + 1;
   while (used.has(id)) id++;
-  app.objects.push({ id, label: "object", color: colorOf(id - 1), points: [], box: null, source: "prompt",
+  app.objects.push({ id, label: app.label, color: colorOf(id - 1), points: [], box: null, source: "prompt",
     candidates: [], rle: null, strokes: [], painted: 0 });
   app.selected = app.objects.length - 1;
   listObjects(); listCandidates(); render();
@@ -389,10 +390,12 @@ function listObjects() {
     if (i === app.selected) li.className = "selected";
     const sw = document.createElement("span");
     sw.className = "swatch"; sw.style.background = `rgb(${o.color})`;
-    const input = document.createElement("input");
-    input.value = o.label; input.title = "label";
-    input.addEventListener("change", () => { remember(); o.label = input.value || "object"; save(); });
-    input.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === "Escape") input.blur(); });
+    const input = app.classes ? classSelect(o) : document.createElement("input");
+    if (!app.classes) {
+      input.value = o.label; input.title = "label";
+      input.addEventListener("change", () => { remember(); o.label = input.value || "object"; save(); });
+      input.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === "Escape") input.blur(); });
+    }
     const del = document.createElement("button");
     del.textContent = "✕"; del.title = "delete";
     del.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(i); });
@@ -400,6 +403,18 @@ function listObjects() {
     li.addEventListener("click", () => { app.selected = i; listObjects(); listCandidates(); render(); });
     ul.append(li);
   });
+}
+
+function classSelect(o) {  // the label as one of the classes; new objects take the last one chosen
+  const select = document.createElement("select");
+  select.title = "class";
+  const names = app.classes.includes(o.label) ? app.classes : [...app.classes, o.label];
+  for (const n of names) select.append(new Option(app.classes.includes(n) ? n : `${n} (not a class)`, n));
+  select.value = o.label;
+  select.addEventListener("change", () => {
+    remember(); o.label = app.label = select.value; select.blur(); save();
+  });
+  return select;
 }
 
 function deleteObject(i) {
@@ -632,6 +647,7 @@ canvas.addEventListener("wheel", (e) => {
 
 window.addEventListener("keydown", (e) => {
   if (e.target.tagName === "INPUT" && !["checkbox", "file"].includes(e.target.type)) return;  // typing a label
+  if (e.target.tagName === "SELECT") return;  // its own keys choose an option
   const k = e.key.toLowerCase();
   const mod = e.ctrlKey || e.metaKey;
   if (k === " ") { spaceDown = true; e.preventDefault(); }
@@ -693,6 +709,8 @@ $("stage").addEventListener("drop", (e) => {
   fit();
   try {
     app.status = await api("GET", "/api/status");
+    app.classes = app.status.classes;
+    if (app.classes) app.label = app.classes[0];
     $("upload").hidden = app.status.mode !== "upload";
     buildEverythingForm(app.status.everything_options, app.status.decoder_precisions);
     await loadImages();
