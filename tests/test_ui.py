@@ -604,3 +604,28 @@ def test_ui_command_reads_the_classes_file(tmp_path, monkeypatch, ckpt_vit_t):
     assert client.get("/api/status").json()["classes"] == ["person", "dog"]
     assert [o["label"] for o in client.get("/api/images/a.jpg/annotations").json()["objects"]] == ["dog"]
     assert main([*args, "--classes", str(tmp_path / "missing.txt")]) != 0
+
+
+def test_propagate_prompts_an_image_with_another_images_boxes(client):
+    """The previous image's objects carried over: each one's mask extent, scaled to this
+    image's size, prompts it exactly as a box drawn here does; labels kept; empty masks
+    skipped; an unknown source is 404."""
+    car = _object(client, "car", {"box": [425, 600, 700, 875]})
+    empty = {"label": "nothing", "rle": rle.encode(np.zeros((1200, 1800), bool))}
+    client.put("/api/images/a_truck.jpg/annotations", json={"revision": 0, "objects": [car, empty]})
+    out = client.post("/api/images/b_small.png/propagate", json={"source": "a_truck.jpg"}).json()
+    assert out["skipped"] == 1 and [o["label"] for o in out["objects"]] == ["car"]
+    ys, xs = np.nonzero(rle.decode(car["rle"]))
+    box = [
+        xs.min() * 400 / 1800,
+        ys.min() * 300 / 1200,
+        (xs.max() + 1) * 400 / 1800,
+        (ys.max() + 1) * 300 / 1200,
+    ]
+    (got,) = out["objects"]
+    assert got["box"] == pytest.approx(box)
+    direct = client.post("/api/images/b_small.png/predict", json={"box": got["box"]}).json()
+    assert got["mask"] == direct["mask"] and got["candidates"] == direct["candidates"]
+    same = client.post("/api/images/a_truck.jpg/propagate", json={"source": "a_truck.jpg"}).json()
+    assert same["objects"][0]["box"] == [float(xs.min()), float(ys.min()), xs.max() + 1.0, ys.max() + 1.0]
+    assert client.post("/api/images/b_small.png/propagate", json={"source": "missing.jpg"}).status_code == 404

@@ -375,3 +375,28 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             page.close()
     finally:
         server.kill()
+
+
+def test_previous_images_objects_carried_over_in_the_browser(page, server):
+    """`P` on an image: the previous image's objects appear here with their labels, each
+    prompted by its box; one undo takes them all back."""
+    page.goto(server.url)
+    page.wait_for_function("window.app && app.ready && app.name === '1_truck.jpg'", timeout=60_000)
+    source = [o["label"] for o in server.get("/api/images/1_truck.jpg/annotations")["objects"]]
+    assert source
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("app.name === 'cam2/2_picture.jpg' && !app.saving")
+    before = page.evaluate("app.objects.length")
+    page.keyboard.press("p")
+    page.wait_for_function(f"app.objects.length === {before + len(source)}")
+    added = page.evaluate(f"app.objects.slice({before}).map(o => [o.label, o.source, o.box.length, !!o.rle])")
+    assert added == [[label, "propagated", 4, True] for label in source]
+    page.wait_for_function("!app.saving && app.revision > 0")
+    page.wait_for_timeout(300)
+    page.wait_for_function("!app.saving")
+    assert len(server.get("/api/images/cam2/2_picture.jpg/annotations")["objects"]) == before + len(source)
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"app.objects.length === {before}")
+    page.wait_for_timeout(300)
+    page.wait_for_function("!app.saving")
+    assert len(server.get("/api/images/cam2/2_picture.jpg/annotations")["objects"]) == before

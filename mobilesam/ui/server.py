@@ -6,6 +6,7 @@
     POST /api/images/{name}/open              encode (cached), prefetch the next image
     POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
     POST /api/images/{name}/paint             a mask + brush/eraser strokes -> the painted mask
+    POST /api/images/{name}/propagate         another image's objects, re-prompted here by their boxes
     POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
     GET  /api/images/{name}/annotations       saved objects + revision
@@ -64,6 +65,10 @@ class PromptBody(BaseModel):
         description="brush/eraser strokes applied to the mask in order (strokes.py): "
         "[{mode: 'add'|'erase', radius, points: [[x, y], ...]}, ...]",
     )
+
+
+class PropagateBody(BaseModel):
+    source: str = Field(description="the image whose saved objects to carry over (a name of /api/images)")
 
 
 class PaintBody(BaseModel):
@@ -205,6 +210,36 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             "mask": _mask_json(mask, ids[i], float(scores[i])),
             "server_ms": (time.perf_counter() - start) * 1e3,
         }
+
+    @app.post("/api/images/{name:path}/propagate")
+    def propagate(name: str, body: PropagateBody) -> dict:
+        """The saved objects of image `source` carried over to this one (the next frame of a
+        video, another shot of a scene): each object's box (its mask's extent, scaled to
+        this image's size) prompts this image, as a box drawn here would; its label is
+        kept. Objects with an empty mask are skipped and counted."""
+        entry = workspace.image(name)
+        objects = workspace.load(body.source)["objects"]
+        emb, _ = service.embed(entry.name, entry.path)
+        h, w = emb.original_size
+        out, skipped = [], 0
+        for obj in objects:
+            mask = mask_of(obj)
+            if not mask.any():
+                skipped += 1
+                continue
+            x0, y0, x1, y1 = masks_to_boxes(mask[None])[0]
+            sy, sx = h / mask.shape[0], w / mask.shape[1]
+            box = np.array([x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy])  # pixel corners
+            scores, i, best = service.predict(emb, None, None, box, True)
+            out.append(
+                {
+                    "label": obj["label"],
+                    "box": box.tolist(),
+                    "candidates": [{"mask_id": m + 1, "score": float(s)} for m, s in enumerate(scores)],
+                    "mask": _mask_json(best, i + 1, float(scores[i])),
+                }
+            )
+        return {"objects": out, "skipped": skipped}
 
     @app.post("/api/images/{name:path}/paint")
     def paint_mask(name: str, body: PaintBody) -> dict:

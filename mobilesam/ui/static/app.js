@@ -213,6 +213,29 @@ async function predictNow(obj, t0, maskId) {
   } catch (e) { say(e.message, true); }
 }
 
+// The previous image's objects on this one (video frames, bursts): each one's box prompts
+// this image; labels kept; one undo takes them all back.
+async function propagate() {
+  const i = app.images.findIndex((im) => im.name === app.name);
+  const prev = app.images[i - 1];
+  if (!prev) { say("no previous image", true); return; }
+  const name = app.name;
+  say(`objects from ${prev.name}…`);
+  try {
+    const out = await api("POST", `/api/images/${enc(name)}/propagate`, { source: prev.name });
+    if (name !== app.name) return;
+    if (!out.objects.length) { say(`${prev.name} has no objects to carry over`); return; }
+    remember();
+    for (const o of out.objects) {
+      newObject();
+      Object.assign(app.objects[app.selected], { label: o.label, box: o.box, candidates: o.candidates,
+        rle: o.mask.rle, score: o.mask.score, mask_id: o.mask.mask_id, area: o.mask.area, source: "propagated" });
+    }
+    listObjects(); listCandidates(); render(); save();
+    say(`${out.objects.length} objects from ${prev.name}`);
+  } catch (e) { say(e.message, true); }
+}
+
 function choose(obj, cand) {  // another candidate: its mask comes from the server
   obj.wanted = cand.mask_id;
   if (cand.mask_id !== obj.mask_id) predict(obj, performance.now(), cand.mask_id);
@@ -660,6 +683,7 @@ window.addEventListener("keydown", (e) => {
   else if (k === "arrowright") step(1);
   else if (k === "arrowleft") step(-1);
   else if (k === "h") { app.hoverOn = !app.hoverOn; $("hover").checked = app.hoverOn; render(); }
+  else if (k === "p") propagate();
   else if (k === "b") setTool("brush");
   else if (k === "e") setTool("eraser");
   else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
@@ -676,6 +700,7 @@ window.addEventListener("resize", () => { fit(); render(); });
 $("prev").addEventListener("click", () => step(-1));
 $("next").addEventListener("click", () => step(1));
 $("new-object").addEventListener("click", newObject);
+$("propagate").addEventListener("click", propagate);
 $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
 $("save").addEventListener("click", save);
