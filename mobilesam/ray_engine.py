@@ -394,15 +394,14 @@ def cache_on_ray(
 
     teacher: `build_sam` keyword arguments (model_type, checkpoint, img_size) plus device
     (default: cuda when workers have GPUs). precision, compile, compile_backend,
-    flex_attention: each worker's `distill.cache.TeacherEncoder` (precision None: bf16 on a GPU, float32 on a
-    CPU; compiled at `options.batch_size`).
+    flex_attention: each worker's `distill.cache.TeacherEncoder` (precision None: bf16 on
+    a GPU, float32 on a CPU; compiled at `options.batch_size`).
     """
     from .distill.cache import CacheSummary, check_encoder_options
     from .distill.sources import list_images
 
-    check_encoder_options(
-        precision, compile, flex_attention
-    )  # here, not in every worker after Ray has started
+    # here, not in every worker after Ray has started
+    check_encoder_options(precision, compile, flex_attention)
 
     img_size = int(teacher.get("img_size", 1024))
     cache.begin(teacher_name, img_size)

@@ -154,7 +154,8 @@ class EmbeddingCache:
         (None: 16 and `default_workers` on a GPU, 1 and none on the CPU), images resized
         where `resize` says (`inputs.resize_on`: None is on the device on a GPU, in the
         workers elsewhere); `precision`, `compile`, `compile_backend` and `flex_attention` as
-        `TeacherEncoder` takes them. Shards are written by a background thread while the teacher runs on."""
+        `TeacherEncoder` takes them. Shards are written by a background thread while the
+        teacher runs on."""
         gpu = teacher.device.type == "cuda"
         batch_size = batch_size or (16 if gpu else 1)
         encode = TeacherEncoder(teacher, batch_size, precision, compile, compile_backend, flex_attention)

@@ -11,9 +11,10 @@ Families (the flag is an attribute of every module that has the fast path):
 
 A module reads its flags once, when it is built, from `default(name)`: a Python override
 (`set_defaults`), else the environment (`MOBILESAM_ONEDNN=0`, `MOBILESAM_FEW_TOKEN=0`,
-`MOBILESAM_FLEX_ATTENTION=1`), else the family's default (`DEFAULTS`). `configure(model, ...)` changes them on a built model. Where a fast path runs,
-it checks its preconditions for that call (device, dtype of input *and* weight,
-autocast, autograd, tracing) and falls back to the reference path when one fails, so a
+`MOBILESAM_FLEX_ATTENTION=1`), else the family's default (`DEFAULTS`).
+`configure(model, ...)` changes them on a built model. Where a fast path runs, it checks
+its preconditions for that call (device, dtype of input *and* weight, autocast,
+autograd, tracing) and falls back to the reference path when one fails, so a
 flag that is on never changes what runs where the kernel does not apply. Export turns
 every flag off; training gets the reference path from the autograd precondition.
 """
@@ -116,13 +117,16 @@ def onednn_available() -> bool:
         return False
 
 
+def _exporting() -> bool:
+    """torch.export, TorchScript tracing or ONNX export is running."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return exporting or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def tracing() -> bool:
     """torch.compile, torch.export, TorchScript tracing or ONNX export is running: shapes are
     symbolic and custom kernels have no lowering there."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
-    return (
-        torch.compiler.is_compiling() or exporting or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
+    return torch.compiler.is_compiling() or _exporting()
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:
@@ -137,12 +141,9 @@ def flex_attention_applies(*tensors: torch.Tensor) -> bool:
     export (the exporters have no FlexAttention), CUDA tensors (on CPUs the fused kernel
     measured slower than SDPA with the bias, and inductor's CPU template cannot take
     relative-position terms computed in the same graph), nothing that needs gradients."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
     return (
         torch.compiler.is_compiling()
-        and not exporting
-        and not torch.jit.is_tracing()
-        and not torch.onnx.is_in_onnx_export()
+        and not _exporting()
         and all(t.device.type == "cuda" for t in tensors)
         and not needs_grad(*tensors)
     )
