@@ -87,6 +87,10 @@ def _area_bbox(mask: np.ndarray) -> dict:
     return {"area": area, "bbox": [int(v) for v in xyxy_to_coco_bbox(masks_to_boxes(mask[None]), [area])[0]]}
 
 
+def _candidates(ids: list[int], scores: np.ndarray) -> list[dict]:
+    return [{"mask_id": m, "score": float(s)} for m, s in zip(ids, scores)]
+
+
 def _mask_json(mask: np.ndarray, mask_id: int, score: float) -> dict:
     return {
         "mask_id": mask_id,
@@ -205,7 +209,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         if strokes:
             mask = paint(mask, strokes)
         return {
-            "candidates": [{"mask_id": m, "score": float(s)} for m, s in zip(ids, scores)],
+            "candidates": _candidates(ids, scores),
             "best": int(np.argmax(scores)),
             "mask": _mask_json(mask, ids[i], float(scores[i])),
             "server_ms": (time.perf_counter() - start) * 1e3,
@@ -231,12 +235,13 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             sy, sx = h / mask.shape[0], w / mask.shape[1]
             box = np.array([x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy])  # pixel corners
             scores, i, best = service.predict(emb, None, None, box, True)
+            ids = [1, 2, 3]  # the multimask candidates, as `predict` numbers them
             out.append(
                 {
                     "label": obj["label"],
                     "box": box.tolist(),
-                    "candidates": [{"mask_id": m + 1, "score": float(s)} for m, s in enumerate(scores)],
-                    "mask": _mask_json(best, i + 1, float(scores[i])),
+                    "candidates": _candidates(ids, scores),
+                    "mask": _mask_json(best, ids[i], float(scores[i])),
                 }
             )
         return {"objects": out, "skipped": skipped}
@@ -244,15 +249,9 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     @app.post("/api/images/{name:path}/paint")
     def paint_mask(name: str, body: PaintBody) -> dict:
         """Brush/eraser strokes on a mask (the object's current one): the painted mask."""
-        size = list(upright_size(workspace.image(name).path))
+        size = upright_size(workspace.image(name).path)
         strokes = check_strokes(body.strokes)
-        if body.rle is None:
-            mask = np.zeros(size, bool)
-        else:
-            seg = check_rle(body.rle)
-            if seg["size"] != size:
-                raise BadRequest(f"mask size {seg['size']} is not the image's {size}")
-            mask = rle.decode(seg)
+        mask = np.zeros(size, bool) if body.rle is None else rle.decode(check_rle(body.rle, size))
         mask = paint(mask, strokes)
         return {"mask": {**_area_bbox(mask), "rle": rle.encode(mask)}}
 

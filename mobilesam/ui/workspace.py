@@ -28,6 +28,7 @@ from ..utils.polygons import fill_polygons
 from .strokes import check_strokes
 
 MAX_UPLOAD_BYTES = 50 << 20
+MAX_LABEL = 200  # characters of a label (a class name)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -141,11 +142,7 @@ class Workspace:
 
     def _save(self, name: str, revision: int, objects: list[dict], size: tuple[int, int]) -> int:
         """`save` for a listed image `name` of `size` (h, w)."""
-        checked = [_check_object(o, i) for i, o in enumerate(objects)]
-        size = list(size)
-        for i, obj in enumerate(checked):
-            if obj["rle"]["size"] != size:
-                raise BadRequest(f"object {i}: mask size {obj['rle']['size']} is not the image's {size}")
+        checked = [_check_object(o, i, size) for i, o in enumerate(objects)]
         with self._lock(name):
             current = self.saved(name)["revision"]
             if revision != current:
@@ -224,8 +221,8 @@ def _check_classes(classes: list[str] | None) -> list[str] | None:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise MobileSAMError(f"class names listed twice: {twice}")
-    if any(not n or len(n) > 200 for n in names):
-        raise MobileSAMError("class names must be 1 to 200 characters")
+    if any(not n or len(n) > MAX_LABEL for n in names):
+        raise MobileSAMError(f"class names must be 1 to {MAX_LABEL} characters")
     return names
 
 
@@ -259,14 +256,15 @@ def _imported(ann: dict, i: int, size: tuple[int, int], categories: dict) -> dic
     return obj
 
 
-def _check_object(obj: dict, i: int) -> dict:
-    """One saved object, checked field by field (the client is not trusted)."""
+def _check_object(obj: dict, i: int, size: tuple[int, int]) -> dict:
+    """One saved object of an image of `size` (h, w), checked field by field (the client is
+    not trusted)."""
     if not isinstance(obj, dict):
         raise BadRequest(f"object {i} is not a JSON object")
-    seg = check_rle(obj.get("rle"), f"object {i}: ")
+    seg = check_rle(obj.get("rle"), size, f"object {i}: ")
     label = obj.get("label", "object")
-    if not isinstance(label, str) or len(label) > 200:
-        raise BadRequest(f"object {i}: label must be a string of at most 200 characters")
+    if not isinstance(label, str) or len(label) > MAX_LABEL:
+        raise BadRequest(f"object {i}: label must be a string of at most {MAX_LABEL} characters")
     out = {"label": label or "object", "rle": seg}
     for key in ("id", "color", "source"):
         if isinstance(obj.get(key), (str, int)):
@@ -290,15 +288,18 @@ def _check_object(obj: dict, i: int) -> dict:
     return out
 
 
-def check_rle(seg: object, where: str = "") -> dict:
-    """A COCO compressed RLE sent by the client, checked (BadRequest otherwise):
-    {"size": [h, w], "counts": str} whose runs cover exactly h x w pixels."""
+def check_rle(seg: object, size: tuple[int, int], where: str = "") -> dict:
+    """A COCO compressed RLE sent by the client for an image of `size` (h, w), checked
+    (BadRequest otherwise): {"size": [h, w], "counts": str} whose runs cover exactly
+    h x w pixels."""
     if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str) and _size_ok(seg.get("size"))):
         raise BadRequest(f"{where}rle must be {{'size': [h, w], 'counts': str}}")
     if not _counts_ok(seg["counts"], *seg["size"]):
         raise BadRequest(
             f"{where}rle counts are malformed or do not cover a {seg['size'][0]}x{seg['size'][1]} mask"
         )
+    if list(seg["size"]) != list(size):
+        raise BadRequest(f"{where}mask size {seg['size']} is not the image's {list(size)}")
     return {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]}
 
 
