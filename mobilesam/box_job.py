@@ -182,8 +182,8 @@ def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: d
     [[annotation id, why its box cannot be used], ...]). An image of another size than its
     COCO record says is a `MobileSAMError`."""
     h, w = rgb.shape[:2]
-    _check_size(image, (h, w))
-    boxes, usable, unusable = _boxes(anns, (h, w))
+    check_size(image, (h, w))
+    boxes, usable, unusable = usable_boxes(anns, (h, w))
     result = sam.segment(rgb, input_box=boxes, **options)
     masks = result.to_coco(image_id=image["id"])["annotations"]
     annotations = [
@@ -198,7 +198,7 @@ def _box_score(ann: dict) -> dict:
     return {"box_score": ann["score"]} if "score" in ann and "box_score" not in ann else {}
 
 
-def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], list[list]]:
+def usable_boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], list[list]]:
     """The annotations' COCO boxes as XYXY clipped to the image, the annotations they
     belong to, and why the others (no area inside the image) cannot be used."""
     h, w = size
@@ -207,14 +207,14 @@ def _boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], l
         x, y, bw, bh = ann["bbox"]
         box = [max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)]
         if box[2] <= box[0] or box[3] <= box[1]:
-            unusable.append([ann["id"], f"bbox {ann['bbox']} has no area inside the {w}x{h} image"])
+            unusable.append([ann.get("id"), f"bbox {ann['bbox']} has no area inside the {w}x{h} image"])
         else:
             boxes.append(box)
             usable.append(ann)
     return boxes, usable, unusable
 
 
-def _check_size(image: dict, size: tuple[int, int]) -> None:
+def check_size(image: dict, size: tuple[int, int]) -> None:
     """The boxes are in the COCO file's pixels: an image of another size (a resized copy)
     would get masks in the wrong places, so it is a failure, not a guess."""
     h, w = size

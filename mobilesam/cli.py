@@ -842,7 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COCO.json|LABELS_DIR",
         help="seed the images nobody has labelled yet with this file's masks (everything's, "
         "boxes-to-masks', another tool's), or a folder of YOLO, VOC or LabelMe label files' "
-        "regions, to review and correct",
+        "regions, to review and correct; boxes without masks (a detector's) are segmented",
     )
     ui.add_argument(
         "--classes",

@@ -331,10 +331,12 @@ def test_missing_extra_is_a_clear_error(monkeypatch):
         _require_extra()
 
 
-def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys):
+def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, ckpt_vit_t):
     """`mobilesam ui --port N` with N in use: one error line at once (the checkpoint, which
     does not exist here, is never read); port 0 gets a free port."""
     import socket
+
+    import uvicorn
 
     from mobilesam.cli import main
     from mobilesam.errors import OutputError
@@ -349,7 +351,8 @@ def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys):
             bind("127.0.0.1", port)
     with bind("127.0.0.1", 0) as free:
         assert free.getsockname()[1] > 0
-    # -r and --import reach the workspace (the import runs before the model, which fails here).
+    # -r and --import reach the workspace (the file is read before the model loads, and
+    # imported once it has).
     (tmp_path / "photos" / "cam1").mkdir(parents=True)
     Image.new("RGB", (8, 6)).save(tmp_path / "photos" / "cam1" / "a.jpg")
     mask = np.ones((6, 8), bool)
@@ -360,8 +363,14 @@ def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps(coco))
     args = ["ui", str(tmp_path / "photos"), "-r", "--import", str(tmp_path / "c.json"), "--port", "0"]
     assert main([*args, "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    err = capsys.readouterr().err
-    assert "imported 1 images" in err and "none.pt" in err
+    assert "none.pt" in capsys.readouterr().err and not (tmp_path / "photos" / ".mobilesam" / "cam1").exists()
+    (tmp_path / "bad.json").write_text("{")
+    bad = ["ui", str(tmp_path / "photos"), "--import", str(tmp_path / "bad.json"), "--port", "0"]
+    assert main([*bad, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "bad.json" in capsys.readouterr().err  # a bad file fails before the model loads
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    assert main([*args, "--checkpoint", str(ckpt_vit_t), "--device", "cpu"]) == 0
+    assert "imported 1 images" in capsys.readouterr().err
     saved = json.loads((tmp_path / "photos" / ".mobilesam" / "cam1" / "a.jpg.json").read_text())
     assert saved["objects"][0]["box"] == [0, 0, 8, 6]
 
@@ -493,13 +502,86 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     assert client.get("/api/images/b.jpg/annotations").json()["objects"][0]["label"] == "mine"
     assert work.import_coco(coco)["imported"] == []  # a second import changes nothing
 
-    # The command's flag: build_app imports before serving and says what it did.
+    # The command's flag: build_app imports before serving, the model segmenting the box
+    # without a mask (c.jpg), and says what it did.
     src = tmp_path / "coco.json"
     src.write_text(json.dumps(coco))
     build_app(root, tmp_path / "out2", checkpoint=ckpt_vit_t, device="cpu", import_from=src)[1].close()
     err = capsys.readouterr().err
-    assert "imported 2 images" in err and "1 not in this folder, 2 skipped" in err
-    assert "skipped: d.jpg: annotation 5" in err
+    assert "imported 3 images" in err and "0 without annotations, 1 not in this folder, 1 skipped" in err
+    assert "skipped: d.jpg: annotation 5" in err and "c.jpg: 1 masks from boxes in" in err
+
+
+def test_import_segments_boxes_without_masks(service, tmp_path):
+    """`--import` of a detector's boxes: each box without a mask gets the mask a box drawn
+    in the UI gets (best of three candidates), clipped to the image; the detector's score
+    is kept as box_score. A box outside the image is dropped and said; an image whose size
+    is not the COCO file's, or with a malformed bbox, is skipped; an import interrupted
+    part-way goes on where it stopped."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    small = Image.open(IMAGES / "picture4.jpg").convert("RGB").resize((80, 60))
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"):
+        small.save(root / name)
+    m1 = np.zeros((60, 80), bool)
+    m1[5:20, 10:30] = True
+    sizes = {"a.jpg": (80, 60), "b.jpg": (100, 60)}
+    coco = {
+        "images": [
+            {"id": i, "file_name": n, **dict(zip(("width", "height"), sizes.get(n, ())))}
+            for i, n in enumerate(["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"], 1)
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "segmentation": rle.encode(m1)},
+            {"id": 2, "image_id": 1, "category_id": 8, "bbox": [10, 5, 40, 30], "score": 0.8},
+            {"id": 3, "image_id": 1, "category_id": 8, "bbox": [-10, -10, 5, 5]},  # outside
+            {"id": 4, "image_id": 1, "bbox": [70, 50, 30, 30]},  # clipped to the image
+            {"id": 5, "image_id": 2, "bbox": [1, 2, 30, 40]},  # b.jpg is 80x60, not 100x60
+            {"id": 6, "image_id": 3, "bbox": [1, 2, "x", 40]},
+            {"id": 7, "image_id": 4, "bbox": [200, 200, 5, 5]},  # nothing usable left
+            {"id": 8, "image_id": 5, "category_id": 7, "bbox": [20, 10, 30, 30]},
+        ],
+        "categories": [{"id": 7, "name": "cup"}, {"id": 8, "name": "person"}],
+    }
+    work = Workspace(root, tmp_path / "out")
+    calls = []
+
+    def interrupted(name, path, boxes):
+        calls.append(name)
+        if name == "e.jpg":
+            raise KeyboardInterrupt
+        return service.box_masks(name, path, boxes)
+
+    with pytest.raises(KeyboardInterrupt):
+        work.import_coco(coco, interrupted)
+    assert calls == ["a.jpg", "e.jpg"] and work.done("a.jpg") and not work.done("e.jpg")
+    done = work.import_coco(coco, service.box_masks)  # run again: a.jpg is kept, e.jpg imported
+    assert done["imported"] == ["e.jpg"] and done["kept"] == ["a.jpg"] and done["dropped"] == []
+    assert done["skipped"] == [
+        "b.jpg: the image is 80x60, the COCO file says 100x60",
+        "c.jpg: annotation 6: no segmentation and no [x, y, w, h] bbox",
+        "d.jpg: no annotation could be used",
+    ]
+    fresh = Workspace(root, tmp_path / "out2").import_coco(coco, service.box_masks)
+    assert fresh["imported"] == ["a.jpg", "e.jpg"]
+    assert fresh["dropped"] == [
+        "a.jpg: annotation 3: bbox [-10, -10, 5, 5] has no area inside the 80x60 image"
+    ]
+
+    client = TestClient(create_app(work, service, "vit_t"))
+    objects = client.get("/api/images/a.jpg/annotations").json()["objects"]
+    assert [(o["id"], o["label"], o.get("box")) for o in objects] == [
+        (1, "cup", None),
+        (2, "person", [10, 5, 50, 35]),
+        (3, "object", [70, 50, 80, 60]),
+    ]
+    for obj in objects[1:]:  # the mask, candidate and score a box drawn on the page gets
+        drawn = client.post("/api/images/a.jpg/predict", json={"box": obj["box"], "multimask": True}).json()
+        assert obj["rle"] == drawn["mask"]["rle"] and obj["mask_id"] == drawn["mask"]["mask_id"]
+        assert obj["score"] == pytest.approx(drawn["mask"]["score"])
+    assert objects[1]["box_score"] == 0.8 and "box_score" not in objects[2]
+    exported = client.get("/api/export/coco").json()["annotations"]
+    assert [a.get("box_score") for a in exported] == [None, 0.8, None, None]  # a.jpg's three, e.jpg's one
 
 
 def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, capsys):
@@ -523,9 +605,9 @@ def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, 
     assert TestClient(served["app"]).get("/api/status").json()["model"] == "tiny_vit_3m"
 
 
-def test_import_reads_label_files_beside_the_images(tmp_path, capsys):
+def test_import_reads_label_files_beside_the_images(tmp_path, capsys, service):
     """`ui --import photos/`: LabelMe files beside their images (or YOLO, VOC) seed the UI."""
-    from mobilesam.ui import _import
+    from mobilesam.ui import _import, _read_import
     from mobilesam.utils.polygons import fill_polygons
 
     root = tmp_path / "photos"
@@ -536,8 +618,8 @@ def test_import_reads_label_files_beside_the_images(tmp_path, capsys):
     shapes = [{"label": "cup", "points": square, "shape_type": "polygon", "group_id": None}]
     (root / "a.json").write_text(json.dumps({"shapes": shapes, "imageHeight": 60, "imageWidth": 80}))
     work = Workspace(root, tmp_path / "out")
-    _import(work, root)
-    assert "imported 1 images" in capsys.readouterr().err
+    _import(work, _read_import(work, root), root, service)
+    assert "imported 1 images" in capsys.readouterr().err  # b.jpg: without annotations, not skipped
     (obj,) = work.saved("a.jpg")["objects"]
     assert obj["label"] == "cup" and obj["source"] == "import"
     assert np.array_equal(rle.decode(obj["rle"]), fill_polygons([np.array(square)], (60, 80)))

@@ -332,16 +332,17 @@ def test_brush_and_eraser_correct_a_mask_in_the_browser(page, server):
 
 def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
     """`ui --classes`: each object's label is a choice among the classes; a new object takes
-    the class chosen last; a saved label outside the list is shown as such, not lost."""
+    the class chosen last; a label outside the list (here a detector's box, `--import`ed
+    and segmented by the server) is shown as such, not lost, nor is the detector's score."""
     folder, out = tmp_path / "photos", tmp_path / "out"
     folder.mkdir()
     shutil.copy(IMAGES / "truck.jpg", folder / "truck.jpg")
     (tmp_path / "classes.txt").write_text("car\nwheel\nperson\n")
-    out.mkdir()
-    seed = {"label": "lorry", "rle": rle.encode(np.ones((1200, 1800), bool))}
-    (out / "truck.jpg.json").write_text(json.dumps({"image": "truck.jpg", "revision": 1, "objects": [seed]}))
+    box = {"id": 1, "image_id": 1, "category_id": 3, "bbox": [100, 200, 900, 500], "score": 0.7}
+    coco = {"images": [{"id": 1, "file_name": "truck.jpg"}], "annotations": [box]}
+    (tmp_path / "boxes.json").write_text(json.dumps({**coco, "categories": [{"id": 3, "name": "lorry"}]}))
     server = Server(folder, ckpt_vit_t, out)
-    server.args += ["--classes", str(tmp_path / "classes.txt")]
+    server.args += ["--classes", str(tmp_path / "classes.txt"), "--import", str(tmp_path / "boxes.json")]
     server.start()
     try:
         page = page.context.browser.new_page(viewport={"width": 1400, "height": 900})  # the module's browser
@@ -369,6 +370,7 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             page.wait_for_function("!app.saving")
             saved = server.get("/api/images/truck.jpg/annotations")["objects"]
             assert [o["label"] for o in saved] == ["lorry", "wheel", "wheel"]
+            assert saved[0]["box"] == [100, 200, 1000, 700] and saved[0]["box_score"] == 0.7
             coco = server.get("/api/export/coco")
             assert [c["name"] for c in coco["categories"]] == ["car", "wheel", "person", "lorry"]
         finally:

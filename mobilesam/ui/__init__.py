@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import socket
 import sys
+import time
 from pathlib import Path
 
 from ..errors import MobileSAMError, OutputError
@@ -41,7 +42,7 @@ def build_app(
     """The app for `source` (a folder, an image or None for uploads), and its model service;
     recursive: a folder's subfolders too; import_from: a COCO file (or a folder of YOLO,
     VOC or LabelMe label files) whose masks seed the images nobody has labelled yet
-    (`Workspace.import_coco`); classes: a file of class names (classes.txt, obj.names, a
+    (`Workspace.import_coco`; boxes without masks are segmented by the model); classes: a file of class names (classes.txt, obj.names, a
     YOLO dataset YAML), the labels the page offers and the exports' category order (and
     the names of a YOLO folder's class numbers)."""
     _require_extra()
@@ -52,29 +53,48 @@ def build_app(
     from .workspace import Workspace
 
     workspace = Workspace(source, out, recursive, None if classes is None else read_classes(classes))
-    if import_from is not None:
-        _import(workspace, import_from, classes)
+    coco = None if import_from is None else _read_import(workspace, import_from, classes)  # before the model
     sam = MobileSAM(checkpoint, model_type, device)
     service = ModelService(sam.predictor, cache_images=cache_images)
+    try:
+        if coco is not None:
+            _import(workspace, coco, import_from, service)
+    except BaseException:  # Ctrl-C during a long import: what was imported is saved
+        service.close()
+        raise
     return create_app(workspace, service, sam.model_type), service
 
 
-def _import(workspace, path, classes=None) -> None:
-    """Seed the workspace from a COCO file, or from a folder of label files (YOLO, VOC,
+def _read_import(workspace, path, classes=None) -> dict:
+    """The COCO dict of `--import`: a COCO file, or a folder of label files (YOLO, VOC,
     LabelMe; `label_files`) of this folder's images, YOLO's class numbers named by the
     `classes` file if given."""
     from ..convert import load_coco
     from ..label_files import read_folder
 
-    coco = read_folder(path, workspace.root, classes)[0] if Path(path).is_dir() else load_coco(path)
-    done = workspace.import_coco(coco)
+    return read_folder(path, workspace.root, classes)[0] if Path(path).is_dir() else load_coco(path)
+
+
+def _import(workspace, coco: dict, path, service) -> None:
+    """Seed the workspace from `coco` (read from `path`), boxes without masks segmented by
+    `service`; says what it did."""
+
+    def box_masks(name, image_path, boxes):
+        start = time.perf_counter()
+        made = service.box_masks(name, image_path, boxes)
+        print(f"{name}: {len(made)} masks from boxes in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        return made
+
+    done = workspace.import_coco(coco, box_masks)
     print(
         f"imported {len(done['imported'])} images from {path}; kept {len(done['kept'])} already labelled, "
-        f"{len(done['unknown'])} not in this folder, {len(done['skipped'])} skipped",
+        f"{len(done['empty'])} without annotations, {len(done['unknown'])} not in this folder, "
+        f"{len(done['skipped'])} skipped",
         file=sys.stderr,
     )
-    for reason in done["skipped"]:
-        print(f"skipped: {reason}", file=sys.stderr)
+    for what in ("skipped", "dropped"):
+        for reason in done[what]:
+            print(f"{what}: {reason}", file=sys.stderr)
 
 
 def serve(

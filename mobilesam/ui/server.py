@@ -380,7 +380,7 @@ def folder_coco(workspace: Workspace) -> dict:
                 **_area_bbox(mask),
                 "iscrowd": 0,
             }
-            for key in ("score", "mask_id"):
+            for key in ("score", "box_score", "mask_id"):
                 if key in obj:
                     ann[key] = obj[key]
             prompt = {k: obj[k] for k in ("points", "box") if k in obj}

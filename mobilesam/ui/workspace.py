@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..box_job import check_size, usable_boxes
 from ..convert import NO_MASK
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
@@ -30,6 +33,8 @@ from .strokes import check_strokes
 MAX_UPLOAD_BYTES = 50 << 20
 MAX_LABEL = 200  # characters of a label (a class name)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# (image name, its path, N x 4 XYXY boxes) -> per box (HxW mask, mask_id, score)
+BoxMasks = Callable[[str, Path, np.ndarray], list[tuple[np.ndarray, int, float]]]
 
 
 class NotFound(MobileSAMError):
@@ -155,20 +160,29 @@ class Workspace:
         """Whether listed image `name` has saved objects (called once per listed image)."""
         return self._file(name).is_file() and bool(self.saved(name)["objects"])
 
-    def import_coco(self, coco: dict) -> dict[str, list[str]]:
+    def import_coco(self, coco: dict, box_masks: BoxMasks | None = None) -> dict[str, list[str]]:
         """Seed the annotations of images nobody has labelled yet from a COCO dict (the
         folder job's, `boxes-to-masks`', another tool's): one object per annotation, its
         category name as label, its prompt kept for refining (the prompt a mobilesam file
         records, else the point of segment everything, else the bbox as a box). Images
-        with saved objects are never touched. Returns the file names by outcome:
-        imported, kept (already labelled), unknown (not in this workspace), skipped (why)."""
+        with saved objects are never touched; each image is saved as soon as it is
+        imported, so an interrupted import goes on where it stopped when run again.
+
+        An annotation with a box and no mask (a detector's) skips its image, unless
+        `box_masks(name, path, boxes)` makes masks from XYXY boxes (the UI's model,
+        `ModelService.box_masks`); a box with no area inside its image is then dropped.
+        Returns the file names by outcome: imported, kept (already labelled), empty (no
+        annotations), unknown (not in this workspace), skipped (why), and the dropped
+        annotations (why)."""
         names = {e.name: e for e in self.images()}
         categories = {c.get("id"): c.get("name") for c in coco.get("categories") or [] if isinstance(c, dict)}
         by_image: dict[object, list[dict]] = {}
         for ann in coco.get("annotations") or []:
             if isinstance(ann, dict):
                 by_image.setdefault(ann.get("image_id"), []).append(ann)
-        outcome: dict[str, list[str]] = {"imported": [], "kept": [], "unknown": [], "skipped": []}
+        outcome: dict[str, list[str]] = {
+            key: [] for key in ("imported", "kept", "empty", "unknown", "skipped", "dropped")
+        }
         for image in coco.get("images") or []:
             name = image.get("file_name") if isinstance(image, dict) else None
             anns = by_image.get(image.get("id"), []) if isinstance(image, dict) else []
@@ -177,16 +191,19 @@ class Workspace:
                 continue
             saved = self.saved(name)
             if not anns or saved["objects"]:
-                outcome["kept" if anns else "skipped"].append(name if anns else f"{name}: no annotations")
+                outcome["kept" if anns else "empty"].append(name)
                 continue
-            size = upright_size(names[name].path)
             try:
-                objects = [_imported(ann, i, size, categories) for i, ann in enumerate(anns)]
+                size = upright_size(names[name].path)
+                objects, dropped = _import_objects(names[name], image, anns, size, categories, box_masks)
+                if not objects:
+                    raise ValueError("no annotation could be used")
                 self._save(name, saved["revision"], objects, size)  # listed once, not per image
-            except (BadRequest, ValueError, KeyError, TypeError) as exc:
+            except (MobileSAMError, ValueError, KeyError, TypeError) as exc:
                 outcome["skipped"].append(f"{name}: {exc}")
                 continue
             outcome["imported"].append(name)
+            outcome["dropped"] += [f"{name}: {why}" for why in dropped]
         return outcome
 
     # ---- uploads ----
@@ -226,7 +243,49 @@ def _check_classes(classes: list[str] | None) -> list[str] | None:
     return names
 
 
-def _imported(ann: dict, i: int, size: tuple[int, int], categories: dict) -> dict:
+def _import_objects(
+    entry: ImageEntry, image: dict, anns: list[dict], size: tuple[int, int], categories: dict, box_masks
+) -> tuple[list[dict], list[str]]:
+    """The UI objects of one image's COCO annotations, in their order, and why any were
+    dropped (a box with no area inside the image). Masks from boxes need `box_masks`."""
+    objects: list[dict | None] = []
+    boxed, dropped = [], []  # boxed: (index in objects, annotation, XYXY box clipped to the image)
+    for ann in anns:
+        if box_masks is None or ann.get("segmentation") is not None:
+            objects.append(_imported(ann, size, categories))
+            continue
+        if not _is_box(ann.get("bbox")):
+            raise ValueError(f"annotation {ann.get('id')!r}: no segmentation and no [x, y, w, h] bbox")
+        box, _, unusable = usable_boxes([ann], size)
+        dropped += [f"annotation {ann_id!r}: {why}" for ann_id, why in unusable]
+        if box:
+            boxed.append((len(objects), ann, box[0]))
+            objects.append(None)
+    if boxed:
+        check_size(image, size)  # the boxes are in the COCO file's pixels
+        masks = box_masks(entry.name, entry.path, np.array([box for _, _, box in boxed], float))
+        for (i, ann, box), (mask, mask_id, score) in zip(boxed, masks):
+            obj = {"label": _label(ann, categories), "rle": rle.encode(mask), "source": "import", "box": box}
+            obj.update(mask_id=mask_id, score=score)
+            if isinstance(ann.get("score"), (int, float)):
+                obj["box_score"] = ann["score"]  # the detector's confidence; `score` is the mask's
+            objects[i] = obj
+    return [{**obj, "id": i + 1} for i, obj in enumerate(objects)], dropped
+
+
+def _is_box(box: object) -> bool:
+    return (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    )
+
+
+def _label(ann: dict, categories: dict) -> str:
+    return str(categories.get(ann.get("category_id")) or "object")
+
+
+def _imported(ann: dict, size: tuple[int, int], categories: dict) -> dict:
     """A UI object from a COCO annotation of an image of `size` (h, w): RLE or polygons."""
     seg = ann.get("segmentation")
     if seg is None:
@@ -239,8 +298,7 @@ def _imported(ann: dict, i: int, size: tuple[int, int], categories: dict) -> dic
         seg = rle.encode(fill_polygons([np.reshape(p, (-1, 2)) for p in seg], size))
     if list(seg["size"]) != list(size):
         raise ValueError(f"annotation {ann.get('id')!r}: mask {seg['size']} is not the image's {list(size)}")
-    label = str(categories.get(ann.get("category_id")) or "object")
-    obj = {"id": i + 1, "label": label, "rle": seg, "source": "import"}
+    obj = {"label": _label(ann, categories), "rle": seg, "source": "import"}
     if isinstance(ann.get("score"), (int, float)):
         obj["score"] = ann["score"]
     prompt = ann.get("prompt") or {}
@@ -269,7 +327,7 @@ def _check_object(obj: dict, i: int, size: tuple[int, int]) -> dict:
     for key in ("id", "color", "source"):
         if isinstance(obj.get(key), (str, int)):
             out[key] = obj[key]
-    for key in ("score",):
+    for key in ("score", "box_score"):
         if isinstance(obj.get(key), (int, float)):
             out[key] = float(obj[key])
     if isinstance(obj.get("mask_id"), int):

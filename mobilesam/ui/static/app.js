@@ -116,6 +116,7 @@ function say(text, error = false) {
 function plain(o) {  // what is saved and what undo restores
   const out = { id: o.id, label: o.label, color: o.color, points: o.points, box: o.box, source: o.source };
   if (o.rle) { out.rle = o.rle; out.score = o.score; out.mask_id = o.mask_id; }
+  if (o.box_score !== undefined) out.box_score = o.box_score;  // an imported detector's confidence
   if (o.strokes.length) out.strokes = o.strokes;
   return out;
 }
