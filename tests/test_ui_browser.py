@@ -366,10 +366,13 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             page.keyboard.press("n")
             page.mouse.click(*_screen(page, 1300, 700))
             page.wait_for_function("app.objects[2] && app.objects[2].rle && !app.saving")
+            page.keyboard.press("Shift+Digit3")  # the selected (new) object becomes a person
+            page.keyboard.press("Shift+Digit9")  # no ninth class: nothing changes
             page.wait_for_timeout(300)
             page.wait_for_function("!app.saving")
             saved = server.get("/api/images/truck.jpg/annotations")["objects"]
-            assert [o["label"] for o in saved] == ["lorry", "wheel", "wheel"]
+            assert [o["label"] for o in saved] == ["lorry", "wheel", "person"]
+            assert page.evaluate("app.label") == "person"  # and the next new object
             assert saved[0]["box"] == [100, 200, 1000, 700] and saved[0]["box_score"] == 0.7
             coco = server.get("/api/export/coco")
             assert [c["name"] for c in coco["categories"]] == ["car", "wheel", "person", "lorry"]

@@ -431,7 +431,7 @@ function listObjects() {
 
 function classSelect(o) {  // the label as one of the classes; new objects take the last one chosen
   const select = document.createElement("select");
-  select.title = "class";
+  select.title = "class (Shift+1…9, 0: the list's first ten)";
   const names = app.classes.includes(o.label) ? app.classes : [...app.classes, o.label];
   for (const n of names) select.append(new Option(app.classes.includes(n) ? n : `${n} (not a class)`, n));
   select.value = o.label;
@@ -439,6 +439,14 @@ function classSelect(o) {  // the label as one of the classes; new objects take 
     remember(); o.label = app.label = select.value; select.blur(); save();
   });
   return select;
+}
+
+function pickClass(i) {  // Shift+1..9, 0: the class of the selected object and of new ones
+  if (!app.classes || i >= app.classes.length) return;
+  app.label = app.classes[i];
+  const obj = app.objects[app.selected];
+  if (obj && obj.label !== app.label) { remember(); obj.label = app.label; save(); }
+  listObjects();
 }
 
 function deleteObject(i) {
@@ -689,6 +697,7 @@ window.addEventListener("keydown", (e) => {
   else if (k === "e") setTool("eraser");
   else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
   else if (k === "[" || k === "]") setBrush(k === "]" ? app.brush * 1.25 : app.brush / 1.25);
+  else if (e.shiftKey && /^Digit\d$/.test(e.code)) pickClass((Number(e.code[5]) + 9) % 10);
   else if (["1", "2", "3"].includes(k)) {
     const obj = app.objects[app.selected];
     const c = obj && obj.candidates[Number(k) - 1];
