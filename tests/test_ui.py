@@ -523,13 +523,14 @@ def test_import_segments_boxes_without_masks(service, tmp_path):
     small = Image.open(IMAGES / "picture4.jpg").convert("RGB").resize((80, 60))
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"):
         small.save(root / name)
+    (root / "f.jpg").write_bytes(b"not a jpeg")
     m1 = np.zeros((60, 80), bool)
     m1[5:20, 10:30] = True
     sizes = {"a.jpg": (80, 60), "b.jpg": (100, 60)}
     coco = {
         "images": [
             {"id": i, "file_name": n, **dict(zip(("width", "height"), sizes.get(n, ())))}
-            for i, n in enumerate(["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"], 1)
+            for i, n in enumerate(["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"], 1)
         ],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 7, "segmentation": rle.encode(m1)},
@@ -540,6 +541,7 @@ def test_import_segments_boxes_without_masks(service, tmp_path):
             {"id": 6, "image_id": 3, "bbox": [1, 2, "x", 40]},
             {"id": 7, "image_id": 4, "bbox": [200, 200, 5, 5]},  # nothing usable left
             {"id": 8, "image_id": 5, "category_id": 7, "bbox": [20, 10, 30, 30]},
+            {"id": 9, "image_id": 6, "bbox": [1, 1, 5, 5]},  # an unreadable file
         ],
         "categories": [{"id": 7, "name": "cup"}, {"id": 8, "name": "person"}],
     }
@@ -557,11 +559,12 @@ def test_import_segments_boxes_without_masks(service, tmp_path):
     assert calls == ["a.jpg", "e.jpg"] and work.done("a.jpg") and not work.done("e.jpg")
     done = work.import_coco(coco, service.box_masks)  # run again: a.jpg is kept, e.jpg imported
     assert done["imported"] == ["e.jpg"] and done["kept"] == ["a.jpg"] and done["dropped"] == []
-    assert done["skipped"] == [
+    assert done["skipped"][:3] == [
         "b.jpg: the image is 80x60, the COCO file says 100x60",
         "c.jpg: annotation 6: no segmentation and no [x, y, w, h] bbox",
         "d.jpg: no annotation could be used",
     ]
+    assert len(done["skipped"]) == 4 and "f.jpg is not an image file Pillow can read" in done["skipped"][3]
     fresh = Workspace(root, tmp_path / "out2").import_coco(coco, service.box_masks)
     assert fresh["imported"] == ["a.jpg", "e.jpg"]
     assert fresh["dropped"] == [
