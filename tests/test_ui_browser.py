@@ -358,6 +358,13 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
                 "person",
                 "lorry (not a class)",
             ]
+            # The imported object came with no candidates listed: a key asks for its box's.
+            other = 1 if page.evaluate("app.objects[0].mask_id") != 1 else 2
+            page.locator("#objects li").nth(0).locator(".swatch").click()
+            page.keyboard.press(str(other))
+            page.wait_for_function(
+                f"app.objects[0].mask_id === {other} && app.objects[0].candidates.length === 3"
+            )
             page.keyboard.press("n")
             page.mouse.click(*_screen(page, 500, 375))
             page.wait_for_function("app.objects[1] && app.objects[1].rle")
@@ -374,6 +381,7 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             assert [o["label"] for o in saved] == ["lorry", "wheel", "person"]
             assert page.evaluate("app.label") == "person"  # and the next new object
             assert saved[0]["box"] == [100, 200, 1000, 700] and saved[0]["box_score"] == 0.7
+            assert saved[0]["mask_id"] == other
             coco = server.get("/api/export/coco")
             assert [c["name"] for c in coco["categories"]] == ["car", "wheel", "person", "lorry"]
         finally:

@@ -237,6 +237,16 @@ async function propagate() {
   } catch (e) { say(e.message, true); }
 }
 
+function pickCandidate(maskId) {  // keys 1-3; candidates are listed in mask_id order
+  const obj = app.objects[app.selected];
+  if (!obj) return;
+  const c = obj.candidates[maskId - 1];
+  if (c) { remember(); choose(obj, c); }
+  else if (obj.points.length || obj.box) {  // saved or imported: its prompts again, for that candidate
+    remember(); obj.wanted = maskId; predict(obj, performance.now(), maskId);
+  }
+}
+
 function choose(obj, cand) {  // another candidate: its mask comes from the server
   obj.wanted = cand.mask_id;
   if (cand.mask_id !== obj.mask_id) predict(obj, performance.now(), cand.mask_id);
@@ -698,11 +708,7 @@ window.addEventListener("keydown", (e) => {
   else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
   else if (k === "[" || k === "]") setBrush(k === "]" ? app.brush * 1.25 : app.brush / 1.25);
   else if (e.shiftKey && /^Digit\d$/.test(e.code)) pickClass((Number(e.code[5]) + 9) % 10);
-  else if (["1", "2", "3"].includes(k)) {
-    const obj = app.objects[app.selected];
-    const c = obj && obj.candidates[Number(k) - 1];
-    if (c) { remember(); choose(obj, c); }
-  }
+  else if (["1", "2", "3"].includes(k)) pickCandidate(Number(k));
 });
 window.addEventListener("keyup", (e) => { if (e.key === " ") spaceDown = false; });
 window.addEventListener("resize", () => { fit(); render(); });
