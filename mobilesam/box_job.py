@@ -214,6 +214,15 @@ def usable_boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[di
     return boxes, usable, unusable
 
 
+def is_bbox(box: object) -> bool:
+    """Whether `box` is a COCO bbox: a list of four finite numbers."""
+    return (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    )
+
+
 def check_size(image: dict, size: tuple[int, int]) -> None:
     """The boxes are in the COCO file's pixels: an image of another size (a resized copy)
     would get masks in the wrong places, so it is a failure, not a guess."""
@@ -247,13 +256,8 @@ def _plan(coco: dict) -> list[tuple[str, dict, list[dict]]]:
         ids.add(ann["id"])
         if ann.get("image_id") not in by_image:
             raise ConvertError(f"{where}: its image_id {ann.get('image_id')!r} is not in 'images'")
-        box = ann.get("bbox")
-        if not (
-            isinstance(box, list)
-            and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-        ):
-            raise ConvertError(f"{where}: bbox must be [x, y, width, height], got {box!r}")
+        if not is_bbox(ann.get("bbox")):
+            raise ConvertError(f"{where}: bbox must be [x, y, width, height], got {ann.get('bbox')!r}")
         by_image[ann["image_id"]].append(ann)
     plan, names = [], {}
     for image_id, image in images.items():

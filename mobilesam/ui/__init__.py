@@ -42,9 +42,10 @@ def build_app(
     """The app for `source` (a folder, an image or None for uploads), and its model service;
     recursive: a folder's subfolders too; import_from: a COCO file (or a folder of YOLO,
     VOC or LabelMe label files) whose masks seed the images nobody has labelled yet
-    (`Workspace.import_coco`; boxes without masks are segmented by the model); classes: a file of class names (classes.txt, obj.names, a
-    YOLO dataset YAML), the labels the page offers and the exports' category order (and
-    the names of a YOLO folder's class numbers)."""
+    (`Workspace.import_coco`; boxes without masks are segmented by the model); classes: a
+    file of class names (classes.txt, obj.names, a YOLO dataset YAML), the labels the page
+    offers and the exports' category order (and the names of a YOLO folder's class
+    numbers)."""
     _require_extra()
     from ..api import MobileSAM
     from ..label_files import read_classes

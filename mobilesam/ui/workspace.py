@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import threading
 import uuid
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..box_job import check_size, usable_boxes
+from ..box_job import check_size, is_bbox, usable_boxes
 from ..convert import NO_MASK
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
@@ -254,7 +253,7 @@ def _import_objects(
         if box_masks is None or ann.get("segmentation") is not None:
             objects.append(_imported(ann, size, categories))
             continue
-        if not _is_box(ann.get("bbox")):
+        if not is_bbox(ann.get("bbox")):
             raise ValueError(f"annotation {ann.get('id')!r}: no segmentation and no [x, y, w, h] bbox")
         box, _, unusable = usable_boxes([ann], size)
         dropped += [f"annotation {ann_id!r}: {why}" for ann_id, why in unusable]
@@ -271,14 +270,6 @@ def _import_objects(
                 obj["box_score"] = ann["score"]  # the detector's confidence; `score` is the mask's
             objects[i] = obj
     return [{**obj, "id": i + 1} for i, obj in enumerate(objects)], dropped
-
-
-def _is_box(box: object) -> bool:
-    return (
-        isinstance(box, list)
-        and len(box) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-    )
 
 
 def _label(ann: dict, categories: dict) -> str:
