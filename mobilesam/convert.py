@@ -53,12 +53,18 @@ def load_coco(path: str | Path) -> dict:
     return coco
 
 
+def has_mask(ann: dict) -> bool:
+    """Whether a COCO annotation has a mask: a detection dataset's box-only annotation has
+    no `segmentation`, or (CVAT's, Roboflow's exports) an empty list."""
+    return ann.get("segmentation") not in (None, [])
+
+
 def _polygons(ann: dict, size: tuple[int, int] | None, tolerance: float) -> list[np.ndarray]:
     """An annotation's segmentation as polygons (Kx2): RLE traced (simplified by
     `tolerance`), polygons as they are."""
-    seg = ann.get("segmentation")
-    if seg is None:
+    if not has_mask(ann):
         raise ValueError(NO_MASK)
+    seg = ann["segmentation"]
     if isinstance(seg, dict):
         mask = rle.decode(seg)
         if size is not None and mask.shape != size:

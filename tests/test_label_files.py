@@ -108,6 +108,10 @@ def test_detector_output_boxes_polygons_scores_and_rotated_photos(tmp_path):
         ConvertError, match="annotation 1: it has no segmentation, a box only: `mobilesam boxes-to"
     ):
         convert(tmp_path / "boxes.json", "yolo", tmp_path / "yolo")  # boxes-to-masks first
+    coco["annotations"][0]["segmentation"] = []  # CVAT's and Roboflow's box-only annotations
+    (tmp_path / "boxes.json").write_text(json.dumps(coco))
+    with pytest.raises(ConvertError, match="annotation 1: it has no segmentation, a box only"):
+        convert(tmp_path / "boxes.json", "yolo", tmp_path / "yolo")
 
     # Class names: a dataset YAML (list or {index: name}), LabelImg's classes.txt in the labels.
     (tmp_path / "data.yaml").write_text("path: .\nnames:\n  0: person\n  1: bicycle\n  2: car\n")

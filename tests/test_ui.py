@@ -540,7 +540,7 @@ def test_import_segments_boxes_without_masks(service, tmp_path):
             {"id": 5, "image_id": 2, "bbox": [1, 2, 30, 40]},  # b.jpg is 80x60, not 100x60
             {"id": 6, "image_id": 3, "bbox": [1, 2, "x", 40]},
             {"id": 7, "image_id": 4, "bbox": [200, 200, 5, 5]},  # nothing usable left
-            {"id": 8, "image_id": 5, "category_id": 7, "bbox": [20, 10, 30, 30]},
+            {"id": 8, "image_id": 5, "category_id": 7, "bbox": [20, 10, 30, 30], "segmentation": []},
             {"id": 9, "image_id": 6, "bbox": [1, 1, 5, 5]},  # an unreadable file
         ],
         "categories": [{"id": 7, "name": "cup"}, {"id": 8, "name": "person"}],
@@ -583,6 +583,8 @@ def test_import_segments_boxes_without_masks(service, tmp_path):
         assert obj["rle"] == drawn["mask"]["rle"] and obj["mask_id"] == drawn["mask"]["mask_id"]
         assert obj["score"] == pytest.approx(drawn["mask"]["score"])
     assert objects[1]["box_score"] == 0.8 and "box_score" not in objects[2]
+    (e,) = client.get("/api/images/e.jpg/annotations").json()["objects"]  # "segmentation": [] is no mask
+    assert e["box"] == [20, 10, 50, 40] and e["mask_id"] in (1, 2, 3) and rle.decode(e["rle"]).any()
     exported = client.get("/api/export/coco").json()["annotations"]
     assert [a.get("box_score") for a in exported] == [None, 0.8, None, None]  # a.jpg's three, e.jpg's one
 

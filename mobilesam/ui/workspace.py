@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..box_job import check_size, is_bbox, usable_boxes
-from ..convert import NO_MASK
+from ..convert import NO_MASK, has_mask
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
 from ..utils import rle
@@ -250,7 +250,7 @@ def _import_objects(
     objects: list[dict | None] = []
     boxed, dropped = [], []  # boxed: (index in objects, annotation, XYXY box clipped to the image)
     for ann in anns:
-        if box_masks is None or ann.get("segmentation") is not None:
+        if box_masks is None or has_mask(ann):
             objects.append(_imported(ann, size, categories))
             continue
         if not is_bbox(ann.get("bbox")):
@@ -278,9 +278,9 @@ def _label(ann: dict, categories: dict) -> str:
 
 def _imported(ann: dict, size: tuple[int, int], categories: dict) -> dict:
     """A UI object from a COCO annotation of an image of `size` (h, w): RLE or polygons."""
-    seg = ann.get("segmentation")
-    if seg is None:
+    if not has_mask(ann):
         raise ValueError(f"annotation {ann.get('id')!r}: {NO_MASK}")
+    seg = ann["segmentation"]
     if isinstance(seg, dict):
         if not isinstance(seg.get("counts"), str):  # uncompressed RLE: a list of run lengths
             seg = rle.encode(rle.decode(seg))
