@@ -502,6 +502,24 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     assert client.get("/api/images/b.jpg/annotations").json()["objects"][0]["label"] == "mine"
     assert work.import_coco(coco)["imported"] == []  # a second import changes nothing
 
+    # Imported images await review until a person saves them (the page's R, or any change).
+    def states():
+        return {i["name"]: (i["done"], i["review"]) for i in client.get("/api/images").json()}
+
+    assert states() == {
+        "a.jpg": (True, True),
+        "b.jpg": (True, False),
+        "c.jpg": (False, False),
+        "d.jpg": (False, False),
+    }
+    client.put(
+        "/api/images/a.jpg/annotations", json={"revision": 1, "objects": saved["objects"]}
+    ).raise_for_status()
+    assert states()["a.jpg"] == (True, False)
+    old = {"image": "c.jpg", "revision": 3, "objects": [a]}  # saved before the review state existed
+    (out / "c.jpg.json").write_text(json.dumps(old))
+    assert states()["c.jpg"] == (True, False)
+
     # The command's flag: build_app imports before serving, the model segmenting the box
     # without a mask (c.jpg), and says what it did.
     src = tmp_path / "coco.json"

@@ -333,13 +333,17 @@ def test_brush_and_eraser_correct_a_mask_in_the_browser(page, server):
 def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
     """`ui --classes`: each object's label is a choice among the classes; a new object takes
     the class chosen last; a label outside the list (here a detector's box, `--import`ed
-    and segmented by the server) is shown as such, not lost, nor is the detector's score."""
+    and segmented by the server) is shown as such, not lost, nor is the detector's score.
+    Imported images are marked to review until saved; R goes to the next one."""
     folder, out = tmp_path / "photos", tmp_path / "out"
     folder.mkdir()
     shutil.copy(IMAGES / "truck.jpg", folder / "truck.jpg")
+    shutil.copy(IMAGES / "picture4.jpg", folder / "truck_2.jpg")
     (tmp_path / "classes.txt").write_text("car\nwheel\nperson\n")
     box = {"id": 1, "image_id": 1, "category_id": 3, "bbox": [100, 200, 900, 500], "score": 0.7}
-    coco = {"images": [{"id": 1, "file_name": "truck.jpg"}], "annotations": [box]}
+    box2 = {"id": 2, "image_id": 2, "category_id": 3, "bbox": [10, 20, 100, 50]}
+    images = [{"id": 1, "file_name": "truck.jpg"}, {"id": 2, "file_name": "truck_2.jpg"}]
+    coco = {"images": images, "annotations": [box, box2]}
     (tmp_path / "boxes.json").write_text(json.dumps({**coco, "categories": [{"id": 3, "name": "lorry"}]}))
     server = Server(folder, ckpt_vit_t, out)
     server.args += ["--classes", str(tmp_path / "classes.txt"), "--import", str(tmp_path / "boxes.json")]
@@ -350,6 +354,8 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             page.goto(server.url)
             page.wait_for_function("window.app && app.ready && app.img", timeout=60_000)
             page.uncheck("#hover")
+            marks = page.locator("#image-list li span")
+            assert [marks.nth(i).get_attribute("class") for i in range(2)] == ["review", "review"]
             first = page.locator("#objects li").nth(0).locator("select")
             assert first.input_value() == "lorry"
             assert first.locator("option").all_inner_texts() == [
@@ -382,6 +388,15 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             assert page.evaluate("app.label") == "person"  # and the next new object
             assert saved[0]["box"] == [100, 200, 1000, 700] and saved[0]["box_score"] == 0.7
             assert saved[0]["mask_id"] == other
+            assert marks.nth(0).get_attribute("class") == "done"  # saved by a person: reviewed
+            page.keyboard.press("r")  # this one is reviewed: on to the next one to review
+            page.wait_for_function("app.name === 'truck_2.jpg' && app.objects.length === 1")
+            page.keyboard.press("r")  # its imported object is right as it is
+            page.wait_for_function(
+                "document.querySelector('#status').textContent === 'no image left to review'"
+            )
+            assert [i["review"] for i in server.get("/api/images")] == [False, False]
+            assert marks.nth(1).get_attribute("class") == "done"
             coco = server.get("/api/export/coco")
             assert [c["name"] for c in coco["categories"]] == ["car", "wheel", "person", "lorry"]
         finally:

@@ -1,7 +1,7 @@
 """The UI's HTTP API (FastAPI; OpenAPI at /docs) and the page's static files.
 
     GET  /api/status                          mode, model, embedding cache
-    GET  /api/images                          [{name, done}]
+    GET  /api/images                          [{name, done, review}] (review: imported, not yet saved by a person)
     GET  /api/images/{name}/file | /thumb     the image, a 256-px JPEG thumbnail
     POST /api/images/{name}/open              encode (cached), prefetch the next image
     POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
@@ -167,7 +167,8 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.get("/api/images")
     def images() -> list[dict]:
-        return [{"name": e.name, "done": workspace.done(e.name)} for e in workspace.images()]
+        states = [(e.name, workspace.state(e.name)) for e in workspace.images()]
+        return [{"name": name, "done": state != "", "review": state == "review"} for name, state in states]
 
     @app.get("/api/images/{name:path}/file")
     def image_file(name: str) -> FileResponse:

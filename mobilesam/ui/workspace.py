@@ -144,28 +144,43 @@ class Workspace:
         entry = self.image(name)
         return self._save(entry.name, revision, objects, upright_size(entry.path))  # the header only
 
-    def _save(self, name: str, revision: int, objects: list[dict], size: tuple[int, int]) -> int:
-        """`save` for a listed image `name` of `size` (h, w)."""
+    def _save(
+        self, name: str, revision: int, objects: list[dict], size: tuple[int, int], reviewed: bool = True
+    ) -> int:
+        """`save` for a listed image `name` of `size` (h, w); `reviewed`: saved by a person
+        (every save from the page), not by an import that awaits review."""
         checked = [_check_object(o, i, size) for i, o in enumerate(objects)]
         with self._lock(name):
             current = self.saved(name)["revision"]
             if revision != current:
                 raise Conflict(current)
-            data = {"image": name, "revision": current + 1, "objects": checked}
+            data = {"image": name, "revision": current + 1, "objects": checked, "reviewed": reviewed}
             atomic_write_text(self._file(name), json.dumps(data))
         return current + 1
 
+    def state(self, name: str) -> str:
+        """Listed image `name`: "" (no saved objects), "review" (objects imported, not yet
+        saved by a person) or "done" (called once per listed image). Files saved before
+        the review state existed count as done."""
+        if not self._file(name).is_file():
+            return ""
+        data = self.saved(name)
+        if not data["objects"]:
+            return ""
+        return "done" if data.get("reviewed", True) else "review"
+
     def done(self, name: str) -> bool:
-        """Whether listed image `name` has saved objects (called once per listed image)."""
-        return self._file(name).is_file() and bool(self.saved(name)["objects"])
+        """Whether listed image `name` has saved objects, reviewed or not."""
+        return self.state(name) != ""
 
     def import_coco(self, coco: dict, box_masks: BoxMasks | None = None) -> dict[str, list[str]]:
         """Seed the annotations of images nobody has labelled yet from a COCO dict (the
         folder job's, `boxes-to-masks`', another tool's): one object per annotation, its
         category name as label, its prompt kept for refining (the prompt a mobilesam file
-        records, else the point of segment everything, else the bbox as a box). Images
+        records, else the point of segment everything, else the bbox as a box).         Images
         with saved objects are never touched; each image is saved as soon as it is
-        imported, so an interrupted import goes on where it stopped when run again.
+        imported (its state "review" until a person saves it), so an interrupted import
+        goes on where it stopped when run again.
 
         An annotation with a box and no mask (a detector's) skips its image, unless
         `box_masks(name, path, boxes)` makes masks from XYXY boxes (the UI's model,
@@ -197,7 +212,7 @@ class Workspace:
                 objects, dropped = _import_objects(names[name], image, anns, size, categories, box_masks)
                 if not objects:
                     raise ValueError("no annotation could be used")
-                self._save(name, saved["revision"], objects, size)  # listed once, not per image
+                self._save(name, saved["revision"], objects, size, reviewed=False)  # listed once
             except (MobileSAMError, ValueError, KeyError, TypeError) as exc:
                 outcome["skipped"].append(f"{name}: {exc}")
                 continue

@@ -482,11 +482,24 @@ function listCandidates() {
   });
 }
 
-function markDone(name, done) {
+function stateClass(im) { return im.review ? "review" : im.done ? "done" : ""; }
+
+function markDone(name, done) {  // after a save: a person's, so reviewed
   const img = app.images.find((i) => i.name === name);
-  if (img) img.done = done;
+  if (img) { img.done = done; img.review = false; }
   const li = document.querySelector(`#image-list li[data-name="${CSS.escape(name)}"] span`);
   if (li) li.className = done ? "done" : "";
+}
+
+// R: this image's objects are right as they stand (an imported image is saved as
+// reviewed); then the next image still to review, after this one in the list.
+async function reviewedNext() {
+  if (app.saving) await app.saving;
+  const i = app.images.findIndex((im) => im.name === app.name);
+  if (app.images[i] && app.images[i].review) await save();
+  const next = [...app.images.slice(i + 1), ...app.images.slice(0, i)].find((im) => im.review);
+  if (next) openImage(next.name);
+  else say("no image left to review");
 }
 
 async function loadImages() {
@@ -499,7 +512,7 @@ async function loadImages() {
     const t = document.createElement("img");
     t.src = `/api/images/${enc(im.name)}/thumb`; t.alt = ""; t.loading = "lazy";
     const span = document.createElement("span");
-    span.textContent = im.name; span.className = im.done ? "done" : "";
+    span.textContent = im.name; span.className = stateClass(im);
     li.append(t, span);
     li.addEventListener("click", () => openImage(im.name));
     ul.append(li);
@@ -703,6 +716,7 @@ window.addEventListener("keydown", (e) => {
   else if (k === "arrowleft") step(-1);
   else if (k === "h") { app.hoverOn = !app.hoverOn; $("hover").checked = app.hoverOn; render(); }
   else if (k === "p") propagate();
+  else if (k === "r") reviewedNext();
   else if (k === "b") setTool("brush");
   else if (k === "e") setTool("eraser");
   else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
@@ -717,6 +731,7 @@ $("prev").addEventListener("click", () => step(-1));
 $("next").addEventListener("click", () => step(1));
 $("new-object").addEventListener("click", newObject);
 $("propagate").addEventListener("click", propagate);
+$("reviewed").addEventListener("click", reviewedNext);
 $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
 $("save").addEventListener("click", save);
