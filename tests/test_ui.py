@@ -628,6 +628,29 @@ def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, 
     assert TestClient(served["app"]).get("/api/status").json()["model"] == "tiny_vit_3m"
 
 
+def test_import_takes_windows_paths_and_explains_names_it_cannot_find(service, tmp_path, capsys):
+    """A COCO file written on Windows (`cam1\\a.jpg`) names the folder's `cam1/a.jpg`; a file
+    whose names are all elsewhere (another root) gets a hint, not just "0 imported"."""
+    from mobilesam.ui import _import
+
+    root = tmp_path / "photos"
+    (root / "cam1").mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(root / "cam1" / "a.jpg")
+    mask = rle.encode(np.ones((6, 8), bool))
+    coco = {
+        "images": [{"id": 1, "file_name": "cam1\\a.jpg"}],
+        "annotations": [{"id": 1, "image_id": 1, "segmentation": mask}],
+    }
+    work = Workspace(root, tmp_path / "out", recursive=True)
+    _import(work, coco, "c.json", service)
+    assert "imported 1 images" in capsys.readouterr().err and work.done("cam1/a.jpg")
+    coco["images"][0]["file_name"] = "train/cam1/a.jpg"
+    _import(Workspace(root, tmp_path / "out2", recursive=True), coco, "c.json", service)
+    err = capsys.readouterr().err
+    assert "imported 0 images" in err and "none of its file names is an image of" in err
+    assert "'train/cam1/a.jpg', the folder has 'cam1/a.jpg'" in err
+
+
 def test_import_reads_label_files_beside_the_images(tmp_path, capsys, service):
     """`ui --import photos/`: LabelMe files beside their images (or YOLO, VOC) seed the UI."""
     from mobilesam.ui import _import, _read_import

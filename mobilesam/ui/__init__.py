@@ -96,6 +96,14 @@ def _import(workspace, coco: dict, path, service) -> None:
     for what in ("skipped", "dropped"):
         for reason in done[what]:
             print(f"{what}: {reason}", file=sys.stderr)
+    if done["unknown"] and not (done["imported"] or done["kept"] or done["empty"] or done["skipped"]):
+        listed = workspace.images()
+        print(
+            f"none of its file names is an image of {workspace.root} (it names {done['unknown'][0]!r}"
+            + (f", the folder has {listed[0].name!r}" if listed else "")
+            + "): file_name must be the image's path below the folder given to `mobilesam ui`",
+            file=sys.stderr,
+        )
 
 
 def serve(

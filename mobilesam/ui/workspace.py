@@ -199,6 +199,7 @@ class Workspace:
         }
         for image in coco.get("images") or []:
             name = image.get("file_name") if isinstance(image, dict) else None
+            name = name.replace("\\", "/") if isinstance(name, str) else name  # a Windows tool's path
             anns = by_image.get(image.get("id"), []) if isinstance(image, dict) else []
             if name not in names:
                 outcome["unknown"].append(str(name))
