@@ -512,6 +512,13 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
         "c.jpg": (False, False),
         "d.jpg": (False, False),
     }
+
+    def exported(reviewed: bool) -> list[str]:
+        images = client.get("/api/export/coco", params={"reviewed": reviewed}).json()["images"]
+        return [i["file_name"] for i in images]
+
+    assert exported(False) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]  # unlabelled ones as negatives
+    assert exported(True) == ["b.jpg"]  # a.jpg awaits review, c.jpg and d.jpg were never saved
     client.put(
         "/api/images/a.jpg/annotations", json={"revision": 1, "objects": saved["objects"]}
     ).raise_for_status()
@@ -519,6 +526,16 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     old = {"image": "c.jpg", "revision": 3, "objects": [a]}  # saved before the review state existed
     (out / "c.jpg.json").write_text(json.dumps(old))
     assert states()["c.jpg"] == (True, False)
+    client.put("/api/images/d.jpg/annotations", json={"revision": 0, "objects": []}).raise_for_status()
+    assert exported(True) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]  # d.jpg: a person saved it empty
+    assert json.loads((out / "annotations-reviewed.json").read_text())["images"][3]["file_name"] == "d.jpg"
+    (out / "a.jpg.json").unlink()
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/yolo.zip?reviewed=true").content)) as z:
+        assert sorted(n for n in z.namelist() if n.startswith("labels/")) == [
+            f"labels/{c}.txt" for c in "bcd"
+        ]
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/labelme.zip?reviewed=true").content)) as z:
+        assert sorted(z.namelist()) == ["b.json", "c.json", "d.json"]
 
     # The command's flag: build_app imports before serving, the model segmenting the box
     # without a mask (c.jpg), and says what it did.

@@ -13,7 +13,8 @@
     PUT  /api/images/{name}/annotations       save (409 if the revision is stale)
     GET  /api/images/{name}/export/labels.png label map (0 background, i + 1 object i)
     GET  /api/images/{name}/export/masks.zip  one PNG per object
-    GET  /api/export/coco                     the folder as one COCO JSON (also written to --out)
+    GET  /api/export/coco                     the folder as one COCO JSON (also written to --out);
+                                              ?reviewed=true: only images a person has saved (all exports)
     GET  /api/export/yolo.zip                 the folder as YOLO segmentation labels + classes.txt
     GET  /api/export/labelme.zip              the folder as LabelMe files, one per image (unzip beside the images)
     POST /api/upload                          an image (upload mode only)
@@ -311,20 +312,20 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         return _zip(files)
 
     @app.get("/api/export/coco")
-    def export_coco() -> dict:
-        coco = folder_coco(workspace)
-        atomic_write_text(workspace.out / "annotations.json", json.dumps(coco))
+    def export_coco(reviewed: bool = False) -> dict:
+        coco = folder_coco(workspace, reviewed)
+        name = "annotations-reviewed.json" if reviewed else "annotations.json"
+        atomic_write_text(workspace.out / name, json.dumps(coco))
         return coco
 
     @app.get("/api/export/yolo.zip")
-    def export_yolo() -> Response:
-        return _zip(yolo_files(*to_yolo(folder_coco(workspace))))
+    def export_yolo(reviewed: bool = False) -> Response:
+        return _zip(yolo_files(*to_yolo(folder_coco(workspace, reviewed))))
 
     @app.get("/api/export/labelme.zip")
-    def export_labelme() -> Response:
-        return _zip(
-            {path: json.dumps(data, indent=1) for path, data in to_labelme(folder_coco(workspace)).items()}
-        )
+    def export_labelme(reviewed: bool = False) -> Response:
+        labelme = to_labelme(folder_coco(workspace, reviewed))
+        return _zip({path: json.dumps(data, indent=1) for path, data in labelme.items()})
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:
@@ -352,12 +353,16 @@ def _zip(files: dict) -> Response:
     return Response(buf.getvalue(), media_type="application/zip")
 
 
-def folder_coco(workspace: Workspace) -> dict:
+def folder_coco(workspace: Workspace, reviewed: bool = False) -> dict:
     """Every image's saved objects as one COCO dict: the label names are the categories
     (the workspace's classes in their order, used or not, then any other label, sorted;
     without classes the labels used, sorted), masks compressed RLE, as `mobilesam
-    everything DIR` writes them."""
+    everything DIR` writes them. Every image is listed, one with no objects as a
+    negative; `reviewed`: only the images a person has saved (with or without objects),
+    leaving out those never saved and those imported and awaiting review."""
     saved = [(e, workspace.saved(e.name)) for e in workspace.images()]
+    if reviewed:
+        saved = [(e, data) for e, data in saved if data["revision"] > 0 and data.get("reviewed", True)]
     classes = workspace.classes or []
     used = {o["label"] for _, data in saved for o in data["objects"]}
     names = classes + sorted(used - set(classes))

@@ -739,9 +739,14 @@ $("hover").addEventListener("change", (e) => { app.hoverOn = e.target.checked; r
 $("tool").addEventListener("change", (e) => { app.tool = "prompt"; setTool(e.target.value); e.target.blur(); });
 $("brush-size").addEventListener("change", (e) => { setBrush(Number(e.target.value) || app.brush); e.target.blur(); });
 $("everything").addEventListener("click", runEverything);
-$("export-coco").href = "/api/export/coco";
-$("export-yolo").href = "/api/export/yolo.zip";
-$("export-labelme").href = "/api/export/labelme.zip";
+function exportLinks() {  // the folder's exports, of every image or only the reviewed ones
+  const q = $("export-reviewed").checked ? "?reviewed=true" : "";
+  $("export-coco").href = `/api/export/coco${q}`;
+  $("export-yolo").href = `/api/export/yolo.zip${q}`;
+  $("export-labelme").href = `/api/export/labelme.zip${q}`;
+}
+$("export-reviewed").addEventListener("change", exportLinks);
+exportLinks();
 
 async function upload(files) {
   for (const f of files) {
