@@ -57,6 +57,48 @@ def test_a_polyline_covers_the_pixels_within_its_radius(stroke):
     assert np.array_equal(got, _brute((20, 30), stroke))
 
 
+def _inside(shape, points) -> np.ndarray:
+    """Pixel centres inside a polygon by the even-odd rule, one crossing test per edge."""
+    ys, xs = np.mgrid[: shape[0], : shape[1]] + 0.5
+    inside = np.zeros(shape, bool)
+    pts = np.asarray(points, float)
+    for (x0, y0), (x1, y1) in zip(pts, np.roll(pts, -1, axis=0)):
+        if y0 == y1:
+            continue
+        crosses = (y0 > ys) != (y1 > ys)
+        inside ^= crosses & (xs < x0 + (ys - y0) * (x1 - x0) / (y1 - y0))
+    return inside
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [[3.3, 2.2], [20.7, 4.1], [9.2, 17.6]],  # a triangle
+        [
+            [2.2, 2.3],
+            [25.1, 2.4],
+            [25.3, 6.2],
+            [8.1, 6.4],
+            [8.3, 13.7],
+            [25.2, 13.6],
+            [24.9, 17.8],
+            [2.4, 17.7],
+        ],  # a C
+        [[-10.3, -5.2], [12.4, 8.7], [40.1, -3.3], [35.2, 30.6], [-4.7, 26.1]],  # beyond the image
+        [[2.2, 2.3], [27.6, 17.2], [27.4, 2.1], [2.3, 17.4]],  # a bow tie: two triangles
+    ],
+)
+@pytest.mark.parametrize("radius", [0.5, 2.0])
+def test_a_polygon_covers_its_inside_and_its_closed_outline(points, radius):
+    stroke = {**_stroke(points, radius=radius), "closed": True}
+    got = paint(np.zeros((20, 30), bool), [stroke])
+    outline = _brute((20, 30), _stroke([*points, points[0]], radius=radius))
+    assert np.array_equal(got, _inside((20, 30), points) | outline)
+    assert (got & ~outline).any()  # filled, not only outlined
+    full = np.ones((20, 30), bool)
+    assert np.array_equal(paint(full, [{**stroke, "mode": "erase"}]), ~got)  # erasing: its complement
+
+
 def test_strokes_apply_in_order_and_erase_clears():
     mask = np.zeros((20, 30), bool)
     mask[5:15, 5:25] = True
@@ -85,6 +127,8 @@ def test_strokes_apply_in_order_and_erase_clears():
         ([_stroke([[1, "2"]])], "a point is not"),
         ([_stroke([[1, float("inf")]])], "a point is not"),
         ([_stroke([[1, 1]]), _stroke([[1, 1e9]])], "stroke 1: a point is not"),
+        ([{**_stroke([[1, 1], [5, 5]]), "closed": True}], "a closed stroke .a polygon. needs at least 3"),
+        ([{**_stroke([[1, 1], [5, 5], [1, 5]]), "closed": "yes"}], "closed must be true or false"),
     ],
 )
 def test_bad_strokes_are_refused_naming_the_stroke(strokes, message):
@@ -95,6 +139,11 @@ def test_bad_strokes_are_refused_naming_the_stroke(strokes, message):
 def test_checked_strokes_are_plain_floats():
     got = check_strokes([{"mode": "erase", "radius": 3, "points": [[1, 2]], "colour": "red"}])
     assert got == [{"mode": "erase", "radius": 3.0, "points": [[1.0, 2.0]]}]
+    polygon = check_strokes(
+        [{"mode": "add", "radius": 1, "points": [[1, 2], [3, 4], [1, 4]], "closed": True}]
+    )
+    assert polygon[0]["closed"] is True
+    assert "closed" not in check_strokes([{**_stroke([[1, 1]]), "closed": False}])[0]
 
 
 # ---- the endpoints ----------------------------------------------------------------------

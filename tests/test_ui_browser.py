@@ -437,3 +437,44 @@ def test_previous_images_objects_carried_over_in_the_browser(page, server):
     page.wait_for_timeout(300)
     page.wait_for_function("!app.saving")
     assert len(server.get("/api/images/cam2/2_picture.jpg/annotations")["objects"]) == before
+
+
+def test_polygon_fills_its_inside_in_the_browser(page, server):
+    """Polygon (G): clicked vertices, closed by a click on the first one or a double click,
+    fill the selected object exactly as `strokes.paint` fills a closed stroke; Backspace
+    takes back a vertex, Esc drops an unfinished polygon."""
+    from mobilesam.ui.strokes import paint
+
+    page.goto(server.url)
+    page.wait_for_function("window.app && app.ready && app.name === '1_truck.jpg'", timeout=60_000)
+    page.uncheck("#hover")
+    page.keyboard.press("n")
+    page.keyboard.press("g")
+    corners = [(300, 300), (600, 320), (560, 650), (320, 600)]
+    for corner in [*corners, (800, 800)]:
+        page.mouse.click(*_screen(page, *corner))
+    page.keyboard.press("Backspace")  # the stray fifth vertex
+    assert len(page.evaluate("app.poly")) == 4
+    page.mouse.click(*_screen(page, *corners[0]))  # the first vertex closes it
+    page.wait_for_function("app.objects[app.selected].painted === 1 && app.objects[app.selected].rle")
+    (stroke,) = page.evaluate("app.objects[app.selected].strokes")
+    assert stroke["closed"] and stroke["mode"] == "add" and len(stroke["points"]) == 4
+    mask = rle.decode(page.evaluate("app.objects[app.selected].rle"))
+    assert np.array_equal(mask, paint(np.zeros(mask.shape, bool), [stroke]))
+    assert mask[450, 450] and not mask[200, 200] and abs(mask.sum() - 85_400) < 3_000  # the shoelace area
+
+    page.mouse.click(*_screen(page, 900, 200))
+    page.mouse.click(*_screen(page, 1000, 200))
+    page.keyboard.press("Escape")  # drops the polygon, stays with the tool
+    assert page.evaluate("[app.poly, app.tool]") == [None, "polygon"]
+    for corner in [(900, 100), (1100, 120)]:
+        page.mouse.click(*_screen(page, *corner))
+    page.mouse.dblclick(*_screen(page, 1000, 300))  # a third vertex, and closed
+    page.wait_for_function("app.objects[app.selected].painted === 2")
+    strokes = page.evaluate("app.objects[app.selected].strokes")
+    assert len(strokes[1]["points"]) == 3
+    assert np.array_equal(
+        rle.decode(page.evaluate("app.objects[app.selected].rle")), paint(mask, strokes[1:])
+    )
+    page.keyboard.press("g")  # the same key again: back to prompts
+    assert page.evaluate("app.tool") == "prompt"

@@ -5,7 +5,7 @@
     GET  /api/images/{name}/file | /thumb     the image, a 256-px JPEG thumbnail
     POST /api/images/{name}/open              encode (cached), prefetch the next image
     POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
-    POST /api/images/{name}/paint             a mask + brush/eraser strokes -> the painted mask
+    POST /api/images/{name}/paint             a mask + brush/eraser/polygon strokes -> the painted mask
     POST /api/images/{name}/propagate         another image's objects, re-prompted here by their boxes
     POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs

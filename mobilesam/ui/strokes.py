@@ -1,11 +1,13 @@
-"""Brush and eraser strokes: hand corrections of an object's mask in the UI, kept with the
-object and applied again on top of every new prediction for it.
+"""Brush, eraser and polygon strokes: hand corrections of an object's mask in the UI, kept
+with the object and applied again on top of every new prediction for it.
 
 A stroke is {"mode": "add" | "erase", "radius": r, "points": [[x, y], ...]} in
 original-image pixels (x right, y down; pixel (i, j) is the square [i, i+1) x [j, j+1),
 its centre (i + 0.5, j + 0.5), as the prompts' coordinates). It covers every pixel whose
 centre lies within r of the polyline through its points (one point: a disc), and sets
-those pixels ("add") or clears them ("erase"). Strokes apply in order.
+those pixels ("add") or clears them ("erase"). A polygon is a stroke with "closed": true
+(3 points or more): it also covers the pixel centres inside the polygon (even-odd, as
+COCO's polygons fill), and its outline includes the closing edge. Strokes apply in order.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import numpy as np
 
 from ..errors import PromptError
+from ..utils.polygons import fill_polygons
 
 MAX_RADIUS = 256.0
 MAX_POINTS = 5000  # per stroke; the page sends a point per radius/2 of movement
@@ -44,7 +47,15 @@ def _check_stroke(stroke: object, i: int) -> dict:
     for p in points:
         if not (isinstance(p, list) and len(p) == 2 and all(_number(v) and abs(v) < 1e6 for v in p)):
             raise PromptError(f"stroke {i}: a point is not [x, y] with finite numbers: {p!r}")
-    return {"mode": mode, "radius": float(radius), "points": [[float(x), float(y)] for x, y in points]}
+    out = {"mode": mode, "radius": float(radius), "points": [[float(x), float(y)] for x, y in points]}
+    closed = stroke.get("closed", False)
+    if not isinstance(closed, bool):
+        raise PromptError(f"stroke {i}: closed must be true or false, got {closed!r}")
+    if closed:
+        if len(points) < 3:
+            raise PromptError(f"stroke {i}: a closed stroke (a polygon) needs at least 3 points")
+        out["closed"] = True
+    return out
 
 
 def _number(v: object) -> bool:
@@ -59,6 +70,9 @@ def paint(mask: np.ndarray, strokes: list[dict]) -> np.ndarray:
     for stroke in strokes:
         r, value = stroke["radius"], stroke["mode"] == "add"
         pts = np.asarray(stroke["points"], dtype=np.float64).reshape(-1, 2)
+        if stroke.get("closed"):
+            _fill(out, pts, value)
+            pts = np.concatenate([pts, pts[:1]])  # the outline with its closing edge
         ends = pts[1:] if len(pts) > 1 else pts
         for a, b in zip(pts, ends):
             x0, y0 = (max(0, math.floor(min(a[k], b[k]) - r)) for k in (0, 1))
@@ -73,3 +87,13 @@ def paint(mask: np.ndarray, strokes: list[dict]) -> np.ndarray:
             near = (cx - a[0] - t * d[0]) ** 2 + (cy - a[1] - t * d[1]) ** 2 <= r * r
             out[y0:y1, x0:x1][near] = value
     return out
+
+
+def _fill(out: np.ndarray, pts: np.ndarray, value: bool) -> None:
+    """Set the pixels of `out` whose centres lie inside polygon `pts`, within its bounding box."""
+    h, w = out.shape
+    x0, y0 = (max(0, math.floor(v)) for v in pts.min(0))
+    x1, y1 = min(w, math.ceil(pts[:, 0].max())), min(h, math.ceil(pts[:, 1].max()))
+    if x0 < x1 and y0 < y1:
+        inside = fill_polygons([pts - (x0, y0)], (y1 - y0, x1 - x0))  # whole pixels: centres kept
+        out[y0:y1, x0:x1][inside] = value

@@ -15,7 +15,8 @@ const app = {
   seq: 0, saving: null, dirty: false,
   latencies: [], switches: [], strokes: [], drawMasks: true,  // timings, for tests and benchmarks
   status: null,
-  tool: "prompt", brush: 10,  // prompt | brush | eraser; the brush's radius in image pixels
+  tool: "prompt", brush: 10,  // prompt | brush | eraser | polygon; the brush's radius in image pixels
+  poly: null,  // the polygon being drawn: its vertices so far
   classes: null, label: "object",  // the server's class list (--classes); a new object's label
   predicting: Promise.resolve(), painting: Promise.resolve(),
 };
@@ -282,8 +283,26 @@ function addStroke(stroke, t0) {
 function setTool(tool) {
   app.tool = app.tool === tool ? "prompt" : tool;  // the same key again: back to prompts
   $("tool").value = app.tool;
-  app.hover = null;
-  canvas.style.cursor = app.tool === "prompt" ? "crosshair" : "none";
+  app.hover = null; app.poly = null;
+  canvas.style.cursor = app.tool === "prompt" || app.tool === "polygon" ? "crosshair" : "none";
+  render();
+}
+
+// Polygon (G): clicks place vertices; a click on the first vertex, a double click or Enter
+// closes it, and its inside is added to the selected object (a stroke with closed: true,
+// painted by the server like the brush's); Backspace takes back a vertex, Esc drops it.
+function polygonClick(x, y, sx, sy) {
+  const v = app.view, far = ([px, py], d) => Math.hypot(px * v.scale + v.ox - sx, py * v.scale + v.oy - sy) >= d;
+  const pts = app.poly || (app.poly = []);
+  if (pts.length >= 3 && !far(pts[0], 10)) { closePolygon(); return; }
+  if (!pts.length || far(pts[pts.length - 1], 3)) pts.push([x, y]);  // a double click's second press: no vertex
+  render();
+}
+
+function closePolygon() {
+  const pts = app.poly;
+  app.poly = null;
+  if (pts && pts.length >= 3) addStroke({ mode: "add", radius: 0.5, points: pts, closed: true }, performance.now());
   render();
 }
 
@@ -393,7 +412,15 @@ function render() {
     stroke.points.length === 1 ? ctx.fill() : ctx.stroke();
     ctx.globalAlpha = 1;
   }
-  if (app.tool !== "prompt" && app.cursor) {  // the brush's outline where it would paint
+  if (app.poly) {  // the polygon being drawn: its vertices, and an edge on to the cursor
+    const pts = app.cursor ? [...app.poly, app.cursor] : app.poly;
+    ctx.beginPath();
+    pts.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.setLineDash([6 * px, 4 * px]); ctx.lineWidth = 2 * px; ctx.strokeStyle = "#fff"; ctx.stroke(); ctx.setLineDash([]);
+    ctx.fillStyle = "#fff";
+    for (const [x, y] of app.poly) ctx.fillRect(x - 3 * px, y - 3 * px, 6 * px, 6 * px);
+  }
+  if ((app.tool === "brush" || app.tool === "eraser") && app.cursor) {  // the brush's outline where it would paint
     ctx.beginPath(); ctx.arc(app.cursor[0], app.cursor[1], app.brush, 0, 2 * Math.PI);
     ctx.lineWidth = 1.5 * px; ctx.strokeStyle = app.tool === "brush" ? "#fff" : "#ff4136"; ctx.stroke();
   }
@@ -542,7 +569,7 @@ async function openImage(name) {
     app.revision = saved.revision;
     app.objects = saved.objects.map(live);
     app.selected = app.objects.length ? 0 : -1;
-    app.history = []; app.future = []; app.hover = null;
+    app.history = []; app.future = []; app.hover = null; app.poly = null;
     $("image-name").textContent = name;
     document.querySelectorAll("#image-list li").forEach((li) => li.classList.toggle("current", li.dataset.name === name));
     $("export-labels").href = `/api/images/${enc(name)}/export/labels.png`;
@@ -624,6 +651,8 @@ canvas.addEventListener("mousedown", (e) => {
   const [x, y, sx, sy] = toImage(e);
   if (e.button === 1 || (e.button === 0 && spaceDown)) {
     app.drag = { pan: true, sx, sy, ox: app.view.ox, oy: app.view.oy };
+  } else if (app.tool === "polygon") {
+    if (e.button === 0) polygonClick(x, y, sx, sy);
   } else if (app.tool !== "prompt") {
     if (e.button === 0) {
       const mode = app.tool === "brush" ? "add" : "erase";
@@ -688,6 +717,8 @@ window.addEventListener("mouseup", (e) => {
   }
 });
 
+canvas.addEventListener("dblclick", () => { if (app.tool === "polygon") closePolygon(); });
+
 canvas.addEventListener("mouseleave", () => { app.hover = null; app.cursor = null; render(); });
 
 canvas.addEventListener("wheel", (e) => {
@@ -711,6 +742,7 @@ window.addEventListener("keydown", (e) => {
   else if (mod && k === "s") { e.preventDefault(); save(); }
   else if (mod) return;
   else if (k === "n") newObject();
+  else if (k === "backspace" && app.poly) { app.poly.pop(); render(); }
   else if (k === "delete" || k === "backspace") deleteObject(app.selected);
   else if (k === "arrowright") step(1);
   else if (k === "arrowleft") step(-1);
@@ -719,6 +751,9 @@ window.addEventListener("keydown", (e) => {
   else if (k === "r") reviewedNext();
   else if (k === "b") setTool("brush");
   else if (k === "e") setTool("eraser");
+  else if (k === "g") setTool("polygon");
+  else if (k === "enter" && app.poly) closePolygon();
+  else if (k === "escape" && app.poly) { app.poly = null; render(); }
   else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
   else if (k === "[" || k === "]") setBrush(k === "]" ? app.brush * 1.25 : app.brush / 1.25);
   else if (e.shiftKey && /^Digit\d$/.test(e.code)) pickClass((Number(e.code[5]) + 9) % 10);
