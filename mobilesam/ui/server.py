@@ -47,7 +47,16 @@ from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
 from .model import ModelService
 from .strokes import check_strokes, paint
-from .workspace import MAX_UPLOAD_BYTES, BadRequest, Conflict, NotFound, Workspace, check_rle, mask_of
+from .workspace import (
+    MAX_UPLOAD_BYTES,
+    BadRequest,
+    Conflict,
+    NotFound,
+    Workspace,
+    check_rle,
+    mask_of,
+    saved_by_person,
+)
 
 STATIC = Path(__file__).with_name("static")
 
@@ -362,7 +371,7 @@ def folder_coco(workspace: Workspace, reviewed: bool = False) -> dict:
     leaving out those never saved and those imported and awaiting review."""
     saved = [(e, workspace.saved(e.name)) for e in workspace.images()]
     if reviewed:
-        saved = [(e, data) for e, data in saved if data["revision"] > 0 and data.get("reviewed", True)]
+        saved = [(e, data) for e, data in saved if saved_by_person(data)]
     classes = workspace.classes or []
     used = {o["label"] for _, data in saved for o in data["objects"]}
     names = classes + sorted(used - set(classes))

@@ -160,14 +160,11 @@ class Workspace:
 
     def state(self, name: str) -> str:
         """Listed image `name`: "" (no saved objects), "review" (objects imported, not yet
-        saved by a person) or "done" (called once per listed image). Files saved before
-        the review state existed count as done."""
-        if not self._file(name).is_file():
-            return ""
+        saved by a person) or "done" (called once per listed image)."""
         data = self.saved(name)
         if not data["objects"]:
             return ""
-        return "done" if data.get("reviewed", True) else "review"
+        return "done" if saved_by_person(data) else "review"
 
     def done(self, name: str) -> bool:
         """Whether listed image `name` has saved objects, reviewed or not."""
@@ -177,7 +174,7 @@ class Workspace:
         """Seed the annotations of images nobody has labelled yet from a COCO dict (the
         folder job's, `boxes-to-masks`', another tool's): one object per annotation, its
         category name as label, its prompt kept for refining (the prompt a mobilesam file
-        records, else the point of segment everything, else the bbox as a box).         Images
+        records, else the point of segment everything, else the bbox as a box). Images
         with saved objects are never touched; each image is saved as soon as it is
         imported (its state "review" until a person saves it), so an interrupted import
         goes on where it stopped when run again.
@@ -242,6 +239,12 @@ class Workspace:
         name = f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
         atomic_write_bytes(self.root / name, data)
         return name
+
+
+def saved_by_person(data: dict) -> bool:
+    """Whether annotations (`Workspace.saved`) were saved by a person: saved at all, and not
+    by an import awaiting review (files saved before the review state existed count)."""
+    return data["revision"] > 0 and data.get("reviewed", True)
 
 
 def _check_classes(classes: list[str] | None) -> list[str] | None:
