@@ -29,11 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text
-from .convert import ConvertError, load_coco, relative_name
+from .convert import ConvertError, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
 from .image_io import load_image
-from .label_files import read_folder
 from .prompts import parse_float, parse_int
 from .utils.files import atomic_write_text, check_output_dir
 
@@ -71,12 +70,9 @@ class BoxJob:
         if not self.images.is_dir():
             raise MobileSAMError(f"--images {self.images}: not a folder")
         self.say = progress or (lambda msg: print(msg, file=sys.stderr))
-        if Path(coco_path).is_dir():  # label files (YOLO, VOC, LabelMe), read as `mobilesam convert` does
-            self.coco = read_folder(coco_path, self.images, classes)[0]
-        elif classes is not None:
+        if classes is not None and not Path(coco_path).is_dir():
             raise PromptError("classes names the classes of a folder of label files, not of a COCO file")
-        else:
-            self.coco = load_coco(coco_path)
+        self.coco = load_annotations(coco_path, self.images, classes)  # as `mobilesam convert` reads it
         self.plan = _plan(self.coco)  # bad input fails here, before anything is written
 
     def run(self, sam: Segmenter) -> BatchSummary:

@@ -53,6 +53,13 @@ def load_coco(path: str | Path) -> dict:
     return coco
 
 
+def load_annotations(src: str | Path, images: str | Path, classes: str | Path | None = None) -> dict:
+    """The COCO dict of `src`: a COCO file (`load_coco`), or a folder of label files (YOLO,
+    VOC, LabelMe; `label_files.read_folder`) for the images in folder `images`, `classes`
+    naming their classes."""
+    return read_folder(src, images, classes)[0] if Path(src).is_dir() else load_coco(src)
+
+
 def has_mask(ann: dict) -> bool:
     """Whether a COCO annotation has a mask: a detection dataset's box-only annotation has
     no `segmentation`, or (CVAT's, Roboflow's exports) an empty list."""

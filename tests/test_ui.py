@@ -670,7 +670,8 @@ def test_import_takes_windows_paths_and_explains_names_it_cannot_find(service, t
 
 def test_import_reads_label_files_beside_the_images(tmp_path, capsys, service):
     """`ui --import photos/`: LabelMe files beside their images (or YOLO, VOC) seed the UI."""
-    from mobilesam.ui import _import, _read_import
+    from mobilesam.convert import load_annotations
+    from mobilesam.ui import _import
     from mobilesam.utils.polygons import fill_polygons
 
     root = tmp_path / "photos"
@@ -681,7 +682,7 @@ def test_import_reads_label_files_beside_the_images(tmp_path, capsys, service):
     shapes = [{"label": "cup", "points": square, "shape_type": "polygon", "group_id": None}]
     (root / "a.json").write_text(json.dumps({"shapes": shapes, "imageHeight": 60, "imageWidth": 80}))
     work = Workspace(root, tmp_path / "out")
-    _import(work, _read_import(work, root), root, service)
+    _import(work, load_annotations(root, work.root), root, service)
     assert "imported 1 images" in capsys.readouterr().err  # b.jpg: without annotations, not skipped
     (obj,) = work.saved("a.jpg")["objects"]
     assert obj["label"] == "cup" and obj["source"] == "import"

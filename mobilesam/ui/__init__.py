@@ -48,13 +48,16 @@ def build_app(
     numbers)."""
     _require_extra()
     from ..api import MobileSAM
+    from ..convert import load_annotations
     from ..label_files import read_classes
     from .model import ModelService
     from .server import create_app
     from .workspace import Workspace
 
     workspace = Workspace(source, out, recursive, None if classes is None else read_classes(classes))
-    coco = None if import_from is None else _read_import(workspace, import_from, classes)  # before the model
+    # The import is read before the model loads (a bad file fails at once); YOLO's class
+    # numbers are named by the `classes` file.
+    coco = None if import_from is None else load_annotations(import_from, workspace.root, classes)
     sam = MobileSAM(checkpoint, model_type, device)
     service = ModelService(sam.predictor, cache_images=cache_images)
     try:
@@ -64,16 +67,6 @@ def build_app(
         service.close()
         raise
     return create_app(workspace, service, sam.model_type), service
-
-
-def _read_import(workspace, path, classes=None) -> dict:
-    """The COCO dict of `--import`: a COCO file, or a folder of label files (YOLO, VOC,
-    LabelMe; `label_files`) of this folder's images, YOLO's class numbers named by the
-    `classes` file if given."""
-    from ..convert import load_coco
-    from ..label_files import read_folder
-
-    return read_folder(path, workspace.root, classes)[0] if Path(path).is_dir() else load_coco(path)
 
 
 def _import(workspace, coco: dict, path, service) -> None:
