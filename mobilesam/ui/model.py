@@ -136,14 +136,15 @@ class ModelService:
             mask = (logits[0, i] > p.mask_threshold).cpu().numpy()
         return scores, i, mask
 
-    def box_masks(self, name: str, path: Path, boxes: np.ndarray) -> list[tuple[np.ndarray, int, float]]:
+    def box_masks(self, name: str, path: Path, boxes: np.ndarray) -> list[tuple[np.ndarray, int, np.ndarray]]:
         """Each XYXY box (original pixels) on image `name` as a box drawn in the UI is
-        segmented: (its HxW mask, the best candidate's mask_id 1-3, that candidate's score)."""
+        segmented: (its HxW mask, the best candidate's mask_id 1-3, the three candidates'
+        scores in mask_id order)."""
         emb, _ = self.embed(name, path)
         out = []
         for box in boxes:
             scores, i, mask = self.predict(emb, None, None, np.asarray(box, float), True)
-            out.append((mask, i + 1, float(scores[i])))  # mask ids as the page numbers candidates
+            out.append((mask, i + 1, scores))  # mask ids as the page numbers candidates
         return out
 
     def everything(

@@ -234,9 +234,8 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         kept. Objects with an empty mask are skipped and counted."""
         entry = workspace.image(name)
         objects = workspace.load(body.source)["objects"]
-        emb, _ = service.embed(entry.name, entry.path)
-        h, w = emb.original_size
-        out, skipped = [], 0
+        h, w = upright_size(entry.path)
+        labels, boxes, skipped = [], [], 0
         for obj in objects:
             mask = mask_of(obj)
             if not mask.any():
@@ -244,17 +243,18 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
                 continue
             x0, y0, x1, y1 = masks_to_boxes(mask[None])[0]
             sy, sx = h / mask.shape[0], w / mask.shape[1]
-            box = np.array([x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy])  # pixel corners
-            scores, i, best = service.predict(emb, None, None, box, True)
-            ids = [1, 2, 3]  # the multimask candidates, as `predict` numbers them
-            out.append(
-                {
-                    "label": obj["label"],
-                    "box": box.tolist(),
-                    "candidates": _candidates(ids, scores),
-                    "mask": _mask_json(best, ids[i], float(scores[i])),
-                }
-            )
+            labels.append(obj["label"])
+            boxes.append(np.array([x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy]))  # pixel corners
+        made = service.box_masks(entry.name, entry.path, np.array(boxes, float).reshape(-1, 4))
+        out = [
+            {
+                "label": label,
+                "box": box.tolist(),
+                "candidates": _candidates([1, 2, 3], scores),
+                "mask": _mask_json(mask, mask_id, float(scores[mask_id - 1])),
+            }
+            for label, box, (mask, mask_id, scores) in zip(labels, boxes, made)
+        ]
         return {"objects": out, "skipped": skipped}
 
     @app.post("/api/images/{name:path}/paint")

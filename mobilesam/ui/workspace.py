@@ -32,8 +32,8 @@ from .strokes import check_strokes
 MAX_UPLOAD_BYTES = 50 << 20
 MAX_LABEL = 200  # characters of a label (a class name)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-# (image name, its path, N x 4 XYXY boxes) -> per box (HxW mask, mask_id, score)
-BoxMasks = Callable[[str, Path, np.ndarray], list[tuple[np.ndarray, int, float]]]
+# (image name, its path, N x 4 XYXY boxes) -> per box (HxW mask, mask_id 1-3, the 3 scores)
+BoxMasks = Callable[[str, Path, np.ndarray], list[tuple[np.ndarray, int, np.ndarray]]]
 
 
 class NotFound(MobileSAMError):
@@ -282,9 +282,9 @@ def _import_objects(
     if boxed:
         check_size(image, size)  # the boxes are in the COCO file's pixels
         masks = box_masks(entry.name, entry.path, np.array([box for _, _, box in boxed], float))
-        for (i, ann, box), (mask, mask_id, score) in zip(boxed, masks):
+        for (i, ann, box), (mask, mask_id, scores) in zip(boxed, masks):
             obj = {"label": _label(ann, categories), "rle": rle.encode(mask), "source": "import", "box": box}
-            obj.update(mask_id=mask_id, score=score)
+            obj.update(mask_id=mask_id, score=float(scores[mask_id - 1]))
             if isinstance(ann.get("score"), (int, float)):
                 obj["box_score"] = ann["score"]  # the detector's confidence; `score` is the mask's
             objects[i] = obj
