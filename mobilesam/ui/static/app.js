@@ -512,10 +512,9 @@ function listCandidates() {
 function stateClass(im) { return im.review ? "review" : im.done ? "done" : ""; }
 
 function markDone(name, done) {  // after a save: a person's, so reviewed
-  const img = app.images.find((i) => i.name === name);
-  if (img) { img.done = done; img.review = false; }
+  const img = Object.assign(app.images.find((i) => i.name === name) || {}, { done, review: false });
   const li = document.querySelector(`#image-list li[data-name="${CSS.escape(name)}"] span`);
-  if (li) li.className = done ? "done" : "";
+  if (li) li.className = stateClass(img);
 }
 
 // R: this image's objects are right as they stand (an imported image is saved as
