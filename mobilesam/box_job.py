@@ -40,9 +40,9 @@ from .utils.files import atomic_write_text, check_output_dir
 class BoxJob:
     """Boxes of `coco_path` -> masks in `out_dir` (see the module doc); `coco_path` may
     also be a folder of YOLO, Pascal VOC or LabelMe label files (`label_files`, `classes`
-    naming their classes). images: the folder the COCO `file_name`s are relative to; options: `mask_id` (1-3, default SAM's
-    single-mask output) and `input_size_percent`, as `Segmenter.segment` takes them;
-    overlays: also draw each image's masks."""
+    naming their classes). images: the folder the COCO `file_name`s are relative to;
+    options: `mask_id` (1-3, default SAM's single-mask output) and `input_size_percent`,
+    as `Segmenter.segment` takes them; overlays: also draw each image's masks."""
 
     def __init__(
         self,
