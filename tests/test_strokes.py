@@ -12,7 +12,7 @@ import pytest
 from conftest import IMAGES
 
 from mobilesam.errors import PromptError
-from mobilesam.ui.strokes import MAX_POINTS, MAX_RADIUS, check_strokes, paint
+from mobilesam.ui.strokes import MAX_POINTS, MAX_RADIUS, OUTLINE_LOOPS, check_strokes, outline, paint
 from mobilesam.utils import rle
 
 
@@ -148,6 +148,60 @@ def test_checked_strokes_are_plain_floats():
 
 # ---- the endpoints ----------------------------------------------------------------------
 
+
+def _nested() -> np.ndarray:
+    """A ring, an island in its hole with a hole of its own, a diagonal edge, a lone pixel."""
+    m = np.zeros((60, 70), bool)
+    m[5:50, 5:55] = True
+    m[10:45, 10:50] = False
+    m[15:40, 15:45] = True
+    m[25:30, 25:30] = False
+    m[55, 60] = True
+    ys, xs = np.mgrid[:60, :70]
+    m |= (xs - ys > 55) & (ys < 20)  # a staircase: simplified to a slope
+    return m
+
+
+def test_an_outline_painted_on_nothing_gives_the_mask_back():
+    rng = np.random.default_rng(1)
+    masks = [_nested(), np.ones((1, 1), bool), *(rng.random((30, 40)) < p for p in (0.2, 0.5, 0.8))]
+    for mask in masks:
+        out = outline(mask, tolerance=0)
+        assert out["tolerance"] == 0 and out["left_out"] == 0
+        strokes = check_strokes(out["strokes"])  # what the page sends back is accepted as is
+        assert np.array_equal(paint(np.zeros(mask.shape, bool), strokes), mask)
+    nested = outline(_nested(), tolerance=0)["strokes"]
+    assert [s["mode"] for s in nested] == ["add", "erase", "add", "add", "erase", "add"]  # the largest first
+    assert all(s["closed"] for s in nested)
+
+
+def test_a_simplified_outline_stays_close_to_the_mask():
+    mask = np.zeros((300, 400), bool)
+    ys, xs = np.mgrid[:300, :400]
+    mask[((xs - 200) / 150) ** 2 + ((ys - 150) / 100) ** 2 <= 1] = True  # an ellipse: a staircase outline
+    mask[((xs - 200) / 40) ** 2 + ((ys - 150) / 30) ** 2 <= 1] = False  # with a hole
+    exact, simple = outline(mask, tolerance=0), outline(mask)
+    n = [sum(len(s["points"]) for s in o["strokes"]) for o in (exact, simple)]
+    assert n[1] < n[0] / 5  # few vertices to drag
+    back = paint(np.zeros(mask.shape, bool), simple["strokes"])
+    assert (back & mask).sum() / (back | mask).sum() > 0.99
+    assert not back[150, 200] and back[150, 300]  # the hole stays a hole
+
+
+def test_an_outline_stays_editable_on_any_mask():
+    rng = np.random.default_rng(2)
+    noise = rng.random((400, 500)) < 0.5  # thousands of specks and holes
+    out = outline(noise)
+    assert len(out["strokes"]) == OUTLINE_LOOPS and out["left_out"] > 0 and out["left_out_px"] > 0
+    assert sum(len(s["points"]) for s in out["strokes"]) <= 4000 and out["tolerance"] > 1
+    check_strokes(out["strokes"])
+    with pytest.raises(PromptError, match="empty"):
+        outline(np.zeros((5, 5), bool))
+    for bad in (-1, float("nan"), 100, "1"):
+        with pytest.raises(PromptError, match="tolerance"):
+            outline(_nested(), bad)
+
+
 pytest.importorskip("fastapi")
 
 
@@ -209,3 +263,21 @@ def test_predict_applies_the_objects_strokes_and_saves_keep_them(client):
         json={"revision": 1, "objects": [{**obj, "strokes": [_stroke([[1, 1]], radius=-1)]}]},
     )
     assert refused.status_code == 422 and "object 0: stroke 0" in refused.json()["detail"]
+
+
+def test_outline_endpoint_gives_strokes_that_paint_the_mask(client):
+    mask = np.zeros((1200, 1800), bool)
+    mask[300:700, 400:1000] = True
+    mask[400:500, 500:600] = False
+    out = client.post("/api/images/truck.jpg/outline", json={"rle": rle.encode(mask), "tolerance": 0}).json()
+    assert [s["mode"] for s in out["strokes"]] == ["add", "erase"]
+    painted = client.post("/api/images/truck.jpg/paint", json={"rle": None, "strokes": out["strokes"]}).json()
+    assert np.array_equal(rle.decode(painted["mask"]["rle"]), mask)
+    for body in (
+        {"rle": rle.encode(np.zeros((1200, 1800), bool))},  # nothing to outline
+        {"rle": rle.encode(mask[:10])},  # another image's size
+        {"rle": rle.encode(mask), "tolerance": -2},
+        {},
+    ):
+        r = client.post("/api/images/truck.jpg/outline", json=body)
+        assert r.status_code == 422 and r.json()["detail"], body

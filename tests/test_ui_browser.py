@@ -478,3 +478,69 @@ def test_polygon_fills_its_inside_in_the_browser(page, server):
     )
     page.keyboard.press("g")  # the same key again: back to prompts
     assert page.evaluate("app.tool") == "prompt"
+
+
+def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
+    """Vertices (V): the selected mask's outline, its vertices dragged, one added on an edge,
+    one removed with Shift+click; Enter makes it the object's mask (the server's paint of
+    the edited strokes, prompts dropped), Esc and undo leave the mask as it was."""
+    from mobilesam.ui.strokes import paint
+
+    page.goto(server.url)
+    page.wait_for_function("window.app && app.ready && app.name === '1_truck.jpg'", timeout=60_000)
+    page.uncheck("#hover")
+    page.keyboard.press("n")
+    page.keyboard.press("g")
+    for corner in [(300, 300), (600, 300), (600, 600), (300, 600), (300, 300)]:
+        page.mouse.click(*_screen(page, *corner))
+    page.wait_for_function("app.objects[app.selected].painted === 1 && app.objects[app.selected].rle")
+    page.keyboard.press("g")
+    before = page.evaluate("app.objects[app.selected].rle")
+
+    page.keyboard.press("v")
+    page.wait_for_function("app.edit")
+    (ring,) = page.evaluate("app.edit.strokes")
+    assert ring["mode"] == "add" and ring["closed"] and len(ring["points"]) == 4  # a square's 4 corners
+    n_objects = page.evaluate("app.objects.length")
+    page.mouse.move(*_screen(page, *ring["points"][0]))
+    page.keyboard.press("Delete")  # the vertex under the cursor, not the object
+    assert len(page.evaluate("app.edit.strokes[0].points")) == 3
+    page.keyboard.press("Escape")  # cancelled: nothing changes
+    assert page.evaluate("[app.tool, app.edit, app.objects[app.selected].rle, app.objects.length]") == [
+        "prompt",
+        None,
+        before,
+        n_objects,
+    ]
+
+    page.keyboard.press("v")
+    page.wait_for_function("app.edit")
+    points = page.evaluate("app.edit.strokes[0].points")
+    nearest = lambda x, y: min(points, key=lambda p: (p[0] - x) ** 2 + (p[1] - y) ** 2)  # noqa: E731
+    top_right, bottom_left = nearest(600, 300), nearest(300, 600)
+    for start, end in ((top_right, (750, 250)), ((450, bottom_left[1]), (450, 700))):  # a vertex; an edge
+        page.mouse.move(*_screen(page, *start))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, *end), steps=4)
+        page.mouse.up()
+    page.keyboard.down("Shift")
+    page.mouse.click(*_screen(page, *bottom_left))
+    page.keyboard.up("Shift")
+    page.screenshot(path=str(ARTIFACTS / "vertices.png"))
+    edited = page.evaluate("app.edit.strokes[0].points")
+    assert len(edited) == 4 and bottom_left not in edited
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "(o => app.tool === 'prompt' && o.strokes[0].radius < 0.1 && o.painted === 1)(app.objects[app.selected])"
+    )
+    obj = page.evaluate("app.objects[app.selected]")
+    assert obj["points"] == [] and obj["box"] is None and len(obj["strokes"]) == 1
+    mask = rle.decode(obj["rle"])
+    assert np.array_equal(mask, paint(np.zeros(mask.shape, bool), obj["strokes"]))
+    assert mask[280, 680] and mask[650, 450]  # pulled out by the two dragged vertices
+    assert not mask[590, 310] and mask[320, 320]  # cut off with the removed corner
+    _wait_saved(page, 1)
+    saved = page.evaluate("fetch('/api/images/1_truck.jpg/annotations').then(r => r.json())")
+    assert saved["objects"][-1]["strokes"] == obj["strokes"]
+    page.keyboard.press("Control+z")
+    assert page.evaluate("app.objects[app.selected].rle") == before

@@ -6,6 +6,7 @@
     POST /api/images/{name}/open              encode (cached), prefetch the next image
     POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
     POST /api/images/{name}/paint             a mask + brush/eraser/polygon strokes -> the painted mask
+    POST /api/images/{name}/outline           a mask -> its outlines and holes as closed strokes (vertex editing)
     POST /api/images/{name}/propagate         another image's objects, re-prompted here by their boxes
     POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
@@ -46,7 +47,7 @@ from ..utils import rle
 from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
 from .model import ModelService
-from .strokes import check_strokes, paint
+from .strokes import check_strokes, outline, paint
 from .workspace import (
     MAX_UPLOAD_BYTES,
     BadRequest,
@@ -84,6 +85,11 @@ class PropagateBody(BaseModel):
 class PaintBody(BaseModel):
     rle: dict | None = Field(None, description="the object's mask now (COCO RLE); null: an empty mask")
     strokes: list = Field(description="brush/eraser strokes to apply in order, as in predict")
+
+
+class OutlineBody(BaseModel):
+    rle: dict = Field(description="the mask to outline (COCO RLE)")
+    tolerance: float = Field(1.0, description="simplification in pixels (0: every pixel corner)")
 
 
 class SaveBody(BaseModel):
@@ -265,6 +271,13 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         mask = np.zeros(size, bool) if body.rle is None else rle.decode(check_rle(body.rle, size))
         mask = paint(mask, strokes)
         return {"mask": {**_area_bbox(mask), "rle": rle.encode(mask)}}
+
+    @app.post("/api/images/{name:path}/outline")
+    def outline_mask(name: str, body: OutlineBody) -> dict:
+        """The mask as closed strokes (outlines add, holes erase) whose vertices the page
+        edits; `paint` with them on an empty mask gives the edited mask."""
+        size = upright_size(workspace.image(name).path)
+        return outline(rle.decode(check_rle(body.rle, size)), body.tolerance)
 
     @app.post("/api/images/{name:path}/everything")
     def run_everything(name: str, options: dict) -> dict:

@@ -8,6 +8,10 @@ centre lies within r of the polyline through its points (one point: a disc), and
 those pixels ("add") or clears them ("erase"). A polygon is a stroke with "closed": true
 (3 points or more): it also covers the pixel centres inside the polygon (even-odd, as
 COCO's polygons fill), and its outline includes the closing edge. Strokes apply in order.
+
+`outline` turns a mask into closed strokes whose vertices a person can drag (the page's
+vertex tool): its outlines add, its holes erase, the largest first, at a radius too small
+to touch a pixel centre, so the strokes alone paint the outlined shape.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import math
 import numpy as np
 
 from ..errors import PromptError
-from ..utils.polygons import fill_polygons
+from ..utils.polygons import fill_polygons, loop_area, mask_outlines, simplify_loop
 
 MAX_RADIUS = 256.0
 MAX_POINTS = 5000  # per stroke; the page sends a point per radius/2 of movement
 MAX_STROKES = 1000  # per object
+OUTLINE_RADIUS = 0.01  # an outline stroke's reach beyond its inside: no pixel centre in practice
+OUTLINE_LOOPS = 500  # the most loops (outlines and holes) an outline gives, the largest
+OUTLINE_VERTICES = 4000  # in all; the tolerance doubles until the outline fits
 
 
 def check_strokes(strokes: object) -> list[dict]:
@@ -97,3 +104,37 @@ def _fill(out: np.ndarray, pts: np.ndarray, value: bool) -> None:
     if x0 < x1 and y0 < y1:
         inside = fill_polygons([pts - (x0, y0)], (y1 - y0, x1 - x0))  # whole pixels: centres kept
         out[y0:y1, x0:x1][inside] = value
+
+
+def outline(mask: np.ndarray, tolerance: float = 1.0) -> dict:
+    """HxW bool `mask` as closed strokes to edit vertex by vertex: {"strokes", the
+    "tolerance" used (Douglas-Peucker, pixels; doubled from the one asked for until
+    every vertex fits in OUTLINE_VERTICES), "left_out": loops beyond the OUTLINE_LOOPS
+    largest (specks), "left_out_px": their area}. Painted in order on an empty mask the
+    strokes give back `mask` (exactly at tolerance 0, the loops left out aside)."""
+    if not _number(tolerance) or not 0 <= tolerance <= 64:
+        raise PromptError(f"tolerance must be a number of pixels in [0, 64], got {tolerance!r}")
+    loops = mask_outlines(mask)
+    if not loops:
+        raise PromptError("the mask is empty: it has no outline to edit")
+    kept, rest = loops[:OUTLINE_LOOPS], loops[OUTLINE_LOOPS:]
+    while True:
+        simple = [simplify_loop(loop, tolerance) for loop in kept]
+        if sum(map(len, simple)) <= OUTLINE_VERTICES or tolerance >= 64:
+            break
+        tolerance = min(64.0, max(2 * tolerance, 0.5))
+    strokes = [
+        {
+            "mode": "add" if loop_area(loop) > 0 else "erase",
+            "radius": OUTLINE_RADIUS,
+            "points": loop.astype(float).tolist(),
+            "closed": True,
+        }
+        for loop in simple
+    ]
+    return {
+        "strokes": strokes,
+        "tolerance": float(tolerance),
+        "left_out": len(rest),
+        "left_out_px": int(sum(abs(loop_area(loop)) for loop in rest)),
+    }

@@ -93,7 +93,7 @@ def _inside(point: np.ndarray, loop: np.ndarray) -> bool:
     return bool(np.count_nonzero(crosses & (at_x > x)) % 2)
 
 
-def _simplify(loop: np.ndarray, tolerance: float) -> np.ndarray:
+def simplify_loop(loop: np.ndarray, tolerance: float) -> np.ndarray:
     """Douglas-Peucker on a closed loop; the loop itself if fewer than 3 vertices would stay."""
     if tolerance <= 0 or len(loop) <= 4:
         return loop
@@ -172,7 +172,7 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, holes: bool = Tru
     loops = _loops(mask)
     areas = [_area(loop) for loop in loops]
     outers = sorted((i for i, a in enumerate(areas) if a > 0), key=lambda i: -areas[i])
-    parts: dict[int, list[np.ndarray]] = {i: [_simplify(loops[i], tolerance)] for i in outers}
+    parts: dict[int, list[np.ndarray]] = {i: [simplify_loop(loops[i], tolerance)] for i in outers}
     if holes and outers:
         x0, y0, x1, y1 = np.array([[*loops[i].min(0), *loops[i].max(0)] for i in outers]).T
         for h in (i for i, a in enumerate(areas) if a < 0):
@@ -184,8 +184,28 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, holes: bool = Tru
             near = np.flatnonzero((x0 < x) & (x < x1) & (y0 < y) & (y < y1))
             # The smallest outline around the hole is that of the part it is a hole of.
             part = next(outers[k] for k in near[::-1] if _inside(point, loops[outers[k]]))
-            parts[part].append(_simplify(loops[h], tolerance))
+            parts[part].append(simplify_loop(loops[h], tolerance))
     return [join_polygons(parts[i]).astype(np.int32) for i in outers]
+
+
+def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
+    """Every boundary loop of an HxW bool mask (Kx2 int32 corner vertices, exact), the
+    largest enclosed area first. Outer outlines run clockwise on screen (positive
+    `loop_area`, y down), holes the other way. A loop lies inside every larger loop around
+    it, so filling them in this order (an outline's inside set, a hole's cleared) gives
+    the mask back: each pixel takes the value of the smallest loop around it."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be HxW, got shape {mask.shape}")
+    loops = _loops(mask)
+    areas = [_area(loop) for loop in loops]
+    order = sorted(range(len(loops)), key=lambda i: -abs(areas[i]))
+    return [loops[i].astype(np.int32) for i in order]
+
+
+def loop_area(loop: np.ndarray) -> float:
+    """Signed area (shoelace, y down): positive for an outer outline, negative for a hole."""
+    return _area(np.asarray(loop))
 
 
 def mask_to_polygon(mask: np.ndarray, tolerance: float = 0.0, holes: bool = True) -> np.ndarray:

@@ -15,8 +15,9 @@ const app = {
   seq: 0, saving: null, dirty: false,
   latencies: [], switches: [], strokes: [], drawMasks: true,  // timings, for tests and benchmarks
   status: null,
-  tool: "prompt", brush: 10,  // prompt | brush | eraser | polygon; the brush's radius in image pixels
+  tool: "prompt", brush: 10,  // prompt | brush | eraser | polygon | vertices; the brush's radius in image pixels
   poly: null,  // the polygon being drawn: its vertices so far
+  edit: null,  // the vertex tool's outline being edited: { obj, strokes, changed }
   classes: null, label: "object",  // the server's class list (--classes); a new object's label
   predicting: Promise.resolve(), painting: Promise.resolve(),
 };
@@ -131,6 +132,7 @@ function live(o, i) {
 function snapshot() { return JSON.stringify(app.objects.map(plain)); }
 
 function restore(json) {
+  if (app.tool === "vertices") setTool("vertices");  // its outline was of the objects undone: back to prompts
   app.objects = JSON.parse(json).map(live);
   app.selected = Math.min(app.selected, app.objects.length - 1);
   render(); listObjects(); listCandidates();
@@ -254,22 +256,28 @@ function choose(obj, cand) {  // another candidate: its mask comes from the serv
 }
 
 // Brush and eraser: a stroke joins the object's strokes at once (a prediction sent from
-// now on includes it); the server paints the strokes its mask lacks onto it, one request
-// at a time, after any prediction in flight.
+// now on includes it); the server paints the strokes its mask lacks onto it.
 function addStroke(stroke, t0) {
   remember();
   const obj = current();
   if (obj.source === "everything") obj.source = "refined";
   obj.strokes.push(stroke);
+  return repaint(obj, t0, false);
+}
+
+// The server paints the object's strokes that its mask lacks (all of them on an empty mask
+// when `fromEmpty`), one request at a time, after any prediction in flight.
+function repaint(obj, t0, fromEmpty) {
   const name = app.name;
   app.painting = app.painting.then(async () => {
     await app.predicting;
-    const todo = obj.strokes.slice(obj.painted);
+    const start = fromEmpty ? 0 : obj.painted;
+    const todo = obj.strokes.slice(start);
     if (!todo.length || name !== app.name) return;
     try {
-      const out = await api("POST", `/api/images/${enc(name)}/paint`, { rle: obj.rle, strokes: todo });
-      if (name !== app.name || obj.strokes.length < obj.painted + todo.length) return;  // undone meanwhile
-      Object.assign(obj, { rle: out.mask.rle, area: out.mask.area, painted: obj.painted + todo.length });
+      const out = await api("POST", `/api/images/${enc(name)}/paint`, { rle: fromEmpty ? null : obj.rle, strokes: todo });
+      if (name !== app.name || obj.strokes.length < start + todo.length) return;  // undone meanwhile
+      Object.assign(obj, { rle: out.mask.rle, area: out.mask.area, painted: start + todo.length });
       render(); listObjects();
       requestAnimationFrame(() => setTimeout(() => {  // after the frame with the mask is painted
         app.strokes.push({ ms: performance.now() - t0 });
@@ -283,9 +291,90 @@ function addStroke(stroke, t0) {
 function setTool(tool) {
   app.tool = app.tool === tool ? "prompt" : tool;  // the same key again: back to prompts
   $("tool").value = app.tool;
-  app.hover = null; app.poly = null;
-  canvas.style.cursor = app.tool === "prompt" || app.tool === "polygon" ? "crosshair" : "none";
+  app.hover = null; app.poly = null; app.edit = null;
+  canvas.style.cursor = ["prompt", "polygon", "vertices"].includes(app.tool) ? "crosshair" : "none";
+  if (app.tool === "vertices") startOutline();
   render();
+}
+
+// Vertices (V): the selected object's mask as outlines (its holes too) whose vertices are
+// dragged; a click on an edge adds a vertex there, Shift+click or Delete over a vertex
+// removes it. Enter makes the edited outlines the object's mask (its prompts dropped: a
+// shape drawn by hand, which later predictions do not replace), Esc leaves it as it was.
+// The outlines are closed strokes (the server's `outline`), so the mask is the polygon
+// tool's machinery: painted by the server, kept with the object, undoable.
+async function startOutline() {
+  const obj = app.objects[app.selected], name = app.name;
+  if (!obj || !obj.rle) { say("vertices: select an object with a mask first", true); setTool("vertices"); return; }
+  try {
+    await app.painting;  // the mask as it stands
+    const out = await api("POST", `/api/images/${enc(name)}/outline`, { rle: obj.rle });
+    if (name !== app.name || app.tool !== "vertices" || app.objects[app.selected] !== obj) return;
+    app.edit = { obj, strokes: out.strokes, changed: false };
+    const n = out.strokes.reduce((sum, s) => sum + s.points.length, 0);
+    const specks = out.left_out ? `, ${out.left_out} specks (${out.left_out_px} px) left out` : "";
+    say(`${n} vertices (within ${out.tolerance} px${specks}): drag them; Enter applies, Esc cancels`);
+    render();
+  } catch (e) { say(e.message, true); if (app.tool === "vertices") setTool("vertices"); }
+}
+
+function nearVertex(sx, sy) {  // the edited outline's vertex nearest screen point (sx, sy), within 8 px
+  const v = app.view;
+  let best = null;
+  app.edit.strokes.forEach((s, si) => s.points.forEach(([x, y], i) => {
+    const d = Math.hypot(x * v.scale + v.ox - sx, y * v.scale + v.oy - sy);
+    if (d <= 8 && (!best || d < best.d)) best = { d, si, i };
+  }));
+  return best;
+}
+
+function nearEdge(sx, sy) {  // the nearest edge within 8 px: where a new vertex goes
+  const v = app.view;
+  let best = null;
+  app.edit.strokes.forEach((s, si) => s.points.forEach((a, i) => {
+    const b = s.points[(i + 1) % s.points.length];
+    const ax = a[0] * v.scale + v.ox, ay = a[1] * v.scale + v.oy;
+    const dx = (b[0] - a[0]) * v.scale, dy = (b[1] - a[1]) * v.scale, l2 = dx * dx + dy * dy;
+    const t = l2 ? Math.max(0, Math.min(1, ((sx - ax) * dx + (sy - ay) * dy) / l2)) : 0;
+    const d = Math.hypot(ax + t * dx - sx, ay + t * dy - sy);
+    if (d <= 8 && (!best || d < best.d)) best = { d, si, i: i + 1 };
+  }));
+  return best;
+}
+
+function vertexDown(x, y, sx, sy, shift) {
+  if (!app.edit) return;
+  const hit = nearVertex(sx, sy);
+  if (hit && shift) { removeVertex(hit); return; }
+  if (hit) { app.drag = { vertex: hit }; return; }
+  const edge = !shift && nearEdge(sx, sy);
+  if (edge) {
+    app.edit.strokes[edge.si].points.splice(edge.i, 0, [x, y]);
+    app.edit.changed = true;
+    app.drag = { vertex: edge };
+    render();
+  }
+}
+
+function removeVertex({ si, i }) {  // an outline left with fewer than 3 vertices goes
+  const strokes = app.edit.strokes;
+  strokes[si].points.splice(i, 1);
+  if (strokes[si].points.length < 3) strokes.splice(si, 1);
+  app.edit.changed = true;
+  render();
+}
+
+function applyOutline() {
+  const { obj, strokes, changed } = app.edit;
+  setTool("vertices");  // back to prompts
+  const i = app.objects.indexOf(obj);
+  if (!changed || i < 0) return;  // unchanged: the mask stays exactly as it was
+  if (!strokes.length) { deleteObject(i); return; }  // every vertex removed
+  remember();
+  Object.assign(obj, { points: [], box: null, candidates: [], strokes, painted: 0 });
+  if (obj.source === "everything") obj.source = "refined";
+  listCandidates();
+  repaint(obj, performance.now(), true);
 }
 
 // Polygon (G): clicks place vertices; a click on the first vertex, a double click or Enter
@@ -377,7 +466,7 @@ function render() {
     ctx.drawImage(app.layer, 0, 0);
     ctx.setTransform(v.scale, 0, 0, v.scale, v.ox, v.oy);
     const sel = app.objects[app.selected];
-    if (sel && sel.rle) { ctx.globalAlpha = 0.6; ctx.drawImage(maskCanvas(sel.rle, sel.color), 0, 0); }
+    if (sel && sel.rle && !(app.edit && app.edit.obj === sel)) { ctx.globalAlpha = 0.6; ctx.drawImage(maskCanvas(sel.rle, sel.color), 0, 0); }
     if (app.hover && app.hoverOn) { ctx.globalAlpha = 0.35; ctx.drawImage(app.hover, 0, 0); }
   }
   ctx.globalAlpha = 1;
@@ -420,9 +509,33 @@ function render() {
     ctx.fillStyle = "#fff";
     for (const [x, y] of app.poly) ctx.fillRect(x - 3 * px, y - 3 * px, 6 * px, 6 * px);
   }
+  if (app.edit) drawOutline(app.edit, px);
   if ((app.tool === "brush" || app.tool === "eraser") && app.cursor) {  // the brush's outline where it would paint
     ctx.beginPath(); ctx.arc(app.cursor[0], app.cursor[1], app.brush, 0, 2 * Math.PI);
     ctx.lineWidth = 1.5 * px; ctx.strokeStyle = app.tool === "brush" ? "#fff" : "#ff4136"; ctx.stroke();
+  }
+}
+
+function drawOutline(ed, px) {  // the edited mask as the server will paint it, its outlines and vertices
+  const v = app.view;
+  const layer = app.editLayer || (app.editLayer = document.createElement("canvas"));
+  layer.width = canvas.width; layer.height = canvas.height;  // cleared
+  const g = layer.getContext("2d");
+  g.setTransform(v.scale, 0, 0, v.scale, v.ox, v.oy);
+  g.fillStyle = `rgb(${ed.obj.color})`;
+  const path = (c, pts) => { c.beginPath(); pts.forEach(([x, y], i) => (i ? c.lineTo(x, y) : c.moveTo(x, y))); c.closePath(); };
+  for (const s of ed.strokes) {  // in order: outlines add, holes erase
+    g.globalCompositeOperation = s.mode === "add" ? "source-over" : "destination-out";
+    path(g, s.points); g.fill("evenodd");
+  }
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.globalAlpha = 0.6; ctx.drawImage(layer, 0, 0); ctx.globalAlpha = 1;
+  ctx.setTransform(v.scale, 0, 0, v.scale, v.ox, v.oy);
+  ctx.lineWidth = 1.5 * px; ctx.fillStyle = "#fff";
+  for (const s of ed.strokes) {
+    path(ctx, s.points);
+    ctx.strokeStyle = s.mode === "add" ? "#fff" : "#ff4136"; ctx.stroke();
+    for (const [x, y] of s.points) ctx.fillRect(x - 2.5 * px, y - 2.5 * px, 5 * px, 5 * px);
   }
 }
 
@@ -569,6 +682,7 @@ async function openImage(name) {
     app.objects = saved.objects.map(live);
     app.selected = app.objects.length ? 0 : -1;
     app.history = []; app.future = []; app.hover = null; app.poly = null;
+    if (app.tool === "vertices") setTool("vertices");  // that image's outline: back to prompts
     $("image-name").textContent = name;
     document.querySelectorAll("#image-list li").forEach((li) => li.classList.toggle("current", li.dataset.name === name));
     $("export-labels").href = `/api/images/${enc(name)}/export/labels.png`;
@@ -652,6 +766,8 @@ canvas.addEventListener("mousedown", (e) => {
     app.drag = { pan: true, sx, sy, ox: app.view.ox, oy: app.view.oy };
   } else if (app.tool === "polygon") {
     if (e.button === 0) polygonClick(x, y, sx, sy);
+  } else if (app.tool === "vertices") {
+    if (e.button === 0) vertexDown(x, y, sx, sy, e.shiftKey);
   } else if (app.tool !== "prompt") {
     if (e.button === 0) {
       const mode = app.tool === "brush" ? "add" : "erase";
@@ -672,8 +788,15 @@ window.addEventListener("mousemove", (e) => {
   if (d && d.pan) {
     app.view.ox = d.ox + sx - d.sx; app.view.oy = d.oy + sy - d.sy; render(); return;
   }
+  if (d && d.vertex) {  // a vertex of the edited outline, kept on the image
+    app.edit.strokes[d.vertex.si].points[d.vertex.i] = [Math.max(0, Math.min(app.width, x)), Math.max(0, Math.min(app.height, y))];
+    app.edit.changed = true;
+    render();
+    return;
+  }
   if (app.tool !== "prompt") {
     app.cursor = e.target === canvas || (d && d.stroke) ? [x, y] : null;
+    app.cursorScreen = [sx, sy];
     if (d && d.stroke) {  // a point per half radius of movement: smooth enough, few points
       const pts = d.stroke.points, [lx, ly] = pts[pts.length - 1];
       if (Math.hypot(x - lx, y - ly) >= Math.max(0.5, d.stroke.radius / 2)) pts.push([x, y]);
@@ -704,7 +827,7 @@ window.addEventListener("mousemove", (e) => {
 window.addEventListener("mouseup", (e) => {
   const d = app.drag;
   app.drag = null;
-  if (!d || d.pan) return;
+  if (!d || d.pan || d.vertex) return;
   if (d.stroke) {
     addStroke(d.stroke, performance.now());
     render();
@@ -742,6 +865,10 @@ window.addEventListener("keydown", (e) => {
   else if (mod) return;
   else if (k === "n") newObject();
   else if (k === "backspace" && app.poly) { app.poly.pop(); render(); }
+  else if ((k === "delete" || k === "backspace") && app.tool === "vertices") {  // a vertex, never the object
+    const hit = app.edit && app.cursorScreen && nearVertex(...app.cursorScreen);
+    if (hit) removeVertex(hit);
+  }
   else if (k === "delete" || k === "backspace") deleteObject(app.selected);
   else if (k === "arrowright") step(1);
   else if (k === "arrowleft") step(-1);
@@ -751,7 +878,9 @@ window.addEventListener("keydown", (e) => {
   else if (k === "b") setTool("brush");
   else if (k === "e") setTool("eraser");
   else if (k === "g") setTool("polygon");
+  else if (k === "v") setTool("vertices");
   else if (k === "enter" && app.poly) closePolygon();
+  else if (k === "enter" && app.edit) applyOutline();
   else if (k === "escape" && app.poly) { app.poly = null; render(); }
   else if (k === "escape" && app.tool !== "prompt") setTool(app.tool);
   else if (k === "[" || k === "]") setBrush(k === "]" ? app.brush * 1.25 : app.brush / 1.25);
