@@ -476,6 +476,24 @@ def test_polygon_fills_its_inside_in_the_browser(page, server):
     assert np.array_equal(
         rle.decode(page.evaluate("app.objects[app.selected].rle")), paint(mask, strokes[1:])
     )
+    page.keyboard.press("Shift+G")  # the polygon eraser: a hole in the first polygon
+    for corner in [(350, 350), (500, 350), (450, 500)]:
+        page.mouse.click(*_screen(page, *corner))
+    page.keyboard.press("Enter")
+    page.wait_for_function("app.objects[app.selected].painted === 3")
+    hole = page.evaluate("app.objects[app.selected].strokes[2]")
+    assert hole["mode"] == "erase" and hole["closed"]
+    holed = rle.decode(page.evaluate("app.objects[app.selected].rle"))
+    assert (
+        np.array_equal(holed, paint(mask, [*strokes[1:], hole])) and not holed[400, 450] and holed[550, 550]
+    )
+    assert page.evaluate("[app.tool, app.polyErase, document.getElementById('tool').value]") == [
+        "polygon",
+        True,
+        "polygon-erase",
+    ]
+    page.keyboard.press("g")  # from the eraser to the polygon that adds: still a polygon
+    assert page.evaluate("[app.tool, app.polyErase]") == ["polygon", False]
     page.keyboard.press("g")  # the same key again: back to prompts
     assert page.evaluate("app.tool") == "prompt"
 
@@ -544,3 +562,16 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     assert saved["objects"][-1]["strokes"] == obj["strokes"]
     page.keyboard.press("Control+z")
     assert page.evaluate("app.objects[app.selected].rle") == before
+
+    # M hides the masks (the photo alone), F fits the image to the view after zooming
+    shown = page.evaluate("app.pixelAt(450, 450)")
+    page.keyboard.press("m")
+    hidden = page.evaluate("app.pixelAt(450, 450)")
+    page.keyboard.press("m")
+    assert hidden != shown and page.evaluate("app.pixelAt(450, 450)") == shown
+    fitted = page.evaluate("({...app.view})")
+    page.mouse.move(*_screen(page, 900, 600))
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(f"app.view.scale > {fitted['scale']} * 1.2")
+    page.keyboard.press("f")
+    assert page.evaluate("({...app.view})") == fitted

@@ -13,10 +13,11 @@ const app = {
   view: { scale: 1, ox: 0, oy: 0 },
   hover: null, hoverOn: true, hoverCtl: null, hoverPending: null,
   seq: 0, saving: null, dirty: false,
-  latencies: [], switches: [], strokes: [], drawMasks: true,  // timings, for tests and benchmarks
+  latencies: [], switches: [], strokes: [],  // timings, for tests and benchmarks
+  drawMasks: true,  // M: the masks shown, or the photo alone
   status: null,
   tool: "prompt", brush: 10,  // prompt | brush | eraser | polygon | vertices; the brush's radius in image pixels
-  poly: null,  // the polygon being drawn: its vertices so far
+  poly: null, polyErase: false,  // the polygon being drawn: its vertices so far; Shift+G: it erases
   edit: null,  // the vertex tool's outline being edited: { obj, strokes, changed }
   classes: null, label: "object",  // the server's class list (--classes); a new object's label
   predicting: Promise.resolve(), painting: Promise.resolve(),
@@ -290,7 +291,7 @@ function repaint(obj, t0, fromEmpty) {
 
 function setTool(tool) {
   app.tool = app.tool === tool ? "prompt" : tool;  // the same key again: back to prompts
-  $("tool").value = app.tool;
+  $("tool").value = app.tool === "polygon" && app.polyErase ? "polygon-erase" : app.tool;
   app.hover = null; app.poly = null; app.edit = null;
   canvas.style.cursor = ["prompt", "polygon", "vertices"].includes(app.tool) ? "crosshair" : "none";
   if (app.tool === "vertices") startOutline();
@@ -380,6 +381,14 @@ function applyOutline() {
 // Polygon (G): clicks place vertices; a click on the first vertex, a double click or Enter
 // closes it, and its inside is added to the selected object (a stroke with closed: true,
 // painted by the server like the brush's); Backspace takes back a vertex, Esc drops it.
+// Shift+G: the polygon erases its inside instead (a hole, a trim).
+function polygonTool(erase) {
+  const switching = app.tool === "polygon" && app.polyErase !== erase;  // G <-> Shift+G: still a polygon
+  app.polyErase = erase;
+  if (switching) app.tool = "prompt";
+  setTool("polygon");  // from another tool: the polygon; from the same one: back to prompts
+}
+
 function polygonClick(x, y, sx, sy) {
   const v = app.view, far = ([px, py], d) => Math.hypot(px * v.scale + v.ox - sx, py * v.scale + v.oy - sy) >= d;
   const pts = app.poly || (app.poly = []);
@@ -391,7 +400,8 @@ function polygonClick(x, y, sx, sy) {
 function closePolygon() {
   const pts = app.poly;
   app.poly = null;
-  if (pts && pts.length >= 3) addStroke({ mode: "add", radius: 0.5, points: pts, closed: true }, performance.now());
+  const mode = app.polyErase ? "erase" : "add";
+  if (pts && pts.length >= 3) addStroke({ mode, radius: 0.5, points: pts, closed: true }, performance.now());
   render();
 }
 
@@ -505,8 +515,9 @@ function render() {
     const pts = app.cursor ? [...app.poly, app.cursor] : app.poly;
     ctx.beginPath();
     pts.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
-    ctx.setLineDash([6 * px, 4 * px]); ctx.lineWidth = 2 * px; ctx.strokeStyle = "#fff"; ctx.stroke(); ctx.setLineDash([]);
-    ctx.fillStyle = "#fff";
+    const color = app.polyErase ? "#ff4136" : "#fff";
+    ctx.setLineDash([6 * px, 4 * px]); ctx.lineWidth = 2 * px; ctx.strokeStyle = color; ctx.stroke(); ctx.setLineDash([]);
+    ctx.fillStyle = color;
     for (const [x, y] of app.poly) ctx.fillRect(x - 3 * px, y - 3 * px, 6 * px, 6 * px);
   }
   if (app.edit) drawOutline(app.edit, px);
@@ -877,7 +888,9 @@ window.addEventListener("keydown", (e) => {
   else if (k === "r") reviewedNext();
   else if (k === "b") setTool("brush");
   else if (k === "e") setTool("eraser");
-  else if (k === "g") setTool("polygon");
+  else if (k === "g") polygonTool(e.shiftKey);
+  else if (k === "f") { fit(); render(); }  // the whole image in view again
+  else if (k === "m") { app.drawMasks = !app.drawMasks; render(); }
   else if (k === "v") setTool("vertices");
   else if (k === "enter" && app.poly) closePolygon();
   else if (k === "enter" && app.edit) applyOutline();
@@ -899,7 +912,12 @@ $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
 $("save").addEventListener("click", save);
 $("hover").addEventListener("change", (e) => { app.hoverOn = e.target.checked; render(); });
-$("tool").addEventListener("change", (e) => { app.tool = "prompt"; setTool(e.target.value); e.target.blur(); });
+$("tool").addEventListener("change", (e) => {
+  const tool = e.target.value;
+  app.tool = "prompt";
+  if (tool.startsWith("polygon")) polygonTool(tool === "polygon-erase"); else setTool(tool);
+  e.target.blur();
+});
 $("brush-size").addEventListener("change", (e) => { setBrush(Number(e.target.value) || app.brush); e.target.blur(); });
 $("everything").addEventListener("click", runEverything);
 function exportLinks() {  // the folder's exports, of every image or only the reviewed ones
