@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import MobileSAMError, PromptError
+from .errors import MobileSAMError, OutputError, PromptError
 from .prompts import as_number_array
 
 if TYPE_CHECKING:  # the CLI imports the model code only when a command needs it
@@ -101,28 +102,36 @@ def _segment(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before any compute if an output path cannot be written."""
-    from .result import label_map_format
+    from .result import cutout_format, label_map_format
     from .utils.files import check_output_dir, check_output_file
 
-    for path in (args.output, args.label_map, args.json):
+    cutout = getattr(args, "cutout", None)  # segment's only
+    for path in (args.output, args.label_map, args.json, cutout):
         if path:
             check_output_file(path)
     if args.label_map:
         label_map_format(args.label_map)
+    if cutout:
+        cutout_format(cutout)
+    if not 0 <= getattr(args, "dilate", 0) < math.inf:
+        raise OutputError(f"--dilate must be a number of pixels >= 0, got {args.dilate}")
     if args.masks_dir:
         check_output_dir(args.masks_dir)
 
 
 def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
-    """Write the files asked for with -o, --masks-dir, --label-map and --json."""
+    """Write the files asked for with -o, --masks-dir, --label-map, --json and --cutout."""
+    dilate = getattr(args, "dilate", 0)
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
-        print(f"masks: {len(result.save_masks(args.masks_dir))} PNG files in {args.masks_dir}")
+        print(f"masks: {len(result.save_masks(args.masks_dir, dilate=dilate))} PNG files in {args.masks_dir}")
     if args.label_map:
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
+    if getattr(args, "cutout", None):  # last: empty masks are an error (nothing to cut out)
+        print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate)}")
 
 
 def _given(args: argparse.Namespace, *names: str) -> list[str]:
@@ -684,6 +693,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
     seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
+    seg.add_argument(
+        "--cutout",
+        help="PNG (or .webp, .tif): the masks' pixels on a transparent background, cropped to them",
+    )
+    seg.add_argument(
+        "--dilate",
+        type=float,
+        default=0.0,
+        help="grow the masks of --masks-dir and --cutout by this many pixels (inpainting's margin; default 0)",
+    )
     seg.set_defaults(func=_segment)
 
     eve = sub.add_parser(

@@ -18,7 +18,8 @@ from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_coco_bbox, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
 from .utils.polygons import mask_to_polygon, mask_to_polygons
-from .visualize import overlay
+from .utils.regions import dilate as grow
+from .visualize import cutout, overlay
 
 
 class SegmentationResult:
@@ -144,15 +145,53 @@ class SegmentationResult:
         fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
         return atomic_write(path, lambda f: img.save(f, format=fmt))
 
-    def save_masks(self, directory: str | PathLike, prefix: str = "mask") -> list[Path]:
-        """One 8-bit PNG per mask (255 inside), named `{prefix}_{i:03d}.png`."""
+    def save_masks(self, directory: str | PathLike, prefix: str = "mask", dilate: float = 0) -> list[Path]:
+        """One 8-bit PNG per mask (255 inside), named `{prefix}_{i:03d}.png`; `dilate`:
+        each grown by that many pixels first (`utils.regions.dilate`), as inpainting wants."""
         out = []
         for i, m in enumerate(self._each()):
-            img = Image.fromarray(m.astype(np.uint8) * 255)
+            img = Image.fromarray(grow(m, dilate).astype(np.uint8) * 255)
             out.append(
                 atomic_write(Path(directory) / f"{prefix}_{i:03d}.png", lambda f, im=img: im.save(f, "PNG"))
             )
         return out
+
+    def union(self, indices: int | list[int] | None = None, dilate: float = 0) -> np.ndarray:
+        """HxW bool: the pixels of mask `indices` (one index, several, or None: every
+        mask), grown by `dilate` pixels (a disc; 0: as they are)."""
+        picked = range(len(self)) if indices is None else np.atleast_1d(np.asarray(indices)).ravel()
+        out = np.zeros(self.image.shape[:2], dtype=bool)
+        for i in picked:
+            if not (isinstance(i, (int, np.integer)) and -len(self) <= i < len(self)):
+                raise IndexError(f"mask index {i!r} out of range: the result has {len(self)} masks")
+            out |= self.mask(int(i))
+        return grow(out, dilate) if dilate else out
+
+    def cutout(
+        self, indices: int | list[int] | None = None, crop: bool = True, dilate: float = 0
+    ) -> Image.Image:
+        """The object on a transparent background: an RGBA image holding the image's
+        pixels inside `union(indices, dilate)` (alpha 255) and nothing outside (alpha 0,
+        colour 0), cropped to their extent unless `crop` is False. An empty selection is
+        an `OutputError`: there is nothing to cut out."""
+        m = self.union(indices, dilate)
+        if not m.any():
+            raise OutputError("nothing to cut out: the masks chosen are empty")
+        return cutout(self.image, m, crop)
+
+    def save_cutout(
+        self,
+        path: str | PathLike,
+        indices: int | list[int] | None = None,
+        crop: bool = True,
+        dilate: float = 0,
+    ) -> Path:
+        """`cutout(...)` written as PNG, lossless WebP or TIFF (by the path's suffix; a
+        format without an alpha channel, such as JPEG, is an `OutputError`)."""
+        fmt = cutout_format(path)
+        img = self.cutout(indices, crop, dilate)
+        options = {"lossless": True} if fmt == "WEBP" else {}  # PNG and TIFF are lossless anyway
+        return atomic_write(path, lambda f: img.save(f, fmt, **options))
 
     def label_map(self) -> np.ndarray:
         """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger)."""
@@ -271,6 +310,19 @@ def label_map_format(path: str | PathLike) -> str:
     if fmt in (None, "PNG", "TIFF"):
         return fmt or "PNG"
     raise OutputError(f"label map {path}: {suffix} cannot hold exact labels; use .png or .tif")
+
+
+def cutout_format(path: str | PathLike) -> str:
+    """The format a cutout is written in at `path`: PNG (also for no suffix), WebP
+    (lossless) or TIFF; any other is an `OutputError`, since it would drop the
+    transparency or the colours."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt in (None, "PNG", "WEBP", "TIFF"):
+        return fmt or "PNG"
+    raise OutputError(
+        f"cutout {path}: {suffix} cannot hold a transparent background; use .png, .webp or .tif"
+    )
 
 
 def yolo_line(class_id: int, polygon: np.ndarray, size: tuple[int, int]) -> str:

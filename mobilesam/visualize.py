@@ -1,4 +1,4 @@
-"""Draw masks and prompts over an image."""
+"""Draw masks and prompts over an image; cut an object out of it."""
 
 from __future__ import annotations
 
@@ -38,6 +38,20 @@ def mask_edges(mask: np.ndarray, width: int = 2) -> np.ndarray:
         shrunk[:, :-1] &= inner[:, 1:]
         inner = shrunk
     return mask & ~inner
+
+
+def cutout(image: np.ndarray, mask: np.ndarray, crop: bool = True) -> Image.Image:
+    """HxWx3 uint8 RGB `image` and HxW bool `mask` -> RGBA: the image's pixels inside the
+    mask (alpha 255), nothing outside (alpha 0, colour 0), cropped to the mask's extent
+    unless `crop` is False. An empty mask is a ValueError: there is nothing to cut out."""
+    if not mask.any():
+        raise ValueError("nothing to cut out: the mask is empty")
+    if crop:
+        x0, y0, x1, y1 = masks_to_boxes(mask[None])[0]
+        image, mask = image[y0 : y1 + 1, x0 : x1 + 1], mask[y0 : y1 + 1, x0 : x1 + 1]
+    rgba = np.dstack([image, mask.astype(np.uint8) * 255])
+    rgba[~mask] = 0
+    return Image.fromarray(rgba, "RGBA")
 
 
 def overlay(

@@ -166,3 +166,36 @@ def test_bf16_encoder_close_to_float32(ckpt_vit_t, sam):
         assert np.logical_and(a, b).sum() >= 0.95 * np.logical_or(a, b).sum()
     with pytest.raises(MobileSAMError, match="precision"):
         MobileSAM(ckpt_vit_t, precision="fp8")
+
+
+def test_cutouts_and_grown_masks(tmp_path):
+    """For photo and inpainting tools: the object on transparency, masks grown by a margin."""
+    from mobilesam import SegmentationResult
+    from mobilesam.errors import OutputError
+    from mobilesam.utils.regions import dilate
+
+    image = np.asarray(Image.open(IMAGES / "truck.jpg").convert("RGB"))
+    masks = np.zeros((2, 1200, 1800), bool)
+    masks[0, 600:875, 425:700] = True
+    masks[1, 675:750, 1240:1400] = True
+    result = SegmentationResult(image, masks, np.ones(2), np.zeros(2, int), None)
+    assert np.array_equal(result.union(), masks[0] | masks[1])
+    assert np.array_equal(result.union(1), masks[1]) and np.array_equal(result.union([0, -1]), result.union())
+    assert np.array_equal(result.union(0, dilate=15), dilate(masks[0], 15))
+    one = np.asarray(Image.open(result.save_cutout(tmp_path / "car.png", 0)))
+    assert one.shape == (275, 275, 4) and (one[..., :3] == image[600:875, 425:700]).all()
+    both = result.cutout(crop=False)
+    assert both.size == (1800, 1200) and (np.asarray(both)[..., 3] > 0).sum() == masks.sum()
+    grown = np.asarray(Image.open(result.save_cutout(tmp_path / "car.webp", 0, dilate=10)))
+    assert grown.shape == (295, 295, 4) and (grown[..., 3] > 0).sum() == dilate(masks[0], 10).sum()
+    assert (grown[10:-10, 10:-10, :3] == image[600:875, 425:700]).all()  # lossless WebP
+    files = result.save_masks(tmp_path / "inpaint", dilate=15)
+    assert np.array_equal(np.asarray(Image.open(files[1])) > 0, dilate(masks[1], 15))
+    with pytest.raises(OutputError, match="transparent"):
+        result.save_cutout(tmp_path / "car.jpg", 0)
+    assert not (tmp_path / "car.jpg").exists()
+    with pytest.raises(OutputError, match="nothing to cut out"):
+        result.cutout([])
+    for bad in (2, -3, 0.5, [0, 5]):
+        with pytest.raises(IndexError, match="out of range"):
+            result.union(bad)

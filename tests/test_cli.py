@@ -51,6 +51,37 @@ def test_segment_boxes_to_files(ckpt_vit_t, tmp_path, capsys):
     assert capsys.readouterr().out.count("mask ") == 1
 
 
+def test_segment_cutout_and_grown_masks(ckpt_vit_t, tmp_path, capsys):
+    """Photo and inpainting tools: the object on transparency, its mask grown by a margin."""
+    import numpy as np
+
+    args = ["segment", TRUCK, "--box", "425,600,700,875", "--checkpoint", str(ckpt_vit_t)]
+    assert main([*args, "--cutout", str(tmp_path / "car.png"), "--masks-dir", str(tmp_path / "m")]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--cutout",
+                str(tmp_path / "big.png"),
+                "--masks-dir",
+                str(tmp_path / "g"),
+                "--dilate",
+                "9",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("cutout: ") == 2
+    mask, grown = (np.asarray(Image.open(tmp_path / d / "mask_000.png")) > 0 for d in ("m", "g"))
+    assert grown.sum() > mask.sum() and (grown | mask).sum() == grown.sum()
+    for cut, m in ((tmp_path / "car.png", mask), (tmp_path / "big.png", grown)):
+        rgba = np.asarray(Image.open(cut))
+        ys, xs = np.nonzero(m)
+        assert rgba.shape == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1, 4)
+        assert (rgba[..., 3] > 0).sum() == m.sum()
+
+
 def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
     rc = main(
         [
@@ -96,6 +127,8 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
             [TRUCK, "--box", "1,2,3,4", "--label-map", str(tmp_path / "l.jpg"), *ck],
             ".jpg cannot hold exact labels",
         ),
+        ([TRUCK, "--box", "1,2,3,4", "--cutout", str(tmp_path / "c.jpg"), *ck], "cannot hold a transparent"),
+        ([TRUCK, "--box", "1,2,3,4", "--dilate", "-2", *ck], "--dilate must be"),
         # an option the backend does not use is refused, not ignored
         ([TRUCK, "--box", "1,2,3,4", "--int8", *ck], "--int8: not used by --backend torch"),
         (

@@ -295,6 +295,27 @@ def test_phone_photos_and_broken_files(service, tmp_path):
     for what in ("thumb", "export/labels.png"):
         r = client.get(f"/api/images/zz_broken.jpg/{what}")
         assert r.status_code == 422 and "not an image" in r.json()["detail"], what
+    # the selected object cut out of the upright photo (the page's "Cutout (PNG)")
+    from mobilesam.image_io import load_image
+    from mobilesam.utils.regions import dilate
+
+    upright, m = load_image(root / "phone.jpg"), rle.decode(mask["rle"])
+    ys, xs = np.nonzero(m)
+    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    r = client.post("/api/images/phone.jpg/cutout", json={"rle": mask["rle"]})
+    cut = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert r.headers["content-type"] == "image/png" and cut.shape == (*m[box].shape, 4)
+    assert np.array_equal(cut[..., 3] > 0, m[box]) and (cut[m[box]][:, :3] == upright[box][m[box]]).all()
+    r = client.post("/api/images/phone.jpg/cutout", json={"rle": mask["rle"], "dilate": 4, "crop": False})
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content)))[..., 3] > 0, dilate(m, 4))
+    for name, body in (
+        ("phone.jpg", {"rle": rle.encode(np.zeros((300, 200), bool))}),  # nothing to cut out
+        ("phone.jpg", {"rle": mask["rle"], "dilate": -1}),
+        ("phone.jpg", {"rle": rle.encode(np.ones((200, 300), bool))}),  # the stored, not the upright size
+        ("zz_broken.jpg", {"rle": mask["rle"]}),
+    ):
+        r = client.post(f"/api/images/{name}/cutout", json=body)
+        assert r.status_code == 422 and r.json()["detail"], (name, body)
 
 
 def test_uploads_refused_in_folder_mode(client):

@@ -575,3 +575,11 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     page.wait_for_function(f"app.view.scale > {fitted['scale']} * 1.2")
     page.keyboard.press("f")
     assert page.evaluate("({...app.view})") == fitted
+
+    # "Cutout (PNG)": the selected object on a transparent background, downloaded
+    with page.expect_download() as download:
+        page.click("#export-cutout")
+    assert download.value.suggested_filename.startswith("1_truck_")
+    cut = np.asarray(Image.open(download.value.path()))
+    selected = rle.decode(before)
+    assert cut.shape[2] == 4 and (cut[..., 3] > 0).sum() == selected.sum()

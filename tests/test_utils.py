@@ -103,3 +103,51 @@ def test_overlay_paints_each_mask_in_its_box_largest_first():
         )
         ref[mask_edges(m)] = (colors[i] * 0.6).round().astype(np.uint8)
     np.testing.assert_array_equal(got, ref)
+
+
+def _brute_dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Every pixel whose centre is within `radius` of a mask pixel's, by all distances."""
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return mask.copy()
+    gy, gx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    return ((gy[..., None] - ys) ** 2 + (gx[..., None] - xs) ** 2).min(-1) <= radius * radius
+
+
+def test_dilate_grows_a_mask_by_a_disc():
+    from mobilesam.utils.regions import dilate
+
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (1, 9), (9, 1), *[tuple(rng.integers(2, 30, 2)) for _ in range(40)]]
+    for shape in shapes:
+        mask = rng.random(shape) < rng.random() * 0.1
+        for radius in (0, 0.5, 1, 1.5, 2, 2.9, 5, 7.3, 40):
+            assert np.array_equal(dilate(mask, radius), _brute_dilate(mask, radius)), (shape, radius)
+    one = np.zeros((50, 50), bool)
+    one[25, 25] = True
+    assert dilate(one, 15).sum() == 709  # the lattice points of a radius-15 disc
+    assert dilate(one, 15)[25].sum() == 31 and not dilate(one, 15)[25 - 11, 25 - 11]  # 11² + 11² > 15²
+    assert dilate(one, 3) is not one and dilate(np.zeros((4, 4), bool), 3).sum() == 0
+    for bad in (-1, float("nan"), float("inf"), "2", True):
+        with pytest.raises(ValueError, match="radius"):
+            dilate(one, bad)
+    with pytest.raises(ValueError, match="HxW"):
+        dilate(np.zeros((2, 2, 2), bool), 1)
+
+
+def test_cutout_keeps_the_masked_pixels_on_transparency():
+    from mobilesam.visualize import cutout
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 30:45] = True
+    mask[12, 31] = False  # a hole
+    out = np.asarray(cutout(image, mask))
+    assert out.shape == (10, 15, 4)
+    inside = mask[10:20, 30:45]
+    assert (out[..., 3] == inside * 255).all()
+    assert (out[inside][:, :3] == image[10:20, 30:45][inside]).all() and (out[~inside] == 0).all()
+    whole = np.asarray(cutout(image, mask, crop=False))
+    assert whole.shape == (40, 60, 4) and (whole[..., 3] > 0).sum() == mask.sum()
+    with pytest.raises(ValueError, match="nothing to cut out"):
+        cutout(image, np.zeros((40, 60), bool))

@@ -7,6 +7,7 @@
     POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
     POST /api/images/{name}/paint             a mask + brush/eraser/polygon strokes -> the painted mask
     POST /api/images/{name}/outline           a mask -> its outlines and holes as closed strokes (vertex editing)
+    POST /api/images/{name}/cutout            a mask -> the object on a transparent background (RGBA PNG)
     POST /api/images/{name}/propagate         another image's objects, re-prompted here by their boxes
     POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
@@ -41,11 +42,13 @@ from pydantic import BaseModel, Field
 
 from ..convert import ConvertError, to_labelme, to_yolo, yolo_files
 from ..errors import ImageLoadError, MobileSAMError, PromptError
-from ..image_io import opened_image, upright_size
+from ..image_io import load_image, opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
 from ..utils import rle
 from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
+from ..utils.regions import dilate
+from ..visualize import cutout
 from .model import ModelService
 from .strokes import check_strokes, outline, paint
 from .workspace import (
@@ -90,6 +93,12 @@ class PaintBody(BaseModel):
 class OutlineBody(BaseModel):
     rle: dict = Field(description="the mask to outline (COCO RLE)")
     tolerance: float = Field(1.0, description="simplification in pixels (0: every pixel corner)")
+
+
+class CutoutBody(BaseModel):
+    rle: dict = Field(description="the object's mask (COCO RLE)")
+    dilate: float = Field(0.0, ge=0, le=1024, description="grow the mask by this many pixels first")
+    crop: bool = Field(True, description="crop to the mask's extent")
 
 
 class SaveBody(BaseModel):
@@ -278,6 +287,17 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         edits; `paint` with them on an empty mask gives the edited mask."""
         size = upright_size(workspace.image(name).path)
         return outline(rle.decode(check_rle(body.rle, size)), body.tolerance)
+
+    @app.post("/api/images/{name:path}/cutout")
+    def cutout_png(name: str, body: CutoutBody) -> Response:
+        """The image's pixels inside the mask, the rest transparent: an RGBA PNG."""
+        entry = workspace.image(name)
+        mask = rle.decode(check_rle(body.rle, upright_size(entry.path)))
+        if not mask.any():
+            raise PromptError("nothing to cut out: the mask is empty")
+        buf = io.BytesIO()
+        cutout(load_image(entry.path), dilate(mask, body.dilate), body.crop).save(buf, "PNG")
+        return Response(buf.getvalue(), media_type="image/png")
 
     @app.post("/api/images/{name:path}/everything")
     def run_everything(name: str, options: dict) -> dict:

@@ -1,6 +1,9 @@
-"""Binary masks: their IoU, and removing small islands and holes (OpenCV, the `amg` extra)."""
+"""Binary masks: their IoU, growing them by a radius, and removing small islands and
+holes (OpenCV, the `amg` extra)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -11,6 +14,38 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks; two empty masks agree (1.0)."""
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """HxW bool mask grown by a disc: every pixel within `radius` pixels (centre to centre,
+    Euclidean) of a mask pixel, as a new array. Inpainting wants such a margin round an
+    object (its shadow, its blurred edge). Works inside the mask's extent plus the radius,
+    one row offset at a time, so it costs about (2 * radius + 1) passes over that window."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be HxW, got shape {m.shape}")
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0 <= radius < math.inf:
+        raise ValueError(f"radius must be a number of pixels >= 0, got {radius!r}")
+    out = m.copy()
+    r = int(radius)  # offsets between pixel centres are whole pixels
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if r == 0 or not len(rows):
+        return out
+    h, w = m.shape
+    y0, y1 = max(0, rows[0] - r), min(h, rows[-1] + r + 1)
+    x0, x1 = max(0, cols[0] - r), min(w, cols[-1] + r + 1)
+    grown, dst, reach, n = m[y0:y1, x0:x1].copy(), out[y0:y1, x0:x1], 0, y1 - y0
+    for dy in range(min(r, n - 1), -1, -1):  # the widest row of the disc last
+        half = math.floor(math.sqrt(radius * radius - dy * dy) + 1e-9)  # its half-width at dy
+        while reach < half:  # grow sideways; a step up to reach + 1 leaves no gap
+            s = min(reach + 1, half - reach)
+            g = grown.copy()
+            g[:, s:] |= grown[:, :-s]
+            g[:, :-s] |= grown[:, s:]
+            grown, reach = g, reach + s
+        dst[dy:] |= grown[: n - dy]
+        dst[: n - dy] |= grown[dy:]
+    return out
 
 
 def _cv2():

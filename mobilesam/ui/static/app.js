@@ -929,6 +929,23 @@ function exportLinks() {  // the folder's exports, of every image or only the re
 $("export-reviewed").addEventListener("change", exportLinks);
 exportLinks();
 
+async function downloadCutout() {  // the selected object on a transparent background, as a PNG file
+  const obj = app.objects[app.selected];
+  if (!obj || !obj.rle) { say("cutout: select an object with a mask first", true); return; }
+  try {
+    const res = await fetch(`/api/images/${enc(app.name)}/cutout`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ rle: obj.rle }) });
+    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).detail || res.statusText);
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    const stem = app.name.replace(/^.*\//, "").replace(/\.[^.]*$/, "");
+    a.href = url; a.download = `${stem}_${obj.id}_${obj.label}`.replace(/[^\w.-]+/g, "_") + ".png";
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (e) { say(`cutout: ${e.message}`, true); }
+}
+$("export-cutout").addEventListener("click", downloadCutout);
+
 async function upload(files) {
   for (const f of files) {
     const form = new FormData();
