@@ -583,3 +583,29 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     cut = np.asarray(Image.open(download.value.path()))
     selected = rle.decode(before)
     assert cut.shape[2] == 4 and (cut[..., 3] > 0).sum() == selected.sum()
+
+    # another object picked in the list while editing: the edits so far applied, its outline next
+    first = page.evaluate("app.selected")
+    page.keyboard.press("n")
+    page.keyboard.press("g")
+    for corner in [(900, 700), (1000, 700), (1000, 800), (900, 800), (900, 700)]:
+        page.mouse.click(*_screen(page, *corner))
+    page.wait_for_function("app.objects[app.selected].painted === 1 && app.objects[app.selected].rle")
+    page.keyboard.press("g")
+    page.click(f"#objects li:nth-child({first + 1})")
+    page.keyboard.press("v")
+    page.wait_for_function("app.edit")
+    corner = min(
+        page.evaluate("app.edit.strokes[0].points"), key=lambda p: (p[0] - 600) ** 2 + (p[1] - 600) ** 2
+    )
+    page.mouse.move(*_screen(page, *corner))
+    page.mouse.down()
+    page.mouse.move(*_screen(page, 650, 650), steps=3)
+    page.mouse.up()
+    page.click(f"#objects li:nth-child({first + 2})")
+    page.wait_for_function(f"app.edit && app.edit.obj === app.objects[{first + 1}]")
+    page.wait_for_function(
+        f"app.objects[{first}].strokes[0].radius < 0.1 && app.objects[{first}].painted === 1"
+    )
+    assert rle.decode(page.evaluate(f"app.objects[{first}].rle"))[640, 640]  # the dragged corner applied
+    page.keyboard.press("Escape")

@@ -301,7 +301,8 @@ function setTool(tool) {
 // Vertices (V): the selected object's mask as outlines (its holes too) whose vertices are
 // dragged; a click on an edge adds a vertex there, Shift+click or Delete over a vertex
 // removes it. Enter makes the edited outlines the object's mask (its prompts dropped: a
-// shape drawn by hand, which later predictions do not replace), Esc leaves it as it was.
+// shape drawn by hand, which later predictions do not replace), Esc leaves it as it was;
+// picking another object in the list applies the edits and outlines that one.
 // The outlines are closed strokes (the server's `outline`), so the mask is the polygon
 // tool's machinery: painted by the server, kept with the object, undoable.
 async function startOutline() {
@@ -363,6 +364,12 @@ function removeVertex({ si, i }) {  // an outline left with fewer than 3 vertice
   if (strokes[si].points.length < 3) strokes.splice(si, 1);
   app.edit.changed = true;
   render();
+}
+
+function reoutline() {  // another object selected with the vertex tool: edits so far applied, its outline next
+  if (app.tool !== "vertices") return;
+  if (app.edit) applyOutline(); else setTool("vertices");
+  setTool("vertices");
 }
 
 function applyOutline() {
@@ -585,7 +592,7 @@ function listObjects() {
     del.textContent = "✕"; del.title = "delete";
     del.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(i); });
     li.append(sw, input, del);
-    li.addEventListener("click", () => { app.selected = i; listObjects(); listCandidates(); render(); });
+    li.addEventListener("click", () => { app.selected = i; listObjects(); listCandidates(); reoutline(); render(); });
     ul.append(li);
   });
 }
