@@ -113,7 +113,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         label_map_format(args.label_map)
     if cutout:
         cutout_format(cutout)
-    if not 0 <= getattr(args, "dilate", 0) < math.inf:
+    if not 0 <= args.dilate < math.inf:
         raise OutputError(f"--dilate must be a number of pixels >= 0, got {args.dilate}")
     if args.masks_dir:
         check_output_dir(args.masks_dir)
@@ -121,7 +121,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
     """Write the files asked for with -o, --masks-dir, --label-map, --json and --cutout."""
-    dilate = getattr(args, "dilate", 0)
+    dilate = args.dilate
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
@@ -233,6 +233,7 @@ def _everything(args: argparse.Namespace) -> int:
                 ("--json", args.json),
                 ("--label-map", args.label_map),
                 ("--masks-dir", args.masks_dir),
+                ("--dilate", args.dilate),
             )
             if v
         ]
@@ -729,6 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
     eve.add_argument("--masks-dir", help="(one image) folder for one PNG per mask")
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
+    eve.add_argument(
+        "--dilate",
+        type=float,
+        default=0.0,
+        help="(one image) grow the masks of --masks-dir by this many pixels",
+    )
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
     eve.add_argument(
         "-r",

@@ -15,6 +15,7 @@ from mobilesam.batch import segment_folder
 from mobilesam.cli import main
 from mobilesam.highlevel import everything
 from mobilesam.utils import rle
+from mobilesam.utils.regions import dilate
 
 FAST = {"points_per_side": "4", "iou_thres": "0.5", "stability_score_thres": 0.8}
 
@@ -156,15 +157,25 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
             str(tmp_path / "l.png"),
             "--json",
             str(tmp_path / "e.json"),
+            "--masks-dir",
+            str(tmp_path / "m"),
+            "--dilate",
+            "3",
         ]
     )
     assert rc == 0 and (tmp_path / "l.png").is_file()
+    coco = json.loads((tmp_path / "e.json").read_text())
+    for i, ann in enumerate(coco["annotations"]):  # the JSON's masks as found, the PNGs grown
+        png = np.asarray(Image.open(tmp_path / "m" / f"mask_{i:03d}.png")) > 0
+        assert np.array_equal(png, dilate(rle.decode(ann["segmentation"]), 3))
     rc = main(["everything", str(small_images), *ck, "-o", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 1  # some files failed
     assert "done 2, skipped 0 (already done), failed 3" in out and "failed: c_notes.txt" in out
     assert main(["everything", str(small_images), *ck]) == 2
     assert "output folder is required" in capsys.readouterr().err
+    assert main(["everything", str(small_images), *ck, "-o", str(tmp_path / "x"), "--dilate", "2"]) == 2
+    assert "--dilate: one-image outputs" in capsys.readouterr().err
     assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2
     assert "points_per_side" in capsys.readouterr().err
     rc = main(["everything", str(small_images / "a_good.jpg"), *ck, "--decoder-precision", "bf16"])
