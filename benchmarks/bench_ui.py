@@ -1,8 +1,10 @@
 """`mobilesam ui` latency in a real browser (Chromium via Playwright), server on this machine.
 
-    python benchmarks/bench_ui.py [--checkpoint mobile_sam.pt] [--clicks 20] [--threads 2]
+    python benchmarks/bench_ui.py [--checkpoint mobile_sam.pt] [--clicks 20] [--threads 2] [--extra-images N]
 
-Starts `mobilesam ui` on two photos (synthetic weights unless --checkpoint), then:
+Starts `mobilesam ui` on two photos (synthetic weights unless --checkpoint; with
+--extra-images, in a folder holding N more, hard links to one photo: a big folder's
+per-request costs), then:
 - click to mask drawn: from the mouse click to the frame after the mask is painted
   (the page's own `performance.now()` stamps), median and max over --clicks clicks on
   a fresh object each time (each click decodes 3 candidates at full resolution, sends
@@ -20,6 +22,7 @@ the wire and paint costs here are an upper bound.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -41,6 +44,7 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
+    ap.add_argument("--extra-images", type=int, default=0, help="this many more images in the folder")
     args = ap.parse_args()
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -52,6 +56,8 @@ def main() -> None:
         folder.mkdir()
         shutil.copy(SHARED / "images" / "truck.jpg", folder / "1_truck.jpg")
         Image.open(SHARED / "images" / "picture4.jpg").convert("RGB").save(folder / "2_picture.jpg")
+        for i in range(args.extra_images):  # listed after the two measured
+            os.link(folder / "1_truck.jpg", folder / f"3_extra_{i:06d}.jpg")
         checkpoint = args.checkpoint
         if checkpoint is None:
             from conftest import synthetic_state_dict
@@ -72,7 +78,8 @@ def main() -> None:
                 browser.close()
         finally:
             server.kill()
-    print(f"\nmobilesam ui, {args.threads} threads, torch {torch.__version__}, Chromium (headless)")
+    size = f", a folder of {args.extra_images + 2} images" if args.extra_images else ""
+    print(f"\nmobilesam ui, {args.threads} threads, torch {torch.__version__}, Chromium (headless){size}")
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from mobilesam import MobileSAMError, SamPredictor
 from mobilesam.ui.model import ModelService
 from mobilesam.ui.server import create_app
-from mobilesam.ui.workspace import Workspace
+from mobilesam.ui.workspace import NotFound, Workspace
 from mobilesam.utils import rle
 
 
@@ -60,6 +60,42 @@ def test_no_file_outside_the_listing(client, name):
     for what in ("file", "thumb", "annotations"):
         r = client.get(f"/api/images/{name}/{what}")
         assert r.status_code == 404, (name, what, r.status_code)
+
+
+def test_requests_find_their_image_without_listing_the_folder(tmp_path):
+    """A request names one image: it is taken from the last listing while its file is still
+    there (a folder of thousands lists slowly), and a file added, removed or turned into a
+    link out of the folder since is seen at once."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(IMAGES / "truck.jpg", root / name)
+    w = Workspace(root, tmp_path / "out")
+    listings = []
+    listed = w.images
+
+    def counted():
+        listings.append(1)
+        return listed()
+
+    w.images = counted
+    assert w.image("b.jpg").path == root / "b.jpg" and listings == [1]  # the first request lists
+    assert w.image("a.jpg").name == "a.jpg" and w.image("b.jpg").name == "b.jpg" and listings == [1]
+    assert w.next_image("a.jpg").name == "b.jpg" and w.next_image("c.jpg") is None
+    shutil.copy(IMAGES / "truck.jpg", root / "d.jpg")
+    assert w.image("d.jpg").name == "d.jpg" and listings == [1, 1]  # added since: listed again
+    (root / "a.jpg").unlink()
+    with pytest.raises(NotFound):
+        w.image("a.jpg")
+    outside = tmp_path / "secret.jpg"
+    shutil.copy(IMAGES / "truck.jpg", outside)
+    (root / "c.jpg").unlink()
+    (root / "c.jpg").symlink_to(outside)
+    with pytest.raises(NotFound):
+        w.image("c.jpg")
+    for name in ("../secret.jpg", "", ".", "out"):
+        with pytest.raises(NotFound):
+            w.image(name)
 
 
 def test_open_encodes_once_and_prefetches_the_next(client, service):

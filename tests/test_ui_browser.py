@@ -609,3 +609,46 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     )
     assert rle.decode(page.evaluate(f"app.objects[{first}].rle"))[640, 640]  # the dragged corner applied
     page.keyboard.press("Escape")
+
+
+def test_a_folder_of_hundreds_lists_only_the_rows_in_view(page, tmp_path, ckpt_vit_t):
+    """The image list holds rows for the images in view only, each at its place: scrolling
+    draws the others, a click opens one, and opening an image scrolls its row into view."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(IMAGES / "truck.jpg", folder / "a_truck.jpg")
+    for i in range(400):
+        os.link(folder / "a_truck.jpg", folder / f"x_{i:04d}.jpg")
+    server = Server(folder, ckpt_vit_t, tmp_path / "out")
+    server.start()
+    try:
+        page = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(server.url)
+            page.wait_for_function("window.app && app.ready && app.img", timeout=60_000)
+            rows = page.locator("#image-list li")
+            assert 10 < rows.count() < 40 and rows.nth(0).get_attribute("data-name") == "a_truck.jpg"
+            assert page.evaluate("document.getElementById('image-list').offsetHeight") == 401 * 50
+            page.evaluate("document.getElementById('images').scrollTop = 200 * 50")
+            row = page.locator('#image-list li[data-name="x_0199.jpg"]')
+            row.wait_for()
+            assert rows.count() < 40
+            row.click()
+            page.wait_for_function("app.name === 'x_0199.jpg'")
+            assert "current" in row.get_attribute("class")
+            page.evaluate("openImage('x_0399.jpg')")  # far below: its row is scrolled into view
+            page.wait_for_function("app.name === 'x_0399.jpg'")
+            last = page.locator('#image-list li[data-name="x_0399.jpg"]')
+            last.wait_for()
+            assert "current" in last.get_attribute("class") and last.is_visible()
+            box = page.evaluate(
+                "(r => [r.top, r.bottom])(document.getElementById('images').getBoundingClientRect())"
+            )
+            top, bottom = page.evaluate(
+                "(r => [r.top, r.bottom])(document.querySelector('#image-list li.current').getBoundingClientRect())"
+            )
+            assert box[0] <= top and bottom <= box[1]
+        finally:
+            page.close()
+    finally:
+        server.kill()

@@ -210,13 +210,11 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
 
     @app.post("/api/images/{name:path}/open")
     def open_image(name: str) -> dict:
-        entries = workspace.images()
         entry = workspace.image(name)
         emb, ms = service.embed(entry.name, entry.path)
-        names = [e.name for e in entries]
-        i = names.index(entry.name)
-        if i + 1 < len(entries):  # the next image is encoded while this one is worked on
-            service.prefetch(entries[i + 1].name, entries[i + 1].path)
+        after = workspace.next_image(entry.name)
+        if after is not None:  # the next image is encoded while this one is worked on
+            service.prefetch(after.name, after.path)
         h, w = emb.original_size
         return {"name": name, "width": w, "height": h, "encode_ms": ms, "cached": ms == 0.0}
 

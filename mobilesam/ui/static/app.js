@@ -643,9 +643,8 @@ function listCandidates() {
 function stateClass(im) { return im.review ? "review" : im.done ? "done" : ""; }
 
 function markDone(name, done) {  // after a save: a person's, so reviewed
-  const img = Object.assign(app.images.find((i) => i.name === name) || {}, { done, review: false });
-  const li = document.querySelector(`#image-list li[data-name="${CSS.escape(name)}"] span`);
-  if (li) li.className = stateClass(img);
+  Object.assign(app.images.find((i) => i.name === name) || {}, { done, review: false });
+  drawList();
 }
 
 // R: this image's objects are right as they stand (an imported image is saved as
@@ -659,21 +658,55 @@ async function reviewedNext() {
   else say("no image left to review");
 }
 
+// The image list holds rows only for the images in view (and a few either side), each at
+// its place in a list as tall as all of them: a folder of 10,000 photos would otherwise
+// put 10,000 rows on the page, and every frame would cost twice as much.
+const ROW = 50;  // px: a row's height (app.css)
+const listItems = new Map();  // image name -> its row, while drawn
+
 async function loadImages() {
   app.images = await api("GET", "/api/images");
-  const ul = $("image-list");
-  ul.textContent = "";
-  for (const im of app.images) {
-    const li = document.createElement("li");
-    li.dataset.name = im.name;
-    const t = document.createElement("img");
-    t.src = `/api/images/${enc(im.name)}/thumb`; t.alt = ""; t.loading = "lazy";
-    const span = document.createElement("span");
-    span.textContent = im.name; span.className = stateClass(im);
-    li.append(t, span);
-    li.addEventListener("click", () => openImage(im.name));
-    ul.append(li);
-  }
+  $("image-list").textContent = "";
+  listItems.clear();
+  drawList();
+}
+
+function drawList() {
+  const ul = $("image-list"), box = $("images");
+  ul.style.height = `${app.images.length * ROW}px`;
+  const top = box.scrollTop - ul.offsetTop;
+  const first = Math.max(0, Math.floor(top / ROW) - 5);
+  const last = Math.min(app.images.length, Math.ceil((top + box.clientHeight) / ROW) + 5);
+  const shown = app.images.slice(first, last);
+  const keep = new Set(shown.map((im) => im.name));
+  for (const [name, li] of listItems) if (!keep.has(name)) { li.remove(); listItems.delete(name); }
+  shown.forEach((im, k) => {
+    let li = listItems.get(im.name);
+    if (!li) { li = listRow(im); listItems.set(im.name, li); }
+    li.style.top = `${(first + k) * ROW}px`;
+    li.classList.toggle("current", im.name === app.name);
+    li.lastChild.className = stateClass(im);
+    ul.append(li);  // in list order (a row already there moves, its thumbnail kept)
+  });
+}
+
+function listRow(im) {
+  const li = document.createElement("li");
+  li.dataset.name = im.name;
+  const t = document.createElement("img");
+  t.src = `/api/images/${enc(im.name)}/thumb`; t.alt = "";
+  const span = document.createElement("span");
+  span.textContent = im.name;
+  li.append(t, span);
+  li.addEventListener("click", () => openImage(im.name));
+  return li;
+}
+
+function showInList(name) {  // scrolls the list to the image's row if it is out of view
+  const i = app.images.findIndex((im) => im.name === name), box = $("images");
+  const y = $("image-list").offsetTop + i * ROW;
+  if (i >= 0 && (y < box.scrollTop || y + ROW > box.scrollTop + box.clientHeight)) box.scrollTop = y - box.clientHeight / 2;
+  drawList();
 }
 
 const imageCache = new Map();  // name -> decoded <img>, the last 4 opened
@@ -702,7 +735,7 @@ async function openImage(name) {
     app.history = []; app.future = []; app.hover = null; app.poly = null;
     if (app.tool === "vertices") setTool("vertices");  // that image's outline: back to prompts
     $("image-name").textContent = name;
-    document.querySelectorAll("#image-list li").forEach((li) => li.classList.toggle("current", li.dataset.name === name));
+    showInList(name);
     $("export-labels").href = `/api/images/${enc(name)}/export/labels.png`;
     $("export-masks").href = `/api/images/${enc(name)}/export/masks.zip`;
     fit(); render(); listObjects(); listCandidates();
@@ -908,7 +941,10 @@ window.addEventListener("keydown", (e) => {
   else if (["1", "2", "3"].includes(k)) pickCandidate(Number(k));
 });
 window.addEventListener("keyup", (e) => { if (e.key === " ") spaceDown = false; });
-window.addEventListener("resize", () => { fit(); render(); });
+window.addEventListener("resize", () => { fit(); render(); drawList(); });
+$("images").addEventListener("scroll", () => {
+  if (!app.listFrame) app.listFrame = requestAnimationFrame(() => { app.listFrame = null; drawList(); });
+});
 
 $("prev").addEventListener("click", () => step(-1));
 $("next").addEventListener("click", () => step(1));
