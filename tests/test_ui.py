@@ -98,6 +98,28 @@ def test_requests_find_their_image_without_listing_the_folder(tmp_path):
             w.image(name)
 
 
+def test_image_states_are_read_once_per_change_of_their_file(tmp_path):
+    """The page lists every image's state on each load: a saved file is parsed again only
+    when it changed (a save here, another process writing it)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    shutil.copy(IMAGES / "truck.jpg", root / "a.jpg")
+    w = Workspace(root, tmp_path / "out")
+    parsed = []
+    saved = w.saved
+    w.saved = lambda name: parsed.append(name) or saved(name)
+    assert w.state("a.jpg") == "" and parsed == []  # no file: nothing to parse
+    obj = {"label": "x", "rle": rle.encode(np.ones((1200, 1800), bool))}
+    w.save("a.jpg", 0, [obj])
+    parsed.clear()
+    assert [w.state("a.jpg") for _ in range(3)] == ["done"] * 3 and len(parsed) == 1
+    w.save("a.jpg", 1, [])
+    assert w.state("a.jpg") == ""
+    data = json.loads((tmp_path / "out" / "a.jpg.json").read_text())  # a script marks it for review
+    (tmp_path / "out" / "a.jpg.json").write_text(json.dumps({**data, "objects": [obj], "reviewed": False}))
+    assert w.state("a.jpg") == "review"
+
+
 def test_open_encodes_once_and_prefetches_the_next(client, service):
     first = client.post("/api/images/a_truck.jpg/open").json()
     assert (first["width"], first["height"]) == (1800, 1200)

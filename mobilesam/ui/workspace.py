@@ -96,6 +96,7 @@ class Workspace:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._listed: dict[str, ImageEntry] = {}  # the last listing, name -> entry, in order
+        self._states: dict[str, tuple[tuple[int, int], str]] = {}  # name -> (its file's mtime, size), state
 
     def images(self) -> list[ImageEntry]:
         """The images in the root folder (with `recursive`, in its subfolders too, named by
@@ -175,11 +176,20 @@ class Workspace:
 
     def state(self, name: str) -> str:
         """Listed image `name`: "" (no saved objects), "review" (objects imported, not yet
-        saved by a person) or "done" (called once per listed image)."""
-        data = self.saved(name)
-        if not data["objects"]:
+        saved by a person) or "done". Asked for every image each time the page lists the
+        folder, so it is kept while the file's mtime and size stay (not parsed again)."""
+        try:
+            st = self._file(name).stat()
+        except FileNotFoundError:
             return ""
-        return "done" if saved_by_person(data) else "review"
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._states.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        data = self.saved(name)
+        state = "" if not data["objects"] else "done" if saved_by_person(data) else "review"
+        self._states[name] = (key, state)
+        return state
 
     def done(self, name: str) -> bool:
         """Whether listed image `name` has saved objects, reviewed or not."""
