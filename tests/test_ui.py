@@ -349,7 +349,10 @@ def test_phone_photos_and_broken_files(service, tmp_path):
     assert len(coco["annotations"]) == 1
     labels = Image.open(io.BytesIO(client.get("/api/images/phone.jpg/export/labels.png").content))
     assert labels.size == (200, 300)
-    assert Image.open(io.BytesIO(client.get("/api/images/phone.jpg/thumb").content)).size == (171, 256)
+    thumb = client.get("/api/images/phone.jpg/thumb")
+    assert Image.open(io.BytesIO(thumb.content)).size == (171, 256)
+    etag = {"If-None-Match": thumb.headers["etag"]}  # asked again (a row scrolled back): not decoded again
+    assert client.get("/api/images/phone.jpg/thumb", headers=etag).status_code == 304
     for what in ("thumb", "export/labels.png"):
         r = client.get(f"/api/images/zz_broken.jpg/{what}")
         assert r.status_code == 422 and "not an image" in r.json()["detail"], what
@@ -374,6 +377,11 @@ def test_phone_photos_and_broken_files(service, tmp_path):
     ):
         r = client.post(f"/api/images/{name}/cutout", json=body)
         assert r.status_code == 422 and r.json()["detail"], (name, body)
+    Image.open(IMAGES / "picture1.jpg").resize((300, 200)).save(
+        root / "phone.jpg"
+    )  # changed: a new thumbnail
+    again = client.get("/api/images/phone.jpg/thumb", headers=etag)
+    assert again.status_code == 200 and Image.open(io.BytesIO(again.content)).size == (256, 171)
 
 
 def test_uploads_refused_in_folder_mode(client):

@@ -200,13 +200,20 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         return FileResponse(workspace.image(name).path)
 
     @app.get("/api/images/{name:path}/thumb")
-    def thumb(name: str) -> Response:
-        with opened_image(workspace.image(name).path) as img:
+    def thumb(name: str, request: Request) -> Response:
+        # The list asks again for a row scrolled back into view: the browser revalidates
+        # (no-cache) and an unchanged file costs a stat, not a decode.
+        path = workspace.image(name).path
+        st = path.stat()
+        cache = {"ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"', "Cache-Control": "no-cache"}
+        if request.headers.get("if-none-match") == cache["ETag"]:
+            return Response(status_code=304, headers=cache)
+        with opened_image(path) as img:
             img.thumbnail((256, 256))  # a JPEG decodes at a reduced scale: fast for a long list
             img = ImageOps.exif_transpose(img).convert("RGB")  # upright, as the model sees it
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=80)
-        return Response(buf.getvalue(), media_type="image/jpeg")
+        return Response(buf.getvalue(), media_type="image/jpeg", headers=cache)
 
     @app.post("/api/images/{name:path}/open")
     def open_image(name: str) -> dict:
