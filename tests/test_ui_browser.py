@@ -652,3 +652,72 @@ def test_a_folder_of_hundreds_lists_only_the_rows_in_view(page, tmp_path, ckpt_v
             page.close()
     finally:
         server.kill()
+
+
+def test_objects_not_selected_are_painted_where_their_masks_lie(page, server):
+    """The objects not being edited are painted from their runs into one layer the size of
+    the screen (no canvas per object): a pixel is tinted exactly where a mask lies, with the
+    image fitted, zoomed in and zoomed out."""
+    name = "cam2/2_picture.jpg"
+    info = server.post(f"/api/images/{name}/open", {})
+    h, w = info["height"], info["width"]
+    masks = np.zeros((3, h, w), bool)
+    masks[0, :10, :10] = True  # the selected one, out of the way
+    masks[1, h // 4 : h // 2, w // 4 : w // 2] = True
+    masks[2, h // 2 : 3 * h // 4, w // 2 : 3 * w // 4] = True
+    revision = server.get(f"/api/images/{name}/annotations")["revision"]
+    body = {"revision": revision, "objects": [{"label": "x", "rle": rle.encode(m)} for m in masks]}
+    req = urllib.request.Request(
+        f"{server.url}/api/images/{name}/annotations", json.dumps(body).encode(), method="PUT"
+    )
+    req.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(req).read()
+    page.goto(server.url)
+    page.wait_for_function("window.app && app.ready", timeout=60_000)
+    page.evaluate(f"openImage({json.dumps(name)})")
+    page.wait_for_function(f"app.name === {json.dumps(name)} && app.objects.length === 3")
+    page.uncheck("#hover")
+    fx, fy = np.meshgrid(np.linspace(0.27, 0.73, 9), np.linspace(0.27, 0.73, 9))
+    points = [(int(x * w) + 0.5, int(y * h) + 0.5) for x, y in zip(fx.ravel(), fy.ravel())]
+    for d in (-12, -6, 6, 12):  # either side of every edge: a misplaced layer shows there first
+        points += [(e + d + 0.5, int(0.45 * h) + 0.5) for e in (w // 4, w // 2)]
+        points += [(e + d + 0.5, int(0.6 * h) + 0.5) for e in (w // 2, 3 * w // 4)]
+        points += [(int(0.4 * w) + 0.5, e + d + 0.5) for e in (h // 4, h // 2)]
+        points += [(int(0.6 * w) + 0.5, e + d + 0.5) for e in (h // 2, 3 * h // 4)]
+    inside = [bool(masks[1:, int(y), int(x)].any()) for x, y in points]
+
+    def tinted() -> list[bool | None]:
+        return page.evaluate(
+            """(points) => {
+            const r = canvas.getBoundingClientRect(), v = app.view;
+            const seen = () => points.map(([x, y]) => app.pixelAt(x, y).join());
+            const shown = seen(); app.drawMasks = false; render();
+            const bare = seen(); app.drawMasks = true; render();
+            return points.map(([x, y], i) => {
+                const sx = x * v.scale + v.ox, sy = y * v.scale + v.oy;
+                const onScreen = sx >= 0 && sy >= 0 && sx < canvas.width && sy < canvas.height;
+                return onScreen ? shown[i] !== bare[i] : null;
+            });
+        }""",
+            points,
+        )
+
+    def near_edge(x: float, y: float, margin: float) -> bool:
+        return any(abs(x - e) < margin for e in (w // 4, w // 2, 3 * w // 4)) or any(
+            abs(y - e) < margin for e in (h // 4, h // 2, 3 * h // 4)
+        )
+
+    for zoom in (0, -600, 900):  # fitted, zoomed in, zoomed out
+        if zoom:
+            page.keyboard.press("f")
+            page.mouse.move(*_screen(page, w * 0.45, h * 0.45))
+            page.mouse.wheel(0, zoom)
+            page.wait_for_timeout(100)
+        scale = page.evaluate("app.view.scale")
+        got = tinted()
+        checked = [
+            (g, want)
+            for g, want, (x, y) in zip(got, inside, points)
+            if g is not None and not near_edge(x, y, 2 + 1 / scale)
+        ]
+        assert len(checked) > 20 and all(g == want for g, want in checked), (zoom, scale)
