@@ -721,3 +721,10 @@ def test_objects_not_selected_are_painted_where_their_masks_lie(page, server):
             if g is not None and not near_edge(x, y, 2 + 1 / scale)
         ]
         assert len(checked) > 20 and all(g == want for g, want in checked), (zoom, scale)
+
+    # decoded images kept for going back: at most app.imageCachePx pixels of them (and 4)
+    assert page.evaluate("imageCache.size") == 2  # the first image, this one
+    page.evaluate("app.imageCachePx = 3e6; imageCache.delete('1_truck.jpg')")  # less than both (2.2 MP, this)
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("app.name === '1_truck.jpg'")
+    assert page.evaluate("[...imageCache.keys()]") == ["1_truck.jpg"]

@@ -15,6 +15,7 @@ const app = {
   seq: 0, saving: null, dirty: false,
   latencies: [], switches: [], strokes: [],  // timings, for tests and benchmarks
   drawMasks: true,  // M: the masks shown, or the photo alone
+  imageCachePx: 100e6,  // decoded images kept for going back: 4 at most, and this many pixels (a 108 MP photo alone)
   status: null,
   tool: "prompt", brush: 10,  // prompt | brush | eraser | polygon | vertices; the brush's radius in image pixels
   poly: null, polyErase: false,  // the polygon being drawn: its vertices so far; Shift+G: it erases
@@ -773,7 +774,8 @@ function showInList(name) {  // scrolls the list to the image's row if it is out
   drawList();
 }
 
-const imageCache = new Map();  // name -> decoded <img>, the last 4 opened
+const imageCache = new Map();  // name -> decoded <img>: the last 4 opened, app.imageCachePx at most
+const pixelsOf = (img) => img.naturalWidth * img.naturalHeight;
 
 async function openImage(name) {
   const t0 = performance.now();
@@ -790,7 +792,11 @@ async function openImage(name) {
       img.src = `/api/images/${enc(name)}/file`;
       await img.decode();
       imageCache.set(name, img);
-      if (imageCache.size > 4) imageCache.delete(imageCache.keys().next().value);
+      let total = [...imageCache.values()].reduce((sum, im) => sum + pixelsOf(im), 0);
+      for (const [key, im] of imageCache) {
+        if (imageCache.size <= 1 || (imageCache.size <= 4 && total <= app.imageCachePx)) break;
+        imageCache.delete(key); total -= pixelsOf(im);
+      }
     }
     app.name = name; app.img = img; app.width = info.width; app.height = info.height;
     app.revision = saved.revision;
