@@ -166,6 +166,39 @@ def test_predict_equals_the_predictor(client, sam_vit_t, folder):
     assert bad.status_code == 422  # the single-mask output has only mask 0
 
 
+def test_hover_previews_are_masks_of_at_most_2_mp(client, sam_vit_t, folder):
+    """`preview`: the mask upsampled straight to the image scaled down to 2 MP (the page
+    draws the hover preview scaled up); a small image's preview is its mask."""
+    import torch
+
+    from mobilesam.ui.server import preview_size
+
+    rgb = np.asarray(Image.open(folder / "a_truck.jpg").convert("RGB"))
+    predictor = SamPredictor(sam_vit_t)
+    predictor.set_image(rgb)
+    _, scores, low_res = predictor.predict(np.array([[500, 375]]), np.array([1]))
+    size = preview_size((1200, 1800))
+    assert size == (1154, 1732) and size[0] * size[1] <= 2_000_000
+    with torch.inference_mode():
+        logits = sam_vit_t.postprocess_masks(torch.from_numpy(low_res)[None], predictor.input_size, size)
+    want = (logits[0, int(np.argmax(scores))] > 0).numpy()
+    out = client.post(
+        "/api/images/a_truck.jpg/predict", json={"points": [[500, 375, 1]], "preview": True}
+    ).json()
+    assert np.array_equal(rle.decode(out["mask"]["rle"]), want)
+    assert [c["score"] for c in out["candidates"]] == pytest.approx(scores.tolist(), abs=1e-6)
+    body = {"points": [[200, 150, 1]]}
+    small = [
+        client.post("/api/images/b_small.png/predict", json={**body, "preview": p}).json() for p in (1, 0)
+    ]
+    assert small[0]["mask"] == small[1]["mask"]  # 400x300: the preview is the mask
+    stroke = {"mode": "add", "radius": 3, "points": [[5, 5]]}
+    refused = client.post(
+        "/api/images/b_small.png/predict", json={**body, "preview": True, "strokes": [stroke]}
+    )
+    assert refused.status_code == 422 and "preview" in refused.json()["detail"]
+
+
 @pytest.mark.parametrize(
     "body",
     [

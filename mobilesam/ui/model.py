@@ -109,10 +109,12 @@ class ModelService:
         box: np.ndarray | None,
         multimask: bool,
         pick: int | None = None,
+        size: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, int, np.ndarray]:
         """One prompt set (original-image pixels) on the image of `emb` (from `embed`) ->
         the scores of its C candidates, the index shown (`pick`, else the best score) and
-        that candidate's HxW mask, equal to `SamPredictor.predict`'s."""
+        that candidate's HxW mask, equal to `SamPredictor.predict`'s; `size` (h, w): the
+        mask at that size instead (a preview of a big photo's: upsampled straight to it)."""
         with self._lock, torch.inference_mode():
             self._use(emb)
             p = self.predictor
@@ -132,7 +134,7 @@ class ModelService:
             i = int(np.argmax(scores)) if pick is None else pick
             # Every candidate upsampled, as `predict` does: upsampling one channel alone can
             # round differently (another kernel path) and move boundary pixels.
-            logits = p.model.postprocess_masks(low_res.float(), p.input_size, p.original_size)
+            logits = p.model.postprocess_masks(low_res.float(), p.input_size, size or p.original_size)
             mask = (logits[0, i] > p.mask_threshold).cpu().numpy()
         return scores, i, mask
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 import zipfile
 from pathlib import Path
@@ -79,6 +80,11 @@ class PromptBody(BaseModel):
         description="brush/eraser strokes applied to the mask in order (strokes.py): "
         "[{mode: 'add'|'erase', radius, points: [[x, y], ...]}, ...]",
     )
+    preview: bool = Field(
+        False,
+        description="a mask of at most 2 MP, the image scaled down (its area and bbox in those pixels): "
+        "for drawing the hover preview of a big photo quickly",
+    )
 
 
 class PropagateBody(BaseModel):
@@ -123,6 +129,16 @@ def _mask_json(mask: np.ndarray, mask_id: int, score: float) -> dict:
         **_area_bbox(mask),
         "rle": rle.encode(mask),
     }
+
+
+PREVIEW_PX = 2_000_000
+
+
+def preview_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an image -> the size of its preview masks: scaled down to PREVIEW_PX at most."""
+    h, w = size
+    f = min(1.0, (PREVIEW_PX / (h * w)) ** 0.5)
+    return max(1, math.floor(h * f)), max(1, math.floor(w * f))
 
 
 def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
@@ -236,7 +252,10 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             raise PromptError(f"mask_id must be one of {ids}")
         pick = None if body.mask_id is None else ids.index(body.mask_id)
         strokes = check_strokes(body.strokes)
-        scores, i, mask = service.predict(emb, points, labels, box, body.multimask, pick)
+        if strokes and body.preview:
+            raise PromptError("strokes are painted on full-size masks: not with preview")
+        size = preview_size(emb.original_size) if body.preview else None
+        scores, i, mask = service.predict(emb, points, labels, box, body.multimask, pick, size)
         if strokes:
             mask = paint(mask, strokes)
         return {

@@ -506,7 +506,7 @@ async function hoverAt(x, y) {
   const points = (obj ? obj.points : []).concat([[x, y, 1]]);
   try {
     const out = await api("POST", `/api/images/${enc(app.name)}/predict`,
-      { points, box: obj ? obj.box : null, multimask: true }, ctl.signal);
+      { points, box: obj ? obj.box : null, multimask: true, preview: true }, ctl.signal);  // drawn scaled: at most 2 MP
     if (app.hoverCtl !== ctl) return;
     app.hover = maskCanvas(out.mask.rle, [255, 255, 255]);
     app.hoverCount = (app.hoverCount || 0) + 1;
