@@ -151,3 +151,17 @@ def test_cutout_keeps_the_masked_pixels_on_transparency():
     assert whole.shape == (40, 60, 4) and (whole[..., 3] > 0).sum() == mask.sum()
     with pytest.raises(ValueError, match="nothing to cut out"):
         cutout(image, np.zeros((40, 60), bool))
+
+
+def test_rle_area_and_box_from_the_runs_alone():
+    """A COCO RLE's area and XYWH box without decoding it: pycocotools' area and toBbox."""
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (1, 7), (7, 1), *[tuple(rng.integers(2, 25, 2)) for _ in range(300)]]
+    for shape in shapes:
+        mask = rng.random(shape) < rng.random() ** 3  # empty, sparse and full masks
+        ref = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        for r in (rle.encode(mask), rle.encode(mask, compressed=False)):
+            area, bbox = rle.area_bbox(r)
+            assert area == coco_mask.area(ref) and bbox == coco_mask.toBbox(ref).astype(int).tolist(), shape

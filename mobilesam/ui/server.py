@@ -443,13 +443,14 @@ def folder_coco(workspace: Workspace, reviewed: bool = False) -> dict:
             h, w = data["objects"][0]["rle"]["size"]  # labelled before it became unreadable
         images.append({"id": image_id, "width": w, "height": h, "file_name": entry.name})
         for obj in data["objects"]:
-            mask = mask_of(obj)
+            area, bbox = rle.area_bbox(obj["rle"])  # from the runs: no mask decoded
             ann = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": category[obj["label"]],
                 "segmentation": obj["rle"],
-                **_area_bbox(mask),
+                "area": area,
+                "bbox": bbox,
                 "iscrowd": 0,
             }
             for key in ("score", "box_score", "mask_id"):

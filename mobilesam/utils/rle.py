@@ -211,8 +211,30 @@ def decode(rle: dict) -> np.ndarray:
     return counts_to_mask(counts, tuple(rle["size"]))
 
 
-def area(rle: dict) -> int:
+def _counts(rle: dict) -> np.ndarray:
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
-        counts = string_to_counts(counts if isinstance(counts, str) else counts.decode("ascii"))
-    return int(sum(counts[1::2]))
+        return string_to_counts(counts if isinstance(counts, str) else counts.decode("ascii"))
+    return np.asarray(counts, dtype=np.int64)
+
+
+def area(rle: dict) -> int:
+    return int(_counts(rle)[1::2].sum())
+
+
+def area_bbox(rle: dict) -> tuple[int, list[int]]:
+    """A COCO RLE's pixel count and COCO XYWH box (its extent, as pycocotools' `toBbox`;
+    [0, 0, 0, 0] when empty), from the runs alone: no HxW mask is built, which is what
+    made a folder's export slow."""
+    counts = _counts(rle)
+    h = int(rle["size"][0])
+    ends = np.cumsum(counts)
+    on = counts[1::2] > 0
+    first, last = (ends - counts)[1::2][on], ends[1::2][on] - 1  # each run of ones, flat column-major
+    if not len(first):
+        return 0, [0, 0, 0, 0]
+    x0, x1 = int(first[0] // h), int(last[-1] // h)
+    one_column = first // h == last // h  # a run that crosses columns covers rows 0 and h - 1
+    y0 = int(np.where(one_column, first % h, 0).min())
+    y1 = int(np.where(one_column, last % h, h - 1).max())
+    return int(counts[1::2].sum()), [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
