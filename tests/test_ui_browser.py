@@ -722,6 +722,13 @@ def test_objects_not_selected_are_painted_where_their_masks_lie(page, server):
         ]
         assert len(checked) > 20 and all(g == want for g, want in checked), (zoom, scale)
 
+    focus = page.evaluate("document.activeElement.id")
+    page.keyboard.press("Tab")  # the next object, and round again; the focus stays
+    assert page.evaluate("app.selected") == 1
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("[app.selected, document.activeElement.id]") == [2, focus]
+
     # decoded images kept for going back: at most app.imageCachePx pixels of them (and 4)
     assert page.evaluate("imageCache.size") == 2  # the first image, this one
     page.evaluate("app.imageCachePx = 3e6; imageCache.delete('1_truck.jpg')")  # less than both (2.2 MP, this)

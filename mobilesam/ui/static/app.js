@@ -657,9 +657,16 @@ function listObjects() {
     del.textContent = "✕"; del.title = "delete";
     del.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(i); });
     li.append(sw, input, del);
-    li.addEventListener("click", () => { app.selected = i; listObjects(); listCandidates(); reoutline(); render(); });
+    li.addEventListener("click", () => selectObject(i));
     ul.append(li);
   });
+}
+
+function selectObject(i) {  // the list's click; Tab / Shift+Tab step through the objects (wrapping)
+  const n = app.objects.length;
+  if (!n) return;
+  app.selected = ((i % n) + n) % n;
+  listObjects(); listCandidates(); reoutline(); render();
 }
 
 function classSelect(o) {  // the label as one of the classes; new objects take the last one chosen
@@ -985,6 +992,7 @@ window.addEventListener("keydown", (e) => {
   else if (mod && k === "s") { e.preventDefault(); save(); }
   else if (mod) return;
   else if (k === "n") newObject();
+  else if (k === "tab") { e.preventDefault(); selectObject(app.selected + (e.shiftKey ? -1 : 1)); }
   else if (k === "backspace" && app.poly) { app.poly.pop(); render(); }
   else if ((k === "delete" || k === "backspace") && app.tool === "vertices") {  // a vertex, never the object
     const hit = app.edit && app.cursorScreen && nearVertex(...app.cursorScreen);
