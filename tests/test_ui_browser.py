@@ -43,6 +43,7 @@ def _free_port() -> int:
 
 class Server:
     def __init__(self, folder: Path, checkpoint: Path, out: Path) -> None:
+        self.folder = folder
         self.args = [
             sys.executable,
             "-m",
@@ -498,6 +499,16 @@ def test_polygon_fills_its_inside_in_the_browser(page, server):
     assert page.evaluate("app.tool") == "prompt"
 
 
+def _new_square(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    """A new object: the square drawn with the polygon tool (closed on its first vertex)."""
+    page.keyboard.press("n")
+    page.keyboard.press("g")
+    for corner in [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]:
+        page.mouse.click(*_screen(page, *corner))
+    page.wait_for_function("app.objects[app.selected].painted === 1 && app.objects[app.selected].rle")
+    page.keyboard.press("g")
+
+
 def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     """Vertices (V): the selected mask's outline, its vertices dragged, one added on an edge,
     one removed with Shift+click; Enter makes it the object's mask (the server's paint of
@@ -507,12 +518,7 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     page.goto(server.url)
     page.wait_for_function("window.app && app.ready && app.name === '1_truck.jpg'", timeout=60_000)
     page.uncheck("#hover")
-    page.keyboard.press("n")
-    page.keyboard.press("g")
-    for corner in [(300, 300), (600, 300), (600, 600), (300, 600), (300, 300)]:
-        page.mouse.click(*_screen(page, *corner))
-    page.wait_for_function("app.objects[app.selected].painted === 1 && app.objects[app.selected].rle")
-    page.keyboard.press("g")
+    _new_square(page, 300, 300, 600, 600)
     before = page.evaluate("app.objects[app.selected].rle")
 
     page.keyboard.press("v")
@@ -586,12 +592,7 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
 
     # another object picked in the list while editing: the edits so far applied, its outline next
     first = page.evaluate("app.selected")
-    page.keyboard.press("n")
-    page.keyboard.press("g")
-    for corner in [(900, 700), (1000, 700), (1000, 800), (900, 800), (900, 700)]:
-        page.mouse.click(*_screen(page, *corner))
-    page.wait_for_function("app.objects[app.selected].painted === 1 && app.objects[app.selected].rle")
-    page.keyboard.press("g")
+    _new_square(page, 900, 700, 1000, 800)
     page.click(f"#objects li:nth-child({first + 1})")
     page.keyboard.press("v")
     page.wait_for_function("app.edit")
@@ -609,49 +610,6 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     )
     assert rle.decode(page.evaluate(f"app.objects[{first}].rle"))[640, 640]  # the dragged corner applied
     page.keyboard.press("Escape")
-
-
-def test_a_folder_of_hundreds_lists_only_the_rows_in_view(page, tmp_path, ckpt_vit_t):
-    """The image list holds rows for the images in view only, each at its place: scrolling
-    draws the others, a click opens one, and opening an image scrolls its row into view."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    shutil.copy(IMAGES / "truck.jpg", folder / "a_truck.jpg")
-    for i in range(400):
-        os.link(folder / "a_truck.jpg", folder / f"x_{i:04d}.jpg")
-    server = Server(folder, ckpt_vit_t, tmp_path / "out")
-    server.start()
-    try:
-        page = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(server.url)
-            page.wait_for_function("window.app && app.ready && app.img", timeout=60_000)
-            rows = page.locator("#image-list li")
-            assert 10 < rows.count() < 40 and rows.nth(0).get_attribute("data-name") == "a_truck.jpg"
-            assert page.evaluate("document.getElementById('image-list').offsetHeight") == 401 * 50
-            page.evaluate("document.getElementById('images').scrollTop = 200 * 50")
-            row = page.locator('#image-list li[data-name="x_0199.jpg"]')
-            row.wait_for()
-            assert rows.count() < 40
-            row.click()
-            page.wait_for_function("app.name === 'x_0199.jpg'")
-            assert "current" in row.get_attribute("class")
-            page.evaluate("openImage('x_0399.jpg')")  # far below: its row is scrolled into view
-            page.wait_for_function("app.name === 'x_0399.jpg'")
-            last = page.locator('#image-list li[data-name="x_0399.jpg"]')
-            last.wait_for()
-            assert "current" in last.get_attribute("class") and last.is_visible()
-            box = page.evaluate(
-                "(r => [r.top, r.bottom])(document.getElementById('images').getBoundingClientRect())"
-            )
-            top, bottom = page.evaluate(
-                "(r => [r.top, r.bottom])(document.querySelector('#image-list li.current').getBoundingClientRect())"
-            )
-            assert box[0] <= top and bottom <= box[1]
-        finally:
-            page.close()
-    finally:
-        server.kill()
 
 
 def test_objects_not_selected_are_painted_where_their_masks_lie(page, server):
@@ -751,3 +709,34 @@ def test_objects_not_selected_are_painted_where_their_masks_lie(page, server):
         "(ctx.getImageData(0, 0, canvas.width, canvas.height).data)"
     )
     assert page.evaluate("app.hoverOn") is False and changed > 0
+
+
+def test_a_folder_of_hundreds_lists_only_the_rows_in_view(page, server):
+    """The image list holds rows for the images in view only, each at its place: scrolling
+    draws the others, a click opens one, and opening an image scrolls its row into view.
+    (Last in the module: it adds 400 images to the module's folder.)"""
+    folder = server.folder
+    for i in range(400):
+        os.link(folder / "1_truck.jpg", folder / f"x_{i:04d}.jpg")
+    page.goto(server.url)
+    page.wait_for_function("window.app && app.ready && app.img", timeout=60_000)
+    rows = page.locator("#image-list li")
+    assert 10 < rows.count() < 40 and rows.nth(0).get_attribute("data-name") == "1_truck.jpg"
+    assert page.evaluate("document.getElementById('image-list').offsetHeight") == 402 * 50
+    page.evaluate("document.getElementById('images').scrollTop = 200 * 50")
+    row = page.locator('#image-list li[data-name="x_0199.jpg"]')
+    row.wait_for()
+    assert rows.count() < 40
+    row.click()
+    page.wait_for_function("app.name === 'x_0199.jpg'")
+    assert "current" in row.get_attribute("class")
+    page.evaluate("openImage('x_0399.jpg')")  # far below: its row is scrolled into view
+    page.wait_for_function("app.name === 'x_0399.jpg'")
+    last = page.locator('#image-list li[data-name="x_0399.jpg"]')
+    last.wait_for()
+    assert "current" in last.get_attribute("class") and last.is_visible()
+    box = page.evaluate("(r => [r.top, r.bottom])(document.getElementById('images').getBoundingClientRect())")
+    top, bottom = page.evaluate(
+        "(r => [r.top, r.bottom])(document.querySelector('#image-list li.current').getBoundingClientRect())"
+    )
+    assert box[0] <= top and bottom <= box[1]
