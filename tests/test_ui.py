@@ -87,6 +87,10 @@ def test_requests_find_their_image_without_listing_the_folder(tmp_path):
     (root / "a.jpg").unlink()
     with pytest.raises(NotFound):
         w.image("a.jpg")
+    (root / "d.jpg").unlink()
+    (root / "d.jpg").mkdir()  # a folder has the name now
+    with pytest.raises(NotFound):
+        w.image("d.jpg")
     outside = tmp_path / "secret.jpg"
     shutil.copy(IMAGES / "truck.jpg", outside)
     (root / "c.jpg").unlink()
