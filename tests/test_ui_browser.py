@@ -536,6 +536,12 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
         before,
         n_objects,
     ]
+    page.keyboard.press("v")
+    page.wait_for_function("app.edit")
+    page.mouse.click(*_screen(page, *ring["points"][1]))  # a vertex pressed, not moved
+    page.keyboard.press("Enter")  # nothing changed: nothing applied (no simplification)
+    kept = "(o => [app.tool, o.rle, o.strokes[0].radius])(app.objects[app.selected])"
+    assert page.evaluate(kept) == ["prompt", before, 0.5]  # still the polygon's stroke
 
     page.keyboard.press("v")
     page.wait_for_function("app.edit")
@@ -553,6 +559,10 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     page.screenshot(path=str(ARTIFACTS / "vertices.png"))
     edited = page.evaluate("app.edit.strokes[0].points")
     assert len(edited) == 4 and bottom_left not in edited
+    page.keyboard.press("Control+z")  # inside the edit: the removal taken back, the edit goes on
+    assert page.evaluate("[app.tool, app.edit.strokes[0].points.length]") == ["vertices", 5]
+    page.keyboard.press("Control+y")
+    assert page.evaluate("app.edit.strokes[0].points") == edited
     page.keyboard.press("Enter")
     page.wait_for_function(
         "(o => app.tool === 'prompt' && o.strokes[0].radius < 0.1 && o.painted === 1)(app.objects[app.selected])"

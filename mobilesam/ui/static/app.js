@@ -19,7 +19,7 @@ const app = {
   status: null,
   tool: "prompt", brush: 10,  // prompt | brush | eraser | polygon | vertices; the brush's radius in image pixels
   poly: null, polyErase: false,  // the polygon being drawn: its vertices so far; Shift+G: it erases
-  edit: null,  // the vertex tool's outline being edited: { obj, strokes, changed }
+  edit: null,  // the vertex tool's outline being edited: { obj, strokes, history, future }
   classes: null, label: "object",  // the server's class list (--classes); a new object's label
   predicting: Promise.resolve(), painting: Promise.resolve(),
 };
@@ -213,11 +213,13 @@ function restore(json) {
 function remember() { app.history.push(snapshot()); app.future = []; }
 
 function undo() {
+  if (app.edit) { editStep("history", "future"); return; }  // inside a vertex edit: its last change
   if (!app.history.length) return;
   app.future.push(snapshot()); restore(app.history.pop()); save();
 }
 
 function redo() {
+  if (app.edit) { editStep("future", "history"); return; }
   if (!app.future.length) return;
   app.history.push(snapshot()); restore(app.future.pop()); save();
 }
@@ -383,7 +385,7 @@ async function startOutline() {
     await app.painting;  // the mask as it stands
     const out = await api("POST", `/api/images/${enc(name)}/outline`, { rle: obj.rle });
     if (name !== app.name || app.tool !== "vertices" || app.objects[app.selected] !== obj) return;
-    app.edit = { obj, strokes: out.strokes, changed: false };
+    app.edit = { obj, strokes: out.strokes, history: [], future: [] };
     const n = out.strokes.reduce((sum, s) => sum + s.points.length, 0);
     const specks = out.left_out ? `, ${out.left_out} specks (${out.left_out_px} px) left out` : "";
     say(`${n} vertices (within ${out.tolerance} px${specks}): drag them; Enter applies, Esc cancels`);
@@ -422,18 +424,30 @@ function vertexDown(x, y, sx, sy, shift) {
   if (hit) { app.drag = { vertex: hit }; return; }
   const edge = !shift && nearEdge(sx, sy);
   if (edge) {
+    editChange();
     app.edit.strokes[edge.si].points.splice(edge.i, 0, [x, y]);
-    app.edit.changed = true;
-    app.drag = { vertex: edge };
+    app.drag = { vertex: edge, moved: true };
     render();
   }
 }
 
 function removeVertex({ si, i }) {  // an outline left with fewer than 3 vertices goes
+  editChange();
   const strokes = app.edit.strokes;
   strokes[si].points.splice(i, 1);
   if (strokes[si].points.length < 3) strokes.splice(si, 1);
-  app.edit.changed = true;
+  render();
+}
+
+// Undo / redo (Ctrl+Z / Ctrl+Y, the buttons) inside an edit take back and redo its vertex
+// changes, one at a time; an edit undone to its start applies nothing.
+function editChange() { app.edit.history.push(JSON.stringify(app.edit.strokes)); app.edit.future = []; }
+
+function editStep(from, to) {
+  const ed = app.edit;
+  if (!ed[from].length) return;
+  ed[to].push(JSON.stringify(ed.strokes));
+  ed.strokes = JSON.parse(ed[from].pop());
   render();
 }
 
@@ -444,7 +458,7 @@ function reoutline() {  // another object selected with the vertex tool: edits s
 }
 
 function applyOutline() {
-  const { obj, strokes, changed } = app.edit;
+  const { obj, strokes } = app.edit, changed = app.edit.history.length > 0;
   setTool("vertices");  // back to prompts
   const i = app.objects.indexOf(obj);
   if (!changed || i < 0) return;  // unchanged: the mask stays exactly as it was
@@ -917,8 +931,8 @@ window.addEventListener("mousemove", (e) => {
     app.view.ox = d.ox + sx - d.sx; app.view.oy = d.oy + sy - d.sy; render(); return;
   }
   if (d && d.vertex) {  // a vertex of the edited outline, kept on the image
+    if (!d.moved) { editChange(); d.moved = true; }  // one step of undo per drag
     app.edit.strokes[d.vertex.si].points[d.vertex.i] = [Math.max(0, Math.min(app.width, x)), Math.max(0, Math.min(app.height, y))];
-    app.edit.changed = true;
     render();
     return;
   }
