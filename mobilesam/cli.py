@@ -115,6 +115,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         cutout_format(cutout)
     if not 0 <= args.dilate < math.inf:
         raise OutputError(f"--dilate must be a number of pixels >= 0, got {args.dilate}")
+    if not 0 <= getattr(args, "feather", 0) <= 256:  # segment's only
+        raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
     if args.masks_dir:
         check_output_dir(args.masks_dir)
 
@@ -131,7 +133,7 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
     if args.json:
         print(f"json: {result.save_json(args.json)}")
     if getattr(args, "cutout", None):  # last: empty masks are an error (nothing to cut out)
-        print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate)}")
+        print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate, feather=args.feather)}")
 
 
 def _given(args: argparse.Namespace, *names: str) -> list[str]:
@@ -703,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="grow the masks of --masks-dir and --cutout by this many pixels (inpainting's margin; default 0)",
+    )
+    seg.add_argument(
+        "--feather",
+        type=float,
+        default=0.0,
+        help="--cutout with a soft edge: its alpha blurred by a Gaussian of this many pixels (default 0)",
     )
     seg.set_defaults(func=_segment)
 

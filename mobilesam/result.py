@@ -168,16 +168,17 @@ class SegmentationResult:
         return grow(out, dilate) if dilate else out
 
     def cutout(
-        self, indices: int | list[int] | None = None, crop: bool = True, dilate: float = 0
+        self, indices: int | list[int] | None = None, crop: bool = True, dilate: float = 0, feather: float = 0
     ) -> Image.Image:
         """The object on a transparent background: an RGBA image holding the image's
         pixels inside `union(indices, dilate)` (alpha 255) and nothing outside (alpha 0,
-        colour 0), cropped to their extent unless `crop` is False. An empty selection is
-        an `OutputError`: there is nothing to cut out."""
+        colour 0), cropped to their extent unless `crop` is False; `feather`: a soft edge
+        (`visualize.cutout`). An empty selection is an `OutputError`: there is nothing to
+        cut out."""
         m = self.union(indices, dilate)
         if not m.any():
             raise OutputError("nothing to cut out: the masks chosen are empty")
-        return cutout(self.image, m, crop)
+        return cutout(self.image, m, crop, feather)
 
     def save_cutout(
         self,
@@ -185,11 +186,12 @@ class SegmentationResult:
         indices: int | list[int] | None = None,
         crop: bool = True,
         dilate: float = 0,
+        feather: float = 0,
     ) -> Path:
         """`cutout(...)` written as PNG, lossless WebP or TIFF (by the path's suffix; a
         format without an alpha channel, such as JPEG, is an `OutputError`)."""
         fmt = cutout_format(path)
-        img = self.cutout(indices, crop, dilate)
+        img = self.cutout(indices, crop, dilate, feather)
         options = {"lossless": True} if fmt == "WEBP" else {}  # PNG and TIFF are lossless anyway
         return atomic_write(path, lambda f: img.save(f, fmt, **options))
 

@@ -189,6 +189,8 @@ def test_cutouts_and_grown_masks(tmp_path):
     grown = np.asarray(Image.open(result.save_cutout(tmp_path / "car.webp", 0, dilate=10)))
     assert grown.shape == (295, 295, 4) and (grown[..., 3] > 0).sum() == dilate(masks[0], 10).sum()
     assert (grown[10:-10, 10:-10, :3] == image[600:875, 425:700]).all()  # lossless WebP
+    soft = np.asarray(Image.open(result.save_cutout(tmp_path / "soft.png", 0, feather=3)))
+    assert soft.shape == (293, 293, 4) and 0 < soft[146, 9, 3] < 255  # a soft edge, 9 px more each side
     files = result.save_masks(tmp_path / "inpaint", dilate=15)
     assert np.array_equal(np.asarray(Image.open(files[1])) > 0, dilate(masks[1], 15))
     with pytest.raises(OutputError, match="transparent"):

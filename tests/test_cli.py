@@ -80,6 +80,9 @@ def test_segment_cutout_and_grown_masks(ckpt_vit_t, tmp_path, capsys):
         ys, xs = np.nonzero(m)
         assert rgba.shape == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1, 4)
         assert (rgba[..., 3] > 0).sum() == m.sum()
+    assert main([*args, "--cutout", str(tmp_path / "soft.png"), "--feather", "2"]) == 0
+    alpha = np.asarray(Image.open(tmp_path / "soft.png"))[..., 3]
+    assert ((alpha > 0) & (alpha < 255)).any()  # a soft edge
 
 
 def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
@@ -129,6 +132,7 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
         ),
         ([TRUCK, "--box", "1,2,3,4", "--cutout", str(tmp_path / "c.jpg"), *ck], "cannot hold a transparent"),
         ([TRUCK, "--box", "1,2,3,4", "--dilate", "-2", *ck], "--dilate must be"),
+        ([TRUCK, "--box", "1,2,3,4", "--feather", "-1", *ck], "--feather must be"),
         # an option the backend does not use is refused, not ignored
         ([TRUCK, "--box", "1,2,3,4", "--int8", *ck], "--int8: not used by --backend torch"),
         (

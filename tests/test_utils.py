@@ -152,6 +152,21 @@ def test_cutout_keeps_the_masked_pixels_on_transparency():
     with pytest.raises(ValueError, match="nothing to cut out"):
         cutout(image, np.zeros((40, 60), bool))
 
+    big = np.zeros((80, 100), bool)
+    big[20:60, 30:70] = True
+    photo = np.full((80, 100, 3), 200, np.uint8)
+    soft = np.asarray(cutout(photo, big, feather=2))  # a soft edge: the crop grows by 6 each side
+    assert soft.shape == (52, 52, 4)
+    alpha = soft[..., 3].astype(int)
+    assert alpha[26, 26] == 255 and alpha[0, 0] == 0 and alpha[26, 0] == 0  # deep inside, far outside
+    assert 96 < alpha[26, 6] < 160 and 0 < alpha[26, 4] < alpha[26, 6] < alpha[26, 8] < 255  # across the edge
+    assert (soft[alpha > 0][:, :3] == 200).all() and (soft[alpha == 0] == 0).all()
+    edge = np.asarray(cutout(photo, big[:, :40], feather=2))  # the crop stays inside the image
+    assert edge.shape[:2] == (52, 16)
+    for bad in (-1, float("nan"), 1000, True):
+        with pytest.raises(ValueError, match="feather"):
+            cutout(photo, big, feather=bad)
+
 
 def test_rle_area_and_box_from_the_runs_alone():
     """A COCO RLE's area and XYWH box without decoding it: pycocotools' area and toBbox."""
