@@ -697,6 +697,20 @@ def test_objects_not_selected_are_painted_where_their_masks_lie(page, server):
     page.keyboard.press("Shift+Tab")
     assert page.evaluate("[app.selected, document.activeElement.id]") == [2, focus]
 
+    # a mask canvas capped below the image's size: nearest-neighbour samples of the mask
+    shown = page.evaluate(
+        """(rle) => { const c = maskCanvas(rle, [255, 0, 0], 5000);
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        return [c.width, c.height, Array.from(d.filter((_, i) => i % 4 === 3))]; }""",
+        rle.encode(masks[1]),
+    )
+    cw, ch, alpha = shown
+    f = min(1, (5000 / (w * h)) ** 0.5)
+    assert (cw, ch) == (max(1, round(w * f)), max(1, round(h * f))) and cw < w
+    cols, rows = ((np.arange(n) + 0.5) * size / n for n, size in ((cw, w), (ch, h)))
+    want = masks[1][rows.astype(int)][:, cols.astype(int)]
+    assert np.array_equal(np.array(alpha).reshape(ch, cw) > 0, want)
+
     # decoded images kept for going back: at most app.imageCachePx pixels of them (and 4)
     assert page.evaluate("imageCache.size") == 2  # the first image, this one
     page.evaluate("app.imageCachePx = 3e6; imageCache.delete('1_truck.jpg')")  # less than both (2.2 MP, this)
