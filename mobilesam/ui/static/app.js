@@ -52,31 +52,34 @@ function rleCounts(s) {
 // browser for 40 objects on a 24 MP photo: the others go to `paintLayer`.)
 const MASK_PX = 4e6, SELECTED_PX = 24e6, CACHE_PX = 64e6;
 
-function paintRuns(rle, px, value, cw, ch) {  // the mask's pixels (column-major runs) -> px[Y * cw + X] = value
-  const [h, w] = rle.size;
-  const counts = rleCounts(rle.counts);
-  // canvas column X shows image column floor((X + 0.5) * w / cw); its rows likewise
-  const colX = new Int32Array(w).fill(-1);
-  for (let X = 0; X < cw; X++) colX[Math.floor(((X + 0.5) * w) / cw)] = X;
-  const firstY = new Int32Array(h + 1);  // the first canvas row showing image row y or below it
-  for (let y = 0, Y = 0; y <= h; y++) {
-    while (Y < ch && Math.floor(((Y + 0.5) * h) / ch) < y) Y++;
-    firstY[y] = Y;
-  }
+// Image column x of a mask n columns wide, shown at `scale` from `offset` in a target
+// `most` columns wide, covers target columns [first[x], first[x + 1]) (nearest neighbour:
+// target column X shows image column floor((X + 0.5 - offset) / scale)); rows likewise.
+function spans(n, scale, offset, most) {
+  return Int32Array.from({ length: n + 1 }, (_, x) => Math.max(0, Math.min(most, Math.ceil(x * scale + offset - 0.5))));
+}
+
+// A mask's runs (column-major, of an h-row mask) painted into px, W wide: the target
+// rectangle of every mask pixel set to value.
+function paintRuns(counts, h, px, W, firstX, firstY, value) {
   let p = 0;
   for (let i = 0; i < counts.length; i++) {
     const end = p + counts[i];
     if (i % 2 === 1) {
       while (p < end) {  // one column segment at a time
-        const x = Math.floor(p / h), y = p - x * h;
-        const n = Math.min(end - p, h - y), X = colX[x];
-        if (X >= 0) for (let Y = firstY[y], stop = firstY[y + n], idx = Y * cw + X; Y < stop; Y++, idx += cw) px[idx] = value;
+        const x = Math.floor(p / h), y = p - x * h, n = Math.min(end - p, h - y);
+        const y0 = firstY[y], y1 = firstY[y + n];
+        for (let sx = firstX[x]; sx < firstX[x + 1]; sx++) {
+          for (let sy = y0, idx = y0 * W + sx; sy < y1; sy++, idx += W) px[idx] = value;
+        }
         p += n;
       }
     }
     p = end;
   }
 }
+
+const rgba = ([r, g, b]) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;  // a colour as one pixel, little-endian
 
 const rleIds = new WeakMap();  // each mask object (a new one per server answer) -> a number
 function rleId(rle) {
@@ -98,8 +101,7 @@ function maskCanvas(rle, color, most = MASK_PX) {
   c.width = cw; c.height = ch;
   const g = c.getContext("2d");
   const data = g.createImageData(cw, ch);
-  const [r, gr, b] = color;
-  paintRuns(rle, new Uint32Array(data.data.buffer), ((255 << 24) | (b << 16) | (gr << 8) | r) >>> 0, cw, ch);  // RGBA, little-endian
+  paintRuns(decodedCounts(rle), h, new Uint32Array(data.data.buffer), cw, spans(w, cw / w, 0, cw), spans(h, ch / h, 0, ch), rgba(color));
   g.putImageData(data, 0, 0);
   maskCache.set(key, c);
   cachedPx += cw * ch;
@@ -120,33 +122,11 @@ function paintLayer(layer, v) {
   const objects = app.objects.filter((o, i) => i !== app.selected && o.rle);
   if (!objects.length) return;
   const [h, w] = objects[0].rle.size;
-  // screen column SX shows image column floor((SX + 0.5 - ox) / scale): image column x
-  // covers screen columns [firstSX[x], firstSX[x + 1]), rows likewise
-  const first = (n, offset, most) => Int32Array.from({ length: n + 1 },
-    (_, x) => Math.max(0, Math.min(most, Math.ceil(x * v.scale + offset - 0.5))));
-  const firstSX = first(w, v.ox, W), firstSY = first(h, v.oy, H);
+  const firstX = spans(w, v.scale, v.ox, W), firstY = spans(h, v.scale, v.oy, H);
   const g = layer.getContext("2d");
   const data = g.createImageData(W, H);
   const px = new Uint32Array(data.data.buffer);
-  for (const o of objects) {
-    const [r, gr, b] = o.color, value = ((255 << 24) | (b << 16) | (gr << 8) | r) >>> 0;  // RGBA, little-endian
-    const counts = decodedCounts(o.rle);
-    let p = 0;
-    for (let i = 0; i < counts.length; i++) {
-      const end = p + counts[i];
-      if (i % 2 === 1) {
-        while (p < end) {  // one column segment at a time
-          const x = Math.floor(p / h), y = p - x * h, n = Math.min(end - p, h - y);
-          const y0 = firstSY[y], y1 = firstSY[y + n];
-          for (let sx = firstSX[x]; sx < firstSX[x + 1]; sx++) {
-            for (let sy = y0, idx = y0 * W + sx; sy < y1; sy++, idx += W) px[idx] = value;
-          }
-          p += n;
-        }
-      }
-      p = end;
-    }
-  }
+  for (const o of objects) paintRuns(decodedCounts(o.rle), h, px, W, firstX, firstY, rgba(o.color));
   g.putImageData(data, 0, 0);
 }
 
