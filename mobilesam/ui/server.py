@@ -46,7 +46,6 @@ from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import load_image, opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
 from ..utils import rle
-from ..utils.boxes import masks_to_boxes, xyxy_to_coco_bbox
 from ..utils.files import atomic_write_text
 from ..utils.regions import dilate
 from ..visualize import cutout
@@ -112,10 +111,12 @@ class SaveBody(BaseModel):
     objects: list[dict]
 
 
-def _area_bbox(mask: np.ndarray) -> dict:
-    """A mask's area and COCO XYWH box ([0, 0, 0, 0] if empty), as the other exports write them."""
-    area = int(mask.sum())
-    return {"area": area, "bbox": [int(v) for v in xyxy_to_coco_bbox(masks_to_boxes(mask[None]), [area])[0]]}
+def _encoded(mask: np.ndarray) -> dict:
+    """A mask as the page gets it: its area and COCO XYWH box ([0, 0, 0, 0] if empty, as
+    the exports write them), read off its COCO RLE, and the RLE."""
+    seg = rle.encode(mask)
+    area, bbox = rle.area_bbox(seg)
+    return {"area": area, "bbox": bbox, "rle": seg}
 
 
 def _candidates(ids: list[int], scores: np.ndarray) -> list[dict]:
@@ -123,12 +124,7 @@ def _candidates(ids: list[int], scores: np.ndarray) -> list[dict]:
 
 
 def _mask_json(mask: np.ndarray, mask_id: int, score: float) -> dict:
-    return {
-        "mask_id": mask_id,
-        "score": score,
-        **_area_bbox(mask),
-        "rle": rle.encode(mask),
-    }
+    return {"mask_id": mask_id, "score": score, **_encoded(mask)}
 
 
 PREVIEW_PX = 2_000_000
@@ -276,14 +272,13 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         h, w = upright_size(entry.path)
         labels, boxes, skipped = [], [], 0
         for obj in objects:
-            mask = mask_of(obj)
-            if not mask.any():
+            area, (x, y, bw, bh) = rle.area_bbox(obj["rle"])  # the mask's extent, not decoded
+            if not area:
                 skipped += 1
                 continue
-            x0, y0, x1, y1 = masks_to_boxes(mask[None])[0]
-            sy, sx = h / mask.shape[0], w / mask.shape[1]
+            sy, sx = h / obj["rle"]["size"][0], w / obj["rle"]["size"][1]
             labels.append(obj["label"])
-            boxes.append(np.array([x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy]))  # pixel corners
+            boxes.append(np.array([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy]))  # pixel corners
         made = service.box_masks(entry.name, entry.path, np.array(boxes, float).reshape(-1, 4))
         out = [
             {
@@ -303,7 +298,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         strokes = check_strokes(body.strokes)
         mask = np.zeros(size, bool) if body.rle is None else rle.decode(check_rle(body.rle, size))
         mask = paint(mask, strokes)
-        return {"mask": {**_area_bbox(mask), "rle": rle.encode(mask)}}
+        return {"mask": _encoded(mask)}
 
     @app.post("/api/images/{name:path}/outline")
     def outline_mask(name: str, body: OutlineBody) -> dict:
