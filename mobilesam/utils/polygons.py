@@ -17,6 +17,8 @@ import itertools
 
 import numpy as np
 
+from .boxes import masks_to_boxes
+
 # Step of each edge direction: 0 +x, 1 +y, 2 -x, 3 -y (y down; outer loops run clockwise).
 _STEP = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
 
@@ -46,12 +48,11 @@ def _loops(mask: np.ndarray) -> list[np.ndarray]:
     screen (positive shoelace area, y down), holes the other way. Traced inside the mask's
     extent: an object in a big image costs its own size (an export of 10,000 objects on
     1800x1200 images spent 8 of its 10 ms per object on the empty rest of the image)."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
+    if not mask.any():
         return []
-    y0, x0 = int(rows[0]), int(cols[0])
+    x0, y0, x1, y1 = (int(v) for v in masks_to_boxes(mask[None])[0])
     corner = np.array([x0, y0])
-    return [loop + corner for loop in _traced(mask[y0 : rows[-1] + 1, x0 : cols[-1] + 1])]
+    return [loop + corner for loop in _traced(mask[y0 : y1 + 1, x0 : x1 + 1])]
 
 
 def _traced(mask: np.ndarray) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..errors import missing_extra
+from .boxes import masks_to_boxes
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,12 +29,12 @@ def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
         raise ValueError(f"radius must be a number of pixels >= 0, got {radius!r}")
     out = m.copy()
     r = int(radius)  # offsets between pixel centres are whole pixels
-    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    if r == 0 or not len(rows):
+    if r == 0 or not m.any():
         return out
     h, w = m.shape
-    y0, y1 = max(0, rows[0] - r), min(h, rows[-1] + r + 1)
-    x0, x1 = max(0, cols[0] - r), min(w, cols[-1] + r + 1)
+    bx0, by0, bx1, by1 = (int(v) for v in masks_to_boxes(m[None])[0])
+    y0, y1 = max(0, by0 - r), min(h, by1 + r + 1)
+    x0, x1 = max(0, bx0 - r), min(w, bx1 + r + 1)
     grown, dst, reach, n = m[y0:y1, x0:x1].copy(), out[y0:y1, x0:x1], 0, y1 - y0
     for dy in range(min(r, n - 1), -1, -1):  # the widest row of the disc last
         half = math.floor(math.sqrt(radius * radius - dy * dy) + 1e-9)  # its half-width at dy
