@@ -119,21 +119,29 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
     if args.masks_dir:
         check_output_dir(args.masks_dir)
+    if getattr(args, "soft", False):  # segment's only
+        if not (args.masks_dir or cutout):
+            raise OutputError("--soft shapes the edges of --cutout and --masks-dir: give one of them")
+        if args.dilate:
+            raise OutputError(
+                "--soft follows the model's outline and --dilate grows past it: use one of them"
+            )
 
 
 def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
     """Write the files asked for with -o, --masks-dir, --label-map, --json and --cutout."""
-    dilate = args.dilate
+    dilate, soft = args.dilate, getattr(args, "soft", False)
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
-        print(f"masks: {len(result.save_masks(args.masks_dir, dilate=dilate))} PNG files in {args.masks_dir}")
+        n = len(result.save_masks(args.masks_dir, dilate=dilate, soft=soft))
+        print(f"masks: {n} PNG files in {args.masks_dir}")
     if args.label_map:
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
     if getattr(args, "cutout", None):  # last: empty masks are an error (nothing to cut out)
-        print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate, feather=args.feather)}")
+        print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate, feather=args.feather, soft=soft)}")
 
 
 def _given(args: argparse.Namespace, *names: str) -> list[str]:
@@ -711,6 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="--cutout with a soft edge: its alpha blurred by a Gaussian of this many pixels (default 0)",
+    )
+    seg.add_argument(
+        "--soft",
+        action="store_true",
+        help="--cutout and --masks-dir with the model's own soft edge (its logits' sigmoid on the outline)",
     )
     seg.set_defaults(func=_segment)
 

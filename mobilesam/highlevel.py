@@ -73,6 +73,7 @@ class Segmenter:
         percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
         if prompts.boxes is not None and len(prompts.boxes) == 0:
             out = PromptMasks.pack(np.zeros((0, h, w), bool), *_NO_MASKS)  # no box: nothing to encode
+            frame = None
         else:
             self._set_image(rgb, percent)
             coords, labels, boxes = self._model_prompts(prompts, (h, w))
@@ -80,6 +81,7 @@ class Segmenter:
                 coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid
             )
             release_free_memory()  # the decoder's temporaries go back to the system
+            frame = self.predictor.input_size
         return SegmentationResult(
             image=rgb,
             masks=None,
@@ -87,6 +89,7 @@ class Segmenter:
             scores=out.scores,
             mask_ids=out.mask_ids,
             low_res_logits=out.low_res,
+            logits_input_size=frame,
             prompts=prompts,
             file_name=source_name(image),
         )

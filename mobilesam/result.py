@@ -17,6 +17,7 @@ from .prompts import Prompts
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_coco_bbox, xyxy_to_xywh
 from .utils.files import atomic_write, atomic_write_text
+from .utils.matte import soft_mask
 from .utils.polygons import mask_to_polygon, mask_to_polygons
 from .utils.regions import dilate as grow
 from .visualize import cutout, overlay
@@ -27,7 +28,9 @@ class SegmentationResult:
 
     image: HxWx3 uint8 RGB; masks: NxHxW bool; scores: N predicted IoU; mask_ids: N,
     the 1-based mask token each mask came from (0 = single-mask output, or segment
-    everything); low_res_logits: Nx256x256, usable as a later `mask_input` (prompts only).
+    everything); low_res_logits: Nx256x256, usable as a later `mask_input` (prompts only);
+    logits_input_size: (h, w) of the encoded image in the model frame, which maps those
+    logits onto the image (`soft_mask`).
 
     Segment-everything results (`from_records`) keep their masks packed (one bit per
     pixel) with boxes and areas computed once; `masks` builds the dense NxHxW array only
@@ -47,6 +50,7 @@ class SegmentationResult:
         points: np.ndarray | None = None,
         crop_boxes: np.ndarray | None = None,
         packed: PackedMasks | None = None,
+        logits_input_size: tuple[int, int] | None = None,
     ) -> None:
         if (masks is None) == (packed is None):
             raise ValueError("give exactly one of masks and packed")
@@ -56,6 +60,7 @@ class SegmentationResult:
         self.scores = scores
         self.mask_ids = mask_ids
         self.low_res_logits = low_res_logits
+        self.logits_input_size = logits_input_size
         self.prompts = prompts if prompts is not None else Prompts()
         self.file_name = file_name
         # Segment-everything only: each mask's stability score, prompt point and crop (XYXY).
@@ -145,12 +150,31 @@ class SegmentationResult:
         fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
         return atomic_write(path, lambda f: img.save(f, format=fmt))
 
-    def save_masks(self, directory: str | PathLike, prefix: str = "mask", dilate: float = 0) -> list[Path]:
+    def soft_mask(self, i: int) -> np.ndarray:
+        """Mask i as an HxW uint8 alpha matte: 255 inside, 0 outside, and on its outline
+        the sigmoid of the model's logits, its own anti-aliased edge (`utils.matte`; at
+        least 128 exactly on the mask's pixels). Prompt results only: segment everything
+        keeps no logits (an `OutputError`)."""
+        if self.low_res_logits is None or self.logits_input_size is None:
+            raise OutputError(
+                "soft edges come from the model's logits, which only prompt results keep "
+                "(segment everything does not)"
+            )
+        if not (isinstance(i, (int, np.integer)) and -len(self) <= i < len(self)):
+            raise IndexError(f"mask index {i!r} out of range: the result has {len(self)} masks")
+        return soft_mask(self.low_res_logits[i], self.mask(int(i)), self.logits_input_size)
+
+    def save_masks(
+        self, directory: str | PathLike, prefix: str = "mask", dilate: float = 0, soft: bool = False
+    ) -> list[Path]:
         """One 8-bit PNG per mask (255 inside), named `{prefix}_{i:03d}.png`; `dilate`:
-        each grown by that many pixels first (`utils.regions.dilate`), as inpainting wants."""
+        each grown by that many pixels first (`utils.regions.dilate`), as inpainting wants;
+        `soft`: each mask's `soft_mask` instead (not with `dilate`)."""
+        _check_soft(soft, dilate)
         out = []
         for i, m in enumerate(self._each()):
-            img = Image.fromarray(grow(m, dilate).astype(np.uint8) * 255)
+            alpha = self.soft_mask(i) if soft else grow(m, dilate).astype(np.uint8) * 255
+            img = Image.fromarray(alpha)
             out.append(
                 atomic_write(Path(directory) / f"{prefix}_{i:03d}.png", lambda f, im=img: im.save(f, "PNG"))
             )
@@ -168,16 +192,29 @@ class SegmentationResult:
         return grow(out, dilate) if dilate else out
 
     def cutout(
-        self, indices: int | list[int] | None = None, crop: bool = True, dilate: float = 0, feather: float = 0
+        self,
+        indices: int | list[int] | None = None,
+        crop: bool = True,
+        dilate: float = 0,
+        feather: float = 0,
+        soft: bool = False,
     ) -> Image.Image:
         """The object on a transparent background: an RGBA image holding the image's
         pixels inside `union(indices, dilate)` (alpha 255) and nothing outside (alpha 0,
         colour 0), cropped to their extent unless `crop` is False; `feather`: a soft edge
-        (`visualize.cutout`). An empty selection is an `OutputError`: there is nothing to
-        cut out."""
+        (`visualize.cutout`); `soft`: the alpha is the masks' `soft_mask` (the most of
+        them at each pixel; not with `dilate`), the model's own edge. An empty selection is
+        an `OutputError`: there is nothing to cut out."""
+        _check_soft(soft, dilate)
         m = self.union(indices, dilate)
         if not m.any():
             raise OutputError("nothing to cut out: the masks chosen are empty")
+        if soft:
+            picked = range(len(self)) if indices is None else np.atleast_1d(np.asarray(indices)).ravel()
+            alpha = np.zeros(m.shape, dtype=np.uint8)
+            for i in picked:
+                np.maximum(alpha, self.soft_mask(int(i)), out=alpha)
+            return cutout(self.image, alpha, crop, feather)
         return cutout(self.image, m, crop, feather)
 
     def save_cutout(
@@ -187,11 +224,12 @@ class SegmentationResult:
         crop: bool = True,
         dilate: float = 0,
         feather: float = 0,
+        soft: bool = False,
     ) -> Path:
         """`cutout(...)` written as PNG, lossless WebP or TIFF (by the path's suffix; a
         format without an alpha channel, such as JPEG, is an `OutputError`)."""
         fmt = cutout_format(path)
-        img = self.cutout(indices, crop, dilate, feather)
+        img = self.cutout(indices, crop, dilate, feather, soft)
         options = {"lossless": True} if fmt == "WEBP" else {}  # PNG and TIFF are lossless anyway
         return atomic_write(path, lambda f: img.save(f, fmt, **options))
 
@@ -302,6 +340,13 @@ class SegmentationResult:
         """COCO JSON (see `to_coco`)."""
         coco = self.to_coco(image_id, segmentation=segmentation, tolerance=tolerance)
         return atomic_write_text(path, json.dumps(coco))
+
+
+def _check_soft(soft: bool, dilate: float) -> None:
+    if soft and dilate:
+        raise OutputError(
+            "soft follows the model's outline and dilate grows the mask past it: use one of them"
+        )
 
 
 def label_map_format(path: str | PathLike) -> str:

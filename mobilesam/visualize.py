@@ -44,7 +44,7 @@ def mask_edges(mask: np.ndarray, width: int = 2) -> np.ndarray:
 def cutout(image: np.ndarray, mask: np.ndarray, crop: bool = True, feather: float = 0) -> Image.Image:
     """HxWx3 uint8 RGB `image` and HxW bool `mask` -> RGBA: the image's pixels inside the
     mask (alpha 255), nothing outside (alpha 0, colour 0), cropped to the mask's extent
-    unless `crop` is False. `feather`: a soft edge, the alpha blurred by a Gaussian of that
+    unless `crop` is False. A uint8 `mask` is a soft one, the alpha itself (0-255). `feather`: a soft edge, the alpha blurred by a Gaussian of that
     standard deviation in pixels (half-transparent on the mask's outline; the crop grows
     by 3 of them each side, within the image). An empty mask is a ValueError: there is
     nothing to cut out."""
@@ -58,7 +58,7 @@ def cutout(image: np.ndarray, mask: np.ndarray, crop: bool = True, feather: floa
         h, w = mask.shape
         x0, y0, x1, y1 = max(0, x0 - m), max(0, y0 - m), min(w - 1, x1 + m), min(h - 1, y1 + m)
         image, mask = image[y0 : y1 + 1, x0 : x1 + 1], mask[y0 : y1 + 1, x0 : x1 + 1]
-    alpha = Image.fromarray(mask.astype(np.uint8) * 255)
+    alpha = Image.fromarray(mask if mask.dtype == np.uint8 else mask.astype(np.uint8) * 255)
     if feather:
         alpha = alpha.filter(ImageFilter.GaussianBlur(feather))
     rgba = np.dstack([image, np.asarray(alpha)])

@@ -201,3 +201,42 @@ def test_cutouts_and_grown_masks(tmp_path):
     for bad in (2, -3, 0.5, [0, 5]):
         with pytest.raises(IndexError, match="out of range"):
             result.union(bad)
+    with pytest.raises(OutputError, match="only prompt results"):  # no logits kept
+        result.cutout(0, soft=True)
+
+
+def test_soft_edges_from_the_models_logits(sam, tmp_path):
+    """Photo tools composite with an anti-aliased edge: the sigmoid of the model's own
+    logits on the outline, the mask everywhere else, for cutouts and mask files."""
+    from mobilesam.errors import OutputError
+
+    result = sam.segment(IMAGES / "truck.jpg", input_box=BOXES[:2])
+    assert result.logits_input_size == (683, 1024)
+    logits = sam.model.postprocess_masks(
+        torch.from_numpy(result.low_res_logits)[:, None], result.logits_input_size, (1200, 1800)
+    )[:, 0].numpy()
+    mattes = [result.soft_mask(i) for i in range(2)]
+    for i, alpha in enumerate(mattes):
+        assert alpha.shape == (1200, 1800) and alpha.dtype == np.uint8
+        assert np.array_equal(alpha >= 128, result.masks[i])
+        soft = (alpha > 0) & (alpha < 255)
+        assert soft.sum() > 100
+        sigmoid = 255 / (1 + np.exp(-logits[i][soft].astype(np.float64)))
+        assert np.abs(alpha[soft] - sigmoid).max() <= 1.01
+    files = result.save_masks(tmp_path / "soft", soft=True)
+    assert all(np.array_equal(np.asarray(Image.open(f)), m) for f, m in zip(files, mattes))
+    both = np.asarray(Image.open(result.save_cutout(tmp_path / "both.png", soft=True, crop=False)))
+    assert np.array_equal(both[..., 3], np.maximum(*mattes))
+    one = np.asarray(result.cutout(1, soft=True))
+    ys, xs = np.nonzero(mattes[1])
+    assert one.shape == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1, 4)
+    assert np.array_equal(one[..., 3], mattes[1][ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    with pytest.raises(OutputError, match="use one of them"):
+        result.save_masks(tmp_path / "none", dilate=5, soft=True)
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(IndexError, match="out of range"):
+        result.soft_mask(2)
+    # A shrunk encoding (input_size_percent) maps its logits back onto the full image.
+    small = sam.segment(IMAGES / "truck.jpg", input_point=[[500, 375]], input_size_percent=40)
+    alpha = small.soft_mask(0)
+    assert np.array_equal(alpha >= 128, small.masks[0]) and ((alpha > 0) & (alpha < 255)).any()

@@ -83,6 +83,20 @@ def test_segment_cutout_and_grown_masks(ckpt_vit_t, tmp_path, capsys):
     assert main([*args, "--cutout", str(tmp_path / "soft.png"), "--feather", "2"]) == 0
     alpha = np.asarray(Image.open(tmp_path / "soft.png"))[..., 3]
     assert ((alpha > 0) & (alpha < 255)).any()  # a soft edge
+    # The model's own soft edge: on the outline only, 128 or more exactly on the mask.
+    assert (
+        main([*args, "--cutout", str(tmp_path / "s.png"), "--masks-dir", str(tmp_path / "s"), "--soft"]) == 0
+    )
+    matte = np.asarray(Image.open(tmp_path / "s" / "mask_000.png"))
+    assert np.array_equal(matte >= 128, mask) and ((matte > 0) & (matte < 255)).any()
+    ys, xs = np.nonzero(matte)
+    crop = matte[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png"))[..., 3], crop)
+    capsys.readouterr()
+    for extra in (["--soft"], ["--soft", "--cutout", str(tmp_path / "d.png"), "--dilate", "3"]):
+        assert main([*args, *extra]) == 2
+        assert "--soft" in capsys.readouterr().err
+    assert not (tmp_path / "d.png").exists()
 
 
 def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):

@@ -446,6 +446,9 @@ def test_prompted_segmentation_without_torch(exported, truck_setup, tmp_path):
             str(tmp_path / "r.json"),
             "-o",
             str(tmp_path / "r.png"),
+            "--cutout",
+            str(tmp_path / "cut.png"),
+            "--soft",
         ],
         capture_output=True,
         text=True,
@@ -453,6 +456,8 @@ def test_prompted_segmentation_without_torch(exported, truck_setup, tmp_path):
     )
     assert cli.returncode == 0, cli.stderr
     assert len(json.loads((tmp_path / "r.json").read_text())["annotations"]) == 2
+    alpha = np.asarray(Image.open(tmp_path / "cut.png"))[..., 3]
+    assert ((alpha > 0) & (alpha < 255)).any()  # the model's soft edge, without torch
     predictor = truck_setup[1]
     ref = predictor.predict(box=np.array([425, 600, 700, 875]), multimask_output=False)[0]
     masks = np.load(tmp_path / "m.npy")
@@ -480,6 +485,10 @@ def test_onnx_backend_segment_matches_torch(exported, ckpt_vit_t):
         assert np.abs(ours.low_res_logits - ref.low_res_logits).max() <= tol
         for a, b in zip(ours.masks, ref.masks):
             assert np.logical_and(a, b).sum() >= 0.999 * np.logical_or(a, b).sum(), kwargs
+        assert ours.logits_input_size == ref.logits_input_size
+        soft, hard = ours.soft_mask(0), ref.soft_mask(0)  # the soft edge, torch-free
+        assert np.array_equal(soft >= 128, ours.masks[0])
+        assert (np.abs(soft.astype(int) - hard) <= 1).mean() >= 0.999, kwargs
     # One implementation of the high-level API: the same rules and the same fallbacks.
     for sam in (onnx_sam, torch_sam):
         with pytest.raises(PromptError, match="mask_id needs a point or box"):
