@@ -406,6 +406,28 @@ def test_phone_photos_and_broken_files(service, tmp_path):
     assert np.array_equal(cut[..., 3] > 0, m[box]) and (cut[m[box]][:, :3] == upright[box][m[box]]).all()
     r = client.post("/api/images/phone.jpg/cutout", json={"rle": mask["rle"], "dilate": 4, "crop": False})
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content)))[..., 3] > 0, dilate(m, 4))
+    # With the model's soft edge: the mask must still be its prompt's prediction.
+    prompt = {"points": [[100, 250, 1]], "mask_id": mask["mask_id"]}
+    r = client.post("/api/images/phone.jpg/cutout", json={"rle": mask["rle"], "soft": True, "prompt": prompt})
+    alpha = np.asarray(Image.open(io.BytesIO(r.content)))[..., 3]
+    r = client.post(
+        "/api/images/phone.jpg/cutout",
+        json={"rle": mask["rle"], "soft": True, "prompt": prompt, "crop": False},
+    )
+    whole = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert np.array_equal(whole[..., 3] >= 128, m) and ((whole[..., 3] > 0) & (whole[..., 3] < 255)).any()
+    assert (whole[m][:, :3] == upright[m]).all() and alpha.sum() == whole[..., 3].sum()
+    edited = m.copy()
+    edited[tuple(np.argwhere(m)[0])] = False  # one pixel erased by hand
+    for body, error in (
+        ({"rle": rle.encode(edited), "soft": True, "prompt": prompt}, "edited"),
+        ({"rle": mask["rle"], "soft": True}, "give the prompt"),
+        ({"rle": mask["rle"], "soft": True, "prompt": {"points": []}}, "drawn by hand"),
+        ({"rle": mask["rle"], "soft": True, "prompt": prompt, "dilate": 3}, "not both"),
+        ({"rle": mask["rle"], "soft": True, "prompt": {**prompt, "mask_id": 7}}, "mask_id"),
+    ):
+        r = client.post("/api/images/phone.jpg/cutout", json=body)
+        assert r.status_code == 422 and error in r.json()["detail"], error
     for name, body in (
         ("phone.jpg", {"rle": rle.encode(np.zeros((300, 200), bool))}),  # nothing to cut out
         ("phone.jpg", {"rle": mask["rle"], "dilate": -1}),

@@ -599,6 +599,20 @@ def test_vertices_edit_a_masks_outline_in_the_browser(page, server):
     cut = np.asarray(Image.open(download.value.path()))
     selected = rle.decode(before)
     assert cut.shape[2] == 4 and (cut[..., 3] > 0).sum() == selected.sum()
+    page.check("#cutout-soft")  # the model's soft edge: a polygon drawn by hand has none
+    page.click("#export-cutout")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('soft edge')")
+    assert page.evaluate("document.querySelector('#status').className") == "error"
+    page.keyboard.press("n")  # a point prompt: the model's mask, cut out with its soft edge
+    page.mouse.click(*_screen(page, 1000, 500))
+    page.wait_for_function("app.objects[app.selected].rle")
+    predicted = rle.decode(page.evaluate("app.objects[app.selected].rle"))
+    with page.expect_download() as download:
+        page.click("#export-cutout")
+    alpha = np.asarray(Image.open(download.value.path()))[..., 3]
+    assert (alpha >= 128).sum() == predicted.sum() and ((alpha > 0) & (alpha < 255)).any()
+    page.uncheck("#cutout-soft")
+    page.keyboard.press("Delete")  # the prompted object goes; the edit below starts from the square
 
     # another object picked in the list while editing: the edits so far applied, its outline next
     first = page.evaluate("app.selected")

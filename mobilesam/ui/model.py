@@ -22,6 +22,7 @@ from ..highlevel import everything
 from ..image_io import load_image
 from ..predictor import SamPredictor
 from ..result import SegmentationResult
+from ..utils.matte import soft_mask
 
 
 @dataclass
@@ -115,6 +116,29 @@ class ModelService:
         the scores of its C candidates, the index shown (`pick`, else the best score) and
         that candidate's HxW mask, equal to `SamPredictor.predict`'s; `size` (h, w): the
         mask at that size instead (a preview of a big photo's: upsampled straight to it)."""
+        scores, i, mask, _ = self._predict(emb, points, labels, box, multimask, pick, size)
+        return scores, i, mask
+
+    def soft(
+        self,
+        emb: Embedding,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        multimask: bool,
+        pick: int | None,
+        mask: np.ndarray,
+    ) -> np.ndarray | None:
+        """`mask` (HxW bool) as a soft matte (`utils.matte.soft_mask`: the model's logits'
+        sigmoid on its outline), if it is the mask `predict` gives for this prompt set;
+        None if it is not (edited since: the logits no longer describe it)."""
+        *_, predicted, low_res = self._predict(emb, points, labels, box, multimask, pick, None)
+        if not np.array_equal(predicted, mask):
+            return None
+        return soft_mask(low_res, mask, emb.input_size, self.predictor.mask_threshold)
+
+    def _predict(self, emb, points, labels, box, multimask, pick, size):
+        """`predict`, and the shown candidate's low-res logits (hxw float32)."""
         with self._lock, torch.inference_mode():
             self._use(emb)
             p = self.predictor
@@ -136,7 +160,7 @@ class ModelService:
             # round differently (another kernel path) and move boundary pixels.
             logits = p.model.postprocess_masks(low_res.float(), p.input_size, size or p.original_size)
             mask = (logits[0, i] > p.mask_threshold).cpu().numpy()
-        return scores, i, mask
+            return scores, i, mask, low_res[0, i].float().cpu().numpy()
 
     def box_masks(self, name: str, path: Path, boxes: np.ndarray) -> list[tuple[np.ndarray, int, np.ndarray]]:
         """Each XYXY box (original pixels) on image `name` as a box drawn in the UI is

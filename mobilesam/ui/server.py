@@ -7,7 +7,8 @@
     POST /api/images/{name}/predict           prompts (+ brush strokes) -> candidates' scores + one mask (COCO RLE)
     POST /api/images/{name}/paint             a mask + brush/eraser/polygon strokes -> the painted mask
     POST /api/images/{name}/outline           a mask -> its outlines and holes as closed strokes (vertex editing)
-    POST /api/images/{name}/cutout            a mask -> the object on a transparent background (RGBA PNG)
+    POST /api/images/{name}/cutout            a mask -> the object on a transparent background (RGBA PNG),
+                                              hard, grown, or with the model's soft edge
     POST /api/images/{name}/propagate         another image's objects, re-prompted here by their boxes
     POST /api/images/{name}/everything        automatic masks (options as the CLI's, decoder_precision too)
     GET  /api/images/{name}/everything/progress  its point prompts done / in all, while it runs
@@ -104,6 +105,12 @@ class CutoutBody(BaseModel):
     rle: dict = Field(description="the object's mask (COCO RLE)")
     dilate: float = Field(0.0, ge=0, le=1024, description="grow the mask by this many pixels first")
     crop: bool = Field(True, description="crop to the mask's extent")
+    soft: bool = Field(
+        False,
+        description="the model's own soft edge (its logits' sigmoid on the outline, utils.matte): "
+        "`prompt` must give `rle`, unedited; not with dilate",
+    )
+    prompt: PromptBody | None = Field(None, description="with soft: the prompts that made the mask")
 
 
 class SaveBody(BaseModel):
@@ -135,6 +142,14 @@ def preview_size(size: tuple[int, int]) -> tuple[int, int]:
     h, w = size
     f = min(1.0, (PREVIEW_PX / (h * w)) ** 0.5)
     return max(1, math.floor(h * f)), max(1, math.floor(w * f))
+
+
+def _candidate_choice(body: PromptBody) -> tuple[list[int], int | None]:
+    """The mask ids a prompt set's candidates have, and the index of the one asked for."""
+    ids = [1, 2, 3] if body.multimask else [0]
+    if body.mask_id is not None and body.mask_id not in ids:
+        raise PromptError(f"mask_id must be one of {ids}")
+    return ids, None if body.mask_id is None else ids.index(body.mask_id)
 
 
 def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
@@ -243,10 +258,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         start = time.perf_counter()
         emb, _ = service.embed(entry.name, entry.path)
         points, labels, box = _prompt_arrays(body, emb.original_size)
-        ids = [1, 2, 3] if body.multimask else [0]
-        if body.mask_id is not None and body.mask_id not in ids:
-            raise PromptError(f"mask_id must be one of {ids}")
-        pick = None if body.mask_id is None else ids.index(body.mask_id)
+        ids, pick = _candidate_choice(body)
         strokes = check_strokes(body.strokes)
         if strokes and body.preview:
             raise PromptError("strokes are painted on full-size masks: not with preview")
@@ -314,9 +326,30 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         mask = rle.decode(check_rle(body.rle, upright_size(entry.path)))
         if not mask.any():
             raise PromptError("nothing to cut out: the mask is empty")
+        alpha = _soft_matte(entry, body, mask) if body.soft else dilate(mask, body.dilate)
         buf = io.BytesIO()
-        cutout(load_image(entry.path), dilate(mask, body.dilate), body.crop).save(buf, "PNG")
+        cutout(load_image(entry.path), alpha, body.crop).save(buf, "PNG")
         return Response(buf.getvalue(), media_type="image/png")
+
+    def _soft_matte(entry, body: CutoutBody, mask: np.ndarray) -> np.ndarray:
+        if body.dilate:
+            raise PromptError("a soft edge follows the model's outline, dilate grows past it: not both")
+        if body.prompt is None:
+            raise PromptError("a soft edge comes from the model: give the prompt that made the mask")
+        if not body.prompt.points and body.prompt.box is None:
+            raise PromptError("no soft edge: the mask was drawn by hand, not made by the model from prompts")
+        if body.prompt.strokes:
+            raise PromptError("a soft edge is the model's: a painted mask has none")
+        emb, _ = service.embed(entry.name, entry.path)
+        points, labels, box = _prompt_arrays(body.prompt, emb.original_size)
+        _, pick = _candidate_choice(body.prompt)
+        alpha = service.soft(emb, points, labels, box, body.prompt.multimask, pick, mask)
+        if alpha is None:
+            raise PromptError(
+                "no soft edge: the mask was edited after the model made it (brush, vertices); "
+                "the hard cutout or a feathered one still works"
+            )
+        return alpha
 
     @app.post("/api/images/{name:path}/everything")
     def run_everything(name: str, options: dict) -> dict:

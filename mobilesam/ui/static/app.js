@@ -1047,9 +1047,11 @@ exportLinks();
 async function downloadCutout() {  // the selected object on a transparent background, as a PNG file
   const obj = app.objects[app.selected];
   if (!obj || !obj.rle) { say("cutout: select an object with a mask first", true); return; }
+  const soft = $("cutout-soft").checked;  // the server checks the mask is still the prompts' prediction
+  const prompt = soft ? { points: obj.points, box: obj.box, multimask: true, mask_id: obj.mask_id ?? null } : null;
   try {
     const res = await fetch(`/api/images/${enc(app.name)}/cutout`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ rle: obj.rle }) });
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ rle: obj.rle, soft, prompt }) });
     if (!res.ok) throw new Error((await res.json().catch(() => ({}))).detail || res.statusText);
     const url = URL.createObjectURL(await res.blob());
     const a = document.createElement("a");
