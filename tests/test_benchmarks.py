@@ -28,3 +28,14 @@ def test_bench_decode_reports_both_resize_modes():
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
     rows = [line for line in out.splitlines() if line.startswith("| ") and line[2:5] in ("in ", "on ")]
     assert len(rows) == 2 and all(float(row.split("|")[3]) > 0 for row in rows), out
+
+
+def test_bench_cutout_times_every_kind_of_edge():
+    cmd = [sys.executable, str(BENCHMARKS / "bench_cutout.py"), "--sizes", "300x200,7x5", "--repeats", "1"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
+    rows = [
+        line.split("|")
+        for line in out.splitlines()
+        if line.startswith("| 300x200") or line.startswith("| 7x5")
+    ]
+    assert len(rows) == 8 and all(float(row[4]) > 0 for row in rows), out

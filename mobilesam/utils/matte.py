@@ -28,6 +28,15 @@ def _axis(in_n: int, out_n: int, start: int, stop: int) -> tuple[np.ndarray, np.
     return i0, i1, (src - i0).astype(np.float32)
 
 
+def _blend(a: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
+    """Rows, then columns, of `a` interpolated at the (i0, i1, weight) of `_axis`."""
+    r0, r1, rw = rows
+    c0, c1, cw = cols
+    a = np.asarray(a, dtype=np.float32)
+    out = a[r0] * (1 - rw[:, None]) + a[r1] * rw[:, None]
+    return out[:, c0] * (1 - cw) + out[:, c1] * cw
+
+
 def resize_bilinear(
     a: np.ndarray, size: tuple[int, int], window: tuple[int, int, int, int] | None = None
 ) -> np.ndarray:
@@ -36,11 +45,7 @@ def resize_bilinear(
     ends: only that part of the result, computed alone."""
     h, w = size
     x0, y0, x1, y1 = window if window is not None else (0, 0, w, h)
-    r0, r1, rw = _axis(a.shape[0], h, y0, y1)
-    c0, c1, cw = _axis(a.shape[1], w, x0, x1)
-    a = np.asarray(a, dtype=np.float32)
-    rows = a[r0] * (1 - rw[:, None]) + a[r1] * rw[:, None]
-    return rows[:, c0] * (1 - cw) + rows[:, c1] * cw
+    return _blend(a, _axis(a.shape[0], h, y0, y1), _axis(a.shape[1], w, x0, x1))
 
 
 def upscale_logits(
@@ -52,10 +57,17 @@ def upscale_logits(
     """hxw low-res logits (256x256 for a 1024-pixel model) -> logits in the original
     image frame, as `modeling.sam.upscale_masks` computes them (upsampled to the square
     model input, padding cropped off, resized to `original_size` (H, W)) up to float
-    rounding; `window` (x0, y0, x1, y1): only that part of the HxW result."""
+    rounding; `window` (x0, y0, x1, y1): only that part of the HxW result, from only the
+    part of the model-input upsampling that it reads."""
+    h, w = original_size
+    x0, y0, x1, y1 = window if window is not None else (0, 0, w, h)
     side = 4 * low_res.shape[0]  # the model input: the low-res grid is a quarter of it
-    model = resize_bilinear(low_res, (side, side))[: input_size[0], : input_size[1]]
-    return resize_bilinear(model, original_size, window)
+    rows, cols = _axis(input_size[0], h, y0, y1), _axis(input_size[1], w, x0, x1)
+    top, bottom, left, right = rows[0][0], rows[1][-1] + 1, cols[0][0], cols[1][-1] + 1
+    model = _blend(
+        low_res, _axis(low_res.shape[0], side, top, bottom), _axis(low_res.shape[1], side, left, right)
+    )
+    return _blend(model, (rows[0] - top, rows[1] - top, rows[2]), (cols[0] - left, cols[1] - left, cols[2]))
 
 
 def soft_mask(
