@@ -14,13 +14,13 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mobilesam import SegmentationResult
+from mobilesam.bench import timed
 from mobilesam.transforms import ResizeLongestSide
 from mobilesam.utils.matte import upscale_logits
 
@@ -37,16 +37,6 @@ def disc_result(width: int, height: int, slope: float) -> SegmentationResult:
     return SegmentationResult(
         image, mask[None], np.ones(1), np.ones(1, int), low[None], logits_input_size=input_size
     )
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from ..highlevel import everything
 from ..image_io import load_image
 from ..predictor import SamPredictor
 from ..result import SegmentationResult
-from ..utils.matte import soft_mask
 
 
 @dataclass
@@ -111,34 +110,12 @@ class ModelService:
         multimask: bool,
         pick: int | None = None,
         size: tuple[int, int] | None = None,
-    ) -> tuple[np.ndarray, int, np.ndarray]:
+    ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
         """One prompt set (original-image pixels) on the image of `emb` (from `embed`) ->
-        the scores of its C candidates, the index shown (`pick`, else the best score) and
-        that candidate's HxW mask, equal to `SamPredictor.predict`'s; `size` (h, w): the
-        mask at that size instead (a preview of a big photo's: upsampled straight to it)."""
-        scores, i, mask, _ = self._predict(emb, points, labels, box, multimask, pick, size)
-        return scores, i, mask
-
-    def soft(
-        self,
-        emb: Embedding,
-        points: np.ndarray | None,
-        labels: np.ndarray | None,
-        box: np.ndarray | None,
-        multimask: bool,
-        pick: int | None,
-        mask: np.ndarray,
-    ) -> np.ndarray | None:
-        """`mask` (HxW bool) as a soft matte (`utils.matte.soft_mask`: the model's logits'
-        sigmoid on its outline), if it is the mask `predict` gives for this prompt set;
-        None if it is not (edited since: the logits no longer describe it)."""
-        *_, predicted, low_res = self._predict(emb, points, labels, box, multimask, pick, None)
-        if not np.array_equal(predicted, mask):
-            return None
-        return soft_mask(low_res, mask, emb.input_size, self.predictor.mask_threshold)
-
-    def _predict(self, emb, points, labels, box, multimask, pick, size):
-        """`predict`, and the shown candidate's low-res logits (hxw float32)."""
+        the scores of its C candidates, the index shown (`pick`, else the best score),
+        that candidate's HxW mask, equal to `SamPredictor.predict`'s, and its low-res
+        logits (hxw float32, for `utils.matte.soft_mask`); `size` (h, w): the mask at that
+        size instead (a preview of a big photo's: upsampled straight to it)."""
         with self._lock, torch.inference_mode():
             self._use(emb)
             p = self.predictor
@@ -169,7 +146,7 @@ class ModelService:
         emb, _ = self.embed(name, path)
         out = []
         for box in boxes:
-            scores, i, mask = self.predict(emb, None, None, np.asarray(box, float), True)
+            scores, i, mask, _ = self.predict(emb, None, None, np.asarray(box, float), True)
             out.append((mask, i + 1, scores))  # mask ids as the page numbers candidates
         return out
 

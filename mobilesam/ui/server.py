@@ -48,6 +48,7 @@ from ..image_io import load_image, opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
 from ..utils import rle
 from ..utils.files import atomic_write_text
+from ..utils.matte import soft_mask
 from ..utils.regions import dilate
 from ..visualize import cutout
 from .model import ModelService
@@ -263,7 +264,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         if strokes and body.preview:
             raise PromptError("strokes are painted on full-size masks: not with preview")
         size = preview_size(emb.original_size) if body.preview else None
-        scores, i, mask = service.predict(emb, points, labels, box, body.multimask, pick, size)
+        scores, i, mask, _ = service.predict(emb, points, labels, box, body.multimask, pick, size)
         if strokes:
             mask = paint(mask, strokes)
         return {
@@ -343,13 +344,13 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         emb, _ = service.embed(entry.name, entry.path)
         points, labels, box = _prompt_arrays(body.prompt, emb.original_size)
         _, pick = _candidate_choice(body.prompt)
-        alpha = service.soft(emb, points, labels, box, body.prompt.multimask, pick, mask)
-        if alpha is None:
+        *_, predicted, low_res = service.predict(emb, points, labels, box, body.prompt.multimask, pick)
+        if not np.array_equal(predicted, mask):  # the logits describe the prediction only
             raise PromptError(
                 "no soft edge: the mask was edited after the model made it (brush, vertices); "
                 "the hard cutout or a feathered one still works"
             )
-        return alpha
+        return soft_mask(low_res, mask, emb.input_size, service.predictor.mask_threshold)
 
     @app.post("/api/images/{name:path}/everything")
     def run_everything(name: str, options: dict) -> dict:
