@@ -75,9 +75,11 @@ class Predictor(Protocol):
         out_size: tuple[int, int],
         multimask: bool,
         mask_id: int | None,
+        mask_input: np.ndarray | None = None,
     ) -> PromptMasks:
         """B prompt sets in the model frame, all with the same number of points: coords
-        BxNx2 and labels BxN (1 foreground, 0 background) or None, boxes Bx4 XYXY or None.
+        BxNx2 and labels BxN (1 foreground, 0 background) or None, boxes Bx4 XYXY or None,
+        mask_input Bx256x256 float32 low-res logits (a mask prompt per set) or None.
         One mask per set at `out_size` (H, W): with `multimask`, candidate `mask_id` (1-3)
         or else the best-scoring of three; without, the single-mask output."""
 

@@ -86,6 +86,9 @@ def _segment(args: argparse.Namespace) -> int:
     if points is None and boxes is None:
         raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
     _check_outputs(args)
+    from .result import load_logits
+
+    mask_input = None if args.mask_input is None else load_logits(args.mask_input)
     result = _backend(args).segment(
         args.image,
         input_box=boxes,
@@ -93,6 +96,7 @@ def _segment(args: argparse.Namespace) -> int:
         input_point_label=labels,
         mask_id=args.mask_id,
         input_size_percent=args.input_size_percent,
+        mask_input=mask_input,
     )
     for i, (score, box) in enumerate(zip(result.scores, result.boxes)):
         print(f"mask {i}: score {score:.3f} area {int(result.areas[i])} box {box.tolist()}")
@@ -106,7 +110,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     from .utils.files import check_output_dir, check_output_file
 
     cutout = getattr(args, "cutout", None)  # segment's only
-    for path in (args.output, args.label_map, args.json, cutout):
+    for path in (args.output, args.label_map, args.json, cutout, getattr(args, "logits", None)):
         if path:
             check_output_file(path)
     if args.label_map:
@@ -140,6 +144,8 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
+    if getattr(args, "logits", None):  # segment's only
+        print(f"logits: {result.save_logits(args.logits)}")
     if getattr(args, "cutout", None):  # last: empty masks are an error (nothing to cut out)
         print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate, feather=args.feather, soft=soft)}")
 
@@ -704,6 +710,14 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
     seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
+    seg.add_argument(
+        "--logits", help=".npy file for the masks' low-res logits (Nx256x256), a later --mask-input"
+    )
+    seg.add_argument(
+        "--mask-input",
+        help=".npy low-res logits (256x256, or Nx256x256: one per box) as a mask prompt, "
+        "as --logits wrote for this image: refines that result with the prompts given",
+    )
     seg.add_argument(
         "--cutout",
         help="PNG (or .webp, .tif): the masks' pixels on a transparent background, cropped to them",

@@ -154,6 +154,7 @@ class ExportedPredictor:
         out_size: tuple[int, int],
         multimask: bool,
         mask_id: int | None,
+        mask_input: np.ndarray | None = None,
     ) -> PromptMasks:
         """`backend.Predictor.decode_sets`: one decoder run per prompt set (segment-
         anything's ONNX decoder takes one set)."""
@@ -164,7 +165,8 @@ class ExportedPredictor:
             c = np.zeros((0, 2)) if coords is None else np.asarray(coords[i], float)
             lab = np.zeros(0) if labels is None else np.asarray(labels[i], float)
             box = None if boxes is None else boxes[i]
-            m, sc, lo = (x[0] for x in self._decode(c, lab, box, None, out_size, multimask))
+            mask = None if mask_input is None else mask_input[i]
+            m, sc, lo = (x[0] for x in self._decode(c, lab, box, mask, out_size, multimask))
             chosen = multimask and len(sc) == 3
             k = int(pick_candidates(sc[None], mask_id)[0]) if chosen else 0
             mask_id_out = np.array([k + 1 if chosen else 0], np.int64)

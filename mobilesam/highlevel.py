@@ -16,7 +16,7 @@ from .backend import Predictor, PromptMasks
 from .errors import PromptError
 from .image_io import ImageSource, load_image, shrink, source_name
 from .options import generator_kwargs
-from .prompts import Prompts, parse_float, parse_int, parse_prompts, wants_multimask
+from .prompts import Prompts, mask_prompts, parse_float, parse_int, parse_prompts, wants_multimask
 from .result import PackedMasks, SegmentationResult
 from .runtime import release_free_memory
 
@@ -43,6 +43,7 @@ class Segmenter:
         input_point_label: object = None,
         mask_id: object = None,
         input_size_percent: object = 100,
+        mask_input: object = None,
         **everything: object,
     ) -> SegmentationResult:
         """Segment `image` from boxes and/or points (original-image pixels); with no
@@ -54,7 +55,10 @@ class Segmenter:
         foreground / 0 background (default all 1). mask_id (1-3) picks that multi-mask
         candidate (mask-token order); without it a lone point gets the best of three and
         other prompts the single-mask output. input_size_percent (1-100) shrinks the
-        image before encoding; masks still come back at the original size.
+        image before encoding; masks still come back at the original size. mask_input: a
+        mask prompt with the points or boxes, to refine an earlier result of this image:
+        that result (its low-res logits), or logits of one mask for every prompt set
+        (256x256) or of one per set (Nx256x256).
         """
         rgb = load_image(image)
         h, w = rgb.shape[:2]
@@ -62,6 +66,8 @@ class Segmenter:
         if prompts.empty:
             if mask_id not in (None, ""):
                 raise PromptError("mask_id needs a point or box prompt")
+            if mask_input is not None:
+                raise PromptError("mask_input refines a point or box prompt: give one too")
             result = self.segment_everything(rgb, input_size_percent=input_size_percent, **everything)
             result.file_name = source_name(image)
             return result
@@ -75,10 +81,12 @@ class Segmenter:
             out = PromptMasks.pack(np.zeros((0, h, w), bool), *_NO_MASKS)  # no box: nothing to encode
             frame = None
         else:
+            sets = 1 if prompts.boxes is None else len(prompts.boxes)
+            masks = None if mask_input is None else self._mask_prompts(mask_input, sets, (h, w))
             self._set_image(rgb, percent)
             coords, labels, boxes = self._model_prompts(prompts, (h, w))
             out = self.predictor.decode_sets(
-                coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid
+                coords, labels, boxes, (h, w), wants_multimask(prompts, mid), mid, masks
             )
             release_free_memory()  # the decoder's temporaries go back to the system
             frame = self.predictor.input_size
@@ -108,6 +116,21 @@ class Segmenter:
             return  # same image, same scale, same embedding: reuse it
         p.set_image(shrink(rgb, percent))
         self._image_key = (key, p.features)
+
+    def _mask_prompts(self, mask_input: object, sets: int, size: tuple[int, int]) -> np.ndarray:
+        """mask_input (an earlier `SegmentationResult` of an image of HxW = `size`, or
+        logits) -> `sets` x 256 x 256."""
+        if isinstance(mask_input, SegmentationResult):
+            if mask_input.low_res_logits is None:
+                raise PromptError("mask_input: that result keeps no logits (segment everything's do not)")
+            if mask_input.image.shape[:2] != tuple(size):
+                h, w = mask_input.image.shape[:2]
+                raise PromptError(
+                    f"mask_input: that result is of a {w}x{h} image, this one is {size[1]}x{size[0]}"
+                )
+            mask_input = mask_input.low_res_logits
+        side = self.predictor.img_size // 4
+        return mask_prompts(mask_input, sets, (side, side))
 
     def _model_prompts(
         self, prompts: Prompts, size: tuple[int, int]

@@ -215,6 +215,7 @@ class SamPredictor:
         out_size: tuple[int, int],
         multimask: bool,
         mask_id: int | None,
+        mask_input: np.ndarray | None = None,
     ) -> PromptMasks:
         """`backend.Predictor.decode_sets`: B prompt sets in the model frame -> one mask each
         at `out_size`. Decoded and upsampled `DECODE_SETS_CHUNK` sets at a time, so memory
@@ -224,11 +225,16 @@ class SamPredictor:
         parts = []
         for start in range(0, n, DECODE_SETS_CHUNK):
             sl = slice(start, start + DECODE_SETS_CHUNK)
-            c, lab, bx = (
+            c, lab, bx, m = (
                 None if x is None else torch.as_tensor(x[sl], dtype=dt, device=self.device)
-                for x, dt in ((coords, torch.float), (labels, torch.int), (boxes, torch.float))
+                for x, dt in (
+                    (coords, torch.float),
+                    (labels, torch.int),
+                    (boxes, torch.float),
+                    (mask_input, torch.float),
+                )
             )
-            low_res, scores = self.decode(c, lab, bx, None, multimask)
+            low_res, scores = self.decode(c, lab, bx, None if m is None else m[:, None], multimask)
             low_res, scores, ids = pick(low_res.float(), scores.float(), multimask, mask_id)
             logits = upscale_masks(low_res[:, None], self.input_size, out_size, self.img_size)[:, 0]
             masks = (logits > self.mask_threshold).cpu().numpy()

@@ -180,6 +180,35 @@ def box_array(box: object) -> np.ndarray:
     return box.reshape(1, 4)
 
 
+def mask_prompts(mask_input: object, sets: int, side: tuple[int, int]) -> np.ndarray:
+    """The high-level API's mask_input: low-res logits (hxw = `side`, 256x256 at 1024 px)
+    of one mask for every prompt set (hxw, 1xhxw, 1x1xhxw), or of one mask per set (Bxhxw,
+    Bx1xhxw), as an earlier result's `low_res_logits` -> `sets` x h x w float32."""
+    h, w = side
+    try:
+        arr = np.asarray(mask_input, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise PromptError(
+            f"mask_input must be an array of low-res logits, got {type(mask_input).__name__}"
+        ) from None
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (h, w):
+        raise PromptError(
+            f"mask_input must be {h}x{w} low-res logits, or Nx{h}x{w} for N prompt sets (an "
+            f"earlier result's low_res_logits; not a full-size mask), got shape {arr.shape}"
+        )
+    if len(arr) not in (1, sets):
+        raise PromptError(
+            f"mask_input holds {len(arr)} masks for {sets} prompt sets (one per box): give one, or one per set"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise PromptError("mask_input holds NaN or infinite values")
+    return np.repeat(arr, sets // len(arr), axis=0)  # a new array: the caller's is not shared
+
+
 def mask_input_array(mask_input: object, side: tuple[int, int]) -> np.ndarray:
     """SamPredictor.predict's mask_input, checked: 1xHxW float32 logits with (H, W) =
     `side` (256x256 at 1024 px), as an earlier call's `low_res_logits[i][None]`; an HxW or

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import OutputError
+from .errors import OutputError, PromptError
 from .prompts import Prompts
 from .utils import rle
 from .utils.boxes import masks_to_boxes, xyxy_to_coco_bbox, xyxy_to_xywh
@@ -334,6 +334,16 @@ class SegmentationResult:
             prompt["labels"] = p.labels.tolist()
         return prompt
 
+    def save_logits(self, path: str | PathLike) -> Path:
+        """The masks' low-res logits (Nx256x256 float32) as a .npy file: a later call's
+        `mask_input` (`load_logits`). Prompt results only (an `OutputError` otherwise)."""
+        if self.low_res_logits is None:
+            raise OutputError(
+                "no logits to save: only prompt results keep them (segment everything does not)"
+            )
+        logits = np.asarray(self.low_res_logits, dtype=np.float32)
+        return atomic_write(path, lambda f: np.save(f, logits, allow_pickle=False))
+
     def save_json(
         self, path: str | PathLike, image_id: int = 1, segmentation: str = "rle", tolerance: float = 1.0
     ) -> Path:
@@ -347,6 +357,22 @@ def _check_soft(soft: bool, dilate: float) -> None:
         raise OutputError(
             "soft follows the model's outline and dilate grows the mask past it: use one of them"
         )
+
+
+def load_logits(path: str | PathLike) -> np.ndarray:
+    """A .npy file of low-res logits (`save_logits`) -> float32 array, for `mask_input`;
+    a missing, unreadable or non-numeric file is a `PromptError` that names it."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PromptError(f"mask input {path}: no such file") from None
+    except (OSError, ValueError):  # not .npy (NumPy takes it for a pickle), or cut short
+        raise PromptError(
+            f"mask input {path}: not a NumPy .npy file of numbers (as --logits writes)"
+        ) from None
+    if not np.issubdtype(arr.dtype, np.number):
+        raise PromptError(f"mask input {path}: holds {arr.dtype}, not numbers")
+    return arr.astype(np.float32)
 
 
 def label_map_format(path: str | PathLike) -> str:

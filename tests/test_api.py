@@ -168,6 +168,51 @@ def test_bf16_encoder_close_to_float32(ckpt_vit_t, sam):
         MobileSAM(ckpt_vit_t, precision="fp8")
 
 
+def test_mask_prompts_refine_an_earlier_result(sam, truck_predictor, truck, tmp_path):
+    """mask_input: an earlier result (its low-res logits) or logits, with the points or
+    boxes, as SamPredictor.predict's mask_input; one mask for every box or one per box."""
+    from mobilesam import SegmentationResult
+    from mobilesam.result import load_logits
+
+    first = sam.segment(IMAGES / "truck.jpg", input_point=[[500, 375]])
+    points, labels = [[500, 375], [1125, 625]], [1, 0]
+    refined = sam.segment(
+        IMAGES / "truck.jpg", input_point=points, input_point_label=labels, mask_input=first
+    )
+    masks, scores, _ = truck_predictor.predict(
+        np.array(points), np.array(labels), mask_input=first.low_res_logits[0][None], multimask_output=False
+    )
+    assert same_mask(refined.masks[0], masks[0]) and refined.scores[0] == pytest.approx(scores[0], abs=1e-4)
+    assert not same_mask(
+        refined.masks[0], sam.segment(truck, input_point=points, input_point_label=labels).masks[0]
+    )
+    # One per box (an earlier result of those boxes), or one for all of them.
+    boxes = sam.segment(truck, input_box=BOXES[:2])
+    again = sam.segment(
+        truck, input_box=BOXES[:2], mask_input=load_logits(boxes.save_logits(tmp_path / "l.npy"))
+    )
+    shared = sam.segment(truck, input_box=BOXES[:2], mask_input=boxes.low_res_logits[1])
+    for i, box in enumerate(BOXES[:2]):
+        for result, logits in ((again, boxes.low_res_logits[i]), (shared, boxes.low_res_logits[1])):
+            m, s, _ = truck_predictor.predict(
+                box=np.array(box), mask_input=logits[None], multimask_output=False
+            )
+            assert same_mask(result.masks[i], m[0]) and result.scores[i] == pytest.approx(s[0], abs=1e-4)
+    everything = SegmentationResult(truck, first.masks, first.scores, first.mask_ids, None)
+    other = sam.segment(IMAGES / "picture1.jpg", input_point=[[100, 100]])
+    for kwargs, error in (
+        ({"mask_input": first}, "give one too"),  # no point or box
+        ({"input_box": BOXES, "mask_input": boxes}, "2 masks for 3 prompt sets"),
+        ({"input_point": [[5, 5]], "mask_input": first.masks}, "not a full-size mask"),
+        ({"input_point": [[5, 5]], "mask_input": np.full((256, 256), np.nan)}, "NaN"),
+        ({"input_point": [[5, 5]], "mask_input": "logits"}, "array of low-res logits"),
+        ({"input_point": [[5, 5]], "mask_input": everything}, "keeps no logits"),
+        ({"input_point": [[5, 5]], "mask_input": other}, "this one is 1800x1200"),
+    ):
+        with pytest.raises(PromptError, match=error):
+            sam.segment(truck, **kwargs)
+
+
 def test_cutouts_and_grown_masks(tmp_path):
     """For photo and inpainting tools: the object on transparency, masks grown by a margin."""
     from mobilesam import SegmentationResult

@@ -99,6 +99,37 @@ def test_segment_cutout_and_grown_masks(ckpt_vit_t, tmp_path, capsys):
     assert not (tmp_path / "d.png").exists()
 
 
+def test_segment_refined_with_its_logits(ckpt_vit_t, tmp_path, capsys):
+    """--logits writes the masks' low-res logits; --mask-input feeds them back as a mask
+    prompt, as the API's mask_input; a bad file is an error before any compute."""
+    import numpy as np
+
+    from mobilesam import MobileSAM
+
+    base = ["segment", TRUCK, "--checkpoint", str(ckpt_vit_t)]
+    assert main([*base, "--point", "500,375", "--logits", str(tmp_path / "l.npy")]) == 0
+    logits = np.load(tmp_path / "l.npy")
+    assert logits.shape == (1, 256, 256) and logits.dtype == np.float32
+    refine = [*base, "--point", "500,375", "--point", "1125,625,0", "--mask-input", str(tmp_path / "l.npy")]
+    assert main([*refine, "--json", str(tmp_path / "r.json")]) == 0
+    sam = MobileSAM(ckpt_vit_t, device="cpu")
+    ref = sam.segment(
+        TRUCK, input_point=[[500, 375], [1125, 625]], input_point_label=[1, 0], mask_input=logits
+    )
+    assert json.loads((tmp_path / "r.json").read_text())["annotations"][0]["area"] == int(ref.areas[0])
+    (tmp_path / "junk.npy").write_text("not numpy")
+    np.save(tmp_path / "text.npy", np.array(["a"]))
+    capsys.readouterr()
+    for bad, error in (
+        ("missing.npy", "no such file"),
+        ("junk.npy", "not a NumPy"),
+        ("text.npy", "not numbers"),
+    ):
+        assert main([*refine[:-1], str(tmp_path / bad), "--json", str(tmp_path / "bad.json")]) == 2
+        assert error in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
     rc = main(
         [

@@ -149,9 +149,17 @@ def test_cli_segment_and_everything(pte, tmp_path, capsys):
         main(["segment", image, *backend, "--box", "100,100,400,300", "--json", str(tmp_path / "s.json")])
         == 0
     )
-    ref = ExecuTorchPredictor(pte).segment(image, input_box=[100, 100, 400, 300])
+    predictor = ExecuTorchPredictor(pte)
+    ref = predictor.segment(image, input_box=[100, 100, 400, 300])
     seg = json.loads((tmp_path / "s.json").read_text())["annotations"]
     assert len(seg) == 1 and seg[0]["area"] == int(ref.masks[0].sum())
+    # A mask prompt (the earlier result's logits) reaches decoder.pte as predict's does.
+    refined = predictor.segment(image, input_box=[100, 100, 400, 300], mask_input=ref)
+    predictor.set_image(_image("picture1.jpg"))
+    masks, _, _ = predictor.predict(
+        box=np.array([100, 100, 400, 300]), mask_input=ref.low_res_logits[0][None], multimask_output=False
+    )
+    assert np.array_equal(refined.masks[0], masks[0])
     args = [
         "everything",
         image,

@@ -476,6 +476,9 @@ def test_onnx_backend_segment_matches_torch(exported, ckpt_vit_t):
         {"input_point": [[500, 375], [1125, 625]], "input_point_label": [1, 0], "mask_id": "2"},
         {"input_box": [425, 600, 700, 875], "input_point": [[575, 750]], "input_size_percent": 50},
     ]
+    first = torch_sam.segment(truck, input_point=[[500, 375]])
+    calls.append({"input_point": [[500, 375], [1125, 625]], "input_point_label": [1, 0], "mask_input": first})
+    calls.append({"input_box": "[[425, 600, 700, 875], [1240, 675, 1400, 750]]", "mask_input": first})
     for kwargs in calls:
         ours, ref = onnx_sam.segment(truck, **kwargs), torch_sam.segment(truck, **kwargs)
         assert ours.masks.shape == ref.masks.shape and list(ours.mask_ids) == list(ref.mask_ids), kwargs
