@@ -81,13 +81,14 @@ def _backend(args: argparse.Namespace):
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from .result import load_logits
+
     points, labels = _points_arg(args.point)
     boxes = _boxes_arg(args.box)
     if points is None and boxes is None:
         raise PromptError("no prompt given: pass --box and/or --point (or run `mobilesam everything IMAGE`)")
-    _check_outputs(args)
-    from .result import load_logits
-
+    _check_outputs(args, (args.cutout, args.logits))
+    _check_segment_outputs(args)
     mask_input = None if args.mask_input is None else load_logits(args.mask_input)
     result = _backend(args).segment(
         args.image,
@@ -100,54 +101,58 @@ def _segment(args: argparse.Namespace) -> int:
     )
     for i, (score, box) in enumerate(zip(result.scores, result.boxes)):
         print(f"mask {i}: score {score:.3f} area {int(result.areas[i])} box {box.tolist()}")
-    _save_outputs(result, args)
+    _save_outputs(result, args, soft=args.soft)
+    if args.logits:
+        print(f"logits: {result.save_logits(args.logits)}")
+    if args.cutout:  # last: empty masks are an error (nothing to cut out)
+        cutout = result.save_cutout(args.cutout, dilate=args.dilate, feather=args.feather, soft=args.soft)
+        print(f"cutout: {cutout}")
     return 0
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Fail before any compute if an output path cannot be written."""
-    from .result import cutout_format, label_map_format
+def _check_outputs(args: argparse.Namespace, files: tuple = ()) -> None:
+    """Fail before any compute if an output path (the shared ones, and `files`) cannot
+    be written."""
+    from .result import label_map_format
     from .utils.files import check_output_dir, check_output_file
 
-    cutout = getattr(args, "cutout", None)  # segment's only
-    for path in (args.output, args.label_map, args.json, cutout, getattr(args, "logits", None)):
+    for path in (args.output, args.label_map, args.json, *files):
         if path:
             check_output_file(path)
     if args.label_map:
         label_map_format(args.label_map)
-    if cutout:
-        cutout_format(cutout)
     if not 0 <= args.dilate < math.inf:
         raise OutputError(f"--dilate must be a number of pixels >= 0, got {args.dilate}")
-    if not 0 <= getattr(args, "feather", 0) <= 256:  # segment's only
-        raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
     if args.masks_dir:
         check_output_dir(args.masks_dir)
-    if getattr(args, "soft", False):  # segment's only
-        if not (args.masks_dir or cutout):
-            raise OutputError("--soft shapes the edges of --cutout and --masks-dir: give one of them")
-        if args.dilate:
-            raise OutputError(
-                "--soft follows the model's outline and --dilate grows past it: use one of them"
-            )
 
 
-def _save_outputs(result: SegmentationResult, args: argparse.Namespace) -> None:
-    """Write the files asked for with -o, --masks-dir, --label-map, --json and --cutout."""
-    dilate, soft = args.dilate, getattr(args, "soft", False)
+def _check_segment_outputs(args: argparse.Namespace) -> None:
+    """segment's own output options: --cutout's format, --feather, --soft."""
+    from .result import cutout_format
+
+    if args.cutout:
+        cutout_format(args.cutout)
+    if not 0 <= args.feather <= 256:
+        raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
+    if args.soft and not (args.masks_dir or args.cutout):
+        raise OutputError("--soft shapes the edges of --cutout and --masks-dir: give one of them")
+    if args.soft and args.dilate:
+        raise OutputError("--soft follows the model's outline and --dilate grows past it: use one of them")
+
+
+def _save_outputs(result: SegmentationResult, args: argparse.Namespace, soft: bool = False) -> None:
+    """Write the files asked for with -o, --masks-dir (`soft`: the model's soft edges),
+    --label-map and --json."""
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
-        n = len(result.save_masks(args.masks_dir, dilate=dilate, soft=soft))
+        n = len(result.save_masks(args.masks_dir, dilate=args.dilate, soft=soft))
         print(f"masks: {n} PNG files in {args.masks_dir}")
     if args.label_map:
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
-    if getattr(args, "logits", None):  # segment's only
-        print(f"logits: {result.save_logits(args.logits)}")
-    if getattr(args, "cutout", None):  # last: empty masks are an error (nothing to cut out)
-        print(f"cutout: {result.save_cutout(args.cutout, dilate=dilate, feather=args.feather, soft=soft)}")
 
 
 def _given(args: argparse.Namespace, *names: str) -> list[str]:
