@@ -17,6 +17,8 @@ import numpy as np
 
 from .boxes import masks_to_boxes
 
+_BAND = 512  # rows of the matte computed at once
+
 
 def _axis(in_n: int, out_n: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of output samples start..stop-1 when resizing in_n to
@@ -86,15 +88,18 @@ def soft_mask(
     bx0, by0, bx1, by1 = (int(v) for v in masks_to_boxes(mask[None])[0])
     y0, y1 = max(0, by0 - margin), min(h, by1 + margin + 1)
     x0, x1 = max(0, bx0 - margin), min(w, bx1 + margin + 1)
-    window = (x0, y0, x1, y1)
-    logits = upscale_logits(low_res, input_size, (h, w), window) - threshold
-    # The share of the pixel's interpolation drawn from cells above the threshold:
-    # strictly between 0 and 1 exactly where the cells mixed lie on both sides of it.
-    above = upscale_logits((low_res > threshold).astype(np.float32), input_size, (h, w), window)
-    edge = (above > 1e-6) & (above < 1 - 1e-6)
-    inside = mask[y0:y1, x0:x1]
-    soft = 127.5 * (1 + np.tanh(logits / 2))  # 255 * sigmoid, without exp's overflow
-    alpha = np.where(edge, soft, np.where(inside, 255.0, 0.0))
-    alpha = np.where(inside, np.maximum(alpha, 128), np.minimum(alpha, 127))
-    out[y0:y1, x0:x1] = np.rint(alpha).astype(np.uint8)
+    above_low = (low_res > threshold).astype(np.float32)
+    for top in range(y0, y1, _BAND):  # in bands of rows: memory stays a few arrays of one band
+        window = (x0, top, x1, min(y1, top + _BAND))
+        # The share of each pixel's interpolation drawn from cells above the threshold:
+        # strictly between 0 and 1 exactly where the cells mixed lie on both sides of it.
+        above = upscale_logits(above_low, input_size, (h, w), window)
+        edge = (above > 1e-6) & (above < 1 - 1e-6)
+        inside = mask[top : window[3], x0:x1]
+        band = out[top : window[3], x0:x1]
+        band[inside] = 255
+        logits = upscale_logits(low_res, input_size, (h, w), window)[edge] - threshold
+        soft = 127.5 * (1 + np.tanh(logits / 2))  # 255 * sigmoid, without exp's overflow
+        inner = inside[edge]
+        band[edge] = np.rint(np.where(inner, np.maximum(soft, 128), np.minimum(soft, 127)))
     return out
