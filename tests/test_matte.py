@@ -60,7 +60,7 @@ def blob_logits() -> np.ndarray:
     return low.astype(np.float32)
 
 
-@pytest.mark.parametrize("size", [(1200, 1800), (375, 500), (6000, 4000)])
+@pytest.mark.parametrize("size", [(1200, 1800), (375, 500), (2400, 1600)])  # portrait: several row bands
 def test_soft_mask_is_soft_on_the_outline_only(size):
     low = blob_logits()
     input_size = ResizeLongestSide.get_preprocess_shape(*size, 1024)
