@@ -422,7 +422,7 @@ def test_phone_photos_and_broken_files(service, tmp_path):
     for body, error in (
         ({"rle": rle.encode(edited), "soft": True, "prompt": prompt}, "edited"),
         ({"rle": mask["rle"], "soft": True}, "give the prompt"),
-        ({"rle": mask["rle"], "soft": True, "prompt": {"points": []}}, "drawn by hand"),
+        ({"rle": mask["rle"], "soft": True, "prompt": {"points": []}}, "no prompts"),
         ({"rle": mask["rle"], "soft": True, "prompt": prompt, "dilate": 3}, "not both"),
         ({"rle": mask["rle"], "soft": True, "prompt": {**prompt, "mask_id": 7}}, "mask_id"),
     ):

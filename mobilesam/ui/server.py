@@ -338,7 +338,9 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         if body.prompt is None:
             raise PromptError("a soft edge comes from the model: give the prompt that made the mask")
         if not body.prompt.points and body.prompt.box is None:
-            raise PromptError("no soft edge: the mask was drawn by hand, not made by the model from prompts")
+            raise PromptError(
+                "no soft edge: the mask has no prompts (drawn by hand or imported), the model did not make it"
+            )
         if body.prompt.strokes:
             raise PromptError("a soft edge is the model's: a painted mask has none")
         emb, _ = service.embed(entry.name, entry.path)
