@@ -123,8 +123,9 @@ def _check_outputs(args: argparse.Namespace, files: tuple = ()) -> None:
         label_map_format(args.label_map)
     if not 0 <= args.dilate < math.inf:
         raise OutputError(f"--dilate must be a number of pixels >= 0, got {args.dilate}")
-    if args.masks_dir:
-        check_output_dir(args.masks_dir)
+    for folder in (args.masks_dir, args.cutouts_dir):
+        if folder:
+            check_output_dir(folder)
 
 
 def _check_segment_outputs(args: argparse.Namespace) -> None:
@@ -135,20 +136,25 @@ def _check_segment_outputs(args: argparse.Namespace) -> None:
         cutout_format(args.cutout)
     if not 0 <= args.feather <= 256:
         raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
-    if args.soft and not (args.masks_dir or args.cutout):
-        raise OutputError("--soft shapes the edges of --cutout and --masks-dir: give one of them")
+    if args.soft and not (args.masks_dir or args.cutout or args.cutouts_dir):
+        raise OutputError(
+            "--soft shapes the edges of --cutout, --cutouts-dir and --masks-dir: give one of them"
+        )
     if args.soft and args.dilate:
         raise OutputError("--soft follows the model's outline and --dilate grows past it: use one of them")
 
 
 def _save_outputs(result: SegmentationResult, args: argparse.Namespace, soft: bool = False) -> None:
-    """Write the files asked for with -o, --masks-dir (`soft`: the model's soft edges),
-    --label-map and --json."""
+    """Write the files asked for with -o, --masks-dir and --cutouts-dir (`soft`: the
+    model's soft edges), --label-map and --json."""
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
         n = len(result.save_masks(args.masks_dir, dilate=args.dilate, soft=soft))
         print(f"masks: {n} PNG files in {args.masks_dir}")
+    if args.cutouts_dir:
+        n = len(result.save_cutouts(args.cutouts_dir, dilate=args.dilate, soft=soft))
+        print(f"cutouts: {n} PNG files in {args.cutouts_dir} (one per non-empty mask)")
     if args.label_map:
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
@@ -254,6 +260,7 @@ def _everything(args: argparse.Namespace) -> int:
                 ("--json", args.json),
                 ("--label-map", args.label_map),
                 ("--masks-dir", args.masks_dir),
+                ("--cutouts-dir", args.cutouts_dir),
                 ("--dilate", args.dilate),
             )
             if v
@@ -713,6 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", help="overlay PNG to write")
     _add_backend_args(seg)
     seg.add_argument("--masks-dir", help="folder for one PNG per mask")
+    seg.add_argument(
+        "--cutouts-dir", help="folder for one RGBA PNG per object: its pixels, cropped, on transparency"
+    )
     seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
     seg.add_argument(
@@ -731,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dilate",
         type=float,
         default=0.0,
-        help="grow the masks of --masks-dir and --cutout by this many pixels (inpainting's margin; default 0)",
+        help="grow the masks of --masks-dir, --cutout and --cutouts-dir by this many pixels (inpainting's margin; default 0)",
     )
     seg.add_argument(
         "--feather",
@@ -742,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--soft",
         action="store_true",
-        help="--cutout and --masks-dir with the model's own soft edge (its logits' sigmoid on the outline)",
+        help="--cutout, --cutouts-dir and --masks-dir with the model's own soft edge (its logits' sigmoid on the outline)",
     )
     seg.set_defaults(func=_segment)
 
@@ -768,13 +778,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_args(eve)
     eve.add_argument("-o", "--output", help="overlay PNG for an image; the output folder for a folder")
     eve.add_argument("--masks-dir", help="(one image) folder for one PNG per mask")
+    eve.add_argument(
+        "--cutouts-dir",
+        help="(one image) folder for one RGBA PNG per object: its pixels, cropped, on transparency",
+    )
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
     eve.add_argument(
         "--dilate",
         type=float,
         default=0.0,
-        help="(one image) grow the masks of --masks-dir by this many pixels",
+        help="(one image) grow the masks of --masks-dir and --cutouts-dir by this many pixels",
     )
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
     eve.add_argument(

@@ -233,6 +233,27 @@ class SegmentationResult:
         options = {"lossless": True} if fmt == "WEBP" else {}  # PNG and TIFF are lossless anyway
         return atomic_write(path, lambda f: img.save(f, fmt, **options))
 
+    def save_cutouts(
+        self,
+        directory: str | PathLike,
+        prefix: str = "cutout",
+        crop: bool = True,
+        dilate: float = 0,
+        feather: float = 0,
+        soft: bool = False,
+    ) -> list[Path]:
+        """Every object on its own: one RGBA PNG per mask, `cutout(i, crop, dilate,
+        feather, soft)` named `{prefix}_{i:03d}.png` (i: the mask's index, as `save_masks`
+        names them; an empty mask has no file), the paths written."""
+        _check_soft(soft, dilate)
+        out = []
+        for i, area in enumerate(self.areas):
+            if area:
+                img = self.cutout(i, crop, dilate, feather, soft)
+                path = Path(directory) / f"{prefix}_{i:03d}.png"
+                out.append(atomic_write(path, lambda f, im=img: im.save(f, "PNG")))
+        return out
+
     def label_map(self) -> np.ndarray:
         """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger)."""
         labels = np.zeros(self.image.shape[:2], dtype=np.uint16)

@@ -248,6 +248,14 @@ def test_cutouts_and_grown_masks(tmp_path):
             result.union(bad)
     with pytest.raises(OutputError, match="only prompt results"):  # no logits kept
         result.cutout(0, soft=True)
+    # Every object on its own (an empty mask has no file; names keep the masks' indices).
+    three = SegmentationResult(
+        image, np.concatenate([masks, masks[:1] & False]), np.ones(3), np.zeros(3, int), None
+    )
+    files = three.save_cutouts(tmp_path / "objects", dilate=2)
+    assert [f.name for f in files] == ["cutout_000.png", "cutout_001.png"]
+    for i, f in enumerate(files):
+        assert np.array_equal(np.asarray(Image.open(f)), np.asarray(three.cutout(i, dilate=2)))
 
 
 def test_soft_edges_from_the_models_logits(sam, tmp_path):

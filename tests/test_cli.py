@@ -84,9 +84,9 @@ def test_segment_cutout_and_grown_masks(ckpt_vit_t, tmp_path, capsys):
     alpha = np.asarray(Image.open(tmp_path / "soft.png"))[..., 3]
     assert ((alpha > 0) & (alpha < 255)).any()  # a soft edge
     # The model's own soft edge: on the outline only, 128 or more exactly on the mask.
-    assert (
-        main([*args, "--cutout", str(tmp_path / "s.png"), "--masks-dir", str(tmp_path / "s"), "--soft"]) == 0
-    )
+    soft = ["--cutout", str(tmp_path / "s.png"), "--masks-dir", str(tmp_path / "s"), "--soft"]
+    assert main([*args, *soft, "--cutouts-dir", str(tmp_path / "sc")]) == 0
+    assert (tmp_path / "sc" / "cutout_000.png").read_bytes() == (tmp_path / "s.png").read_bytes()
     matte = np.asarray(Image.open(tmp_path / "s" / "mask_000.png"))
     assert np.array_equal(matte >= 128, mask) and ((matte > 0) & (matte < 255)).any()
     ys, xs = np.nonzero(matte)

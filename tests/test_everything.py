@@ -159,15 +159,21 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
             str(tmp_path / "e.json"),
             "--masks-dir",
             str(tmp_path / "m"),
+            "--cutouts-dir",
+            str(tmp_path / "c"),
             "--dilate",
             "3",
         ]
     )
     assert rc == 0 and (tmp_path / "l.png").is_file()
     coco = json.loads((tmp_path / "e.json").read_text())
+    assert len(coco["annotations"]) == len(list((tmp_path / "c").iterdir())) > 0
     for i, ann in enumerate(coco["annotations"]):  # the JSON's masks as found, the PNGs grown
         png = np.asarray(Image.open(tmp_path / "m" / f"mask_{i:03d}.png")) > 0
         assert np.array_equal(png, dilate(rle.decode(ann["segmentation"]), 3))
+        cut = np.asarray(Image.open(tmp_path / "c" / f"cutout_{i:03d}.png"))  # each object alone
+        ys, xs = np.nonzero(png)
+        assert np.array_equal(cut[..., 3] > 0, png[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
     rc = main(["everything", str(small_images), *ck, "-o", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 1  # some files failed
