@@ -160,9 +160,8 @@ class SegmentationResult:
                 "soft edges come from the model's logits, which only prompt results keep "
                 "(segment everything does not)"
             )
-        if not (isinstance(i, (int, np.integer)) and -len(self) <= i < len(self)):
-            raise IndexError(f"mask index {i!r} out of range: the result has {len(self)} masks")
-        return soft_mask(self.low_res_logits[i], self.mask(int(i)), self.logits_input_size)
+        (i,) = self._picked(i)
+        return soft_mask(self.low_res_logits[i], self.mask(i), self.logits_input_size)
 
     def save_masks(
         self, directory: str | PathLike, prefix: str = "mask", dilate: float = 0, soft: bool = False
@@ -183,13 +182,18 @@ class SegmentationResult:
     def union(self, indices: int | list[int] | None = None, dilate: float = 0) -> np.ndarray:
         """HxW bool: the pixels of mask `indices` (one index, several, or None: every
         mask), grown by `dilate` pixels (a disc; 0: as they are)."""
-        picked = range(len(self)) if indices is None else np.atleast_1d(np.asarray(indices)).ravel()
         out = np.zeros(self.image.shape[:2], dtype=bool)
+        for i in self._picked(indices):
+            out |= self.mask(i)
+        return grow(out, dilate) if dilate else out
+
+    def _picked(self, indices: int | list[int] | None) -> list[int]:
+        """One mask index, several, or None (every mask) -> the indices, each checked."""
+        picked = range(len(self)) if indices is None else np.atleast_1d(np.asarray(indices)).ravel()
         for i in picked:
             if not (isinstance(i, (int, np.integer)) and -len(self) <= i < len(self)):
                 raise IndexError(f"mask index {i!r} out of range: the result has {len(self)} masks")
-            out |= self.mask(int(i))
-        return grow(out, dilate) if dilate else out
+        return [int(i) for i in picked]
 
     def cutout(
         self,
@@ -206,16 +210,15 @@ class SegmentationResult:
         them at each pixel; not with `dilate`), the model's own edge. An empty selection is
         an `OutputError`: there is nothing to cut out."""
         _check_soft(soft, dilate)
-        m = self.union(indices, dilate)
-        if not m.any():
+        if soft:  # a soft mask is 128 or more exactly on its mask: empty only where that is
+            alpha = np.zeros(self.image.shape[:2], dtype=np.uint8)
+            for i in self._picked(indices):
+                np.maximum(alpha, self.soft_mask(i), out=alpha)
+        else:
+            alpha = self.union(indices, dilate)
+        if not alpha.any():
             raise OutputError("nothing to cut out: the masks chosen are empty")
-        if soft:
-            picked = range(len(self)) if indices is None else np.atleast_1d(np.asarray(indices)).ravel()
-            alpha = np.zeros(m.shape, dtype=np.uint8)
-            for i in picked:
-                np.maximum(alpha, self.soft_mask(int(i)), out=alpha)
-            return cutout(self.image, alpha, crop, feather)
-        return cutout(self.image, m, crop, feather)
+        return cutout(self.image, alpha, crop, feather)
 
     def save_cutout(
         self,

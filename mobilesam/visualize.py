@@ -44,10 +44,10 @@ def mask_edges(mask: np.ndarray, width: int = 2) -> np.ndarray:
 def cutout(image: np.ndarray, mask: np.ndarray, crop: bool = True, feather: float = 0) -> Image.Image:
     """HxWx3 uint8 RGB `image` and HxW bool `mask` -> RGBA: the image's pixels inside the
     mask (alpha 255), nothing outside (alpha 0, colour 0), cropped to the mask's extent
-    unless `crop` is False. A uint8 `mask` is a soft one, the alpha itself (0-255). `feather`: a soft edge, the alpha blurred by a Gaussian of that
-    standard deviation in pixels (half-transparent on the mask's outline; the crop grows
-    by 3 of them each side, within the image). An empty mask is a ValueError: there is
-    nothing to cut out."""
+    unless `crop` is False. A uint8 `mask` is a soft one, the alpha itself (0-255).
+    `feather`: a soft edge, the alpha blurred by a Gaussian of that standard deviation in
+    pixels (half-transparent on the mask's outline; the crop grows by 3 of them each side,
+    within the image). An empty mask is a ValueError: there is nothing to cut out."""
     if not mask.any():
         raise ValueError("nothing to cut out: the mask is empty")
     if isinstance(feather, bool) or not isinstance(feather, (int, float)) or not 0 <= feather <= 256:
