@@ -289,6 +289,8 @@ def test_soft_edges_from_the_models_logits(sam, tmp_path):
     assert not (tmp_path / "none").exists()
     with pytest.raises(IndexError, match="out of range"):
         result.soft_mask(2)
+    with pytest.raises(OutputError, match="nothing to cut out"):
+        result.cutout([], soft=True)
     # A shrunk encoding (input_size_percent) maps its logits back onto the full image.
     small = sam.segment(IMAGES / "truck.jpg", input_point=[[500, 375]], input_size_percent=40)
     alpha = small.soft_mask(0)
