@@ -120,3 +120,36 @@ def test_soft_mask_of_nothing_and_of_a_hard_edge():
     alpha = soft_mask(low, mask, size)
     assert np.array_equal(alpha >= 128, mask)
     assert set(np.nonzero((alpha > 0) & (alpha < 255))[1]) <= {510, 511, 512, 513}
+
+
+def test_soft_mask_of_an_edited_mask_leaves_no_ghosts():
+    """A mask edited after the model (segment everything's min_mask_region_area: an island
+    removed, a hole filled) has no soft edge where it has no edge: no faint ring where the
+    hole was, no faint outline where the island was; the rest of the matte is unchanged."""
+    low = blob_logits()
+    yy, xx = np.mgrid[:256, :256]
+    island, hole = (
+        (np.abs(yy - 90) < 3) & (np.abs(xx - 200) < 3),
+        (np.abs(yy - 90) < 3) & (np.abs(xx - 95) < 3),
+    )
+    low[island], low[hole] = 6, -6
+    size = (1200, 1800)
+    input_size = ResizeLongestSide.get_preprocess_shape(*size, 1024)
+    cell = size[0] / input_size[0] * 4
+    py, px = (np.mgrid[: size[0], : size[1]] + 0.5) / cell
+
+    def near(cy, cx, cells):  # pixels within `cells` low-res cells of a cell's centre
+        return (np.abs(py - cy - 0.5) < cells) & (np.abs(px - cx - 0.5) < cells)
+
+    raw = model_logits(low, input_size, size) > 0
+    edited = raw.copy()
+    edited[near(90, 200, 6)] = False
+    edited[near(90, 95, 6)] = True
+    assert (raw != edited).sum() > 1000
+    before, after = soft_mask(low, raw, input_size), soft_mask(low, edited, input_size)
+    assert np.array_equal(after >= 128, edited)
+    ghost, ring = near(90, 200, 8), near(90, 95, 8)
+    assert ((before > 0) & (before < 255) & ghost).sum() > 100  # the logits' edges are there
+    assert ((before > 0) & (before < 255) & ring).sum() > 100
+    assert (after[ghost] == 0).all() and (after[ring] == 255).all()
+    assert np.array_equal(after[~ghost & ~ring], before[~ghost & ~ring])
