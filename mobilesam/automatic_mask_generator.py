@@ -38,12 +38,26 @@ RESIDENT_BYTES_GPU = 2 << 30  # low-res candidates kept on a GPU (177 KB each); 
 UNPACK_BYTES_GPU = 1 << 30  # binary masks unpacked at once on a GPU, at most (1 mask if larger)
 
 
+@dataclass(frozen=True)
+class CropLogits:
+    """Where one mask's low-res logits are kept (a handle in its records' store) and how
+    they map onto its crop: the top-left block of the low-res grid kept, the whole grid's
+    size, and the crop's input size in the model frame."""
+
+    handle: object
+    block: tuple[int, int]
+    low_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
 @dataclass
 class MaskRecords:
     """Masks of one image, as packed bits plus per-mask tensors (N rows each).
 
     `store` keeps the packed bits (in memory, or a temporary file past a size); `bits`
-    holds one handle per mask. Nothing here refers back to the generator.
+    holds one handle per mask. With the generator's `keep_logits`, `logits` holds one
+    `CropLogits` per mask (its low-res logits, in `store` too). Nothing here refers back
+    to the generator.
     """
 
     store: rle.BitStore
@@ -54,6 +68,7 @@ class MaskRecords:
     stability: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
     areas: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    logits: list = field(default_factory=list)  # `CropLogits` per mask, or empty
 
     def __len__(self) -> int:
         return len(self.bits)
@@ -62,8 +77,18 @@ class MaskRecords:
         """Mask i's packed column-major bits (`rle.bits_to_mask` / `rle.bits_to_counts`)."""
         return self.store.read(self.bits[i])
 
+    def read_logits(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """Mask i's low-res logits (the model's whole low-res grid, zero where the block
+        kept stops) and the input size they map from, in its crop's frame."""
+        kept = self.logits[i]
+        low = np.zeros(kept.low_size, np.float32)
+        block = self.store.read(kept.handle).view(np.float32).reshape(kept.block)
+        low[: kept.block[0], : kept.block[1]] = block
+        return low, kept.input_size
+
     def extend(self, other: MaskRecords) -> None:
         self.bits.extend(other.bits)
+        self.logits.extend(other.logits)
         self.areas = torch.cat([self.areas, other.areas])
         self.boxes = torch.cat([self.boxes, other.boxes])
         self.iou_preds = torch.cat([self.iou_preds, other.iou_preds])
@@ -74,6 +99,8 @@ class MaskRecords:
     def select(self, idx: torch.Tensor) -> None:
         """Keep rows `idx` (indices, in that order)."""
         self.bits = [self.bits[i] for i in idx.tolist()]
+        if self.logits:
+            self.logits = [self.logits[i] for i in idx.tolist()]
         self.areas = self.areas[idx]
         self.boxes, self.iou_preds = self.boxes[idx], self.iou_preds[idx]
         self.points, self.stability, self.crop_boxes = (
@@ -99,7 +126,10 @@ class SamAutomaticMaskGenerator:
     that box NMS surely suppresses, as its low-res logits prove (`utils.bounds`; the
     same output, False upsamples every candidate). decoder_precision: "float32", or
     "bf16" for an approximate bfloat16 decoder (PyTorch backend; 1.5x faster on this
-    project's AVX512-BF16 CPUs, its agreement in docs/performance.md).
+    project's AVX512-BF16 CPUs, its agreement in docs/performance.md). keep_logits: the
+    records keep each mask's low-res logits (`MaskRecords.read_logits`, float32, up to
+    256 KB a mask, spilled with the masks past mask_memory_bytes), for soft edges
+    (`SegmentationResult.soft_mask`); the masks are the same either way.
     Numbers are checked against the bounds in options.py (32.0 and numpy integers are
     accepted where an integer is wanted, as segment-anything does).
     `progress`, if set to a function, is called after every batch of point prompts with
@@ -131,6 +161,7 @@ class SamAutomaticMaskGenerator:
         mask_memory_bytes: int = 256 << 20,
         skip_suppressed: bool = True,
         decoder_precision: str = "float32",
+        keep_logits: bool = False,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise PromptError("exactly one of points_per_side and point_grids must be given")
@@ -183,6 +214,7 @@ class SamAutomaticMaskGenerator:
         self.mask_memory_bytes = mask_memory_bytes
         self.skip_suppressed = bool(skip_suppressed)
         self.decoder_precision = decoder_precision
+        self.keep_logits = bool(keep_logits)
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray) -> list[dict]:
@@ -353,6 +385,7 @@ class SamAutomaticMaskGenerator:
             rows = torch.searchsorted(passed, torch.tensor(keep, dtype=torch.long))
             bits, areas = self._pack(masks_t[rows.to(masks_t.device)], crop_box, orig_size, store)
             chosen = index[keep]
+            kept_logits = candidates.copy_logits(chosen.tolist(), store) if self.keep_logits else []
             out.extend(
                 MaskRecords(
                     store,
@@ -363,6 +396,7 @@ class SamAutomaticMaskGenerator:
                     stability[keep].float(),
                     torch.tensor([crop_box], dtype=torch.long).expand(len(bits), 4),
                     torch.from_numpy(areas),
+                    kept_logits,
                 )
             )
         return out
@@ -515,6 +549,20 @@ class _Candidates:
         return bool(self.known[i]) and bounds.surely_suppressed(
             self.inner[i], self.outer[i], kept, iou_threshold
         )
+
+    def copy_logits(self, index: list[int], store: rle.BitStore) -> list[CropLogits]:
+        """Candidates `index`'s low-res blocks, as float32, copied into `store` (the
+        records' own: the candidates' store goes with the crop)."""
+        if not index:
+            return []
+        rows = []
+        for i in index:
+            row = self.handles[i]
+            if not isinstance(row, torch.Tensor):
+                row = torch.from_numpy(self.store.read(row).copy()).view(self.dtype)  # may be read-only
+            rows.append(row.reshape(-1).float().cpu().numpy())
+        handles = store.add(np.stack(rows).view(np.uint8))
+        return [CropLogits(h, self.block, self.low_size, self.predictor.input_size) for h in handles]
 
     def upscale(self, index: list[int]) -> torch.Tensor:
         """Candidates `index` upsampled to full-size logits, NxHxW in the crop frame."""

@@ -136,11 +136,18 @@ def _check_segment_outputs(args: argparse.Namespace) -> None:
         cutout_format(args.cutout)
     if not 0 <= args.feather <= 256:
         raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
-    if args.soft and not (args.masks_dir or args.cutout or args.cutouts_dir):
-        raise OutputError(
-            "--soft shapes the edges of --cutout, --cutouts-dir and --masks-dir: give one of them"
-        )
-    if args.soft and args.dilate:
+    _check_soft(args, ("--cutout", args.cutout))
+
+
+def _check_soft(args: argparse.Namespace, *more: tuple[str, object]) -> None:
+    """--soft needs an output it shapes (--masks-dir, --cutouts-dir, and `more`) and no --dilate."""
+    if not args.soft:
+        return
+    outputs = [("--cutouts-dir", args.cutouts_dir), ("--masks-dir", args.masks_dir), *more]
+    if not any(value for _, value in outputs):
+        names = ", ".join(name for name, _ in outputs)
+        raise OutputError(f"--soft shapes the edges of {names}: give one of them")
+    if args.dilate:
         raise OutputError("--soft follows the model's outline and --dilate grows past it: use one of them")
 
 
@@ -262,6 +269,7 @@ def _everything(args: argparse.Namespace) -> int:
                 ("--masks-dir", args.masks_dir),
                 ("--cutouts-dir", args.cutouts_dir),
                 ("--dilate", args.dilate),
+                ("--soft", args.soft),
             )
             if v
         ]
@@ -287,9 +295,10 @@ def _everything(args: argparse.Namespace) -> int:
     if args.overwrite or args.overlays or args.recursive:
         raise PromptError("--overwrite, --overlays and --recursive are for a folder of images")
     _check_outputs(args)
-    result = _backend(args).segment_everything(args.input, **options)
+    _check_soft(args)
+    result = _backend(args).segment_everything(args.input, keep_logits=args.soft, **options)
     print(f"{len(result)} masks")
-    _save_outputs(result, args)
+    _save_outputs(result, args, soft=args.soft)
     return 0
 
 
@@ -789,6 +798,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="(one image) grow the masks of --masks-dir and --cutouts-dir by this many pixels",
+    )
+    eve.add_argument(
+        "--soft",
+        action="store_true",
+        help="(one image) --cutouts-dir and --masks-dir with the model's own soft edge (keeps each mask's logits)",
     )
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
     eve.add_argument(

@@ -159,6 +159,7 @@ def everything(
     input_size_percent: object = 100,
     progress: Callable[[int, int], None] | None = None,
     decoder_precision: str = "float32",
+    keep_logits: bool = False,
     **options: object,
 ):
     """All masks of `image` from a grid of point prompts (the automatic mask generator)
@@ -168,13 +169,15 @@ def everything(
     are scaled back up (nearest neighbour). Masks are ordered by predicted IoU, highest
     first. `progress(done, total)` is called after each batch of point prompts.
     decoder_precision="bf16": the approximate bfloat16 decoder (PyTorch backend).
+    keep_logits=True: the result keeps each mask's low-res logits, for the model's soft
+    edges (`soft_mask`, `cutout(soft=True)`, `save_cutouts(soft=True)`); up to 256 KB a mask.
     """
     from .automatic_mask_generator import SamAutomaticMaskGenerator
 
     rgb = load_image(image)
     percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
     generator = SamAutomaticMaskGenerator(
-        predictor, decoder_precision=decoder_precision, **generator_kwargs(options)
+        predictor, decoder_precision=decoder_precision, keep_logits=keep_logits, **generator_kwargs(options)
     )
     generator.progress = progress
     work = shrink(rgb, percent)

@@ -30,7 +30,8 @@ class SegmentationResult:
     the 1-based mask token each mask came from (0 = single-mask output, or segment
     everything); low_res_logits: Nx256x256, usable as a later `mask_input` (prompts only);
     logits_input_size: (h, w) of the encoded image in the model frame, which maps those
-    logits onto the image (`soft_mask`).
+    logits onto the image (`soft_mask`). A segment-everything result run with
+    keep_logits keeps each mask's logits in its crop's frame instead (`crop_logits`).
 
     Segment-everything results (`from_records`) keep their masks packed (one bit per
     pixel) with boxes and areas computed once; `masks` builds the dense NxHxW array only
@@ -51,6 +52,7 @@ class SegmentationResult:
         crop_boxes: np.ndarray | None = None,
         packed: PackedMasks | None = None,
         logits_input_size: tuple[int, int] | None = None,
+        crop_logits: CropLogitsOfImage | None = None,
     ) -> None:
         if (masks is None) == (packed is None):
             raise ValueError("give exactly one of masks and packed")
@@ -61,6 +63,7 @@ class SegmentationResult:
         self.mask_ids = mask_ids
         self.low_res_logits = low_res_logits
         self.logits_input_size = logits_input_size
+        self.crop_logits = crop_logits
         self.prompts = prompts if prompts is not None else Prompts()
         self.file_name = file_name
         # Segment-everything only: each mask's stability score, prompt point and crop (XYXY).
@@ -78,6 +81,7 @@ class SegmentationResult:
         scale = np.array([w / work_size[1], h / work_size[0]])
         bits = [records.read(i) for i in range(len(records))]
         same = tuple(work_size) == (h, w)
+        crop_boxes = records.crop_boxes.numpy() * np.tile(scale, 2)
         packed = PackedMasks(
             bits,
             tuple(work_size),
@@ -95,7 +99,10 @@ class SegmentationResult:
             file_name=file_name,
             stability_scores=records.stability.numpy(),
             points=records.points.numpy() * scale,
-            crop_boxes=records.crop_boxes.numpy() * np.tile(scale, 2),
+            crop_boxes=crop_boxes,
+            crop_logits=CropLogitsOfImage(records, np.rint(crop_boxes).astype(np.int64))
+            if records.logits
+            else None,
         )
 
     def __len__(self) -> int:
@@ -153,14 +160,20 @@ class SegmentationResult:
     def soft_mask(self, i: int) -> np.ndarray:
         """Mask i as an HxW uint8 alpha matte: 255 inside, 0 outside, and on its outline
         the sigmoid of the model's logits, its own anti-aliased edge (`utils.matte`; at
-        least 128 exactly on the mask's pixels). Prompt results only: segment everything
-        keeps no logits (an `OutputError`)."""
+        least 128 exactly on the mask's pixels). Prompt results, and segment everything
+        run with keep_logits (else an `OutputError`)."""
+        (i,) = self._picked(i)
+        if self.crop_logits is not None:  # segment everything: in the mask's crop
+            low, input_size, (x0, y0, x1, y1) = self.crop_logits.read(i)
+            mask = self.mask(i)
+            out = mask.astype(np.uint8) * 255
+            out[y0:y1, x0:x1] = soft_mask(low, mask[y0:y1, x0:x1], input_size)
+            return out
         if self.low_res_logits is None or self.logits_input_size is None:
             raise OutputError(
-                "soft edges come from the model's logits, which only prompt results keep "
-                "(segment everything does not)"
+                "soft edges come from the model's logits: prompt results keep them, segment "
+                "everything only when run with keep_logits=True (the CLI: everything --soft)"
             )
-        (i,) = self._picked(i)
         return soft_mask(self.low_res_logits[i], self.mask(i), self.logits_input_size)
 
     def save_masks(
@@ -363,7 +376,8 @@ class SegmentationResult:
         `mask_input` (`load_logits`). Prompt results only (an `OutputError` otherwise)."""
         if self.low_res_logits is None:
             raise OutputError(
-                "no logits to save: only prompt results keep them (segment everything does not)"
+                "no logits to save: only prompt results have them as mask prompts (segment "
+                "everything's, kept with keep_logits=True, are each in its crop's frame)"
             )
         logits = np.asarray(self.low_res_logits, dtype=np.float32)
         return atomic_write(path, lambda f: np.save(f, logits, allow_pickle=False))
@@ -374,6 +388,19 @@ class SegmentationResult:
         """COCO JSON (see `to_coco`)."""
         coco = self.to_coco(image_id, segmentation=segmentation, tolerance=tolerance)
         return atomic_write_text(path, json.dumps(coco))
+
+
+class CropLogitsOfImage:
+    """Segment everything's kept logits (`keep_logits`), read one mask at a time: mask
+    i's low-res logits, the input size they map from, and the part of the image they
+    cover (its crop, XYXY in image pixels)."""
+
+    def __init__(self, records: object, boxes: np.ndarray) -> None:
+        self.records, self.boxes = records, boxes
+
+    def read(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, ...]]:
+        low, input_size = self.records.read_logits(i)
+        return low, input_size, tuple(int(v) for v in self.boxes[i])
 
 
 def _check_soft(soft: bool, dilate: float) -> None:

@@ -246,7 +246,7 @@ def test_cutouts_and_grown_masks(tmp_path):
     for bad in (2, -3, 0.5, [0, 5]):
         with pytest.raises(IndexError, match="out of range"):
             result.union(bad)
-    with pytest.raises(OutputError, match="only prompt results"):  # no logits kept
+    with pytest.raises(OutputError, match="keep_logits=True"):  # no logits kept
         result.cutout(0, soft=True)
     # Every object on its own (an empty mask has no file; names keep the masks' indices).
     three = SegmentationResult(

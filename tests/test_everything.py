@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import IMAGES
 from PIL import Image
 
@@ -13,8 +15,11 @@ from mobilesam import MobileSAM, PromptError
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.batch import segment_folder
 from mobilesam.cli import main
+from mobilesam.errors import OutputError
 from mobilesam.highlevel import everything
-from mobilesam.utils import rle
+from mobilesam.modeling.sam import upscale_masks
+from mobilesam.result import SegmentationResult
+from mobilesam.utils import amg, rle
 from mobilesam.utils.regions import dilate
 
 FAST = {"points_per_side": "4", "iou_thres": "0.5", "stability_score_thres": 0.8}
@@ -174,6 +179,19 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
         cut = np.asarray(Image.open(tmp_path / "c" / f"cutout_{i:03d}.png"))  # each object alone
         ys, xs = np.nonzero(png)
         assert np.array_equal(cut[..., 3] > 0, png[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    # --soft: the same masks with the model's soft edge (128 or more exactly on each mask).
+    soft = ["--soft", "--masks-dir", str(tmp_path / "sm"), "--cutouts-dir", str(tmp_path / "sc")]
+    assert main(["everything", str(small_images / "a_good.jpg"), *ck, *soft]) == 0
+    partial = 0
+    for i, ann in enumerate(coco["annotations"]):
+        alpha = np.asarray(Image.open(tmp_path / "sm" / f"mask_{i:03d}.png"))
+        assert np.array_equal(alpha >= 128, rle.decode(ann["segmentation"]))
+        partial += ((alpha > 0) & (alpha < 255)).sum()
+    assert partial > 0 and len(list((tmp_path / "sc").iterdir())) == len(coco["annotations"])
+    capsys.readouterr()
+    for extra in (["--soft"], [*soft, "--dilate", "3"]):
+        assert main(["everything", str(small_images / "a_good.jpg"), *ck, *extra]) == 2
+        assert "--soft" in capsys.readouterr().err
     rc = main(["everything", str(small_images), *ck, "-o", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 1  # some files failed
@@ -182,6 +200,8 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
     assert "output folder is required" in capsys.readouterr().err
     assert main(["everything", str(small_images), *ck, "-o", str(tmp_path / "x"), "--dilate", "2"]) == 2
     assert "--dilate: one-image outputs" in capsys.readouterr().err
+    assert main(["everything", str(small_images), *ck, "-o", str(tmp_path / "x"), "--soft"]) == 2
+    assert "--soft: one-image outputs" in capsys.readouterr().err
     assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2
     assert "points_per_side" in capsys.readouterr().err
     rc = main(["everything", str(small_images / "a_good.jpg"), *ck, "--decoder-precision", "bf16"])
@@ -229,3 +249,81 @@ def test_everything_options_are_defined_once():
     }
     with pytest.raises(PromptError, match=r"unknown segment-everything option\(s\) \['pred_iou_thresh'\]"):
         generator_kwargs({"pred_iou_thresh": 0.5})
+
+
+def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch):
+    """keep_logits: the same masks, each with the low-res logits it came from, in its
+    crop's frame (where they upscale to exactly the mask), hence the model's soft edge
+    for cutouts; after min_mask_region_area, no soft edge where the cleaning removed an
+    island or filled a hole. A result without logits says how to get them."""
+    # The synthetic weights' masks all touch the crops' edges: let them through, so that
+    # masks of the smaller crops (their own frames) are kept too.
+    monkeypatch.setattr(amg, "is_box_near_crop_edge", lambda boxes, *_: torch.zeros(len(boxes), dtype=bool))
+    image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB").resize((500, 400)))
+    size = image.shape[:2]
+    kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+    kwargs.update(box_nms_thresh=1.0, crop_n_layers=1, crop_nms_thresh=1.0, crop_n_points_downscale_factor=2)
+    plain = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate_records(image, small_regions=False)
+    generator = SamAutomaticMaskGenerator(sam_vit_t, keep_logits=True, min_mask_region_area=500, **kwargs)
+    kept = generator.generate_records(image, small_regions=False)
+    assert len(kept) == len(plain) > 5 and plain.logits == []
+    frames = set()
+    for i in range(len(kept)):
+        assert np.array_equal(kept.read(i), plain.read(i))
+        low, input_size = kept.read_logits(i)
+        x0, y0, x1, y1 = kept.crop_boxes[i].tolist()
+        frames.add((x0, y0, x1, y1))
+        logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (y1 - y0, x1 - x0), 1024)
+        mask = rle.bits_to_mask(kept.read(i), size)
+        assert np.array_equal(logits[0, 0].numpy() > 0, mask[y0:y1, x0:x1])
+        assert mask.sum() == mask[y0:y1, x0:x1].sum()  # nothing outside its crop
+    assert (0, 0, size[1], size[0]) in frames and len(frames) > 1  # the whole image and crops
+    with pytest.raises(OutputError, match="keep_logits=True"):
+        SegmentationResult.from_records(image, plain, size, None).soft_mask(0)
+
+    with torch.inference_mode():
+        generator._remove_small_regions(kept, size)  # the last step of generate_records
+    result = SegmentationResult.from_records(image, kept, size, None)
+    cleaned = soft = 0
+    square = np.ones((81, 81), np.uint8)
+    for i in range(len(result)):
+        mask, alpha = result.mask(i), result.soft_mask(i)
+        assert np.array_equal(alpha >= 128, mask)
+        soft += ((alpha > 0) & (alpha < 255)).any()
+        low, input_size, (x0, y0, x1, y1) = result.crop_logits.read(i)
+        logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (y1 - y0, x1 - x0), 1024)
+        crop = mask[y0:y1, x0:x1]
+        changed = (logits[0, 0].numpy() > 0) != crop
+        cleaned += changed.any()
+        # No ghost of an edge the cleaning took away, 40 px (a few low-res cells) from the
+        # edges left: there the matte is the hard mask.
+        near_in, near_out = (cv2.dilate(m.astype(np.uint8), square) > 0 for m in (crop, ~crop))
+        far = np.where(crop, ~near_out, ~near_in)
+        assert np.isin(alpha[y0:y1, x0:x1][changed & far], (0, 255)).all()
+    assert cleaned > 0 and soft > len(result) // 2
+    with pytest.raises(OutputError, match="crop's frame"):  # not a mask prompt
+        result.save_logits(tmp_path / "logits.npy")
+    assert not (tmp_path / "logits.npy").exists()
+
+
+def test_kept_logits_spilled_to_disk_and_from_the_bf16_decoder(sam_vit_t):
+    """Logits kept past mask_memory_bytes (the candidates' and the records' stores both on
+    disk) and from the bfloat16 decoder (stored as float32) still map to their masks."""
+    image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB").resize((300, 200)))
+    kwargs = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+        "box_nms_thresh": 1.0,
+    }
+    for precision in ("float32", "bf16"):
+        generator = SamAutomaticMaskGenerator(
+            sam_vit_t, keep_logits=True, mask_memory_bytes=1, decoder_precision=precision, **kwargs
+        )
+        records = generator.generate_records(image)
+        assert len(records) > 5
+        for i in range(len(records)):
+            low, input_size = records.read_logits(i)
+            assert low.dtype == np.float32 and low.shape == (256, 256)
+            logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (200, 300), 1024)
+            assert np.array_equal(logits[0, 0].numpy() > 0, rle.bits_to_mask(records.read(i), (200, 300)))
