@@ -3,7 +3,8 @@ profile by stage, the compute bound, and the official code in the same run.
 
     python benchmarks/bench_everything.py [--image truck.jpg] [--threads 2]
         [--points-per-side 32] [--pred-iou-thresh 0.88] [--stability-score-thresh 0.95]
-        [--decoder-precision bf16] [--official DIR] [--no-profile]
+        [--box-nms-thresh 0.7]
+        [--decoder-precision bf16] [--keep-logits] [--official DIR] [--no-profile]
 
 Synthetic weights (speed does not depend on the values; the parity fixture's recipe
 puts predicted IoUs near the default filter, so many candidates reach the later stages).
@@ -129,6 +130,7 @@ def run_official(args: argparse.Namespace) -> dict:
     cmd += ["--threads", str(args.threads), "--points-per-side", str(args.points_per_side)]
     cmd += ["--pred-iou-thresh", str(args.pred_iou_thresh), "--image", str(args.image)]
     cmd += ["--stability-score-thresh", str(args.stability_score_thresh), "--shared", args.shared]
+    cmd += ["--box-nms-thresh", str(args.box_nms_thresh)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -155,7 +157,9 @@ def main() -> None:
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--pred-iou-thresh", type=float, default=0.88)
     parser.add_argument("--stability-score-thresh", type=float, default=0.95)
+    parser.add_argument("--box-nms-thresh", type=float, default=0.7, help="1.0: NMS keeps every mask")
     parser.add_argument("--decoder-precision", default="float32", choices=["float32", "bf16"])
+    parser.add_argument("--keep-logits", action="store_true", help="keep each mask's logits (soft edges)")
     parser.add_argument("--official", help="folder containing the official `mobile_sam` package")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled second run")
     parser.add_argument("--child-official", help=argparse.SUPPRESS)
@@ -167,6 +171,7 @@ def main() -> None:
         points_per_side=args.points_per_side,
         pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_score_thresh,
+        box_nms_thresh=args.box_nms_thresh,
     )
     sam = build_sam("vit_t")
     synthetic_weights(sam, Path(args.shared))
@@ -187,7 +192,11 @@ def main() -> None:
 
     tune_allocator()
     generator = SamAutomaticMaskGenerator(
-        sam, output_mode="coco_rle", decoder_precision=args.decoder_precision, **kwargs
+        sam,
+        output_mode="coco_rle",
+        decoder_precision=args.decoder_precision,
+        keep_logits=args.keep_logits,
+        **kwargs,
     )
     predictor = generator.predictor
     decode_points = predictor.decode_points
@@ -216,7 +225,7 @@ def main() -> None:
     print(
         f"mobilesam: {args.image.name} {w}x{h}, {args.points_per_side}x{args.points_per_side} points, "
         f"iou>{args.pred_iou_thresh}, stability>={args.stability_score_thresh}, "
-        f"{torch.get_num_threads()} threads, {args.decoder_precision} decoder: {len(anns)} masks in {seconds:.1f} s, "
+        f"{torch.get_num_threads()} threads, {args.decoder_precision} decoder{', logits kept' * args.keep_logits}: {len(anns)} masks in {seconds:.1f} s, "
         f"peak RSS {peak_mb:.0f} MB"
     )
     print(
