@@ -11,7 +11,7 @@ import torch
 from conftest import IMAGES
 from PIL import Image
 
-from mobilesam import MobileSAM, PromptError
+from mobilesam import MobileSAM, PromptError, SamPredictor
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.batch import segment_folder
 from mobilesam.cli import main
@@ -20,6 +20,7 @@ from mobilesam.highlevel import everything
 from mobilesam.modeling.sam import upscale_masks
 from mobilesam.result import SegmentationResult
 from mobilesam.utils import amg, rle
+from mobilesam.utils.matte import upscale_logits
 from mobilesam.utils.regions import dilate
 
 FAST = {"points_per_side": "4", "iou_thres": "0.5", "stability_score_thres": 0.8}
@@ -325,3 +326,19 @@ def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(sam_vit_t):
             assert low.dtype == np.float32 and low.shape == (256, 256)
             logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (200, 300), 1024)
             assert np.array_equal(logits[0, 0].numpy() > 0, rle.bits_to_mask(records.read(i), (200, 300)))
+    # input_size_percent: the logits of the shrunk image map onto the full-size photo, their
+    # soft edge along the (nearest-neighbour upscaled) mask's outline, within two low-res
+    # cells' reach of it (a cell: 1.2 photo pixels here; the reach 4 px, two tiles of it).
+    result = everything(SamPredictor(sam_vit_t), image, input_size_percent=50, keep_logits=True, **FAST)
+    square = np.ones((17, 17), np.uint8)
+    for i in range(len(result)):
+        mask, alpha = result.mask(i), result.soft_mask(i)
+        assert mask.shape == (200, 300) and np.array_equal(alpha >= 128, mask)
+        outline = cv2.dilate(mask.astype(np.uint8), square) != cv2.erode(mask.astype(np.uint8), square)
+        partial = (alpha > 0) & (alpha < 255)
+        assert partial.any() and not (partial & ~outline).any()
+        low, input_size, box = result.crop_logits.read(i)
+        assert box == (0, 0, 300, 200)
+        sigmoid = 255 / (1 + np.exp(-upscale_logits(low, input_size, (200, 300)).astype(np.float64)))
+        free = partial & (alpha != 127) & (alpha != 128)  # not held to the mask's side
+        assert np.abs(alpha[free] - sigmoid[free]).max() <= 1.01
