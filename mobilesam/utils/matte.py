@@ -6,10 +6,11 @@ hard mask's staircase. Elsewhere the logits can hover near 0 (shadows, thin part
 their sigmoid would leave faint halos and holes, so the soft values are kept only on
 the outline itself: at pixels whose bilinear interpolation mixes low-res cells on both
 sides of the threshold, and only where the mask given has an edge near them (a pixel of
-the other side within about the interpolation's reach: one to two tiles of `margin`). Everywhere else the matte is the hard
-mask (255 inside, 0 outside), and on the outline it never contradicts it (>= 128
-inside, <= 127 outside). So a mask edited after the model (islands removed, holes
-filled: segment everything's min_mask_region_area) leaves no ghost of the logits' edges.
+the other side within about the interpolation's reach). Everywhere else the matte is
+the hard mask (255 inside, 0 outside), and on the outline it never contradicts it
+(>= 128 inside, <= 127 outside). So a mask edited after the model (islands removed,
+holes filled: segment everything's min_mask_region_area) leaves no ghost of the
+logits' edges.
 """
 
 from __future__ import annotations
