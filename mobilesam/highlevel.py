@@ -122,7 +122,10 @@ class Segmenter:
         logits) -> `sets` x 256 x 256."""
         if isinstance(mask_input, SegmentationResult):
             if mask_input.low_res_logits is None:
-                raise PromptError("mask_input: that result keeps no logits (segment everything's do not)")
+                raise PromptError(
+                    "mask_input: that result keeps no logits for a mask prompt (segment "
+                    "everything's, even with keep_logits=True, are each in its crop's frame)"
+                )
             if mask_input.image.shape[:2] != tuple(size):
                 h, w = mask_input.image.shape[:2]
                 raise PromptError(

@@ -163,9 +163,12 @@ class SegmentationResult:
         least 128 exactly on the mask's pixels). Prompt results, and segment everything
         run with keep_logits (else an `OutputError`)."""
         (i,) = self._picked(i)
+        return self._soft(i, self.mask(i))
+
+    def _soft(self, i: int, mask: np.ndarray) -> np.ndarray:
+        """`soft_mask(i)` of mask i already unpacked (`mask`)."""
         if self.crop_logits is not None:  # segment everything: in the mask's crop
             low, input_size, (x0, y0, x1, y1) = self.crop_logits.read(i)
-            mask = self.mask(i)
             out = mask.astype(np.uint8) * 255
             out[y0:y1, x0:x1] = soft_mask(low, mask[y0:y1, x0:x1], input_size)
             return out
@@ -174,7 +177,7 @@ class SegmentationResult:
                 "soft edges come from the model's logits: prompt results keep them, segment "
                 "everything only when run with keep_logits=True (the CLI: everything --soft)"
             )
-        return soft_mask(self.low_res_logits[i], self.mask(i), self.logits_input_size)
+        return soft_mask(self.low_res_logits[i], mask, self.logits_input_size)
 
     def save_masks(
         self, directory: str | PathLike, prefix: str = "mask", dilate: float = 0, soft: bool = False
@@ -185,7 +188,7 @@ class SegmentationResult:
         _check_soft(soft, dilate)
         out = []
         for i, m in enumerate(self._each()):
-            alpha = self.soft_mask(i) if soft else grow(m, dilate).astype(np.uint8) * 255
+            alpha = self._soft(i, m) if soft else grow(m, dilate).astype(np.uint8) * 255
             img = Image.fromarray(alpha)
             out.append(
                 atomic_write(Path(directory) / f"{prefix}_{i:03d}.png", lambda f, im=img: im.save(f, "PNG"))
