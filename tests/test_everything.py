@@ -12,6 +12,7 @@ from conftest import IMAGES
 from PIL import Image
 
 from mobilesam import MobileSAM, PromptError, SamPredictor
+from mobilesam import automatic_mask_generator as amg_module
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.batch import segment_folder
 from mobilesam.cli import main
@@ -303,17 +304,19 @@ def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch
     assert not (tmp_path / "logits.npy").exists()
 
 
-def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(sam_vit_t):
+def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(sam_vit_t, monkeypatch):
     """keep_logits changes no mask; logits kept past mask_memory_bytes (the candidates' and
-    the records' stores both on disk) and from the bfloat16 decoder (stored as float32)
-    still map to their masks. A result without logits says how to get them."""
+    the records' stores both on disk), left on the device (a GPU's path, forced on the
+    CPU) and from the bfloat16 decoder (stored as float32) still map to their masks. A
+    result without logits says how to get them."""
     image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB").resize((300, 200)))
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     kwargs.update(box_nms_thresh=1.0, mask_memory_bytes=1)
     plain = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate_records(image)
     with pytest.raises(OutputError, match="keep_logits=True"):
         SegmentationResult.from_records(image, plain, (200, 300), None).soft_mask(0)
-    for precision in ("float32", "bf16"):
+    for precision, resident in (("float32", 0), ("float32", 1 << 30), ("bf16", 0)):
+        monkeypatch.setattr(amg_module, "_resident_bytes", lambda device, n=resident: n)
         generator = SamAutomaticMaskGenerator(
             sam_vit_t, keep_logits=True, decoder_precision=precision, **kwargs
         )
