@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from os import PathLike
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -168,10 +169,7 @@ class SegmentationResult:
     def _soft(self, i: int, mask: np.ndarray) -> np.ndarray:
         """`soft_mask(i)` of mask i already unpacked (`mask`)."""
         if self.crop_logits is not None:  # segment everything: in the mask's crop
-            low, input_size, (x0, y0, x1, y1) = self.crop_logits.read(i)
-            out = mask.astype(np.uint8) * 255
-            out[y0:y1, x0:x1] = soft_mask(low, mask[y0:y1, x0:x1], input_size)
-            return out
+            return self.crop_logits.read(i).matte(mask)
         if self.low_res_logits is None or self.logits_input_size is None:
             raise OutputError(
                 "soft edges come from the model's logits: prompt results keep them, segment "
@@ -393,17 +391,33 @@ class SegmentationResult:
         return atomic_write_text(path, json.dumps(coco))
 
 
+class CropEdge(NamedTuple):
+    """One segment-everything mask's edge as the model made it: its low-res logits, the
+    input size they map from, and the part of the image they cover (its crop, XYXY in
+    image pixels). Holds its own copy: it outlives the run's records."""
+
+    low: np.ndarray
+    input_size: tuple[int, int]
+    box: tuple[int, ...]
+
+    def matte(self, mask: np.ndarray) -> np.ndarray:
+        """`soft_mask` of the whole image's HxW `mask` (this edge's mask): soft in its
+        crop, hard outside it."""
+        x0, y0, x1, y1 = self.box
+        out = mask.astype(np.uint8) * 255
+        out[y0:y1, x0:x1] = soft_mask(self.low, mask[y0:y1, x0:x1], self.input_size)
+        return out
+
+
 class CropLogitsOfImage:
-    """Segment everything's kept logits (`keep_logits`), read one mask at a time: mask
-    i's low-res logits, the input size they map from, and the part of the image they
-    cover (its crop, XYXY in image pixels)."""
+    """Segment everything's kept logits (`keep_logits`), read one mask at a time."""
 
     def __init__(self, records: object, boxes: np.ndarray) -> None:
         self.records, self.boxes = records, boxes
 
-    def read(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, ...]]:
+    def read(self, i: int) -> CropEdge:
         low, input_size = self.records.read_logits(i)
-        return low, input_size, tuple(int(v) for v in self.boxes[i])
+        return CropEdge(low, input_size, tuple(int(v) for v in self.boxes[i]))
 
 
 def _check_soft(soft: bool, dilate: float) -> None:

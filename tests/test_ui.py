@@ -320,6 +320,53 @@ def test_everything_endpoint(client):
     assert bad.status_code == 422
 
 
+def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, sam_vit_t, tmp_path):
+    """A mask of segment everything has no prompts; its soft cutout is the matte of the
+    run's own logits (as `segment_everything(keep_logits=True)`'s `soft_mask`), kept for
+    the latest runs while the image's file is unchanged; an edited mask has none."""
+    from mobilesam.highlevel import everything
+    from mobilesam.image_io import load_image
+
+    options = {"points_per_side": 4, "iou_thres": 0, "stability_score_thres": 0, "box_nms_thres": 1}
+    masks = client.post("/api/images/b_small.png/everything", json=options).json()["masks"]
+    image = load_image(folder / "b_small.png")
+    reference = everything(SamPredictor(sam_vit_t), image, keep_logits=True, **options)
+    assert [m["rle"] for m in masks] == [a["segmentation"] for a in reference.to_coco()["annotations"]]
+    assert len(masks) > 1
+
+    def alpha(body):
+        r = client.post("/api/images/b_small.png/cutout", json={"crop": False, **body})
+        assert r.status_code == 200, r.text
+        return np.asarray(Image.open(io.BytesIO(r.content)))[..., 3]
+
+    page = {"points": [], "box": None, "multimask": True, "mask_id": 0}  # what the page sends
+    for i, m in enumerate(masks):
+        matte = alpha({"rle": m["rle"], "soft": True, "prompt": page})
+        assert np.array_equal(matte, reference.soft_mask(i)), i
+        assert ((matte > 0) & (matte < 255)).any() and np.array_equal(matte >= 128, rle.decode(m["rle"]))
+    first = rle.decode(masks[0]["rle"])
+    assert np.array_equal(alpha({"rle": masks[0]["rle"], "soft": True}), reference.soft_mask(0))  # no prompt
+    client.post("/api/images/b_small.png/everything", json={**options, "points_per_side": 3})
+    assert np.array_equal(alpha({"rle": masks[0]["rle"], "soft": True}), reference.soft_mask(0))  # still kept
+    edited = first.copy()
+    edited[tuple(np.argwhere(first)[0])] = False
+    r = client.post("/api/images/b_small.png/cutout", json={"rle": rle.encode(edited), "soft": True})
+    assert r.status_code == 422 and "no soft edge" in r.json()["detail"]
+    assert (alpha({"rle": rle.encode(edited)}) > 0).sum() == edited.sum()  # the hard cutout still works
+
+    # The image's file replaced since the run, or the run not kept (edge_bytes): refused.
+    for edge_bytes, change in ((256 << 20, True), (0, False)):
+        shutil.copy(folder / "b_small.png", tmp_path / "b_small.png")
+        small = ModelService(SamPredictor(sam_vit_t), edge_bytes=edge_bytes)
+        other = TestClient(create_app(Workspace(tmp_path, tmp_path / "out"), small, "vit_t"))
+        assert other.post("/api/images/b_small.png/everything", json=options).json()["masks"][0] == masks[0]
+        if change:
+            Image.fromarray(image[::-1]).save(tmp_path / "b_small.png")
+        r = other.post("/api/images/b_small.png/cutout", json={"rle": masks[0]["rle"], "soft": True})
+        assert r.status_code == 422 and "no soft edge" in r.json()["detail"], edge_bytes
+        small.close()
+
+
 def test_everything_endpoint_with_the_bf16_decoder(client):
     """decoder_precision (listed by /api/status) reaches the generator; the bf16 masks
     agree with float32's; anything else is a 422 naming the choices."""
@@ -421,7 +468,7 @@ def test_phone_photos_and_broken_files(service, tmp_path):
     edited[tuple(np.argwhere(m)[0])] = False  # one pixel erased by hand
     for body, error in (
         ({"rle": rle.encode(edited), "soft": True, "prompt": prompt}, "edited"),
-        ({"rle": mask["rle"], "soft": True}, "give the prompt"),
+        ({"rle": mask["rle"], "soft": True}, "no prompts"),
         ({"rle": mask["rle"], "soft": True, "prompt": {"points": []}}, "no prompts"),
         ({"rle": mask["rle"], "soft": True, "prompt": prompt, "dilate": 3}, "not both"),
         ({"rle": mask["rle"], "soft": True, "prompt": {**prompt, "mask_id": 7}}, "mask_id"),

@@ -223,6 +223,13 @@ def test_label_two_images_in_the_browser(page, server):
     page.wait_for_function("document.getElementById('everything-progress').textContent.includes('masks in')")
     added = page.evaluate("app.objects.length") - 2
     assert added > 0 and page.evaluate("app.objects.slice(2).every(o => o.source === 'everything' && o.rle)")
+    page.check("#cutout-soft")  # an everything mask (selected: the last) has no prompts, the run's edge
+    with page.expect_download() as download:
+        page.click("#export-cutout")
+    alpha = np.asarray(Image.open(download.value.path()))[..., 3]
+    made = rle.decode(page.evaluate("app.objects[app.selected].rle"))
+    assert (alpha >= 128).sum() == made.sum() and ((alpha > 0) & (alpha < 255)).any()
+    page.uncheck("#cutout-soft")
     page.keyboard.press("Control+z")
     page.wait_for_function("app.objects.length === 2 && !app.saving")
     page.wait_for_timeout(300)

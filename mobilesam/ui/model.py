@@ -4,10 +4,13 @@ Every model call holds one lock (the predictor holds one image at a time); an im
 embedding is computed once and kept while it is among the `cache_images` most recent
 and the cache stays under `cache_bytes`. `prefetch` encodes an image in a background
 thread (folder mode: the next image while the person works on the current one).
+Segment everything's runs keep each mask's edge (its low-res logits, 256 KB) for soft
+cutouts afterwards: the latest runs, while they hold under `edge_bytes` in all.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +24,8 @@ import torch
 from ..highlevel import everything
 from ..image_io import load_image
 from ..predictor import SamPredictor
-from ..result import SegmentationResult
+from ..result import CropEdge
+from ..utils import rle
 
 
 @dataclass
@@ -36,10 +40,32 @@ class Embedding:
         return self.features.numel() * self.features.element_size()
 
 
+@dataclass
+class EverythingEdges:
+    """One segment-everything run's masks' edges (`CropEdge`), each found by its mask's
+    compressed RLE counts, for image `name` as its file was then (`key`)."""
+
+    name: str
+    key: tuple
+    by_counts: dict[str, CropEdge]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(edge.low.nbytes for edge in self.by_counts.values())
+
+
 class ModelService:
-    def __init__(self, predictor: SamPredictor, cache_images: int = 8, cache_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        predictor: SamPredictor,
+        cache_images: int = 8,
+        cache_bytes: int = 256 << 20,
+        edge_bytes: int = 256 << 20,
+    ) -> None:
         self.predictor = predictor
-        self.cache_images, self.cache_bytes = cache_images, cache_bytes
+        self.cache_images, self.cache_bytes, self.edge_bytes = cache_images, cache_bytes, edge_bytes
+        self._edges: OrderedDict[int, EverythingEdges] = OrderedDict()  # by run, oldest first
+        self._runs = itertools.count()
         self._cache: OrderedDict[str, Embedding] = OrderedDict()
         self._lock = threading.RLock()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="ui-encoder")
@@ -152,16 +178,45 @@ class ModelService:
 
     def everything(
         self, name: str, path: Path, options: dict, decoder_precision: str = "float32"
-    ) -> SegmentationResult:
+    ) -> list[dict]:
+        """Segment everything on image `name` (the generator's `options`) -> its masks as
+        COCO annotations (RLE). Each mask's edge is kept for `soft_matte`."""
+
         def report(done: int, total: int) -> None:
             self.progress[name] = (done, total)
 
         self.progress[name] = (0, 0)
         with self._lock:  # the generator sets its own images; `_use` restores ours after
-            image = load_image(path)
-            return everything(
-                self.predictor, image, progress=report, decoder_precision=decoder_precision, **options
+            key = _file_key(path)
+            result = everything(
+                self.predictor,
+                load_image(path),
+                progress=report,
+                decoder_precision=decoder_precision,
+                keep_logits=True,
+                **options,
             )
+        annotations = result.to_coco()["annotations"]
+        edges: dict[str, CropEdge] = {}
+        for i, a in enumerate(annotations):  # a mask found twice: the higher predicted IoU's edge
+            edges.setdefault(a["segmentation"]["counts"], result.crop_logits.read(i))
+        with self._lock:
+            self._edges[next(self._runs)] = EverythingEdges(name, key, edges)
+            while sum(run.nbytes for run in self._edges.values()) > self.edge_bytes:
+                self._edges.popitem(last=False)  # the oldest run (the new one too, alone past the limit)
+        return annotations
+
+    def soft_matte(self, name: str, path: Path, mask: np.ndarray) -> np.ndarray | None:
+        """`mask`'s soft matte (`CropEdge.matte`) when a kept segment-everything run of
+        image `name`, its file unchanged since, made exactly this mask; else None."""
+        counts, key = rle.encode(mask)["counts"], _file_key(path)
+        with self._lock:
+            runs = [run for run in reversed(self._edges.values()) if run.name == name and run.key == key]
+        for run in runs:
+            edge = run.by_counts.get(counts)
+            if edge is not None:
+                return edge.matte(mask)
+        return None
 
     def _use(self, emb: Embedding) -> None:
         p = self.predictor

@@ -109,9 +109,9 @@ class CutoutBody(BaseModel):
     soft: bool = Field(
         False,
         description="the model's own soft edge (its logits' sigmoid on the outline, utils.matte): "
-        "`prompt` must give `rle`, unedited; not with dilate",
+        "`rle` unedited, made by `prompt` or by a recent segment-everything run; not with dilate",
     )
-    prompt: PromptBody | None = Field(None, description="with soft: the prompts that made the mask")
+    prompt: PromptBody | None = Field(None, description="with soft: the prompts that made the mask, if any")
 
 
 class SaveBody(BaseModel):
@@ -335,14 +335,16 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     def _soft_matte(entry, body: CutoutBody, mask: np.ndarray) -> np.ndarray:
         if body.dilate:
             raise PromptError("a soft edge follows the model's outline, dilate grows past it: not both")
-        if body.prompt is None:
-            raise PromptError("a soft edge comes from the model: give the prompt that made the mask")
-        if not body.prompt.points and body.prompt.box is None:
-            raise PromptError(
-                "no soft edge: the mask has no prompts (drawn by hand or imported), the model did not make it"
-            )
-        if body.prompt.strokes:
+        if body.prompt is not None and body.prompt.strokes:
             raise PromptError("a soft edge is the model's: a painted mask has none")
+        matte = service.soft_matte(entry.name, entry.path, mask)  # a mask of segment everything
+        if matte is not None:
+            return matte
+        if body.prompt is None or (not body.prompt.points and body.prompt.box is None):
+            raise PromptError(
+                "no soft edge: the mask has no prompts and no recent segment-everything run of "
+                "this image made it (drawn by hand, imported, edited, or its run is no longer kept)"
+            )
         emb, _ = service.embed(entry.name, entry.path)
         points, labels, box = _prompt_arrays(body.prompt, emb.original_size)
         _, pick = _candidate_choice(body.prompt)
@@ -350,7 +352,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         if not np.array_equal(predicted, mask):  # the logits describe the prediction only
             raise PromptError(
                 "no soft edge: the mask was edited after the model made it (brush, vertices); "
-                "the hard cutout or a feathered one still works"
+                "the hard cutout still works"
             )
         return soft_mask(low_res, mask, emb.input_size, service.predictor.mask_threshold)
 
@@ -364,11 +366,10 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
             raise PromptError(f"unknown options {unknown}; known: {sorted(BY_NAME)}")
         generator_kwargs(options)  # checks the values before the work starts
         start = time.perf_counter()
-        result = service.everything(entry.name, entry.path, options, precision)
-        coco = result.to_coco()
+        annotations = service.everything(entry.name, entry.path, options, precision)
         masks = [
             {"rle": a["segmentation"], "score": a["score"], "bbox": a["bbox"], "area": a["area"]}
-            for a in coco["annotations"]
+            for a in annotations
         ]
         return {"masks": masks, "seconds": time.perf_counter() - start}
 
