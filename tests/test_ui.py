@@ -354,17 +354,54 @@ def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, 
     assert r.status_code == 422 and "no soft edge" in r.json()["detail"]
     assert (alpha({"rle": rle.encode(edited)}) > 0).sum() == edited.sum()  # the hard cutout still works
 
-    # The image's file replaced since the run, or the run not kept (edge_bytes): refused.
-    for edge_bytes, change in ((256 << 20, True), (0, False)):
-        shutil.copy(folder / "b_small.png", tmp_path / "b_small.png")
-        small = ModelService(SamPredictor(sam_vit_t), edge_bytes=edge_bytes)
-        other = TestClient(create_app(Workspace(tmp_path, tmp_path / "out"), small, "vit_t"))
-        assert other.post("/api/images/b_small.png/everything", json=options).json()["masks"][0] == masks[0]
-        if change:
-            Image.fromarray(image[::-1]).save(tmp_path / "b_small.png")
-        r = other.post("/api/images/b_small.png/cutout", json={"rle": masks[0]["rle"], "soft": True})
-        assert r.status_code == 422 and "no soft edge" in r.json()["detail"], edge_bytes
-        small.close()
+    # Kept while they hold under edge_bytes (the oldest runs go first; a run alone past it
+    # is not kept) and while the image's file is unchanged.
+    shutil.copy(folder / "b_small.png", tmp_path / "b_small.png")
+    one_run = len(masks) * 256 * 256 * 4
+    small = ModelService(SamPredictor(sam_vit_t), edge_bytes=one_run)
+    other = TestClient(create_app(Workspace(tmp_path, tmp_path / "out"), small, "vit_t"))
+
+    def soft(mask_rle):
+        r = other.post("/api/images/b_small.png/cutout", json={"rle": mask_rle, "soft": True})
+        assert r.status_code == 200 or "no soft edge" in r.json()["detail"]
+        return r.status_code
+
+    assert other.post("/api/images/b_small.png/everything", json=options).json()["masks"] == masks
+    assert soft(masks[0]["rle"]) == 200
+    later = other.post("/api/images/b_small.png/everything", json={**options, "points_per_side": 3})
+    later = later.json()["masks"][0]["rle"]
+    assert later not in [m["rle"] for m in masks]
+    assert soft(later) == 200 and soft(masks[0]["rle"]) == 422  # the first run went
+    small.edge_bytes = one_run - 1
+    other.post("/api/images/b_small.png/everything", json=options)
+    assert soft(masks[0]["rle"]) == 422 and soft(later) == 200  # not kept; the later run stays
+    Image.fromarray(image[::-1]).save(tmp_path / "b_small.png")
+    assert soft(later) == 422
+    small.close()
+
+
+def test_a_mask_found_twice_keeps_the_edge_of_the_better_scored(service, folder, monkeypatch):
+    """Two equal masks of one run (different points, different logits): the soft cutout
+    takes the first's, the higher predicted IoU."""
+    import mobilesam.ui.model as ui_model
+
+    real, runs = ui_model.everything, []
+
+    def twice(*args, **kwargs):  # mask 1 made equal to mask 0; its logits stay its own
+        result = real(*args, **kwargs)
+        packed = result._packed
+        packed.bits[1], packed.areas[1], packed.boxes[1] = packed.bits[0], packed.areas[0], packed.boxes[0]
+        runs.append(result)
+        return result
+
+    monkeypatch.setattr(ui_model, "everything", twice)
+    options = {"points_per_side": 4, "iou_thres": 0, "stability_score_thres": 0, "box_nms_thres": 1}
+    annotations = service.everything("b_small.png", folder / "b_small.png", options)
+    assert annotations[0]["segmentation"] == annotations[1]["segmentation"]
+    mask = rle.decode(annotations[0]["segmentation"])
+    first, second = (runs[0].crop_logits.read(i).matte(mask) for i in (0, 1))
+    assert not np.array_equal(first, second)
+    assert np.array_equal(service.soft_matte("b_small.png", folder / "b_small.png", mask), first)
 
 
 def test_everything_endpoint_with_the_bf16_decoder(client):

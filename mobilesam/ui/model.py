@@ -197,13 +197,19 @@ class ModelService:
                 **options,
             )
         annotations = result.to_coco()["annotations"]
-        edges: dict[str, CropEdge] = {}
-        for i, a in enumerate(annotations):  # a mask found twice: the higher predicted IoU's edge
-            edges.setdefault(a["segmentation"]["counts"], result.crop_logits.read(i))
+        run, nbytes = EverythingEdges(name, key, {}), 0
+        for i, a in enumerate(annotations):
+            counts = a["segmentation"]["counts"]
+            if counts in run.by_counts:  # a mask found twice: the higher predicted IoU's edge
+                continue
+            run.by_counts[counts] = edge = result.crop_logits.read(i)
+            nbytes += edge.low.nbytes
+            if nbytes > self.edge_bytes:  # past the limit alone: not kept
+                return annotations
         with self._lock:
-            self._edges[next(self._runs)] = EverythingEdges(name, key, edges)
-            while sum(run.nbytes for run in self._edges.values()) > self.edge_bytes:
-                self._edges.popitem(last=False)  # the oldest run (the new one too, alone past the limit)
+            self._edges[next(self._runs)] = run
+            while sum(r.nbytes for r in self._edges.values()) > self.edge_bytes:
+                self._edges.popitem(last=False)  # the oldest runs
         return annotations
 
     def soft_matte(self, name: str, path: Path, mask: np.ndarray) -> np.ndarray | None:
