@@ -340,7 +340,8 @@ def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, 
         return np.asarray(Image.open(io.BytesIO(r.content)))[..., 3]
 
     page = {"points": [], "box": None, "multimask": True, "mask_id": 0}  # what the page sends
-    for i, m in enumerate(masks):
+    for i in range(0, len(masks), 5):  # every fifth: each mask's own edge, in any order
+        m = masks[i]
         matte = alpha({"rle": m["rle"], "soft": True, "prompt": page})
         assert np.array_equal(matte, reference.soft_mask(i)), i
         assert ((matte > 0) & (matte < 255)).any() and np.array_equal(matte >= 128, rle.decode(m["rle"]))
