@@ -8,11 +8,18 @@ Layout of the output folder:
     ids.json              each file's image id, given once: ids never change or repeat
                           (<file>: the file's name; with `recursive`, its path in the folder,
                           such as `cam1/0001.jpg`, which is also its COCO `file_name`)
-    run.json              the options the results were made with
+    run.json              the options the results were made with (and the edges of the
+                          per-image PNGs below)
     .lock                 held while a run writes here
 
+Optional per-image PNGs, each in its own folder outside OUT (`ImageFiles`): masks in
+MASKS/<file>/mask_000.png..., cutouts in CUTOUTS/<file>/cutout_000.png..., as
+`save_masks` / `save_cutouts` write them (grown by `dilate`, or with the model's `soft`
+edges); an image's folder appears whole (written beside it, then renamed), before its part.
+
 A restart skips every image that has a part (and draws a missing overlay from the
-part); a bad file is reported and the rest go on. A second run on the same folder at
+part; an image whose PNG folder is missing is segmented again); a bad file is reported
+and the rest go on. A second run on the same folder at
 the same time is refused, so is a rerun with other options (unless `overwrite`), and
 every output problem is found before the first image is segmented.
 """
@@ -20,6 +27,7 @@ every output problem is found before the first image is segmented.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +55,55 @@ class BatchSummary:
         return f"done {len(self.done)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}{end}"
 
 
+@dataclass(frozen=True)
+class ImageFiles:
+    """A folder job's per-image PNGs: under `masks_dir` and `cutouts_dir` (either, both or
+    none) one folder per image, named by its key; `dilate` grows each mask first, `soft`
+    gives the model's soft edge instead (not both; each needs a folder to shape)."""
+
+    masks_dir: Path | None = None
+    cutouts_dir: Path | None = None
+    dilate: float = 0.0
+    soft: bool = False
+
+    def __post_init__(self) -> None:
+        dilate = parse_float(self.dilate, "dilate", 0, 1024)
+        object.__setattr__(self, "dilate", dilate)
+        if (dilate or self.soft) and not self.roots:
+            what = "soft" if self.soft else "dilate"
+            raise OutputError(f"{what} shapes the per-image masks or cutouts: give masks_dir or cutouts_dir")
+        if dilate and self.soft:
+            raise OutputError(
+                "soft follows the model's outline and dilate grows the mask past it: use one of them"
+            )
+
+    @property
+    def roots(self) -> list[Path]:
+        return [Path(d) for d in (self.masks_dir, self.cutouts_dir) if d is not None]
+
+    @property
+    def edges(self) -> dict | None:
+        """What the PNGs' edges were made with (run.json), None without PNGs."""
+        return {"dilate": self.dilate, "soft": self.soft} if self.roots else None
+
+    def written(self, key: str) -> bool:
+        return all((root / key).is_dir() for root in self.roots)
+
+    def write(self, key: str, result: object) -> None:
+        """The PNGs of image `key` from its `SegmentationResult` (kept logits for soft)."""
+        for root, save in ((self.masks_dir, result.save_masks), (self.cutouts_dir, result.save_cutouts)):
+            if root is None:
+                continue
+            final = Path(root) / key
+            partial = final.with_name(f".{final.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+            partial.mkdir(parents=True)
+            save(partial, dilate=self.dilate, soft=self.soft)
+            if final.is_dir():  # an earlier run's, interrupted before the part
+                shutil.rmtree(final)
+            partial.rename(final)
+
+
 def run_options(options: dict | None) -> dict:
     """Every segment-everything option with its value (defaults filled in, values parsed),
     so that an option given at its default equals one left out."""
@@ -65,7 +122,8 @@ class FolderJob:
     overwrite: redo everything if OUT holds results made with other options;
     max_images: stop after this many newly segmented images (a job done in slices);
     recursive: the images of the folder's subfolders too (hidden ones and symlinked
-    folders left out), each known by its path in the folder.
+    folders left out), each known by its path in the folder; files: per-image mask and
+    cutout PNGs (`ImageFiles`).
     """
 
     def __init__(
@@ -78,12 +136,14 @@ class FolderJob:
         max_images: int | None = None,
         progress: Callable[[str], None] | None = None,
         recursive: bool = False,
+        files: ImageFiles | None = None,
     ) -> None:
         self.uri = str(folder) if is_object_uri(folder) else None  # e.g. s3://bucket/photos/ (Ray only)
         self.folder, self.out = Path(folder), Path(out_dir)
         self.options = run_options(options)  # bad options fail here, before anything else
         self.overlays, self.overwrite, self.max_images = overlays, overwrite, max_images
         self.recursive = recursive
+        self.image_files = files or ImageFiles()
         if recursive and (self.uri is not None or not self.folder.is_dir()):
             raise PromptError(f"recursive: {folder} is not a local folder")
         self.say = progress or (lambda msg: print(msg, file=sys.stderr))
@@ -156,27 +216,36 @@ class FolderJob:
         atomic_write_text(self.out / "parts" / f"{self.key(path)}.json", json.dumps(part))
 
     def _check_paths(self) -> None:
-        if self.uri is not None:
-            check_output_dir(self.out)
-            check_output_dir(self.out / "parts")
-            return
-        root = self.folder.resolve()  # a list file names its images: no folder to keep apart
-        if self.folder.is_dir() and (self.out.resolve() == root or root in self.out.resolve().parents):
-            raise OutputError(
-                f"the output folder {self.out} is inside the input folder {self.folder}: use another -o"
-            )
-        check_output_dir(self.out)
+        # A list file names its images, and an object store is no local folder: nothing to
+        # keep apart. Inside the folder, outputs would be listed as images by the next run.
+        root = self.folder.resolve() if self.uri is None and self.folder.is_dir() else None
+        outputs = [
+            (self.out, "output folder", "-o"),
+            *((d, "PNG folder", "folder") for d in self.image_files.roots),
+        ]
+        for path, what, flag in outputs:
+            if root is not None and (path.resolve() == root or root in path.resolve().parents):
+                raise OutputError(
+                    f"the {what} {path} is inside the input folder {self.folder}: use another {flag}"
+                )
+            check_output_dir(path)
         check_output_dir(self.out / "parts")
 
     def _check_options(self) -> None:
+        """Refuse results made with other options, or PNGs made with other edges (with
+        `overwrite`: forget them, every image is done again); record these in run.json."""
         record = self.out / "run.json"
         previous = _read_json(record)
-        current = {"options": self.options}
-        old = dict((previous or {}).get("options") or {})
-        old.setdefault("decoder_precision", "float32")  # records made before the option existed
-        if previous is not None and old != self.options:
+        made = dict((previous or {}).get("options") or {})
+        made.setdefault("decoder_precision", "float32")  # records made before the option existed
+        asked = dict(self.options)
+        # The PNGs' edges carry over runs that write none; compared when both runs write some.
+        made_edges, edges = (previous or {}).get("edges"), self.image_files.edges
+        if made_edges and edges:
+            made, asked = made | made_edges, asked | edges
+        if previous is not None and made != asked:
             if not self.overwrite:
-                diff = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
+                diff = sorted(k for k in set(made) | set(asked) if made.get(k) != asked.get(k))
                 raise PromptError(
                     f"{self.out} holds results made with other options ({', '.join(diff)}); "
                     "pass --overwrite (overwrite=True) to redo every image, or use another output folder"
@@ -185,6 +254,9 @@ class FolderJob:
                 part.unlink()
             for overlay in (self.out / "overlays").rglob("*.png"):
                 overlay.unlink()
+        current = {"options": self.options}
+        if edges or made_edges:
+            current["edges"] = edges or made_edges
         if previous != current:
             atomic_write_text(record, json.dumps(current, indent=2))
 
@@ -203,7 +275,7 @@ class FolderJob:
         for index, path in enumerate(files, start=1):
             overlay, key = self.overlay_path(path), self.key(path)
             part = self.done(path)
-            if part is not None:
+            if part is not None and self.image_files.written(key):
                 if self.overlays and not overlay.is_file():
                     _overlay_from_part(path, part, overlay)
                 summary.skipped.append(key)
@@ -212,7 +284,8 @@ class FolderJob:
                 break
             start = time.perf_counter()
             try:
-                result = sam.segment_everything(path, **self.options)
+                soft = {"keep_logits": True} if self.image_files.soft else {}
+                result = sam.segment_everything(path, **self.options, **soft)
             except (MobileSAMError, OSError) as exc:
                 # A bad or unreadable image must not end a long job. Anything else is a bug
                 # and surfaces as one; the annotations are still written (see `run`).
@@ -220,7 +293,9 @@ class FolderJob:
                 summary.failed[key] = error
                 self.say(f"[{index}/{len(files)}] {key}: FAILED: {error}")
                 continue
-            if self.overlays:  # before the part: a part means everything for the image is written
+            # Before the part: a part means everything for the image is written.
+            self.image_files.write(key, result)
+            if self.overlays:
                 result.save_overlay(overlay)
             self.save(path, result.to_coco(image_id=ids[key]))
             summary.done.append(key)
@@ -244,9 +319,11 @@ def segment_folder(
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
     recursive: bool = False,
+    files: ImageFiles | None = None,
 ) -> BatchSummary:
     """`FolderJob(folder, out_dir, ...).run(sam)` in one call."""
-    return FolderJob(folder, out_dir, options, overlays, overwrite, max_images, progress, recursive).run(sam)
+    job = FolderJob(folder, out_dir, options, overlays, overwrite, max_images, progress, recursive, files)
+    return job.run(sam)
 
 
 class _Lock:

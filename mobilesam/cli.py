@@ -249,7 +249,7 @@ def _add_ray_args(parser: argparse.ArgumentParser, batch_size: bool) -> None:
 def _everything(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .batch import FolderJob
+    from .batch import FolderJob, ImageFiles
     from .options import EVERYTHING
 
     options = {o.name: getattr(args, o.name) for o in EVERYTHING if getattr(args, o.name) is not None}
@@ -261,22 +261,14 @@ def _everything(args: argparse.Namespace) -> int:
     if source.is_dir() or args.engine == "ray" or source.suffix == ".txt":
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
-        single = [
-            f
-            for f, v in (
-                ("--json", args.json),
-                ("--label-map", args.label_map),
-                ("--masks-dir", args.masks_dir),
-                ("--cutouts-dir", args.cutouts_dir),
-                ("--dilate", args.dilate),
-                ("--soft", args.soft),
-            )
-            if v
-        ]
+        single = [f for f, v in (("--json", args.json), ("--label-map", args.label_map)) if v]
         if single:
             raise PromptError(
-                f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json (and --overlays)"
+                f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json "
+                "(and --overlays, --masks-dir, --cutouts-dir: a folder of PNGs per image)"
             )
+        _check_soft(args)
+        files = ImageFiles(args.masks_dir, args.cutouts_dir, args.dilate, args.soft)
         job = FolderJob(
             args.input,
             args.output,
@@ -284,6 +276,7 @@ def _everything(args: argparse.Namespace) -> int:
             overlays=args.overlays,
             overwrite=args.overwrite,
             recursive=args.recursive,
+            files=files,
         )
         if args.engine == "ray":
             from .ray_engine import segment_everything_on_ray
@@ -786,10 +779,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(eve)
     _add_backend_args(eve)
     eve.add_argument("-o", "--output", help="overlay PNG for an image; the output folder for a folder")
-    eve.add_argument("--masks-dir", help="(one image) folder for one PNG per mask")
+    eve.add_argument(
+        "--masks-dir", help="folder for one PNG per mask (a folder of images: DIR/<image>/ for each)"
+    )
     eve.add_argument(
         "--cutouts-dir",
-        help="(one image) folder for one RGBA PNG per object: its pixels, cropped, on transparency",
+        help="folder for one RGBA PNG per object: its pixels, cropped, on transparency "
+        "(a folder of images: DIR/<image>/ for each)",
     )
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
@@ -797,12 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dilate",
         type=float,
         default=0.0,
-        help="(one image) grow the masks of --masks-dir and --cutouts-dir by this many pixels",
+        help="grow the masks of --masks-dir and --cutouts-dir by this many pixels",
     )
     eve.add_argument(
         "--soft",
         action="store_true",
-        help="(one image) --cutouts-dir and --masks-dir with the model's own soft edge (keeps each mask's logits)",
+        help="--cutouts-dir and --masks-dir with the model's own soft edge (keeps each mask's logits)",
     )
     eve.add_argument("--overlays", action="store_true", help="(folder) also write an overlay per image")
     eve.add_argument(

@@ -199,6 +199,11 @@ def segment_everything_on_ray(
     device defaults to cuda when workers have GPUs. on_result: called with each finished
     image's name (progress; raising KeyboardInterrupt there stops the run cleanly).
     """
+    if job.image_files.roots:
+        raise MobileSAMError(
+            "per-image mask and cutout PNGs (--masks-dir, --cutouts-dir) are written by one "
+            "process, not on Ray: leave out --engine ray for them"
+        )
     model = {"device": "cuda" if options.gpus_per_worker else "cpu", **model}
     started = time.perf_counter()
 

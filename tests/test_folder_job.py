@@ -12,7 +12,7 @@ from conftest import IMAGES, nested_photos
 from PIL import Image
 
 from mobilesam import MobileSAM, MobileSAMError, PromptError
-from mobilesam.batch import FolderJob, segment_folder
+from mobilesam.batch import FolderJob, ImageFiles, segment_folder
 from mobilesam.cli import main
 from mobilesam.errors import OutputError
 
@@ -180,12 +180,7 @@ def test_an_overlay_is_never_missing(sam, tmp_path, monkeypatch):
 def test_cli_folder_refuses_one_image_outputs_and_runs_with_threads(ckpt_vit_t, tmp_path, capsys):
     photos = _photos(tmp_path / "in", ["a.jpg"])
     base = ["everything", str(photos), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt_vit_t)]
-    for extra in (
-        ["--json", "x.json"],
-        ["--label-map", "l.png"],
-        ["--masks-dir", "m"],
-        ["--cutouts-dir", "c"],
-    ):
+    for extra in (["--json", "x.json"], ["--label-map", "l.png"]):
         assert main(base + extra) == 2
         assert "one-image outputs" in capsys.readouterr().err
     assert main([*base, "--points-per-side", "2", "--threads", "1"]) == 0
@@ -337,3 +332,111 @@ def test_a_list_file_as_source(sam, tmp_path):
     (tmp_path / "dup.txt").write_text("in/a.jpg\nother/a.jpg\n")
     with pytest.raises(MobileSAMError, match="several files named"):
         segment_folder(_NoCompute(), tmp_path / "dup.txt", tmp_path / "o3", FAST, **QUIET)
+
+
+def _pngs(folder):
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.iterdir())}
+
+
+def test_per_image_masks_and_cutouts(sam, tmp_path, monkeypatch):
+    """--masks-dir / --cutouts-dir for a folder: one folder of PNGs per image, equal to
+    the image's annotations (soft: `soft_mask` exactly), complete before its part; a
+    missing or half-written folder is made again; other edges need overwrite."""
+    import mobilesam.batch as batch
+    from mobilesam.utils import rle
+
+    many = {"points_per_side": 2, "iou_thres": 0, "stability_score_thres": 0, "box_nms_thres": 1}
+    photos = _photos(tmp_path / "in", ["a.jpg", "b.jpg"])
+    (photos / "c.jpg").write_bytes(b"not a jpeg")
+    out, masks, cutouts = tmp_path / "out", tmp_path / "masks", tmp_path / "cutouts"
+    files = ImageFiles(masks, cutouts)
+    (cutouts / ".b.jpg.partial").mkdir(parents=True)  # left by a run killed while writing
+    summary = segment_folder(sam, photos, out, many, files=files, **QUIET)
+    assert summary.done == ["a.jpg", "b.jpg"] and list(summary.failed) == ["c.jpg"]
+    assert (
+        sorted(p.name for p in masks.iterdir())
+        == sorted(p.name for p in cutouts.iterdir())
+        == ["a.jpg", "b.jpg"]
+    )
+    coco = _coco(out)
+    for image in coco.dataset["images"]:
+        anns = coco.imgToAnns[image["id"]]
+        pngs, cuts = _pngs(masks / image["file_name"]), _pngs(cutouts / image["file_name"])
+        assert len(pngs) == len(anns) == 12 and len(cuts) == sum(1 for a in anns if a["area"])
+        for i, ann in enumerate(anns):
+            m = rle.decode(ann["segmentation"])
+            assert np.array_equal(pngs[f"mask_{i:03d}.png"] > 0, m)
+            assert (cuts[f"cutout_{i:03d}.png"][..., 3] > 0).sum() == ann["area"]
+
+    # A folder removed is made again (its image segmented again); one killed before its
+    # part is replaced whole when the image is redone.
+    a_masks = _pngs(masks / "a.jpg")
+    for p in (masks / "a.jpg").iterdir():
+        p.unlink()
+    (masks / "a.jpg").rmdir()
+    (cutouts / "b.jpg" / "cutout_000.png").unlink()  # not checked file by file: a folder is whole
+    again = segment_folder(sam, photos, out, many, files=files, **QUIET)
+    assert again.done == ["a.jpg"] and again.skipped == ["b.jpg"]
+    assert _pngs(masks / "a.jpg").keys() == a_masks.keys()
+    assert all(np.array_equal(v, a_masks[k]) for k, v in _pngs(masks / "a.jpg").items())
+    real = batch.atomic_write_text
+
+    def killed(path, text):
+        if "parts" in str(path):
+            raise KeyboardInterrupt
+        return real(path, text)
+
+    (out / "parts" / "b.jpg.json").unlink()
+    (cutouts / "b.jpg" / "stale.png").write_bytes(b"")
+    monkeypatch.setattr(batch, "atomic_write_text", killed)
+    assert segment_folder(sam, photos, out, many, files=files, **QUIET).interrupted
+    monkeypatch.setattr(batch, "atomic_write_text", real)
+    assert not (cutouts / "b.jpg" / "stale.png").exists() and (cutouts / "b.jpg" / "cutout_000.png").is_file()
+    assert segment_folder(sam, photos, out, many, files=files, **QUIET).done == ["b.jpg"]
+    assert not list(tmp_path.rglob("*.partial"))
+
+    # Soft edges: other edges than the PNGs there were made with, so only with overwrite.
+    soft = ImageFiles(masks, cutouts, soft=True)
+    with pytest.raises(PromptError, match="soft"):
+        segment_folder(_NoCompute(), photos, out, many, files=soft, **QUIET)
+    assert segment_folder(sam, photos, out, many, files=soft, overwrite=True, **QUIET).done == [
+        "a.jpg",
+        "b.jpg",
+    ]
+    reference = sam.segment_everything(photos / "a.jpg", keep_logits=True, **many)
+    pngs = _pngs(masks / "a.jpg")
+    assert all(
+        np.array_equal(pngs[f"mask_{i:03d}.png"], reference.soft_mask(i)) for i in range(len(reference))
+    )
+    assert any(((v > 0) & (v < 255)).any() for v in pngs.values())
+    # A run without PNGs keeps the record of their edges; the next with other edges is refused.
+    assert segment_folder(sam, photos, out, many, **QUIET).skipped == ["a.jpg", "b.jpg"]
+    assert json.loads((out / "run.json").read_text())["edges"] == {"dilate": 0.0, "soft": True}
+    with pytest.raises(PromptError, match="dilate, soft"):
+        segment_folder(_NoCompute(), photos, out, many, files=ImageFiles(masks, dilate=3), **QUIET)
+
+
+def test_per_image_pngs_are_checked_before_any_compute(ckpt_vit_t, tmp_path, capsys):
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    with pytest.raises(OutputError, match="masks_dir or cutouts_dir"):
+        ImageFiles(soft=True)
+    with pytest.raises(OutputError, match="masks_dir or cutouts_dir"):
+        ImageFiles(dilate=2)
+    with pytest.raises(OutputError, match="one of them"):
+        ImageFiles(cutouts_dir=tmp_path / "c", dilate=2, soft=True)
+    with pytest.raises(PromptError, match="dilate"):
+        ImageFiles(cutouts_dir=tmp_path / "c", dilate=-1)
+    with pytest.raises(OutputError, match=r"PNG folder .* is inside the input folder"):
+        segment_folder(_NoCompute(), photos, tmp_path / "o", FAST, files=ImageFiles(photos / "m"), **QUIET)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        segment_folder(
+            _NoCompute(), photos, tmp_path / "o", FAST, files=ImageFiles(None, tmp_path / "afile"), **QUIET
+        )
+    base = ["everything", str(photos), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt_vit_t)]
+    assert main([*base, "--soft"]) == 2 and "--soft shapes" in capsys.readouterr().err
+    stickers = tmp_path / "stickers"
+    assert main([*base, "--points-per-side", "2", "--cutouts-dir", str(stickers), "--soft"]) == 0
+    assert "done 1" in capsys.readouterr().out
+    alpha = [v[..., 3] for v in _pngs(stickers / "a.jpg").values()]
+    assert alpha and all(((a > 0) & (a < 255)).any() for a in alpha)

@@ -246,3 +246,17 @@ def test_boxes_to_masks_on_ray_equals_one_process(local_ray, photos, ckpt_vit_t,
     capsys.readouterr()
     assert main(args) == 1
     assert "done 0, skipped 3 (already done), failed 1" in capsys.readouterr().out
+
+
+def test_per_image_pngs_are_refused_on_ray(tmp_path):
+    """--masks-dir / --cutouts-dir are written by one process: refused before Ray starts."""
+    from mobilesam.batch import ImageFiles
+    from mobilesam.errors import MobileSAMError
+
+    (tmp_path / "in").mkdir()
+    job = FolderJob(
+        tmp_path / "in", tmp_path / "out", OPTIONS, files=ImageFiles(None, tmp_path / "c"), **QUIET
+    )
+    with pytest.raises(MobileSAMError, match="not on Ray"):
+        segment_everything_on_ray(job, {"checkpoint": "unused"}, RayOptions())
+    assert not ray.is_initialized()
