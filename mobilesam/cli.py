@@ -268,6 +268,8 @@ def _everything(args: argparse.Namespace) -> int:
                 "(and --overlays, --masks-dir, --cutouts-dir: a folder of PNGs per image)"
             )
         _check_soft(args)
+        if args.dilate and not (args.masks_dir or args.cutouts_dir):
+            raise OutputError("--dilate grows the masks of --masks-dir and --cutouts-dir: give one of them")
         files = ImageFiles(args.masks_dir, args.cutouts_dir, args.dilate, args.soft)
         job = FolderJob(
             args.input,
