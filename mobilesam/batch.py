@@ -39,6 +39,7 @@ from .highlevel import Segmenter
 from .image_io import visible_files
 from .options import EVERYTHING, check_decoder_precision, generator_kwargs
 from .prompts import parse_float
+from .result import _check_soft
 from .utils.files import atomic_write_text, check_output_dir
 
 
@@ -72,10 +73,7 @@ class ImageFiles:
         if (dilate or self.soft) and not self.roots:
             what = "soft" if self.soft else "dilate"
             raise OutputError(f"{what} shapes the per-image masks or cutouts: give masks_dir or cutouts_dir")
-        if dilate and self.soft:
-            raise OutputError(
-                "soft follows the model's outline and dilate grows the mask past it: use one of them"
-            )
+        _check_soft(self.soft, dilate)
 
     @property
     def roots(self) -> list[Path]:
@@ -284,8 +282,7 @@ class FolderJob:
                 break
             start = time.perf_counter()
             try:
-                soft = {"keep_logits": True} if self.image_files.soft else {}
-                result = sam.segment_everything(path, **self.options, **soft)
+                result = sam.segment_everything(path, keep_logits=self.image_files.soft, **self.options)
             except (MobileSAMError, OSError) as exc:
                 # A bad or unreadable image must not end a long job. Anything else is a bug
                 # and surfaces as one; the annotations are still written (see `run`).
