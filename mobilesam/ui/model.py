@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +43,12 @@ class Embedding:
 @dataclass
 class EverythingEdges:
     """One segment-everything run's masks' edges (`CropEdge`), each found by its mask's
-    compressed RLE counts, for image `name` as its file was then (`key`)."""
+    compressed RLE counts, for image `name` as its file was then (`key`); `nbytes` they hold."""
 
     name: str
     key: tuple
-    by_counts: dict[str, CropEdge]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(edge.low.nbytes for edge in self.by_counts.values())
+    by_counts: dict[str, CropEdge] = field(default_factory=dict)
+    nbytes: int = 0
 
 
 class ModelService:
@@ -197,14 +194,14 @@ class ModelService:
                 **options,
             )
         annotations = result.to_coco()["annotations"]
-        run, nbytes = EverythingEdges(name, key, {}), 0
+        run = EverythingEdges(name, key)
         for i, a in enumerate(annotations):
             counts = a["segmentation"]["counts"]
             if counts in run.by_counts:  # a mask found twice: the higher predicted IoU's edge
                 continue
             run.by_counts[counts] = edge = result.crop_logits.read(i)
-            nbytes += edge.low.nbytes
-            if nbytes > self.edge_bytes:  # past the limit alone: not kept
+            run.nbytes += edge.low.nbytes
+            if run.nbytes > self.edge_bytes:  # past the limit alone: not kept
                 return annotations
         with self._lock:
             self._edges[next(self._runs)] = run
