@@ -26,12 +26,15 @@ every output problem is found before the first image is segmented.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import MobileSAMError, OutputError, PromptError
@@ -90,16 +93,56 @@ class ImageFiles:
     def write(self, key: str, result: object) -> None:
         """The PNGs of image `key` from its `SegmentationResult` (kept logits for soft)."""
         for root, save in ((self.masks_dir, result.save_masks), (self.cutouts_dir, result.save_cutouts)):
-            if root is None:
-                continue
-            final = Path(root) / key
-            partial = final.with_name(f".{final.name}.partial")
-            shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
-            partial.mkdir(parents=True)
-            save(partial, dilate=self.dilate, soft=self.soft)
-            if final.is_dir():  # an earlier run's, interrupted before the part
-                shutil.rmtree(final)
-            partial.rename(final)
+            if root is not None:
+                _place(
+                    Path(root) / key,
+                    lambda folder, save=save: save(folder, dilate=self.dilate, soft=self.soft),
+                )
+
+    def pack(self, result: object) -> bytes:
+        """The PNGs `write` would write, as one uncompressed zip (`masks/mask_000.png`,
+        `cutouts/cutout_000.png`, ...): made where the model ran (a Ray worker), written
+        by `unpack` where the outputs are."""
+        with tempfile.TemporaryDirectory() as tmp:
+            kinds = [
+                kind for kind, root in (("masks", self.masks_dir), ("cutouts", self.cutouts_dir)) if root
+            ]
+            replace(self, **{f"{kind}_dir": Path(tmp) / kind for kind in kinds}).write("image", result)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+                for kind in kinds:
+                    for png in sorted((Path(tmp) / kind / "image").iterdir()):
+                        archive.write(png, f"{kind}/{png.name}")
+            return buf.getvalue()
+
+    def unpack(self, key: str, packed: bytes) -> None:
+        """Write image `key`'s PNGs from `pack`'s zip, each folder whole as `write` does."""
+        with zipfile.ZipFile(io.BytesIO(packed)) as archive:
+            members = [(name.split("/"), name) for name in archive.namelist()]
+            if any(len(parts) != 2 or parts[1] in ("", ".", "..") for parts, _ in members):
+                raise MobileSAMError(f"{key}: not a zip of mask and cutout PNGs")
+            for kind, root in (("masks", self.masks_dir), ("cutouts", self.cutouts_dir)):
+                if root is None:
+                    continue
+
+                def fill(folder: Path, kind: str = kind) -> None:
+                    for (head, file), name in members:
+                        if head == kind:
+                            (folder / file).write_bytes(archive.read(name))
+
+                _place(Path(root) / key, fill)
+
+
+def _place(final: Path, fill: Callable[[Path], None]) -> None:
+    """Make folder `final` whole or not at all: `fill` a partial folder beside it, then
+    rename it into place (replacing an earlier run's, interrupted before its part)."""
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+    partial.mkdir(parents=True)
+    fill(partial)
+    if final.is_dir():
+        shutil.rmtree(final)
+    partial.rename(final)
 
 
 def run_options(options: dict | None) -> dict:

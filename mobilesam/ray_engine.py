@@ -9,8 +9,9 @@ is not enough.
 Ray tasks read and decode the images; an actor pool runs the model (loaded once per
 worker, on a GPU when the workers have one); the driver streams the results back and
 writes them. Segment everything writes exactly what folder mode writes (`batch.py`: one
-part per image, the same ids, options record, lock and annotations.json, overlays drawn
-by the workers), so the two engines resume each other's runs. The teacher cache's
+part per image, the same ids, options record, lock and annotations.json; overlays and
+per-image mask and cutout PNGs made by the workers), so the two engines resume each
+other's runs. The teacher cache's
 workers write their own shard files (one per batch) and index fragments; the driver
 merges them into index.json (also the fragments a killed run left). Needs the `ray` extra.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BatchSummary, FolderJob
+from .batch import BatchSummary, FolderJob, ImageFiles
 from .box_job import BoxJob
 from .errors import ImageLoadError, MobileSAMError, missing_extra
 from .utils.files import atomic_write_bytes
@@ -112,36 +113,48 @@ def _decode(row: dict) -> dict:
 
 
 class EverythingWorker:
-    """One model per Ray actor: decoded images -> each image's COCO part as JSON."""
+    """One model per Ray actor: decoded images -> each image's COCO part as JSON, its
+    overlay and its per-image PNGs (`ImageFiles.pack`) when asked for."""
 
-    def __init__(self, model: dict, options: dict, threads: int, overlays: bool = False) -> None:
+    def __init__(
+        self,
+        model: dict,
+        options: dict,
+        threads: int,
+        overlays: bool = False,
+        files: ImageFiles | None = None,
+    ) -> None:
         import torch
 
         from .api import MobileSAM
 
         torch.set_num_threads(max(1, threads))
         self.sam = MobileSAM(**model)
-        self.options, self.overlays = options, overlays
+        self.options, self.overlays, self.files = options, overlays, files or ImageFiles()
 
     def __call__(self, batch: dict) -> dict:
-        parts, errors, overlays = [], [], []
+        parts, errors, overlays, files = [], [], [], []
         for name, image_id, image, error in zip(
             batch["name"], batch["image_id"], batch["image"], batch["error"]
         ):
+            answer = ("", b"", b"")  # part, overlay, PNGs: all of them or none
             if not error:
                 try:
-                    result = self.sam.segment_everything(np.asarray(image), **self.options)
+                    result = self.sam.segment_everything(
+                        np.asarray(image), keep_logits=self.files.soft, **self.options
+                    )
                     result.file_name = str(name)
-                    parts.append(json.dumps(result.to_coco(image_id=int(image_id))))
-                    overlays.append(_png(result) if self.overlays else b"")
-                    errors.append("")
-                    continue
+                    answer = (
+                        json.dumps(result.to_coco(image_id=int(image_id))),
+                        _png(result) if self.overlays else b"",
+                        self.files.pack(result) if self.files.roots else b"",
+                    )
                 except MobileSAMError as exc:  # a user-input problem with this image; a bug raises
                     error = str(exc)
-            parts.append("")
-            overlays.append(b"")
+            for column, value in zip((parts, overlays, files), answer):
+                column.append(value)
             errors.append(str(error))
-        return _results(batch["name"], parts, overlays, errors)
+        return {**_results(batch["name"], parts, overlays, errors), "files": np.array(files, dtype=object)}
 
 
 def _results(names, parts: list, overlays: list, errors: list) -> dict:
@@ -199,11 +212,6 @@ def segment_everything_on_ray(
     device defaults to cuda when workers have GPUs. on_result: called with each finished
     image's name (progress; raising KeyboardInterrupt there stops the run cleanly).
     """
-    if job.image_files.roots:
-        raise MobileSAMError(
-            "per-image mask and cutout PNGs (--masks-dir, --cutouts-dir) are written by one "
-            "process, not on Ray: leave out --engine ray for them"
-        )
     model = {"device": "cuda" if options.gpus_per_worker else "cpu", **model}
     started = time.perf_counter()
 
@@ -211,7 +219,7 @@ def segment_everything_on_ray(
         todo, redraw = [], []
         for path in files:
             part, key = job.done(path), job.key(path)
-            if part is None:
+            if part is None or not job.image_files.written(key):  # a PNG folder missing: again
                 todo.append({"name": key, "path": str(path), "image_id": ids[key]})
                 continue
             summary.skipped.append(key)
@@ -235,7 +243,13 @@ def segment_everything_on_ray(
             return
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 4 * options.num_workers))
         threads = max(1, int(options.cpus_per_worker))
-        kwargs = {"model": model, "options": job.options, "threads": threads, "overlays": job.overlays}
+        kwargs = {
+            "model": model,
+            "options": job.options,
+            "threads": threads,
+            "overlays": job.overlays,
+            "files": job.image_files,
+        }
         ds = _actor_pool(ds.map(_decode), worker, kwargs, options)
         for row in ds.iter_rows():
             name = str(row["name"])
@@ -245,7 +259,10 @@ def segment_everything_on_ray(
                 summary.failed[name] = str(row["error"])
                 job.say(f"{name}: FAILED: {row['error']}")
             else:
-                if job.overlays:  # before the part, as folder mode: a part means all is written
+                # Before the part, as folder mode: a part means all is written.
+                if job.image_files.roots:
+                    job.image_files.unpack(name, row["files"])
+                if job.overlays:
                     atomic_write_bytes(job.overlay_path(by_key[name]), row["overlay"])
                 job.save(by_key[name], json.loads(row["part"]))
                 summary.done.append(name)

@@ -440,3 +440,41 @@ def test_per_image_pngs_are_checked_before_any_compute(ckpt_vit_t, tmp_path, cap
     assert "done 1" in capsys.readouterr().out
     alpha = [v[..., 3] for v in _pngs(stickers / "a.jpg").values()]
     assert alpha and all(((a > 0) & (a < 255)).any() for a in alpha)
+
+
+def test_packed_pngs_unpack_to_the_files_write_makes(sam, tmp_path):
+    """A Ray worker packs an image's PNGs, the driver unpacks them: the same files as
+    `write` makes (none written by `pack` itself; an image with no masks gets its empty
+    folders); a zip with other names (a way out of the folder, a nested one) is refused,
+    nothing written."""
+    import io
+    import zipfile
+
+    def tree(root):
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        }
+
+    many = {"points_per_side": 2, "iou_thres": 0, "stability_score_thres": 0, "box_nms_thres": 1}
+    image = np.asarray(Image.open(IMAGES / "picture1.jpg").resize((160, 120)))
+    result = sam.segment_everything(image, keep_logits=True, **many)
+    none = sam.segment_everything(image, points_per_side=2, stability_score_thres=1.0)
+    assert len(result) == 12 and len(none) == 0
+    for edges in ({"soft": True}, {"dilate": 2}):
+        made, sent = tmp_path / "made" / str(edges), tmp_path / "sent" / str(edges)
+        ImageFiles(made / "m", made / "c", **edges).write("cam/p.jpg", result)
+        files = ImageFiles(sent / "m", sent / "c", **edges)
+        packed = files.pack(result)
+        assert not sent.exists()
+        files.unpack("cam/p.jpg", packed)
+        assert tree(made) == tree(sent) and len(tree(made)) == 12 + int(sum(result.areas > 0))
+    ImageFiles(tmp_path / "m").unpack("q.jpg", ImageFiles(tmp_path / "m").pack(none))
+    assert (tmp_path / "m" / "q.jpg").is_dir() and not list((tmp_path / "m" / "q.jpg").iterdir())
+
+    for name in ("masks/../../evil.png", "masks/sub/x.png", "x.png"):
+        bad = io.BytesIO()
+        with zipfile.ZipFile(bad, "w") as archive:
+            archive.writestr(name, b"x")
+        with pytest.raises(MobileSAMError, match="not a zip of mask and cutout PNGs"):
+            ImageFiles(tmp_path / "m2").unpack("p.jpg", bad.getvalue())
+    assert not (tmp_path / "m2").exists() and not list(tmp_path.rglob("evil.png"))

@@ -248,14 +248,41 @@ def test_boxes_to_masks_on_ray_equals_one_process(local_ray, photos, ckpt_vit_t,
     assert "done 0, skipped 3 (already done), failed 1" in capsys.readouterr().out
 
 
-def test_per_image_pngs_are_refused_on_ray(tmp_path):
-    """--masks-dir / --cutouts-dir are written by one process: refused before Ray starts."""
-    from mobilesam.batch import ImageFiles
-    from mobilesam.errors import MobileSAMError
+def _pngs(root) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
-    (tmp_path / "in").mkdir()
-    job = FolderJob(
-        tmp_path / "in", tmp_path / "out", OPTIONS, files=ImageFiles(None, tmp_path / "c"), **QUIET
-    )
-    with pytest.raises(MobileSAMError, match="not on Ray"):
-        segment_everything_on_ray(job, {"checkpoint": "unused"}, RayOptions())
+
+def test_per_image_pngs_on_ray_equal_folder_mode(local_ray, photos, ckpt_vit_t, tmp_path):
+    """--masks-dir and --cutouts-dir with --soft on Ray: the workers make the PNGs, the
+    driver writes the same files as folder mode, byte for byte (none for the corrupt
+    file); an image whose mask folder was removed is segmented again, the rest skipped."""
+    from mobilesam.batch import ImageFiles
+
+    def files(root):
+        return ImageFiles(root / "masks", root / "cutouts", soft=True)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU worker
+    try:
+        FolderJob(photos, tmp_path / "ref", OPTIONS, files=files(tmp_path / "ref"), **QUIET).run(
+            MobileSAM(ckpt_vit_t, device="cpu")
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+    def job():
+        return FolderJob(photos, tmp_path / "out", OPTIONS, files=files(tmp_path / "out"), **QUIET)
+
+    first = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
+    assert len(first.done) == 6 and list(first.failed) == ["9_corrupt.jpg"]
+    expected = _pngs(tmp_path / "ref" / "masks"), _pngs(tmp_path / "ref" / "cutouts")
+    assert len(expected[0]) >= 6 and len(expected[1]) >= 6
+    assert {name.split("/")[0] for name in expected[0]} == set(first.done)
+    assert (_pngs(tmp_path / "out" / "masks"), _pngs(tmp_path / "out" / "cutouts")) == expected
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "masks" / "2.jpg")
+    again = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
+    assert again.done == ["2.jpg"] and len(again.skipped) == 5
+    assert (_pngs(tmp_path / "out" / "masks"), _pngs(tmp_path / "out" / "cutouts")) == expected
