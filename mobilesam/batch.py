@@ -80,7 +80,12 @@ class ImageFiles:
 
     @property
     def roots(self) -> list[Path]:
-        return [Path(d) for d in (self.masks_dir, self.cutouts_dir) if d is not None]
+        return [root for _, root in self._folders()]
+
+    def _folders(self) -> list[tuple[str, Path]]:
+        """("masks" or "cutouts", its folder) for each kind of PNG asked for."""
+        pairs = (("masks", self.masks_dir), ("cutouts", self.cutouts_dir))
+        return [(kind, Path(root)) for kind, root in pairs if root is not None]
 
     @property
     def edges(self) -> dict | None:
@@ -92,21 +97,16 @@ class ImageFiles:
 
     def write(self, key: str, result: object) -> None:
         """The PNGs of image `key` from its `SegmentationResult` (kept logits for soft)."""
-        for root, save in ((self.masks_dir, result.save_masks), (self.cutouts_dir, result.save_cutouts)):
-            if root is not None:
-                _place(
-                    Path(root) / key,
-                    lambda folder, save=save: save(folder, dilate=self.dilate, soft=self.soft),
-                )
+        for kind, root in self._folders():
+            save = result.save_masks if kind == "masks" else result.save_cutouts
+            _place(root / key, lambda folder, save=save: save(folder, dilate=self.dilate, soft=self.soft))
 
     def pack(self, result: object) -> bytes:
         """The PNGs `write` would write, as one uncompressed zip (`masks/mask_000.png`,
         `cutouts/cutout_000.png`, ...): made where the model ran (a Ray worker), written
         by `unpack` where the outputs are."""
         with tempfile.TemporaryDirectory() as tmp:
-            kinds = [
-                kind for kind, root in (("masks", self.masks_dir), ("cutouts", self.cutouts_dir)) if root
-            ]
+            kinds = [kind for kind, _ in self._folders()]
             replace(self, **{f"{kind}_dir": Path(tmp) / kind for kind in kinds}).write("image", result)
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
@@ -121,16 +121,14 @@ class ImageFiles:
             members = [(name.split("/"), name) for name in archive.namelist()]
             if any(len(parts) != 2 or parts[1] in ("", ".", "..") for parts, _ in members):
                 raise MobileSAMError(f"{key}: not a zip of mask and cutout PNGs")
-            for kind, root in (("masks", self.masks_dir), ("cutouts", self.cutouts_dir)):
-                if root is None:
-                    continue
+            for kind, root in self._folders():
 
                 def fill(folder: Path, kind: str = kind) -> None:
                     for (head, file), name in members:
                         if head == kind:
                             (folder / file).write_bytes(archive.read(name))
 
-                _place(Path(root) / key, fill)
+                _place(root / key, fill)
 
 
 def _place(final: Path, fill: Callable[[Path], None]) -> None:

@@ -51,15 +51,35 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def folder_mode(photos, ckpt_vit_t, tmp_path_factory):
-    """The reference: folder mode in this process, one thread like a 1-CPU Ray worker."""
+    """The reference: folder mode in this process, one thread like a 1-CPU Ray worker (the
+    float sums, and a few edge pixels with them, depend on the thread count); its COCO
+    and, in its folder, the per-image PNGs with soft edges (`_pngs`)."""
     out = tmp_path_factory.mktemp("folder_mode")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        FolderJob(photos, out, OPTIONS, **QUIET).run(MobileSAM(ckpt_vit_t, device="cpu"))
+        FolderJob(photos, out, OPTIONS, files=_soft_pngs(out), **QUIET).run(
+            MobileSAM(ckpt_vit_t, device="cpu")
+        )
     finally:
         torch.set_num_threads(threads)
-    return json.loads((out / "annotations.json").read_text())
+    return {**json.loads((out / "annotations.json").read_text()), "pngs": _pngs(out)}
+
+
+def _soft_pngs(root):
+    from mobilesam.batch import ImageFiles
+
+    return ImageFiles(root / "masks", root / "cutouts", soft=True)
+
+
+def _pngs(root, under: str = "") -> dict:
+    """Every per-image PNG's bytes, by its path under masks/ or cutouts/ (and `under`)."""
+    return {
+        f"{kind}/{p.relative_to(root / kind / under).as_posix()}": p.read_bytes()
+        for kind in ("masks", "cutouts")
+        for p in sorted((root / kind / under).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _model(ckpt) -> dict:
@@ -91,7 +111,10 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     the same pixels as folder mode draws from the saved masks; a rerun redraws missing
     overlays of finished images without segmenting them again, and says which it cannot.
     The photos sit in a subfolder, read with --recursive: each image is known by its path
-    (`sub/0.jpg`) in the ids, parts, overlays and COCO, as in folder mode."""
+    (`sub/0.jpg`) in the ids, parts, overlays and COCO, as in folder mode.
+    --masks-dir and --cutouts-dir with --soft: the workers make the PNGs, the driver writes
+    the same files as folder mode, byte for byte (none for the corrupt file); an image
+    whose mask folder was removed is segmented again, the rest skipped."""
     import shutil
 
     from mobilesam.batch import result_from_part
@@ -107,7 +130,8 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
             raise KeyboardInterrupt
 
     def job():
-        return FolderJob(src, out, OPTIONS, overlays=True, progress=said.append, recursive=True)
+        files = _soft_pngs(out)
+        return FolderJob(src, out, OPTIONS, overlays=True, progress=said.append, recursive=True, files=files)
 
     first = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions(), on_result=stop_after_two)
     assert first.interrupted and len(first.done) + len(first.failed) == 2
@@ -119,6 +143,7 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     for record in coco["images"] + coco["failures"]:
         record["file_name"] = record["file_name"].removeprefix("sub/")  # folder mode ran in photos/
     _same_coco(coco, folder_mode)
+    assert len(folder_mode["pngs"]) >= 12 and _pngs(out, "sub") == folder_mode["pngs"]
 
     overlays = sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
     assert overlays == sorted(f"{name}.png" for name in done)
@@ -133,8 +158,10 @@ def test_ray_equals_folder_mode_resumes_and_draws_overlays(
     for name in done[:2]:
         (out / "overlays" / f"{name}.png").unlink()
     (src / done[1]).write_bytes(b"gone bad since")  # a finished image that cannot be read now
+    shutil.rmtree(out / "masks" / done[2])
     again = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
-    assert not again.done and len(again.skipped) == 6
+    assert again.done == [done[2]] and len(again.skipped) == 5
+    assert _pngs(out, "sub") == folder_mode["pngs"]
     np.testing.assert_array_equal(
         np.asarray(Image.open(out / "overlays" / f"{done[0]}.png")), expected[done[0]]
     )
@@ -246,43 +273,3 @@ def test_boxes_to_masks_on_ray_equals_one_process(local_ray, photos, ckpt_vit_t,
     capsys.readouterr()
     assert main(args) == 1
     assert "done 0, skipped 3 (already done), failed 1" in capsys.readouterr().out
-
-
-def _pngs(root) -> dict:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def test_per_image_pngs_on_ray_equal_folder_mode(local_ray, photos, ckpt_vit_t, tmp_path):
-    """--masks-dir and --cutouts-dir with --soft on Ray: the workers make the PNGs, the
-    driver writes the same files as folder mode, byte for byte (none for the corrupt
-    file); an image whose mask folder was removed is segmented again, the rest skipped."""
-    from mobilesam.batch import ImageFiles
-
-    def files(root):
-        return ImageFiles(root / "masks", root / "cutouts", soft=True)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a 1-CPU worker
-    try:
-        FolderJob(photos, tmp_path / "ref", OPTIONS, files=files(tmp_path / "ref"), **QUIET).run(
-            MobileSAM(ckpt_vit_t, device="cpu")
-        )
-    finally:
-        torch.set_num_threads(threads)
-
-    def job():
-        return FolderJob(photos, tmp_path / "out", OPTIONS, files=files(tmp_path / "out"), **QUIET)
-
-    first = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
-    assert len(first.done) == 6 and list(first.failed) == ["9_corrupt.jpg"]
-    expected = _pngs(tmp_path / "ref" / "masks"), _pngs(tmp_path / "ref" / "cutouts")
-    assert len(expected[0]) >= 6 and len(expected[1]) >= 6
-    assert {name.split("/")[0] for name in expected[0]} == set(first.done)
-    assert (_pngs(tmp_path / "out" / "masks"), _pngs(tmp_path / "out" / "cutouts")) == expected
-
-    import shutil
-
-    shutil.rmtree(tmp_path / "out" / "masks" / "2.jpg")
-    again = segment_everything_on_ray(job(), _model(ckpt_vit_t), RayOptions())
-    assert again.done == ["2.jpg"] and len(again.skipped) == 5
-    assert (_pngs(tmp_path / "out" / "masks"), _pngs(tmp_path / "out" / "cutouts")) == expected
