@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from .image_io import visible_files
 from .options import EVERYTHING, check_decoder_precision, generator_kwargs
 from .prompts import parse_float
 from .result import _check_soft
-from .utils.files import atomic_write_text, check_output_dir
+from .utils.files import atomic_write_text, check_output_dir, replace_folder
 
 
 @dataclass
@@ -99,7 +98,9 @@ class ImageFiles:
         """The PNGs of image `key` from its `SegmentationResult` (kept logits for soft)."""
         for kind, root in self._folders():
             save = result.save_masks if kind == "masks" else result.save_cutouts
-            _place(root / key, lambda folder, save=save: save(folder, dilate=self.dilate, soft=self.soft))
+            replace_folder(
+                root / key, lambda folder, save=save: save(folder, dilate=self.dilate, soft=self.soft)
+            )
 
     def pack(self, result: object) -> bytes:
         """The PNGs `write` would write, as one uncompressed zip (`masks/mask_000.png`,
@@ -128,19 +129,7 @@ class ImageFiles:
                         if head == kind:
                             (folder / file).write_bytes(archive.read(name))
 
-                _place(root / key, fill)
-
-
-def _place(final: Path, fill: Callable[[Path], None]) -> None:
-    """Make folder `final` whole or not at all: `fill` a partial folder beside it, then
-    rename it into place (replacing an earlier run's, interrupted before its part)."""
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
-    partial.mkdir(parents=True)
-    fill(partial)
-    if final.is_dir():
-        shutil.rmtree(final)
-    partial.rename(final)
+                replace_folder(root / key, fill)
 
 
 def run_options(options: dict | None) -> dict:

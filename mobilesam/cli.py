@@ -406,11 +406,16 @@ def _convert(args: argparse.Namespace) -> int:
             f"(from {kind} labels; {'; '.join(notes)})"
         )
         return 0
+    if args.to == "masks" and args.tolerance is not None:
+        raise MobileSAMError(
+            "--tolerance simplifies traced outlines; --to masks writes the masks as they are"
+        )
     tolerance = 1.0 if args.tolerance is None else args.tolerance
     done = convert(args.source, args.to, args.out, tolerance, images=args.images, classes=args.classes)
     notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
     if done.crowd:
-        kept = {"coco-polygon": "kept as RLE", "labelme": "drawn as polygons"}.get(args.to, "left out")
+        kept = {"coco-polygon": "kept as RLE", "labelme": "drawn as polygons", "masks": "written as masks"}
+        kept = kept.get(args.to, "left out")
         notes.append(f"{done.crowd} crowd regions {kept}")
     note = f" ({'; '.join(notes)})" if notes else ""
     print(
@@ -847,7 +852,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser(
         "convert",
-        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels; YOLO, VOC or LabelMe labels to COCO",
+        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels, or mask PNGs; "
+        "YOLO, VOC or LabelMe labels to COCO",
         allow_abbrev=False,
     )
     con.add_argument(
@@ -858,13 +864,16 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--to",
         required=True,
-        choices=["coco-polygon", "yolo", "labelme", "coco"],
+        choices=["coco-polygon", "yolo", "labelme", "masks", "coco"],
         help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
-        "labelme: a folder of FILE.json per image (never overwritten); coco: a folder of YOLO, VOC "
+        "labelme: a folder of FILE.json per image (never overwritten); masks: a folder of FILE/ID.png "
+        "per annotation (RLE or polygons, 255 inside; each image's folder replaced whole); coco: a folder of YOLO, VOC "
         "or LabelMe labels (boxes, polygons, masks) as one COCO JSON file",
     )
     con.add_argument(
-        "--out", required=True, help="the JSON file (coco-polygon, coco) or folder (yolo, labelme) to write"
+        "--out",
+        required=True,
+        help="the JSON file (coco-polygon, coco) or folder (yolo, labelme, masks) to write",
     )
     con.add_argument(
         "--tolerance",

@@ -1,6 +1,7 @@
 """COCO JSON with RLE masks (what `mobilesam everything`, `--json` and the UI's export write)
-to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels; and a folder of
-YOLO or Pascal VOC label files to COCO JSON (`label_files`). Needs no torch.
+to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels or LabelMe files;
+to one mask PNG per annotation; and a folder of YOLO, Pascal VOC or LabelMe label files to
+COCO JSON (`label_files`). Needs no torch.
 
 The input is read and every annotation converted before anything is written, so a bad
 annotation stops the run with its id and leaves no half-written output.
@@ -14,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from PIL import Image
 
 from .errors import ConvertError
 from .label_files import read_folder
 from .result import yolo_line
 from .utils import rle
-from .utils.files import atomic_write_text, check_output_dir, check_output_file
-from .utils.polygons import join_polygons, mask_to_polygons
+from .utils.files import atomic_write_text, check_output_dir, check_output_file, replace_folder
+from .utils.polygons import fill_polygons, join_polygons, mask_to_polygons
 
-FORMATS = ("coco-polygon", "yolo", "labelme", "coco")
+FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "coco")
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
@@ -243,8 +245,9 @@ def convert(
     classes: str | Path | None = None,
 ) -> Converted:
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file), "yolo" (out:
-    a folder of labels/ and classes.txt, `yolo_files`) or "labelme" (out: a folder of one
-    JSON file per image; `images`: the images' folder, for the files' `imagePath`). Or
+    a folder of labels/ and classes.txt, `yolo_files`), "labelme" (out: a folder of one
+    JSON file per image; `images`: the images' folder, for the files' `imagePath`) or
+    "masks" (out: a folder of one PNG per annotation, `to_masks`). Or
     convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
     folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
     `label_files`)."""
@@ -274,6 +277,9 @@ def convert(
         converted = to_coco_polygons(coco, tolerance)
         files = [atomic_write_text(out, json.dumps(converted))]
         written = len(converted["annotations"])
+    elif to == "masks":
+        files = to_masks(coco, out)
+        written = len(files)
     elif to == "labelme":
         check_output_dir(out)
 
@@ -295,6 +301,79 @@ def convert(
         files = [atomic_write_text(out / path, text) for path, text in yolo_files(labels, names).items()]
         written = sum(text.count("\n") for text in labels.values()) + crowd
     return Converted(files, len(coco["images"]), total, total - written, crowd)
+
+
+def _mask_plan(coco: dict) -> list[tuple[PurePosixPath, list[tuple[str, dict, tuple[int, int]]]]]:
+    """Every image's folder (its file_name) and its annotations' PNG names (`<id>.png`),
+    each annotation checked as far as it can be without decoding it: a bad one is a
+    `ConvertError` naming it, found before anything is written."""
+    plan: dict[object, tuple[PurePosixPath, dict, dict]] = {}  # by image id: folder, image, PNGs
+    owner: dict[PurePosixPath, object] = {}
+    for image in coco["images"]:
+        if not isinstance(image, dict):
+            raise ConvertError(f"image {image!r} is not a record")
+        folder = relative_name(image, f"image_{image.get('id')}")
+        if folder in owner or image.get("id") in plan:
+            raise ConvertError(f"image {image.get('id')!r}: a second image with its id or file_name")
+        owner[folder], plan[image.get("id")] = image.get("id"), (folder, image, {})
+    for ann in coco.get("annotations", []):
+        try:
+            if ann.get("image_id") not in plan:
+                raise ValueError(f"its image_id {ann.get('image_id')!r} is not in 'images'")
+            _, image, pngs = plan[ann["image_id"]]
+            name = f"{ann['id']}.png"
+            if "/" in name or "\\" in name or name.startswith("."):
+                raise ValueError("its id cannot name a file")
+            if name in pngs:
+                raise ValueError(f"a second annotation of image {ann['image_id']!r} with this id")
+            size = _size(image, ann)
+            if size is None:
+                raise ValueError("its image has no width and height")
+            seg = ann.get("segmentation")
+            if not has_mask(ann):
+                raise ValueError(NO_MASK)
+            if isinstance(seg, dict):
+                if (
+                    tuple(int(v) for v in seg["size"]) != size
+                    or int(rle._counts(seg).sum()) != size[0] * size[1]
+                ):
+                    raise ValueError(f"its RLE is no {size[0]}x{size[1]} mask, its image's size")
+            elif not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
+                raise ValueError("its segmentation is neither RLE nor a list of polygons")
+            pngs[name] = ann, size
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            where = ann.get("id") if isinstance(ann, dict) else ann
+            raise ConvertError(f"annotation {where!r}: {exc}") from None
+    return [(folder, [(name, *rest) for name, rest in pngs.items()]) for folder, _, pngs in plan.values()]
+
+
+def to_masks(coco: dict, out: Path) -> list[Path]:
+    """One 8-bit PNG per annotation (255 inside), `out/<file_name>/<id>.png`: RLE decoded,
+    polygons filled (`fill_polygons`), crowd regions too; every image gets its folder
+    (empty if nothing was found in it), written whole (`replace_folder`). Every annotation
+    is checked first; the masks are decoded one at a time."""
+    plan = _mask_plan(coco)
+    check_output_dir(out)
+    taken = [
+        str(out / folder) for folder, _ in plan if (out / folder).exists() and not (out / folder).is_dir()
+    ]
+    if taken:  # such as the images themselves, with --out their folder
+        raise ConvertError(f"{taken[0]} is a file, where the masks of its image go: choose another --out")
+    files = []
+
+    def fill(folder: Path, pngs: list) -> None:
+        for name, ann, size in pngs:
+            seg = ann["segmentation"]
+            if isinstance(seg, dict):
+                mask = rle.decode(seg)
+            else:
+                mask = fill_polygons([np.asarray(q, dtype=np.float64).reshape(-1, 2) for q in seg], size)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(folder / name, "PNG")
+
+    for folder, pngs in plan:
+        final = replace_folder(out / folder, lambda partial, pngs=pngs: fill(partial, pngs))
+        files += [final / name for name, _, _ in pngs]
+    return files
 
 
 def _object_count(shapes: list[dict]) -> int:

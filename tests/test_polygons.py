@@ -298,3 +298,104 @@ def test_yolo_labels_of_an_image_named_classes_keep_the_class_list(tmp_path):
     convert(tmp_path / "c.json", "yolo", tmp_path / "y")
     assert (tmp_path / "y" / "classes.txt").read_text() == "cup\n"
     assert (tmp_path / "y" / "labels" / "classes.txt").read_text() == "0 1 0 1 1 0 1 0 0\n"
+
+
+def _centres_inside(poly: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The reference fill, one pixel centre at a time: a ray to the right crosses the
+    outline an odd number of times (an edge counts for the lines in [its top, its bottom),
+    and where it passes through the centre, not: a centre on a left edge is inside)."""
+    out = np.zeros(size, dtype=bool)
+    a, b = poly, np.roll(poly, -1, axis=0)
+    for r, c in np.ndindex(*size):
+        x, y, odd = c + 0.5, r + 0.5, False
+        for (x0, y0), (x1, y1) in zip(a, b):
+            if min(y0, y1) <= y < max(y0, y1) and x0 + (y - y0) * (x1 - x0) / (y1 - y0) > x:
+                odd = not odd
+        out[r, c] = odd
+    return out
+
+
+def test_fill_polygons_of_any_outline():
+    """Outlines from elsewhere (float vertices, on pixel-centre lines too, reaching out of
+    the image): each pixel centre's ray test, and pycocotools on a vertex where the outline
+    passes through a centre line (the fill dropped that row before)."""
+    rng = np.random.default_rng(3)
+    for k in range(40):
+        poly = rng.uniform(-4, 24, (int(rng.integers(3, 9)), 2))
+        if k % 2:
+            poly = np.round(poly * 2) / 2  # vertices on the centre lines and pixel edges
+        assert np.array_equal(fill_polygons([poly], (18, 21)), _centres_inside(poly, (18, 21))), poly
+    through = np.array([[2, 2], [12, 5.5], [18, 12], [4, 14], [1, 5.5]])
+    filled = fill_polygons([through], (16, 20))
+    assert filled[5].sum() == 11 and np.array_equal(filled[5], _coco_fill([through], (16, 20))[5])
+
+
+def test_convert_to_mask_pngs(tmp_path, capsys):
+    """--to masks: one PNG per annotation, FILE/ID.png, 255 inside: RLE masks as they are,
+    polygons filled, a crowd region too; an image with nothing gets an empty folder; a
+    rerun replaces each image's folder whole; bad input refused before anything is
+    written."""
+    from PIL import Image
+
+    from mobilesam.errors import OutputError
+
+    src, _ = _coco_file(tmp_path)
+    coco = json.loads(src.read_text())
+    coco["annotations"][1]["iscrowd"] = 1
+    polygons = [{**a, "id": a["id"] + 10, "iscrowd": 0} for a in convert_polygons(coco)]
+    coco["annotations"] += polygons
+    src.write_text(json.dumps(coco))
+    out = tmp_path / "masks"
+    (out / "cam1" / "a.jpg").mkdir(parents=True)
+    (out / "cam1" / "a.jpg" / "99.png").write_bytes(b"an earlier run's")
+    assert main(["convert", str(src), "--to", "masks", "--out", str(out)]) == 0
+    assert "masks: 4 masks of 2 images, 4 files" in capsys.readouterr().out
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "b.png",
+        "cam1",
+        "cam1/a.jpg",
+        "cam1/a.jpg/1.png",
+        "cam1/a.jpg/11.png",
+        "cam1/a.jpg/12.png",
+        "cam1/a.jpg/2.png",
+    ]
+    pngs = {p.stem: np.asarray(Image.open(p)) for p in (out / "cam1" / "a.jpg").iterdir()}
+    assert all(v.dtype == np.uint8 and set(np.unique(v)) <= {0, 255} for v in pngs.values())
+    for ann in coco["annotations"][:2]:
+        expected = rle.decode(ann["segmentation"])
+        assert np.array_equal(pngs[str(ann["id"])] == 255, expected)
+        assert np.array_equal(pngs[str(ann["id"] + 10)] == 255, expected)  # traced exactly, filled back
+
+    def refused(data, match):
+        path = tmp_path / "in.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(ConvertError, match=match):
+            convert(path, "masks", tmp_path / "fresh")
+        assert not (tmp_path / "fresh").exists()
+
+    anns = coco["annotations"]
+    refused({**coco, "annotations": [anns[0], {**anns[2], "id": 1}]}, "annotation 1: a second annotation")
+    refused({**coco, "annotations": [{**anns[0], "id": "../x"}]}, "its id cannot name a file")
+    small = {**anns[0], "id": 5, "segmentation": rle.encode(np.ones((4, 5), bool))}
+    refused({**coco, "annotations": [anns[0], small]}, "annotation 5: its RLE is no 40x50 mask")
+    short = {**anns[0], "segmentation": {"size": [40, 50], "counts": [5, 10]}}
+    refused({**coco, "annotations": [short]}, "RLE is no 40x50 mask")
+    refused({**coco, "annotations": [{**anns[0], "segmentation": []}]}, "boxes-to-masks")
+    images = [coco["images"][0], {**coco["images"][1], "file_name": "cam1/a.jpg"}]
+    refused({**coco, "images": images}, "a second image")
+    (tmp_path / "fresh").write_text("a file")
+    with pytest.raises(OutputError, match=r"output folder .* is a file"):
+        convert(src, "masks", tmp_path / "fresh")
+    photos = tmp_path / "photos"
+    (photos / "cam1").mkdir(parents=True)
+    (photos / "b.png").write_bytes(b"the image")
+    with pytest.raises(ConvertError, match=r"b\.png is a file, where the masks of its image go"):
+        convert(src, "masks", photos)
+    assert (photos / "b.png").read_bytes() == b"the image" and not (photos / "cam1" / "a.jpg").exists()
+    assert main(["convert", str(src), "--to", "masks", "--out", str(out), "--tolerance", "1"]) == 2
+
+
+def convert_polygons(coco: dict) -> list[dict]:
+    from mobilesam.convert import to_coco_polygons
+
+    return to_coco_polygons(coco, tolerance=0)["annotations"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -66,3 +67,18 @@ def check_output_file(path: str | os.PathLike) -> Path:
         raise OutputError(f"output file {path} is a folder")
     check_output_dir(path.parent)  # "." for a bare file name
     return path
+
+
+def replace_folder(final: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Make folder `final` whole or not at all: `fill` a partial folder beside it
+    (`.NAME.partial`, one left by an interrupted run removed first), then rename it into
+    place, replacing the folder there."""
+    final = Path(final)
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    fill(partial)
+    if final.is_dir():
+        shutil.rmtree(final)
+    partial.rename(final)
+    return final

@@ -231,23 +231,38 @@ def mask_to_polygon(mask: np.ndarray, tolerance: float = 0.0, holes: bool = True
 def fill_polygons(polygons: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """Polygons -> HxW bool mask: the pixel centres inside any of them (each filled by the
     even-odd rule; several are a union, as COCO's). The inverse of `mask_to_polygons` at
-    tolerance 0."""
+    tolerance 0; a polygon from elsewhere fills as pycocotools does but on some pixels its
+    outline passes close to. An edge counts for the centre lines in [its top, its bottom),
+    so an outline through a pixel centre's line at a vertex crosses it once; a centre on a
+    left or top edge is inside, on a right or bottom edge outside."""
     h, w = size
+    loops = [q for q in (np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons) if len(q) >= 3]
+    if not loops:
+        return np.zeros((h, w), dtype=bool)
+    # Every polygon's edges at once: vertex i runs to vertex i + 1 of its own polygon.
+    sizes = np.array([len(q) for q in loops])
+    x0, y0 = np.concatenate(loops).T
+    ahead = np.arange(len(x0)) + 1
+    ahead[np.cumsum(sizes) - 1] = np.cumsum(sizes) - sizes
+    x1, y1, owner = x0[ahead], y0[ahead], np.repeat(np.arange(len(loops)), sizes)
+    # Rows whose centre line y = r + 0.5 an edge crosses, half-open: lo <= r + 0.5 < hi.
+    lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
+    first = np.clip(np.ceil(lo - 0.5), 0, h).astype(np.int64)
+    count = np.maximum(np.clip(np.ceil(hi - 0.5), 0, h).astype(np.int64) - first, 0)
+    if not count.any():
+        return np.zeros((h, w), dtype=bool)
+    edge = np.repeat(np.arange(len(x0)), count)  # each edge's rows: first, first + 1, ...
+    rows = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+    x = x0[edge] + (rows + 0.5 - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    # Per polygon and row, crossings left to right: inside between pairs (even-odd).
+    order = np.lexsort((x, rows, owner[edge]))
+    rows, cols = rows[order], np.clip(np.ceil(x[order] - 0.5), 0, w).astype(np.int64)
+    # Columns whose centre c + 0.5 lies in [x_in, x_out): +1 / -1 per row, summed over the
+    # polygons (a union: covered by one or more), within the rows and columns they reach.
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    flat = (rows - r0) * (c1 - c0) + (cols - c0)
+    n = (r1 - r0) * (c1 - c0)
+    diff = np.bincount(flat[0::2], minlength=n) - np.bincount(flat[1::2], minlength=n)
     out = np.zeros((h, w), dtype=bool)
-    ys = np.arange(h) + 0.5
-    xs = np.arange(w) + 0.5
-    for poly in polygons:
-        a = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-        if len(a) < 3:
-            continue
-        b = np.roll(a, -1, axis=0)
-        flip = np.zeros((h, w + 1), dtype=bool)
-        for (x0, y0), (x1, y1) in zip(a, b):
-            if y0 == y1:
-                continue
-            rows = np.flatnonzero((ys > min(y0, y1)) & (ys < max(y0, y1)))
-            at_x = x0 + (ys[rows] - y0) * (x1 - x0) / (y1 - y0)
-            col = np.clip(np.searchsorted(xs, at_x), 0, w)  # first pixel centre right of it
-            np.logical_xor.at(flip, (rows, col), True)
-        out |= np.logical_xor.accumulate(flip, axis=1)[:, :w]
+    out[r0:r1, c0 : c1 - 1] = np.cumsum(diff.reshape(r1 - r0, c1 - c0), axis=1)[:, :-1] > 0
     return out
