@@ -3,8 +3,8 @@ to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels or Label
 to one mask PNG per annotation; and a folder of YOLO, Pascal VOC or LabelMe label files to
 COCO JSON (`label_files`). Needs no torch.
 
-The input is read and every annotation converted before anything is written, so a bad
-annotation stops the run with its id and leaves no half-written output.
+The input is read and every annotation converted (for mask PNGs: checked) before anything
+is written, so a bad annotation stops the run with its id and leaves no half-written output.
 """
 
 from __future__ import annotations
@@ -308,14 +308,15 @@ def _mask_plan(coco: dict) -> list[tuple[PurePosixPath, list[tuple[str, dict, tu
     each annotation checked as far as it can be without decoding it: a bad one is a
     `ConvertError` naming it, found before anything is written."""
     plan: dict[object, tuple[PurePosixPath, dict, dict]] = {}  # by image id: folder, image, PNGs
-    owner: dict[PurePosixPath, object] = {}
+    folders: set[PurePosixPath] = set()
     for image in coco["images"]:
         if not isinstance(image, dict):
             raise ConvertError(f"image {image!r} is not a record")
         folder = relative_name(image, f"image_{image.get('id')}")
-        if folder in owner or image.get("id") in plan:
+        if folder in folders or image.get("id") in plan:
             raise ConvertError(f"image {image.get('id')!r}: a second image with its id or file_name")
-        owner[folder], plan[image.get("id")] = image.get("id"), (folder, image, {})
+        folders.add(folder)
+        plan[image.get("id")] = folder, image, {}
     for ann in coco.get("annotations", []):
         try:
             if ann.get("image_id") not in plan:

@@ -11,9 +11,9 @@ worker, on a GPU when the workers have one); the driver streams the results back
 writes them. Segment everything writes exactly what folder mode writes (`batch.py`: one
 part per image, the same ids, options record, lock and annotations.json; overlays and
 per-image mask and cutout PNGs made by the workers), so the two engines resume each
-other's runs. The teacher cache's
-workers write their own shard files (one per batch) and index fragments; the driver
-merges them into index.json (also the fragments a killed run left). Needs the `ray` extra.
+other's runs. The teacher cache's workers write their own shard files (one per batch)
+and index fragments; the driver merges them into index.json (also the fragments a killed
+run left). Needs the `ray` extra.
 """
 
 from __future__ import annotations
