@@ -406,15 +406,20 @@ def _convert(args: argparse.Namespace) -> int:
             f"(from {kind} labels; {'; '.join(notes)})"
         )
         return 0
-    if args.to == "masks" and args.tolerance is not None:
+    if args.to in ("masks", "label-maps") and args.tolerance is not None:
         raise MobileSAMError(
-            "--tolerance simplifies traced outlines; --to masks writes the masks as they are"
+            f"--tolerance simplifies traced outlines; --to {args.to} writes the masks as they are"
         )
     tolerance = 1.0 if args.tolerance is None else args.tolerance
     done = convert(args.source, args.to, args.out, tolerance, images=args.images, classes=args.classes)
     notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
     if done.crowd:
-        kept = {"coco-polygon": "kept as RLE", "labelme": "drawn as polygons", "masks": "written as masks"}
+        kept = {
+            "coco-polygon": "kept as RLE",
+            "labelme": "drawn as polygons",
+            "masks": "written as masks",
+            "label-maps": "painted with their class",
+        }
         kept = kept.get(args.to, "left out")
         notes.append(f"{done.crowd} crowd regions {kept}")
     note = f" ({'; '.join(notes)})" if notes else ""
@@ -864,16 +869,18 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--to",
         required=True,
-        choices=["coco-polygon", "yolo", "labelme", "masks", "coco"],
+        choices=["coco-polygon", "yolo", "labelme", "masks", "label-maps", "coco"],
         help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
         "labelme: a folder of FILE.json per image (never overwritten); masks: a folder of FILE/ID.png "
-        "per annotation (RLE or polygons, 255 inside; each image's folder replaced whole); coco: a folder of YOLO, VOC "
+        "per annotation (RLE or polygons, 255 inside; each image's folder replaced whole); label-maps: a "
+        "folder of FILE.png per image, pixel = class (0 background, i the i-th category by id; "
+        "classes.txt names them; never overwritten); coco: a folder of YOLO, VOC "
         "or LabelMe labels (boxes, polygons, masks) as one COCO JSON file",
     )
     con.add_argument(
         "--out",
         required=True,
-        help="the JSON file (coco-polygon, coco) or folder (yolo, labelme, masks) to write",
+        help="the JSON file (coco-polygon, coco) or folder (yolo, labelme, masks, label-maps) to write",
     )
     con.add_argument(
         "--tolerance",

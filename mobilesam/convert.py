@@ -1,6 +1,6 @@
 """COCO JSON with RLE masks (what `mobilesam everything`, `--json` and the UI's export write)
 to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels or LabelMe files;
-to one mask PNG per annotation; and a folder of YOLO, Pascal VOC or LabelMe label files to
+to one mask PNG per annotation or one class-index PNG per image; and a folder of YOLO, Pascal VOC or LabelMe label files to
 COCO JSON (`label_files`). Needs no torch.
 
 The input is read and every annotation converted (for mask PNGs: checked) before anything
@@ -21,10 +21,10 @@ from .errors import ConvertError
 from .label_files import read_folder
 from .result import yolo_line
 from .utils import rle
-from .utils.files import atomic_write_text, check_output_dir, check_output_file, replace_folder
+from .utils.files import atomic_write, atomic_write_text, check_output_dir, check_output_file, replace_folder
 from .utils.polygons import fill_polygons, join_polygons, mask_to_polygons
 
-FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "coco")
+FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "coco")
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
@@ -247,7 +247,8 @@ def convert(
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file), "yolo" (out:
     a folder of labels/ and classes.txt, `yolo_files`), "labelme" (out: a folder of one
     JSON file per image; `images`: the images' folder, for the files' `imagePath`) or
-    "masks" (out: a folder of one PNG per annotation, `to_masks`). Or
+    "masks" (out: a folder of one PNG per annotation, `to_masks`) or "label-maps" (out: a
+    folder of one class-index PNG per image and classes.txt, `to_label_maps`). Or
     convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
     folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
     `label_files`)."""
@@ -280,6 +281,9 @@ def convert(
     elif to == "masks":
         files = to_masks(coco, out)
         written = len(files)
+    elif to == "label-maps":
+        files = to_label_maps(coco, out)
+        written = total
     elif to == "labelme":
         check_output_dir(out)
 
@@ -303,30 +307,22 @@ def convert(
     return Converted(files, len(coco["images"]), total, total - written, crowd)
 
 
-def _mask_plan(coco: dict) -> list[tuple[PurePosixPath, list[tuple[str, dict, tuple[int, int]]]]]:
-    """Every image's folder (its file_name) and its annotations' PNG names (`<id>.png`),
-    each annotation checked as far as it can be without decoding it: a bad one is a
-    `ConvertError` naming it, found before anything is written."""
-    plan: dict[object, tuple[PurePosixPath, dict, dict]] = {}  # by image id: folder, image, PNGs
-    folders: set[PurePosixPath] = set()
+def _checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, int]]]]]:
+    """(image record, [(annotation, the image's size)]) per image: each annotation checked
+    as far as it can be without decoding it (its image, the image's size, a mask of that
+    size), a bad one a `ConvertError` naming it, found before anything is written."""
+    checked: dict[object, tuple[dict, list]] = {}
     for image in coco["images"]:
         if not isinstance(image, dict):
             raise ConvertError(f"image {image!r} is not a record")
-        folder = relative_name(image, f"image_{image.get('id')}")
-        if folder in folders or image.get("id") in plan:
-            raise ConvertError(f"image {image.get('id')!r}: a second image with its id or file_name")
-        folders.add(folder)
-        plan[image.get("id")] = folder, image, {}
+        if image.get("id") in checked:
+            raise ConvertError(f"image {image.get('id')!r}: a second image with this id")
+        checked[image.get("id")] = image, []
     for ann in coco.get("annotations", []):
         try:
-            if ann.get("image_id") not in plan:
+            if ann.get("image_id") not in checked:
                 raise ValueError(f"its image_id {ann.get('image_id')!r} is not in 'images'")
-            _, image, pngs = plan[ann["image_id"]]
-            name = f"{ann['id']}.png"
-            if "/" in name or "\\" in name or name.startswith("."):
-                raise ValueError("its id cannot name a file")
-            if name in pngs:
-                raise ValueError(f"a second annotation of image {ann['image_id']!r} with this id")
+            image, anns = checked[ann["image_id"]]
             size = _size(image, ann)
             if size is None:
                 raise ValueError("its image has no width and height")
@@ -341,11 +337,22 @@ def _mask_plan(coco: dict) -> list[tuple[PurePosixPath, list[tuple[str, dict, tu
                     raise ValueError(f"its RLE is no {size[0]}x{size[1]} mask, its image's size")
             elif not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
                 raise ValueError("its segmentation is neither RLE nor a list of polygons")
-            pngs[name] = ann, size
+            anns.append((ann, size))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            where = ann.get("id") if isinstance(ann, dict) else ann
-            raise ConvertError(f"annotation {where!r}: {exc}") from None
-    return [(folder, [(name, *rest) for name, rest in pngs.items()]) for folder, _, pngs in plan.values()]
+            raise ConvertError(f"annotation {_ann_id(ann)!r}: {exc}") from None
+    return list(checked.values())
+
+
+def _ann_id(ann: object) -> object:
+    return ann.get("id") if isinstance(ann, dict) else ann
+
+
+def _decoded(ann: dict, size: tuple[int, int]) -> np.ndarray:
+    """A checked annotation's mask: RLE decoded, polygons filled (`fill_polygons`)."""
+    seg = ann["segmentation"]
+    if isinstance(seg, dict):
+        return rle.decode(seg)
+    return fill_polygons([np.asarray(q, dtype=np.float64).reshape(-1, 2) for q in seg], size)
 
 
 def to_masks(coco: dict, out: Path) -> list[Path]:
@@ -353,27 +360,87 @@ def to_masks(coco: dict, out: Path) -> list[Path]:
     polygons filled (`fill_polygons`), crowd regions too; every image gets its folder
     (empty if nothing was found in it), written whole (`replace_folder`). Every annotation
     is checked first; the masks are decoded one at a time."""
-    plan = _mask_plan(coco)
+    plan, folders = [], set()
+    for image, anns in _checked_masks(coco):
+        folder = relative_name(image, f"image_{image.get('id')}")
+        if folder in folders:
+            raise ConvertError(f"image {image.get('id')!r}: a second image with its file_name")
+        folders.add(folder)
+        pngs: dict[str, tuple] = {}
+        for ann, size in anns:
+            name = f"{ann.get('id')}.png"
+            if "id" not in ann or "/" in name or "\\" in name or name.startswith("."):
+                raise ConvertError(f"annotation {ann.get('id')!r}: its id cannot name a file")
+            if name in pngs:
+                raise ConvertError(
+                    f"annotation {ann['id']!r}: a second annotation of image {ann['image_id']!r} with this id"
+                )
+            pngs[name] = ann, size
+        plan.append((folder, pngs))
     check_output_dir(out)
-    taken = [
-        str(out / folder) for folder, _ in plan if (out / folder).exists() and not (out / folder).is_dir()
-    ]
+    taken = [str(out / f) for f, _ in plan if (out / f).exists() and not (out / f).is_dir()]
     if taken:  # such as the images themselves, with --out their folder
         raise ConvertError(f"{taken[0]} is a file, where the masks of its image go: choose another --out")
+
+    def fill(folder: Path, pngs: dict) -> None:
+        for name, (ann, size) in pngs.items():
+            Image.fromarray(_decoded(ann, size).astype(np.uint8) * 255).save(folder / name, "PNG")
+
     files = []
-
-    def fill(folder: Path, pngs: list) -> None:
-        for name, ann, size in pngs:
-            seg = ann["segmentation"]
-            if isinstance(seg, dict):
-                mask = rle.decode(seg)
-            else:
-                mask = fill_polygons([np.asarray(q, dtype=np.float64).reshape(-1, 2) for q in seg], size)
-            Image.fromarray(mask.astype(np.uint8) * 255).save(folder / name, "PNG")
-
     for folder, pngs in plan:
         final = replace_folder(out / folder, lambda partial, pngs=pngs: fill(partial, pngs))
-        files += [final / name for name, _, _ in pngs]
+        files += [final / name for name in pngs]
+    return files
+
+
+def to_label_maps(coco: dict, out: Path) -> list[Path]:
+    """One class-index PNG per image, `out/<file_name as .png>`: 0 background, i where the
+    i-th category by id is (smaller masks painted over larger, as `label_map`; crowd
+    regions too), 8-bit for up to 255 categories, else 16-bit; and `out/classes.txt`, line
+    i naming value i (line 0: background). Every annotation is checked first; a label map
+    that exists is not overwritten (--out might be the images' folder)."""
+    checked = _checked_masks(coco)
+    categories = _categories(coco)
+    value_of = {c["id"]: i for i, c in enumerate(categories, start=1)}
+    path_of = _label_paths(coco, ".png")
+    plan = []
+    for image, anns in checked:
+        size = _size(image, {}) or (anns[0][1] if anns else None)
+        if size is None:
+            raise ConvertError(f"image {image.get('id')!r}: no width and height")
+        for ann, _ in anns:
+            if ann.get("category_id", 1) not in value_of:
+                raise ConvertError(
+                    f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
+                )
+        plan.append((path_of[image.get("id")], size, anns))
+    check_output_dir(out)
+    there = [str(out / path) for path, _, _ in plan if (out / path).exists()]
+    if there:
+        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+        raise ConvertError(
+            f"{there[0]} exists{more}: label maps are not overwritten (--out may hold the images); "
+            "choose another --out or remove them"
+        )
+    dtype = np.uint8 if len(categories) < 256 else np.uint16
+    files = []
+    for path, size, anns in plan:
+        labels = np.zeros(size, dtype=dtype)
+        # Areas from the RLE runs; a polygon's by filling it (again when painted: one mask
+        # at a time in memory).
+        areas = [
+            rle.area(a["segmentation"])
+            if isinstance(a["segmentation"], dict)
+            else int(_decoded(a, size).sum())
+            for a, _ in anns
+        ]
+        for k in np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable"):
+            ann = anns[k][0]
+            labels[_decoded(ann, size)] = value_of[ann.get("category_id", 1)]
+        image = Image.fromarray(labels)
+        files.append(atomic_write(out / path, lambda f, image=image: image.save(f, "PNG")))
+    names = ["background", *(c["name"] for c in categories)]
+    files.append(atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names)))
     return files
 
 

@@ -399,3 +399,45 @@ def convert_polygons(coco: dict) -> list[dict]:
     from mobilesam.convert import to_coco_polygons
 
     return to_coco_polygons(coco, tolerance=0)["annotations"]
+
+
+def test_convert_to_label_maps(tmp_path, capsys):
+    """--to label-maps: one PNG per image (its file_name as .png), pixel = the class (i:
+    the i-th category by id, 0 background), smaller masks over larger whatever their
+    order, polygons as RLE; classes.txt names the values; 16-bit past 255 categories; a
+    label map there already is refused before anything is written."""
+    from PIL import Image
+
+    src, mask = _coco_file(tmp_path, extra_categories=True)  # tree (id 1): mask, car (id 2): its island
+    coco = json.loads(src.read_text())
+    coco["annotations"].reverse()  # the small one first: painted last all the same
+    expected = np.where(_island_and_friends(mask), 2, np.where(mask, 1, 0)).astype(np.uint8)
+    for name, data in (("rle", coco), ("poly", {**coco, "annotations": convert_polygons(coco)})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+        out = tmp_path / name
+        assert main(["convert", str(tmp_path / f"{name}.json"), "--to", "label-maps", "--out", str(out)]) == 0
+        assert "label-maps: 2 masks of 2 images, 3 files" in capsys.readouterr().out
+        with Image.open(out / "cam1" / "a.png") as img:
+            assert img.mode == "L" and np.array_equal(np.asarray(img), expected)
+        assert not np.asarray(Image.open(out / "b.png")).any() and Image.open(out / "b.png").size == (50, 40)
+        assert (out / "classes.txt").read_text() == "background\ntree\ncar\n"
+
+    many = {**coco, "categories": [{"id": i, "name": f"c{i}"} for i in range(1, 301)]}
+    many["annotations"] = [{**coco["annotations"][0], "category_id": 300}]
+    (tmp_path / "many.json").write_text(json.dumps(many))
+    convert(tmp_path / "many.json", "label-maps", tmp_path / "many")
+    with Image.open(tmp_path / "many" / "cam1" / "a.png") as img:
+        labels = np.asarray(img)
+        assert labels.dtype == np.uint16 and set(np.unique(labels)) == {0, 300}
+
+    before = (tmp_path / "rle" / "cam1" / "a.png").read_bytes()
+    (tmp_path / "rle" / "classes.txt").unlink()
+    with pytest.raises(ConvertError, match=r"a\.png exists .*not overwritten"):
+        convert(tmp_path / "rle.json", "label-maps", tmp_path / "rle")
+    assert (tmp_path / "rle" / "cam1" / "a.png").read_bytes() == before
+    assert not (tmp_path / "rle" / "classes.txt").exists()
+    unknown = {**coco, "annotations": [{**coco["annotations"][0], "category_id": 9}]}
+    (tmp_path / "unknown.json").write_text(json.dumps(unknown))
+    with pytest.raises(ConvertError, match="category 9 is not in 'categories'"):
+        convert(tmp_path / "unknown.json", "label-maps", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
