@@ -337,10 +337,16 @@ def _checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, i
                     raise ValueError(f"its RLE is no {size[0]}x{size[1]} mask, its image's size")
             elif not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
                 raise ValueError("its segmentation is neither RLE nor a list of polygons")
+            elif not all(_finite(v) for q in seg for v in q):
+                raise ValueError("its polygons hold a coordinate that is no finite number")
             anns.append((ann, size))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConvertError(f"annotation {_ann_id(ann)!r}: {exc}") from None
     return list(checked.values())
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
 def _ann_id(ann: object) -> object:

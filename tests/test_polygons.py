@@ -381,6 +381,9 @@ def test_convert_to_mask_pngs(tmp_path, capsys):
     short = {**anns[0], "segmentation": {"size": [40, 50], "counts": [5, 10]}}
     refused({**coco, "annotations": [short]}, "RLE is no 40x50 mask")
     refused({**coco, "annotations": [{**anns[0], "segmentation": []}]}, "boxes-to-masks")
+    for bad in ("x", None, float("nan")):  # before any image is written, not half-way
+        polygon = {**anns[2], "segmentation": [[1, 1, 5, 1, 5, bad]]}
+        refused({**coco, "annotations": [anns[0], polygon]}, "annotation 11: its polygons")
     images = [coco["images"][0], {**coco["images"][1], "file_name": "cam1/a.jpg"}]
     refused({**coco, "images": images}, "a second image")
     (tmp_path / "fresh").write_text("a file")
