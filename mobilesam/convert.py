@@ -9,8 +9,10 @@ is written, so a bad annotation stops the run with its id and leaves no half-wri
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -21,7 +23,13 @@ from .errors import ConvertError
 from .label_files import read_folder
 from .result import yolo_line
 from .utils import rle
-from .utils.files import atomic_write, atomic_write_text, check_output_dir, check_output_file, replace_folder
+from .utils.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+    replace_folder,
+)
 from .utils.polygons import fill_polygons, join_polygons, mask_to_polygons
 
 FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "coco")
@@ -399,18 +407,15 @@ def to_masks(coco: dict, out: Path) -> list[Path]:
     return files
 
 
-def to_label_maps(coco: dict, out: Path) -> list[Path]:
-    """One class-index PNG per image, `out/<file_name as .png>`: 0 background, i where the
-    i-th category by id is (smaller masks painted over larger, as `label_map`; crowd
-    regions too), 8-bit for up to 255 categories, else 16-bit; and `out/classes.txt`, line
-    i naming value i (line 0: background). Every annotation is checked first; a label map
-    that exists is not overwritten (--out might be the images' folder)."""
-    checked = _checked_masks(coco)
+def label_maps(coco: dict) -> tuple[list[PurePosixPath], Iterator[tuple[PurePosixPath, bytes | str]]]:
+    """The label maps of `coco` (see `to_label_maps`) as files: their paths (classes.txt
+    last), and (path, content) of each, a PNG made only when it is reached. Every
+    annotation is checked before this returns."""
     categories = _categories(coco)
     value_of = {c["id"]: i for i, c in enumerate(categories, start=1)}
     path_of = _label_paths(coco, ".png")
     plan = []
-    for image, anns in checked:
+    for image, anns in _checked_masks(coco):
         size = _size(image, {}) or (anns[0][1] if anns else None)
         if size is None:
             raise ConvertError(f"image {image.get('id')!r}: no width and height")
@@ -420,20 +425,12 @@ def to_label_maps(coco: dict, out: Path) -> list[Path]:
                     f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
                 )
         plan.append((path_of[image.get("id")], size, anns))
-    check_output_dir(out)
-    there = [str(out / path) for path, _, _ in plan if (out / path).exists()]
-    if there:
-        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
-        raise ConvertError(
-            f"{there[0]} exists{more}: label maps are not overwritten (--out may hold the images); "
-            "choose another --out or remove them"
-        )
     dtype = np.uint8 if len(categories) < 256 else np.uint16
-    files = []
-    for path, size, anns in plan:
+
+    def png(size: tuple[int, int], anns: list) -> bytes:
         labels = np.zeros(size, dtype=dtype)
         # Areas from the RLE runs; a polygon's by filling it (again when painted: one mask
-        # at a time in memory).
+        # at a time in memory). The smaller painted over the larger.
         areas = [
             rle.area(a["segmentation"])
             if isinstance(a["segmentation"], dict)
@@ -443,11 +440,42 @@ def to_label_maps(coco: dict, out: Path) -> list[Path]:
         for k in np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable"):
             ann = anns[k][0]
             labels[_decoded(ann, size)] = value_of[ann.get("category_id", 1)]
-        image = Image.fromarray(labels)
-        files.append(atomic_write(out / path, lambda f, image=image: image.save(f, "PNG")))
-    names = ["background", *(c["name"] for c in categories)]
-    files.append(atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names)))
-    return files
+        buf = io.BytesIO()
+        Image.fromarray(labels).save(buf, "PNG")
+        return buf.getvalue()
+
+    def files() -> Iterator[tuple[PurePosixPath, bytes | str]]:
+        for path, size, anns in plan:
+            yield path, png(size, anns)
+        yield (
+            PurePosixPath("classes.txt"),
+            "".join(f"{n}\n" for n in ["background", *(c["name"] for c in categories)]),
+        )
+
+    return [path for path, _, _ in plan] + [PurePosixPath("classes.txt")], files()
+
+
+def to_label_maps(coco: dict, out: Path) -> list[Path]:
+    """One class-index PNG per image, `out/<file_name as .png>`: 0 background, i where the
+    i-th category by id is (smaller masks painted over larger, as `label_map`; crowd
+    regions too), 8-bit for up to 255 categories, else 16-bit; and `out/classes.txt`, line
+    i naming value i (line 0: background). Every annotation is checked first; a label map
+    that exists is not overwritten (--out might be the images' folder)."""
+    paths, files = label_maps(coco)
+    check_output_dir(out)
+    there = [str(out / path) for path in paths[:-1] if (out / path).exists()]
+    if there:
+        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+        raise ConvertError(
+            f"{there[0]} exists{more}: label maps are not overwritten (--out may hold the images); "
+            "choose another --out or remove them"
+        )
+    return [
+        atomic_write_bytes(out / path, data)
+        if isinstance(data, bytes)
+        else atomic_write_text(out / path, data)
+        for path, data in files
+    ]
 
 
 def _object_count(shapes: list[dict]) -> int:

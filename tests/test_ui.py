@@ -280,6 +280,17 @@ def test_save_load_export_roundtrip(client, folder, tmp_path):
     assert {s["label"] for s in labelme["shapes"]} == {"car", "wheel"}
     assert all(s["shape_type"] == "polygon" for s in labelme["shapes"])
 
+    # Label maps: class values (car 1, wheel 2), the smaller object over the larger.
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/label-maps.zip").content)) as z:
+        assert sorted(z.namelist()) == ["a_truck.png", "b_small.png", "classes.txt"]
+        assert z.read("classes.txt") == b"background\ncar\nwheel\n"
+        semantic = np.asarray(Image.open(io.BytesIO(z.read("a_truck.png"))))
+        assert not np.asarray(Image.open(io.BytesIO(z.read("b_small.png")))).any()
+    expected = np.zeros((1200, 1800), np.uint8)
+    for obj in sorted(objects, key=lambda o: -rle.decode(o["rle"]).sum()):
+        expected[rle.decode(obj["rle"])] = {"car": 1, "wheel": 2}[obj["label"]]
+    assert expected.any() and np.array_equal(semantic, expected)
+
     labels = np.asarray(
         Image.open(io.BytesIO(client.get("/api/images/a_truck.jpg/export/labels.png").content))
     )

@@ -20,6 +20,7 @@
                                               ?reviewed=true: only images a person has saved (all exports)
     GET  /api/export/yolo.zip                 the folder as YOLO segmentation labels + classes.txt
     GET  /api/export/labelme.zip              the folder as LabelMe files, one per image (unzip beside the images)
+    GET  /api/export/label-maps.zip           the folder as class-index PNGs, one per image, + classes.txt
     POST /api/upload                          an image (upload mode only)
 
 Coordinates are original-image pixels. Masks travel as COCO compressed RLE (a few KB
@@ -42,7 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
-from ..convert import ConvertError, to_labelme, to_yolo, yolo_files
+from ..convert import ConvertError, label_maps, to_labelme, to_yolo, yolo_files
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import load_image, opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
@@ -424,6 +425,10 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     def export_labelme(reviewed: bool = False) -> Response:
         labelme = to_labelme(folder_coco(workspace, reviewed))
         return _zip({path: json.dumps(data, indent=1) for path, data in labelme.items()})
+
+    @app.get("/api/export/label-maps.zip")
+    def export_label_maps(reviewed: bool = False) -> Response:
+        return _zip(dict(label_maps(folder_coco(workspace, reviewed))[1]))
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:
