@@ -338,10 +338,7 @@ def _checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, i
             if not has_mask(ann):
                 raise ValueError(NO_MASK)
             if isinstance(seg, dict):
-                if (
-                    tuple(int(v) for v in seg["size"]) != size
-                    or int(rle._counts(seg).sum()) != size[0] * size[1]
-                ):
+                if tuple(int(v) for v in seg["size"]) != size or not rle.covers(rle.runs(seg), size):
                     raise ValueError(f"its RLE is no {size[0]}x{size[1]} mask, its image's size")
             elif not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
                 raise ValueError("its segmentation is neither RLE nor a list of polygons")

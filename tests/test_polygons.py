@@ -380,6 +380,8 @@ def test_convert_to_mask_pngs(tmp_path, capsys):
     refused({**coco, "annotations": [anns[0], small]}, "annotation 5: its RLE is no 40x50 mask")
     short = {**anns[0], "segmentation": {"size": [40, 50], "counts": [5, 10]}}
     refused({**coco, "annotations": [short]}, "RLE is no 40x50 mask")
+    negative = {**anns[2], "segmentation": {"size": [40, 50], "counts": [-5, 2005]}}  # sums right
+    refused({**coco, "annotations": [anns[0], negative]}, "annotation 11: its RLE is no 40x50 mask")
     refused({**coco, "annotations": [{**anns[0], "segmentation": []}]}, "boxes-to-masks")
     for bad in ("x", None, float("nan")):  # before any image is written, not half-way
         polygon = {**anns[2], "segmentation": [[1, 1, 5, 1, 5, bad]]}

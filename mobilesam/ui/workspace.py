@@ -404,7 +404,7 @@ def _counts_ok(counts: str, h: int, w: int) -> bool:
         runs = rle.string_to_counts(counts)
     except (ValueError, UnicodeEncodeError):
         return False
-    return bool(runs.sum() == h * w and (runs >= 0).all())
+    return rle.covers(runs, (h, w))
 
 
 def _size_ok(size: object) -> bool:

@@ -211,7 +211,8 @@ def decode(rle: dict) -> np.ndarray:
     return counts_to_mask(counts, tuple(rle["size"]))
 
 
-def _counts(rle: dict) -> np.ndarray:
+def runs(rle: dict) -> np.ndarray:
+    """A COCO RLE's run lengths (compressed or not), not checked: see `covers`."""
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
         return string_to_counts(counts if isinstance(counts, str) else counts.decode("ascii"))
@@ -219,14 +220,14 @@ def _counts(rle: dict) -> np.ndarray:
 
 
 def area(rle: dict) -> int:
-    return int(_counts(rle)[1::2].sum())
+    return int(runs(rle)[1::2].sum())
 
 
 def area_bbox(rle: dict) -> tuple[int, list[int]]:
     """A COCO RLE's pixel count and COCO XYWH box (its extent, as pycocotools' `toBbox`;
     [0, 0, 0, 0] when empty), from the runs alone: no HxW mask is built, which is what
     made a folder's export slow."""
-    counts = _counts(rle)
+    counts = runs(rle)
     h = int(rle["size"][0])
     ends = np.cumsum(counts)
     on = counts[1::2] > 0
@@ -238,3 +239,9 @@ def area_bbox(rle: dict) -> tuple[int, list[int]]:
     y0 = int(np.where(one_column, first % h, 0).min())
     y1 = int(np.where(one_column, last % h, h - 1).max())
     return int(counts[1::2].sum()), [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
+
+
+def covers(counts: np.ndarray, size: tuple[int, int]) -> bool:
+    """Whether run lengths are an RLE of an HxW mask: none negative, H x W pixels in all."""
+    h, w = size
+    return bool(counts.sum() == h * w and (counts >= 0).all())
