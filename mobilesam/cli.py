@@ -419,8 +419,7 @@ def _convert(args: argparse.Namespace) -> int:
             "labelme": "drawn as polygons",
             "masks": "written as masks",
             "label-maps": "painted with their class",
-        }
-        kept = kept.get(args.to, "left out")
+        }.get(args.to, "left out")
         notes.append(f"{done.crowd} crowd regions {kept}")
     note = f" ({'; '.join(notes)})" if notes else ""
     print(
