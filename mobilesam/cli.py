@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -31,20 +32,29 @@ def _boxes_arg(values: list[str] | None) -> np.ndarray | None:
 
 
 def _points_arg(values: list[str] | None) -> tuple[list | None, list | None]:
-    """--point x,y[,label] (repeatable) -> (points, labels); label defaults to 1."""
+    """--point x,y[,label] (repeatable) or --point '[[x, y, label], [x, y], ...]' (JSON, as
+    --box takes) -> (points, labels); label defaults to 1; no point at all -> (None, None)."""
     if not values:
         return None, None
     points, labels = [], []
     for v in values:
-        parts = [p.strip() for p in v.split(",")]
-        if len(parts) not in (2, 3):
-            raise PromptError(f"--point {v!r}: expected x,y or x,y,label")
-        try:
-            points.append([float(parts[0]), float(parts[1])])
-            labels.append(float(parts[2]) if len(parts) == 3 else 1)
-        except ValueError:
-            raise PromptError(f"--point {v!r}: x, y and label must be numbers") from None
-    return points, labels
+        rows = [v]
+        if v.strip().startswith("["):
+            try:
+                rows = json.loads(v)
+            except ValueError:
+                raise PromptError(f"--point {v!r} is not valid JSON") from None
+            if isinstance(rows, list) and not any(isinstance(r, list) for r in rows) and rows:
+                rows = [rows]  # one point: [x, y] or [x, y, label]
+            if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+                raise PromptError(f"--point {v!r}: expected [x, y, label] or a list of them")
+        for row in rows:
+            point = as_number_array(row, f"--point {v!r}")
+            if point.ndim != 1 or len(point) not in (2, 3):
+                raise PromptError(f"--point {v!r}: expected x,y or x,y,label for each point")
+            points.append(point[:2].tolist())
+            labels.append(float(point[2]) if len(point) == 3 else 1)
+    return (points, labels) if points else (None, None)  # --point '[]': no point, as --box '[]'
 
 
 def _backend(args: argparse.Namespace):
@@ -725,7 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("image", help="image path or http(s) URL")
     seg.add_argument("--box", action="append", help="x0,y0,x1,y1 (repeat for more) or a JSON list of boxes")
     seg.add_argument(
-        "--point", action="append", help="x,y[,label]: label 1 foreground (default), 0 background"
+        "--point",
+        action="append",
+        help="x,y[,label] (repeat for more) or a JSON list of [x, y, label]: label 1 foreground (default), 0 background",
     )
     seg.add_argument("--mask-id", help="1-3: which of SAM's three candidate masks (mask-token order)")
     seg.add_argument("--input-size-percent", default=100, help="1-100: shrink before encoding (default 100)")

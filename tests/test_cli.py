@@ -153,6 +153,12 @@ def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
     ann = json.loads((tmp_path / "p.json").read_text())["annotations"][0]
     assert ann["mask_id"] == 2 and ann["prompt"]["labels"] == [1, 0]
     assert ann["segmentation"]["size"] == [1200, 1800]
+    # The same points as one JSON list, as --box takes boxes: the same mask.
+    listed = ["segment", TRUCK, "--point", "[[500, 375], [1125, 625, 0]]", "--point", "[]"]
+    listed += ["--mask-id", "2", "--input-size-percent", "50", "--checkpoint", str(ckpt_vit_t)]
+    assert main([*listed, "--json", str(tmp_path / "j.json")]) == 0
+    same = json.loads((tmp_path / "j.json").read_text())["annotations"][0]
+    assert same["prompt"] == ann["prompt"] and same["segmentation"] == ann["segmentation"]
 
 
 def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
@@ -164,6 +170,10 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
         ([TRUCK, "--box", "1,2,3", *ck], "input_box"),
         ([TRUCK, "--point", "5", *ck], "--point"),
         ([TRUCK, "--point", "5,5,2", *ck], "input_point_label"),
+        ([TRUCK, "--point", "[[5, 5, 1, 1]]", *ck], "x,y or x,y,label"),
+        ([TRUCK, "--point", "[[5, 5]", *ck], "not valid JSON"),
+        ([TRUCK, "--point", '{"x": 5}', *ck], "--point"),
+        ([TRUCK, "--point", "[]", *ck], "no prompt"),
         ([TRUCK, "--point", "5000,5", *ck], "outside"),
         ([TRUCK, "--point", "5,5", "--mask-id", "7", *ck], "mask_id"),
         ([TRUCK, "--box", "1,2,3,4", "--input-size-percent", "200", *ck], "input_size_percent"),
