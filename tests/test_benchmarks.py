@@ -39,3 +39,11 @@ def test_bench_cutout_times_every_kind_of_edge():
         if line.startswith("| 300x200") or line.startswith("| 7x5")
     ]
     assert len(rows) == 8 and all(float(row[4]) > 0 for row in rows), out
+
+
+def test_bench_polygons_times_every_step_of_every_mask():
+    cmd = [sys.executable, str(BENCHMARKS / "bench_polygons.py"), "--size", "120x80", "--repeats", "1"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
+    rows = [line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| ") and "blob" in line]
+    assert len(rows) == 3 and all(len(row) == 7 and float(row[2]) > 0 for row in rows), out
+    assert int(rows[0][0]) < int(rows[2][0])  # the speckled masks have more loops

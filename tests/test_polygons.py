@@ -79,6 +79,22 @@ def test_a_part_in_a_hole_keeps_its_own_holes():
         ring[lo + 3 : hi - 3, lo + 3 : hi - 3] = False
         assert (fill_polygons([part], mask.shape) == ring).all()
         assert (_coco_fill([part], mask.shape) == ring).all()
+    # Holes side by side, each right of the next, and an island with its own holes in one:
+    # a hole's part is found through the holes to its right (the run of mask pixels right of
+    # a hole ends at the next hole), so every hole must land in its own part's polygon.
+    mask = np.zeros((30, 80), dtype=bool)
+    mask[2:28, 2:78] = True
+    for x in range(6, 70, 12):
+        mask[8:20, x : x + 8] = False
+    mask[10:18, 32:36] = True  # the island in the third hole
+    mask[12:14, 33] = mask[15:17, 34] = False  # its holes
+    parts = mask_to_polygons(mask)
+    assert len(parts) == 2
+    island = np.zeros_like(mask)
+    island[10:18, 32:36] = True
+    island[12:14, 33] = island[15:17, 34] = False
+    assert (fill_polygons(parts[1:], mask.shape) == island).all()
+    assert (fill_polygons(parts[:1], mask.shape) == mask & ~island).all()
 
 
 def test_pixels_touching_at_a_corner_are_two_parts():
@@ -113,6 +129,67 @@ def test_tolerance_simplifies_within_it():
     line = np.zeros((5, 60), bool)
     line[2, 3:50] = True  # too thin to simplify: kept as it is
     assert (fill_polygons(mask_to_polygons(line, tolerance=3), line.shape) == line).all()
+
+
+def _douglas_peucker(loop: np.ndarray, tolerance: float) -> np.ndarray:
+    """Textbook Douglas-Peucker on a closed loop, one loop at a time, by recursion: from
+    vertex 0 and the vertex farthest from it (the first such), each span split at its
+    first farthest inner vertex while that lies beyond the tolerance of its chord."""
+    pts = np.vstack([loop, loop[:1]]).astype(np.float64)
+    keep = {0}
+
+    def split(i: int, j: int) -> None:
+        if j - i < 2:
+            return
+        (ax, ay), (bx, by) = pts[i], pts[j]
+        dx, dy = bx - ax, by - ay
+        norm = np.hypot(dx, dy)
+        mid = pts[i + 1 : j]
+        if norm == 0:
+            dist = np.hypot(mid[:, 0] - ax, mid[:, 1] - ay)
+        else:
+            dist = np.abs(dx * (mid[:, 1] - ay) - dy * (mid[:, 0] - ax)) / norm
+        k = i + 1 + int(np.argmax(dist))
+        if dist[k - i - 1] > tolerance:
+            keep.add(k)
+            split(i, k)
+            split(k, j)
+
+    far = int(np.argmax(((pts[:-1] - pts[0]) ** 2).sum(1)))
+    keep.add(far)
+    split(0, far)
+    split(far, len(loop))
+    return loop[sorted(keep)] if len(keep) >= 3 and len(loop) > 4 else loop
+
+
+def test_all_loops_at_once_simplify_as_one_at_a_time():
+    """`simplify_loops` (every loop of a mask in one vectorised pass) keeps exactly the
+    vertices recursive Douglas-Peucker keeps, loop by loop: noisy masks' specks and holes,
+    a big smooth outline, float and repeated vertices, tiny loops, a loop of one point
+    repeated and one on a line (which keep themselves: fewer than 3 vertices would stay)."""
+    from mobilesam.utils.polygons import mask_outlines, simplify_loop, simplify_loops
+
+    rng = np.random.default_rng(3)
+    noisy = np.zeros((120, 160), bool)
+    noisy[::2, ::3] = rng.random((60, 54)) < 0.5
+    noisy |= rng.random(noisy.shape) < 0.3
+    yy, xx = np.mgrid[:300, :400]
+    disc = (yy - 150) ** 2 / 120**2 + (xx - 200) ** 2 / 170**2 < 1
+    loops = mask_outlines(noisy) + mask_outlines(disc) + mask_outlines(_nested())
+    loops += [rng.normal(0, 20, (n, 2)) for n in (3, 4, 5, 9, 40)]
+    loops += [np.array([[0, 0], [5, 0], [5, 5], [0, 0], [0, 5], [-5, 5], [-5, 0]])]  # back to 0
+    loops += [np.repeat(rng.integers(0, 30, (12, 2)), 2, axis=0)]  # every vertex twice
+    loops += [np.full((6, 2), 7), np.array([[0, 0], [1, 0], [2, 0], [3, 0], [2, 0], [1, 0]])]
+    assert len(loops) > 1000
+    for tolerance in (0.5, 1.0, 2.5, 40.0):
+        together = simplify_loops(loops, tolerance)
+        for loop, simple in zip(loops, together, strict=True):
+            expected = _douglas_peucker(loop, tolerance)
+            assert np.array_equal(simple, expected) and simple.dtype == loop.dtype
+            assert np.array_equal(simplify_loop(loop, tolerance), expected)
+        assert sum(map(len, together)) < sum(map(len, loops))
+    assert all(s is loop for s, loop in zip(simplify_loops(loops, 0), loops))
+    assert simplify_loops([], 1.0) == []
 
 
 def test_big_parts_are_joined_exactly_by_a_short_cut():

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ..errors import PromptError
-from ..utils.polygons import fill_polygons, loop_area, mask_outlines, simplify_loop
+from ..utils.polygons import fill_polygons, loop_area, mask_outlines, simplify_loops
 
 MAX_RADIUS = 256.0
 MAX_POINTS = 5000  # per stroke; the page sends a point per radius/2 of movement
@@ -119,7 +119,7 @@ def outline(mask: np.ndarray, tolerance: float = 1.0) -> dict:
         raise PromptError("the mask is empty: it has no outline to edit")
     kept, rest = loops[:OUTLINE_LOOPS], loops[OUTLINE_LOOPS:]
     while True:
-        simple = [simplify_loop(loop, tolerance) for loop in kept]
+        simple = simplify_loops(kept, tolerance)
         if sum(map(len, simple)) <= OUTLINE_VERTICES or tolerance >= 64:
             break
         tolerance = min(64.0, max(2 * tolerance, 0.5))

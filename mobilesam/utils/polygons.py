@@ -91,47 +91,124 @@ def _traced(mask: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
-def _area(loop: np.ndarray) -> float:
-    x, y = loop[:, 0].astype(np.float64), loop[:, 1].astype(np.float64)
-    return float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) / 2
+def _areas(loops: list[np.ndarray]) -> np.ndarray:
+    """Signed shoelace areas of integer loops, all in one pass (exact: integer sums)."""
+    if not loops:
+        return np.zeros(0)
+    xy = np.concatenate(loops).astype(np.int64)
+    starts = np.cumsum([0] + [len(loop) for loop in loops[:-1]])
+    nxt = np.arange(1, len(xy) + 1)
+    nxt[np.append(starts[1:], len(xy)) - 1] = starts  # each loop's last vertex -> its first
+    cross = xy[:, 0] * xy[nxt, 1] - xy[nxt, 0] * xy[:, 1]
+    return np.add.reduceat(cross, starts) / 2
 
 
-def _inside(point: np.ndarray, loop: np.ndarray) -> bool:
-    """Even-odd test of a point that lies on no pixel edge (a pixel centre)."""
-    x, y = point
-    a, b = loop, np.roll(loop, -1, axis=0)
-    crosses = (a[:, 1] > y) != (b[:, 1] > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        at_x = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
-    return bool(np.count_nonzero(crosses & (at_x > x)) % 2)
+def _part_of_loops(mask: np.ndarray, loops: list[np.ndarray], areas: np.ndarray) -> np.ndarray:
+    """For every loop of `mask`, the index of its part's outer loop (an outer loop's own).
+
+    A hole's part is the one its mask pixels belong to: those just right of its rightmost
+    edge. The run of mask pixels from there along the row ends at an edge of another loop
+    of the same part: its outer loop, or a hole reaching further right, whose part is found
+    the same way (so the chain ends). All holes at once: runs from the mask's rows, the
+    edge they end at looked up among every loop's vertical edges."""
+    owner = np.arange(len(loops))
+    holes = np.flatnonzero(areas < 0)
+    if len(holes) == 0:
+        return owner
+    xy = np.concatenate(loops)
+    loop_of = np.repeat(owner, [len(loop) for loop in loops])
+    nxt = np.roll(np.arange(len(xy)), -1)
+    starts = np.cumsum([0] + [len(loop) for loop in loops[:-1]])
+    nxt[np.append(starts[1:], len(xy)) - 1] = starts  # each loop's last vertex -> its first
+    vertical = np.flatnonzero(xy[:, 0] == xy[nxt, 0])  # edge i -> nxt[i] on the line x
+    x, y0 = xy[vertical, 0], np.minimum(xy[vertical, 1], xy[nxt[vertical], 1])
+    # Each hole's rightmost vertical edge: the pixel right of its top row is the part's.
+    top = np.lexsort((y0, -x, loop_of[vertical]))  # per loop: largest x, then smallest y
+    first = top[np.searchsorted(loop_of[vertical][top], holes)]
+    col, row = x[first], y0[first]
+    # Where that row's run of mask pixels ends (the padding column ends every row).
+    rows, at = np.unique(row, return_inverse=True)
+    padded = np.pad(np.asarray(mask, dtype=bool)[rows], ((0, 0), (0, 1)))
+    gaps = np.flatnonzero(~padded.ravel())
+    width = padded.shape[1]
+    end = gaps[np.searchsorted(gaps, at * width + col)] - at * width
+    # The vertical edge at (end, row): edges sorted by x, then top; the last one starting
+    # at or above the row's centre.
+    key = x.astype(np.float64) * (mask.shape[0] + 2) + y0
+    order = np.argsort(key)
+    hit = order[np.searchsorted(key[order], end * (mask.shape[0] + 2) + row + 0.5) - 1]
+    owner[holes] = loop_of[vertical[hit]]
+    while True:  # a hole's owner may be a hole further right: follow to the outer loop
+        step = owner[owner]
+        if np.array_equal(step, owner):
+            return owner
+        owner = step
 
 
 def simplify_loop(loop: np.ndarray, tolerance: float) -> np.ndarray:
     """Douglas-Peucker on a closed loop; the loop itself if fewer than 3 vertices would stay."""
-    if tolerance <= 0 or len(loop) <= 4:
-        return loop
-    pts = loop.astype(np.float64)
-    far = int(np.argmax(((pts - pts[0]) ** 2).sum(1)))
-    keep = np.zeros(len(loop), dtype=bool)
-    keep[[0, far]] = True
-    stack = [(0, far), (far, len(loop))]  # index len(loop) is vertex 0 again
-    closed = np.vstack([pts, pts[:1]])
-    while stack:
-        i, j = stack.pop()
-        if j - i < 2:
-            continue
-        a, b, mid = closed[i], closed[j], closed[i + 1 : j]
-        d = b - a
-        norm = np.hypot(*d)
-        if norm == 0:
-            dist = np.hypot(*(mid - a).T)
-        else:
-            dist = np.abs(d[0] * (mid[:, 1] - a[1]) - d[1] * (mid[:, 0] - a[0])) / norm
-        k = int(np.argmax(dist))
-        if dist[k] > tolerance:
-            keep[i + 1 + k] = True
-            stack += [(i, i + 1 + k), (i + 1 + k, j)]
-    return loop[keep] if keep.sum() >= 3 else loop
+    return simplify_loops([loop], tolerance)[0]
+
+
+def _first_max(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment of `values` (segments begin at `starts`, none empty): the largest value
+    and the index of its first occurrence, as np.argmax gives."""
+    best = np.maximum.reduceat(values, starts)
+    seg = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(values))))
+    index = np.where(values == best[seg], np.arange(len(values)), len(values))
+    return best, np.minimum.reduceat(index, starts)
+
+
+def simplify_loops(loops: list[np.ndarray], tolerance: float) -> list[np.ndarray]:
+    """`simplify_loop` of every loop, all loops at once: Douglas-Peucker on closed loops, from
+    each loop's first vertex and the vertex farthest from it, splitting every segment whose
+    farthest inner vertex is more than `tolerance` from its chord. One numpy pass per level
+    of splitting over all loops' segments (a mask's thousands of specks cost one call each
+    when simplified one by one). A loop keeps itself if fewer than 3 vertices would stay."""
+    todo = [i for i, loop in enumerate(loops) if tolerance > 0 and len(loop) > 4]
+    out = list(loops)
+    if not todo:
+        return out
+    # Every loop closed by its first vertex again, all in one array.
+    sizes = np.array([len(loops[i]) for i in todo])
+    begin = np.append(0, np.cumsum(sizes[:-1]))  # each loop's start in `flat`
+    flat = np.concatenate([loops[i] for i in todo])
+    pts = np.insert(flat, begin + sizes, flat[begin], axis=0).astype(np.float64)
+    first = begin + np.arange(len(todo))  # each loop's start in `pts`
+    own = np.repeat(np.arange(len(todo)), sizes + 1)
+    vertex = np.ones(len(pts), dtype=bool)
+    vertex[first + sizes] = False  # the closing copies are no candidates for the farthest
+    span = np.flatnonzero(vertex)
+    reach, far = _first_max(((pts[span] - pts[first[own[span]]]) ** 2).sum(1), begin)
+    far = span[far]
+    keep = np.zeros(len(pts), dtype=bool)
+    keep[first] = keep[far] = True
+    # A loop whose vertices all coincide has nothing to split (and its chords no length);
+    # in any other, no chord is of zero length: a split vertex lies off its chord's line.
+    spread = np.tile(reach > 0, 2)
+    a, b = np.concatenate([first, far])[spread], np.concatenate([far, first + sizes])[spread]
+    while True:
+        inner = b - a - 1
+        a, b, inner = a[inner > 0], b[inner > 0], inner[inner > 0]
+        if len(a) == 0:
+            break
+        starts = np.append(0, np.cumsum(inner[:-1]))
+        seg = np.repeat(np.arange(len(a)), inner)
+        mid = pts[a[seg] + 1 + np.arange(len(seg)) - starts[seg]]
+        pa, d = pts[a], pts[b] - pts[a]
+        norm = np.hypot(d[:, 0], d[:, 1])
+        dist = np.abs(d[seg, 0] * (mid[:, 1] - pa[seg, 1]) - d[seg, 1] * (mid[:, 0] - pa[seg, 0]))
+        dist /= norm[seg]
+        best, at = _first_max(dist, starts)
+        split = best > tolerance
+        m = a[split] + 1 + at[split] - starts[split]
+        keep[m] = True
+        a, b = np.concatenate([a[split], m]), np.concatenate([m, b[split]])
+    keep = keep[vertex]  # as `flat`
+    kept = np.add.reduceat(keep, begin)
+    for k in np.flatnonzero(kept >= 3).tolist():
+        out[todo[k]] = loops[todo[k]][keep[begin[k] : begin[k] + sizes[k]]]  # its own dtype
+    return out
 
 
 def _nearest(a: np.ndarray, b: np.ndarray, most: int = 2048) -> tuple[int, int]:
@@ -156,6 +233,8 @@ def join_polygons(loops: list[np.ndarray]) -> np.ndarray:
     """One closed path through the polygons, in scan order (top to bottom): each loop is cut
     into the one before it at their nearest vertices, walked round, and left by the same
     cut. The path reads: every loop up to its cut, the last loop, every loop after its cut."""
+    if len(loops) == 1:
+        return loops[0].copy()
     loops = sorted(loops, key=lambda loop: tuple(loop[np.lexsort(loop.T)[0]][::-1]))
     heads, tails, entry = [], [], 0
     for a, b in itertools.pairwise(loops):
@@ -183,21 +262,14 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, holes: bool = Tru
     if mask.ndim != 2:
         raise ValueError(f"mask must be HxW, got shape {mask.shape}")
     loops = _loops(mask)
-    areas = [_area(loop) for loop in loops]
+    areas = _areas(loops).tolist()
     outers = sorted((i for i, a in enumerate(areas) if a > 0), key=lambda i: -areas[i])
-    parts: dict[int, list[np.ndarray]] = {i: [simplify_loop(loops[i], tolerance)] for i in outers}
+    simple = simplify_loops(loops, tolerance)  # the exact loops stay for finding holes' parts
+    parts: dict[int, list[np.ndarray]] = {i: [simple[i]] for i in outers}
     if holes and outers:
-        x0, y0, x1, y1 = np.array([[*loops[i].min(0), *loops[i].max(0)] for i in outers]).T
+        owner = _part_of_loops(mask, loops, np.array(areas))
         for h in (i for i, a in enumerate(areas) if a < 0):
-            # A pixel centre inside the hole: left of its first edge (the mask is on the right).
-            a, b = loops[h][-1], loops[h][0]
-            step = np.sign(b - a)
-            point = a + 0.5 * step + 0.5 * np.array([step[1], -step[0]])
-            x, y = point
-            near = np.flatnonzero((x0 < x) & (x < x1) & (y0 < y) & (y < y1))
-            # The smallest outline around the hole is that of the part it is a hole of.
-            part = next(outers[k] for k in near[::-1] if _inside(point, loops[outers[k]]))
-            parts[part].append(simplify_loop(loops[h], tolerance))
+            parts[int(owner[h])].append(simple[h])
     return [join_polygons(parts[i]).astype(np.int32) for i in outers]
 
 
@@ -211,14 +283,14 @@ def mask_outlines(mask: np.ndarray) -> list[np.ndarray]:
     if mask.ndim != 2:
         raise ValueError(f"mask must be HxW, got shape {mask.shape}")
     loops = _loops(mask)
-    areas = [_area(loop) for loop in loops]
+    areas = _areas(loops).tolist()
     order = sorted(range(len(loops)), key=lambda i: -abs(areas[i]))
     return [loops[i].astype(np.int32) for i in order]
 
 
 def loop_area(loop: np.ndarray) -> float:
     """Signed area (shoelace, y down): positive for an outer outline, negative for a hole."""
-    return _area(np.asarray(loop))
+    return float(_areas([np.asarray(loop)])[0])
 
 
 def mask_to_polygon(mask: np.ndarray, tolerance: float = 0.0, holes: bool = True) -> np.ndarray:
