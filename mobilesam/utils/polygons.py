@@ -91,14 +91,22 @@ def _traced(mask: np.ndarray) -> list[np.ndarray]:
     return loops
 
 
+def _joined(loops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Loops (not none) as one array: (vertices, each loop's start, each vertex's next
+    vertex in its own loop)."""
+    xy = np.concatenate(loops)
+    starts = np.cumsum([0] + [len(loop) for loop in loops[:-1]])
+    nxt = np.arange(1, len(xy) + 1)
+    nxt[np.append(starts[1:], len(xy)) - 1] = starts  # each loop's last vertex -> its first
+    return xy, starts, nxt
+
+
 def _areas(loops: list[np.ndarray]) -> np.ndarray:
     """Signed shoelace areas of integer loops, all in one pass (exact: integer sums)."""
     if not loops:
         return np.zeros(0)
-    xy = np.concatenate(loops).astype(np.int64)
-    starts = np.cumsum([0] + [len(loop) for loop in loops[:-1]])
-    nxt = np.arange(1, len(xy) + 1)
-    nxt[np.append(starts[1:], len(xy)) - 1] = starts  # each loop's last vertex -> its first
+    xy, starts, nxt = _joined(loops)
+    xy = xy.astype(np.int64)
     cross = xy[:, 0] * xy[nxt, 1] - xy[nxt, 0] * xy[:, 1]
     return np.add.reduceat(cross, starts) / 2
 
@@ -115,11 +123,8 @@ def _part_of_loops(mask: np.ndarray, loops: list[np.ndarray], areas: np.ndarray)
     holes = np.flatnonzero(areas < 0)
     if len(holes) == 0:
         return owner
-    xy = np.concatenate(loops)
+    xy, _, nxt = _joined(loops)
     loop_of = np.repeat(owner, [len(loop) for loop in loops])
-    nxt = np.roll(np.arange(len(xy)), -1)
-    starts = np.cumsum([0] + [len(loop) for loop in loops[:-1]])
-    nxt[np.append(starts[1:], len(xy)) - 1] = starts  # each loop's last vertex -> its first
     vertical = np.flatnonzero(xy[:, 0] == xy[nxt, 0])  # edge i -> nxt[i] on the line x
     x, y0 = xy[vertical, 0], np.minimum(xy[vertical, 1], xy[nxt[vertical], 1])
     # Each hole's rightmost vertical edge: the pixel right of its top row is the part's.
