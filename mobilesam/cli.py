@@ -416,7 +416,7 @@ def _convert(args: argparse.Namespace) -> int:
             f"(from {kind} labels; {'; '.join(notes)})"
         )
         return 0
-    if args.to in ("masks", "label-maps") and args.tolerance is not None:
+    if args.to in ("masks", "label-maps", "instance-maps") and args.tolerance is not None:
         raise MobileSAMError(
             f"--tolerance simplifies traced outlines; --to {args.to} writes the masks as they are"
         )
@@ -429,6 +429,7 @@ def _convert(args: argparse.Namespace) -> int:
             "labelme": "drawn as polygons",
             "masks": "written as masks",
             "label-maps": "painted with their class",
+            "instance-maps": "painted as instances",
         }.get(args.to, "left out")
         notes.append(f"{done.crowd} crowd regions {kept}")
     note = f" ({'; '.join(notes)})" if notes else ""
@@ -868,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser(
         "convert",
-        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels, or mask PNGs; "
+        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels, mask PNGs or label maps; "
         "YOLO, VOC or LabelMe labels to COCO",
         allow_abbrev=False,
     )
@@ -880,18 +881,20 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--to",
         required=True,
-        choices=["coco-polygon", "yolo", "labelme", "masks", "label-maps", "coco"],
+        choices=["coco-polygon", "yolo", "labelme", "masks", "label-maps", "instance-maps", "coco"],
         help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
         "labelme: a folder of FILE.json per image (never overwritten); masks: a folder of FILE/ID.png "
         "per annotation (RLE or polygons, 255 inside; each image's folder replaced whole); label-maps: a "
         "folder of FILE.png per image, pixel = class (0 background, i the i-th category by id; "
-        "classes.txt names them; never overwritten); coco: a folder of YOLO, VOC "
+        "classes.txt names them; never overwritten); instance-maps: the same with pixel = the image's "
+        "k-th annotation (instances.json names them); coco: a folder of YOLO, VOC "
         "or LabelMe labels (boxes, polygons, masks) as one COCO JSON file",
     )
     con.add_argument(
         "--out",
         required=True,
-        help="the JSON file (coco-polygon, coco) or folder (yolo, labelme, masks, label-maps) to write",
+        help="the JSON file (coco-polygon, coco) or folder (yolo, labelme, masks, label-maps, instance-maps) "
+        "to write",
     )
     con.add_argument(
         "--tolerance",

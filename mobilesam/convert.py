@@ -32,7 +32,7 @@ from .utils.files import (
 )
 from .utils.polygons import fill_polygons, join_polygons, mask_to_polygons
 
-FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "coco")
+FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "instance-maps", "coco")
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
@@ -256,7 +256,8 @@ def convert(
     a folder of labels/ and classes.txt, `yolo_files`), "labelme" (out: a folder of one
     JSON file per image; `images`: the images' folder, for the files' `imagePath`) or
     "masks" (out: a folder of one PNG per annotation, `to_masks`) or "label-maps" (out: a
-    folder of one class-index PNG per image and classes.txt, `to_label_maps`). Or
+    folder of one class-index PNG per image and classes.txt, `to_label_maps`) or
+    "instance-maps" (the same with instance-index PNGs and instances.json). Or
     convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
     folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
     `label_files`)."""
@@ -289,8 +290,8 @@ def convert(
     elif to == "masks":
         files = to_masks(coco, out)
         written = len(files)
-    elif to == "label-maps":
-        files = to_label_maps(coco, out)
+    elif to in ("label-maps", "instance-maps"):
+        files = to_label_maps(coco, out, instances=to == "instance-maps")
         written = total
     elif to == "labelme":
         check_output_dir(out)
@@ -404,10 +405,12 @@ def to_masks(coco: dict, out: Path) -> list[Path]:
     return files
 
 
-def label_maps(coco: dict) -> tuple[list[PurePosixPath], Iterator[tuple[PurePosixPath, bytes | str]]]:
-    """The label maps of `coco` (see `to_label_maps`) as files: their paths (classes.txt
-    last), and (path, content) of each, a PNG made only when it is reached. Every
-    annotation is checked before this returns."""
+def label_maps(
+    coco: dict, instances: bool = False
+) -> tuple[list[PurePosixPath], Iterator[tuple[PurePosixPath, bytes | str]]]:
+    """The label maps of `coco` (see `to_label_maps`) as files: their paths (classes.txt or
+    instances.json last), and (path, content) of each, a PNG made only when it is reached.
+    Every annotation is checked before this returns."""
     categories = _categories(coco)
     value_of = {c["id"]: i for i, c in enumerate(categories, start=1)}
     path_of = _label_paths(coco, ".png")
@@ -417,48 +420,71 @@ def label_maps(coco: dict) -> tuple[list[PurePosixPath], Iterator[tuple[PurePosi
         if size is None:
             raise ConvertError(f"image {image.get('id')!r}: no width and height")
         for ann, _ in anns:
-            if ann.get("category_id", 1) not in value_of:
+            if not instances and ann.get("category_id", 1) not in value_of:
                 raise ConvertError(
                     f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
                 )
-        plan.append((path_of[image.get("id")], size, anns))
-    dtype = np.uint8 if len(categories) < 256 else np.uint16
+        plan.append((path_of[image.get("id")], size, [ann for ann, _ in anns]))
 
-    def png(size: tuple[int, int], anns: list) -> bytes:
-        labels = np.zeros(size, dtype=dtype)
+    def png(size: tuple[int, int], anns: list[dict]) -> bytes:
+        if instances:  # the k-th annotation of the image, as `label_map` numbers masks
+            values, most = range(1, len(anns) + 1), len(anns)
+        else:
+            values, most = [value_of[a.get("category_id", 1)] for a in anns], len(categories)
+        labels = np.zeros(size, dtype=np.uint8 if most < 256 else np.uint16)
         # Areas from the RLE runs; a polygon's by filling it (again when painted: one mask
         # at a time in memory). The smaller painted over the larger.
         areas = [
             rle.area(a["segmentation"])
             if isinstance(a["segmentation"], dict)
             else int(_decoded(a, size).sum())
-            for a, _ in anns
+            for a in anns
         ]
         for k in np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable"):
-            ann = anns[k][0]
-            labels[_decoded(ann, size)] = value_of[ann.get("category_id", 1)]
+            labels[_decoded(anns[k], size)] = values[k]
         buf = io.BytesIO()
         Image.fromarray(labels).save(buf, "PNG")
         return buf.getvalue()
 
+    def legend() -> tuple[PurePosixPath, str]:
+        if not instances:
+            names = ["background", *(c["name"] for c in categories)]
+            return PurePosixPath("classes.txt"), "".join(f"{n}\n" for n in names)
+        index = {
+            str(path): [
+                {
+                    "value": k,
+                    "id": ann.get("id"),
+                    "category_id": ann.get("category_id", 1),
+                    "iscrowd": int(bool(ann.get("iscrowd"))),
+                }
+                for k, ann in enumerate(anns, start=1)
+            ]
+            for path, _, anns in plan
+        }
+        return PurePosixPath("instances.json"), json.dumps(index, indent=1)
+
     def files() -> Iterator[tuple[PurePosixPath, bytes | str]]:
         for path, size, anns in plan:
             yield path, png(size, anns)
-        yield (
-            PurePosixPath("classes.txt"),
-            "".join(f"{n}\n" for n in ["background", *(c["name"] for c in categories)]),
-        )
+        yield legend()
 
-    return [path for path, _, _ in plan] + [PurePosixPath("classes.txt")], files()
+    last = PurePosixPath("instances.json" if instances else "classes.txt")
+    return [path for path, _, _ in plan] + [last], files()
 
 
-def to_label_maps(coco: dict, out: Path) -> list[Path]:
+def to_label_maps(coco: dict, out: Path, instances: bool = False) -> list[Path]:
     """One class-index PNG per image, `out/<file_name as .png>`: 0 background, i where the
     i-th category by id is (smaller masks painted over larger, as `label_map`; crowd
     regions too), 8-bit for up to 255 categories, else 16-bit; and `out/classes.txt`, line
-    i naming value i (line 0: background). Every annotation is checked first; a label map
-    that exists is not overwritten (--out might be the images' folder)."""
-    paths, files = label_maps(coco)
+    i naming value i (line 0: background). instances: one instance-index PNG per image
+    instead, i where the image's i-th annotation in the file is (as `label_map` numbers
+    the masks of one image: an `everything --json` file gives its `--label-map`), 8-bit
+    for up to 255 annotations in the image, else 16-bit; and `out/instances.json`, each
+    map's values with their annotation's id, category_id and iscrowd. Every annotation
+    is checked first; a label map that exists is not overwritten (--out might be the
+    images' folder)."""
+    paths, files = label_maps(coco, instances)
     check_output_dir(out)
     there = [str(out / path) for path in paths[:-1] if (out / path).exists()]
     if there:

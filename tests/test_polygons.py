@@ -523,3 +523,56 @@ def test_convert_to_label_maps(tmp_path, capsys):
     with pytest.raises(ConvertError, match="category 9 is not in 'categories'"):
         convert(tmp_path / "unknown.json", "label-maps", tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
+
+
+def test_convert_to_instance_maps(tmp_path, capsys):
+    """--to instance-maps: one PNG per image, pixel = the image's k-th annotation (smaller
+    over larger), equal to the one-image `label_map` / `save_label_map` of the result the
+    COCO file came from (8-bit, and 16-bit from 256 masks); instances.json names each
+    value; categories are not needed; an existing map is refused before anything is written."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    masks = np.zeros((300, 40, 50), dtype=bool)
+    masks[0] = _nested()
+    masks[1] = _island_and_friends(masks[0])
+    masks[2, 10:30, 20:45] = True  # overlaps the ring: smaller, so on top
+    masks[3, 5:35, 15:48] = True  # larger than both, later in the file: below them
+    for m in masks[4:]:  # specks, some on top of others
+        y, x = rng.integers(0, 38, 2)
+        m[y : y + 2, x : x + 3] = True
+    for n in (3, 300):
+        result = _result(masks[:n])
+        coco = result.to_coco(image_id=5)
+        coco["annotations"][1]["iscrowd"] = 1
+        coco["images"].append({"id": 6, "width": 7, "height": 3, "file_name": "sub/empty.jpg"})
+        del coco["categories"]
+        (tmp_path / f"{n}.json").write_text(json.dumps(coco))
+        out = tmp_path / f"maps{n}"
+        assert main(["convert", str(tmp_path / f"{n}.json"), "--to", "instance-maps", "--out", str(out)]) == 0
+        said = capsys.readouterr().out
+        assert f"instance-maps: {n} masks of 2 images, 3 files" in said and "1 crowd regions painted" in said
+        result.save_label_map(tmp_path / f"one{n}.png")
+        with Image.open(out / "a.png") as img, Image.open(tmp_path / f"one{n}.png") as one:
+            assert img.mode == one.mode == ("L" if n < 256 else "I;16")
+            assert np.array_equal(np.asarray(img), result.label_map())
+            assert np.array_equal(np.asarray(img), np.asarray(one))
+        with Image.open(out / "sub" / "empty.png") as img:
+            assert img.size == (7, 3) and not np.asarray(img).any()
+        index = json.loads((out / "instances.json").read_text())
+        assert list(index) == ["a.png", "sub/empty.png"] and index["sub/empty.png"] == []
+        ids = [a["id"] for a in coco["annotations"]]
+        assert [(v["value"], v["id"]) for v in index["a.png"]] == list(enumerate(ids, start=1))
+        assert [v["iscrowd"] for v in index["a.png"][:3]] == [0, 1, 0]
+        assert {v["category_id"] for v in index["a.png"]} == {1}
+
+    before = (out / "a.png").read_bytes()
+    (out / "instances.json").unlink()
+    with pytest.raises(ConvertError, match=r"a\.png exists .*not overwritten"):
+        convert(tmp_path / "300.json", "instance-maps", out)
+    assert (out / "a.png").read_bytes() == before and not (out / "instances.json").exists()
+    assert (
+        main(["convert", str(tmp_path / "3.json"), "--to", "instance-maps", "--out", "x", "--tolerance", "1"])
+        == 2
+    )
+    assert "--to instance-maps writes the masks as they are" in capsys.readouterr().err
