@@ -290,6 +290,20 @@ def test_save_load_export_roundtrip(client, folder, tmp_path):
     for obj in sorted(objects, key=lambda o: -rle.decode(o["rle"]).sum()):
         expected[rle.decode(obj["rle"])] = {"car": 1, "wheel": 2}[obj["label"]]
     assert expected.any() and np.array_equal(semantic, expected)
+    # Instance maps: object k of the image is value k (the COCO export's order), smaller on top.
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/instance-maps.zip").content)) as z:
+        assert sorted(z.namelist()) == ["a_truck.png", "b_small.png", "instances.json"]
+        instances = np.asarray(Image.open(io.BytesIO(z.read("a_truck.png"))))
+        index = json.loads(z.read("instances.json"))
+    truck_id = next(i["id"] for i in coco["images"] if i["file_name"] == "a_truck.jpg")
+    exported = [a for a in coco["annotations"] if a["image_id"] == truck_id]
+    assert [v["id"] for v in index["a_truck.png"]] == [a["id"] for a in exported] and index[
+        "b_small.png"
+    ] == []
+    expected = np.zeros((1200, 1800), np.uint8)
+    for k in sorted(range(len(exported)), key=lambda k: -exported[k]["area"]):
+        expected[rle.decode(exported[k]["segmentation"])] = k + 1
+    assert len(exported) == len(objects) and np.array_equal(instances, expected)
 
     labels = np.asarray(
         Image.open(io.BytesIO(client.get("/api/images/a_truck.jpg/export/labels.png").content))

@@ -21,6 +21,7 @@
     GET  /api/export/yolo.zip                 the folder as YOLO segmentation labels + classes.txt
     GET  /api/export/labelme.zip              the folder as LabelMe files, one per image (unzip beside the images)
     GET  /api/export/label-maps.zip           the folder as class-index PNGs, one per image, + classes.txt
+    GET  /api/export/instance-maps.zip        the folder as instance-index PNGs, one per image, + instances.json
     POST /api/upload                          an image (upload mode only)
 
 Coordinates are original-image pixels. Masks travel as COCO compressed RLE (a few KB
@@ -429,6 +430,10 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     @app.get("/api/export/label-maps.zip")
     def export_label_maps(reviewed: bool = False) -> Response:
         return _zip(dict(label_maps(folder_coco(workspace, reviewed))[1]))
+
+    @app.get("/api/export/instance-maps.zip")
+    def export_instance_maps(reviewed: bool = False) -> Response:
+        return _zip(dict(label_maps(folder_coco(workspace, reviewed), instances=True)[1]))
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:

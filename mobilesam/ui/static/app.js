@@ -1041,6 +1041,7 @@ function exportLinks() {  // the folder's exports, of every image or only the re
   $("export-yolo").href = `/api/export/yolo.zip${q}`;
   $("export-labelme").href = `/api/export/labelme.zip${q}`;
   $("export-label-maps").href = `/api/export/label-maps.zip${q}`;
+  $("export-instance-maps").href = `/api/export/instance-maps.zip${q}`;
 }
 $("export-reviewed").addEventListener("change", exportLinks);
 exportLinks();
