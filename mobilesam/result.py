@@ -272,7 +272,12 @@ class SegmentationResult:
         return out
 
     def label_map(self) -> np.ndarray:
-        """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger)."""
+        """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger).
+        More than 65535 masks is an `OutputError` (their numbers would wrap round)."""
+        if len(self) > 65535:
+            raise OutputError(
+                f"{len(self)} masks: a label map numbers at most 65535 (16-bit); save them as masks or COCO JSON"
+            )
         labels = np.zeros(self.image.shape[:2], dtype=np.uint16)
         for i in np.argsort(-self.areas, kind="stable"):  # `paint_order`, from the stored areas
             labels[self.mask(i)] = i + 1

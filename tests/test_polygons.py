@@ -247,7 +247,8 @@ def test_result_exports_polygons_and_yolo(tmp_path):
 
 
 def test_label_map_formats(tmp_path):
-    """PNG by default, TIFF when asked, 16-bit from 256 masks; lossy formats refused."""
+    """PNG by default, TIFF when asked, 16-bit from 256 masks; lossy formats and more masks
+    than 16 bits number refused."""
     from PIL import Image
 
     from mobilesam.errors import OutputError
@@ -263,6 +264,12 @@ def test_label_map_formats(tmp_path):
     with pytest.raises(OutputError, match=r"\.webp cannot hold exact labels; use \.png or \.tif"):
         _result(masks[:3]).save_label_map(tmp_path / "l.webp")
     assert not list(tmp_path.glob("l.webp*"))
+    # Past 65535 masks the numbers would wrap round in 16 bits (65536 -> 0): refused.
+    many = _result(np.ones((65536, 1, 1), dtype=bool))
+    with pytest.raises(OutputError, match="65536 masks: a label map numbers at most 65535"):
+        many.save_label_map(tmp_path / "many.png")
+    assert not list(tmp_path.glob("many*"))
+    assert _result(np.ones((65535, 1, 1), dtype=bool)).label_map().tolist() == [[65535]]
 
 
 def _coco_file(tmp_path, extra_categories=False):
@@ -525,7 +532,7 @@ def test_convert_to_label_maps(tmp_path, capsys):
     assert not (tmp_path / "fresh").exists()
 
 
-def test_convert_to_instance_maps(tmp_path, capsys):
+def test_convert_to_instance_maps(tmp_path, capsys, monkeypatch):
     """--to instance-maps: one PNG per image, pixel = the image's k-th annotation (smaller
     over larger), equal to the one-image `label_map` / `save_label_map` of the result the
     COCO file came from (8-bit, and 16-bit from 256 masks); instances.json names each
@@ -576,3 +583,7 @@ def test_convert_to_instance_maps(tmp_path, capsys):
         == 2
     )
     assert "--to instance-maps writes the masks as they are" in capsys.readouterr().err
+    monkeypatch.setattr("mobilesam.convert.MOST_INSTANCES", 299)  # 65535 (16-bit) really
+    with pytest.raises(ConvertError, match=r"300 annotations, more than a 16-bit instance map holds \(299\)"):
+        convert(tmp_path / "300.json", "instance-maps", tmp_path / "crowded")
+    assert not (tmp_path / "crowded").exists()
