@@ -126,7 +126,7 @@ def _check_outputs(args: argparse.Namespace, files: tuple = ()) -> None:
     from .result import label_map_format
     from .utils.files import check_output_dir, check_output_file
 
-    for path in (args.output, args.label_map, args.json, *files):
+    for path in (args.output, args.label_map, args.json, args.svg, *files):
         if path:
             check_output_file(path)
     if args.label_map:
@@ -163,7 +163,7 @@ def _check_soft(args: argparse.Namespace, *more: tuple[str, object]) -> None:
 
 def _save_outputs(result: SegmentationResult, args: argparse.Namespace, soft: bool = False) -> None:
     """Write the files asked for with -o, --masks-dir and --cutouts-dir (`soft`: the
-    model's soft edges), --label-map and --json."""
+    model's soft edges), --label-map, --json and --svg."""
     if args.output:
         print(f"overlay: {result.save_overlay(args.output)}")
     if args.masks_dir:
@@ -176,6 +176,8 @@ def _save_outputs(result: SegmentationResult, args: argparse.Namespace, soft: bo
         print(f"label map: {result.save_label_map(args.label_map)}")
     if args.json:
         print(f"json: {result.save_json(args.json)}")
+    if args.svg:
+        print(f"svg: {result.save_svg(args.svg)}")
 
 
 def _given(args: argparse.Namespace, *names: str) -> list[str]:
@@ -271,7 +273,9 @@ def _everything(args: argparse.Namespace) -> int:
     if source.is_dir() or args.engine == "ray" or source.suffix == ".txt":
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
-        single = [f for f, v in (("--json", args.json), ("--label-map", args.label_map)) if v]
+        single = [
+            f for f, v in (("--json", args.json), ("--label-map", args.label_map), ("--svg", args.svg)) if v
+        ]
         if single:
             raise PromptError(
                 f"{', '.join(single)}: one-image outputs; a folder writes OUT/annotations.json "
@@ -751,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--label-map", help="label map PNG: 0 background, i for mask i")
     seg.add_argument("--json", help="COCO-style JSON with RLE masks")
+    seg.add_argument("--svg", help="SVG file: the masks as vector paths (outlines within 1 px)")
     seg.add_argument(
         "--logits", help=".npy file for the masks' low-res logits (Nx256x256), a later --mask-input"
     )
@@ -813,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eve.add_argument("--label-map", help="(one image) label map PNG: 0 background, i for mask i")
     eve.add_argument("--json", help="(one image) COCO-style JSON with RLE masks")
+    eve.add_argument("--svg", help="(one image) SVG file: the masks as vector paths (outlines within 1 px)")
     eve.add_argument(
         "--dilate",
         type=float,

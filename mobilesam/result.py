@@ -21,7 +21,7 @@ from .utils.files import atomic_write, atomic_write_text
 from .utils.matte import soft_mask
 from .utils.polygons import mask_to_polygon, mask_to_polygons
 from .utils.regions import dilate as grow
-from .visualize import cutout, overlay
+from .visualize import cutout, overlay, palette
 
 
 class SegmentationResult:
@@ -394,6 +394,34 @@ class SegmentationResult:
         """COCO JSON (see `to_coco`)."""
         coco = self.to_coco(image_id, segmentation=segmentation, tolerance=tolerance)
         return atomic_write_text(path, json.dumps(coco))
+
+    def to_svg(self, indices: int | list[int] | None = None, tolerance: float = 1.0) -> str:
+        """The masks (`indices`: one, several, None: all) as an SVG document of the image's
+        size in pixels, for vector tools (Inkscape, Figma, cutting plotters): one `<path>`
+        per non-empty mask (`id="mask-i"`), its polygons (see `polygons`; `tolerance` 0:
+        exact pixel outlines) filled with the even-odd rule, so holes stay open; in the
+        overlay's colours and order (smaller masks on top), half transparent."""
+        h, w = self.image.shape[:2]
+        colors = palette(len(self))
+        lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">']
+        picked = {i % len(self) for i in self._picked(indices)}
+        for i in sorted(picked, key=lambda i: (-self.areas[i], i)):
+            parts = self.polygons(i, tolerance)
+            if not parts:
+                continue
+            d = " ".join("M" + " L".join(f"{x} {y}" for x, y in part.tolist()) + " Z" for part in parts)
+            r, g, b = colors[i].tolist()
+            lines.append(
+                f'<path id="mask-{i}" d="{d}" fill="rgb({r},{g},{b})" fill-opacity="0.5" '
+                f'fill-rule="evenodd" stroke="none"/>'
+            )
+        return "\n".join([*lines, "</svg>\n"])
+
+    def save_svg(
+        self, path: str | PathLike, indices: int | list[int] | None = None, tolerance: float = 1.0
+    ) -> Path:
+        """The SVG document `to_svg` makes, written to `path`."""
+        return atomic_write_text(path, self.to_svg(indices, tolerance))
 
 
 class CropEdge(NamedTuple):

@@ -156,9 +156,22 @@ def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
     # The same points as one JSON list, as --box takes boxes: the same mask.
     listed = ["segment", TRUCK, "--point", "[[500, 375], [1125, 625, 0]]", "--point", "[]"]
     listed += ["--mask-id", "2", "--input-size-percent", "50", "--checkpoint", str(ckpt_vit_t)]
-    assert main([*listed, "--json", str(tmp_path / "j.json")]) == 0
+    assert main([*listed, "--json", str(tmp_path / "j.json"), "--svg", str(tmp_path / "m.svg")]) == 0
     same = json.loads((tmp_path / "j.json").read_text())["annotations"][0]
     assert same["prompt"] == ann["prompt"] and same["segmentation"] == ann["segmentation"]
+    # --svg: the mask as a vector path, its outline within 1 px (the default simplification).
+    import re
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+
+    from mobilesam.utils import rle
+    from mobilesam.utils.polygons import fill_polygons
+
+    (path,) = ET.parse(tmp_path / "m.svg").getroot()
+    parts = [np.array(re.findall(r"(\d+) (\d+)", p), float) for p in path.get("d").split("Z") if p.strip()]
+    mask, drawn = rle.decode(same["segmentation"]), fill_polygons(parts, (1200, 1800))
+    assert path.get("id") == "mask-0" and (mask & drawn).sum() / (mask | drawn).sum() > 0.97
 
 
 def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):

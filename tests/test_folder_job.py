@@ -180,7 +180,7 @@ def test_an_overlay_is_never_missing(sam, tmp_path, monkeypatch):
 def test_cli_folder_refuses_one_image_outputs_and_runs_with_threads(ckpt_vit_t, tmp_path, capsys):
     photos = _photos(tmp_path / "in", ["a.jpg"])
     base = ["everything", str(photos), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt_vit_t)]
-    for extra in (["--json", "x.json"], ["--label-map", "l.png"]):
+    for extra in (["--json", "x.json"], ["--label-map", "l.png"], ["--svg", "m.svg"]):
         assert main(base + extra) == 2
         assert "one-image outputs" in capsys.readouterr().err
     assert main([*base, "--points-per-side", "2", "--threads", "1"]) == 0

@@ -246,6 +246,42 @@ def test_result_exports_polygons_and_yolo(tmp_path):
     assert result.polygons(0, tolerance=0)[0].dtype == np.int32
 
 
+def test_result_exports_svg_paths(tmp_path):
+    """to_svg / save_svg: the image's size, one even-odd path per non-empty mask in the
+    overlay's colours, larger masks first; at tolerance 0 each path fills back to its mask."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    from mobilesam.visualize import palette
+
+    mask = _nested()
+    ring = mask & ~_island_and_friends(mask)
+    masks = np.stack([_island_and_friends(mask), np.zeros_like(mask), ring, mask])
+    result = _result(masks)
+    svg = ET.parse(result.save_svg(tmp_path / "m.svg", tolerance=0)).getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert (svg.get("width"), svg.get("height"), svg.get("viewBox")) == ("50", "40", "0 0 50 40")
+    paths = list(svg)
+    assert [p.get("id") for p in paths] == ["mask-3", "mask-2", "mask-0"]  # largest first, empty left out
+    for path in paths:
+        i = int(path.get("id")[5:])
+        assert path.get("fill-rule") == "evenodd"
+        assert path.get("fill") == "rgb({},{},{})".format(*palette(4)[i].tolist())
+        polygons = [
+            np.array(re.findall(r"(-?\d+) (-?\d+)", part), dtype=float)
+            for part in path.get("d").split("Z")
+            if part.strip()
+        ]
+        assert (fill_polygons(polygons, mask.shape) == masks[i]).all(), i
+    assert [p.get("id") for p in ET.fromstring(result.to_svg(indices=[-1, 2]))] == ["mask-3", "mask-2"]
+    yy, xx = np.mgrid[:40, :50]
+    disc = _result(((yy - 20) ** 2 + (xx - 25) ** 2 < 15**2)[None])
+    exact, simple = (ET.fromstring(disc.to_svg(tolerance=t))[0].get("d") for t in (0, 1))
+    assert simple.count("L") * 2 < exact.count("L")  # simplified by up to 1 px (the default)
+    with pytest.raises(IndexError, match="out of range"):
+        result.to_svg(indices=4)
+
+
 def test_label_map_formats(tmp_path):
     """PNG by default, TIFF when asked, 16-bit from 256 masks; lossy formats and more masks
     than 16 bits number refused."""
