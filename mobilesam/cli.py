@@ -403,6 +403,10 @@ def _report(summary) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
+    if args.overwrite and args.to not in ("label-maps", "instance-maps"):
+        raise MobileSAMError(
+            f"--overwrite replaces label maps (--to label-maps, instance-maps), not --to {args.to}"
+        )
     if args.to == "coco":
         if args.tolerance is not None:
             raise MobileSAMError(
@@ -425,7 +429,15 @@ def _convert(args: argparse.Namespace) -> int:
             f"--tolerance simplifies traced outlines; --to {args.to} writes the masks as they are"
         )
     tolerance = 1.0 if args.tolerance is None else args.tolerance
-    done = convert(args.source, args.to, args.out, tolerance, images=args.images, classes=args.classes)
+    done = convert(
+        args.source,
+        args.to,
+        args.out,
+        tolerance,
+        images=args.images,
+        classes=args.classes,
+        overwrite=args.overwrite,
+    )
     notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
     if done.crowd:
         kept = {
@@ -919,6 +931,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="label files: the class names in order, classes.txt (one per line) or a dataset YAML's "
         "names (default, YOLO: classes.txt beside or inside the labels folder, else numbers; VOC, "
         "LabelMe: the names found, sorted)",
+    )
+    con.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="label-maps, instance-maps: replace the label maps there (one-channel PNGs only; "
+        "default: refuse, --out may hold the images)",
     )
     con.set_defaults(func=_convert)
 

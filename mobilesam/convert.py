@@ -252,13 +252,15 @@ def convert(
     tolerance: float = 1.0,
     images: str | Path | None = None,
     classes: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Converted:
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file), "yolo" (out:
     a folder of labels/ and classes.txt, `yolo_files`), "labelme" (out: a folder of one
     JSON file per image; `images`: the images' folder, for the files' `imagePath`) or
     "masks" (out: a folder of one PNG per annotation, `to_masks`) or "label-maps" (out: a
     folder of one class-index PNG per image and classes.txt, `to_label_maps`) or
-    "instance-maps" (the same with instance-index PNGs and instances.json). Or
+    "instance-maps" (the same with instance-index PNGs and instances.json; `overwrite`:
+    replace the label maps there). Or
     convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
     folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
     `label_files`)."""
@@ -292,7 +294,7 @@ def convert(
         files = to_masks(coco, out)
         written = len(files)
     elif to in ("label-maps", "instance-maps"):
-        files = to_label_maps(coco, out, instances=to == "instance-maps")
+        files = to_label_maps(coco, out, instances=to == "instance-maps", overwrite=overwrite)
         written = total
     elif to == "labelme":
         check_output_dir(out)
@@ -479,7 +481,7 @@ def label_maps(
     return [path for path, _, _ in plan] + [last], files()
 
 
-def to_label_maps(coco: dict, out: Path, instances: bool = False) -> list[Path]:
+def to_label_maps(coco: dict, out: Path, instances: bool = False, overwrite: bool = False) -> list[Path]:
     """One class-index PNG per image, `out/<file_name as .png>`: 0 background, i where the
     i-th category by id is (smaller masks painted over larger, as `label_map`; crowd
     regions too), 8-bit for up to 255 categories, else 16-bit; and `out/classes.txt`, line
@@ -489,22 +491,37 @@ def to_label_maps(coco: dict, out: Path, instances: bool = False) -> list[Path]:
     for up to 255 annotations in the image, else 16-bit; and `out/instances.json`, each
     map's values with their annotation's id, category_id and iscrowd. Every annotation
     is checked first; a label map that exists is not overwritten (--out might be the
-    images' folder)."""
+    images' folder) unless `overwrite`, and then only a file that is a label map (a
+    one-channel PNG: a photo there is refused); maps of images no longer in `coco` stay."""
     paths, files = label_maps(coco, instances)
     check_output_dir(out)
-    there = [str(out / path) for path in paths[:-1] if (out / path).exists()]
-    if there:
+    there = [out / path for path in paths[:-1] if (out / path).exists()]
+    if there and not overwrite:
         more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
         raise ConvertError(
             f"{there[0]} exists{more}: label maps are not overwritten (--out may hold the images); "
-            "choose another --out or remove them"
+            "choose another --out, remove them, or pass --overwrite to replace them"
         )
+    for path in there:
+        _check_label_map(path)
     return [
         atomic_write_bytes(out / path, data)
         if isinstance(data, bytes)
         else atomic_write_text(out / path, data)
         for path, data in files
     ]
+
+
+def _check_label_map(path: Path) -> None:
+    """A `ConvertError` unless `path` is a one-channel PNG (8- or 16-bit), as label maps are."""
+    try:
+        with Image.open(path) as img:
+            kind = (img.format, img.mode)
+    except (OSError, ValueError):
+        kind = None
+    if kind not in (("PNG", "L"), ("PNG", "I;16"), ("PNG", "I")):
+        what = f"a {kind[0]} image in mode {kind[1]}" if kind else "not an image Pillow can read"
+        raise ConvertError(f"{path} is {what}, not a label map: --overwrite replaces label maps only")
 
 
 def _object_count(shapes: list[dict]) -> int:

@@ -561,6 +561,29 @@ def test_convert_to_label_maps(tmp_path, capsys):
         convert(tmp_path / "rle.json", "label-maps", tmp_path / "rle")
     assert (tmp_path / "rle" / "cam1" / "a.png").read_bytes() == before
     assert not (tmp_path / "rle" / "classes.txt").exists()
+    # --overwrite replaces label maps (the annotations changed: one class fewer), but only
+    # one-channel PNGs: a photo where a map would go is refused and nothing is written.
+    fewer = {**coco, "annotations": [a for a in coco["annotations"] if a["category_id"] == 1]}
+    (tmp_path / "fewer.json").write_text(json.dumps(fewer))
+    rle_out = str(tmp_path / "rle")
+    assert main(["convert", str(tmp_path / "fewer.json"), "--to", "label-maps", "--out", rle_out]) == 2
+    assert "pass --overwrite to replace them" in capsys.readouterr().err
+    assert (
+        main(["convert", str(tmp_path / "fewer.json"), "--to", "label-maps", "--out", rle_out, "--overwrite"])
+        == 0
+    )
+    with Image.open(tmp_path / "rle" / "cam1" / "a.png") as img:
+        assert np.array_equal(np.asarray(img), np.where(mask, 1, 0))
+    assert (tmp_path / "rle" / "classes.txt").read_text() == "background\ntree\ncar\n"
+    replaced = (tmp_path / "rle" / "cam1" / "a.png").read_bytes()
+    Image.new("RGB", (50, 40)).save(tmp_path / "rle" / "b.png")
+    with pytest.raises(
+        ConvertError, match=r"b\.png is a PNG image in mode RGB, not a label map: --overwrite replaces"
+    ):
+        convert(tmp_path / "rle.json", "label-maps", tmp_path / "rle", overwrite=True)
+    assert (tmp_path / "rle" / "cam1" / "a.png").read_bytes() == replaced
+    assert main(["convert", str(src), "--to", "yolo", "--out", str(tmp_path / "y"), "--overwrite"]) == 2
+    assert "--overwrite replaces label maps" in capsys.readouterr().err
     unknown = {**coco, "annotations": [{**coco["annotations"][0], "category_id": 9}]}
     (tmp_path / "unknown.json").write_text(json.dumps(unknown))
     with pytest.raises(ConvertError, match="category 9 is not in 'categories'"):
