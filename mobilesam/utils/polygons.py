@@ -267,12 +267,13 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, holes: bool = Tru
     if mask.ndim != 2:
         raise ValueError(f"mask must be HxW, got shape {mask.shape}")
     loops = _loops(mask)
-    areas = _areas(loops).tolist()
+    signed = _areas(loops)
+    areas = signed.tolist()
     outers = sorted((i for i, a in enumerate(areas) if a > 0), key=lambda i: -areas[i])
     simple = simplify_loops(loops, tolerance)  # the exact loops stay for finding holes' parts
     parts: dict[int, list[np.ndarray]] = {i: [simple[i]] for i in outers}
     if holes and outers:
-        owner = _part_of_loops(mask, loops, np.array(areas))
+        owner = _part_of_loops(mask, loops, signed)
         for h in (i for i, a in enumerate(areas) if a < 0):
             parts[int(owner[h])].append(simple[h])
     return [join_polygons(parts[i]).astype(np.int32) for i in outers]
@@ -317,11 +318,9 @@ def fill_polygons(polygons: list[np.ndarray], size: tuple[int, int]) -> np.ndarr
     if not loops:
         return np.zeros((h, w), dtype=bool)
     # Every polygon's edges at once: vertex i runs to vertex i + 1 of its own polygon.
-    sizes = np.array([len(q) for q in loops])
-    x0, y0 = np.concatenate(loops).T
-    ahead = np.arange(len(x0)) + 1
-    ahead[np.cumsum(sizes) - 1] = np.cumsum(sizes) - sizes
-    x1, y1, owner = x0[ahead], y0[ahead], np.repeat(np.arange(len(loops)), sizes)
+    xy, _, ahead = _joined(loops)
+    x0, y0 = xy.T
+    x1, y1, owner = x0[ahead], y0[ahead], np.repeat(np.arange(len(loops)), [len(q) for q in loops])
     # Rows whose centre line y = r + 0.5 an edge crosses, half-open: lo <= r + 0.5 < hi.
     lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
     first = np.clip(np.ceil(lo - 0.5), 0, h).astype(np.int64)
