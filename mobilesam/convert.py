@@ -21,7 +21,7 @@ from PIL import Image
 
 from .errors import ConvertError
 from .label_files import read_folder
-from .result import yolo_line
+from .result import MOST_LABELS, yolo_line
 from .utils import rle
 from .utils.files import (
     atomic_write_bytes,
@@ -33,7 +33,6 @@ from .utils.files import (
 from .utils.polygons import fill_polygons, join_polygons, mask_to_polygons
 
 FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "instance-maps", "coco")
-MOST_INSTANCES = 65535  # annotations of one image in an instance map (16-bit)
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
@@ -427,10 +426,10 @@ def label_maps(
                 raise ConvertError(
                     f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
                 )
-        if instances and len(anns) > MOST_INSTANCES:
+        if instances and len(anns) > MOST_LABELS:
             raise ConvertError(
                 f"image {image.get('id')!r}: {len(anns)} annotations, more than a 16-bit instance map "
-                f"holds ({MOST_INSTANCES})"
+                f"holds ({MOST_LABELS})"
             )
         plan.append((path_of[image.get("id")], size, [ann for ann, _ in anns]))
 

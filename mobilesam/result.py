@@ -23,6 +23,8 @@ from .utils.polygons import mask_to_polygon, mask_to_polygons
 from .utils.regions import dilate as grow
 from .visualize import cutout, overlay, palette
 
+MOST_LABELS = 65535  # masks a label map numbers (16-bit); one more would wrap round to 0
+
 
 class SegmentationResult:
     """Masks for one image, in original-image pixels.
@@ -274,9 +276,9 @@ class SegmentationResult:
     def label_map(self) -> np.ndarray:
         """HxW uint16: 0 background, i+1 where mask i is on top (smaller masks over larger).
         More than 65535 masks is an `OutputError` (their numbers would wrap round)."""
-        if len(self) > 65535:
+        if len(self) > MOST_LABELS:
             raise OutputError(
-                f"{len(self)} masks: a label map numbers at most 65535 (16-bit); save them as masks or COCO JSON"
+                f"{len(self)} masks: a label map numbers at most {MOST_LABELS} (16-bit); save them as masks or COCO JSON"
             )
         labels = np.zeros(self.image.shape[:2], dtype=np.uint16)
         for i in np.argsort(-self.areas, kind="stable"):  # `paint_order`, from the stored areas

@@ -642,7 +642,7 @@ def test_convert_to_instance_maps(tmp_path, capsys, monkeypatch):
         == 2
     )
     assert "--to instance-maps writes the masks as they are" in capsys.readouterr().err
-    monkeypatch.setattr("mobilesam.convert.MOST_INSTANCES", 299)  # 65535 (16-bit) really
+    monkeypatch.setattr("mobilesam.convert.MOST_LABELS", 299)  # 65535 (16-bit) really
     with pytest.raises(ConvertError, match=r"300 annotations, more than a 16-bit instance map holds \(299\)"):
         convert(tmp_path / "300.json", "instance-maps", tmp_path / "crowded")
     assert not (tmp_path / "crowded").exists()
