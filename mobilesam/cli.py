@@ -424,7 +424,7 @@ def _convert(args: argparse.Namespace) -> int:
             f"(from {kind} labels; {'; '.join(notes)})"
         )
         return 0
-    if args.to in ("masks", "label-maps", "instance-maps") and args.tolerance is not None:
+    if args.to in ("masks", "label-maps", "instance-maps", "label-studio") and args.tolerance is not None:
         raise MobileSAMError(
             f"--tolerance simplifies traced outlines; --to {args.to} writes the masks as they are"
         )
@@ -437,8 +437,11 @@ def _convert(args: argparse.Namespace) -> int:
         images=args.images,
         classes=args.classes,
         overwrite=args.overwrite,
+        image_root=args.image_root,
+        as_annotations=args.as_annotations,
     )
-    notes = [f"{done.empty} empty masks left out: no polygon"] if done.empty else []
+    why = "no pixel to draw" if args.to == "label-studio" else "no polygon"
+    notes = [f"{done.empty} empty masks left out: {why}"] if done.empty else []
     if done.crowd:
         kept = {
             "coco-polygon": "kept as RLE",
@@ -446,6 +449,7 @@ def _convert(args: argparse.Namespace) -> int:
             "masks": "written as masks",
             "label-maps": "painted with their class",
             "instance-maps": "painted as instances",
+            "label-studio": "drawn as brush masks",
         }.get(args.to, "left out")
         notes.append(f"{done.crowd} crowd regions {kept}")
     note = f" ({'; '.join(notes)})" if notes else ""
@@ -887,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser(
         "convert",
-        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels, mask PNGs or label maps; "
+        help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels, mask PNGs, label maps or Label Studio tasks; "
         "YOLO, VOC or LabelMe labels to COCO",
         allow_abbrev=False,
     )
@@ -899,19 +903,29 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--to",
         required=True,
-        choices=["coco-polygon", "yolo", "labelme", "masks", "label-maps", "instance-maps", "coco"],
+        choices=[
+            "coco-polygon",
+            "yolo",
+            "labelme",
+            "masks",
+            "label-maps",
+            "instance-maps",
+            "label-studio",
+            "coco",
+        ],
         help="coco-polygon: one JSON file; yolo: a folder of labels/FILE.txt per image and classes.txt; "
         "labelme: a folder of FILE.json per image (never overwritten); masks: a folder of FILE/ID.png "
         "per annotation (RLE or polygons, 255 inside; each image's folder replaced whole); label-maps: a "
         "folder of FILE.png per image, pixel = class (0 background, i the i-th category by id; "
         "classes.txt names them; never overwritten); instance-maps: the same with pixel = the image's "
-        "k-th annotation (instances.json names them); coco: a folder of YOLO, VOC "
+        "k-th annotation (instances.json names them); label-studio: one JSON file of Label Studio tasks "
+        "with brush masks, and its labeling config beside it (NAME.label_config.xml); coco: a folder of YOLO, VOC "
         "or LabelMe labels (boxes, polygons, masks) as one COCO JSON file",
     )
     con.add_argument(
         "--out",
         required=True,
-        help="the JSON file (coco-polygon, coco) or folder (yolo, labelme, masks, label-maps, instance-maps) "
+        help="the JSON file (coco-polygon, label-studio, coco) or folder (yolo, labelme, masks, label-maps, instance-maps) "
         "to write",
     )
     con.add_argument(
@@ -937,6 +951,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label-maps, instance-maps: replace the label maps there (one-channel PNGs only; "
         "default: refuse, --out may hold the images)",
+    )
+    con.add_argument(
+        "--image-root",
+        help="label-studio: put before each file_name to make the task's image URL (default "
+        "/data/local-files/?d=, Label Studio's local files; or http://host/images/)",
+    )
+    con.add_argument(
+        "--as-annotations",
+        action="store_true",
+        help="label-studio: write the masks as the tasks' annotations (finished work) instead of "
+        "predictions (pre-annotations to review)",
     )
     con.set_defaults(func=_convert)
 

@@ -1,6 +1,7 @@
 """COCO JSON with RLE masks (what `mobilesam everything`, `--json` and the UI's export write)
 to polygons: COCO polygon JSON, or a folder of YOLO segmentation labels or LabelMe files;
-to one mask PNG per annotation or one class-index PNG per image; and a folder of YOLO, Pascal VOC or LabelMe label files to
+to one mask PNG per annotation or one class-index PNG per image; to Label Studio tasks
+with brush masks; and a folder of YOLO, Pascal VOC or LabelMe label files to
 COCO JSON (`label_files`). Needs no torch.
 
 The input is read and every annotation converted (for mask PNGs: checked) before anything
@@ -32,7 +33,7 @@ from .utils.files import (
 )
 from .utils.polygons import fill_polygons, join_polygons, mask_to_polygons
 
-FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "instance-maps", "coco")
+FORMATS = ("coco-polygon", "yolo", "labelme", "masks", "label-maps", "instance-maps", "label-studio", "coco")
 NO_MASK = "it has no segmentation, a box only: `mobilesam boxes-to-masks` makes its mask"
 
 
@@ -252,6 +253,8 @@ def convert(
     images: str | Path | None = None,
     classes: str | Path | None = None,
     overwrite: bool = False,
+    image_root: str | None = None,
+    as_annotations: bool = False,
 ) -> Converted:
     """Convert the COCO file `src`: `to` is "coco-polygon" (out: a JSON file), "yolo" (out:
     a folder of labels/ and classes.txt, `yolo_files`), "labelme" (out: a folder of one
@@ -259,7 +262,9 @@ def convert(
     "masks" (out: a folder of one PNG per annotation, `to_masks`) or "label-maps" (out: a
     folder of one class-index PNG per image and classes.txt, `to_label_maps`) or
     "instance-maps" (the same with instance-index PNGs and instances.json; `overwrite`:
-    replace the label maps there). Or
+    replace the label maps there) or "label-studio" (out: a JSON file of Label Studio
+    tasks, and its labeling config beside it, `to_label_studio`: `image_root`,
+    `as_annotations`). Or
     convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
     folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
     `label_files`)."""
@@ -267,6 +272,8 @@ def convert(
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
     if not 0 <= tolerance < float("inf"):
         raise ConvertError(f"tolerance must be 0 or more pixels, got {tolerance}")
+    if (image_root is not None or as_annotations) and to != "label-studio":
+        raise ConvertError("--image-root and --as-annotations are for --to label-studio")
     out, folder = Path(out), Path(src).is_dir()
     if folder != (to == "coco"):
         raise ConvertError(
@@ -295,6 +302,18 @@ def convert(
     elif to in ("label-maps", "instance-maps"):
         files = to_label_maps(coco, out, instances=to == "instance-maps", overwrite=overwrite)
         written = total
+    elif to == "label-studio":
+        check_output_file(out)
+        tasks, config = to_label_studio(
+            coco, LABEL_STUDIO_ROOT if image_root is None else image_root, as_annotations
+        )
+        files = [
+            atomic_write_text(label_studio_config_path(out), config),
+            atomic_write_text(out, json.dumps(tasks)),
+        ]
+        written = sum(
+            len(t[key][0]["result"]) for t in tasks for key in ("predictions", "annotations") if key in t
+        )
     elif to == "labelme":
         check_output_dir(out)
 
@@ -509,6 +528,97 @@ def to_label_maps(coco: dict, out: Path, instances: bool = False, overwrite: boo
         else atomic_write_text(out / path, data)
         for path, data in files
     ]
+
+
+LABEL_STUDIO_ROOT = "/data/local-files/?d="  # Label Studio's local file serving
+
+
+def to_label_studio(
+    coco: dict,
+    image_root: str = LABEL_STUDIO_ROOT,
+    as_annotations: bool = False,
+    from_name: str = "tag",
+    to_name: str = "image",
+) -> tuple[list[dict], str]:
+    """Label Studio tasks, one per image (in the file's order, also those with nothing in
+    them), each mask a `brushlabels` region with Label Studio's brush RLE (exact, holes
+    kept; crowd regions too), labelled with its category's name, its `score` kept; and
+    the labeling config (an Image and a BrushLabels with every category) they fit.
+    The regions are the task's prediction (model_version "mobilesam", score the mean of
+    its regions'), or with `as_annotations` its annotation. A task's image is `image_root`
+    + the URL-quoted file_name (Label Studio's local files by default). Masks with no
+    pixel are left out. Every annotation is checked first; the masks are encoded one at
+    a time."""
+    from urllib.parse import quote
+    from xml.sax.saxutils import quoteattr
+
+    from .utils import lsrle
+    from .visualize import palette
+
+    categories = _categories(coco)
+    name_of = {c["id"]: c["name"] for c in categories}
+    checked = _checked_masks(coco)
+    for _, anns in checked:
+        for ann, _ in anns:
+            if ann.get("category_id", 1) not in name_of:
+                raise ConvertError(
+                    f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
+                )
+    tasks = []
+    for image, anns in checked:
+        regions, ids = [], set()
+        for k, (ann, (h, w)) in enumerate(anns):
+            region_id = str(ann.get("id", f"{image.get('id')}-{k}"))
+            if region_id in ids:
+                raise ConvertError(f"annotation {region_id!r}: a second annotation of its image with this id")
+            ids.add(region_id)
+            mask = _decoded(ann, (h, w))
+            if not mask.any():
+                continue
+            region = {
+                "id": region_id,
+                "type": "brushlabels",
+                "from_name": from_name,
+                "to_name": to_name,
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {
+                    "format": "rle",
+                    "rle": lsrle.encode(mask),
+                    "brushlabels": [name_of[ann.get("category_id", 1)]],
+                },
+            }
+            if _finite(ann.get("score")):
+                region["score"] = float(ann["score"])
+            regions.append(region)
+        name = str(relative_name(image, f"image_{image.get('id')}"))
+        task: dict = {"data": {to_name: image_root + quote(name)}}
+        if as_annotations:
+            task["annotations"] = [{"result": regions, "ground_truth": False}]
+        else:
+            scores = [r["score"] for r in regions if "score" in r]
+            prediction = {"model_version": "mobilesam", "result": regions}
+            if scores:
+                prediction["score"] = float(np.mean(scores))
+            task["predictions"] = [prediction]
+        tasks.append(task)
+    colors = palette(len(categories))
+    labels = "".join(
+        f'    <Label value={quoteattr(c["name"])} background="#{r:02x}{g:02x}{b:02x}"/>\n'
+        for c, (r, g, b) in zip(categories, colors.tolist())
+    )
+    config = (
+        f'<View>\n  <Image name={quoteattr(to_name)} value={quoteattr("$" + to_name)} zoom="true"/>\n'
+        f"  <BrushLabels name={quoteattr(from_name)} toName={quoteattr(to_name)}>\n{labels}  </BrushLabels>\n</View>\n"
+    )
+    return tasks, config
+
+
+def label_studio_config_path(out: str | Path) -> Path:
+    """Where `convert --to label-studio --out tasks.json` puts the labeling config:
+    tasks.label_config.xml, as label-studio-converter names it."""
+    return Path(out).with_suffix(".label_config.xml")
 
 
 def _check_label_map(path: Path) -> None:

@@ -21,7 +21,7 @@ from mobilesam import MobileSAMError, SamPredictor
 from mobilesam.ui.model import ModelService
 from mobilesam.ui.server import create_app
 from mobilesam.ui.workspace import NotFound, Workspace
-from mobilesam.utils import rle
+from mobilesam.utils import lsrle, rle
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +304,18 @@ def test_save_load_export_roundtrip(client, folder, tmp_path):
     for k in sorted(range(len(exported)), key=lambda k: -exported[k]["area"]):
         expected[rle.decode(exported[k]["segmentation"])] = k + 1
     assert len(exported) == len(objects) and np.array_equal(instances, expected)
+    # Label Studio: every image a task, the objects its predictions; reviewed only: annotations.
+    for reviewed, kind, files in ((False, "predictions", 2), (True, "annotations", 1)):
+        url = f"/api/export/label-studio.zip{'?reviewed=true' if reviewed else ''}"
+        with zipfile.ZipFile(io.BytesIO(client.get(url).content)) as z:
+            assert sorted(z.namelist()) == ["tasks.json", "tasks.label_config.xml"]
+            tasks = json.loads(z.read("tasks.json"))
+            assert b'<Label value="car"' in z.read("tasks.label_config.xml")
+        assert len(tasks) == files and tasks[0]["data"] == {"image": "/data/local-files/?d=a_truck.jpg"}
+        regions = tasks[0][kind][0]["result"]
+        assert [r["value"]["brushlabels"] for r in regions] == [["wheel"], ["car"]]
+        for region, obj in zip(regions, objects):
+            assert np.array_equal(lsrle.decode(region["value"]["rle"], (1200, 1800)), rle.decode(obj["rle"]))
 
     labels = np.asarray(
         Image.open(io.BytesIO(client.get("/api/images/a_truck.jpg/export/labels.png").content))

@@ -406,7 +406,7 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             assert [i["review"] for i in server.get("/api/images")] == [False, False]
             assert marks.nth(1).get_attribute("class") == "done"
             page.check("#export-reviewed")  # the folder's exports of the reviewed images only
-            kinds = ("coco", "yolo", "labelme", "label-maps", "instance-maps")
+            kinds = ("coco", "yolo", "labelme", "label-maps", "instance-maps", "label-studio")
             links = [page.get_attribute(f"#export-{k}", "href") for k in kinds]
             assert links == [
                 "/api/export/coco?reviewed=true",
@@ -414,6 +414,7 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
                 "/api/export/labelme.zip?reviewed=true",
                 "/api/export/label-maps.zip?reviewed=true",
                 "/api/export/instance-maps.zip?reviewed=true",
+                "/api/export/label-studio.zip?reviewed=true",
             ]
             page.uncheck("#export-reviewed")
             assert page.get_attribute("#export-yolo", "href") == "/api/export/yolo.zip"

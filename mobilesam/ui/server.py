@@ -22,6 +22,7 @@
     GET  /api/export/labelme.zip              the folder as LabelMe files, one per image (unzip beside the images)
     GET  /api/export/label-maps.zip           the folder as class-index PNGs, one per image, + classes.txt
     GET  /api/export/instance-maps.zip        the folder as instance-index PNGs, one per image, + instances.json
+    GET  /api/export/label-studio.zip         the folder as Label Studio tasks (brush masks) + labeling config
     POST /api/upload                          an image (upload mode only)
 
 Coordinates are original-image pixels. Masks travel as COCO compressed RLE (a few KB
@@ -44,7 +45,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
-from ..convert import ConvertError, label_maps, to_labelme, to_yolo, yolo_files
+from ..convert import ConvertError, label_maps, to_label_studio, to_labelme, to_yolo, yolo_files
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import load_image, opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
@@ -434,6 +435,12 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     @app.get("/api/export/instance-maps.zip")
     def export_instance_maps(reviewed: bool = False) -> Response:
         return _zip(dict(label_maps(folder_coco(workspace, reviewed), instances=True)[1]))
+
+    @app.get("/api/export/label-studio.zip")
+    def export_label_studio(reviewed: bool = False) -> Response:
+        # A person's reviewed work goes in as annotations; everything, as predictions to review.
+        tasks, config = to_label_studio(folder_coco(workspace, reviewed), as_annotations=reviewed)
+        return _zip({"tasks.json": json.dumps(tasks), "tasks.label_config.xml": config})
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:

@@ -1042,6 +1042,7 @@ function exportLinks() {  // the folder's exports, of every image or only the re
   $("export-labelme").href = `/api/export/labelme.zip${q}`;
   $("export-label-maps").href = `/api/export/label-maps.zip${q}`;
   $("export-instance-maps").href = `/api/export/instance-maps.zip${q}`;
+  $("export-label-studio").href = `/api/export/label-studio.zip${q}`;
 }
 $("export-reviewed").addEventListener("change", exportLinks);
 exportLinks();
