@@ -412,16 +412,25 @@ def _convert(args: argparse.Namespace) -> int:
             raise MobileSAMError(
                 "--tolerance simplifies traced masks; label files' polygons are taken as they are"
             )
-        done = convert(args.source, args.to, args.out, images=args.images, classes=args.classes)
+        done = convert(
+            args.source,
+            args.to,
+            args.out,
+            images=args.images,
+            classes=args.classes,
+            image_root=args.image_root,
+        )
         named = "named by number" if done.source == "yolo" else "named in the files"
         notes = [f"class names from {done.classes}" if done.classes else f"classes {named}"]
         if done.left_out:
             kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(done.left_out.items()))
-            notes.append(f"{sum(done.left_out.values())} shapes left out, not regions: {kinds}")
-        kind = {"yolo": "YOLO", "voc": "Pascal VOC", "labelme": "LabelMe"}[done.source]
+            what = "left out" if done.source == "label-studio" else "shapes left out, not regions"
+            notes.append(f"{sum(done.left_out.values())} {what}: {kinds}")
+        kind = {"yolo": "YOLO labels", "voc": "Pascal VOC labels", "labelme": "LabelMe labels"}
+        kind["label-studio"] = "a Label Studio export"
         print(
             f"coco: {done.annotations} objects of {done.images} images in {args.out} "
-            f"(from {kind} labels; {'; '.join(notes)})"
+            f"(from {kind[done.source]}; {'; '.join(notes)})"
         )
         return 0
     if args.to in ("masks", "label-maps", "instance-maps", "label-studio") and args.tolerance is not None:
@@ -898,7 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "source",
         help="COCO JSON (`everything`'s annotations.json, a --json file, the UI's export), or a "
-        "folder of YOLO (.txt), Pascal VOC (.xml) or LabelMe (.json) label files (with --to coco)",
+        "folder of YOLO (.txt), Pascal VOC (.xml) or LabelMe (.json) label files or a Label Studio "
+        "JSON export (with --to coco)",
     )
     con.add_argument(
         "--to",
@@ -938,7 +948,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--images",
         help="label files: the folder of their images (labels/a/x.txt, .xml or .json goes with "
         "images/a/x.jpg); --to labelme: where the images are, for each file's imagePath "
-        "(default: beside the files)",
+        "(default: beside the files); a Label Studio export: where its images are, checked and "
+        "their sizes read (optional: the regions carry their image's size)",
     )
     con.add_argument(
         "--classes",
@@ -955,7 +966,8 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--image-root",
         help="label-studio: put before each file_name to make the task's image URL (default "
-        "/data/local-files/?d=, Label Studio's local files; or http://host/images/)",
+        "/data/local-files/?d=, Label Studio's local files; or http://host/images/); a Label Studio "
+        "export --to coco: the start of its image URLs to strip, leaving the file names",
     )
     con.add_argument(
         "--as-annotations",

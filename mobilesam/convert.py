@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConvertError
-from .label_files import read_folder
+from .label_files import label_studio_to_coco, read_folder
 from .result import MOST_LABELS, yolo_line
 from .utils import rle
 from .utils.files import (
@@ -45,7 +45,7 @@ class Converted:
     empty: int  # annotations whose mask has no pixel: no polygon, left out
     crowd: int  # iscrowd regions: kept as RLE in COCO polygons, left out of YOLO labels
     classes: Path | None = None  # label files in: the class names' file read
-    source: str = "coco"  # what was read: "coco", "yolo", "voc" or "labelme"
+    source: str = "coco"  # what was read: "coco", "yolo", "voc", "labelme" or "label-studio"
     left_out: dict[str, int] = field(default_factory=dict)  # LabelMe in: shapes that are no regions
 
 
@@ -267,23 +267,26 @@ def convert(
     `as_annotations`). Or
     convert the folder of label files `src` (YOLO, Pascal VOC, LabelMe) for the images in
     folder `images` to "coco" (out: a JSON file; `classes`: the class names' file; see
-    `label_files`)."""
+    `label_files`), or the Label Studio JSON export `src` to "coco" (`images`, if given:
+    the images' folder, to check them and read their sizes; `image_root`: the start of
+    the tasks' image URLs to strip; `label_files.label_studio_to_coco`)."""
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r}: choose from {', '.join(FORMATS)}")
     if not 0 <= tolerance < float("inf"):
         raise ConvertError(f"tolerance must be 0 or more pixels, got {tolerance}")
-    if (image_root is not None or as_annotations) and to != "label-studio":
-        raise ConvertError("--image-root and --as-annotations are for --to label-studio")
+    if as_annotations and to != "label-studio":
+        raise ConvertError("--as-annotations is for --to label-studio")
+    if image_root is not None and to not in ("label-studio", "coco"):
+        raise ConvertError("--image-root is for --to label-studio, and for a Label Studio export --to coco")
     out, folder = Path(out), Path(src).is_dir()
-    if folder != (to == "coco"):
-        raise ConvertError(
-            f"{src} is a folder: label files (YOLO, Pascal VOC, LabelMe) convert --to coco"
-            if folder
-            else f"--to coco reads a folder of YOLO, Pascal VOC or LabelMe label files; {src} is not one "
-            "(COCO files convert --to coco-polygon, yolo or labelme)"
-        )
-    if folder:
-        return _from_folder(Path(src), out, images, classes)
+    if folder and to != "coco":
+        raise ConvertError(f"{src} is a folder: label files (YOLO, Pascal VOC, LabelMe) convert --to coco")
+    if folder or to == "coco":
+        if image_root is not None and folder:
+            raise ConvertError("--image-root is for a Label Studio export (a JSON file), not a folder")
+        if folder:
+            return _from_folder(Path(src), out, images, classes)
+        return _from_label_studio(Path(src), out, images, classes, image_root)
     if classes is not None or (images is not None and to != "labelme"):
         raise ConvertError(
             "--images and --classes are for a folder of label files (--to coco); --images also for --to labelme"
@@ -636,6 +639,24 @@ def _check_label_map(path: Path) -> None:
 def _object_count(shapes: list[dict]) -> int:
     """How many objects LabelMe shapes are (shapes of one group_id are one)."""
     return len({s["group_id"] if s["group_id"] is not None else ("shape", i) for i, s in enumerate(shapes)})
+
+
+def _from_label_studio(
+    src: Path, out: Path, images: str | Path | None, classes: str | Path | None, image_root: str | None
+) -> Converted:
+    """A Label Studio JSON export (`label_files.label_studio_to_coco`) to one COCO file `out`."""
+    if not src.is_file():
+        raise ConvertError(
+            f"{src}: no such file (--to coco reads a folder of YOLO, Pascal VOC or LabelMe label "
+            "files, or a Label Studio JSON export)"
+        )
+    check_output_file(out)
+    coco = label_studio_to_coco(src, images, image_root, classes)
+    files = [atomic_write_text(out, json.dumps(coco))]
+    left_out = coco["info"]["left_out"]
+    return Converted(
+        files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, "label-studio", left_out
+    )
 
 
 def _from_folder(src: Path, out: Path, images: str | Path | None, classes: str | Path | None) -> Converted:

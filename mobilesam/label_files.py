@@ -2,7 +2,8 @@
 their boxes into masks and the UI can import their regions: YOLO text files (a
 detector's `save_txt` output, a YOLO detection or segmentation dataset), Pascal VOC XML
 files (LabelImg's default, VOC itself, CVAT's and Roboflow's VOC exports) and LabelMe
-JSON files (LabelMe, X-AnyLabeling). Needs no torch.
+JSON files (LabelMe, X-AnyLabeling); and a Label Studio JSON export, one file
+(`label_studio_to_coco`). Needs no torch.
 
 A label file is paired with the image of the same path below the images folder, suffixes
 aside (`labels/train/x.txt` with `images/train/x.jpg`, `Annotations/x.xml` with
@@ -37,6 +38,7 @@ import base64
 import io
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -45,7 +47,7 @@ import numpy as np
 
 from .errors import ConvertError, ImageLoadError
 from .image_io import IMAGE_SUFFIXES, upright_size, visible_files
-from .utils import rle
+from .utils import lsrle, rle
 from .utils.polygons import fill_polygons
 
 _SLACK = 1e-6  # coordinates this far outside 0..1 are rounding, not errors
@@ -438,6 +440,192 @@ def _shoelace(xy: np.ndarray) -> float:
 
 def _bbox(lo, hi) -> list[float]:
     return [round(float(v), 3) for v in (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])]
+
+
+# ---- Label Studio's JSON export ------------------------------------------------------
+
+LOCAL_FILES = "/data/local-files/?d="
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio's prefix on uploaded files' names
+_LS_REGIONS = ("brushlabels", "polygonlabels", "rectanglelabels", "ellipselabels")
+
+
+def label_studio_to_coco(
+    export: str | Path,
+    images: str | Path | None = None,
+    image_root: str | None = None,
+    classes: str | Path | None = None,
+) -> dict:
+    """The COCO dict of a Label Studio JSON export (a list of tasks; what `mobilesam
+    convert --to label-studio` writes comes back, after review, as the same images and
+    masks). Each task is an image; its annotation is the one marked ground truth, else
+    the last one not cancelled; a task with none is not labelled and left out (counted in
+    `info["left_out"]["unlabelled tasks"]`). Regions: brush masks (Label Studio's brush
+    RLE) become RLE masks, polygons polygons, rectangles boxes (rotated: polygons),
+    ellipses 64-gons, in pixels of the region's `original_width` x `original_height`;
+    other results (keypoints, choices, text) are left out and counted by type.
+
+    The image's file_name: the task's image URL less `image_root` when it starts with it,
+    else the path of Label Studio's local files URL (`/data/local-files/?d=...`), else the
+    URL's last part (without the 8-hex-digit prefix Label Studio gives uploads). With
+    `images`, each image must be there and its size is read from it (and must match the
+    regions'); without, sizes come from the regions. Categories as `voc_to_coco`."""
+    path = Path(export)
+    try:
+        tasks = json.loads(_text(path))
+    except json.JSONDecodeError as exc:
+        raise ConvertError(f"{path}: not JSON ({exc})") from None
+    if isinstance(tasks, dict) and "images" in tasks:
+        raise ConvertError(
+            f"{path} is COCO already: --to coco reads label files or a Label Studio export "
+            "(COCO files convert --to coco-polygon, yolo, labelme, ...)"
+        )
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
+        raise ConvertError(f"{path}: not a Label Studio JSON export (a list of tasks, each with 'data')")
+    given = None if classes is None else [n for n in read_classes(classes) if n not in NOT_CLASSES]
+    left_out: dict[str, int] = {}
+    records, anns, names = [], [], {}
+    for number, task in enumerate(tasks, start=1):
+        where = f"{path} task {task.get('id', number)}"
+        chosen = _ls_annotation(task)
+        if chosen is None:
+            left_out["unlabelled tasks"] = left_out.get("unlabelled tasks", 0) + 1
+            continue
+        results = [r for r in chosen.get("result") or [] if isinstance(r, dict)]
+        name = _ls_file_name(task, results, image_root, where)
+        if name in names:
+            raise ConvertError(f"{where}: its image {name} is also task {names[name]}'s")
+        names[name] = task.get("id", number)
+        size = _ls_size(results, where)
+        if images is not None:
+            try:
+                on_disk = upright_size(Path(images) / name)
+            except ImageLoadError as exc:
+                raise ConvertError(f"{where}: {exc}") from None
+            if size is not None and size != on_disk:
+                raise ConvertError(
+                    f"{where}: its regions are for a {size[1]}x{size[0]} image, {name} is {on_disk[1]}x{on_disk[0]}"
+                )
+            size = on_disk
+        record = {"id": len(records) + 1, "file_name": name}
+        if size is not None:
+            record.update(width=size[1], height=size[0])
+        records.append(record)
+        for label, fields in _ls_regions(results, size, left_out, where):
+            if given is not None and label not in given:
+                raise ConvertError(f"{where}: class {label!r} is not in {classes}")
+            ann = {"id": len(anns) + 1, "image_id": record["id"], "category_id": None, **fields, "iscrowd": 0}
+            anns.append((label, ann))
+    order = given if given is not None else sorted({label for label, _ in anns})
+    ids = {label: i + 1 for i, label in enumerate(order)}
+    for label, ann in anns:
+        ann["category_id"] = ids[label]
+    return {
+        "info": {"description": f"Label Studio export {path}", "left_out": left_out},
+        "images": records,
+        "annotations": [a for _, a in anns],
+        "categories": [{"id": i, "name": n} for n, i in ids.items()],
+    }
+
+
+def _ls_annotation(task: dict) -> dict | None:
+    """The task's annotation: the ground truth, else the last not cancelled, else None."""
+    done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    return next((a for a in done if a.get("ground_truth")), done[-1] if done else None)
+
+
+def _ls_file_name(task: dict, results: list[dict], image_root: str | None, where: str) -> str:
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    data = task["data"]
+    key = next((r["to_name"] for r in results if r.get("to_name") in data), "image")
+    url = data.get(key)
+    if not isinstance(url, str):
+        strings = [v for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
+        if len(strings) != 1:
+            raise ConvertError(f"{where}: no image URL in its data")
+        url = strings[0]
+    if image_root and url.startswith(image_root):
+        name = unquote(url[len(image_root) :])
+    elif url.startswith(LOCAL_FILES):
+        name = parse_qs(urlsplit(url).query).get("d", [""])[0]
+    else:
+        name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        if "/data/upload/" in url:
+            name = _UPLOAD_PREFIX.sub("", name)
+    name = name.replace("\\", "/")
+    if not name or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+        raise ConvertError(f"{where}: no image file name in {url!r} (--image-root strips a URL's start)")
+    return name
+
+
+def _ls_size(results: list[dict], where: str) -> tuple[int, int] | None:
+    sizes = {
+        (r.get("original_height"), r.get("original_width"))
+        for r in results
+        if r.get("type") in _LS_REGIONS or "rle" in (r.get("value") or {})
+    }
+    if len(sizes) > 1:
+        raise ConvertError(f"{where}: its regions disagree on the image's size")
+    if not sizes:
+        return None
+    h, w = sizes.pop()
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (h, w)):
+        raise ConvertError(f"{where}: a region has no original_width and original_height")
+    return h, w
+
+
+def _ls_regions(
+    results: list[dict], size: tuple[int, int] | None, left_out: dict, where: str
+) -> Iterator[tuple[str, dict]]:
+    """(label, COCO fields) of each region of one annotation's results."""
+    for i, r in enumerate(results, start=1):
+        here = f"{where} region {r.get('id', i)}"
+        kind, value = r.get("type"), r.get("value")
+        if not isinstance(value, dict):
+            raise ConvertError(f"{here}: no value")
+        if kind not in _LS_REGIONS and not (kind == "labels" and "rle" in value):
+            left_out[str(kind)] = left_out.get(str(kind), 0) + 1
+            continue
+        labels = value.get(kind)
+        if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
+            raise ConvertError(f"{here}: no label")
+        h, w = size
+        scale = np.array([w / 100, h / 100])  # Label Studio's coordinates: % of the image
+        if "rle" in value:
+            mask = lsrle.decode(value["rle"], (h, w))
+            if not mask.any():
+                left_out["empty brush masks"] = left_out.get("empty brush masks", 0) + 1
+                continue
+            region = ("mask", mask)
+        elif kind == "polygonlabels":
+            xy = _points({"points": value.get("points")}, None, here) * scale
+            region = ("polygons", [np.clip(xy, 0, (w, h))])
+        else:
+            x, y, rx, ry, turn = (_ls_number(value, k, here) for k in _LS_FIELDS[kind])
+            if kind == "rectanglelabels":  # (x, y): the top left corner, turned about
+                corners = np.array([[0, 0], [rx, 0], [rx, ry], [0, ry]]) * scale
+            else:  # (x, y): the centre
+                angles = np.linspace(0, 2 * np.pi, _CIRCLE_VERTICES, endpoint=False)
+                corners = np.stack([np.cos(angles), np.sin(angles)], axis=1) * ([rx, ry] * scale)
+            c, s = math.cos(math.radians(turn)), math.sin(math.radians(turn))  # clockwise on screen
+            xy = np.clip(corners @ np.array([[c, s], [-s, c]]) + (x, y) * scale, 0, (w, h))
+            region = (
+                ("box", (*xy[0], *xy[2])) if kind == "rectanglelabels" and turn == 0 else ("polygons", [xy])
+            )
+        yield labels[0].strip(), _fields([region], (h, w), here)
+
+
+_LS_FIELDS = {
+    "rectanglelabels": ("x", "y", "width", "height", "rotation"),
+    "ellipselabels": ("x", "y", "radiusX", "radiusY", "rotation"),
+}
+
+
+def _ls_number(value: dict, key: str, where: str) -> float:
+    v = value.get(key, 0 if key == "rotation" else None)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise ConvertError(f"{where}: its {key} is no number")
+    return float(v)
 
 
 KINDS = {".txt": "yolo", ".xml": "voc", ".json": "labelme"}

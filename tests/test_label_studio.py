@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_polygons import _coco_file, _island_and_friends, _result
 
 from mobilesam.cli import main
@@ -135,10 +136,12 @@ def test_label_studio_refusals_write_nothing(tmp_path, capsys):
     assert main(["convert", str(src), "--to", "label-studio", "--out", str(out), "--tolerance", "1"]) == 2
     assert "--to label-studio writes the masks as they are" in capsys.readouterr().err
     assert main(["convert", str(src), "--to", "yolo", "--out", str(out), "--as-annotations"]) == 2
-    with pytest.raises(ConvertError, match="--image-root and --as-annotations are for --to label-studio"):
+    with pytest.raises(ConvertError, match="--image-root is for --to label-studio, and for a Label"):
         convert(src, "yolo", tmp_path / "y", image_root="http://x/")
-    with pytest.raises(ConvertError, match="for --to label-studio"):
+    with pytest.raises(ConvertError, match="--as-annotations is for --to label-studio"):
         convert(src, "coco-polygon", out, as_annotations=True)
+    with pytest.raises(ConvertError, match="not a folder"):
+        convert(tmp_path, "coco", out, images=tmp_path, image_root="http://x/")
     coco = json.loads(src.read_text())
     coco["annotations"][1]["category_id"] = 9
     src.write_text(json.dumps(coco))
@@ -153,3 +156,205 @@ def test_label_studio_refusals_write_nothing(tmp_path, capsys):
     with pytest.raises(ConvertError, match="no 40x50 mask"):
         convert(src, "label-studio", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.json"]
+
+
+def _export(tmp_path, tasks: list) -> str:
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+    return str(path)
+
+
+def test_reviewed_tasks_come_back_as_the_same_masks(tmp_path, capsys):
+    """Our tasks, reviewed in Label Studio (the regions now an annotation), exported as
+    JSON and read back: the same images, masks and category names; with --images the
+    sizes of images with nothing in them too."""
+    src, mask = _coco_file(tmp_path, extra_categories=True)
+    tasks, _ = to_label_studio(json.loads(src.read_text()), as_annotations=True)
+    out = tmp_path / "back.json"
+    assert main(["convert", _export(tmp_path, tasks), "--to", "coco", "--out", str(out)]) == 0
+    assert "coco: 2 objects of 2 images" in capsys.readouterr().out
+    back = json.loads(out.read_text())
+    assert [i["file_name"] for i in back["images"]] == ["cam1/a.jpg", "b.png"]
+    assert (back["images"][0]["height"], back["images"][0]["width"]) == mask.shape
+    assert "width" not in back["images"][1]  # nothing in it: no region tells its size
+    assert [c["name"] for c in back["categories"]] == ["car", "tree"]  # sorted: no --classes
+    names = {c["id"]: c["name"] for c in back["categories"]}
+    assert [names[a["category_id"]] for a in back["annotations"]] == ["tree", "car"]
+    for ann, expected in zip(back["annotations"], [mask, _island_and_friends(mask)]):
+        assert np.array_equal(rle.decode(ann["segmentation"]), expected) and ann["area"] == expected.sum()
+    images = tmp_path / "photos"
+    (images / "cam1").mkdir(parents=True)
+    for name, (h, w) in (("cam1/a.jpg", mask.shape), ("b.png", (40, 50))):
+        Image.new("RGB", (w, h)).save(images / name)
+    assert convert(_export(tmp_path, tasks), "coco", out, images=images).images == 2
+    assert {(i["width"], i["height"]) for i in json.loads(out.read_text())["images"]} == {(50, 40)}
+    Image.new("RGB", (51, 40)).save(images / "cam1" / "a.jpg")
+    with pytest.raises(ConvertError, match=r"for a 50x40 image, cam1/a\.jpg is 51x40"):
+        convert(_export(tmp_path, tasks), "coco", out, images=images)
+
+
+def _region(kind: str, value: dict, size=(100, 200), **extra) -> dict:
+    h, w = size
+    return {
+        "type": kind,
+        "value": value,
+        "original_width": w,
+        "original_height": h,
+        "to_name": "image",
+        **extra,
+    }
+
+
+def test_label_studio_regions_and_which_annotation(tmp_path, capsys):
+    """Polygons, rectangles (turned: polygons), ellipses, brush masks in Label Studio's %
+    coordinates; keypoints and choices left out and counted; the ground-truth annotation,
+    else the last not cancelled; a task with none left out; file names from local files,
+    uploads and --image-root URLs."""
+    rect = {"x": 10, "y": 20, "width": 30, "height": 40, "rectanglelabels": ["box"]}
+    turned = {**rect, "rotation": 90}
+    polygon = {"points": [[0, 0], [50, 0], [50, 50]], "polygonlabels": ["tri"]}
+    ellipse = {"x": 50, "y": 50, "radiusX": 10, "radiusY": 20, "rotation": 0, "ellipselabels": ["egg"]}
+    brush = np.zeros((100, 200), bool)
+    brush[10:20, 30:60] = True
+    tasks = [
+        {
+            "id": 11,
+            "data": {"image": "/data/local-files/?d=sub%20dir/a.jpg"},
+            "annotations": [
+                {"result": [_region("polygonlabels", polygon)], "ground_truth": True},
+                {"result": [_region("rectanglelabels", rect)]},  # later, but not the ground truth
+            ],
+        },
+        {
+            "id": 12,
+            "data": {"image": "/data/upload/3/5d3f1a2b-b.png"},
+            "annotations": [
+                {
+                    "result": [
+                        _region("rectanglelabels", rect),
+                        _region("rectanglelabels", turned),
+                        _region("ellipselabels", ellipse),
+                        _region(
+                            "brushlabels",
+                            {"format": "rle", "rle": lsrle.encode(brush), "brushlabels": ["paint"]},
+                        ),
+                        _region("keypointlabels", {"x": 1, "y": 2, "keypointlabels": ["k"]}),
+                        _region("brushlabels", {"rle": lsrle.encode(0 * brush), "brushlabels": ["paint"]}),
+                        {"type": "choices", "value": {"choices": ["good"]}, "to_name": "image"},
+                    ]
+                },
+                {"result": [], "was_cancelled": True},
+            ],
+        },
+        {"id": 13, "data": {"image": "http://host/photos/c%201.jpg"}, "annotations": [{"result": []}]},
+        {"id": 14, "data": {"image": "/data/local-files/?d=d.jpg"}, "predictions": [{"result": []}]},
+    ]
+    out = tmp_path / "coco.json"
+    args = ["convert", _export(tmp_path, tasks), "--to", "coco", "--out", str(out)]
+    assert main([*args, "--image-root", "http://host/"]) == 0
+    line = capsys.readouterr().out
+    assert "coco: 5 objects of 3 images" in line
+    assert "4 left out: choices 1, empty brush masks 1, keypointlabels 1, unlabelled tasks 1" in line
+    coco = json.loads(out.read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["sub dir/a.jpg", "b.png", "photos/c 1.jpg"]
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    anns = {names[a["category_id"]] + str(i): a for i, a in enumerate(coco["annotations"])}
+    assert anns["tri0"]["segmentation"] == [[0, 0, 100, 0, 100, 50]] and anns["tri0"]["image_id"] == 1
+    assert anns["box1"]["bbox"] == [20, 20, 60, 40] and "segmentation" not in anns["box1"]
+    # Turned 90 degrees clockwise about its top left corner (20, 20): 60 wide becomes 60
+    # down, 40 high becomes 40 to the left (clipped at the image's edge).
+    assert anns["box2"]["segmentation"] == [[20, 20, 20, 80, 0, 80, 0, 20]]
+    egg = np.asarray(anns["egg3"]["segmentation"][0]).reshape(-1, 2)
+    assert np.allclose(egg.min(0), [80, 30], atol=0.1) and np.allclose(egg.max(0), [120, 70], atol=0.1)
+    assert np.array_equal(rle.decode(anns["paint4"]["segmentation"]), brush)
+    with pytest.raises(ConvertError, match="is also task 11's"):
+        convert(_export(tmp_path, [tasks[0], tasks[0] | {"id": 99}]), "coco", out)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "match"),
+    [
+        ({"tasks": []}, "not a Label Studio JSON export"),
+        ({"images": []}, "is COCO already"),
+        (
+            [
+                {
+                    "data": {"image": "/x/a.jpg"},
+                    "annotations": [
+                        {"result": [_region("polygonlabels", {"points": [[0, 0], [1, 1], [0, 1]]})]}
+                    ],
+                }
+            ],
+            "region 1: no label",
+        ),
+        (
+            [
+                {
+                    "data": {"image": "/x/a.jpg"},
+                    "annotations": [
+                        {
+                            "result": [
+                                _region(
+                                    "rectanglelabels",
+                                    {"x": 1, "y": 1, "width": 1, "height": 1, "rectanglelabels": ["a"]},
+                                ),
+                                _region(
+                                    "rectanglelabels",
+                                    {"x": 1, "y": 1, "width": "2", "height": 1, "rectanglelabels": ["a"]},
+                                    size=(5, 5),
+                                ),
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "disagree on the image's size",
+        ),
+        (
+            [
+                {
+                    "data": {"image": "/x/a.jpg"},
+                    "annotations": [
+                        {
+                            "result": [
+                                _region(
+                                    "rectanglelabels",
+                                    {"x": 1, "y": 1, "width": "2", "height": 1, "rectanglelabels": ["a"]},
+                                )
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "its width is no number",
+        ),
+        (
+            [
+                {
+                    "data": {"image": "/x/a.jpg"},
+                    "annotations": [
+                        {
+                            "result": [
+                                _region(
+                                    "brushlabels",
+                                    {"rle": lsrle.encode(np.ones((3, 3), bool)), "brushlabels": ["a"]},
+                                )
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "not the 80000 of a 100x200",
+        ),
+        (
+            [{"data": {"image": "/data/local-files/?d=../a.jpg"}, "annotations": [{"result": []}]}],
+            "no image file name",
+        ),
+        ([{"data": {"text": 5}, "annotations": [{"result": []}]}], "no image URL"),
+    ],
+)
+def test_a_bad_export_is_named_and_nothing_is_written(tmp_path, tasks, match):
+    out = tmp_path / "coco.json"
+    with pytest.raises(ConvertError, match=match):
+        convert(_export(tmp_path, tasks), "coco", out)
+    assert not out.exists()
