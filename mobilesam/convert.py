@@ -65,10 +65,25 @@ def load_coco(path: str | Path) -> dict:
 
 
 def load_annotations(src: str | Path, images: str | Path, classes: str | Path | None = None) -> dict:
-    """The COCO dict of `src`: a COCO file (`load_coco`), or a folder of label files (YOLO,
+    """The COCO dict of `src`: a COCO file (`load_coco`), a Label Studio JSON export
+    (`label_files.label_studio_to_coco`: a JSON list), or a folder of label files (YOLO,
     VOC, LabelMe; `label_files.read_folder`) for the images in folder `images`, `classes`
     naming their classes."""
-    return read_folder(src, images, classes)[0] if Path(src).is_dir() else load_coco(src)
+    if Path(src).is_dir():
+        return read_folder(src, images, classes)[0]
+    if _json_list(Path(src)):
+        return label_studio_to_coco(src, images, classes=classes)
+    return load_coco(src)
+
+
+def _json_list(path: Path) -> bool:
+    """Whether the file `path` holds a JSON list (its first character other than white space)."""
+    try:
+        with path.open("rb") as f:
+            start = f.read(4096).lstrip()
+    except OSError:
+        return False
+    return start.lstrip(b"\xef\xbb\xbf").startswith(b"[")
 
 
 def has_mask(ann: dict) -> bool:

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from conftest import IMAGES
 from PIL import Image
 from test_polygons import _coco_file, _island_and_friends, _result
 
@@ -358,3 +359,27 @@ def test_a_bad_export_is_named_and_nothing_is_written(tmp_path, tasks, match):
     with pytest.raises(ConvertError, match=match):
         convert(_export(tmp_path, tasks), "coco", out)
     assert not out.exists()
+
+
+def test_boxes_drawn_in_label_studio_become_masks(ckpt_vit_t, tmp_path):
+    """A Label Studio export is an input of boxes-to-masks (and of `ui --import`): boxes
+    drawn there become SAM masks, each the mask `segment` gives its box."""
+    from mobilesam import MobileSAM
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.open(IMAGES / "picture4.jpg").convert("RGB").resize((200, 100)).save(images / "p.png")
+    rect = {"x": 10, "y": 20, "width": 30, "height": 40, "rectanglelabels": ["thing"]}
+    tasks = [
+        {
+            "data": {"image": "/data/local-files/?d=p.png"},
+            "annotations": [{"result": [_region("rectanglelabels", rect)]}],
+        }
+    ]
+    args = ["boxes-to-masks", _export(tmp_path, tasks), "--images", str(images), "-o", str(tmp_path / "out")]
+    assert main([*args, "--checkpoint", str(ckpt_vit_t)]) == 0
+    coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    (ann,) = coco["annotations"]
+    assert ann["bbox"] == [20, 20, 60, 40] and coco["categories"] == [{"id": 1, "name": "thing"}]
+    want = MobileSAM(ckpt_vit_t).segment(images / "p.png", input_box=[20, 20, 80, 60]).masks[0]
+    assert np.array_equal(rle.decode(ann["segmentation"]), want)
