@@ -877,9 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     box.add_argument(
         "source",
-        metavar="COCO.json|LABELS_DIR",
-        help="COCO JSON whose annotations have a bbox, or a folder of YOLO, Pascal VOC or LabelMe "
-        "label files (read as `convert LABELS_DIR --to coco` reads them)",
+        metavar="COCO.json|LABELS_DIR|EXPORT.json",
+        help="COCO JSON whose annotations have a bbox, a folder of YOLO, Pascal VOC or LabelMe "
+        "label files, or a Label Studio JSON export (read as `convert ... --to coco` reads them)",
     )
     box.add_argument(
         "--images", required=True, help="the folder the COCO file_names (or label files' images) are in"
@@ -1022,10 +1022,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--import",
         dest="import_from",
-        metavar="COCO.json|LABELS_DIR",
+        metavar="COCO.json|LABELS_DIR|EXPORT.json",
         help="seed the images nobody has labelled yet with this file's masks (everything's, "
         "boxes-to-masks', another tool's), or a folder of YOLO, VOC or LabelMe label files' "
-        "regions, to review and correct; boxes without masks (a detector's) are segmented",
+        "regions, or a Label Studio JSON export's, to review and correct; boxes without masks "
+        "(a detector's) are segmented",
     )
     ui.add_argument(
         "--classes",
