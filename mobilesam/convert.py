@@ -296,12 +296,12 @@ def convert(
     out, folder = Path(out), Path(src).is_dir()
     if folder and to != "coco":
         raise ConvertError(f"{src} is a folder: label files (YOLO, Pascal VOC, LabelMe) convert --to coco")
-    if folder or to == "coco":
-        if image_root is not None and folder:
+    if to == "coco":
+        if not folder:
+            return _from_label_studio(Path(src), out, images, classes, image_root)
+        if image_root is not None:
             raise ConvertError("--image-root is for a Label Studio export (a JSON file), not a folder")
-        if folder:
-            return _from_folder(Path(src), out, images, classes)
-        return _from_label_studio(Path(src), out, images, classes, image_root)
+        return _from_folder(Path(src), out, images, classes)
     if classes is not None or (images is not None and to != "labelme"):
         raise ConvertError(
             "--images and --classes are for a folder of label files (--to coco); --images also for --to labelme"
