@@ -537,10 +537,12 @@ def _ls_file_name(task: dict, results: list[dict], image_root: str | None, where
     from urllib.parse import parse_qs, unquote, urlsplit
 
     data = task["data"]
+    if not isinstance(data, dict):
+        raise ConvertError(f"{where}: its data is not an object")
     key = next((r["to_name"] for r in results if r.get("to_name") in data), "image")
     url = data.get(key)
     if not isinstance(url, str):
-        strings = [v for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
+        strings = [v for v in data.values() if isinstance(v, str)]
         if len(strings) != 1:
             raise ConvertError(f"{where}: no image URL in its data")
         url = strings[0]
@@ -592,7 +594,10 @@ def _ls_regions(
         h, w = size
         scale = np.array([w / 100, h / 100])  # Label Studio's coordinates: % of the image
         if "rle" in value:
-            mask = lsrle.decode(value["rle"], (h, w))
+            try:
+                mask = lsrle.decode(value["rle"], (h, w))
+            except ConvertError as exc:
+                raise ConvertError(f"{here}: {exc}") from None
             if not mask.any():
                 left_out["empty brush masks"] = left_out.get("empty brush masks", 0) + 1
                 continue

@@ -345,13 +345,14 @@ def test_label_studio_regions_and_which_annotation(tmp_path, capsys):
                     ],
                 }
             ],
-            "not the 80000 of a 100x200",
+            "task 1 region 1: the brush RLE holds 36 values, not the 80000 of a 100x200",
         ),
         (
             [{"data": {"image": "/data/local-files/?d=../a.jpg"}, "annotations": [{"result": []}]}],
             "no image file name",
         ),
         ([{"data": {"text": 5}, "annotations": [{"result": []}]}], "no image URL"),
+        ([{"data": "a.jpg", "annotations": [{"result": []}]}], "its data is not an object"),
     ],
 )
 def test_a_bad_export_is_named_and_nothing_is_written(tmp_path, tasks, match):
