@@ -45,6 +45,22 @@ def test_brush_rle_is_label_studio_converters():
         assert np.array_equal(alpha, mask.astype(np.uint8) * 255)
 
 
+def test_brush_rle_with_literal_records():
+    """Label Studio's page packs strokes with rle-pack, which also writes records of values
+    as they are (a 0 bit): a 1x3 image whose first record is 8 literal values (two pixels,
+    the second transparent), then a run of 4 values of 255. Read as label-studio-converter
+    reads it."""
+    header = f"{12:032b}{7:05b}" + "".join(f"{w - 1:04b}" for w in (3, 4, 8, 16))
+    literal = "0" + "00" + f"{8 - 1:03b}" + "".join(f"{v:08b}" for v in (0, 0, 0, 255, 7, 7, 7, 0))
+    run = "1" + "00" + f"{4 - 1:03b}" + f"{255:08b}"
+    bits = header + literal + run
+    bits += "0" * (-len(bits) % 8)
+    data = [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
+    assert lsrle.decode(data, (1, 3)).tolist() == [[True, False, True]]
+    brush = pytest.importorskip("label_studio_converter.brush")
+    assert brush.decode_rle(data).tolist() == [0, 0, 0, 255, 7, 7, 7, 0, 255, 255, 255, 255]
+
+
 def test_brush_rle_round_trip_and_bad_data():
     for mask in _masks():
         data = lsrle.encode(mask)
@@ -55,6 +71,8 @@ def test_brush_rle_round_trip_and_bad_data():
         lsrle.decode(data, (50, 40 + 1))
     with pytest.raises(ConvertError, match="ends in the middle"):
         lsrle.decode(data[: len(data) // 2], (40, 50))
+    with pytest.raises(ConvertError, match="ends in the middle"):  # the last value cut short
+        lsrle.decode(lsrle.encode(np.ones((1, 1), bool))[:-1], (1, 1))
     with pytest.raises(ConvertError, match="byte values"):
         lsrle.decode([1, 2, 300], (1, 1))
     with pytest.raises(ValueError, match="HxW mask"):

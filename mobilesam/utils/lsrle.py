@@ -65,30 +65,31 @@ def decode(data: list[int] | bytes, size: tuple[int, int]) -> np.ndarray:
             raise ValueError
     except (TypeError, ValueError):
         raise ConvertError("a brush RLE is a list of byte values (0-255)") from None
-    bits = np.unpackbits(raw.astype(np.uint8))
-    at = 0
-
-    def read(n: int) -> int:
-        nonlocal at
-        if at + n > len(bits):
-            raise ConvertError("the brush RLE ends in the middle of a record")
-        value = int(bits[at : at + n] @ (1 << np.arange(n - 1, -1, -1)))
-        at += n
-        return value
-
-    num = read(32)
+    bits = (
+        format(int.from_bytes(raw.astype(np.uint8).tobytes(), "big"), f"0{8 * len(raw)}b") if len(raw) else ""
+    )
+    try:
+        num, word = int(bits[:32], 2), int(bits[32:37], 2) + 1
+        widths = [int(bits[37 + 4 * k : 41 + 4 * k], 2) + 1 for k in range(4)]
+    except ValueError:
+        raise ConvertError("the brush RLE ends in the middle of a record") from None
     if num != h * w * 4:
         raise ConvertError(f"the brush RLE holds {num} values, not the {h * w * 4} of a {h}x{w} RGBA image")
-    word = read(5) + 1
-    widths = [read(4) + 1 for _ in range(4)]
-    out = np.zeros(num, dtype=np.int64)
-    i = 0
-    while i < num:
-        repeated = read(1)
-        j = min(num, i + 1 + read(widths[read(2)]))
-        if repeated:
-            out[i:j] = read(word)
-        else:
-            out[i:j] = [read(word) for _ in range(j - i)]
-        i = j
-    return out.reshape(h, w, 4)[..., 3] > 0
+    values, lengths = [], []
+    i, at = 0, _HEADER_BITS
+    try:
+        while i < num:  # one record: a run of one value, or that many values as they are
+            repeated, width = bits[at] == "1", widths[int(bits[at + 1 : at + 3], 2)]
+            n = int(bits[at + 3 : at + 3 + width], 2) + 1
+            at += 3 + width
+            for _ in range(1 if repeated else n):
+                values.append(int(bits[at : at + word], 2))
+                at += word
+            lengths += [n] if repeated else [1] * n
+            i += n
+    except (IndexError, ValueError):
+        raise ConvertError("the brush RLE ends in the middle of a record") from None
+    if at > len(bits):
+        raise ConvertError("the brush RLE ends in the middle of a record")
+    out = np.repeat(np.asarray(values, dtype=np.uint8 if word <= 8 else np.int64), lengths)
+    return out[3:num:4].reshape(h, w) > 0  # the alpha channel
