@@ -25,6 +25,7 @@ from .label_files import label_studio_to_coco, read_folder
 from .result import MOST_LABELS, yolo_line
 from .utils import rle
 from .utils.files import (
+    atomic_write,
     atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
@@ -322,16 +323,20 @@ def convert(
         written = total
     elif to == "label-studio":
         check_output_file(out)
-        tasks, config = to_label_studio(
+        tasks, config = label_studio_tasks(
             coco, LABEL_STUDIO_ROOT if image_root is None else image_root, as_annotations
         )
-        files = [
-            atomic_write_text(label_studio_config_path(out), config),
-            atomic_write_text(out, json.dumps(tasks)),
-        ]
-        written = sum(
-            len(t[key][0]["result"]) for t in tasks for key in ("predictions", "annotations") if key in t
-        )
+        written = 0
+
+        def write(f) -> None:  # one task at a time: a folder's tasks can run to gigabytes
+            nonlocal written
+            f.write(b"[")
+            for i, task in enumerate(tasks):
+                written += len(task.get("predictions", task.get("annotations"))[0]["result"])
+                f.write((", " if i else "").encode() + json.dumps(task).encode())
+            f.write(b"]")
+
+        files = [atomic_write(out, write), atomic_write_text(label_studio_config_path(out), config)]
     elif to == "labelme":
         check_output_dir(out)
 
@@ -565,8 +570,22 @@ def to_label_studio(
     The regions are the task's prediction (model_version "mobilesam", score the mean of
     its regions'), or with `as_annotations` its annotation. A task's image is `image_root`
     + the URL-quoted file_name (Label Studio's local files by default). Masks with no
-    pixel are left out. Every annotation is checked first; the masks are encoded one at
-    a time."""
+    pixel are left out. Every annotation is checked first (`label_studio_tasks` makes the
+    tasks one at a time, for writing them as they come)."""
+    tasks, config = label_studio_tasks(coco, image_root, as_annotations, from_name, to_name)
+    return list(tasks), config
+
+
+def label_studio_tasks(
+    coco: dict,
+    image_root: str = LABEL_STUDIO_ROOT,
+    as_annotations: bool = False,
+    from_name: str = "tag",
+    to_name: str = "image",
+) -> tuple[Iterator[dict], str]:
+    """`to_label_studio`'s tasks as an iterator (each image's masks decoded and encoded
+    when its task is reached), every annotation checked before this returns; and the
+    labeling config."""
     from urllib.parse import quote
     from xml.sax.saxutils import quoteattr
 
@@ -575,52 +594,56 @@ def to_label_studio(
 
     categories = _categories(coco)
     name_of = {c["id"]: c["name"] for c in categories}
-    checked = _checked_masks(coco)
-    for _, anns in checked:
-        for ann, _ in anns:
+    plan = []
+    for image, anns in _checked_masks(coco):
+        ids = []
+        for k, (ann, _) in enumerate(anns):
             if ann.get("category_id", 1) not in name_of:
                 raise ConvertError(
                     f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
                 )
-    tasks = []
-    for image, anns in checked:
-        regions, ids = [], set()
-        for k, (ann, (h, w)) in enumerate(anns):
-            region_id = str(ann.get("id", f"{image.get('id')}-{k}"))
-            if region_id in ids:
-                raise ConvertError(f"annotation {region_id!r}: a second annotation of its image with this id")
-            ids.add(region_id)
-            mask = _decoded(ann, (h, w))
-            if not mask.any():
-                continue
-            region = {
-                "id": region_id,
-                "type": "brushlabels",
-                "from_name": from_name,
-                "to_name": to_name,
-                "original_width": w,
-                "original_height": h,
-                "image_rotation": 0,
-                "value": {
-                    "format": "rle",
-                    "rle": lsrle.encode(mask),
-                    "brushlabels": [name_of[ann.get("category_id", 1)]],
-                },
-            }
-            if _finite(ann.get("score")):
-                region["score"] = float(ann["score"])
-            regions.append(region)
+            ids.append(str(ann.get("id", f"{image.get('id')}-{k}")))
+            if ids[-1] in ids[:-1]:
+                raise ConvertError(f"annotation {ids[-1]!r}: a second annotation of its image with this id")
         name = str(relative_name(image, f"image_{image.get('id')}"))
-        task: dict = {"data": {to_name: image_root + quote(name)}}
-        if as_annotations:
-            task["annotations"] = [{"result": regions, "ground_truth": False}]
-        else:
-            scores = [r["score"] for r in regions if "score" in r]
-            prediction = {"model_version": "mobilesam", "result": regions}
-            if scores:
-                prediction["score"] = float(np.mean(scores))
-            task["predictions"] = [prediction]
-        tasks.append(task)
+        plan.append((image_root + quote(name), list(zip(ids, anns))))
+
+    def region(region_id: str, ann: dict, size: tuple[int, int]) -> dict | None:
+        mask = _decoded(ann, size)
+        if not mask.any():
+            return None
+        out = {
+            "id": region_id,
+            "type": "brushlabels",
+            "from_name": from_name,
+            "to_name": to_name,
+            "original_width": size[1],
+            "original_height": size[0],
+            "image_rotation": 0,
+            "value": {
+                "format": "rle",
+                "rle": lsrle.encode(mask),
+                "brushlabels": [name_of[ann.get("category_id", 1)]],
+            },
+        }
+        if _finite(ann.get("score")):
+            out["score"] = float(ann["score"])
+        return out
+
+    def tasks() -> Iterator[dict]:
+        for url, anns in plan:
+            regions = [r for r in (region(i, ann, size) for i, (ann, size) in anns) if r is not None]
+            task: dict = {"data": {to_name: url}}
+            if as_annotations:
+                task["annotations"] = [{"result": regions, "ground_truth": False}]
+            else:
+                scores = [r["score"] for r in regions if "score" in r]
+                prediction = {"model_version": "mobilesam", "result": regions}
+                if scores:
+                    prediction["score"] = float(np.mean(scores))
+                task["predictions"] = [prediction]
+            yield task
+
     colors = palette(len(categories))
     labels = "".join(
         f'    <Label value={quoteattr(c["name"])} background="#{r:02x}{g:02x}{b:02x}"/>\n'
@@ -630,7 +653,7 @@ def to_label_studio(
         f'<View>\n  <Image name={quoteattr(to_name)} value={quoteattr("$" + to_name)} zoom="true"/>\n'
         f"  <BrushLabels name={quoteattr(from_name)} toName={quoteattr(to_name)}>\n{labels}  </BrushLabels>\n</View>\n"
     )
-    return tasks, config
+    return tasks(), config
 
 
 def label_studio_config_path(out: str | Path) -> Path:

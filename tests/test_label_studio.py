@@ -144,6 +144,10 @@ def test_label_studio_options_and_odd_input(tmp_path, capsys):
     assert np.array_equal(lsrle.decode(crowd["value"]["rle"], (4, 5)), corner)
     label = ET.fromstring(out.with_suffix(".label_config.xml").read_text())[1][0]
     assert label.get("value") == 'a "quoted" <name> & more'
+    empty = tmp_path / "empty.json"  # no image at all: no task, the config's one "object"
+    empty.write_text(json.dumps({"images": [], "annotations": []}))
+    assert convert(empty, "label-studio", out).images == 0 and json.loads(out.read_text()) == []
+    assert '<Label value="object"' in out.with_suffix(".label_config.xml").read_text()
     tasks, _ = to_label_studio(coco, image_root="", from_name="brush", to_name="photo")
     assert tasks[0]["data"] == {"photo": "sub%20dir/a%20%231.jpg"}
     assert {(r["from_name"], r["to_name"]) for r in _regions(tasks[0])} == {("brush", "photo")}
