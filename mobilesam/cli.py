@@ -901,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
     con = sub.add_parser(
         "convert",
         help="COCO JSON with RLE masks to COCO polygons, YOLO or LabelMe labels, mask PNGs, label maps or Label Studio tasks; "
-        "YOLO, VOC or LabelMe labels to COCO",
+        "YOLO, VOC or LabelMe labels or a Label Studio export to COCO",
         allow_abbrev=False,
     )
     con.add_argument(
