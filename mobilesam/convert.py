@@ -183,16 +183,23 @@ def _label_paths(coco: dict, suffix: str) -> dict[object, PurePosixPath]:
     return path_of
 
 
+def _category(ann: dict, known: dict) -> object:
+    """`known[the annotation's category_id]` (1 when it has none); a category not known is
+    a `ConvertError` naming the annotation."""
+    category = ann.get("category_id", 1)
+    if category not in known:
+        raise ConvertError(f"annotation {_ann_id(ann)!r}: category {category!r} is not in 'categories'")
+    return known[category]
+
+
 def _objects(coco: dict, tolerance: float, class_of: dict):
     """(annotation, its class, image size, polygons) of each annotation whose category is
     known and whose image has a size."""
     for ann, size, polys in _each(coco, tolerance):
-        category = ann.get("category_id", 1)
-        if category not in class_of:
-            raise ConvertError(f"annotation {ann.get('id')!r}: category {category!r} is not in 'categories'")
+        cls = _category(ann, class_of)
         if size is None:
             raise ConvertError(f"annotation {ann.get('id')!r}: its image has no width and height")
-        yield ann, class_of[category], size, polys
+        yield ann, cls, size, polys
 
 
 def to_yolo(coco: dict, tolerance: float = 1.0) -> tuple[dict[PurePosixPath, str], list[str]]:
@@ -463,11 +470,8 @@ def label_maps(
         size = _size(image, {}) or (anns[0][1] if anns else None)
         if size is None:
             raise ConvertError(f"image {image.get('id')!r}: no width and height")
-        for ann, _ in anns:
-            if not instances and ann.get("category_id", 1) not in value_of:
-                raise ConvertError(
-                    f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
-                )
+        for ann, _ in anns if not instances else ():
+            _category(ann, value_of)
         if instances and len(anns) > MOST_LABELS:
             raise ConvertError(
                 f"image {image.get('id')!r}: {len(anns)} annotations, more than a 16-bit instance map "
@@ -479,7 +483,7 @@ def label_maps(
         if instances:  # the k-th annotation of the image, as `label_map` numbers masks
             values, most = range(1, len(anns) + 1), len(anns)
         else:
-            values, most = [value_of[a.get("category_id", 1)] for a in anns], len(categories)
+            values, most = [_category(a, value_of) for a in anns], len(categories)
         labels = np.zeros(size, dtype=np.uint8 if most < 256 else np.uint16)
         # Areas from the RLE runs; a polygon's by filling it (again when painted: one mask
         # at a time in memory). The smaller painted over the larger.
@@ -598,10 +602,7 @@ def label_studio_tasks(
     for image, anns in _checked_masks(coco):
         ids = []
         for k, (ann, _) in enumerate(anns):
-            if ann.get("category_id", 1) not in name_of:
-                raise ConvertError(
-                    f"annotation {_ann_id(ann)!r}: category {ann.get('category_id', 1)!r} is not in 'categories'"
-                )
+            _category(ann, name_of)
             ids.append(str(ann.get("id", f"{image.get('id')}-{k}")))
             if ids[-1] in ids[:-1]:
                 raise ConvertError(f"annotation {ids[-1]!r}: a second annotation of its image with this id")
@@ -623,7 +624,7 @@ def label_studio_tasks(
             "value": {
                 "format": "rle",
                 "rle": lsrle.encode(mask),
-                "brushlabels": [name_of[ann.get("category_id", 1)]],
+                "brushlabels": [_category(ann, name_of)],
             },
         }
         if _finite(ann.get("score")):
