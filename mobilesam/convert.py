@@ -305,11 +305,7 @@ def convert(
     if folder and to != "coco":
         raise ConvertError(f"{src} is a folder: label files (YOLO, Pascal VOC, LabelMe) convert --to coco")
     if to == "coco":
-        if not folder:
-            return _from_label_studio(Path(src), out, images, classes, image_root)
-        if image_root is not None:
-            raise ConvertError("--image-root is for a Label Studio export (a JSON file), not a folder")
-        return _from_folder(Path(src), out, images, classes)
+        return _labels_to_coco(Path(src), out, images, classes, image_root)
     if classes is not None or (images is not None and to != "labelme"):
         raise ConvertError(
             "--images and --classes are for a folder of label files (--to coco); --images also for --to labelme"
@@ -680,30 +676,26 @@ def _object_count(shapes: list[dict]) -> int:
     return len({s["group_id"] if s["group_id"] is not None else ("shape", i) for i, s in enumerate(shapes)})
 
 
-def _from_label_studio(
+def _labels_to_coco(
     src: Path, out: Path, images: str | Path | None, classes: str | Path | None, image_root: str | None
 ) -> Converted:
-    """A Label Studio JSON export (`label_files.label_studio_to_coco`) to one COCO file `out`."""
-    if not src.is_file():
+    """A folder of label files (`label_files.read_folder`) or a Label Studio JSON export
+    (`label_files.label_studio_to_coco`) to one COCO file `out`."""
+    folder = src.is_dir()
+    if folder and image_root is not None:
+        raise ConvertError("--image-root is for a Label Studio export (a JSON file), not a folder")
+    if folder and images is None:
+        raise ConvertError("label files need --images DIR: their images' sizes place the boxes")
+    if not folder and not src.is_file():
         raise ConvertError(
             f"{src}: no such file (--to coco reads a folder of YOLO, Pascal VOC or LabelMe label "
             "files, or a Label Studio JSON export)"
         )
     check_output_file(out)
-    coco = label_studio_to_coco(src, images, image_root, classes)
-    files = [atomic_write_text(out, json.dumps(coco))]
-    left_out = coco["info"]["left_out"]
-    return Converted(
-        files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, "label-studio", left_out
-    )
-
-
-def _from_folder(src: Path, out: Path, images: str | Path | None, classes: str | Path | None) -> Converted:
-    """A folder of label files (`label_files`) to one COCO file `out`."""
-    if images is None:
-        raise ConvertError("label files need --images DIR: their images' sizes place the boxes")
-    check_output_file(out)
-    coco, kind, classes = read_folder(src, images, classes)
+    if folder:
+        coco, kind, classes = read_folder(src, images, classes)
+    else:
+        coco, kind = label_studio_to_coco(src, images, image_root, classes), "label-studio"
     files = [atomic_write_text(out, json.dumps(coco))]
     left_out = coco.get("info", {}).get("left_out", {})
     return Converted(files, len(coco["images"]), len(coco["annotations"]), 0, 0, classes, kind, left_out)
