@@ -426,8 +426,12 @@ def _convert(args: argparse.Namespace) -> int:
             kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(done.left_out.items()))
             what = "left out" if done.source == "label-studio" else "shapes left out, not regions"
             notes.append(f"{sum(done.left_out.values())} {what}: {kinds}")
-        kind = {"yolo": "YOLO labels", "voc": "Pascal VOC labels", "labelme": "LabelMe labels"}
-        kind["label-studio"] = "a Label Studio export"
+        kind = {
+            "yolo": "YOLO labels",
+            "voc": "Pascal VOC labels",
+            "labelme": "LabelMe labels",
+            "label-studio": "a Label Studio export",
+        }
         print(
             f"coco: {done.annotations} objects of {done.images} images in {args.out} "
             f"(from {kind[done.source]}; {'; '.join(notes)})"
