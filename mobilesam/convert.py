@@ -84,7 +84,7 @@ def _json_list(path: Path) -> bool:
             start = f.read(4096).lstrip()
     except OSError:
         return False
-    return start.lstrip(b"\xef\xbb\xbf").startswith(b"[")
+    return start.startswith(b"[")
 
 
 def has_mask(ann: dict) -> bool:

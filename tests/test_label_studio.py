@@ -294,6 +294,32 @@ def test_label_studio_regions_and_which_annotation(tmp_path, capsys):
         convert(_export(tmp_path, [tasks[0], tasks[0] | {"id": 99}]), "coco", out)
 
 
+def test_label_studio_data_keys_legacy_brushes_classes_and_missing_images(tmp_path):
+    """The image under another data key than the tag's name (`value="$img"`); brush masks
+    stored under the older `labels` type; --classes orders the categories and refuses
+    others; with --images, an image that is not there is named."""
+    brush = np.zeros((100, 200), bool)
+    brush[5:9, 7:11] = True
+    legacy = _region("labels", {"format": "rle", "rle": lsrle.encode(brush), "labels": ["paint"]})
+    rect = _region("rectanglelabels", {"x": 0, "y": 0, "width": 50, "height": 50, "rectanglelabels": ["box"]})
+    tasks = [{"data": {"img": "/data/local-files/?d=a.jpg"}, "annotations": [{"result": [legacy, rect]}]}]
+    out, classes = tmp_path / "coco.json", tmp_path / "classes.txt"
+    classes.write_text("box\npaint\n")
+    convert(_export(tmp_path, tasks), "coco", out, classes=classes)
+    coco = json.loads(out.read_text())
+    assert coco["images"][0]["file_name"] == "a.jpg"
+    assert coco["categories"] == [{"id": 1, "name": "box"}, {"id": 2, "name": "paint"}]
+    paint = next(a for a in coco["annotations"] if a["category_id"] == 2)
+    assert np.array_equal(rle.decode(paint["segmentation"]), brush)
+    classes.write_text("box\n")
+    with pytest.raises(ConvertError, match="class 'paint' is not in"):
+        convert(_export(tmp_path, tasks), "coco", out, classes=classes)
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ConvertError, match=r"task 1: .*a\.jpg"):
+        convert(_export(tmp_path, tasks), "coco", tmp_path / "other.json", images=tmp_path / "photos")
+    assert not (tmp_path / "other.json").exists()
+
+
 @pytest.mark.parametrize(
     ("tasks", "match"),
     [
@@ -375,6 +401,26 @@ def test_label_studio_regions_and_which_annotation(tmp_path, capsys):
         ),
         ([{"data": {"text": 5}, "annotations": [{"result": []}]}], "no image URL"),
         ([{"data": "a.jpg", "annotations": [{"result": []}]}], "its data is not an object"),
+        (
+            [
+                {
+                    "data": {"image": "/x/a.jpg"},
+                    "annotations": [
+                        {"result": [{"type": "rectanglelabels", "original_width": 5, "original_height": 5}]}
+                    ],
+                }
+            ],
+            "region 1: no value",
+        ),
+        (
+            [
+                {
+                    "data": {"image": "/x/a.jpg"},
+                    "annotations": [{"result": [_region("rectanglelabels", {}, size=(0, 5))]}],
+                }
+            ],
+            "a region has no original_width and original_height",
+        ),
     ],
 )
 def test_a_bad_export_is_named_and_nothing_is_written(tmp_path, tasks, match):
