@@ -67,6 +67,10 @@ class MobileSAM(Segmenter):
     `torch.compile` them (tens of seconds at the first image on a GPU). On CUDA the
     image is resized on the GPU (`SamPredictor.device_preprocess`) and the common
     calls are captured once here, so the first image is as fast as the next.
+    img_size: the side of the model's square input, a multiple of 16 (default 1024, the
+    published weights'); the size a student was distilled at (`distill --img-size`). A
+    SAM ViT checkpoint fixes it (its position embedding); a TinyViT one runs at any size,
+    the encoder's time about proportional to img_size squared, the masks coarser.
     Creating one calls `mobilesam.tune_allocator()` (faster CPU inference, see runtime.py).
     """
 
@@ -79,15 +83,16 @@ class MobileSAM(Segmenter):
         fast_paths: bool | None = None,
         graphs: bool | None = None,
         compile: bool = False,
+        img_size: int = 1024,
     ) -> None:
         if precision not in ("float32", "bf16"):
             raise MobileSAMError(f"precision must be 'float32' or 'bf16', got {precision!r}")
         tune_allocator()
-        self.model_type = resolve_model_type(model_type, checkpoint)
+        self.model_type = resolve_model_type(model_type, checkpoint, img_size)
         if checkpoint is None:
             checkpoint = weights.ensure_weights(self.model_type)
         self.device = resolve_device(device)
-        self.model = build_sam(self.model_type, checkpoint).to(self.device)
+        self.model = build_sam(self.model_type, checkpoint, img_size).to(self.device)
         if fast_paths is not None:
             _fast_paths.configure(self.model, on=fast_paths)
         if precision == "bf16":

@@ -86,7 +86,13 @@ def _backend(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     fast = False if args.no_fast_paths else None
     return MobileSAM(
-        args.checkpoint, args.model_type, args.device, args.precision, fast_paths=fast, compile=args.compile
+        args.checkpoint,
+        args.model_type,
+        args.device,
+        args.precision,
+        fast_paths=fast,
+        compile=args.compile,
+        img_size=args.img_size,
     )
 
 
@@ -194,6 +200,7 @@ def _refuse_other_backends_options(args: argparse.Namespace) -> None:
         ("--precision bf16", args.precision == "bf16", ("torch",)),
         ("--no-fast-paths", args.no_fast_paths, ("torch",)),
         ("--compile", args.compile, ("torch",)),
+        ("--img-size", args.img_size != 1024, ("torch",)),
         ("--onnx", args.onnx, ("onnx",)),
         ("--pte", args.pte, ("executorch",)),
         ("--int8", args.int8, ("onnx", "executorch")),
@@ -225,10 +232,11 @@ def _ray_model(args: argparse.Namespace) -> dict:
 
     return {
         "checkpoint": args.checkpoint,
-        "model_type": resolve_model_type(args.model_type, args.checkpoint),  # read once, here
+        "model_type": resolve_model_type(args.model_type, args.checkpoint, args.img_size),  # read once, here
         "precision": args.precision,
         "fast_paths": False if args.no_fast_paths else None,
         "compile": args.compile,
+        "img_size": args.img_size,
     }
 
 
@@ -320,9 +328,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.calibration and (args.format != "executorch" or not args.quantize):
         raise PromptError("--calibration is for `export executorch --quantize int8`")
     calibration = _calibration_images(args.calibration) if args.calibration else None
-    model_type = resolve_model_type(args.model_type, args.checkpoint)
+    model_type = resolve_model_type(args.model_type, args.checkpoint, args.img_size)
     checkpoint = args.checkpoint or weights.ensure_weights(model_type)
-    sam = build_sam(model_type, checkpoint)
+    sam = build_sam(model_type, checkpoint, args.img_size)
     if args.format == "executorch":
         from .export.executorch import export_executorch
 
@@ -491,6 +499,7 @@ def _ui(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         model_type=args.model_type,
         device=args.device,
+        img_size=args.img_size,
     )
     return 0
 
@@ -506,7 +515,7 @@ def _bench(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     tune_allocator()
     path = bench.default_image(args.image)
-    sam = build_sam("vit_t", args.checkpoint or weights.ensure_weights("vit_t"))
+    sam = build_sam("vit_t", args.checkpoint or weights.ensure_weights("vit_t"), args.img_size)
     rows = bench.run(
         sam,
         load_image(path),
@@ -703,9 +712,17 @@ def _add_backend_args(parser: argparse.ArgumentParser) -> None:
 MODEL_TYPE_HELP = "vit_t, vit_b, vit_l, vit_h or tiny_vit_*; default: the one --checkpoint fits, else vit_t"
 
 
+IMG_SIZE_HELP = "the model's input side, a multiple of 16 (default 1024; a student's distillation size)"
+
+
+def _add_img_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--img-size", type=int, default=1024, help=IMG_SIZE_HELP)
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     parser.add_argument("--model-type", help=MODEL_TYPE_HELP)
+    _add_img_size(parser)
     parser.add_argument("--device", help="cpu, cuda or mps (default: best available)")
     parser.add_argument(
         "--precision",
@@ -987,6 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     exp.add_argument("--model-type", help=MODEL_TYPE_HELP)
+    _add_img_size(exp)
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
     exp.add_argument(
@@ -1041,6 +1059,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--open", action="store_true", help="open the page in the default browser")
     ui.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
     ui.add_argument("--model-type", help=MODEL_TYPE_HELP)
+    _add_img_size(ui)
     ui.add_argument("--device", help="cpu, cuda or mps (default: best available)")
     ui.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
     ui.set_defaults(func=_ui)
@@ -1048,6 +1067,7 @@ def build_parser() -> argparse.ArgumentParser:
     ben = sub.add_parser("bench", help="time every stage and backend, print one table")
     ben.add_argument("--image", help="photo to time (default: the sample truck.jpg of a checkout)")
     ben.add_argument("--checkpoint", help="checkpoint path (default: the published weights, cached)")
+    _add_img_size(ben)
     ben.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     ben.add_argument(
         "--repeats", type=int, default=5, help="timed runs per row; the median is shown (default 5)"

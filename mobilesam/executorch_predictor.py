@@ -106,7 +106,7 @@ class ExecuTorchPredictor(ExportedPredictor):
         """One decoder.pte run per prompt set, without a mask input."""
         coords, labels = feed["point_coords"], feed["point_labels"]
         none = {
-            "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+            "mask_input": np.zeros((1, 1, self.img_size // 4, self.img_size // 4), np.float32),
             "has_mask_input": np.zeros(1, np.float32),
         }
         runs = [

@@ -20,9 +20,6 @@ from .prompts import Prompts, mask_prompts, parse_float, parse_int, parse_prompt
 from .result import PackedMasks, SegmentationResult
 from .runtime import release_free_memory
 
-# scores, mask ids and low-res logits of zero masks
-_NO_MASKS = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, 256, 256), np.float32))
-
 
 class Segmenter:
     """Segment images from prompts, or everything in them, with one `Predictor`.
@@ -58,7 +55,7 @@ class Segmenter:
         image before encoding; masks still come back at the original size. mask_input: a
         mask prompt with the points or boxes, to refine an earlier result of this image:
         that result (its low-res logits), or logits of one mask for every prompt set
-        (256x256) or of one per set (Nx256x256).
+        (256x256; img_size/4 for a model of another input size) or of one per set (Nx256x256).
         """
         rgb = load_image(image)
         h, w = rgb.shape[:2]
@@ -78,7 +75,9 @@ class Segmenter:
         mid = None if mask_id is None or mask_id == "" else parse_int(mask_id, "mask_id", 1, 3)
         percent = parse_float(input_size_percent, "input_size_percent", 1, 100)
         if prompts.boxes is not None and len(prompts.boxes) == 0:
-            out = PromptMasks.pack(np.zeros((0, h, w), bool), *_NO_MASKS)  # no box: nothing to encode
+            side = self.predictor.img_size // 4  # zero masks' scores, ids, low-res logits
+            none = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, side, side), np.float32))
+            out = PromptMasks.pack(np.zeros((0, h, w), bool), *none)  # no box: nothing to encode
             frame = None
         else:
             sets = 1 if prompts.boxes is None else len(prompts.boxes)
@@ -119,7 +118,7 @@ class Segmenter:
 
     def _mask_prompts(self, mask_input: object, sets: int, size: tuple[int, int]) -> np.ndarray:
         """mask_input (an earlier `SegmentationResult` of an image of HxW = `size`, or
-        logits) -> `sets` x 256 x 256."""
+        logits) -> `sets` x S x S, S = img_size / 4."""
         if isinstance(mask_input, SegmentationResult):
             if mask_input.low_res_logits is None:
                 raise PromptError(

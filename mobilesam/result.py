@@ -31,7 +31,8 @@ class SegmentationResult:
 
     image: HxWx3 uint8 RGB; masks: NxHxW bool; scores: N predicted IoU; mask_ids: N,
     the 1-based mask token each mask came from (0 = single-mask output, or segment
-    everything); low_res_logits: Nx256x256, usable as a later `mask_input` (prompts only);
+    everything); low_res_logits: N x S/4 x S/4 (S the model's img_size: 256 for the usual
+    1024), usable as a later `mask_input` (prompts only);
     logits_input_size: (h, w) of the encoded image in the model frame, which maps those
     logits onto the image (`soft_mask`). A segment-everything result run with
     keep_logits keeps each mask's logits in its crop's frame instead (`crop_logits`).
@@ -380,7 +381,7 @@ class SegmentationResult:
         return prompt
 
     def save_logits(self, path: str | PathLike) -> Path:
-        """The masks' low-res logits (Nx256x256 float32) as a .npy file: a later call's
+        """The masks' low-res logits (N x S/4 x S/4 float32) as a .npy file: a later call's
         `mask_input` (`load_logits`). Prompt results only (an `OutputError` otherwise)."""
         if self.low_res_logits is None:
             raise OutputError(

@@ -213,6 +213,42 @@ def test_mask_prompts_refine_an_earlier_result(sam, truck_predictor, truck, tmp_
             sam.segment(truck, **kwargs)
 
 
+def test_img_size_runs_the_model_at_that_input(ckpt_vit_t, truck, tmp_path, capsys):
+    """A student distilled at 256 px runs at 256 px: the same masks as `SamPredictor` on
+    `build_sam(img_size=256)`, low-res logits of img_size / 4 (also an empty result's, and
+    as a mask prompt), masks at the image's size; the CLI's --img-size is the API's."""
+    from mobilesam import SamPredictor, build_sam
+    from mobilesam.cli import main
+
+    small = MobileSAM(ckpt_vit_t, device="cpu", img_size=256)
+    assert small.model.img_size == 256 and small.model.prompt_encoder.image_embedding_size == (16, 16)
+    result = small.segment(truck, input_box=BOXES)
+    assert result.masks.shape == (3, 1200, 1800) and result.low_res_logits.shape == (3, 64, 64)
+    predictor = SamPredictor(build_sam("vit_t", ckpt_vit_t, img_size=256))
+    predictor.set_image(truck)
+    for box, mask in zip(BOXES, result.masks):
+        assert same_mask(predictor.predict(box=np.array(box), multimask_output=False)[0][0], mask)
+    assert small.segment(truck, input_box=[]).low_res_logits.shape == (0, 64, 64)
+    refined = small.segment(truck, input_box=BOXES, mask_input=result)
+    assert refined.low_res_logits.shape == (3, 64, 64)
+    with pytest.raises(PromptError, match=r"mask_input must be 64x64 low-res logits"):
+        small.segment(truck, input_box=BOXES[:1], mask_input=np.zeros((1, 256, 256), np.float32))
+    args = ["segment", str(IMAGES / "truck.jpg"), "--box", json.dumps(BOXES), "--checkpoint", str(ckpt_vit_t)]
+    assert main([*args, "--img-size", "256", "--json", str(tmp_path / "m.json")]) == 0
+    areas = [a["area"] for a in json.loads((tmp_path / "m.json").read_text())["annotations"]]
+    assert areas == result.areas.tolist()
+    capsys.readouterr()
+    for bad, error in (
+        (["--img-size", "100"], "img_size must be a positive multiple of 16, got 100"),
+        (
+            ["--img-size", "512", "--backend", "onnx", "--onnx", str(tmp_path)],
+            "--img-size: not used by --backend onnx",
+        ),
+    ):
+        assert main([*args, *bad]) == 2
+        assert error in capsys.readouterr().err
+
+
 def test_cutouts_and_grown_masks(tmp_path):
     """For photo and inpainting tools: the object on transparency, masks grown by a margin."""
     from mobilesam import SegmentationResult

@@ -121,6 +121,22 @@ def test_wrong_model_names_the_model_and_keys(tmp_path):
     assert "unexpected keys (" in msg and "image_encoder.blocks.0" in msg
 
 
+def test_a_vit_made_for_another_input_size_says_which(tmp_path):
+    """A SAM ViT's position embedding fixes its input size: loaded at another, the error
+    names the size to pass; at that size it loads (a TinyViT's layout has no size)."""
+    path = tmp_path / "vit_b_128.pth"
+    with torch.device("meta"):
+        layout = build_sam("vit_b", img_size=128).state_dict()
+    torch.save({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in layout.items()}, path)
+    with pytest.raises(CheckpointError, match=r"made for 128-px input: pass img_size=128 \(--img-size 128\)"):
+        build_sam("vit_b", path)
+    assert model_type_of(path, img_size=128) == "vit_b"
+    assert build_sam("vit_b", path, img_size=128).img_size == 128
+    with torch.device("meta"):
+        small, usual = (build_sam("vit_t", img_size=size).state_dict() for size in (256, 1024))
+        assert {k: v.shape for k, v in small.items()} == {k: v.shape for k, v in usual.items()}
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

@@ -264,7 +264,7 @@ def test_bench_table(ckpt_vit_t, tmp_path, capsys):
 
 
 def test_everything_on_ray_gets_the_model_options(ckpt_vit_t, tmp_path, monkeypatch, capsys):
-    """`everything --engine ray` hands --precision, --no-fast-paths and --compile to the
+    """`everything --engine ray` hands --precision, --no-fast-paths, --compile and --img-size to the
     workers' models, and refuses --device and --threads (Ray's per-worker options decide
     those) rather than ignoring them. Ray itself is not started (tests/test_ray.py does)."""
     import mobilesam.ray_engine as ray_engine
@@ -279,16 +279,22 @@ def test_everything_on_ray_gets_the_model_options(ckpt_vit_t, tmp_path, monkeypa
     monkeypatch.setattr(ray_engine, "segment_everything_on_ray", fake)
     args = ["everything", str(IMAGES), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt_vit_t)]
     args += ["--engine", "ray", "--gpus-per-worker", "1"]
-    assert main([*args, "--precision", "bf16", "--no-fast-paths", "--compile"]) == 0
+    assert main([*args, "--precision", "bf16", "--no-fast-paths", "--compile", "--img-size", "512"]) == 0
     assert seen["model"] == {
         "checkpoint": str(ckpt_vit_t),
         "model_type": "vit_t",
         "precision": "bf16",
         "fast_paths": False,
         "compile": True,
+        "img_size": 512,
     }
     assert seen["options"].gpus_per_worker == 1
-    assert main(args) == 0 and (seen["model"]["fast_paths"], seen["model"]["compile"]) == (None, False)
+    assert main(args) == 0
+    assert (seen["model"]["fast_paths"], seen["model"]["compile"], seen["model"]["img_size"]) == (
+        None,
+        False,
+        1024,
+    )
     capsys.readouterr()
     assert main([*args, "--device", "cpu", "--threads", "1"]) != 0
     assert "--device, --threads: with --engine ray" in capsys.readouterr().err

@@ -34,6 +34,7 @@ def build_app(
     checkpoint=None,
     model_type=None,
     device=None,
+    img_size=1024,
     cache_images=8,
     recursive=False,
     import_from=None,
@@ -58,7 +59,7 @@ def build_app(
     # The import is read before the model loads (a bad file fails at once); YOLO's class
     # numbers are named by the `classes` file.
     coco = None if import_from is None else load_annotations(import_from, workspace.root, classes)
-    sam = MobileSAM(checkpoint, model_type, device)
+    sam = MobileSAM(checkpoint, model_type, device, img_size=img_size)
     service = ModelService(sam.predictor, cache_images=cache_images)
     try:
         if coco is not None:
