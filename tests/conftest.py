@@ -125,6 +125,24 @@ def truck_predictor(sam_vit_t, truck) -> SamPredictor:
     return predictor
 
 
+# The input side of the model in tests that compare two of our own paths (folder job vs
+# one image, Ray vs one process, UI vs predictor, fast path vs reference): its encoder
+# costs 1/16 of the 1024-px one's. Numbers checked against the official code stay at 1024.
+SMALL = 256
+
+
+@pytest.fixture(scope="session")
+def small_sam_vit_t(ckpt_vit_t):
+    return build_sam("vit_t", ckpt_vit_t, img_size=SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_truck_predictor(small_sam_vit_t, truck) -> SamPredictor:
+    predictor = SamPredictor(small_sam_vit_t)
+    predictor.set_image(truck)
+    return predictor
+
+
 def nested_photos(root: Path) -> Path:
     """A folder tree of small photos: cam1/a.jpg and cam2/a.jpg (one name, two images),
     cam2/deep/b.jpg, top.jpg; a hidden folder and a symlink back to the root (a cycle),

@@ -65,10 +65,10 @@ def check_automatic_cases(model, parity_cases) -> None:
 
 
 @pytest.mark.parametrize("mode", ["binary_mask", "uncompressed_rle", "coco_rle"])
-def test_output_modes_agree(sam_vit_t, mode):
+def test_output_modes_agree(small_sam_vit_t, mode):
     image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB"))
     anns = SamAutomaticMaskGenerator(
-        sam_vit_t, points_per_side=4, pred_iou_thresh=0.5, output_mode=mode
+        small_sam_vit_t, points_per_side=4, pred_iou_thresh=0.5, output_mode=mode
     ).generate(image)
     assert anns
     for ann in anns:
@@ -109,14 +109,14 @@ def test_point_grid_and_layers():
     assert amg.build_point_grid(0).shape == (0, 2)
 
 
-def test_a_crop_layer_downscaled_to_no_points(sam_vit_t, monkeypatch):
+def test_a_crop_layer_downscaled_to_no_points(small_sam_vit_t, monkeypatch):
     """crop_n_points_downscale_factor can leave a deep layer 0 points per side (4 / 4^2):
     that layer adds nothing and its 16 crops are not encoded (segment-anything divides by
     zero); the masks are those of the layers above it."""
     image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     kwargs = {"points_per_side": 4, "crop_n_points_downscale_factor": 4, "pred_iou_thresh": 0.0}
-    shallow = SamAutomaticMaskGenerator(sam_vit_t, crop_n_layers=1, **kwargs).generate(image)
-    deep = SamAutomaticMaskGenerator(sam_vit_t, crop_n_layers=2, **kwargs)
+    shallow = SamAutomaticMaskGenerator(small_sam_vit_t, crop_n_layers=1, **kwargs).generate(image)
+    deep = SamAutomaticMaskGenerator(small_sam_vit_t, crop_n_layers=2, **kwargs)
     encoded = []
     real = deep.predictor.set_image
     monkeypatch.setattr(
@@ -259,7 +259,7 @@ def test_unpacking_binary_masks_on_the_device_equals_numpy(size):
     assert rle.bits_to_masks_torch(bits[:0], size).shape == (0, *size)
 
 
-def test_binary_masks_unpacked_on_the_device_change_nothing(sam_vit_t, monkeypatch):
+def test_binary_masks_unpacked_on_the_device_change_nothing(small_sam_vit_t, monkeypatch):
     """The generator's binary masks through the device path (forced on the CPU, 2 masks per
     chunk) equal the host path's."""
     image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
@@ -269,10 +269,10 @@ def test_binary_masks_unpacked_on_the_device_change_nothing(sam_vit_t, monkeypat
         "stability_score_thresh": 0.0,
         "box_nms_thresh": 1.0,
     }
-    expected = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    expected = SamAutomaticMaskGenerator(small_sam_vit_t, **kwargs).generate(image)
     monkeypatch.setattr(amg_module, "_unpack_on_device", lambda device: True)
     monkeypatch.setattr(amg_module, "UNPACK_BYTES_GPU", 2 * image.shape[0] * image.shape[1])
-    got = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    got = SamAutomaticMaskGenerator(small_sam_vit_t, **kwargs).generate(image)
     assert len(got) == len(expected) > 2
     for a, b in zip(got, expected):
         assert a["segmentation"].flags.c_contiguous and a["segmentation"].dtype == bool
@@ -321,11 +321,11 @@ def test_bit_store_spills_to_disk_and_reads_back():
         np.testing.assert_array_equal(store.read(h), row)
 
 
-def test_generator_results_do_not_depend_on_memory_budget(sam_vit_t):
+def test_generator_results_do_not_depend_on_memory_budget(small_sam_vit_t):
     image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB"))
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.5, "output_mode": "coco_rle"}
-    in_memory = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
-    on_disk = SamAutomaticMaskGenerator(sam_vit_t, mask_memory_bytes=0, **kwargs).generate(image)
+    in_memory = SamAutomaticMaskGenerator(small_sam_vit_t, **kwargs).generate(image)
+    on_disk = SamAutomaticMaskGenerator(small_sam_vit_t, mask_memory_bytes=0, **kwargs).generate(image)
     assert in_memory and on_disk == in_memory
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator, _Candidates
@@ -93,23 +93,25 @@ def test_surely_suppressed_is_sound():
     ],
     ids=["default", "no-filters", "nms0.3", "crops"],
 )
-def test_skipping_suppressed_candidates_changes_nothing(sam_vit_t, kwargs, monkeypatch):
+def test_skipping_suppressed_candidates_changes_nothing(small_sam_vit_t, kwargs, monkeypatch):
     image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
     upsampled = []
     upscale = _Candidates.upscale
     monkeypatch.setattr(_Candidates, "upscale", lambda self, i: upsampled.append(len(i)) or upscale(self, i))
-    every = SamAutomaticMaskGenerator(sam_vit_t, skip_suppressed=False, output_mode="coco_rle", **kwargs)
+    every = SamAutomaticMaskGenerator(
+        small_sam_vit_t, skip_suppressed=False, output_mode="coco_rle", **kwargs
+    )
     expected = every.generate(image)
     all_candidates = sum(upsampled)
     upsampled.clear()
-    fast = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", **kwargs).generate(image)
+    fast = SamAutomaticMaskGenerator(small_sam_vit_t, output_mode="coco_rle", **kwargs).generate(image)
     assert fast == expected and expected
     assert sum(upsampled) < all_candidates  # some were skipped
     if "crop_n_layers" not in kwargs:  # the synthetic weights' masks overlap a lot
         assert sum(upsampled) < all_candidates / 2
 
 
-def test_candidates_kept_on_the_device_change_nothing(sam_vit_t, monkeypatch):
+def test_candidates_kept_on_the_device_change_nothing(small_sam_vit_t, monkeypatch):
     """A GPU keeps low-res candidates where they were decoded (up to a budget), the rest go
     to the host store: here on the CPU, a budget that holds some of them, the rest in a
     store that spills to its file. The same annotations as all in the host store."""
@@ -117,7 +119,7 @@ def test_candidates_kept_on_the_device_change_nothing(sam_vit_t, monkeypatch):
 
     image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
     kwargs = {"points_per_side": 5, "pred_iou_thresh": 0.5, "box_nms_thresh": 0.3, "mask_chunk": 3}
-    expected = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", **kwargs).generate(image)
+    expected = SamAutomaticMaskGenerator(small_sam_vit_t, output_mode="coco_rle", **kwargs).generate(image)
     kinds = []
     add = _Candidates.add
 
@@ -126,19 +128,21 @@ def test_candidates_kept_on_the_device_change_nothing(sam_vit_t, monkeypatch):
         kinds[:] = [type(h).__name__ for h in self.handles]
 
     monkeypatch.setattr(_Candidates, "add", spy)
-    block = 256 * 256 * 4  # at most, per candidate
+    block = (SMALL // 4) ** 2 * 4  # at most, per candidate
     monkeypatch.setattr(amg_module, "_resident_bytes", lambda device: 20 * block)
-    spilled = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", mask_memory_bytes=block, **kwargs)
+    spilled = SamAutomaticMaskGenerator(
+        small_sam_vit_t, output_mode="coco_rle", mask_memory_bytes=block, **kwargs
+    )
     assert spilled.generate(image) == expected and expected
     assert {"Tensor", "ndarray", "tuple"} <= set(kinds)  # on the device, in memory, in the file
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (31, 4)])
-def test_skipping_on_tiny_images(sam_vit_t, shape):
+def test_skipping_on_tiny_images(small_sam_vit_t, shape):
     image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    every = SamAutomaticMaskGenerator(sam_vit_t, skip_suppressed=False, **kwargs).generate(image)
-    fast = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    every = SamAutomaticMaskGenerator(small_sam_vit_t, skip_suppressed=False, **kwargs).generate(image)
+    fast = SamAutomaticMaskGenerator(small_sam_vit_t, **kwargs).generate(image)
     assert len(fast) == len(every) >= 1
     np.testing.assert_equal(fast, every)  # NaN stability scores (empty masks) compare equal
 
@@ -151,21 +155,21 @@ def test_skipping_on_tiny_images(sam_vit_t, shape):
     ],
     ids=["no-prompt", "nothing-passes-stability"],
 )
-def test_nothing_surviving_a_filter(sam_vit_t, kwargs):
+def test_nothing_surviving_a_filter(small_sam_vit_t, kwargs):
     """No candidate at all (nothing stored, nothing to upsample), or candidates of which
     no chunk keeps one (empty chunks packed): an empty result, not an error."""
     image = np.asarray(Image.open(IMAGES / "picture2.jpg").convert("RGB"))
-    generator = SamAutomaticMaskGenerator(sam_vit_t, output_mode="coco_rle", **kwargs)
+    generator = SamAutomaticMaskGenerator(small_sam_vit_t, output_mode="coco_rle", **kwargs)
     assert generator.generate(image) == []
     assert len(generator.generate_records(image)) == 0
 
 
-def test_a_chunk_without_candidates_adds_nothing(sam_vit_t, truck):
+def test_a_chunk_without_candidates_adds_nothing(small_sam_vit_t, truck):
     """Every prompt of a chunk filtered out by predicted IoU (the synthetic weights' IoUs
     exceed 1, so the filter cannot do it here): the decoder's empty output is skipped."""
     from mobilesam.predictor import SamPredictor
 
-    p = SamPredictor(sam_vit_t)
+    p = SamPredictor(small_sam_vit_t)
     p.set_image(truck)
     low_res, iou, _ = p.decode_points(torch.tensor([[500.0, 300.0]]), float("inf"))
     candidates = _Candidates(p, truck.shape[:2], 1 << 20)

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 
 from mobilesam import MobileSAM
@@ -22,7 +22,7 @@ QUIET = {"progress": lambda msg: None}
 
 @pytest.fixture(scope="module")
 def sam(ckpt_vit_t):
-    return MobileSAM(ckpt_vit_t, device="cpu")
+    return MobileSAM(ckpt_vit_t, device="cpu", img_size=SMALL)
 
 
 class Counting:
@@ -72,7 +72,7 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     src, images, coco = _dataset(tmp_path)
     out = tmp_path / "out"
     args = ["boxes-to-masks", str(src), "--images", str(images), "-o", str(out), "--overlays"]
-    args += ["--checkpoint", str(ckpt_vit_t)]
+    args += ["--checkpoint", str(ckpt_vit_t), "--img-size", str(SMALL)]
     assert main(args) == 1  # a file failed
     printed = capsys.readouterr()
     assert "done 3, skipped 0 (already done), failed 2" in printed.out and "failed: bad.jpg:" in printed.out

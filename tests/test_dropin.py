@@ -144,29 +144,32 @@ def test_image_encoder_helpers_upstream_code_imports():
             assert torch.allclose(attn.proj(out), attn(x), atol=1e-5)
 
 
-def test_generator_accepts_what_upstream_accepts(sam_vit_t):
+def test_generator_accepts_what_upstream_accepts(small_sam_vit_t):
     image = _image("picture1.jpg", (160, 120))
-    ref = SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4, pred_iou_thresh=0.5).generate(image)
+    ref = SamAutomaticMaskGenerator(small_sam_vit_t, points_per_side=4, pred_iou_thresh=0.5).generate(image)
     for side in (4.0, np.int64(4), np.float32(4.0)):
         anns = SamAutomaticMaskGenerator(
-            sam_vit_t, points_per_side=side, points_per_batch=np.int32(64), pred_iou_thresh=np.float64(0.5)
+            small_sam_vit_t,
+            points_per_side=side,
+            points_per_batch=np.int32(64),
+            pred_iou_thresh=np.float64(0.5),
         ).generate(image)
         assert [a["area"] for a in anns] == [a["area"] for a in ref]
     # the attributes upstream sets, which configuration-logging clients read
-    gen = SamAutomaticMaskGenerator(sam_vit_t, crop_n_layers=1, crop_n_points_downscale_factor=2)
+    gen = SamAutomaticMaskGenerator(small_sam_vit_t, crop_n_layers=1, crop_n_points_downscale_factor=2)
     assert (gen.crop_n_layers, gen.crop_n_points_downscale_factor, len(gen.point_grids)) == (1, 2, 2)
     assert len(gen.point_grids[1]) == 16 * 16  # 32 / 2 per side in the crops
     with pytest.raises(ValueError, match="points_per_side"):  # PromptError is a ValueError
-        SamAutomaticMaskGenerator(sam_vit_t, points_per_side=4.5)
+        SamAutomaticMaskGenerator(small_sam_vit_t, points_per_side=4.5)
 
 
-def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
+def test_supervision_reads_and_draws_the_generators_output(small_sam_vit_t):
     """Roboflow's supervision (autodistill's SAM module, the SAM notebooks) turns
     generate()'s records into Detections, from dense masks or uncompressed RLE, and draws
     them: the real library, run on our output."""
     sv = pytest.importorskip("supervision")
     image, kwargs = _image(*LOOSE_IMAGE), LOOSE
-    anns = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate(image)
+    anns = SamAutomaticMaskGenerator(small_sam_vit_t, **kwargs).generate(image)
     assert len(anns) > 1
     detections = sv.Detections.from_sam(anns)
     by_area = sorted(anns, key=lambda a: a["area"], reverse=True)  # supervision's order
@@ -174,7 +177,7 @@ def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
     assert np.array_equal(detections.area, [a["area"] for a in by_area])
     boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in by_area)]
     assert np.array_equal(detections.xyxy, boxes)
-    rle = SamAutomaticMaskGenerator(sam_vit_t, output_mode="uncompressed_rle", **kwargs).generate(image)
+    rle = SamAutomaticMaskGenerator(small_sam_vit_t, output_mode="uncompressed_rle", **kwargs).generate(image)
     assert np.array_equal(sv.Detections.from_sam(rle).mask, detections.mask)
     detections.class_id = np.arange(len(detections))  # as autodistill does
     drawn = sv.MaskAnnotator().annotate(image.copy(), detections)
@@ -182,28 +185,28 @@ def test_supervision_reads_and_draws_the_generators_output(sam_vit_t):
     assert changed.any() and not (changed & ~detections.mask.any(axis=0)).any()
 
 
-def test_generator_options_set_after_construction_are_used(sam_vit_t):
+def test_generator_options_set_after_construction_are_used(small_sam_vit_t):
     """Demos and annotation tools change thresholds on an existing generator
     (`gen.pred_iou_thresh = ...`) between calls; upstream reads them at generate time."""
     image, base = _image(*LOOSE_IMAGE), LOOSE
     changed = {"pred_iou_thresh": 0.6, "box_nms_thresh": 0.7, "output_mode": "uncompressed_rle"}
-    gen = SamAutomaticMaskGenerator(sam_vit_t, **base)
+    gen = SamAutomaticMaskGenerator(small_sam_vit_t, **base)
     before = gen.generate(image)
     for name, value in changed.items():
         setattr(gen, name, value)
     after = gen.generate(image)
-    ref = SamAutomaticMaskGenerator(sam_vit_t, **{**base, **changed}).generate(image)
+    ref = SamAutomaticMaskGenerator(small_sam_vit_t, **{**base, **changed}).generate(image)
     assert len(after) == len(ref) < len(before)
     assert [a["segmentation"] for a in after] == [a["segmentation"] for a in ref]
     assert isinstance(after[0]["segmentation"], dict)
 
 
 @pytest.mark.parametrize("reset", [False, True])
-def test_embedding_cache_swap_gives_the_assigned_embedding(sam_vit_t, reset):
+def test_embedding_cache_swap_gives_the_assigned_embedding(small_sam_vit_t, reset):
     """Label Studio-style backends store `predictor.features` per image and assign it back
     later (with or without reset_image) instead of calling set_image again."""
     a, b = _image("picture1.jpg"), _image("picture2.jpg")
-    predictor = SamPredictor(sam_vit_t)
+    predictor = SamPredictor(small_sam_vit_t)
     predictor.set_image(a)
     cache_a = (predictor.features, predictor.original_size, predictor.input_size)
     box_a = np.array([100, 100, 500, 400])
@@ -255,11 +258,11 @@ def test_amg_helpers_with_upstream_names():
     assert torch.equal(amg.calculate_stability_score(logits, 0.0, 1.0), amg.stability_score(logits, 0.0, 1.0))
 
 
-def test_generate_masks_and_postprocess_small_regions_as_upstream_calls_them(sam_vit_t):
+def test_generate_masks_and_postprocess_small_regions_as_upstream_calls_them(small_sam_vit_t):
     """scripts/amg.py-style subclasses call `_generate_masks` then
     `postprocess_small_regions`: the same masks as `generate` with min_mask_region_area."""
     image, kwargs = _image(*LOOSE_IMAGE), LOOSE
-    gen = SamAutomaticMaskGenerator(sam_vit_t, min_mask_region_area=300, **kwargs)
+    gen = SamAutomaticMaskGenerator(small_sam_vit_t, min_mask_region_area=300, **kwargs)
     data = gen._generate_masks(image)
     assert len(data["rles"]) == len(data["boxes"]) > 0
     data = gen.postprocess_small_regions(data, 300, max(gen.box_nms_thresh, gen.crop_nms_thresh))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -36,10 +36,10 @@ def test_graph_cache_runs_eagerly_off_cuda():
 
 
 @pytest.fixture(scope="module")
-def engine_pair(sam_vit_t, truck):
-    plain = SamPredictor(sam_vit_t)
+def engine_pair(small_sam_vit_t, truck):
+    plain = SamPredictor(small_sam_vit_t)
     plain.set_image(truck)
-    graphed = SamPredictor(sam_vit_t, Engine(sam_vit_t))
+    graphed = SamPredictor(small_sam_vit_t, Engine(small_sam_vit_t))
     graphed.set_image(truck)
     return plain, graphed
 
@@ -53,12 +53,14 @@ def test_engine_encodes_as_the_model(engine_pair):
 def test_engine_boxes_match_the_plain_decoder(engine_pair, n_boxes):
     plain, graphed = engine_pair
     rng = np.random.default_rng(n_boxes)
-    xy = rng.uniform(0, 1000, (n_boxes, 2))
-    boxes = torch.as_tensor(np.concatenate([xy, xy + rng.uniform(20, 300, (n_boxes, 2))], 1)).float()
+    xy = rng.uniform(0, 0.75, (n_boxes, 2)) * SMALL  # in the model's frame
+    boxes = torch.as_tensor(
+        np.concatenate([xy, xy + rng.uniform(0.02, 0.25, (n_boxes, 2)) * SMALL], 1)
+    ).float()
     for multimask in (False, True):
         want = plain.decode(None, None, boxes, None, multimask)
         got = graphed.decode(None, None, boxes, None, multimask)
-        assert got[0].shape == want[0].shape == (n_boxes, 3 if multimask else 1, 256, 256)
+        assert got[0].shape == want[0].shape == (n_boxes, 3 if multimask else 1, SMALL // 4, SMALL // 4)
         torch.testing.assert_close(got[0], want[0], atol=2e-3, rtol=1e-4)
         torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
 
@@ -72,7 +74,7 @@ def test_zero_prompt_sets_decode_to_nothing(engine_pair):
             (None, torch.zeros(0, 1, 2), torch.ones(0, 1, dtype=torch.int)),
         ):
             low_res, iou = predictor.decode(coords, labels, boxes, None, True)
-            assert low_res.shape == (0, 3, 256, 256) and iou.shape == (0, 3)
+            assert low_res.shape == (0, 3, SMALL // 4, SMALL // 4) and iou.shape == (0, 3)
 
 
 def test_engine_points_and_everything_match(engine_pair):
@@ -85,31 +87,33 @@ def test_engine_points_and_everything_match(engine_pair):
     )
     np.testing.assert_allclose(scores_g, scores_p, atol=1e-5)
     assert (masks_g != masks_p).mean() < 1e-4
-    coords = torch.rand(11, 2) * 1000
+    coords = torch.rand(11, 2) * SMALL
     for a, b in zip(plain.decode_points(coords, 0.5), graphed.decode_points(coords, 0.5)):
         assert a.shape == b.shape
         torch.testing.assert_close(b.float(), a.float(), atol=2e-3, rtol=1e-4)
 
 
-def test_engine_segment_everything_matches(sam_vit_t, truck):
+def test_engine_segment_everything_matches(small_sam_vit_t, truck):
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5}
-    want = SamAutomaticMaskGenerator(SamPredictor(sam_vit_t), **kwargs).generate(truck)
-    got = SamAutomaticMaskGenerator(SamPredictor(sam_vit_t, Engine(sam_vit_t)), **kwargs).generate(truck)
+    sam = small_sam_vit_t
+    want = SamAutomaticMaskGenerator(SamPredictor(sam), **kwargs).generate(truck)
+    got = SamAutomaticMaskGenerator(SamPredictor(sam, Engine(sam)), **kwargs).generate(truck)
     assert len(got) == len(want) > 0
     for g, w in zip(got, want):
         inter = np.logical_and(g["segmentation"], w["segmentation"]).sum()
         assert inter / np.logical_or(g["segmentation"], w["segmentation"]).sum() > 0.999
 
 
-def test_compiled_engine_wiring(sam_vit_t, truck_predictor):
+def test_compiled_engine_wiring(small_sam_vit_t, small_truck_predictor):
     """compile=True goes through torch.compile (the eager backend here: inductor takes minutes
     on a CPU) and gives the plain decoder's masks."""
-    compiled = SamPredictor(sam_vit_t, Engine(sam_vit_t, compile=True, compile_backend="eager"))
-    compiled.features, compiled.is_image_set = truck_predictor.features, True
-    compiled.original_size, compiled.input_size = truck_predictor.original_size, truck_predictor.input_size
+    sam, plain = small_sam_vit_t, small_truck_predictor
+    compiled = SamPredictor(sam, Engine(sam, compile=True, compile_backend="eager"))
+    compiled.features, compiled.is_image_set = plain.features, True
+    compiled.original_size, compiled.input_size = plain.original_size, plain.input_size
     box = np.array([425, 600, 700, 875])
     got = compiled.predict(box=box, multimask_output=False)
-    want = truck_predictor.predict(box=box, multimask_output=False)
+    want = plain.predict(box=box, multimask_output=False)
     np.testing.assert_allclose(got[2], want[2], atol=2e-3)
 
 

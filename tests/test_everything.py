@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 
 from mobilesam import MobileSAM, PromptError, SamPredictor
@@ -29,7 +29,7 @@ FAST = {"points_per_side": "4", "iou_thres": "0.5", "stability_score_thres": 0.8
 
 @pytest.fixture(scope="module")
 def sam(ckpt_vit_t):
-    return MobileSAM(ckpt_vit_t, device="cpu")
+    return MobileSAM(ckpt_vit_t, device="cpu", img_size=SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,16 @@ def test_folder_interrupt_and_resume(sam, small_images, tmp_path):
 
 
 def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, capsys):
-    ck = ["--checkpoint", str(ckpt_vit_t), "--points-per-side", "4", "--iou-thres", "0.5"]
+    ck = [
+        "--checkpoint",
+        str(ckpt_vit_t),
+        "--img-size",
+        str(SMALL),
+        "--points-per-side",
+        "4",
+        "--iou-thres",
+        "0.5",
+    ]
     rc = main(
         [
             "everything",
@@ -253,7 +262,7 @@ def test_everything_options_are_defined_once():
         generator_kwargs({"pred_iou_thresh": 0.5})
 
 
-def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch):
+def test_everything_keeps_logits_for_soft_edges(small_sam_vit_t, tmp_path, monkeypatch):
     """keep_logits: each mask with the low-res logits it came from, in its crop's frame
     (where they upscale to exactly the mask), hence the model's soft edge for cutouts;
     after min_mask_region_area, no soft edge where the cleaning removed an island or
@@ -265,7 +274,9 @@ def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch
     size = image.shape[:2]
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
     kwargs.update(box_nms_thresh=1.0, crop_n_layers=1, crop_nms_thresh=1.0, crop_n_points_downscale_factor=2)
-    generator = SamAutomaticMaskGenerator(sam_vit_t, keep_logits=True, min_mask_region_area=500, **kwargs)
+    generator = SamAutomaticMaskGenerator(
+        small_sam_vit_t, keep_logits=True, min_mask_region_area=500, **kwargs
+    )
     kept = generator.generate_records(image, small_regions=False)
     assert len(kept) > 5
     frames = set()
@@ -273,7 +284,7 @@ def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch
         low, input_size = kept.read_logits(i)
         x0, y0, x1, y1 = kept.crop_boxes[i].tolist()
         frames.add((x0, y0, x1, y1))
-        logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (y1 - y0, x1 - x0), 1024)
+        logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (y1 - y0, x1 - x0), SMALL)
         mask = rle.bits_to_mask(kept.read(i), size)
         assert np.array_equal(logits[0, 0].numpy() > 0, mask[y0:y1, x0:x1])
         assert mask.sum() == mask[y0:y1, x0:x1].sum()  # nothing outside its crop
@@ -289,7 +300,7 @@ def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch
         assert np.array_equal(alpha >= 128, mask)
         soft += ((alpha > 0) & (alpha < 255)).any()
         low, input_size, (x0, y0, x1, y1) = result.crop_logits.read(i)
-        logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (y1 - y0, x1 - x0), 1024)
+        logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (y1 - y0, x1 - x0), SMALL)
         crop = mask[y0:y1, x0:x1]
         changed = (logits[0, 0].numpy() > 0) != crop
         cleaned += changed.any()
@@ -304,7 +315,7 @@ def test_everything_keeps_logits_for_soft_edges(sam_vit_t, tmp_path, monkeypatch
     assert not (tmp_path / "logits.npy").exists()
 
 
-def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(sam_vit_t, monkeypatch):
+def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(small_sam_vit_t, monkeypatch):
     """keep_logits changes no mask; logits kept past mask_memory_bytes (the candidates' and
     the records' stores both on disk), left on the device (a GPU's path, forced on the
     CPU) and from the bfloat16 decoder (stored as float32) still map to their masks. A
@@ -312,13 +323,13 @@ def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(sam_vit_t, mon
     image = np.asarray(Image.open(IMAGES / "picture1.jpg").convert("RGB").resize((300, 200)))
     kwargs = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     kwargs.update(box_nms_thresh=1.0, mask_memory_bytes=1)
-    plain = SamAutomaticMaskGenerator(sam_vit_t, **kwargs).generate_records(image)
+    plain = SamAutomaticMaskGenerator(small_sam_vit_t, **kwargs).generate_records(image)
     with pytest.raises(OutputError, match="keep_logits=True"):
         SegmentationResult.from_records(image, plain, (200, 300), None).soft_mask(0)
     for precision, resident in (("float32", 0), ("float32", 1 << 30), ("bf16", 0)):
         monkeypatch.setattr(amg_module, "_resident_bytes", lambda device, n=resident: n)
         generator = SamAutomaticMaskGenerator(
-            sam_vit_t, keep_logits=True, decoder_precision=precision, **kwargs
+            small_sam_vit_t, keep_logits=True, decoder_precision=precision, **kwargs
         )
         records = generator.generate_records(image)
         assert len(records) > 5 and plain.logits == []
@@ -326,13 +337,13 @@ def test_kept_logits_change_no_mask_and_survive_the_disk_and_bf16(sam_vit_t, mon
             if precision == "float32":
                 assert np.array_equal(records.read(i), plain.read(i))
             low, input_size = records.read_logits(i)
-            assert low.dtype == np.float32 and low.shape == (256, 256)
-            logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (200, 300), 1024)
+            assert low.dtype == np.float32 and low.shape == (SMALL // 4, SMALL // 4)
+            logits = upscale_masks(torch.from_numpy(low)[None, None], input_size, (200, 300), SMALL)
             assert np.array_equal(logits[0, 0].numpy() > 0, rle.bits_to_mask(records.read(i), (200, 300)))
     # input_size_percent: the logits of the shrunk image map onto the full-size photo, their
-    # soft edge along the (nearest-neighbour upscaled) mask's outline, within two low-res
-    # cells' reach of it (a cell: 1.2 photo pixels here; the reach 4 px, two tiles of it).
-    result = everything(SamPredictor(sam_vit_t), image, input_size_percent=50, keep_logits=True, **FAST)
+    # soft edge along the (nearest-neighbour upscaled) mask's outline, within 8 px of it
+    # (a low-res cell of the 256-px model: 4.7 photo pixels here).
+    result = everything(SamPredictor(small_sam_vit_t), image, input_size_percent=50, keep_logits=True, **FAST)
     square = np.ones((17, 17), np.uint8)
     for i in range(len(result)):
         mask, alpha = result.mask(i), result.soft_mask(i)

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import IMAGES, nested_photos
+from conftest import IMAGES, SMALL, nested_photos
 from PIL import Image
 
 from mobilesam import MobileSAM, MobileSAMError, PromptError
@@ -22,7 +22,7 @@ QUIET = {"progress": lambda _: None}
 
 @pytest.fixture(scope="module")
 def sam(ckpt_vit_t):
-    return MobileSAM(ckpt_vit_t, device="cpu")
+    return MobileSAM(ckpt_vit_t, device="cpu", img_size=SMALL)
 
 
 def _photos(folder, names):
@@ -146,6 +146,8 @@ def test_full_disk_stops_with_one_line_and_nothing_half_written(ckpt_vit_t, tmp_
         str(out),
         "--checkpoint",
         str(ckpt_vit_t),
+        "--img-size",
+        str(SMALL),
         "--points-per-side",
         "2",
     ]
@@ -180,6 +182,7 @@ def test_an_overlay_is_never_missing(sam, tmp_path, monkeypatch):
 def test_cli_folder_refuses_one_image_outputs_and_runs_with_threads(ckpt_vit_t, tmp_path, capsys):
     photos = _photos(tmp_path / "in", ["a.jpg"])
     base = ["everything", str(photos), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt_vit_t)]
+    base += ["--img-size", str(SMALL)]
     for extra in (["--json", "x.json"], ["--label-map", "l.png"], ["--svg", "m.svg"]):
         assert main(base + extra) == 2
         assert "one-image outputs" in capsys.readouterr().err
@@ -189,7 +192,7 @@ def test_cli_folder_refuses_one_image_outputs_and_runs_with_threads(ckpt_vit_t, 
 
 def test_cli_box_values(ckpt_vit_t, tmp_path, capsys):
     image = str(IMAGES / "picture1.jpg")
-    ck = ["--checkpoint", str(ckpt_vit_t)]
+    ck = ["--checkpoint", str(ckpt_vit_t), "--img-size", str(SMALL)]
     # A box sticking out past the top-left corner is clipped, as documented.
     assert main(["segment", image, "--box", "-50,-50,100,100", *ck, "--json", str(tmp_path / "r.json")]) == 0
     box = json.loads((tmp_path / "r.json").read_text())["annotations"][0]["prompt"]["box"]
@@ -262,7 +265,7 @@ def test_one_pixel_strips(sam, shape):
     assert len(result) >= 1 and result.masks.shape[1:] == (h, w)
 
 
-def test_many_boxes_decode_in_chunks(sam, truck_predictor):
+def test_many_boxes_decode_in_chunks(sam, small_truck_predictor):
     """Hundreds of boxes in one call: decoded in chunks, the same masks as one at a time."""
     rng = np.random.default_rng(0)
     x0, y0 = rng.integers(0, 1500, 150), rng.integers(0, 900, 150)
@@ -270,7 +273,7 @@ def test_many_boxes_decode_in_chunks(sam, truck_predictor):
     result = sam.segment(IMAGES / "truck.jpg", input_box=boxes)
     assert result.masks.shape == (150, 1200, 1800)
     for i in (0, 77, 149):
-        ref, ref_score, _ = truck_predictor.predict(box=boxes[i], multimask_output=False)
+        ref, ref_score, _ = small_truck_predictor.predict(box=boxes[i], multimask_output=False)
         assert (
             np.logical_and(ref[0], result.masks[i]).sum()
             >= 0.999 * np.logical_or(ref[0], result.masks[i]).sum()
@@ -434,6 +437,7 @@ def test_per_image_pngs_are_checked_before_any_compute(ckpt_vit_t, tmp_path, cap
             _NoCompute(), photos, tmp_path / "o", FAST, files=ImageFiles(None, tmp_path / "afile"), **QUIET
         )
     base = ["everything", str(photos), "-o", str(tmp_path / "o"), "--checkpoint", str(ckpt_vit_t)]
+    base += ["--img-size", str(SMALL)]
     assert main([*base, "--soft"]) == 2 and "--soft shapes" in capsys.readouterr().err
     stickers = tmp_path / "stickers"
     assert main([*base, "--points-per-side", "2", "--cutouts-dir", str(stickers), "--soft"]) == 0

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 from test_polygons import _coco_file, _coco_fill, _island_and_friends
 
@@ -203,7 +203,7 @@ def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path, capsys
     _labels(labels, {"truck.txt": "2 0.3125 0.6145833 0.1527778 0.2291667 0.91\n"})  # TRUCK_BOX
     (tmp_path / "classes.txt").write_text("person\nbicycle\ncar\n")
     convert(labels, "coco", tmp_path / "boxes.json", images=images)
-    sam = MobileSAM(ckpt_vit_t)
+    sam = MobileSAM(ckpt_vit_t, img_size=SMALL)
     summary = BoxJob(tmp_path / "boxes.json", images, tmp_path / "masks", progress=lambda m: None).run(sam)
     assert summary.done == ["truck.jpg"] and not summary.failed
     (ann,) = json.loads((tmp_path / "masks" / "annotations.json").read_text())["annotations"]
@@ -214,7 +214,8 @@ def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path, capsys
     assert np.array_equal(rle.decode(ann["segmentation"]), want)
     # The labels folder itself as boxes-to-masks' input: the same annotations.
     args = ["boxes-to-masks", str(labels), "--images", str(images), "-o", str(tmp_path / "direct")]
-    assert main([*args, "--classes", str(tmp_path / "classes.txt"), "--checkpoint", str(ckpt_vit_t)]) == 0
+    args += ["--checkpoint", str(ckpt_vit_t), "--img-size", str(SMALL)]
+    assert main([*args, "--classes", str(tmp_path / "classes.txt")]) == 0
     direct = json.loads((tmp_path / "direct" / "annotations.json").read_text())
     assert direct == json.loads((tmp_path / "masks" / "annotations.json").read_text())
     args = [

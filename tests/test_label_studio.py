@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 from test_polygons import _coco_file, _island_and_friends, _result
 
@@ -446,9 +446,11 @@ def test_boxes_drawn_in_label_studio_become_masks(ckpt_vit_t, tmp_path):
         }
     ]
     args = ["boxes-to-masks", _export(tmp_path, tasks), "--images", str(images), "-o", str(tmp_path / "out")]
-    assert main([*args, "--checkpoint", str(ckpt_vit_t)]) == 0
+    assert main([*args, "--checkpoint", str(ckpt_vit_t), "--img-size", str(SMALL)]) == 0
     coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
     (ann,) = coco["annotations"]
     assert ann["bbox"] == [20, 20, 60, 40] and coco["categories"] == [{"id": 1, "name": "thing"}]
-    want = MobileSAM(ckpt_vit_t).segment(images / "p.png", input_box=[20, 20, 80, 60]).masks[0]
+    want = (
+        MobileSAM(ckpt_vit_t, img_size=SMALL).segment(images / "p.png", input_box=[20, 20, 80, 60]).masks[0]
+    )
     assert np.array_equal(rle.decode(ann["segmentation"]), want)

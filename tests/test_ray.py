@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 
 ray = pytest.importorskip("ray")
@@ -59,7 +59,7 @@ def folder_mode(photos, ckpt_vit_t, tmp_path_factory):
     torch.set_num_threads(1)
     try:
         FolderJob(photos, out, OPTIONS, files=_soft_pngs(out), **QUIET).run(
-            MobileSAM(ckpt_vit_t, device="cpu")
+            MobileSAM(ckpt_vit_t, device="cpu", img_size=SMALL)
         )
     finally:
         torch.set_num_threads(threads)
@@ -83,7 +83,7 @@ def _pngs(root, under: str = "") -> dict:
 
 
 def _model(ckpt) -> dict:
-    return {"checkpoint": str(ckpt), "model_type": "vit_t"}
+    return {"checkpoint": str(ckpt), "model_type": "vit_t", "img_size": SMALL}
 
 
 def _same_coco(a: dict, b: dict) -> None:
@@ -254,11 +254,22 @@ def test_boxes_to_masks_on_ray_equals_one_process(local_ray, photos, ckpt_vit_t,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a 1-CPU worker
     try:
-        BoxJob(src, photos, tmp_path / "one", **QUIET).run(MobileSAM(ckpt_vit_t, device="cpu"))
+        BoxJob(src, photos, tmp_path / "one", **QUIET).run(
+            MobileSAM(ckpt_vit_t, device="cpu", img_size=SMALL)
+        )
     finally:
         torch.set_num_threads(threads)
     args = ["boxes-to-masks", str(src), "--images", str(photos), "-o", str(tmp_path / "ray"), "--overlays"]
-    args += ["--engine", "ray", "--batch-size", "2", "--checkpoint", str(ckpt_vit_t)]
+    args += [
+        "--engine",
+        "ray",
+        "--batch-size",
+        "2",
+        "--checkpoint",
+        str(ckpt_vit_t),
+        "--img-size",
+        str(SMALL),
+    ]
     assert main(args) == 1  # the corrupt file
     one = json.loads((tmp_path / "one" / "annotations.json").read_text())
     on_ray = json.loads((tmp_path / "ray" / "annotations.json").read_text())

@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -37,8 +37,8 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(sam_vit_t):
-    s = ModelService(SamPredictor(sam_vit_t), cache_images=2)
+def service(small_sam_vit_t):
+    s = ModelService(SamPredictor(small_sam_vit_t), cache_images=2)
     yield s
     s.close()
 
@@ -134,12 +134,15 @@ def test_open_encodes_once_and_prefetches_the_next(client, service):
             break
         time.sleep(0.1)
     info = service.cache_info()
-    assert set(info["images"]) == {"a_truck.jpg", "b_small.png"} and info["bytes"] == 2 * 256 * 64 * 64 * 4
+    assert (
+        set(info["images"]) == {"a_truck.jpg", "b_small.png"}
+        and info["bytes"] == 2 * 256 * (SMALL // 16) ** 2 * 4
+    )
 
 
-def test_predict_equals_the_predictor(client, sam_vit_t, folder):
+def test_predict_equals_the_predictor(client, small_sam_vit_t, folder):
     rgb = np.asarray(Image.open(folder / "a_truck.jpg").convert("RGB"))
-    predictor = SamPredictor(sam_vit_t)
+    predictor = SamPredictor(small_sam_vit_t)
     predictor.set_image(rgb)
     cases = [
         {"points": [[500, 375, 1]]},
@@ -170,7 +173,7 @@ def test_predict_equals_the_predictor(client, sam_vit_t, folder):
     assert bad.status_code == 422  # the single-mask output has only mask 0
 
 
-def test_hover_previews_are_masks_of_at_most_2_mp(client, sam_vit_t, folder):
+def test_hover_previews_are_masks_of_at_most_2_mp(client, small_sam_vit_t, folder):
     """`preview`: the mask upsampled straight to the image scaled down to 2 MP (the page
     draws the hover preview scaled up); a small image's preview is its mask."""
     import torch
@@ -178,13 +181,15 @@ def test_hover_previews_are_masks_of_at_most_2_mp(client, sam_vit_t, folder):
     from mobilesam.ui.server import preview_size
 
     rgb = np.asarray(Image.open(folder / "a_truck.jpg").convert("RGB"))
-    predictor = SamPredictor(sam_vit_t)
+    predictor = SamPredictor(small_sam_vit_t)
     predictor.set_image(rgb)
     _, scores, low_res = predictor.predict(np.array([[500, 375]]), np.array([1]))
     size = preview_size((1200, 1800))
     assert size == (1154, 1732) and size[0] * size[1] <= 2_000_000
     with torch.inference_mode():
-        logits = sam_vit_t.postprocess_masks(torch.from_numpy(low_res)[None], predictor.input_size, size)
+        logits = small_sam_vit_t.postprocess_masks(
+            torch.from_numpy(low_res)[None], predictor.input_size, size
+        )
     want = (logits[0, int(np.argmax(scores))] > 0).numpy()
     out = client.post(
         "/api/images/a_truck.jpg/predict", json={"points": [[500, 375, 1]], "preview": True}
@@ -357,7 +362,7 @@ def test_everything_endpoint(client):
     assert bad.status_code == 422
 
 
-def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, sam_vit_t, tmp_path):
+def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, small_sam_vit_t, tmp_path):
     """A mask of segment everything has no prompts; its soft cutout is the matte of the
     run's own logits (as `segment_everything(keep_logits=True)`'s `soft_mask`), kept for
     the latest runs while the image's file is unchanged; an edited mask has none."""
@@ -367,7 +372,7 @@ def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, 
     options = {"points_per_side": 4, "iou_thres": 0, "stability_score_thres": 0, "box_nms_thres": 1}
     masks = client.post("/api/images/b_small.png/everything", json=options).json()["masks"]
     image = load_image(folder / "b_small.png")
-    reference = everything(SamPredictor(sam_vit_t), image, keep_logits=True, **options)
+    reference = everything(SamPredictor(small_sam_vit_t), image, keep_logits=True, **options)
     assert [m["rle"] for m in masks] == [a["segmentation"] for a in reference.to_coco()["annotations"]]
     assert len(masks) > 1
 
@@ -395,8 +400,8 @@ def test_everything_masks_cut_out_with_their_soft_edge(client, folder, service, 
     # Kept while they hold under edge_bytes (the oldest runs go first; a run alone past it
     # is not kept) and while the image's file is unchanged.
     shutil.copy(folder / "b_small.png", tmp_path / "b_small.png")
-    one_run = len(masks) * 256 * 256 * 4
-    small = ModelService(SamPredictor(sam_vit_t), edge_bytes=one_run)
+    one_run = len(masks) * (SMALL // 4) ** 2 * 4  # float32 low-res logits
+    small = ModelService(SamPredictor(small_sam_vit_t), edge_bytes=one_run)
     other = TestClient(create_app(Workspace(tmp_path, tmp_path / "out"), small, "vit_t"))
 
     def soft(mask_rle):
@@ -637,7 +642,7 @@ def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys, monkeypatch
     assert main([*bad, "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "bad.json" in capsys.readouterr().err  # a bad file fails before the model loads
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
-    assert main([*args, "--checkpoint", str(ckpt_vit_t), "--device", "cpu"]) == 0
+    assert main([*args, "--checkpoint", str(ckpt_vit_t), "--device", "cpu", "--img-size", str(SMALL)]) == 0
     assert "imported 1 images" in capsys.readouterr().err
     saved = json.loads((tmp_path / "photos" / ".mobilesam" / "cam1" / "a.jpg.json").read_text())
     assert saved["objects"][0]["box"] == [0, 0, 8, 6]
@@ -809,7 +814,9 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     # without a mask (c.jpg), and says what it did.
     src = tmp_path / "coco.json"
     src.write_text(json.dumps(coco))
-    build_app(root, tmp_path / "out2", checkpoint=ckpt_vit_t, device="cpu", import_from=src)[1].close()
+    build_app(root, tmp_path / "out2", checkpoint=ckpt_vit_t, device="cpu", img_size=SMALL, import_from=src)[
+        1
+    ].close()
     err = capsys.readouterr().err
     assert "imported 3 images" in err and "0 without annotations, 1 not in this folder, 1 skipped" in err
     assert "skipped: d.jpg: annotation 5" in err and "c.jpg: 1 masks from boxes in" in err
@@ -894,7 +901,7 @@ def test_import_segments_boxes_without_masks(service, tmp_path):
 
 def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, capsys):
     """`mobilesam ui --checkpoint student.pt` without --model-type: the checkpoint's layout
-    decides (here a TinyViT-3M student), as for every other command."""
+    decides (here a TinyViT-3M student), as for every other command; --img-size its input."""
     import torch
     import uvicorn
     from conftest import synthetic_state_dict
@@ -906,11 +913,10 @@ def test_ui_command_builds_the_model_its_checkpoint_fits(tmp_path, monkeypatch, 
     Image.new("RGB", (8, 6)).save(tmp_path / "a.jpg")
     served = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.update(app=self.config.app))
-    assert (
-        main(["ui", str(tmp_path / "a.jpg"), "--port", "0", "--checkpoint", str(ckpt), "--device", "cpu"])
-        == 0
-    )
-    assert TestClient(served["app"]).get("/api/status").json()["model"] == "tiny_vit_3m"
+    args = ["ui", str(tmp_path / "a.jpg"), "--port", "0", "--checkpoint", str(ckpt), "--device", "cpu"]
+    assert main([*args, "--img-size", "512"]) == 0
+    status = TestClient(served["app"]).get("/api/status").json()
+    assert (status["model"], status["img_size"]) == ("tiny_vit_3m", 512)
 
 
 def test_import_takes_windows_paths_and_explains_names_it_cannot_find(service, tmp_path, capsys):
@@ -1013,6 +1019,7 @@ def test_ui_command_reads_the_classes_file(tmp_path, monkeypatch, ckpt_vit_t):
     served = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.update(app=self.config.app))
     args = ["ui", str(tmp_path), "--port", "0", "--checkpoint", str(ckpt_vit_t), "--device", "cpu"]
+    args += ["--img-size", str(SMALL)]
     assert main([*args, "--classes", str(tmp_path / "data.yaml"), "--import", str(tmp_path / "labels")]) == 0
     client = TestClient(served["app"])
     assert client.get("/api/status").json()["classes"] == ["person", "dog"]

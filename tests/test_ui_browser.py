@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IMAGES
+from conftest import IMAGES, SMALL
 from PIL import Image
 
 from mobilesam.utils import rle
@@ -54,7 +54,7 @@ class Server:
             "--checkpoint",
             str(checkpoint),
         ]
-        self.args += ["--out", str(out), "--threads", "2"]
+        self.args += ["--img-size", str(SMALL), "--out", str(out), "--threads", "2"]
         self.proc = None
 
     def start(self) -> str:

@@ -213,6 +213,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         return {
             "mode": "upload" if workspace.uploads else ("image" if workspace.only else "folder"),
             "model": model_name,
+            "img_size": service.predictor.img_size,  # the model's input side
             "device": str(service.predictor.device),
             "cache": service.cache_info(),
             "max_upload_bytes": MAX_UPLOAD_BYTES,
