@@ -146,9 +146,9 @@ def load_state_dict_strict(
     )
     if missing or unexpected or wrong_shape:
         lines = [f"{source} does not fit model {model_type!r}; it looks like {guess_model(set(state))}."]
-        pos = "image_encoder.pos_embed"  # a SAM ViT's (1, img_size/16, img_size/16, C)
-        if pos in state and pos in expected and state[pos].shape[1:3] != expected[pos].shape[1:3]:
-            side = state[pos].shape[1] * 16
+        pos = state.get("image_encoder.pos_embed")  # a SAM ViT's (1, img_size/16, img_size/16, C)
+        if pos is not None and pos.dim() == 4 and pos.shape[1] * 16 != getattr(model, "img_size", None):
+            side = pos.shape[1] * 16
             lines.append(f"It was made for {side}-px input: pass img_size={side} (--img-size {side}).")
         if missing:
             lines.append(f"missing keys ({len(missing)}): {_listing(missing)}")

@@ -130,8 +130,16 @@ def test_a_vit_made_for_another_input_size_says_which(tmp_path):
     torch.save({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in layout.items()}, path)
     with pytest.raises(CheckpointError, match=r"made for 128-px input: pass img_size=128 \(--img-size 128\)"):
         build_sam("vit_b", path)
+    with pytest.raises(
+        CheckpointError, match=r"'vit_t'; it looks like SAM ViT \(vit_b\)\.\nIt was made for 128-px"
+    ):
+        MobileSAM(path, device="cpu")  # no model type: none fits at 1024, so vit_t was tried
     assert model_type_of(path, img_size=128) == "vit_b"
-    assert build_sam("vit_b", path, img_size=128).img_size == 128
+    with pytest.raises(CheckpointError) as err:  # the size fits, the model does not: no size hint
+        build_sam("vit_l", path, img_size=128)
+    assert "looks like SAM ViT (vit_b)" in str(err.value) and "made for" not in str(err.value)
+    sam = MobileSAM(path, device="cpu", img_size=128)  # the model type read from the file
+    assert (sam.model_type, sam.model.img_size) == ("vit_b", 128)
     with torch.device("meta"):
         small, usual = (build_sam("vit_t", img_size=size).state_dict() for size in (256, 1024))
         assert {k: v.shape for k, v in small.items()} == {k: v.shape for k, v in usual.items()}
