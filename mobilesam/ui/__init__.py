@@ -46,7 +46,7 @@ def build_app(
     (`Workspace.import_coco`; boxes without masks are segmented by the model); classes: a
     file of class names (classes.txt, obj.names, a YOLO dataset YAML), the labels the page
     offers and the exports' category order (and the names of a YOLO folder's class
-    numbers)."""
+    numbers); checkpoint, model_type, device, img_size: the model (`MobileSAM`'s)."""
     _require_extra()
     from ..api import MobileSAM
     from ..convert import load_annotations
