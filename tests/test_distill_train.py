@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import DISTILL_SIZE
 
-from mobilesam import CheckpointError, MobileSAMError, build_sam
+from mobilesam import CheckpointError, MobileSAM, MobileSAMError, build_sam
+from mobilesam.cli import main
 from mobilesam.distill.loop import LoopConfig
 from mobilesam.distill.train import DistillData, DistillTask, TrainConfig, train
 
@@ -53,6 +54,15 @@ def test_training_learns_and_writes_official_layout(distill_data, tmp_path, layo
     # exactly the official layout, loadable strictly through the registry
     assert {k: list(v.shape) for k, v in state.items()} == layouts["vit_t"]
     build_sam("vit_t", tmp_path / "student.pt", img_size=SIZE)
+    # and it segments at the size it was trained at, from the API and the command line
+    photo = distill_data / "held" / "truck.jpg"
+    result = MobileSAM(tmp_path / "student.pt", device="cpu", img_size=SIZE).segment(
+        photo, input_box=[20, 20, 90, 70]
+    )
+    assert result.masks.shape == (1, 120, 160) and result.low_res_logits.shape == (1, SIZE // 4, SIZE // 4)
+    args = ["segment", str(photo), "--box", "20,20,90,70", "--checkpoint", str(tmp_path / "student.pt")]
+    assert main([*args, "--img-size", str(SIZE), "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["annotations"][0]["area"] == int(result.areas[0])
     teacher = torch.load(distill_data / "teacher.pth", weights_only=True)
     assert torch.equal(state["mask_decoder.iou_token.weight"], teacher["mask_decoder.iou_token.weight"])
     sidecar = json.loads((tmp_path / "student.json").read_text())
