@@ -19,6 +19,7 @@ import torch
 
 from . import weights
 from .build import build_sam, resolve_model_type
+from .checkpoint import source_sha256
 from .engine import Engine
 from .errors import MobileSAMError
 from .highlevel import Segmenter, everything
@@ -47,6 +48,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise MobileSAMError("device 'mps' requested but Metal (MPS) is not available here")
     return dev
+
+
+def model_record(model_type: str, img_size: int, precision: str, checkpoint: str | PathLike) -> dict:
+    """`MobileSAM.model_record()` from its arguments, without loading the model (the Ray
+    engine's driver records it so): the checkpoint's SHA-256 stands for the weights."""
+    return {
+        "backend": "torch",
+        "model_type": model_type,
+        "img_size": img_size,
+        "precision": precision,
+        "checkpoint_sha256": source_sha256(checkpoint),
+    }
 
 
 class MobileSAM(Segmenter):
@@ -93,6 +106,8 @@ class MobileSAM(Segmenter):
             checkpoint = weights.ensure_weights(self.model_type)
         self.device = resolve_device(device)
         self.model = build_sam(self.model_type, checkpoint, img_size).to(self.device)
+        self._record_of = (self.model_type, img_size, precision, checkpoint)
+        self._record: dict | None = None
         if fast_paths is not None:
             _fast_paths.configure(self.model, on=fast_paths)
         if precision == "bf16":
@@ -105,3 +120,10 @@ class MobileSAM(Segmenter):
         super().__init__(SamPredictor(self.model, engine))
         if cuda:
             self.predictor.warmup()
+
+    def model_record(self) -> dict:
+        """`Segmenter.model_record`: backend, model type, input size, precision and the
+        checkpoint's SHA-256 (read once, when a job first asks)."""
+        if self._record is None:
+            self._record = model_record(*self._record_of)
+        return self._record

@@ -20,7 +20,8 @@ edges); an image's folder appears whole (written beside it, then renamed), befor
 A restart skips every image that has a part (and draws a missing overlay from the
 part; an image whose PNG folder is missing is segmented again); a bad file is reported
 and the rest go on. A second run on the same folder at
-the same time is refused, so is a rerun with other options (unless `overwrite`), and
+the same time is refused, so is a rerun with other options or another model (run.json
+records both: model type, input size, precision, checkpoint checksum) unless `overwrite`, and
 every output problem is found before the first image is segmented.
 """
 
@@ -132,6 +133,12 @@ class ImageFiles:
                 replace_folder(root / key, fill)
 
 
+def model_record_of(sam: object) -> dict | None:
+    """`sam.model_record()` where it has one (a `Segmenter`), else None (not checked)."""
+    record = getattr(sam, "model_record", None)
+    return record() if callable(record) else None
+
+
 def run_options(options: dict | None) -> dict:
     """Every segment-everything option with its value (defaults filled in, values parsed),
     so that an option given at its default equals one left out."""
@@ -182,16 +189,21 @@ class FolderJob:
             raise MobileSAMError(
                 f"{self.uri}: object-store sources are read by Ray workers: add --engine ray"
             )
-        return self.run_with(lambda files, ids, summary: self._segment(sam, files, ids, summary))
+        return self.run_with(
+            lambda files, ids, summary: self._segment(sam, files, ids, summary), model_record_of(sam)
+        )
 
-    def run_with(self, work: Callable[[list[Path], dict[str, int], BatchSummary], None]) -> BatchSummary:
+    def run_with(
+        self, work: Callable[[list[Path], dict[str, int], BatchSummary], None], model: dict | None = None
+    ) -> BatchSummary:
         """Checks, lock, options and ids, then `work(files, ids, summary)` (which segments
         the images without a part and saves each with `save`), then annotations.json.
+        model: what makes the masks (`Segmenter.model_record`), checked as the options are.
         The Ray engine (ray_engine.py) runs its own `work` here."""
         files = self.files()
         self._check_paths()
         with _Lock(self.out / ".lock"):
-            self._check_options()
+            self._check_options(model)
             ids = self._image_ids(files)
             summary = BatchSummary()
             try:
@@ -259,9 +271,10 @@ class FolderJob:
             check_output_dir(path)
         check_output_dir(self.out / "parts")
 
-    def _check_options(self) -> None:
-        """Refuse results made with other options, or PNGs made with other edges (with
-        `overwrite`: forget them, every image is done again); record these in run.json."""
+    def _check_options(self, model: dict | None) -> None:
+        """Refuse results made with other options, another model, or PNGs made with other
+        edges (with `overwrite`: forget them, every image is done again); record these in
+        run.json."""
         record = self.out / "run.json"
         previous = _read_json(record)
         made = dict((previous or {}).get("options") or {})
@@ -271,6 +284,12 @@ class FolderJob:
         made_edges, edges = (previous or {}).get("edges"), self.image_files.edges
         if made_edges and edges:
             made, asked = made | made_edges, asked | edges
+        # The model likewise: compared when both are known (not for a bare predictor, nor
+        # with a record made before models were recorded).
+        made_model = (previous or {}).get("model")
+        if made_model and model:
+            made |= {f"model {k}": v for k, v in made_model.items()}
+            asked |= {f"model {k}": v for k, v in model.items()}
         if previous is not None and made != asked:
             if not self.overwrite:
                 diff = sorted(k for k in set(made) | set(asked) if made.get(k) != asked.get(k))
@@ -285,6 +304,8 @@ class FolderJob:
         current = {"options": self.options}
         if edges or made_edges:
             current["edges"] = edges or made_edges
+        if model or made_model:
+            current["model"] = model or made_model
         if previous != current:
             atomic_write_text(record, json.dumps(current, indent=2))
 

@@ -14,8 +14,9 @@ Layout of the output folder:
                           drawn (before its part; a rerun draws a missing one from the part)
     .lock                 held while a run writes here
 
-A rerun skips every image whose part was made from the same boxes and options and redoes
-the others (boxes edited, other options), so the output always answers the input.
+A rerun skips every image whose part was made from the same boxes, options and model
+(`Segmenter.model_record`) and redoes the others (boxes edited, other options, another
+model), so the output always answers the input.
 Everything in the input is checked before the first image is segmented.
 """
 
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text
+from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text, model_record_of
 from .convert import ConvertError, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
@@ -56,6 +57,7 @@ class BoxJob:
     ) -> None:
         options = dict(options or {})
         self.overlays = overlays
+        self.model: dict | None = None  # the model record of the run (`run_with`)
         unknown = sorted(set(options) - {"mask_id", "input_size_percent"})
         if unknown:
             raise PromptError(f"unknown options {unknown}: mask_id and input_size_percent are taken")
@@ -77,14 +79,18 @@ class BoxJob:
 
     def run(self, sam: Segmenter) -> BatchSummary:
         """Segment the boxes of every image not done yet; `sam`: a `MobileSAM` or any `Segmenter`."""
-        return self.run_with(lambda todo, summary: self._segment(sam, todo, summary))
+        return self.run_with(lambda todo, summary: self._segment(sam, todo, summary), model_record_of(sam))
 
     def run_with(
-        self, work: Callable[[list[tuple[str, dict, list[dict]]], BatchSummary], None]
+        self,
+        work: Callable[[list[tuple[str, dict, list[dict]]], BatchSummary], None],
+        model: dict | None = None,
     ) -> BatchSummary:
         """Output checks and the lock, then `work(todo, summary)` on the images still to
-        segment (it calls `finish` for each), then annotations.json. The Ray engine
+        segment (it calls `finish` for each), then annotations.json. model: what makes the
+        masks (`Segmenter.model_record`), recorded in each part. The Ray engine
         (ray_engine.py) runs its own `work` here."""
+        self.model = model
         check_output_dir(self.out)
         check_output_dir(self.out / "parts")
         summary = BatchSummary()
@@ -148,12 +154,17 @@ class BoxJob:
         summary.done.append(name)
 
     def _wanted(self, anns: list[dict]) -> dict:
-        """What an image's part is made from: its boxes and the options."""
-        return {"boxes": [[a["id"], a["bbox"]] for a in anns], "options": self.options}
+        """What an image's part is made from: its boxes, the options and the model."""
+        return {"boxes": [[a["id"], a["bbox"]] for a in anns], "options": self.options, "model": self.model}
 
     def _part(self, name: str, anns: list[dict]) -> dict | None:
+        """The image's part if it answers its boxes, options and model now (a model not
+        known, in the part or now, is not compared)."""
         part = _read_json(self.out / "parts" / f"{name}.json")
-        return part if part is not None and part.get("input") == self._wanted(anns) else None
+        made, wanted = dict((part or {}).get("input") or {}), self._wanted(anns)
+        if made.get("model") is None or wanted["model"] is None:
+            made["model"] = wanted["model"]
+        return part if part is not None and made == wanted else None
 
     def _write_annotations(self, failed: dict[str, str]) -> Path:
         """The input COCO with the masks of every finished image, and the failures."""

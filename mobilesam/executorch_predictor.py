@@ -88,7 +88,7 @@ class ExecuTorchPredictor(ExportedPredictor):
             set_threads(threads)
         self.encoder, self.decoder = (load_method(folder / n) for n in names)
         self.max_points = int(meta["max_points"])
-        self._configure(meta)
+        self._configure(meta, "executorch", int8)
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return self.encoder.execute([torch.from_numpy(x)])[0].numpy()

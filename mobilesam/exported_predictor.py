@@ -26,10 +26,19 @@ class ExportedPredictor:
     mask_threshold = 0.0
     device = "cpu"
 
-    def _configure(self, meta: dict, raw_encoder: bool = False, raw_dtype: type = np.uint8) -> None:
+    def _configure(
+        self, meta: dict, backend: str, int8: bool, raw_encoder: bool = False, raw_dtype: type = np.uint8
+    ) -> None:
         """Input conventions from an export's metadata.json; raw_encoder: the encoder takes
         HxWx3 pixels of `raw_dtype` (resize, normalisation, padding in the graph)."""
         self.img_size = int(meta.get("img_size", 1024))
+        self.model_record = {  # `Segmenter.model_record`
+            "backend": backend,
+            "model_type": meta.get("model_type"),
+            "img_size": self.img_size,
+            "precision": "int8" if int8 else "float32",
+            "weights_sha256": meta.get("weights_sha256"),
+        }
         self.pixel_mean = np.array(meta.get("pixel_mean", PIXEL_MEAN), dtype=np.float32)
         self.pixel_std = np.array(meta.get("pixel_std", PIXEL_STD), dtype=np.float32)
         self.raw_encoder, self.raw_dtype = raw_encoder, raw_dtype

@@ -32,6 +32,13 @@ class Segmenter:
         self.predictor = predictor
         self._image_key: tuple | None = None
 
+    def model_record(self) -> dict | None:
+        """What makes the masks: backend, model, input size, precision and a checksum of the
+        weights. Folder and box jobs record it, so that a rerun with another model is
+        refused (folder) or redoes the images (boxes) instead of mixing results; None
+        where it is not known (a bare predictor: nothing is checked)."""
+        return getattr(self.predictor, "model_record", None)
+
     def segment(
         self,
         image: ImageSource,

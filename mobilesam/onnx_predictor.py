@@ -125,7 +125,7 @@ class OnnxPredictor(ExportedPredictor):
         image_input = self.encoder.get_inputs()[0]
         # The raw-image variants take HxWx3 (uint8, or float32 0-255); else the preprocessed tensor.
         raw_dtype = np.float32 if image_input.type == "tensor(float)" else np.uint8
-        self._configure(meta, raw_encoder=len(image_input.shape) == 3, raw_dtype=raw_dtype)
+        self._configure(meta, "onnx", int8, raw_encoder=len(image_input.shape) == 3, raw_dtype=raw_dtype)
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return self.encoder.run(None, {self.encoder.get_inputs()[0].name: x})[0]

@@ -199,6 +199,21 @@ def _actor_pool(ds, worker: type, constructor_kwargs: dict, options: RayOptions)
     )
 
 
+def _model_record(model: dict) -> dict:
+    """The workers' `MobileSAM.model_record()`, made here on the driver without loading it."""
+    from . import weights
+    from .api import model_record
+    from .build import resolve_model_type
+
+    model_type = resolve_model_type(
+        model.get("model_type"), model.get("checkpoint"), model.get("img_size", 1024)
+    )
+    checkpoint = model.get("checkpoint") or weights.ensure_weights(model_type)
+    return model_record(
+        model_type, model.get("img_size", 1024), model.get("precision", "float32"), checkpoint
+    )
+
+
 def segment_everything_on_ray(
     job: FolderJob,
     model: dict,
@@ -271,7 +286,7 @@ def segment_everything_on_ray(
         rate = len(summary.done) / max(time.perf_counter() - started, 1e-9)
         job.say(f"{rate:.2f} images/s")
 
-    return job.run_with(work)
+    return job.run_with(work, _model_record(model))
 
 
 # ---- masks for the boxes of a COCO file ------------------------------------------------------
@@ -341,7 +356,7 @@ def boxes_to_masks_on_ray(
             job.finish(name, boxes_of[name], part["annotations"], part["unusable"], summary)
             job.say(f"{name}: {len(part['annotations'])} masks")
 
-    return job.run_with(work)
+    return job.run_with(work, _model_record(model))
 
 
 # ---- the teacher embedding cache ---------------------------------------------------------

@@ -37,6 +37,17 @@ def synthetic_state_dict(model_type: str, seed: int = 0, img_size: int = 1024) -
     return _recipe().synthetic_state_dict(layout, seed)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """The CLI's --threads sets torch's thread count for the whole process: a test that
+    runs it in-process must not leave the tests after it on one thread (slower, and
+    their float sums in another order)."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def layouts() -> dict:
     return json.loads((PARITY / "layouts.json").read_text())

@@ -116,6 +116,24 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     assert np.array_equal(rle.decode(anns[10]["segmentation"]), third)
 
 
+def test_another_model_redoes_every_image(sam, ckpt_vit_t, tmp_path):
+    """Each part records the model that made it: a rerun with another model (here another
+    input size) redoes every image; a model not known (a bare wrapper) is not compared."""
+    src, images, _ = _dataset(tmp_path)
+    out = tmp_path / "out"
+    BoxJob(src, images, out, **QUIET).run(sam)
+    assert BoxJob(src, images, out, **QUIET).run(sam).done == []
+    other = MobileSAM(ckpt_vit_t, device="cpu", img_size=2 * SMALL)
+    assert BoxJob(src, images, out, **QUIET).run(other).done == [
+        "nothing_here.jpg",
+        "truck.jpg",
+        "sub/p2.jpg",
+    ]
+    part = json.loads((out / "parts" / "truck.jpg.json").read_text())
+    assert part["input"]["model"] == other.model_record() and part["input"]["model"]["img_size"] == 2 * SMALL
+    assert BoxJob(src, images, out, **QUIET).run(Counting(other)).done == []
+
+
 def test_interrupted_run_keeps_what_is_done_and_goes_on(sam, tmp_path):
     src, images, _ = _dataset(tmp_path)
     out = tmp_path / "out"

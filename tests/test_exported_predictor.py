@@ -20,7 +20,7 @@ class TorchTwin(ExportedPredictor):
 
     def __init__(self, sam) -> None:
         self.sam, self.decoder = sam, SamOnnxModel(sam, return_single_mask=False)
-        self._configure({"img_size": sam.image_encoder.img_size})
+        self._configure({"img_size": sam.image_encoder.img_size}, "twin", int8=False)
 
     @torch.no_grad()
     def _encode(self, x: np.ndarray) -> np.ndarray:

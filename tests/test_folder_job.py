@@ -93,6 +93,41 @@ def test_other_options_are_refused_unless_overwrite(sam, tmp_path):
         segment_folder(sam, photos, out, {**FAST, "decoder_precision": "fp16"}, **QUIET)
 
 
+def test_another_model_is_refused_unless_overwrite(sam, ckpt_vit_t, tmp_path):
+    """run.json records the model (type, input size, precision, checkpoint checksum): a
+    rerun with another one is refused, not mixed in; a model not known (a bare predictor)
+    or a record from before models were recorded is not compared."""
+    import hashlib
+
+    from mobilesam import SamPredictor
+    from mobilesam.highlevel import Segmenter
+
+    photos, out = _photos(tmp_path / "in", ["a.jpg"]), tmp_path / "out"
+    segment_folder(sam, photos, out, FAST, **QUIET)
+    record = json.loads((out / "run.json").read_text())["model"]
+    sha = hashlib.sha256(ckpt_vit_t.read_bytes()).hexdigest()
+    assert record == {
+        "backend": "torch",
+        "model_type": "vit_t",
+        "img_size": SMALL,
+        "precision": "float32",
+        "checkpoint_sha256": sha,
+    }
+    other = MobileSAM(ckpt_vit_t, device="cpu", img_size=2 * SMALL)
+    with pytest.raises(PromptError, match=r"other options \(model img_size\).*--overwrite"):
+        segment_folder(other, photos, out, FAST, **QUIET)
+    bare = Segmenter(SamPredictor(other.model))
+    assert segment_folder(bare, photos, out, FAST, **QUIET).skipped == ["a.jpg"]
+    assert json.loads((out / "run.json").read_text())["model"] == record
+    assert segment_folder(other, photos, out, FAST, overwrite=True, **QUIET).done == ["a.jpg"]
+    assert json.loads((out / "run.json").read_text())["model"]["img_size"] == 2 * SMALL
+    old = json.loads((out / "run.json").read_text())
+    del old["model"]
+    (out / "run.json").write_text(json.dumps(old))
+    assert segment_folder(sam, photos, out, FAST, **QUIET).skipped == ["a.jpg"]
+    assert json.loads((out / "run.json").read_text())["model"] == record
+
+
 def test_a_second_run_on_the_same_output_is_refused(sam, tmp_path):
     import fcntl
 

@@ -181,6 +181,17 @@ class _DiesOnce(EverythingWorker):
         return super().__call__(batch)
 
 
+def test_the_driver_records_the_workers_model(ckpt_vit_t):
+    """What the driver records in run.json and the parts, without loading the model, is
+    what the same model records in one process: each engine resumes the other's runs."""
+    from mobilesam.ray_engine import _model_record
+
+    assert (
+        _model_record(_model(ckpt_vit_t))
+        == MobileSAM(ckpt_vit_t, device="cpu", img_size=SMALL).model_record()
+    )
+
+
 def test_a_dead_worker_is_retried_and_nothing_is_lost(local_ray, photos, ckpt_vit_t, folder_mode, tmp_path):
     worker = type("DiesOnce", (_DiesOnce,), {"marker": str(tmp_path / "died")})
     summary = segment_everything_on_ray(
