@@ -142,42 +142,15 @@ def test_segment_refined_with_its_logits(ckpt_vit_t, tmp_path, capsys):
 
 
 def test_segment_points_mask_id_percent(ckpt_vit_t, tmp_path):
-    rc = main(
-        [
-            "segment",
-            TRUCK,
-            "--point",
-            "500,375",
-            "--point",
-            "1125,625,0",
-            "--mask-id",
-            "2",
-            "--input-size-percent",
-            "50",
-            "--checkpoint",
-            str(ckpt_vit_t),
-            "--img-size",
-            str(SMALL),
-            "--json",
-            str(tmp_path / "p.json"),
-        ]
-    )
-    assert rc == 0
+    common = ["--mask-id", "2", "--input-size-percent", "50", "--checkpoint", str(ckpt_vit_t)]
+    common += ["--img-size", str(SMALL)]
+    points = ["--point", "500,375", "--point", "1125,625,0"]
+    assert main(["segment", TRUCK, *points, *common, "--json", str(tmp_path / "p.json")]) == 0
     ann = json.loads((tmp_path / "p.json").read_text())["annotations"][0]
     assert ann["mask_id"] == 2 and ann["prompt"]["labels"] == [1, 0]
     assert ann["segmentation"]["size"] == [1200, 1800]
     # The same points as one JSON list, as --box takes boxes: the same mask.
-    listed = ["segment", TRUCK, "--point", "[[500, 375], [1125, 625, 0]]", "--point", "[]"]
-    listed += [
-        "--mask-id",
-        "2",
-        "--input-size-percent",
-        "50",
-        "--checkpoint",
-        str(ckpt_vit_t),
-        "--img-size",
-        str(SMALL),
-    ]
+    listed = ["segment", TRUCK, "--point", "[[500, 375], [1125, 625, 0]]", "--point", "[]", *common]
     assert main([*listed, "--json", str(tmp_path / "j.json"), "--svg", str(tmp_path / "m.svg")]) == 0
     same = json.loads((tmp_path / "j.json").read_text())["annotations"][0]
     assert same["prompt"] == ann["prompt"] and same["segmentation"] == ann["segmentation"]
