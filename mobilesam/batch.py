@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import MobileSAMError, OutputError, PromptError
-from .highlevel import Segmenter
+from .highlevel import Segmenter, model_record_of
 from .image_io import visible_files
 from .options import EVERYTHING, check_decoder_precision, generator_kwargs
 from .prompts import parse_float
@@ -131,12 +131,6 @@ class ImageFiles:
                             (folder / file).write_bytes(archive.read(name))
 
                 replace_folder(root / key, fill)
-
-
-def model_record_of(sam: object) -> dict | None:
-    """`sam.model_record()` where it has one (a `Segmenter`), else None (not checked)."""
-    record = getattr(sam, "model_record", None)
-    return record() if callable(record) else None
 
 
 def run_options(options: dict | None) -> dict:

@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text, model_record_of
+from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text
 from .convert import ConvertError, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
-from .highlevel import Segmenter
+from .highlevel import Segmenter, model_record_of
 from .image_io import load_image
 from .prompts import parse_float, parse_int
 from .utils.files import atomic_write_text, check_output_dir

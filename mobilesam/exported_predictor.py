@@ -32,7 +32,7 @@ class ExportedPredictor:
         """Input conventions from an export's metadata.json; raw_encoder: the encoder takes
         HxWx3 pixels of `raw_dtype` (resize, normalisation, padding in the graph)."""
         self.img_size = int(meta.get("img_size", 1024))
-        self.model_record = {  # `Segmenter.model_record`
+        self._record = {
             "backend": backend,
             "model_type": meta.get("model_type"),
             "img_size": self.img_size,
@@ -216,6 +216,11 @@ class ExportedPredictor:
         """`MobileSAM.segment_everything` on the exported files (same options and results).
         The generator's mask post-processing still uses torch, so this needs it installed."""
         return self.segmenter.segment_everything(image, **options)
+
+    def model_record(self) -> dict:
+        """`Segmenter.model_record`: backend, model type, input size, int8 or float32
+        encoder, and the export's checksum of the weights (metadata.json)."""
+        return self._record
 
     @property
     def segmenter(self):

@@ -21,6 +21,13 @@ from .result import PackedMasks, SegmentationResult
 from .runtime import release_free_memory
 
 
+def model_record_of(obj: object) -> dict | None:
+    """`obj.model_record()` where it has one (a `Segmenter`, an exported predictor), else
+    None: a model not known, not checked."""
+    record = getattr(obj, "model_record", None)
+    return record() if callable(record) else None
+
+
 class Segmenter:
     """Segment images from prompts, or everything in them, with one `Predictor`.
 
@@ -37,7 +44,7 @@ class Segmenter:
         weights. Folder and box jobs record it, so that a rerun with another model is
         refused (folder) or redoes the images (boxes) instead of mixing results; None
         where it is not known (a bare predictor: nothing is checked)."""
-        return getattr(self.predictor, "model_record", None)
+        return model_record_of(self.predictor)
 
     def segment(
         self,
