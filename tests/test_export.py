@@ -471,13 +471,17 @@ def test_onnx_backend_segment_matches_torch(exported, ckpt_vit_t):
     torch_sam, onnx_sam = MobileSAM(ckpt_vit_t, device="cpu"), OnnxPredictor(exported)
     # what folder and box jobs record: the export's model, size and weights checksum
     meta = json.loads((exported / "metadata.json").read_text())
-    assert onnx_sam.segmenter.model_record() == {
-        "backend": "onnx",
-        "model_type": "vit_t",
-        "img_size": 1024,
-        "precision": "float32",
-        "weights_sha256": meta["weights_sha256"],
-    }
+    assert (
+        onnx_sam.model_record()
+        == onnx_sam.segmenter.model_record()
+        == {
+            "backend": "onnx",
+            "model_type": "vit_t",
+            "img_size": 1024,
+            "precision": "float32",
+            "weights_sha256": meta["weights_sha256"],
+        }
+    )
     assert OnnxPredictor(exported, int8=True).segmenter.model_record()["precision"] == "int8"
     truck = IMAGES / "truck.jpg"
     calls = [
