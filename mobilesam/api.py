@@ -50,7 +50,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def model_record(model_type: str, img_size: int, precision: str, checkpoint: str | PathLike) -> dict:
+def torch_model_record(model_type: str, img_size: int, precision: str, checkpoint: str | PathLike) -> dict:
     """`MobileSAM.model_record()` from its arguments, without loading the model (the Ray
     engine's driver records it so): the checkpoint's SHA-256 stands for the weights."""
     return {
@@ -125,5 +125,5 @@ class MobileSAM(Segmenter):
         """`Segmenter.model_record`: backend, model type, input size, precision and the
         checkpoint's SHA-256 (read once, when a job first asks)."""
         if self._record is None:
-            self._record = model_record(*self._record_of)
+            self._record = torch_model_record(*self._record_of)
         return self._record

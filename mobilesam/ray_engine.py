@@ -202,14 +202,14 @@ def _actor_pool(ds, worker: type, constructor_kwargs: dict, options: RayOptions)
 def _model_record(model: dict) -> dict:
     """The workers' `MobileSAM.model_record()`, made here on the driver without loading it."""
     from . import weights
-    from .api import model_record
+    from .api import torch_model_record
     from .build import resolve_model_type
 
     model_type = resolve_model_type(
         model.get("model_type"), model.get("checkpoint"), model.get("img_size", 1024)
     )
     checkpoint = model.get("checkpoint") or weights.ensure_weights(model_type)
-    return model_record(
+    return torch_model_record(
         model_type, model.get("img_size", 1024), model.get("precision", "float32"), checkpoint
     )
 
