@@ -23,7 +23,6 @@ Everything in the input is checked before the first image is segmented.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from .convert import ConvertError, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter, model_record_of
 from .image_io import load_image
-from .prompts import parse_float, parse_int
+from .prompts import is_number, parse_float, parse_int
 from .utils.files import atomic_write_text, check_output_dir
 
 
@@ -223,11 +222,7 @@ def usable_boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[di
 
 def is_bbox(box: object) -> bool:
     """Whether `box` is a COCO bbox: a list of four finite numbers."""
-    return (
-        isinstance(box, list)
-        and len(box) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-    )
+    return isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)
 
 
 def check_size(image: dict, size: tuple[int, int]) -> None:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from .errors import ConvertError
 from .label_files import label_studio_to_coco, read_folder
+from .prompts import is_number
 from .result import MOST_LABELS, yolo_line
 from .utils import rle
 from .utils.files import (
@@ -390,16 +391,12 @@ def _checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, i
                     raise ValueError(f"its RLE is no {size[0]}x{size[1]} mask, its image's size")
             elif not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
                 raise ValueError("its segmentation is neither RLE nor a list of polygons")
-            elif not all(_finite(v) for q in seg for v in q):
+            elif not all(is_number(v) for q in seg for v in q):
                 raise ValueError("its polygons hold a coordinate that is no finite number")
             anns.append((ann, size))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConvertError(f"annotation {_ann_id(ann)!r}: {exc}") from None
     return list(checked.values())
-
-
-def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
 def _ann_id(ann: object) -> object:
@@ -623,7 +620,7 @@ def label_studio_tasks(
                 "brushlabels": [_category(ann, name_of)],
             },
         }
-        if _finite(ann.get("score")):
+        if is_number(ann.get("score")):
             out["score"] = float(ann["score"])
         return out
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from .errors import ConvertError, ImageLoadError
 from .image_io import IMAGE_SUFFIXES, upright_size, visible_files
+from .prompts import is_number
 from .utils import lsrle, rle
 from .utils.polygons import fill_polygons
 
@@ -628,7 +629,7 @@ _LS_FIELDS = {
 
 def _ls_number(value: dict, key: str, where: str) -> float:
     v = value.get(key, 0 if key == "rotation" else None)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+    if not is_number(v):
         raise ConvertError(f"{where}: its {key} is no number")
     return float(v)
 

@@ -12,6 +12,7 @@ rejected. An empty list of boxes is zero prompts (zero masks), not a missing pro
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +102,11 @@ def parse_int(value: object, name: str, low: int, high: int | None = None) -> in
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise PromptError(f"{name} must be {bound}, got {value!r}")
     return int(number)
+
+
+def is_number(v: object) -> bool:
+    """Whether `v` is a finite int or float and not a bool (a JSON number, as read)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def parse_float(value: object, name: str, low: float, high: float) -> float:

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from ..errors import PromptError
+from ..prompts import is_number
 from ..utils.polygons import fill_polygons, loop_area, mask_outlines, simplify_loops
 
 MAX_RADIUS = 256.0
@@ -47,12 +48,12 @@ def _check_stroke(stroke: object, i: int) -> dict:
     mode, radius, points = stroke.get("mode"), stroke.get("radius"), stroke.get("points")
     if mode not in ("add", "erase"):
         raise PromptError(f"stroke {i}: mode must be 'add' or 'erase', got {mode!r}")
-    if not _number(radius) or not 0 < radius <= MAX_RADIUS:
+    if not is_number(radius) or not 0 < radius <= MAX_RADIUS:
         raise PromptError(f"stroke {i}: radius must be a number in (0, {MAX_RADIUS:g}], got {radius!r}")
     if not isinstance(points, list) or not 1 <= len(points) <= MAX_POINTS:
         raise PromptError(f"stroke {i}: points must be a list of 1 to {MAX_POINTS} [x, y] pairs")
     for p in points:
-        if not (isinstance(p, list) and len(p) == 2 and all(_number(v) and abs(v) < 1e6 for v in p)):
+        if not (isinstance(p, list) and len(p) == 2 and all(is_number(v) and abs(v) < 1e6 for v in p)):
             raise PromptError(f"stroke {i}: a point is not [x, y] with finite numbers: {p!r}")
     out = {"mode": mode, "radius": float(radius), "points": [[float(x), float(y)] for x, y in points]}
     closed = stroke.get("closed", False)
@@ -63,10 +64,6 @@ def _check_stroke(stroke: object, i: int) -> dict:
             raise PromptError(f"stroke {i}: a closed stroke (a polygon) needs at least 3 points")
         out["closed"] = True
     return out
-
-
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def paint(mask: np.ndarray, strokes: list[dict]) -> np.ndarray:
@@ -112,7 +109,7 @@ def outline(mask: np.ndarray, tolerance: float = 1.0) -> dict:
     every vertex fits in OUTLINE_VERTICES), "left_out": loops beyond the OUTLINE_LOOPS
     largest (specks), "left_out_px": their area}. Painted in order on an empty mask the
     strokes give back `mask` (exactly at tolerance 0, the loops left out aside)."""
-    if not _number(tolerance) or not 0 <= tolerance <= 64:
+    if not is_number(tolerance) or not 0 <= tolerance <= 64:
         raise PromptError(f"tolerance must be a number of pixels in [0, 64], got {tolerance!r}")
     loops = mask_outlines(mask)
     if not loops:
