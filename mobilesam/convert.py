@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConvertError
-from .label_files import label_studio_to_coco, read_folder
+from .label_files import LOCAL_FILES, label_studio_to_coco, read_folder
 from .prompts import is_number
 from .result import MOST_LABELS, yolo_line
 from .utils import rle
@@ -328,7 +328,7 @@ def convert(
     elif to == "label-studio":
         check_output_file(out)
         tasks, config = label_studio_tasks(
-            coco, LABEL_STUDIO_ROOT if image_root is None else image_root, as_annotations
+            coco, LOCAL_FILES if image_root is None else image_root, as_annotations
         )
         written = 0
 
@@ -550,12 +550,9 @@ def to_label_maps(coco: dict, out: Path, instances: bool = False, overwrite: boo
     ]
 
 
-LABEL_STUDIO_ROOT = "/data/local-files/?d="  # Label Studio's local file serving
-
-
 def to_label_studio(
     coco: dict,
-    image_root: str = LABEL_STUDIO_ROOT,
+    image_root: str = LOCAL_FILES,
     as_annotations: bool = False,
     from_name: str = "tag",
     to_name: str = "image",
@@ -575,7 +572,7 @@ def to_label_studio(
 
 def label_studio_tasks(
     coco: dict,
-    image_root: str = LABEL_STUDIO_ROOT,
+    image_root: str = LOCAL_FILES,
     as_annotations: bool = False,
     from_name: str = "tag",
     to_name: str = "image",

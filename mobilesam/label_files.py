@@ -445,7 +445,7 @@ def _bbox(lo, hi) -> list[float]:
 
 # ---- Label Studio's JSON export ------------------------------------------------------
 
-LOCAL_FILES = "/data/local-files/?d="
+LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local file serving (its image URLs)
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio's prefix on uploaded files' names
 _LS_REGIONS = ("brushlabels", "polygonlabels", "rectanglelabels", "ellipselabels")
 
