@@ -318,6 +318,19 @@ def test_export_builds_the_model_at_img_size(ckpt_vit_t, tmp_path, monkeypatch):
         assert main([*args, *given]) == 0 and seen.pop("img_size") == built
 
 
+def test_convert_offers_every_target_the_converter_has():
+    """`convert --to`'s choices are written out in cli.py (importing convert there would
+    put PIL into every command's start-up): they must stay `convert.FORMATS`."""
+    import argparse
+
+    from mobilesam.cli import build_parser
+    from mobilesam.convert import FORMATS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    to = next(a for a in sub.choices["convert"]._actions if a.dest == "to")
+    assert tuple(to.choices) == FORMATS
+
+
 def test_distill_options_explain_themselves():
     """`distill train/finetune-decoder --help`: every config option with its meaning and
     default, from the config dataclass (one source for both)."""
