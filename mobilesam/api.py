@@ -106,7 +106,7 @@ class MobileSAM(Segmenter):
             checkpoint = weights.ensure_weights(self.model_type)
         self.device = resolve_device(device)
         self.model = build_sam(self.model_type, checkpoint, img_size).to(self.device)
-        self._record_of = (self.model_type, img_size, precision, checkpoint)
+        self.checkpoint, self.precision = checkpoint, precision
         self._record: dict | None = None
         if fast_paths is not None:
             _fast_paths.configure(self.model, on=fast_paths)
@@ -125,5 +125,7 @@ class MobileSAM(Segmenter):
         """`Segmenter.model_record`: backend, model type, input size, precision and the
         checkpoint's SHA-256 (read once, when a job first asks)."""
         if self._record is None:
-            self._record = torch_model_record(*self._record_of)
+            self._record = torch_model_record(
+                self.model_type, self.model.img_size, self.precision, self.checkpoint
+            )
         return self._record

@@ -45,7 +45,15 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
-from ..convert import ConvertError, label_maps, to_label_studio, to_labelme, to_yolo, yolo_files
+from ..convert import (
+    ConvertError,
+    label_maps,
+    label_studio_config_path,
+    to_label_studio,
+    to_labelme,
+    to_yolo,
+    yolo_files,
+)
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import load_image, opened_image, upright_size
 from ..options import BY_NAME, DECODER_PRECISIONS, check_decoder_precision, generator_kwargs
@@ -441,7 +449,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     def export_label_studio(reviewed: bool = False) -> Response:
         # A person's reviewed work goes in as annotations; everything, as predictions to review.
         tasks, config = to_label_studio(folder_coco(workspace, reviewed), as_annotations=reviewed)
-        return _zip({"tasks.json": json.dumps(tasks), "tasks.label_config.xml": config})
+        return _zip({"tasks.json": json.dumps(tasks), label_studio_config_path("tasks.json").name: config})
 
     @app.post("/api/upload")
     async def upload(file: UploadFile) -> dict:
