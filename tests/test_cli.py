@@ -319,7 +319,7 @@ def test_export_builds_the_model_at_img_size(ckpt_vit_t, tmp_path, monkeypatch):
 
 
 def test_convert_offers_every_target_the_converter_has():
-    """`convert --to`'s choices are written out in cli.py (importing convert there would
+    """`convert --to`'s choices are written out in cli/labels.py (importing convert there would
     put PIL into every command's start-up): they must stay `convert.FORMATS`."""
     import argparse
 
@@ -336,7 +336,8 @@ def test_distill_options_explain_themselves():
     default, from the config dataclass (one source for both)."""
     import dataclasses
 
-    from mobilesam.cli import FINETUNE_OPTIONS, TRAIN_OPTIONS, build_parser
+    from mobilesam.cli import build_parser
+    from mobilesam.cli.distill import FINETUNE_OPTIONS, TRAIN_OPTIONS
     from mobilesam.distill.config import FinetuneConfig, TrainConfig
 
     commands = build_parser()._subparsers._group_actions[0].choices["distill"]._subparsers._group_actions[0]
