@@ -2,7 +2,7 @@
 code's where `mobile_sam` is importable), with the card and the torch version.
 
     PYTHONPATH=. python benchmarks/bench_gpu.py [--shared ../shared] [--official DIR]
-        [--device cuda] [--quick] [--budget 270] [--json out.json]
+        [--device cuda] [--quick] [--budget 270] [--json out.json] [--profile DIR]
 
 Runs from the repository on a bare GPU machine (torch with CUDA; our package need not
 be installed). `--shared` is the folder holding fixtures/parity/recipe.py (synthetic
@@ -17,6 +17,13 @@ full-resolution numpy mask, `predict_torch`, the decoder alone), segment everyth
 the plain float32 path (mask IoU), and distillation (ViT-H teacher caching, its
 attention with the materialised bias against FlexAttention, JPEG decoding, student
 training, the paper's recipe as wall time).
+
+`--profile DIR` also runs five workloads under torch.profiler (a few calls each, seconds
+in all): the encoder (bf16 autocast, eager), `set_image` + `predict(box)` on the default
+CUDA-graph engine, segment everything with its defaults, the teacher at its batch (bf16
+autocast) and a student training step. Each one's operators and kernels by self time go
+to DIR/<name>.txt; the top lines, the wall time and the table's device-time total (how
+busy the card was in that wall time) are printed: where the next speed-up is.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from mobilesam.modeling import fast_paths  # noqa: E402
 
 BOX = np.array([425, 600, 700, 875])  # the truck's tyre, segment-anything's example box
 REPEAT = {"n": 20}  # timed calls per row (--quick: 2)
+PROFILE: dict[str, Path | None] = {"dir": None}  # --profile DIR
 NO_FILTERS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 
 
@@ -91,6 +99,41 @@ def ms(fn, device: torch.device, repeat: int | None = None, warmup: int = 3) -> 
         sync(device)
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def profile(name: str, fn, device: torch.device, steps: int = 3) -> None:
+    """With --profile DIR: fn() `steps` times under torch.profiler after one warm-up call;
+    the operators and kernels by self time (device time on a GPU) to DIR/name.txt, and its
+    first lines printed with the wall time per call. Never stops the run."""
+    folder = PROFILE["dir"]
+    if folder is None:
+        return
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    try:
+        fn()
+        sync(device)
+        with torch_profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync(device)
+            wall = (time.perf_counter() - start) * 1e3 / steps
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=40)
+    except Exception as exc:  # a profiler that cannot run here: say so, go on
+        print(f"  profile {name}: failed: {type(exc).__name__}: {exc}", flush=True)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    head = f"{name}: {wall:.2f} ms per call (wall), {steps} calls profiled\n"
+    (folder / f"{name}.txt").write_text(head + table)
+    lines = table.splitlines()
+    totals = [line for line in lines if line.startswith("Self ")]  # "Self CPU/CUDA time total: ..."
+    print(f"  profile {head.rstrip()}; " + "; ".join(totals), flush=True)
+    print("\n".join("    " + line for line in lines[:13]), flush=True)
 
 
 def fmt(x: float, unit: str = "ms") -> str:
@@ -181,6 +224,7 @@ def inference_rows(t: Table, args, device, image: np.ndarray, official) -> None:
             "`image_encoder`, batch 8, bf16 weights, CUDA graph, per image",
             fmt(ms(lambda: graphed_bf16.encode(x8), device, repeat=5) / 8),
         )
+        profile("encoder_bf16_autocast_eager", autocast(enc, x1), device)
 
     # Box prompts on the set image.
     for p in (plain, default, fast, ref_pred):
@@ -223,6 +267,8 @@ def inference_rows(t: Table, args, device, image: np.ndarray, official) -> None:
                 p.predict(box=BOX, multimask_output=False)
 
             t.add(f"`set_image` + `predict(box)` to numpy, {name}", fmt(ms(end_to_end, device)))
+            if p is default:
+                profile("set_image_predict_default_engine", end_to_end, device)
 
     captured = len(default.engine.graphs), default.engine.graphs.failed
     t.add(
@@ -275,6 +321,8 @@ def everything_rows(t: Table, args, device, image, plain, default, ref) -> None:
                 "",
                 f"{len(masks)} masks{peak}",
             )
+            if p is default and not options:
+                profile("everything_default_engine", lambda gen=gen: gen.generate(image), device, steps=1)
         if ref is not None and not options and t.time_left():
             from importlib import import_module
 
@@ -309,6 +357,8 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
         per = ms(bf16, device, repeat=3, warmup=1) / len(x)
     t.add(f"teacher {teacher_name} {size} px, float32, batch 8", f"{1e3 / fp32:.1f} images/s")
     t.add(f"teacher {teacher_name} {size} px, bf16 autocast, batch {len(x)}", f"{1e3 / per:.1f} images/s")
+    with torch.inference_mode():
+        profile(f"teacher_{teacher_name}_bf16_batch{len(x)}", bf16, device, steps=2)
     compiled_rate = None
     if args.compile and t.time_left():  # what `distill cache --compile` runs
         run = torch.compile(enc, dynamic=False, backend="eager" if args.quick else "inductor")
@@ -373,6 +423,10 @@ def distill_rows(t: Table, args, device, image=None, official=None) -> None:
             if cuda:
                 torch.cuda.empty_cache()
         t.add(name, f"{rates[(batch, compiled)]:.0f} images/s", "", f"first step {first:.1f} s")
+    if PROFILE["dir"] is not None and (32, False) in rates:
+        profile(f"student_training_vit_t_{size}_bf16_batch32", train_step(size, 32, False, device), device)
+        if cuda:
+            torch.cuda.empty_cache()
     if not rates:  # every training row ran out of memory
         return
     best = max(rates.values())
@@ -452,6 +506,15 @@ def train_rate(
 ) -> tuple[float, float]:
     """Student training steps (bf16 autocast, fused AdamW) on device-resident batches:
     images/s, and the first step's seconds (compilation)."""
+    step = train_step(size, batch, compile_backend, device)
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    return 1e3 * batch / ms(step, device, repeat=5, warmup=2), first
+
+
+def train_step(size: int, batch: int, compile_backend: str | bool, device: torch.device):
+    """One student training step as a function: bf16 autocast, fused AdamW on a GPU."""
     task = DistillTask(build_sam("vit_t", img_size=size).image_encoder).to(device).train()
     params = [p for p in task.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True if device.type == "cuda" else None)
@@ -467,10 +530,7 @@ def train_rate(
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    return 1e3 * batch / ms(step, device, repeat=5, warmup=2), first
+    return step
 
 
 def main() -> None:
@@ -484,7 +544,9 @@ def main() -> None:
         "--budget", type=float, default=270.0, help="seconds after which optional rows are skipped"
     )
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--profile", type=Path, help="also profile five workloads into this folder")
     args = ap.parse_args()
+    PROFILE["dir"] = args.profile
     args.points_per_side = 8 if args.quick else 32
     args.teacher_batch = 4 if args.quick else 16
     args.jpegs = 32 if args.quick else 256

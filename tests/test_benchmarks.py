@@ -47,3 +47,32 @@ def test_bench_polygons_times_every_step_of_every_mask():
     rows = [line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| ") and "blob" in line]
     assert len(rows) == 3 and all(len(row) == 7 and float(row[2]) > 0 for row in rows), out
     assert int(rows[0][0]) < int(rows[2][0])  # the speckled masks have more loops
+
+
+def test_bench_gpu_profiles_a_workload_and_goes_on_past_a_failing_one(tmp_path, capsys, monkeypatch):
+    """`bench_gpu.py --profile DIR` (its one call on a lent GPU must not be wasted): a
+    workload's operators by self time in DIR/<name>.txt and its top lines printed; a
+    workload that fails is reported and the run goes on; without --profile nothing runs."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_gpu
+
+    cpu = torch.device("cpu")
+    calls = []
+    bench_gpu.profile("off", lambda: calls.append(1), cpu)
+    assert calls == [] and not list(tmp_path.iterdir())
+    monkeypatch.setitem(bench_gpu.PROFILE, "dir", tmp_path / "profiles")
+    bench_gpu.profile("train", bench_gpu.train_step(128, 2, False, cpu), cpu, steps=1)
+
+    def broken():
+        raise RuntimeError("no kernel for this card")
+
+    bench_gpu.profile("broken", broken, cpu)
+    text = (tmp_path / "profiles" / "train.txt").read_text()
+    assert text.startswith("train: ") and " ms per call (wall), 1 calls profiled" in text
+    assert "aten::convolution_backward" in text and "Optimizer.step#AdamW.step" in text  # a whole step
+    out = capsys.readouterr().out
+    assert "profile train: " in out and "Self CPU time total: " in out
+    assert "profile broken: failed: RuntimeError: no kernel for this card" in out
+    assert sorted(p.name for p in (tmp_path / "profiles").iterdir()) == ["train.txt"]
