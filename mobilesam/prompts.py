@@ -202,9 +202,17 @@ def mask_prompts(mask_input: object, sets: int, side: tuple[int, int]) -> np.nda
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1:] != (h, w):
+        side_given = arr.shape[-1] if arr.ndim == 3 and arr.shape[1] == arr.shape[2] else None
+        floats = getattr(mask_input, "dtype", np.dtype(bool)).kind == "f"  # logits, not a mask
+        hint = (
+            f": {side_given}x{side_given} logits come from a model of {4 * side_given}-px input, this "
+            f"one takes {4 * h} px (img_size)"
+            if side_given and floats and h == w
+            else ""
+        )
         raise PromptError(
             f"mask_input must be {h}x{w} low-res logits, or Nx{h}x{w} for N prompt sets (an "
-            f"earlier result's low_res_logits; not a full-size mask), got shape {arr.shape}"
+            f"earlier result's low_res_logits; not a full-size mask), got shape {arr.shape}{hint}"
         )
     if len(arr) not in (1, sets):
         raise PromptError(

@@ -231,8 +231,13 @@ def test_img_size_runs_the_model_at_that_input(ckpt_vit_t, truck, tmp_path, caps
     assert small.segment(truck, input_box=[]).low_res_logits.shape == (0, 64, 64)
     refined = small.segment(truck, input_box=BOXES, mask_input=result)
     assert refined.low_res_logits.shape == (3, 64, 64)
-    with pytest.raises(PromptError, match=r"mask_input must be 64x64 low-res logits"):
+    with pytest.raises(
+        PromptError,
+        match=r"mask_input must be 64x64 low-res logits.*: 256x256 logits come from a model of 1024-px input, this one takes 256 px",
+    ):
         small.segment(truck, input_box=BOXES[:1], mask_input=np.zeros((1, 256, 256), np.float32))
+    with pytest.raises(PromptError, match=r"not a full-size mask\), got shape \(1, 128, 128\)$"):
+        small.segment(truck, input_box=BOXES[:1], mask_input=np.ones((1, 128, 128), bool))  # a mask: no hint
     args = ["segment", str(IMAGES / "truck.jpg"), "--box", json.dumps(BOXES), "--checkpoint", str(ckpt_vit_t)]
     assert main([*args, "--img-size", "256", "--json", str(tmp_path / "m.json")]) == 0
     areas = [a["area"] for a in json.loads((tmp_path / "m.json").read_text())["annotations"]]
