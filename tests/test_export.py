@@ -12,7 +12,7 @@ from PIL import Image
 
 from mobilesam import MobileSAMError, PromptError, SamPredictor, build_sam
 from mobilesam.cli import main
-from mobilesam.export.onnx import export_onnx, weights_digest
+from mobilesam.export.onnx import encoder_description, export_onnx, weights_digest
 from mobilesam.onnx_predictor import OnnxPredictor, check_pair, session
 from mobilesam.utils.regions import mask_iou
 
@@ -73,7 +73,22 @@ def test_files_and_metadata(exported, ckpt_vit_t):
     }
     # encoder + 2 decoder runs x 3 outputs + 2 batch decoder runs x 2 outputs
     assert len(meta["checks_max_abs_diff"]) == 11
+    assert meta["encoder"]["output"] == "image_embeddings: 1x256x64x64 float32"
     check_pair(exported / "encoder.onnx", exported / "decoder.onnx")
+
+
+def test_encoder_description_follows_the_input_size():
+    """metadata.json describes the encoder of the size exported (it said 64x64 for every size)."""
+    small = build_sam("vit_t", img_size=256)
+    assert encoder_description(small) == {
+        "input": "image: 1x3x256x256 float32, RGB resized so the longest side is 256, "
+        "(x - pixel_mean) / pixel_std, zero-padded at the bottom and right",
+        "output": "image_embeddings: 1x256x16x16 float32",
+    }
+    raw = encoder_description(small, "uint8")
+    assert raw["input"].startswith("image: HxWx3 uint8 RGB 0-255, any size") and raw["output"].endswith(
+        "16x16 float32"
+    )
 
 
 def test_decoder_interface_is_segment_anythings(exported):

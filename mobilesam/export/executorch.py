@@ -7,7 +7,7 @@ ExecuTorch is PyTorch's on-device runtime; every program is lowered to XNNPACK, 
 backend on Android and iOS. Conventions as the ONNX files (mobilesam/export/onnx.py),
 except that the decoders end at the low-resolution logits (`LowResDecoder`):
 
-- encoder.pte: `image` 1x3xSxS float32 (resized, normalised, padded) -> 1x256x64x64.
+- encoder.pte: `image` 1x3xSxS float32 (resized, normalised, padded) -> 1x256x(S/16)x(S/16).
 - decoder.pte: `image_embeddings`, `point_coords` 1xNx2, `point_labels` 1xN, `mask_input`
   1x1x256x256, `has_mask_input` 1 (N from 1 to MAX_POINTS) -> `iou_predictions` 1x4,
   `low_res_masks` 1x4x256x256, all four mask tokens (single-mask first).
@@ -42,7 +42,7 @@ from ..transforms import ResizeLongestSide
 from ..utils.files import atomic_write_bytes, atomic_write_text, check_output_dir
 from ..weights import sha256_of
 from .modules import EncoderOnnx, LowResDecoder, folded_copy, mobile_copy
-from .onnx import _decoder_inputs, check_close, weights_digest
+from .onnx import _decoder_inputs, check_close, encoder_description, weights_digest
 
 MAX_POINTS = 64  # points (box corners and padding included) per decoder.pte run
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
@@ -142,9 +142,7 @@ def export_executorch(
         "encoder": {
             "file": "encoder.pte",
             "int8": "encoder.int8.pte" if quantize else None,
-            "input": f"image: 1x3x{sam.img_size}x{sam.img_size} float32, RGB resized so the longest side is "
-            f"{sam.img_size}, (x - pixel_mean) / pixel_std, zero-padded at the bottom and right",
-            "output": "image_embeddings: 1x256x64x64 float32",
+            **encoder_description(sam),
         },
         "decoder": {
             "file": "decoder.pte",

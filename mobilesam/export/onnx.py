@@ -247,14 +247,7 @@ def export_onnx(
         "img_size": sam.img_size,
         "pixel_mean": sam.pixel_mean.tolist(),
         "pixel_std": sam.pixel_std.tolist(),
-        "encoder": {
-            "file": enc_path.name,
-            "input": f"image: HxWx3 {raw_dtype} RGB 0-255, any size (resize, normalisation, padding in the graph)"
-            if raw_dtype
-            else f"image: 1x3x{sam.img_size}x{sam.img_size} float32, RGB resized so the longest side is "
-            f"{sam.img_size}, (x - pixel_mean) / pixel_std, zero-padded at the bottom and right",
-            "output": "image_embeddings: 1x256x64x64 float32",
-        },
+        "encoder": {"file": enc_path.name, **encoder_description(sam, raw_dtype)},
         "decoder": {
             "file": dec_path.name,
             "interface": "segment-anything ONNX (utils/onnx.py SamOnnxModel)",
@@ -280,6 +273,20 @@ def export_onnx(
         _stamp(onnx, path, digest)
     report.files["metadata"] = atomic_write_text(out / "metadata.json", json.dumps(meta, indent=2))
     return report
+
+
+def encoder_description(sam: Sam, raw_dtype: str | None = None) -> dict[str, str]:
+    """metadata.json's words for an exported encoder's input and output at `sam`'s input
+    size (S: 1x3xSxS in, 1x256x(S/16)x(S/16) out); `raw_dtype`: the raw-image encoder's."""
+    size, grid = sam.img_size, sam.prompt_encoder.image_embedding_size
+    if raw_dtype:
+        given = f"image: HxWx3 {raw_dtype} RGB 0-255, any size (resize, normalisation, padding in the graph)"
+    else:
+        given = (
+            f"image: 1x3x{size}x{size} float32, RGB resized so the longest side is {size}, "
+            "(x - pixel_mean) / pixel_std, zero-padded at the bottom and right"
+        )
+    return {"input": given, "output": f"image_embeddings: 1x256x{grid[0]}x{grid[1]} float32"}
 
 
 def weights_digest(sam: Sam) -> str:
