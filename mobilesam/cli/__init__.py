@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import MobileSAMError
-from . import distill, export, labels, segment, tools
+from . import distill, evaluate, export, labels, segment, tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"mobilesam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (segment, labels, export, distill, tools):
+    for commands in (segment, labels, evaluate, export, distill, tools):
         commands.add_parsers(sub)
     return parser
 

@@ -75,3 +75,21 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
     if not holes:
         fill = [i for i in range(n_labels) if i not in fill] or [int(np.argmax(sizes)) + 1]
     return np.isin(regions, fill), True
+
+
+def farthest_from_boundary(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the pixel of a non-empty HxW bool mask farthest from its boundary (exact
+    Euclidean distance to the nearest pixel outside it, the image's edge counting as
+    outside): the middle of its largest inscribed disc, the usual first click of
+    interactive segmentation benchmarks. Ties go to the first in row-major order. Needs
+    OpenCV (the amg extra)."""
+    if not mask.any():
+        raise ValueError("an empty mask has no inside")
+    cv2 = _cv2()
+    ys, xs = np.nonzero(mask)
+    y0, x0 = ys.min(), xs.min()
+    crop = mask[y0 : ys.max() + 1, x0 : xs.max() + 1]  # outside its extent the distance only grows
+    padded = np.pad(crop, 1).astype(np.uint8)  # the edge of the crop (and image) is outside
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(x0 + x), int(y0 + y)

@@ -1,0 +1,70 @@
+"""`mobilesam evaluate`: the model's masks against ground-truth masks (mIoU from box and
+point prompts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_backend_args, add_model_args, backend
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="mIoU of the model's masks against ground-truth masks, from box and point prompts",
+        allow_abbrev=False,
+    )
+    ev.add_argument(
+        "source",
+        metavar="COCO.json|LABELS_DIR|EXPORT.json",
+        help="ground truth: COCO JSON with RLE or polygon masks, a folder of YOLO or LabelMe "
+        "label files with polygons, or a Label Studio JSON export",
+    )
+    ev.add_argument(
+        "--images", required=True, help="the folder the COCO file_names (or label files' images) are in"
+    )
+    ev.add_argument("--classes", help="label files: the class names, as `convert --classes`")
+    ev.add_argument(
+        "--prompts",
+        default="box,point",
+        help="box: each mask's bbox; point: its pixel farthest from its boundary (needs OpenCV, "
+        "the amg extra); comma-separated (default box,point)",
+    )
+    ev.add_argument("--max-images", type=int, help="score the first N images with masks only")
+    ev.add_argument("--json", help="write the scores here, with every annotation's IoUs")
+    add_model_args(ev)
+    add_backend_args(ev)
+    ev.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate_masks, table
+    from ..utils.files import atomic_write_text, check_output_file
+
+    if args.json:
+        check_output_file(args.json)
+    result = evaluate_masks(
+        backend(args),
+        args.source,
+        args.images,
+        prompts=args.prompts,
+        classes=args.classes,
+        max_images=args.max_images,
+        progress=print,
+    )
+    skipped = ", ".join(f"{n} {why}" for why, n in result["skipped"].items() if n)
+    print(
+        f"{result['annotations']} masks of {result['images']} images scored"
+        + (f"; left out: {skipped}" if skipped else "")
+        + (f"; {len(result['failed'])} images failed" if result["failed"] else "")
+    )
+    print(table(result))
+    for name, error in result["failed"].items():
+        print(f"failed: {name}: {error}")
+    if args.json:
+        print(f"json: {atomic_write_text(args.json, json.dumps(result, indent=1))}")
+    if result["interrupted"]:
+        print("mobilesam: interrupted; the scores above are of the images done", flush=True)
+        return 130
+    return 1 if result["failed"] else 0

@@ -1,0 +1,218 @@
+"""Mask quality against ground truth: the mIoU of the model's masks from prompts made
+from each ground-truth mask, as SAM-family papers report it on COCO.
+
+Every annotation with a mask is a test case (crowd regions and box-only annotations are
+counted and left out). Its prompts:
+- `box`: the annotation's `bbox` (COCO XYWH; the mask's extent where it has none),
+  answered with SAM's single-mask output;
+- `point`: one foreground point at the mask's pixel farthest from its boundary (the
+  middle of its largest inscribed disc; the image's edge counts as boundary), answered
+  with the best-scored of SAM's three candidates.
+The score of a prompt is the IoU of the model's full-resolution mask with the
+ground-truth mask; mIoU per prompt kind over all annotations, by COCO's size ranges of
+the mask's pixel count (small < 32², medium < 96², large) and per category.
+
+Any backend serves (`Segmenter`: PyTorch, ONNX, ExecuTorch), so an int8 export or a
+distilled student is measured against the labels as the float32 model is. Each image
+is encoded once; an image that cannot be read, or whose size is not its record's, is
+reported and the run goes on; Ctrl-C stops with the scores so far.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .box_job import check_size
+from .convert import _checked_masks, _decoded, has_mask, load_annotations, relative_name
+from .errors import MobileSAMError, PromptError
+from .highlevel import Segmenter
+from .image_io import load_image
+from .utils.regions import farthest_from_boundary, mask_iou
+
+PROMPTS = ("box", "point")
+SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}  # COCO's ranges
+
+
+def evaluate_masks(
+    sam: Segmenter,
+    source: str | Path,
+    images: str | Path,
+    prompts: tuple[str, ...] = PROMPTS,
+    classes: str | Path | None = None,
+    max_images: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Score `sam` on the ground truth of `source` (a COCO JSON with RLE or polygon masks, a
+    Label Studio JSON export, or a folder of YOLO / LabelMe label files with polygons,
+    `classes` naming their classes) for the images in the folder `images`.
+
+    Returns {"prompts", "images", "annotations", "miou": {prompt: {"all", "small",
+    "medium", "large"}}, "count": {"all", "small", ...}, "categories": {name: {"count",
+    prompt: mIoU}}, "skipped": {why: n}, "failed": {file: error}, "interrupted",
+    "cases": [{"id", "image", "category", "area", "box", "point", "point_xy"}, ...]}; a
+    range with no annotation has mIoU None. `max_images`: the first N images with
+    something to score.
+    """
+    prompts = _check_prompts(prompts)
+    if max_images is not None and max_images < 1:
+        raise PromptError(f"max_images must be 1 or more, got {max_images}")
+    coco = load_annotations(source, images, classes)
+    plan, skipped = _plan(coco)
+    if max_images is not None:
+        plan = plan[:max_images]
+    names = {
+        c.get("id"): str(c.get("name", c.get("id")))
+        for c in coco.get("categories", [])
+        if isinstance(c, dict)
+    }
+    say = progress or (lambda line: None)
+    cases: list[dict] = []
+    failed: dict[str, str] = {}
+    done = 0
+    interrupted = False
+    for index, (image, anns) in enumerate(plan, start=1):
+        name = relative_name(image).as_posix()
+        try:
+            rgb = load_image(Path(images) / name)
+            check_size(image, rgb.shape[:2])
+            found, empty = _score_image(sam, rgb, image, anns, prompts, names)
+        except KeyboardInterrupt:
+            interrupted = True
+            break
+        except (MobileSAMError, OSError) as exc:
+            failed[name] = str(exc)
+            say(f"[{index}/{len(plan)}] {name}: FAILED: {exc}")
+            continue
+        cases += found
+        skipped["empty mask"] += empty
+        done += 1
+        say(f"[{index}/{len(plan)}] {name}: {len(found)} masks scored")
+    return {
+        "prompts": list(prompts),
+        "images": done,
+        "annotations": len(cases),
+        **_summary(cases, prompts),
+        "skipped": skipped,
+        "failed": failed,
+        "interrupted": interrupted,
+        "cases": cases,
+    }
+
+
+def _check_prompts(prompts: tuple[str, ...] | str) -> tuple[str, ...]:
+    if isinstance(prompts, str):
+        prompts = tuple(p.strip() for p in prompts.split(","))
+    unknown = [p for p in prompts if p not in PROMPTS]
+    if unknown or not prompts:
+        raise PromptError(f"prompts must be some of {', '.join(PROMPTS)}, got {', '.join(prompts) or 'none'}")
+    return tuple(p for p in PROMPTS if p in prompts)
+
+
+def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]]]]], dict[str, int]]:
+    """(image record, [(annotation, image size)]) for the images with a mask to score, in
+    the file's order, and how many annotations were left out, by why. A malformed mask is a
+    `ConvertError` naming it, before any image is read."""
+    skipped = {"crowd": 0, "no mask": 0, "empty mask": 0}
+    kept = []
+    for ann in coco.get("annotations", []):
+        if isinstance(ann, dict) and ann.get("iscrowd"):
+            skipped["crowd"] += 1
+        elif isinstance(ann, dict) and not has_mask(ann):
+            skipped["no mask"] += 1
+        else:
+            kept.append(ann)
+    checked = _checked_masks({**coco, "annotations": kept})
+    return [(image, anns) for image, anns in checked if anns], skipped
+
+
+def _score_image(
+    sam: Segmenter, rgb: np.ndarray, image: dict, anns: list, prompts: tuple, names: dict
+) -> tuple[list[dict], int]:
+    """One image's cases (each annotation's ground-truth mask against the model's answer
+    to each prompt kind) and how many masks had no pixel (nothing to prompt from)."""
+    h, w = rgb.shape[:2]
+    name = relative_name(image).as_posix()
+    scored = []  # (annotation, its ground-truth mask)
+    for ann, _ in anns:
+        truth = _decoded(ann, (h, w))
+        if truth.any():
+            scored.append((ann, truth))
+    cases = [
+        {
+            "id": ann.get("id"),
+            "image": name,
+            "category": names.get(ann.get("category_id"), ann.get("category_id")),
+            "area": int(truth.sum()),
+        }
+        for ann, truth in scored
+    ]
+    if scored and "box" in prompts:  # one call: the image encoded once, boxes decoded in batches
+        result = sam.segment(rgb, input_box=[_box(ann, truth) for ann, truth in scored])
+        for case, (_, truth), mask in zip(cases, scored, result.masks):
+            case["box"] = mask_iou(mask, truth)
+    if "point" in prompts:
+        for case, (_, truth) in zip(cases, scored):
+            x, y = farthest_from_boundary(truth)
+            result = sam.segment(rgb, input_point=[[x + 0.5, y + 0.5]])  # the pixel's centre
+            case["point"] = mask_iou(result.masks[0], truth)
+            case["point_xy"] = [x, y]
+    return cases, len(anns) - len(scored)
+
+
+def _box(ann: dict, truth: np.ndarray) -> list[float]:
+    """The annotation's COCO bbox as XYXY, else the mask's extent (its pixels' corners)."""
+    box = ann.get("bbox")
+    if isinstance(box, list) and len(box) == 4 and box[2] > 0 and box[3] > 0:
+        x, y, bw, bh = (float(v) for v in box)
+        return [x, y, x + bw, y + bh]
+    ys, xs = np.nonzero(truth)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def _summary(cases: list[dict], prompts: tuple[str, ...]) -> dict:
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    ranges = {"all": (0, math.inf), **SIZES}
+    within = {r: [c for c in cases if lo <= c["area"] < hi] for r, (lo, hi) in ranges.items()}
+    categories: dict[str, list[dict]] = {}
+    for case in cases:
+        categories.setdefault(str(case["category"]), []).append(case)
+    return {
+        "miou": {p: {r: mean([c[p] for c in within[r]]) for r in ranges} for p in prompts},
+        "count": {r: len(within[r]) for r in ranges},
+        "categories": {
+            name: {"count": len(group), **{p: mean([c[p] for c in group]) for p in prompts}}
+            for name, group in sorted(categories.items())
+        },
+    }
+
+
+def table(result: dict, categories: int = 30) -> str:
+    """The scores as text: mIoU per prompt and size range, then per category (up to
+    `categories` of them; all are in the result)."""
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    counts = result["count"]
+    lines = ["prompt  " + "".join(f"{r + ' (' + str(n) + ')':>16}" for r, n in counts.items())]
+    ranges = list(counts)
+    for prompt, scores in result["miou"].items():
+        lines.append(f"{prompt:8}" + "".join(f"{cell(scores[r]):>16}" for r in ranges))
+    cats = result["categories"]
+    if 1 < len(cats) <= categories:
+        lines += ["", f"{'category':30}" + "".join(f"{p:>10}" for p in result["prompts"]) + f"{'count':>8}"]
+        for name, row in cats.items():
+            lines.append(
+                f"{name[:30]:30}"
+                + "".join(f"{cell(row[p]):>10}" for p in result["prompts"])
+                + f"{row['count']:>8}"
+            )
+    elif len(cats) > categories:
+        lines.append(f"({len(cats)} categories: each one's mIoU is in the JSON)")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""`mobilesam evaluate`: mIoU against ground-truth masks, from box and point prompts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import IMAGES, SMALL
+
+from mobilesam import MobileSAM, PromptError
+from mobilesam.cli import main
+from mobilesam.evaluate import evaluate_masks
+from mobilesam.utils import rle
+from mobilesam.utils.regions import farthest_from_boundary, mask_iou
+
+BOXES = [[425, 600, 700, 875], [1240, 675, 1400, 750], [1375, 550, 1650, 800]]
+
+
+@pytest.fixture(scope="module")
+def sam(ckpt_vit_t):
+    return MobileSAM(ckpt_vit_t, img_size=SMALL)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(IMAGES / "truck.jpg", folder / "truck.jpg")
+    return folder
+
+
+def _coco(images: list[dict], anns: list[dict]) -> dict:
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "tyre"}],
+    }
+
+
+def _rle(mask: np.ndarray) -> dict:
+    return rle.encode(mask)
+
+
+def test_the_models_own_box_masks_score_one_and_points_start_inside(sam, photos, tmp_path):
+    """Ground truth made by the model from the same boxes: every box prompt gives it back
+    exactly (IoU 1: the box, the mask decoding and the IoU are right); the point prompt is
+    each mask's pixel farthest from its boundary, answered as `segment` answers it."""
+    made = sam.segment(photos / "truck.jpg", input_box=BOXES)
+    anns = [
+        {
+            "id": i + 10,
+            "image_id": 7,
+            "category_id": 1 + i % 2,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "segmentation": _rle(m),
+        }
+        for i, ((x0, y0, x1, y1), m) in enumerate(zip(BOXES, made.masks))
+    ]
+    source = tmp_path / "truth.json"
+    source.write_text(
+        json.dumps(_coco([{"id": 7, "file_name": "truck.jpg", "width": 1800, "height": 1200}], anns))
+    )
+    result = evaluate_masks(sam, source, photos)
+    assert result["images"] == 1 and result["annotations"] == 3 and result["interrupted"] is False
+    assert [c["box"] for c in result["cases"]] == [1.0, 1.0, 1.0] and result["miou"]["box"]["all"] == 1.0
+    for case, truth in zip(result["cases"], made.masks):
+        x, y = case["point_xy"]
+        assert (x, y) == farthest_from_boundary(truth) and truth[y, x]
+        answer = sam.segment(photos / "truck.jpg", input_point=[[x + 0.5, y + 0.5]]).masks[0]
+        assert case["point"] == mask_iou(answer, truth)
+    assert result["miou"]["point"]["all"] == pytest.approx(np.mean([c["point"] for c in result["cases"]]))
+    assert [c["category"] for c in result["cases"]] == ["car", "tyre", "car"]
+    assert result["categories"]["car"]["count"] == 2 and result["categories"]["tyre"]["box"] == 1.0
+
+
+def test_sizes_categories_and_what_is_left_out(sam, photos, tmp_path):
+    """COCO's size ranges by the mask's pixels, polygons and RLE alike; crowd regions,
+    box-only annotations and empty masks are counted, not scored; the box falls back to
+    the mask's extent when the annotation has none."""
+    h, w = 1200, 1800
+    small = np.zeros((h, w), bool)
+    small[100:110, 100:120] = True  # 200 pixels
+    large = np.zeros((h, w), bool)
+    large[600:900, 400:800] = True  # 120,000
+    medium_polygon = [[1300.0, 500.0, 1360.0, 500.0, 1360.0, 560.0, 1300.0, 560.0]]  # 60x60 = 3,600
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 2, "segmentation": _rle(small)},  # no bbox: its extent
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [400, 600, 400, 300], "segmentation": _rle(large)},
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [1300, 500, 60, 60],
+            "segmentation": medium_polygon,
+        },
+        {
+            "id": 4,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [0, 0, 50, 50],
+            "segmentation": _rle(large),
+            "iscrowd": 1,
+        },
+        {"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 50, 50]},
+        {
+            "id": 6,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [0, 0, 50, 50],
+            "segmentation": _rle(np.zeros((h, w), bool)),
+        },
+    ]
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco([{"id": 1, "file_name": "truck.jpg", "width": w, "height": h}], anns)))
+    result = evaluate_masks(sam, source, photos, prompts="box")
+    assert result["skipped"] == {"crowd": 1, "no mask": 1, "empty mask": 1}
+    assert [(c["id"], c["area"]) for c in result["cases"]] == [(1, 200), (2, 120_000), (3, 3_600)]
+    assert result["count"] == {"all": 3, "small": 1, "medium": 1, "large": 1}
+    by_id = {c["id"]: c["box"] for c in result["cases"]}
+    assert result["miou"]["box"] == {
+        "all": pytest.approx(np.mean(list(by_id.values()))),
+        "small": by_id[1],
+        "medium": by_id[3],
+        "large": by_id[2],
+    }
+    assert "point" not in result["miou"] and "point" not in result["cases"][0]
+    # The same call the evaluation makes (one batch: a single box differs in the last bits).
+    boxes = [[100, 100, 120, 110], [400, 600, 800, 900], [1300, 500, 1360, 560]]
+    answer = sam.segment(photos / "truck.jpg", input_box=boxes).masks[0]
+    assert by_id[1] == mask_iou(answer, small)  # the extent of a mask with no bbox
+    assert result["categories"] == {
+        "car": {"count": 2, "box": pytest.approx((by_id[2] + by_id[3]) / 2)},
+        "tyre": {"count": 1, "box": by_id[1]},
+    }
+
+
+def test_bad_images_are_reported_and_the_run_goes_on(sam, photos, tmp_path, capsys):
+    """A missing file and a photo of another size than its record fail with a reason;
+    the other images are scored; the CLI exits 1 and writes the JSON."""
+    shutil.copy(IMAGES / "picture1.jpg", photos / "picture1.jpg")
+    mask = np.zeros((1200, 1800), bool)
+    mask[600:900, 400:800] = True
+    images = [
+        {"id": 1, "file_name": "gone.jpg", "width": 1800, "height": 1200},
+        {"id": 2, "file_name": "picture1.jpg", "width": 1800, "height": 1200},  # it is 769x770
+        {"id": 3, "file_name": "truck.jpg", "width": 1800, "height": 1200},
+        {"id": 4, "file_name": "no_masks.jpg", "width": 10, "height": 10},  # nothing to score: not read
+    ]
+    anns = [
+        {"id": i, "image_id": i, "category_id": 1, "bbox": [400, 600, 400, 300], "segmentation": _rle(mask)}
+        for i in (1, 2, 3)
+    ]
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco(images, anns)))
+    result = evaluate_masks(sam, source, photos, prompts=("box",))
+    assert result["images"] == 1 and [c["image"] for c in result["cases"]] == ["truck.jpg"]
+    assert set(result["failed"]) == {"gone.jpg", "picture1.jpg"}
+    assert "the COCO file says 1800x1200" in result["failed"]["picture1.jpg"]
+    out = tmp_path / "scores.json"
+    args = ["evaluate", str(source), "--images", str(photos), "--prompts", "box", "--json", str(out)]
+    code = main([*args, "--checkpoint", str(sam.checkpoint), "--img-size", str(SMALL)])
+    printed = capsys.readouterr().out
+    assert (
+        code == 1
+        and "1 masks of 1 images scored; 2 images failed" in printed
+        and "failed: gone.jpg" in printed
+    )
+    saved = json.loads(out.read_text())
+    assert saved["miou"] == result["miou"] and saved["cases"] == result["cases"]
+
+
+def test_interrupted_run_keeps_the_scores_so_far(sam, photos, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second image: the first image's scores are the result, marked
+    interrupted; the CLI prints them, writes the JSON and exits 130."""
+    shutil.copy(IMAGES / "truck.jpg", photos / "truck2.jpg")
+    mask = np.zeros((1200, 1800), bool)
+    mask[600:900, 400:800] = True
+    images = [
+        {"id": i, "file_name": f, "width": 1800, "height": 1200}
+        for i, f in ((1, "truck.jpg"), (2, "truck2.jpg"))
+    ]
+    anns = [
+        {"id": i, "image_id": i, "category_id": 1, "bbox": [400, 600, 400, 300], "segmentation": _rle(mask)}
+        for i in (1, 2)
+    ]
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco(images, anns)))
+    calls = []
+    segment = MobileSAM.segment
+
+    def stopped_on_the_second_image(self, image, **kwargs):
+        calls.append(image)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return segment(self, image, **kwargs)
+
+    monkeypatch.setattr(MobileSAM, "segment", stopped_on_the_second_image)
+    try:
+        result = evaluate_masks(sam, source, photos, prompts="box")
+    except KeyboardInterrupt:  # escaping, it would stop pytest itself
+        pytest.fail("the interrupt was not caught: the scores so far are lost")
+    assert result["interrupted"] is True and result["images"] == 1 and result["count"]["all"] == 1
+    calls.clear()
+    out = tmp_path / "scores.json"
+    args = ["evaluate", str(source), "--images", str(photos), "--prompts", "box", "--json", str(out)]
+    assert main([*args, "--checkpoint", str(sam.checkpoint), "--img-size", str(SMALL)]) == 130
+    assert "interrupted" in capsys.readouterr().out and json.loads(out.read_text())["interrupted"] is True
+
+
+def test_label_files_and_the_first_images_only(sam, photos, tmp_path):
+    """YOLO segmentation labels as ground truth (classes.txt naming them); `max_images`."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "truck.txt").write_text("1 0.5 0.5 0.6 0.5 0.6 0.6 0.5 0.6\n")  # a 180x120 square
+    (labels / "classes.txt").write_text("car\ntyre\n")
+    result = evaluate_masks(sam, labels, photos, prompts="box", max_images=1)
+    (case,) = result["cases"]
+    assert case["category"] == "tyre" and case["area"] == 180 * 120 and result["count"]["medium"] == 0
+
+
+def test_bad_options_say_what_is_wanted(sam, photos, tmp_path):
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco([], [])))
+    with pytest.raises(PromptError, match="prompts must be some of box, point, got boxes"):
+        evaluate_masks(sam, source, photos, prompts="boxes")
+    with pytest.raises(PromptError, match="max_images must be 1 or more"):
+        evaluate_masks(sam, source, photos, max_images=0)
+    empty = evaluate_masks(sam, source, photos)
+    assert empty["annotations"] == 0 and empty["miou"]["box"]["all"] is None and empty["categories"] == {}
+
+
+def test_farthest_from_boundary():
+    """The middle of the largest inscribed disc; the image's edge counts as boundary."""
+    yy, xx = np.mgrid[:100, :200]
+    disc = (yy - 40) ** 2 + (xx - 120) ** 2 <= 20**2
+    assert farthest_from_boundary(disc) == (120, 40)
+    assert farthest_from_boundary(np.ones((9, 9), bool)) == (4, 4)  # the whole image: its middle
+    bar = np.zeros((20, 50), bool)
+    bar[0:5, :] = True  # along the top edge: 5 rows, so the middle row, not the edge's
+    assert farthest_from_boundary(bar)[1] == 2
+    with pytest.raises(ValueError, match="empty mask"):
+        farthest_from_boundary(np.zeros((5, 5), bool))
