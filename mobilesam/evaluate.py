@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,18 +38,40 @@ PROMPTS = ("box", "point")
 SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}  # COCO's ranges
 
 
+@dataclass(frozen=True)
+class GroundTruth:
+    """A ground-truth file read and checked (`read_ground_truth`), ready to score."""
+
+    images: Path  # the folder of its images
+    plan: list  # (image record, [(annotation, image size)]) per image with a mask, file order
+    skipped: dict  # annotations left out, by why
+    names: dict  # category id -> name
+
+
+def read_ground_truth(
+    source: str | Path, images: str | Path, classes: str | Path | None = None
+) -> GroundTruth:
+    """`source` (a COCO JSON with RLE or polygon masks, a Label Studio JSON export, or a
+    folder of YOLO / LabelMe label files with polygons, `classes` naming their classes) for
+    the images in the folder `images`, every mask checked before any image is read."""
+    coco = load_annotations(source, images, classes)
+    plan, skipped = _plan(coco)
+    categories = [c for c in coco.get("categories", []) if isinstance(c, dict)]
+    names = {c.get("id"): str(c.get("name", c.get("id"))) for c in categories}
+    return GroundTruth(Path(images), plan, skipped, names)
+
+
 def evaluate_masks(
     sam: Segmenter,
-    source: str | Path,
-    images: str | Path,
-    prompts: tuple[str, ...] = PROMPTS,
+    truth: GroundTruth | str | Path,
+    images: str | Path | None = None,
+    prompts: tuple[str, ...] | str = PROMPTS,
     classes: str | Path | None = None,
     max_images: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Score `sam` on the ground truth of `source` (a COCO JSON with RLE or polygon masks, a
-    Label Studio JSON export, or a folder of YOLO / LabelMe label files with polygons,
-    `classes` naming their classes) for the images in the folder `images`.
+    """Score `sam` on the ground truth `truth` (`read_ground_truth`'s, or its `source`, with
+    `images` and `classes` as it takes them).
 
     Returns {"prompts", "images", "annotations", "miou": {prompt: {"all", "small",
     "medium", "large"}}, "count": {"all", "small", ...}, "categories": {name: {"count",
@@ -57,18 +80,16 @@ def evaluate_masks(
     range with no annotation has mIoU None. `max_images`: the first N images with
     something to score.
     """
-    prompts = _check_prompts(prompts)
+    prompts = check_prompts(prompts)
     if max_images is not None and max_images < 1:
         raise PromptError(f"max_images must be 1 or more, got {max_images}")
-    coco = load_annotations(source, images, classes)
-    plan, skipped = _plan(coco)
-    if max_images is not None:
-        plan = plan[:max_images]
-    names = {
-        c.get("id"): str(c.get("name", c.get("id")))
-        for c in coco.get("categories", [])
-        if isinstance(c, dict)
-    }
+    if not isinstance(truth, GroundTruth):
+        if images is None:
+            raise PromptError("images: the folder of the ground truth's images is needed")
+        truth = read_ground_truth(truth, images, classes)
+    plan = truth.plan if max_images is None else truth.plan[:max_images]
+    skipped = {**truth.skipped, "empty mask": 0}
+    names = truth.names
     say = progress or (lambda line: None)
     cases: list[dict] = []
     failed: dict[str, str] = {}
@@ -77,7 +98,7 @@ def evaluate_masks(
     for index, (image, anns) in enumerate(plan, start=1):
         name = relative_name(image).as_posix()
         try:
-            rgb = load_image(Path(images) / name)
+            rgb = load_image(truth.images / name)
             check_size(image, rgb.shape[:2])
             found, empty = _score_image(sam, rgb, image, anns, prompts, names)
         except KeyboardInterrupt:
@@ -103,7 +124,8 @@ def evaluate_masks(
     }
 
 
-def _check_prompts(prompts: tuple[str, ...] | str) -> tuple[str, ...]:
+def check_prompts(prompts: tuple[str, ...] | str) -> tuple[str, ...]:
+    """ "box,point" or a tuple of prompt kinds -> the kinds, in PROMPTS' order."""
     if isinstance(prompts, str):
         prompts = tuple(p.strip() for p in prompts.split(","))
     unknown = [p for p in prompts if p not in PROMPTS]
@@ -116,7 +138,7 @@ def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]
     """(image record, [(annotation, image size)]) for the images with a mask to score, in
     the file's order, and how many annotations were left out, by why. A malformed mask is a
     `ConvertError` naming it, before any image is read."""
-    skipped = {"crowd": 0, "no mask": 0, "empty mask": 0}
+    skipped = {"crowd": 0, "no mask": 0}
     kept = []
     for ann in coco.get("annotations", []):
         if isinstance(ann, dict) and ann.get("iscrowd"):

@@ -220,9 +220,21 @@ def test_label_files_and_the_first_images_only(sam, photos, tmp_path):
     assert case["category"] == "tyre" and case["area"] == 180 * 120 and result["count"]["medium"] == 0
 
 
-def test_bad_options_say_what_is_wanted(sam, photos, tmp_path):
+def test_bad_options_say_what_is_wanted(sam, photos, tmp_path, capsys, monkeypatch):
+    """Bad prompts, a missing file or an unwritable --json fail before the model loads."""
     source = tmp_path / "truth.json"
     source.write_text(json.dumps(_coco([], [])))
+    import mobilesam.cli.evaluate as command
+
+    monkeypatch.setattr(command, "backend", lambda args: pytest.fail("the model was loaded"))
+    for given, said in (
+        (["--prompts", "box,polygon"], "prompts must be some of box, point, got box, polygon"),
+        (["--json", str(photos)], "is a folder"),
+    ):
+        assert main(["evaluate", str(source), "--images", str(photos), *given]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "gone.json"), "--images", str(photos)]) == 2
+    assert "gone.json: no such file" in capsys.readouterr().err
     with pytest.raises(PromptError, match="prompts must be some of box, point, got boxes"):
         evaluate_masks(sam, source, photos, prompts="boxes")
     with pytest.raises(PromptError, match="max_images must be 1 or more"):

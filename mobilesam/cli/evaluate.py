@@ -39,20 +39,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_masks, table
+    from ..evaluate import check_prompts, evaluate_masks, read_ground_truth, table
     from ..utils.files import atomic_write_text, check_output_file
 
+    prompts = check_prompts(args.prompts)  # every input and output checked before the model loads
     if args.json:
         check_output_file(args.json)
-    result = evaluate_masks(
-        backend(args),
-        args.source,
-        args.images,
-        prompts=args.prompts,
-        classes=args.classes,
-        max_images=args.max_images,
-        progress=print,
-    )
+    truth = read_ground_truth(args.source, args.images, args.classes)
+    result = evaluate_masks(backend(args), truth, prompts=prompts, max_images=args.max_images, progress=print)
     skipped = ", ".join(f"{n} {why}" for why, n in result["skipped"].items() if n)
     print(
         f"{result['annotations']} masks of {result['images']} images scored"
