@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .box_job import check_size
+from .box_job import check_size, is_bbox
 from .convert import _checked_masks, _decoded, has_mask, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
@@ -161,6 +161,10 @@ def _score_image(
     scored = []  # (annotation, its ground-truth mask)
     for ann, _ in anns:
         truth = _decoded(ann, (h, w))
+        if truth.shape != (h, w):  # an image record without a size, and an RLE of another one
+            raise MobileSAMError(
+                f"annotation {ann.get('id')!r}: its mask is {truth.shape[1]}x{truth.shape[0]}, the image {w}x{h}"
+            )
         if truth.any():
             scored.append((ann, truth))
     cases = [
@@ -188,7 +192,7 @@ def _score_image(
 def _box(ann: dict, truth: np.ndarray) -> list[float]:
     """The annotation's COCO bbox as XYXY, else the mask's extent (its pixels' corners)."""
     box = ann.get("bbox")
-    if isinstance(box, list) and len(box) == 4 and box[2] > 0 and box[3] > 0:
+    if is_bbox(box) and box[2] > 0 and box[3] > 0:
         x, y, bw, bh = (float(v) for v in box)
         return [x, y, x + bw, y + bh]
     ys, xs = np.nonzero(truth)

@@ -142,29 +142,32 @@ def test_bad_images_are_reported_and_the_run_goes_on(sam, photos, tmp_path, caps
     shutil.copy(IMAGES / "picture1.jpg", photos / "picture1.jpg")
     mask = np.zeros((1200, 1800), bool)
     mask[600:900, 400:800] = True
+    shutil.copy(IMAGES / "picture2.jpg", photos / "picture2.jpg")
     images = [
         {"id": 1, "file_name": "gone.jpg", "width": 1800, "height": 1200},
         {"id": 2, "file_name": "picture1.jpg", "width": 1800, "height": 1200},  # it is 769x770
         {"id": 3, "file_name": "truck.jpg", "width": 1800, "height": 1200},
         {"id": 4, "file_name": "no_masks.jpg", "width": 10, "height": 10},  # nothing to score: not read
+        {"id": 5, "file_name": "picture2.jpg"},  # no size: its RLE's is taken, and is not the photo's
     ]
     anns = [
         {"id": i, "image_id": i, "category_id": 1, "bbox": [400, 600, 400, 300], "segmentation": _rle(mask)}
-        for i in (1, 2, 3)
+        for i in (1, 2, 3, 5)
     ]
     source = tmp_path / "truth.json"
     source.write_text(json.dumps(_coco(images, anns)))
     result = evaluate_masks(sam, source, photos, prompts=("box",))
     assert result["images"] == 1 and [c["image"] for c in result["cases"]] == ["truck.jpg"]
-    assert set(result["failed"]) == {"gone.jpg", "picture1.jpg"}
+    assert set(result["failed"]) == {"gone.jpg", "picture1.jpg", "picture2.jpg"}
     assert "the COCO file says 1800x1200" in result["failed"]["picture1.jpg"]
+    assert result["failed"]["picture2.jpg"].startswith("annotation 5: its mask is 1800x1200, the image ")
     out = tmp_path / "scores.json"
     args = ["evaluate", str(source), "--images", str(photos), "--prompts", "box", "--json", str(out)]
     code = main([*args, "--checkpoint", str(sam.checkpoint), "--img-size", str(SMALL)])
     printed = capsys.readouterr().out
     assert (
         code == 1
-        and "1 masks of 1 images scored; 2 images failed" in printed
+        and "1 masks of 1 images scored; 3 images failed" in printed
         and "failed: gone.jpg" in printed
     )
     saved = json.loads(out.read_text())
@@ -241,6 +244,16 @@ def test_bad_options_say_what_is_wanted(sam, photos, tmp_path, capsys, monkeypat
         evaluate_masks(sam, source, photos, max_images=0)
     empty = evaluate_masks(sam, source, photos)
     assert empty["annotations"] == 0 and empty["miou"]["box"]["all"] is None and empty["categories"] == {}
+
+
+def test_a_bbox_that_is_no_box_gives_way_to_the_masks_extent():
+    from mobilesam.evaluate import _box
+
+    mask = np.zeros((50, 60), bool)
+    mask[10:20, 5:45] = True
+    assert _box({"bbox": [1, 2, 3, 4]}, mask) == [1, 2, 4, 6]  # XYWH -> XYXY
+    for bad in (["5", "10", "40", "10"], [5, 10, 0, 10], None, [5, 10, float("nan"), 3]):
+        assert _box({"bbox": bad}, mask) == [5, 10, 45, 20]
 
 
 def test_farthest_from_boundary():
