@@ -13,6 +13,16 @@ MODEL_TYPE_HELP = "vit_t, vit_b, vit_l, vit_h or tiny_vit_*; default: the one --
 IMG_SIZE_HELP = "the model's input side, a multiple of 16 (default 1024; a student's distillation size)"
 
 
+def add_label_source(parser: argparse.ArgumentParser, help_: str) -> None:
+    """A dataset's labels, as `convert ... --to coco` reads them: the positional source (a
+    COCO file, a folder of label files, a Label Studio export), --images and --classes."""
+    parser.add_argument("source", metavar="COCO.json|LABELS_DIR|EXPORT.json", help=help_)
+    parser.add_argument(
+        "--images", required=True, help="the folder the COCO file_names (or label files' images) are in"
+    )
+    parser.add_argument("--classes", help="label files: the class names, as `convert --classes`")
+
+
 def add_img_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=int, default=1024, help=IMG_SIZE_HELP)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_backend_args, add_model_args, backend
+from .common import add_backend_args, add_label_source, add_model_args, backend
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -15,16 +15,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="mIoU of the model's masks against ground-truth masks, from box and point prompts",
         allow_abbrev=False,
     )
-    ev.add_argument(
-        "source",
-        metavar="COCO.json|LABELS_DIR|EXPORT.json",
-        help="ground truth: COCO JSON with RLE or polygon masks, a folder of YOLO or LabelMe "
+    add_label_source(
+        ev,
+        "ground truth: COCO JSON with RLE or polygon masks, a folder of YOLO or LabelMe "
         "label files with polygons, or a Label Studio JSON export",
     )
-    ev.add_argument(
-        "--images", required=True, help="the folder the COCO file_names (or label files' images) are in"
-    )
-    ev.add_argument("--classes", help="label files: the class names, as `convert --classes`")
     ev.add_argument(
         "--prompts",
         default="box,point",

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 
 from ..errors import MobileSAMError
-from .common import add_backend_args, add_model_args, add_ray_args, backend, ray_model, ray_options, report
+from .common import (
+    add_backend_args,
+    add_label_source,
+    add_model_args,
+    add_ray_args,
+    backend,
+    ray_model,
+    ray_options,
+    report,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -15,16 +24,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="a mask for every box of a COCO file (a detector's boxes, a box-labelled dataset)",
         allow_abbrev=False,
     )
-    box.add_argument(
-        "source",
-        metavar="COCO.json|LABELS_DIR|EXPORT.json",
-        help="COCO JSON whose annotations have a bbox, a folder of YOLO, Pascal VOC or LabelMe "
+    add_label_source(
+        box,
+        "COCO JSON whose annotations have a bbox, a folder of YOLO, Pascal VOC or LabelMe "
         "label files, or a Label Studio JSON export (read as `convert ... --to coco` reads them)",
     )
-    box.add_argument(
-        "--images", required=True, help="the folder the COCO file_names (or label files' images) are in"
-    )
-    box.add_argument("--classes", help="label files: the class names, as `convert --classes`")
     box.add_argument(
         "-o", "--output", required=True, help="output folder: annotations.json, parts/ (a rerun goes on)"
     )
