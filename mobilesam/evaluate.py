@@ -7,7 +7,13 @@ counted and left out). Its prompts:
   answered with SAM's single-mask output;
 - `point`: one foreground point at the mask's pixel farthest from its boundary (the
   middle of its largest inscribed disc; the image's edge counts as boundary), answered
-  with the best-scored of SAM's three candidates.
+  with the best-scored of SAM's three candidates;
+- with `clicks` N, N - 1 correction clicks after that point, as interactive benchmarks
+  (RITM's protocol) place them: each at the pixel deepest inside the larger error region
+  (the missed part of the object: a foreground click; the spill outside it: a background
+  click), every earlier click kept and the previous answer's logits as the mask prompt.
+  The scores are the mIoU after each click and NoC@85 / NoC@90, the mean number of
+  clicks to reach IoU 0.85 / 0.90 (N for a mask that never does).
 The score of a prompt is the IoU of the model's full-resolution mask with the
 ground-truth mask; mIoU per prompt kind over all annotations, by COCO's size ranges of
 the mask's pixel count (small < 32², medium < 96², large) and per category.
@@ -32,7 +38,7 @@ from .convert import _checked_masks, _decoded, has_mask, load_annotations, relat
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
 from .image_io import load_image
-from .utils.regions import farthest_from_boundary, mask_iou
+from .utils.regions import deepest_point, mask_iou
 
 PROMPTS = ("box", "point")
 SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}  # COCO's ranges
@@ -69,6 +75,7 @@ def evaluate_masks(
     classes: str | Path | None = None,
     max_images: int | None = None,
     progress: Callable[[str], None] | None = None,
+    clicks: int = 0,
 ) -> dict:
     """Score `sam` on the ground truth `truth` (`read_ground_truth`'s, or its `source`, with
     `images` and `classes` as it takes them).
@@ -78,9 +85,12 @@ def evaluate_masks(
     prompt: mIoU}}, "skipped": {why: n}, "failed": {file: error}, "interrupted",
     "cases": [{"id", "image", "category", "area", "box", "point", "point_xy"}, ...]}; a
     range with no annotation has mIoU None. `max_images`: the first N images with
-    something to score.
+    something to score. `clicks` N (with the point prompt): also "clicks": {"miou": [after
+    click 1, ..., N], "noc85", "noc90"} and each case's "clicks" (its IoUs) and "clicked"
+    ([x, y, label] each).
     """
     prompts = check_prompts(prompts)
+    check_clicks(clicks, prompts)
     if max_images is not None and max_images < 1:
         raise PromptError(f"max_images must be 1 or more, got {max_images}")
     if not isinstance(truth, GroundTruth):
@@ -100,7 +110,7 @@ def evaluate_masks(
         try:
             rgb = load_image(truth.images / name)
             check_size(image, rgb.shape[:2])
-            found, empty = _score_image(sam, rgb, image, anns, prompts, names)
+            found, empty = _score_image(sam, rgb, image, anns, prompts, names, clicks)
         except KeyboardInterrupt:
             interrupted = True
             break
@@ -116,12 +126,20 @@ def evaluate_masks(
         "prompts": list(prompts),
         "images": done,
         "annotations": len(cases),
-        **_summary(cases, prompts),
+        **_summary(cases, prompts, clicks),
         "skipped": skipped,
         "failed": failed,
         "interrupted": interrupted,
         "cases": cases,
     }
+
+
+def check_clicks(clicks: int, prompts: tuple[str, ...]) -> None:
+    """Correction clicks follow the point prompt: clicks 0 (none) or 1 or more, with "point"."""
+    if isinstance(clicks, bool) or not isinstance(clicks, int) or clicks < 0:
+        raise PromptError(f"clicks must be a whole number >= 0, got {clicks!r}")
+    if clicks and "point" not in prompts:
+        raise PromptError("clicks follow the point prompt: ask for the point prompt too")
 
 
 def check_prompts(prompts: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -152,7 +170,7 @@ def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]
 
 
 def _score_image(
-    sam: Segmenter, rgb: np.ndarray, image: dict, anns: list, prompts: tuple, names: dict
+    sam: Segmenter, rgb: np.ndarray, image: dict, anns: list, prompts: tuple, names: dict, clicks: int = 0
 ) -> tuple[list[dict], int]:
     """One image's cases (each annotation's ground-truth mask against the model's answer
     to each prompt kind) and how many masks had no pixel (nothing to prompt from)."""
@@ -182,11 +200,35 @@ def _score_image(
             case["box"] = mask_iou(mask, truth)
     if "point" in prompts:
         for case, (_, truth) in zip(cases, scored):
-            x, y = farthest_from_boundary(truth)
-            result = sam.segment(rgb, input_point=[[x + 0.5, y + 0.5]])  # the pixel's centre
-            case["point"] = mask_iou(result.masks[0], truth)
-            case["point_xy"] = [x, y]
+            ious, clicked = _click(sam, rgb, truth, max(clicks, 1))
+            case["point"], case["point_xy"] = ious[0], clicked[0][:2]
+            if clicks:
+                case["clicks"], case["clicked"] = ious, clicked
     return cases, len(anns) - len(scored)
+
+
+def _click(sam: Segmenter, rgb: np.ndarray, truth: np.ndarray, clicks: int) -> tuple[list, list]:
+    """The first click at the mask's deepest pixel, then each at the deepest pixel of the
+    larger error region (the module doc): the IoU after each click and the clicks made
+    ([x, y, label] in pixel indices; the prompt is the pixel's centre). A perfect answer
+    gets no more clicks: its IoU stands for the rest."""
+    x, y, _ = deepest_point(truth)
+    clicked, ious, previous = [[x, y, 1]], [], None
+    while True:
+        points = [[cx + 0.5, cy + 0.5] for cx, cy, _ in clicked]
+        labels = [label for _, _, label in clicked]
+        previous = sam.segment(rgb, input_point=points, input_point_label=labels, mask_input=previous)
+        answer = previous.masks[0]
+        ious.append(mask_iou(answer, truth))
+        missed, spilled = truth & ~answer, answer & ~truth
+        if len(ious) == clicks or not (missed.any() or spilled.any()):
+            break
+        depth = {
+            label: deepest_point(region) for label, region in ((1, missed), (0, spilled)) if region.any()
+        }
+        label = max(depth, key=lambda k: (depth[k][2], k))  # the deeper region; a tie: the missed part
+        clicked.append([depth[label][0], depth[label][1], label])
+    return ious + [ious[-1]] * (clicks - len(ious)), clicked
 
 
 def _box(ann: dict, truth: np.ndarray) -> list[float]:
@@ -199,7 +241,7 @@ def _box(ann: dict, truth: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-def _summary(cases: list[dict], prompts: tuple[str, ...]) -> dict:
+def _summary(cases: list[dict], prompts: tuple[str, ...], clicks: int = 0) -> dict:
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
 
@@ -208,7 +250,14 @@ def _summary(cases: list[dict], prompts: tuple[str, ...]) -> dict:
     categories: dict[str, list[dict]] = {}
     for case in cases:
         categories.setdefault(str(case["category"]), []).append(case)
+    more = {}
+    if clicks:
+        more["clicks"] = {
+            "miou": [mean([c["clicks"][k] for c in cases]) for k in range(clicks)],
+            **{f"noc{t}": mean([_clicks_to(c["clicks"], t / 100) for c in cases]) for t in (85, 90)},
+        }
     return {
+        **more,
         "miou": {p: {r: mean([c[p] for c in within[r]]) for r in ranges} for p in prompts},
         "count": {r: len(within[r]) for r in ranges},
         "categories": {
@@ -216,6 +265,11 @@ def _summary(cases: list[dict], prompts: tuple[str, ...]) -> dict:
             for name, group in sorted(categories.items())
         },
     }
+
+
+def _clicks_to(ious: list[float], target: float) -> int:
+    """Clicks until the IoU first reaches `target`; all of them if it never does."""
+    return next((k for k, iou in enumerate(ious, start=1) if iou >= target), len(ious))
 
 
 def table(result: dict, categories: int = 30) -> str:
@@ -230,6 +284,12 @@ def table(result: dict, categories: int = 30) -> str:
     ranges = list(counts)
     for prompt, scores in result["miou"].items():
         lines.append(f"{prompt:8}" + "".join(f"{cell(scores[r]):>16}" for r in ranges))
+    if "clicks" in result:
+        after = result["clicks"]["miou"]
+        lines += ["", "clicks  " + "".join(f"{k:>8}" for k in range(1, len(after) + 1))]
+        lines.append("mIoU    " + "".join(f"{cell(v)[:6]:>8}" for v in after))
+        noc = [f"NoC@{t} {cell(result['clicks'][f'noc{t}'])[:5]}" for t in (85, 90)]
+        lines.append(f"{', '.join(noc)} (clicks to reach IoU 0.85 / 0.90; {len(after)} if never)")
     cats = result["categories"]
     if 1 < len(cats) <= categories:
         lines += ["", f"{'category':30}" + "".join(f"{p:>10}" for p in result["prompts"]) + f"{'count':>8}"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import IMAGES, SMALL
+from PIL import Image
 
 from mobilesam import MobileSAM, PromptError
 from mobilesam.cli import main
-from mobilesam.evaluate import evaluate_masks
+from mobilesam.evaluate import evaluate_masks, table
 from mobilesam.utils import rle
 from mobilesam.utils.regions import farthest_from_boundary, mask_iou
 
@@ -73,6 +75,14 @@ def test_the_models_own_box_masks_score_one_and_points_start_inside(sam, photos,
     assert result["miou"]["point"]["all"] == pytest.approx(np.mean([c["point"] for c in result["cases"]]))
     assert [c["category"] for c in result["cases"]] == ["car", "tyre", "car"]
     assert result["categories"]["car"]["count"] == 2 and result["categories"]["tyre"]["box"] == 1.0
+    out = tmp_path / "clicks.json"  # the CLI, with two clicks: the first is the point prompt
+    args = ["evaluate", str(source), "--images", str(photos), "--prompts", "point", "--clicks", "2"]
+    assert (
+        main([*args, "--json", str(out), "--checkpoint", str(sam.checkpoint), "--img-size", str(SMALL)]) == 0
+    )
+    clicked = json.loads(out.read_text())
+    assert [c["clicks"][0] for c in clicked["cases"]] == [c["point"] for c in result["cases"]]
+    assert len(clicked["clicks"]["miou"]) == 2 and "box" not in clicked["miou"]
 
 
 def test_sizes_categories_and_what_is_left_out(sam, photos, tmp_path):
@@ -267,3 +277,60 @@ def test_farthest_from_boundary():
     assert farthest_from_boundary(bar)[1] == 2
     with pytest.raises(ValueError, match="empty mask"):
         farthest_from_boundary(np.zeros((5, 5), bool))
+
+
+class _Scripted:
+    """A Segmenter whose answers are given masks, one per call, recording each call."""
+
+    def __init__(self, answers: list[np.ndarray]) -> None:
+        self.answers, self.calls, self.returned = list(answers), [], []
+
+    def segment(self, image, input_point=None, input_point_label=None, mask_input=None, **more):
+        self.calls.append({"points": input_point, "labels": input_point_label, "mask_input": mask_input})
+        self.returned.append(SimpleNamespace(masks=self.answers.pop(0)[None]))
+        return self.returned[-1]
+
+
+def test_correction_clicks_go_to_the_larger_error_and_stop_when_right(tmp_path):
+    """RITM's protocol: the first click at the object's deepest pixel; then each at the
+    deepest pixel of the larger error region (missed part: foreground, spill: background),
+    earlier clicks kept, the previous answer as the mask prompt; a perfect answer ends the
+    clicks and its IoU stands; NoC counts clicks to 0.85 / 0.90 (all of them if never)."""
+    h, w = 60, 80
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / "a.png")
+    truth = np.zeros((h, w), bool)
+    truth[10:50, 10:50] = True  # 40x40: deepest pixel (29, 29)
+    left = truth.copy()
+    left[:, 30:] = False  # misses the right half (20 columns: 10 deep), first deepest pixel (39, 19)
+    both = left.copy()
+    both[5:55, 52:78] = True  # still the miss, and 26 columns of spill, 13 deep: a background click
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "segmentation": _rle(truth)}]
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco([{"id": 1, "file_name": "a.png", "width": w, "height": h}], anns)))
+    sam = _Scripted([left, both, truth])
+    result = evaluate_masks(sam, source, tmp_path, prompts="point", clicks=5)
+    (case,) = result["cases"]
+    assert case["clicked"] == [[29, 29, 1], [39, 19, 1], [64, 17, 0]]
+    assert case["clicks"] == [0.5, pytest.approx(800 / 2900), 1.0, 1.0, 1.0] and case["point"] == 0.5
+    assert [c["points"] for c in sam.calls] == [
+        [[29.5, 29.5]],
+        [[29.5, 29.5], [39.5, 19.5]],
+        [[29.5, 29.5], [39.5, 19.5], [64.5, 17.5]],
+    ]
+    assert [c["labels"] for c in sam.calls] == [[1], [1, 1], [1, 1, 0]]
+    given = [c["mask_input"] for c in sam.calls]  # each time the previous answer
+    assert given[0] is None and given[1] is sam.returned[0] and given[2] is sam.returned[1]
+    assert result["clicks"] == {"miou": case["clicks"], "noc85": 3, "noc90": 3}
+    assert "NoC@85 3.000, NoC@90 3.000" in table(result)
+    never = evaluate_masks(_Scripted([left] * 4), source, tmp_path, prompts="point", clicks=4)
+    assert never["clicks"]["noc85"] == 4 and len(never["cases"][0]["clicked"]) == 4
+
+
+def test_clicks_need_the_point_prompt_and_a_count(sam, photos, tmp_path):
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco([], [])))
+    with pytest.raises(PromptError, match="clicks follow the point prompt"):
+        evaluate_masks(sam, source, photos, prompts="box", clicks=3)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(PromptError, match="clicks must be a whole number >= 0"):
+            evaluate_masks(sam, source, photos, clicks=bad)

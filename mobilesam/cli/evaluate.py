@@ -26,6 +26,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="box: each mask's bbox; point: its pixel farthest from its boundary (needs OpenCV, "
         "the amg extra); comma-separated (default box,point)",
     )
+    ev.add_argument(
+        "--clicks",
+        type=int,
+        default=0,
+        help="also N-1 correction clicks after the point (each in the larger error region, "
+        "the previous logits as mask prompt): mIoU after each click, NoC@85/90 (default 0: none)",
+    )
     ev.add_argument("--max-images", type=int, help="score the first N images with masks only")
     ev.add_argument("--json", help="write the scores here, with every annotation's IoUs")
     add_model_args(ev)
@@ -34,14 +41,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import check_prompts, evaluate_masks, read_ground_truth, table
+    from ..evaluate import check_clicks, check_prompts, evaluate_masks, read_ground_truth, table
     from ..utils.files import atomic_write_text, check_output_file
 
     prompts = check_prompts(args.prompts)  # every input and output checked before the model loads
+    check_clicks(args.clicks, prompts)
     if args.json:
         check_output_file(args.json)
     truth = read_ground_truth(args.source, args.images, args.classes)
-    result = evaluate_masks(backend(args), truth, prompts=prompts, max_images=args.max_images, progress=print)
+    result = evaluate_masks(
+        backend(args), truth, prompts=prompts, max_images=args.max_images, progress=print, clicks=args.clicks
+    )
     skipped = ", ".join(f"{n} {why}" for why, n in result["skipped"].items() if n)
     print(
         f"{result['annotations']} masks of {result['images']} images scored"

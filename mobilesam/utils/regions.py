@@ -83,6 +83,12 @@ def farthest_from_boundary(mask: np.ndarray) -> tuple[int, int]:
     outside): the middle of its largest inscribed disc, the usual first click of
     interactive segmentation benchmarks. Ties go to the first in row-major order. Needs
     OpenCV (the amg extra)."""
+    x, y, _ = deepest_point(mask)
+    return x, y
+
+
+def deepest_point(mask: np.ndarray) -> tuple[int, int, float]:
+    """`farthest_from_boundary`'s (x, y) and that distance in pixels (1 for a lone pixel)."""
     if not mask.any():
         raise ValueError("an empty mask has no inside")
     cv2 = _cv2()
@@ -92,4 +98,4 @@ def farthest_from_boundary(mask: np.ndarray) -> tuple[int, int]:
     padded = np.pad(crop, 1).astype(np.uint8)  # the edge of the crop (and image) is outside
     distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return int(x0 + x), int(y0 + y)
+    return int(x0 + x), int(y0 + y), float(distance[y, x])
