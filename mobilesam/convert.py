@@ -364,7 +364,7 @@ def convert(
     return Converted(files, len(coco["images"]), total, total - written, crowd)
 
 
-def _checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, int]]]]]:
+def checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, int]]]]]:
     """(image record, [(annotation, the image's size)]) per image: each annotation checked
     as far as it can be without decoding it (its image, the image's size, a mask of that
     size), a bad one a `ConvertError` naming it, found before anything is written."""
@@ -403,7 +403,7 @@ def _ann_id(ann: object) -> object:
     return ann.get("id") if isinstance(ann, dict) else ann
 
 
-def _decoded(ann: dict, size: tuple[int, int]) -> np.ndarray:
+def decode_mask(ann: dict, size: tuple[int, int]) -> np.ndarray:
     """A checked annotation's mask: RLE decoded, polygons filled (`fill_polygons`)."""
     seg = ann["segmentation"]
     if isinstance(seg, dict):
@@ -417,7 +417,7 @@ def to_masks(coco: dict, out: Path) -> list[Path]:
     (empty if nothing was found in it), written whole (`replace_folder`). Every annotation
     is checked first; the masks are decoded one at a time."""
     plan, folders = [], set()
-    for image, anns in _checked_masks(coco):
+    for image, anns in checked_masks(coco):
         folder = relative_name(image, f"image_{image.get('id')}")
         if folder in folders:
             raise ConvertError(f"image {image.get('id')!r}: a second image with its file_name")
@@ -440,7 +440,7 @@ def to_masks(coco: dict, out: Path) -> list[Path]:
 
     def fill(folder: Path, pngs: dict) -> None:
         for name, (ann, size) in pngs.items():
-            Image.fromarray(_decoded(ann, size).astype(np.uint8) * 255).save(folder / name, "PNG")
+            Image.fromarray(decode_mask(ann, size).astype(np.uint8) * 255).save(folder / name, "PNG")
 
     files = []
     for folder, pngs in plan:
@@ -459,7 +459,7 @@ def label_maps(
     value_of = {c["id"]: i for i, c in enumerate(categories, start=1)}
     path_of = _label_paths(coco, ".png")
     plan = []
-    for image, anns in _checked_masks(coco):
+    for image, anns in checked_masks(coco):
         size = _size(image, {}) or (anns[0][1] if anns else None)
         if size is None:
             raise ConvertError(f"image {image.get('id')!r}: no width and height")
@@ -483,11 +483,11 @@ def label_maps(
         areas = [
             rle.area(a["segmentation"])
             if isinstance(a["segmentation"], dict)
-            else int(_decoded(a, size).sum())
+            else int(decode_mask(a, size).sum())
             for a in anns
         ]
         for k in np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable"):
-            labels[_decoded(anns[k], size)] = values[k]
+            labels[decode_mask(anns[k], size)] = values[k]
         buf = io.BytesIO()
         Image.fromarray(labels).save(buf, "PNG")
         return buf.getvalue()
@@ -589,7 +589,7 @@ def label_studio_tasks(
     categories = _categories(coco)
     name_of = {c["id"]: c["name"] for c in categories}
     plan = []
-    for image, anns in _checked_masks(coco):
+    for image, anns in checked_masks(coco):
         ids = []
         for k, (ann, _) in enumerate(anns):
             _category(ann, name_of)
@@ -600,7 +600,7 @@ def label_studio_tasks(
         plan.append((image_root + quote(name), list(zip(ids, anns))))
 
     def region(region_id: str, ann: dict, size: tuple[int, int]) -> dict | None:
-        mask = _decoded(ann, size)
+        mask = decode_mask(ann, size)
         if not mask.any():
             return None
         out = {

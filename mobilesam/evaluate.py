@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .box_job import check_size, is_bbox
-from .convert import _checked_masks, _decoded, has_mask, load_annotations, relative_name
+from .convert import checked_masks, decode_mask, has_mask, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter
 from .image_io import load_image
@@ -165,7 +165,7 @@ def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]
             skipped["no mask"] += 1
         else:
             kept.append(ann)
-    checked = _checked_masks({**coco, "annotations": kept})
+    checked = checked_masks({**coco, "annotations": kept})
     return [(image, anns) for image, anns in checked if anns], skipped
 
 
@@ -178,7 +178,7 @@ def _score_image(
     name = relative_name(image).as_posix()
     scored = []  # (annotation, its ground-truth mask)
     for ann, _ in anns:
-        truth = _decoded(ann, (h, w))
+        truth = decode_mask(ann, (h, w))
         if truth.shape != (h, w):  # an image record without a size, and an RLE of another one
             raise MobileSAMError(
                 f"annotation {ann.get('id')!r}: its mask is {truth.shape[1]}x{truth.shape[0]}, the image {w}x{h}"
