@@ -194,9 +194,9 @@ class SamAutomaticMaskGenerator:
         if len(point_grids) != crop_n_layers + 1:
             raise PromptError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
         if checked["min_mask_region_area"] > 0:
-            from .utils.regions import _cv2
+            from .utils.regions import require_cv2
 
-            _cv2()  # fail now, not after minutes of work, if the extra is missing
+            require_cv2()  # fail now, not after minutes of work, if the extra is missing
         self.predictor: Predictor = SamPredictor(model) if isinstance(model, Sam) else model
         self.point_grids = point_grids
         self.points_per_batch = checked["points_per_batch"]

@@ -42,7 +42,7 @@ from .highlevel import Segmenter, model_record_of
 from .image_io import visible_files
 from .options import EVERYTHING, check_decoder_precision, generator_kwargs
 from .prompts import parse_float
-from .result import _check_soft
+from .result import check_soft
 from .utils.files import atomic_write_text, check_output_dir, replace_folder
 
 
@@ -76,7 +76,7 @@ class ImageFiles:
         if (dilate or self.soft) and not self.roots:
             what = "soft" if self.soft else "dilate"
             raise OutputError(f"{what} shapes the per-image masks or cutouts: give masks_dir or cutouts_dir")
-        _check_soft(self.soft, dilate)
+        check_soft(self.soft, dilate)
 
     @property
     def roots(self) -> list[Path]:
@@ -196,7 +196,7 @@ class FolderJob:
         The Ray engine (ray_engine.py) runs its own `work` here."""
         files = self.files()
         self._check_paths()
-        with _Lock(self.out / ".lock"):
+        with JobLock(self.out / ".lock"):
             self._check_options(model)
             ids = self._image_ids(files)
             summary = BatchSummary()
@@ -270,7 +270,7 @@ class FolderJob:
         edges (with `overwrite`: forget them, every image is done again); record these in
         run.json."""
         record = self.out / "run.json"
-        previous = _read_json(record)
+        previous = read_json(record)
         made = dict((previous or {}).get("options") or {})
         made.setdefault("decoder_precision", "float32")  # records made before the option existed
         asked = dict(self.options)
@@ -306,7 +306,7 @@ class FolderJob:
     def _image_ids(self, files: list[Path]) -> dict[str, int]:
         """Ids by `key`, kept in ids.json: new files get new ids, none is ever reused."""
         path = self.out / "ids.json"
-        ids = _read_json(path) or {}
+        ids = read_json(path) or {}
         added = [self.key(p) for p in files if self.key(p) not in ids]
         if added:
             top = max(ids.values(), default=0)
@@ -320,7 +320,7 @@ class FolderJob:
             part = self.done(path)
             if part is not None and self.image_files.written(key):
                 if self.overlays and not overlay.is_file():
-                    _overlay_from_part(path, part, overlay)
+                    overlay_from_part(path, part, overlay)
                 summary.skipped.append(key)
                 continue
             if self.max_images is not None and len(summary.done) >= self.max_images:
@@ -368,13 +368,13 @@ def segment_folder(
     return job.run(sam)
 
 
-class _Lock:
+class JobLock:
     """An exclusive lock on a file, held for a `with` block; refused at once if taken."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.file = path, None
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> JobLock:
         self.file = open(self.path, "a")  # held open for the lock's lifetime
         try:
             import fcntl
@@ -393,7 +393,7 @@ class _Lock:
         self.file.close()  # closing releases the lock
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -403,11 +403,11 @@ def _read_json(path: Path) -> dict | None:
 
 def _read_part(part: Path) -> dict | None:
     """A finished image's part file, or None if it is missing or not a complete part."""
-    data = _read_json(part)
+    data = read_json(part)
     return data if data is not None and "image" in data and "annotations" in data else None
 
 
-def _overlay_from_part(image_path: Path, part: dict, overlay: Path) -> None:
+def overlay_from_part(image_path: Path, part: dict, overlay: Path) -> None:
     """Draw a finished image's overlay from its saved masks (no segmentation again)."""
     from .image_io import load_image
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import BatchSummary, _Lock, _overlay_from_part, _read_json, failure_text
+from .batch import BatchSummary, JobLock, failure_text, overlay_from_part, read_json
 from .convert import ConvertError, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter, model_record_of
@@ -93,7 +93,7 @@ class BoxJob:
         check_output_dir(self.out)
         check_output_dir(self.out / "parts")
         summary = BatchSummary()
-        with _Lock(self.out / ".lock"):
+        with JobLock(self.out / ".lock"):
             try:
                 work(self._todo(summary), summary)
             except KeyboardInterrupt:
@@ -111,7 +111,7 @@ class BoxJob:
             if part is not None:
                 overlay = self.overlay_path(name)
                 if self.overlays and part["annotations"] and not overlay.is_file():
-                    _overlay_from_part(self.images / name, part, overlay)
+                    overlay_from_part(self.images / name, part, overlay)
                 summary.skipped.append(name)
             elif not anns:
                 self.finish(name, anns, [], [], summary)
@@ -159,7 +159,7 @@ class BoxJob:
     def _part(self, name: str, anns: list[dict]) -> dict | None:
         """The image's part if it answers its boxes, options and model now (a model not
         known, in the part or now, is not compared)."""
-        part = _read_json(self.out / "parts" / f"{name}.json")
+        part = read_json(self.out / "parts" / f"{name}.json")
         made, wanted = dict((part or {}).get("input") or {}), self._wanted(anns)
         if made.get("model") is None or wanted["model"] is None:
             made["model"] = wanted["model"]

@@ -186,7 +186,7 @@ class SegmentationResult:
         """One 8-bit PNG per mask (255 inside), named `{prefix}_{i:03d}.png`; `dilate`:
         each grown by that many pixels first (`utils.regions.dilate`), as inpainting wants;
         `soft`: each mask's `soft_mask` instead (not with `dilate`)."""
-        _check_soft(soft, dilate)
+        check_soft(soft, dilate)
         out = []
         for i, m in enumerate(self._each()):
             alpha = self._soft(i, m) if soft else grow(m, dilate).astype(np.uint8) * 255
@@ -226,7 +226,7 @@ class SegmentationResult:
         (`visualize.cutout`); `soft`: the alpha is the masks' `soft_mask` (the most of
         them at each pixel; not with `dilate`), the model's own edge. An empty selection is
         an `OutputError`: there is nothing to cut out."""
-        _check_soft(soft, dilate)
+        check_soft(soft, dilate)
         if soft:  # a soft mask is 128 or more exactly on its mask: empty only where that is
             alpha = np.zeros(self.image.shape[:2], dtype=np.uint8)
             for i in self._picked(indices):
@@ -265,7 +265,7 @@ class SegmentationResult:
         """Every object on its own: one RGBA PNG per mask, `cutout(i, crop, dilate,
         feather, soft)` named `{prefix}_{i:03d}.png` (i: the mask's index, as `save_masks`
         names them; an empty mask has no file), the paths written."""
-        _check_soft(soft, dilate)
+        check_soft(soft, dilate)
         out = []
         for i, area in enumerate(self.areas):
             if area:
@@ -456,7 +456,7 @@ class CropLogitsOfImage:
         return CropEdge(low, input_size, tuple(int(v) for v in self.boxes[i]))
 
 
-def _check_soft(soft: bool, dilate: float) -> None:
+def check_soft(soft: bool, dilate: float) -> None:
     if soft and dilate:
         raise OutputError(
             "soft follows the model's outline and dilate grows the mask past it: use one of them"

@@ -29,7 +29,7 @@ from ..modeling.sam import Sam
 from ..utils.files import atomic_write_text, check_output_dir
 from .executorch import DECODER_INPUTS, DECODER_OUTPUTS, MAX_POINTS
 from .modules import EncoderOnnx, LowResDecoder, mobile_copy
-from .onnx import _decoder_inputs, weights_digest
+from .onnx import decoder_inputs, weights_digest
 
 
 def _require_coremltools():
@@ -67,7 +67,7 @@ def export_coreml(
         ),
         "decoder.mlpackage": (
             LowResDecoder(mobile),
-            tuple(_decoder_inputs(sam, 2, (1, 1), seed=0).values())[:5],
+            tuple(decoder_inputs(sam, 2, (1, 1), seed=0).values())[:5],
             [ct.TensorType(name=n, shape=shapes[n]) for n in DECODER_INPUTS],
             list(DECODER_OUTPUTS),
             (None, {1: num_points}, {1: num_points}, None, None),

@@ -42,7 +42,7 @@ from ..transforms import ResizeLongestSide
 from ..utils.files import atomic_write_bytes, atomic_write_text, check_output_dir
 from ..weights import sha256_of
 from .modules import EncoderOnnx, LowResDecoder, folded_copy, mobile_copy
-from .onnx import _decoder_inputs, check_close, encoder_description, weights_digest
+from .onnx import check_close, decoder_inputs, encoder_description, weights_digest
 
 MAX_POINTS = 64  # points (box corners and padding included) per decoder.pte run
 DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
@@ -92,7 +92,7 @@ def export_executorch(
         "decoder.pte": (
             LowResDecoder(mobile),
             LowResDecoder(reference),
-            tuple(_decoder_inputs(sam, 5, (1, 1), seed=0).values())[:5],
+            tuple(decoder_inputs(sam, 5, (1, 1), seed=0).values())[:5],
             (None, {1: points}, {1: points}, None, None),
         ),
     }
@@ -173,7 +173,7 @@ def _check_inputs(sam: Sam, name: str, g: torch.Generator) -> list[tuple[torch.T
     """Inputs other than the export's examples (other point counts)."""
     if name == "encoder.pte":
         return [(torch.randn(1, 3, sam.img_size, sam.img_size, generator=g),)]
-    return [tuple(_decoder_inputs(sam, n, (1, 1), seed).values())[:5] for n, seed in ((2, 1), (7, 2))]
+    return [tuple(decoder_inputs(sam, n, (1, 1), seed).values())[:5] for n, seed in ((2, 1), (7, 2))]
 
 
 def _preprocess(sam: Sam, image: np.ndarray) -> torch.Tensor:

@@ -81,7 +81,7 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, opset: int, **kwar
     tmp.replace(path)
 
 
-def _decoder_inputs(sam: Sam, n_points: int, orig: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
+def decoder_inputs(sam: Sam, n_points: int, orig: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     grid = sam.prompt_encoder.image_embedding_size
     labels = torch.randint(0, 2, (1, n_points), generator=g).float()
@@ -171,7 +171,7 @@ def export_onnx(
         checks = [torch.randn(1, 3, sam.img_size, sam.img_size, generator=g)]
 
     decoder = SamOnnxDecoder(sam, return_single_mask).eval()
-    inputs = _decoder_inputs(sam, 5, (1200, 1800), seed=0)
+    inputs = decoder_inputs(sam, 5, (1200, 1800), seed=0)
     dynamic = {k: None for k in inputs} | {
         "point_coords": {1: "num_points"},
         "point_labels": {1: "num_points"},
@@ -215,7 +215,7 @@ def export_onnx(
                 report,
             )
         for n, size, seed in ((2, (770, 769), 1), (7, (480, 640), 2)):
-            inp = _decoder_inputs(sam, n, size, seed)
+            inp = decoder_inputs(sam, n, size, seed)
             got = dec_session.run(None, {k: v.numpy() for k, v in inp.items()})
             for name, ours, ref in zip(DECODER_OUTPUTS, got, decoder(*inp.values())):
                 _close(f"decoder.{name}[{n} points, {size}]", ours, ref.numpy(), report)

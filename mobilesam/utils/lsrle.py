@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConvertError
-from .rle import _runs
+from .rle import flat_runs
 
 _WIDTHS = np.array([3, 4, 8, 16])
 _LONGEST = 1 << 16  # the longest run one record holds
@@ -29,7 +29,7 @@ def encode(mask: np.ndarray) -> list[int]:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2 or mask.size == 0:
         raise ValueError(f"a brush RLE encodes an HxW mask with pixels, got shape {mask.shape}")
-    runs = _runs(mask.ravel()) * 4  # RGBA: every pixel's value 4 times
+    runs = flat_runs(mask.ravel()) * 4  # RGBA: every pixel's value 4 times
     values = np.zeros(len(runs), dtype=np.int64)
     values[1::2] = 255  # runs alternate, starting with a (maybe empty) run of zeros
     values, runs = values[runs > 0], runs[runs > 0]

@@ -49,7 +49,7 @@ def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
     return out
 
 
-def _cv2():
+def require_cv2():
     try:
         import cv2
     except ImportError:
@@ -63,7 +63,7 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
     largest if all are small). 8-connectivity, as segment-anything."""
     if mode not in ("holes", "islands"):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
-    cv2 = _cv2()
+    cv2 = require_cv2()
     holes = mode == "holes"
     working = (holes ^ mask).astype(np.uint8)
     n_labels, regions, stats, _ = cv2.connectedComponentsWithStats(working, 8)
@@ -91,7 +91,7 @@ def deepest_point(mask: np.ndarray) -> tuple[int, int, float]:
     """`farthest_from_boundary`'s (x, y) and that distance in pixels (1 for a lone pixel)."""
     if not mask.any():
         raise ValueError("an empty mask has no inside")
-    cv2 = _cv2()
+    cv2 = require_cv2()
     ys, xs = np.nonzero(mask)
     y0, x0 = ys.min(), xs.min()
     crop = mask[y0 : ys.max() + 1, x0 : xs.max() + 1]  # outside its extent the distance only grows

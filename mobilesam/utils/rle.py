@@ -21,10 +21,10 @@ if TYPE_CHECKING:  # numpy only, except `pack_columns_torch`
 
 def mask_to_counts(mask: np.ndarray) -> np.ndarray:
     """HxW bool mask -> run lengths in column-major order, first run of zeros (maybe 0)."""
-    return _runs(np.asarray(mask, dtype=bool).ravel(order="F"))
+    return flat_runs(np.asarray(mask, dtype=bool).ravel(order="F"))
 
 
-def _runs(flat: np.ndarray) -> np.ndarray:
+def flat_runs(flat: np.ndarray) -> np.ndarray:
     """Run lengths of a flat bool array, starting with a (maybe empty) run of False."""
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -177,7 +177,7 @@ def bits_to_masks_torch(bits: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 
 def bits_to_counts(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Packed column-major bits of an (H, W) mask -> its run lengths."""
-    return _runs(np.unpackbits(bits, count=size[0] * size[1]).view(bool))
+    return flat_runs(np.unpackbits(bits, count=size[0] * size[1]).view(bool))
 
 
 def bits_to_mask(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
