@@ -26,6 +26,7 @@ reported and the run goes on; Ctrl-C stops with the scores so far.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import numpy as np
 from .box_job import check_size, is_bbox
 from .convert import checked_masks, decode_mask, has_mask, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
-from .highlevel import Segmenter
+from .highlevel import Segmenter, model_record_of
 from .image_io import load_image
 from .utils.regions import deepest_point, mask_iou
 
@@ -48,6 +49,7 @@ SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.in
 class GroundTruth:
     """A ground-truth file read and checked (`read_ground_truth`), ready to score."""
 
+    source: Path  # the file or folder it was read from
     images: Path  # the folder of its images
     plan: list  # (image record, [(annotation, image size)]) per image with a mask, file order
     skipped: dict  # annotations left out, by why
@@ -64,7 +66,7 @@ def read_ground_truth(
     plan, skipped = _plan(coco)
     categories = [c for c in coco.get("categories", []) if isinstance(c, dict)]
     names = {c.get("id"): str(c.get("name", c.get("id"))) for c in categories}
-    return GroundTruth(Path(images), plan, skipped, names)
+    return GroundTruth(Path(source).resolve(), Path(images).resolve(), plan, skipped, names)
 
 
 def evaluate_masks(
@@ -76,6 +78,7 @@ def evaluate_masks(
     max_images: int | None = None,
     progress: Callable[[str], None] | None = None,
     clicks: int = 0,
+    journal: str | Path | None = None,
 ) -> dict:
     """Score `sam` on the ground truth `truth` (`read_ground_truth`'s, or its `source`, with
     `images` and `classes` as it takes them).
@@ -88,6 +91,10 @@ def evaluate_masks(
     something to score. `clicks` N (with the point prompt): also "clicks": {"miou": [after
     click 1, ..., N], "noc85", "noc90"} and each case's "clicks" (its IoUs) and "clicked"
     ([x, y, label] each).
+
+    `journal`: a file where each image's scores are appended as soon as it is done. A run
+    given a journal of the same ground truth, prompts, clicks and model goes on from it
+    (its images are not segmented again); another run's journal is refused.
     """
     prompts = check_prompts(prompts)
     check_clicks(clicks, prompts)
@@ -100,6 +107,15 @@ def evaluate_masks(
     plan = truth.plan if max_images is None else truth.plan[:max_images]
     skipped = {**truth.skipped, "empty mask": 0}
     names = truth.names
+    header = {
+        "journal": "mobilesam evaluate",
+        "source": str(truth.source),
+        "images": str(truth.images),
+        "prompts": list(prompts),
+        "clicks": clicks,
+        "model": model_record_of(sam),
+    }
+    kept = _read_journal(Path(journal), header) if journal is not None else {}
     say = progress or (lambda line: None)
     cases: list[dict] = []
     failed: dict[str, str] = {}
@@ -107,6 +123,11 @@ def evaluate_masks(
     interrupted = False
     for index, (image, anns) in enumerate(plan, start=1):
         name = relative_name(image).as_posix()
+        if name in kept:  # scored by an earlier run
+            cases += kept[name]["cases"]
+            skipped["empty mask"] += kept[name]["empty"]
+            done += 1
+            continue
         try:
             rgb = load_image(truth.images / name)
             check_size(image, rgb.shape[:2])
@@ -121,6 +142,8 @@ def evaluate_masks(
         cases += found
         skipped["empty mask"] += empty
         done += 1
+        if journal is not None:
+            _append(Path(journal), header, {"image": name, "cases": found, "empty": empty})
         say(f"[{index}/{len(plan)}] {name}: {len(found)} masks scored")
     return {
         "prompts": list(prompts),
@@ -132,6 +155,53 @@ def evaluate_masks(
         "interrupted": interrupted,
         "cases": cases,
     }
+
+
+def _read_journal(path: Path, header: dict) -> dict[str, dict]:
+    """The images an earlier run recorded in `path` (none if there is no such file), by
+    name; a journal of another run is an error. A line cut short by a kill is ignored."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    try:
+        first = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        first = None
+    if not isinstance(first, dict) or first.get("journal") != header["journal"]:
+        raise MobileSAMError(
+            f"{path} is not a journal of `mobilesam evaluate`: move it away or pick another file"
+        )
+    differ = [k for k in header if k != "model" and first.get(k) != header[k]]
+    if first.get("model") and header["model"] and first["model"] != header["model"]:
+        differ.append("model")
+    if differ:
+        raise MobileSAMError(
+            f"{path} holds the scores of another run (its {', '.join(differ)} differ): delete it to start "
+            "again, or write elsewhere"
+        )
+    kept = {}
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line, cut short when the run was killed: that image is redone
+        kept[record["image"]] = record
+    return kept
+
+
+def _append(path: Path, header: dict, record: dict) -> None:
+    """One finished image's scores at the end of the journal (its header first, if new;
+    on a line of its own after a line cut short)."""
+    with path.open("ab+") as f:  # appends whatever the position read from
+        end = f.seek(0, 2)
+        if end == 0:
+            f.write(json.dumps(header).encode() + b"\n")
+        else:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(json.dumps(record).encode() + b"\n")
 
 
 def check_clicks(clicks: int, prompts: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import IMAGES, SMALL
 from PIL import Image
 
-from mobilesam import MobileSAM, PromptError
+from mobilesam import MobileSAM, MobileSAMError, PromptError
 from mobilesam.cli import main
 from mobilesam.evaluate import evaluate_masks, table
 from mobilesam.utils import rle
@@ -182,11 +182,15 @@ def test_bad_images_are_reported_and_the_run_goes_on(sam, photos, tmp_path, caps
     )
     saved = json.loads(out.read_text())
     assert saved["miou"] == result["miou"] and saved["cases"] == result["cases"]
+    # The journal stays, so that once the files are mended a rerun scores only those.
+    assert (tmp_path / "scores.json.journal.jsonl").is_file() and "scores the failed images only" in printed
 
 
-def test_interrupted_run_keeps_the_scores_so_far(sam, photos, tmp_path, capsys, monkeypatch):
+def test_interrupted_run_keeps_the_scores_so_far_and_goes_on(sam, photos, tmp_path, capsys, monkeypatch):
     """Ctrl-C during the second image: the first image's scores are the result, marked
-    interrupted; the CLI prints them, writes the JSON and exits 130."""
+    interrupted; the CLI prints them, writes the JSON, keeps the journal and exits 130; the
+    same command again segments only the second image, ends with the scores of an
+    uninterrupted run and removes the journal."""
     shutil.copy(IMAGES / "truck.jpg", photos / "truck2.jpg")
     mask = np.zeros((1200, 1800), bool)
     mask[600:900, 400:800] = True
@@ -200,12 +204,13 @@ def test_interrupted_run_keeps_the_scores_so_far(sam, photos, tmp_path, capsys, 
     ]
     source = tmp_path / "truth.json"
     source.write_text(json.dumps(_coco(images, anns)))
-    calls = []
+    whole = evaluate_masks(sam, source, photos, prompts="box")
+    calls, stop = [], {"at": 2}
     segment = MobileSAM.segment
 
     def stopped_on_the_second_image(self, image, **kwargs):
         calls.append(image)
-        if len(calls) > 1:
+        if len(calls) == stop["at"]:
             raise KeyboardInterrupt
         return segment(self, image, **kwargs)
 
@@ -218,8 +223,45 @@ def test_interrupted_run_keeps_the_scores_so_far(sam, photos, tmp_path, capsys, 
     calls.clear()
     out = tmp_path / "scores.json"
     args = ["evaluate", str(source), "--images", str(photos), "--prompts", "box", "--json", str(out)]
-    assert main([*args, "--checkpoint", str(sam.checkpoint), "--img-size", str(SMALL)]) == 130
-    assert "interrupted" in capsys.readouterr().out and json.loads(out.read_text())["interrupted"] is True
+    args += ["--checkpoint", str(sam.checkpoint), "--img-size", str(SMALL)]
+    assert main(args) == 130
+    assert "run the same command again to go on" in capsys.readouterr().out
+    assert json.loads(out.read_text())["interrupted"] is True
+    journal = tmp_path / "scores.json.journal.jsonl"
+    assert [json.loads(line).get("image") for line in journal.read_text().splitlines()] == [None, "truck.jpg"]
+    calls.clear()
+    stop["at"] = 0  # no more interrupts
+    assert main(args) == 0 and len(calls) == 1  # the second image only
+    done = json.loads(out.read_text())
+    assert done["interrupted"] is False and done["cases"] == whole["cases"] and not journal.exists()
+
+
+def test_a_journal_of_another_run_is_refused(sam, photos, tmp_path):
+    """Other prompts (or ground truth, clicks, model) than the journal's: refused, naming
+    them; a file that is no journal: refused; a last line cut short: that image redone."""
+    mask = np.zeros((1200, 1800), bool)
+    mask[600:900, 400:800] = True
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [400, 600, 400, 300], "segmentation": _rle(mask)}
+    ]
+    source = tmp_path / "truth.json"
+    source.write_text(
+        json.dumps(_coco([{"id": 1, "file_name": "truck.jpg", "width": 1800, "height": 1200}], anns))
+    )
+    journal = tmp_path / "j.jsonl"
+    first = evaluate_masks(sam, source, photos, prompts="box", journal=journal)
+    with pytest.raises(MobileSAMError, match=r"holds the scores of another run \(its prompts differ\)"):
+        evaluate_masks(sam, source, photos, prompts="box,point", journal=journal)
+    other = MobileSAM(sam.checkpoint, img_size=128)
+    with pytest.raises(MobileSAMError, match=r"\(its model differ\)"):
+        evaluate_masks(other, source, photos, prompts="box", journal=journal)
+    lines = journal.read_text().splitlines()
+    journal.write_text(lines[0] + "\n" + lines[1][:40])  # killed while writing the image's line
+    again = evaluate_masks(sam, source, photos, prompts="box", journal=journal)
+    assert again["cases"] == first["cases"] and len(journal.read_text().splitlines()) == 3
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    with pytest.raises(MobileSAMError, match="is not a journal of `mobilesam evaluate`"):
+        evaluate_masks(sam, source, photos, prompts="box", journal=tmp_path / "notes.txt")
 
 
 def test_label_files_and_the_first_images_only(sam, photos, tmp_path):

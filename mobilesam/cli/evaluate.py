@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from .common import add_backend_args, add_label_source, add_model_args, backend
 
@@ -34,7 +35,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "the previous logits as mask prompt): mIoU after each click, NoC@85/90 (default 0: none)",
     )
     ev.add_argument("--max-images", type=int, help="score the first N images with masks only")
-    ev.add_argument("--json", help="write the scores here, with every annotation's IoUs")
+    ev.add_argument(
+        "--json",
+        help="write the scores here, with every annotation's IoUs; JSON.journal.jsonl keeps each "
+        "image's as it is done, so that an interrupted run goes on",
+    )
     add_model_args(ev)
     add_backend_args(ev)
     ev.set_defaults(func=_evaluate)
@@ -49,8 +54,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json)
     truth = read_ground_truth(args.source, args.images, args.classes)
+    journal = Path(f"{args.json}.journal.jsonl") if args.json else None  # a rerun goes on from it
     result = evaluate_masks(
-        backend(args), truth, prompts=prompts, max_images=args.max_images, progress=print, clicks=args.clicks
+        backend(args),
+        truth,
+        prompts=prompts,
+        max_images=args.max_images,
+        progress=print,
+        clicks=args.clicks,
+        journal=journal,
     )
     skipped = ", ".join(f"{n} {why}" for why, n in result["skipped"].items() if n)
     print(
@@ -64,6 +76,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(f"json: {atomic_write_text(args.json, json.dumps(result, indent=1))}")
     if result["interrupted"]:
-        print("mobilesam: interrupted; the scores above are of the images done", flush=True)
+        again = f" (kept in {journal}): run the same command again to go on" if journal else ""
+        print(f"mobilesam: interrupted; the scores above are of the images done{again}", flush=True)
         return 130
-    return 1 if result["failed"] else 0
+    if result["failed"]:
+        if journal:
+            print(f"{journal} is kept: the same command again scores the failed images only")
+        return 1
+    if journal:
+        journal.unlink(missing_ok=True)
+    return 0
