@@ -21,7 +21,8 @@ the mask's pixel count (small < 32², medium < 96², large) and per category.
 Any backend serves (`Segmenter`: PyTorch, ONNX, ExecuTorch), so an int8 export or a
 distilled student is measured against the labels as the float32 model is. Each image
 is encoded once; an image that cannot be read, or whose size is not its record's, is
-reported and the run goes on; Ctrl-C stops with the scores so far.
+reported and the run goes on; Ctrl-C stops with the scores so far, and with a journal
+(`--json OUT`: OUT.journal.jsonl) the same run started again goes on from where it stopped.
 """
 
 from __future__ import annotations
