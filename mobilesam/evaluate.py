@@ -225,8 +225,8 @@ def check_prompts(prompts: tuple[str, ...] | str) -> tuple[str, ...]:
 
 def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]]]]], dict[str, int]]:
     """(image record, [(annotation, image size)]) for the images with a mask to score, in
-    the file's order, and how many annotations were left out, by why. A malformed mask is a
-    `ConvertError` naming it, before any image is read."""
+    the file's order, and how many annotations were left out, by why. A malformed mask or
+    file name is a `ConvertError` naming it, before any image is read."""
     skipped = {"crowd": 0, "no mask": 0}
     kept = []
     for ann in coco.get("annotations", []):
@@ -237,7 +237,10 @@ def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]
         else:
             kept.append(ann)
     checked = checked_masks({**coco, "annotations": kept})
-    return [(image, anns) for image, anns in checked if anns], skipped
+    plan = [(image, anns) for image, anns in checked if anns]
+    for image, _ in plan:
+        relative_name(image)  # a file_name reaching outside the folder: an error now, not mid-run
+    return plan, skipped
 
 
 def _score_image(

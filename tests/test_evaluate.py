@@ -290,6 +290,16 @@ def test_bad_options_say_what_is_wanted(sam, photos, tmp_path, capsys, monkeypat
         assert said in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "gone.json"), "--images", str(photos)]) == 2
     assert "gone.json: no such file" in capsys.readouterr().err
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True
+    images = [
+        {"id": i, "file_name": f, "width": 10, "height": 10} for i, f in ((1, "a.png"), (2, "../b.png"))
+    ]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "segmentation": _rle(mask)} for i in (1, 2)]
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(_coco(images, anns)))
+    assert main(["evaluate", str(outside), "--images", str(photos)]) == 2  # before the model, not mid-run
+    assert "file_name '../b.png' would reach outside the folder" in capsys.readouterr().err
     with pytest.raises(PromptError, match="prompts must be some of box, point, got boxes"):
         evaluate_masks(sam, source, photos, prompts="boxes")
     with pytest.raises(PromptError, match="max_images must be 1 or more"):
