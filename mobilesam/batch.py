@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import MobileSAMError, OutputError, PromptError
-from .highlevel import Segmenter, model_record_of
+from .highlevel import Segmenter, model_record_of, same_model
 from .image_io import visible_files
 from .options import EVERYTHING, check_decoder_precision, generator_kwargs
 from .prompts import parse_float
@@ -278,10 +278,9 @@ class FolderJob:
         made_edges, edges = (previous or {}).get("edges"), self.image_files.edges
         if made_edges and edges:
             made, asked = made | made_edges, asked | edges
-        # The model likewise: compared when both are known (not for a bare predictor, nor
-        # with a record made before models were recorded).
+        # The model likewise (`same_model`): its fields named where they differ.
         made_model = (previous or {}).get("model")
-        if made_model and model:
+        if not same_model(made_model, model):
             made |= {f"model {k}": v for k, v in made_model.items()}
             asked |= {f"model {k}": v for k, v in model.items()}
         if previous is not None and made != asked:

@@ -31,7 +31,7 @@ from pathlib import Path
 from .batch import BatchSummary, JobLock, failure_text, overlay_from_part, read_json
 from .convert import ConvertError, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
-from .highlevel import Segmenter, model_record_of
+from .highlevel import Segmenter, model_record_of, same_model
 from .image_io import load_image
 from .prompts import is_number, parse_float, parse_int
 from .utils.files import atomic_write_text, check_output_dir
@@ -161,7 +161,7 @@ class BoxJob:
         known, in the part or now, is not compared)."""
         part = read_json(self.out / "parts" / f"{name}.json")
         made, wanted = dict((part or {}).get("input") or {}), self._wanted(anns)
-        if made.get("model") is None or wanted["model"] is None:
+        if same_model(made.get("model"), wanted["model"]):
             made["model"] = wanted["model"]
         return part if part is not None and made == wanted else None
 

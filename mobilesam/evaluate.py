@@ -38,7 +38,7 @@ import numpy as np
 from .box_job import check_size, is_bbox
 from .convert import checked_masks, decode_mask, has_mask, load_annotations, relative_name
 from .errors import MobileSAMError, PromptError
-from .highlevel import Segmenter, model_record_of
+from .highlevel import Segmenter, model_record_of, same_model
 from .image_io import load_image
 from .utils.regions import deepest_point, mask_iou
 
@@ -174,7 +174,7 @@ def _read_journal(path: Path, header: dict) -> dict[str, dict]:
             f"{path} is not a journal of `mobilesam evaluate`: move it away or pick another file"
         )
     differ = [k for k in header if k != "model" and first.get(k) != header[k]]
-    if first.get("model") and header["model"] and first["model"] != header["model"]:
+    if not same_model(first.get("model"), header["model"]):
         differ.append("model")
     if differ:
         raise MobileSAMError(

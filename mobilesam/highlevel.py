@@ -28,6 +28,12 @@ def model_record_of(obj: object) -> dict | None:
     return record() if callable(record) else None
 
 
+def same_model(made: dict | None, asked: dict | None) -> bool:
+    """Whether two model records agree, as jobs compare them: one not known (a bare
+    predictor, or a record written before models were recorded) agrees with any."""
+    return not made or not asked or made == asked
+
+
 class Segmenter:
     """Segment images from prompts, or everything in them, with one `Predictor`.
 
