@@ -40,6 +40,7 @@ from .convert import checked_masks, decode_mask, has_mask, load_annotations, rel
 from .errors import MobileSAMError, PromptError
 from .highlevel import Segmenter, model_record_of, same_model
 from .image_io import load_image
+from .utils.boxes import masks_to_boxes
 from .utils.regions import deepest_point, mask_iou
 
 PROMPTS = ("box", "point")
@@ -311,8 +312,8 @@ def _box(ann: dict, truth: np.ndarray) -> list[float]:
     if is_bbox(box) and box[2] > 0 and box[3] > 0:
         x, y, bw, bh = (float(v) for v in box)
         return [x, y, x + bw, y + bh]
-    ys, xs = np.nonzero(truth)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    x0, y0, x1, y1 = masks_to_boxes(truth[None])[0]  # inclusive pixel bounds
+    return [float(x0), float(y0), float(x1 + 1), float(y1 + 1)]
 
 
 def _summary(cases: list[dict], prompts: tuple[str, ...], clicks: int = 0) -> dict:

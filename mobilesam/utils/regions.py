@@ -92,9 +92,8 @@ def deepest_point(mask: np.ndarray) -> tuple[int, int, float]:
     if not mask.any():
         raise ValueError("an empty mask has no inside")
     cv2 = require_cv2()
-    ys, xs = np.nonzero(mask)
-    y0, x0 = ys.min(), xs.min()
-    crop = mask[y0 : ys.max() + 1, x0 : xs.max() + 1]  # outside its extent the distance only grows
+    x0, y0, x1, y1 = masks_to_boxes(mask[None])[0]
+    crop = mask[y0 : y1 + 1, x0 : x1 + 1]  # outside its extent the distance only grows
     padded = np.pad(crop, 1).astype(np.uint8)  # the edge of the crop (and image) is outside
     distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
