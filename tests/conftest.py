@@ -5,10 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,51 +60,23 @@ def expected() -> dict[str, np.ndarray]:
         return dict(data)
 
 
-_EXECUTORCH: dict = {}
-
-
-def pytest_collection_finish(session) -> None:
-    """Start `mobilesam export executorch` in a subprocess when the ExecuTorch tests are
-    collected: its lowering is minutes of single-threaded Python, which overlaps the other
-    tests instead of adding to them (`executorch_export` waits for it)."""
-    if importlib.util.find_spec("executorch") is None:
-        return
-    if not any(item.path.name == "test_executorch.py" for item in session.items):
-        return
-    folder = Path(tempfile.mkdtemp(prefix="mobilesam-pte-"))
-    ckpt = folder / "mobile_sam.pt"
-    torch.save(synthetic_state_dict("vit_t"), ckpt)
-    calibration = [str(IMAGES / "picture1.jpg"), str(IMAGES / "picture2.jpg")]
-    cmd = [sys.executable, "-m", "mobilesam", "export", "executorch", "--checkpoint", str(ckpt)]
-    cmd += ["--out", str(folder / "pte"), "--quantize", "int8", "--calibration", *calibration]
-    log = open(folder / "export.log", "w")  # noqa: SIM115 (closed in pytest_sessionfinish)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # Niced: the tests in the foreground go first; the export has the rest of the run.
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.nice(10)
-    )
-    _EXECUTORCH.update(folder=folder, ckpt=ckpt, proc=proc, log=log)
+def pytest_configure(config) -> None:
+    """With pytest-xdist workers (`-n 2` in pyproject's addopts), the OpenMP threads of each
+    worker and of every process it starts sleep while they wait for work instead of
+    spinning for a core (OMP_WAIT_POLICY=PASSIVE). Two workers of two spinning threads on
+    two cores ran the suite in 16 minutes where one process took 11.4; one thread each,
+    9.7; two passive threads each, 8.6 (2026-12-07, this machine). Set here, in the
+    controller, so that the workers start with it."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """The ExecuTorch tests last, so that their background export has the run to finish."""
-    items.sort(key=lambda item: item.path.name == "test_executorch.py")
-
-
-def executorch_export() -> tuple[Path, Path]:
-    """The background export's folder of programs and the checkpoint it was made from."""
-    proc, folder = _EXECUTORCH["proc"], _EXECUTORCH["folder"]
-    if proc.wait(timeout=1800) != 0:
-        pytest.fail("mobilesam export executorch failed:\n" + (folder / "export.log").read_text()[-4000:])
-    return folder / "pte", _EXECUTORCH["ckpt"]
-
-
-def pytest_sessionfinish(session) -> None:
-    if _EXECUTORCH:
-        _EXECUTORCH["proc"].kill()
-        _EXECUTORCH["proc"].wait()
-        _EXECUTORCH["log"].close()
-        shutil.rmtree(_EXECUTORCH["folder"], ignore_errors=True)
+    """Files with slow tests first, the ExecuTorch tests (minutes of export) first of all:
+    with the files shared out to workers in this order (`--dist loadfile
+    --no-loadscope-reorder`), the long ones start early and the short ones fill the gaps."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path.name != "test_executorch.py", item.path not in slow_files))
 
 
 @pytest.fixture(scope="session")
