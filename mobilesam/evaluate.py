@@ -8,6 +8,9 @@ counted and left out). Its prompts:
 - `point`: one foreground point at the mask's pixel farthest from its boundary (the
   middle of its largest inscribed disc; the image's edge counts as boundary), answered
   with the best-scored of SAM's three candidates;
+- `oracle`: the same point, answered with the candidate closest to the ground truth (the
+  best IoU of the three; SAM's paper reports single-point scores so, the point being
+  ambiguous): an upper bound on `point` that says how much the model loses by choosing;
 - with `clicks` N, N - 1 correction clicks after that point, as interactive benchmarks
   (RITM's protocol) place them: each at the pixel deepest inside the larger error region
   (the missed part of the object: a foreground click; the spill outside it: a background
@@ -43,7 +46,8 @@ from .image_io import load_image
 from .utils.boxes import masks_to_boxes
 from .utils.regions import deepest_point, mask_iou
 
-PROMPTS = ("box", "point")
+PROMPTS = ("box", "point")  # the default kinds of prompt
+KINDS = ("box", "point", "oracle")
 SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}  # COCO's ranges
 
 
@@ -88,8 +92,9 @@ def evaluate_masks(
     Returns {"prompts", "images", "annotations", "miou": {prompt: {"all", "small",
     "medium", "large"}}, "count": {"all", "small", ...}, "categories": {name: {"count",
     prompt: mIoU}}, "skipped": {why: n}, "failed": {file: error}, "interrupted",
-    "cases": [{"id", "image", "category", "area", "box", "point", "point_xy"}, ...]}; a
-    range with no annotation has mIoU None. `max_images`: the first N images with
+    "cases": [{"id", "image", "category", "area", "box", "point", "point_xy", "oracle",
+    "oracle_mask_id"}, ...]}; a range with no annotation has mIoU None. `prompts`: some
+    of "box", "point", "oracle" (the module doc). `max_images`: the first N images with
     something to score. `clicks` N (with the point prompt): also "clicks": {"miou": [after
     click 1, ..., N], "noc85", "noc90"} and each case's "clicks" (its IoUs) and "clicked"
     ([x, y, label] each).
@@ -215,13 +220,13 @@ def check_clicks(clicks: int, prompts: tuple[str, ...]) -> None:
 
 
 def check_prompts(prompts: tuple[str, ...] | str) -> tuple[str, ...]:
-    """ "box,point" or a tuple of prompt kinds -> the kinds, in PROMPTS' order."""
+    """ "box,point" or a tuple of prompt kinds -> the kinds, in KINDS' order."""
     if isinstance(prompts, str):
         prompts = tuple(p.strip() for p in prompts.split(","))
-    unknown = [p for p in prompts if p not in PROMPTS]
+    unknown = [p for p in prompts if p not in KINDS]
     if unknown or not prompts:
-        raise PromptError(f"prompts must be some of {', '.join(PROMPTS)}, got {', '.join(prompts) or 'none'}")
-    return tuple(p for p in PROMPTS if p in prompts)
+        raise PromptError(f"prompts must be some of {', '.join(KINDS)}, got {', '.join(prompts) or 'none'}")
+    return tuple(p for p in KINDS if p in prompts)
 
 
 def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]]]]], dict[str, int]]:
@@ -279,6 +284,15 @@ def _score_image(
             case["point"], case["point_xy"] = ious[0], clicked[0][:2]
             if clicks:
                 case["clicks"], case["clicked"] = ious, clicked
+    if "oracle" in prompts:  # the point's three candidates, one decoder call each
+        for case, (_, truth) in zip(cases, scored):
+            x, y, _ = deepest_point(truth)
+            point = [[x + 0.5, y + 0.5]]
+            ious = [
+                mask_iou(sam.segment(rgb, input_point=point, mask_id=k).masks[0], truth) for k in (1, 2, 3)
+            ]
+            best = int(np.argmax(ious))
+            case.update(oracle=ious[best], oracle_mask_id=best + 1, point_xy=[x, y])
     return cases, len(anns) - len(scored)
 
 

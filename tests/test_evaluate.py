@@ -85,6 +85,41 @@ def test_the_models_own_box_masks_score_one_and_points_start_inside(sam, photos,
     assert len(clicked["clicks"]["miou"]) == 2 and "box" not in clicked["miou"]
 
 
+def test_oracle_is_the_points_candidate_closest_to_the_truth(sam, photos, tmp_path):
+    """`oracle`: the point prompt's three candidates, the best IoU with the truth; the
+    `point` score is the best-scored of the same three, so the oracle bounds it."""
+    h, w = 1200, 1800
+    truths = [np.zeros((h, w), bool) for _ in range(3)]
+    truths[0][600:900, 400:800] = True
+    truths[1][650:760, 1230:1420] = True
+    truths[2][100:400, 100:1700] = True
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "segmentation": _rle(m)} for i, m in enumerate(truths)]
+    source = tmp_path / "truth.json"
+    source.write_text(json.dumps(_coco([{"id": 1, "file_name": "truck.jpg"}], anns)))
+    result = evaluate_masks(sam, source, photos, prompts="oracle,point")
+    assert result["prompts"] == ["point", "oracle"] and set(result["miou"]) == {"point", "oracle"}
+    picked = set()
+    for case, truth in zip(result["cases"], truths):
+        x, y = case["point_xy"]
+        assert (x, y) == farthest_from_boundary(truth)
+        answers = [
+            sam.segment(photos / "truck.jpg", input_point=[[x + 0.5, y + 0.5]], mask_id=k) for k in (1, 2, 3)
+        ]
+        ious = [mask_iou(a.masks[0], truth) for a in answers]
+        assert case["oracle"] == max(ious) and case["oracle_mask_id"] == 1 + int(np.argmax(ious))
+        assert case["point"] == ious[int(np.argmax([a.scores[0] for a in answers]))] <= case["oracle"]
+        picked.add(case["oracle_mask_id"])
+    assert len(picked) > 1  # the truths reach the choice between candidates, not one token
+    assert result["miou"]["oracle"]["all"] >= result["miou"]["point"]["all"]
+    assert "oracle" in table(result)
+    oracle_only = evaluate_masks(sam, source, photos, prompts="oracle")
+    assert [c["oracle"] for c in oracle_only["cases"]] == [c["oracle"] for c in result["cases"]]
+    assert (
+        "point" not in oracle_only["cases"][0]
+        and oracle_only["cases"][0]["point_xy"] == result["cases"][0]["point_xy"]
+    )
+
+
 def test_sizes_categories_and_what_is_left_out(sam, photos, tmp_path):
     """COCO's size ranges by the mask's pixels, polygons and RLE alike; crowd regions,
     box-only annotations and empty masks are counted, not scored; the box falls back to
@@ -283,7 +318,7 @@ def test_bad_options_say_what_is_wanted(sam, photos, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(command, "backend", lambda args: pytest.fail("the model was loaded"))
     for given, said in (
-        (["--prompts", "box,polygon"], "prompts must be some of box, point, got box, polygon"),
+        (["--prompts", "box,polygon"], "prompts must be some of box, point, oracle, got box, polygon"),
         (["--json", str(photos)], "is a folder"),
     ):
         assert main(["evaluate", str(source), "--images", str(photos), *given]) == 2
@@ -300,7 +335,7 @@ def test_bad_options_say_what_is_wanted(sam, photos, tmp_path, capsys, monkeypat
     outside.write_text(json.dumps(_coco(images, anns)))
     assert main(["evaluate", str(outside), "--images", str(photos)]) == 2  # before the model, not mid-run
     assert "file_name '../b.png' would reach outside the folder" in capsys.readouterr().err
-    with pytest.raises(PromptError, match="prompts must be some of box, point, got boxes"):
+    with pytest.raises(PromptError, match="prompts must be some of box, point, oracle, got boxes"):
         evaluate_masks(sam, source, photos, prompts="boxes")
     with pytest.raises(PromptError, match="max_images must be 1 or more"):
         evaluate_masks(sam, source, photos, max_images=0)

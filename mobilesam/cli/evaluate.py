@@ -25,7 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--prompts",
         default="box,point",
         help="box: each mask's bbox; point: its pixel farthest from its boundary (needs OpenCV, "
-        "the amg extra); comma-separated (default box,point)",
+        "the amg extra), the best-scored of three candidates; oracle: that point, the candidate "
+        "closest to the truth; comma-separated (default box,point)",
     )
     ev.add_argument(
         "--clicks",
