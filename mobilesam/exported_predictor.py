@@ -176,6 +176,11 @@ class ExportedPredictor:
             box = None if boxes is None else boxes[i]
             mask = None if mask_input is None else mask_input[i]
             m, sc, lo = (x[0] for x in self._decode(c, lab, box, mask, out_size, multimask))
+            if mask_id is not None and len(sc) != 3:
+                raise PromptError(
+                    f"mask_id {mask_id}: this export's decoder returns one mask per prompt "
+                    "(exported with a single-mask output), not the three candidates to choose from"
+                )
             chosen = multimask and len(sc) == 3
             k = int(pick_candidates(sc[None], mask_id)[0]) if chosen else 0
             mask_id_out = np.array([k + 1 if chosen else 0], np.int64)

@@ -189,6 +189,8 @@ def test_raw_image_encoder_and_single_mask(tmp_path, sam_vit_t, dtype):
     candidates, cand_scores, _ = predictor.predict(box=box, multimask_output=True)
     got = onnx_predictor.predict(box=box, multimask_output=False)[0]
     assert got.shape == (1, 770, 769) and mask_iou(got[0], candidates[np.argmax(cand_scores)]) >= 0.99
+    with pytest.raises(PromptError, match="mask_id 2: this export's decoder returns one mask"):
+        onnx_predictor.segment(image, input_point=[[300, 400]], mask_id=2)  # not silently the one
     # A 1x2307 strip: the in-graph resize and crop keep 1 pixel across (rounding gives 0)
     strip = np.tile(image[:1], (1, 3, 1))
     onnx_predictor.set_image(strip)
