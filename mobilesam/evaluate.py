@@ -286,7 +286,7 @@ def _score_image(
                 case["clicks"], case["clicked"] = ious, clicked
     if "oracle" in prompts:  # the point's three candidates, one decoder call each
         for case, (_, truth) in zip(cases, scored):
-            x, y, _ = deepest_point(truth)
+            x, y = case["point_xy"] if "point_xy" in case else deepest_point(truth)[:2]  # one transform
             point = [[x + 0.5, y + 0.5]]
             ious = [
                 mask_iou(sam.segment(rgb, input_point=point, mask_id=k).masks[0], truth) for k in (1, 2, 3)

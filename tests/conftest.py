@@ -63,10 +63,10 @@ def expected() -> dict[str, np.ndarray]:
 def pytest_configure(config) -> None:
     """With pytest-xdist workers (`-n 2` in pyproject's addopts), the OpenMP threads of each
     worker and of every process it starts sleep while they wait for work instead of
-    spinning for a core (OMP_WAIT_POLICY=PASSIVE). Two workers of two spinning threads on
-    two cores ran the suite in 16 minutes where one process took 11.4; one thread each,
-    9.7; two passive threads each, 8.6 (2026-12-07, this machine). Set here, in the
-    controller, so that the workers start with it."""
+    spinning for a core (OMP_WAIT_POLICY=PASSIVE). With spinning threads two workers were
+    half as slow again as one process; with passive ones, a quarter faster (the numbers:
+    docs/performance.md, *pytest-xdist, kept*). Set here, in the controller, so that the
+    workers start with it."""
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
