@@ -62,7 +62,7 @@ class ModelService:
         self.predictor = predictor
         self.cache_images, self.cache_bytes, self.edge_bytes = cache_images, cache_bytes, edge_bytes
         self._edges: OrderedDict[int, EverythingEdges] = OrderedDict()  # by run, oldest first
-        self.flat_runs = itertools.count()
+        self._runs = itertools.count()
         self._cache: OrderedDict[str, Embedding] = OrderedDict()
         self._lock = threading.RLock()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="ui-encoder")
@@ -204,7 +204,7 @@ class ModelService:
             if run.nbytes > self.edge_bytes:  # past the limit alone: not kept
                 return annotations
         with self._lock:
-            self._edges[next(self.flat_runs)] = run
+            self._edges[next(self._runs)] = run
             while sum(r.nbytes for r in self._edges.values()) > self.edge_bytes:
                 self._edges.popitem(last=False)  # the oldest runs
         return annotations
