@@ -138,7 +138,7 @@ def evaluate_masks(
         try:
             rgb = load_image(truth.images / name)
             check_size(image, rgb.shape[:2])
-            found, empty = _score_image(sam, rgb, image, anns, prompts, names, clicks)
+            found, empty = _score_image(sam, rgb, name, anns, prompts, names, clicks)
         except KeyboardInterrupt:
             interrupted = True
             break
@@ -250,12 +250,11 @@ def _plan(coco: dict) -> tuple[list[tuple[dict, list[tuple[dict, tuple[int, int]
 
 
 def _score_image(
-    sam: Segmenter, rgb: np.ndarray, image: dict, anns: list, prompts: tuple, names: dict, clicks: int = 0
+    sam: Segmenter, rgb: np.ndarray, name: str, anns: list, prompts: tuple, names: dict, clicks: int = 0
 ) -> tuple[list[dict], int]:
-    """One image's cases (each annotation's ground-truth mask against the model's answer
-    to each prompt kind) and how many masks had no pixel (nothing to prompt from)."""
+    """Image `name`'s cases (each annotation's ground-truth mask against the model's
+    answer to each prompt kind) and how many masks had no pixel (nothing to prompt from)."""
     h, w = rgb.shape[:2]
-    name = relative_name(image).as_posix()
     scored = []  # (annotation, its ground-truth mask)
     for ann, _ in anns:
         truth = decode_mask(ann, (h, w))
