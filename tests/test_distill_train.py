@@ -197,7 +197,9 @@ def test_torchrun_two_processes_match_one(distill_data, tmp_path):
     """torchrun, 2 CPU processes (gloo) x batch 2 against 1 process x batch 4: the same samples
     per step, gradients averaged by DDP. Batch norm sees each process's 2 samples on its own
     (PyTorch has no CPU SyncBatchNorm), so the losses agree within a tolerance, not exactly:
-    measured here 0.2% at step 1 (before any update), at most 15% later on."""
+    measured here 0.6% at step 1 (before any update), at most 37% later on (15% when the
+    student started from PyTorch's default initialisation instead of TinyViT's). Without the gradients' all-reduce the two-process
+    losses are 14-204% above the one-process ones from step 2 on (109% at step 3)."""
     import subprocess
     import sys
 
@@ -215,7 +217,7 @@ def test_torchrun_two_processes_match_one(distill_data, tmp_path):
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 8
     assert abs(two[0] - one[0]) <= 0.01 * one[0], (one, two)
-    assert all(abs(b - a) <= 0.25 * a for a, b in zip(one, two, strict=True)), (one, two)
+    assert all(abs(b - a) <= 0.5 * a for a, b in zip(one, two, strict=True)), (one, two)
     assert two[-1] < 0.5 * two[0]  # it trains
     state = torch.load(tmp_path / "two" / "student.pt", weights_only=True)
     build_sam("vit_t", img_size=SIZE).load_state_dict(state)  # rank 0 wrote the official layout

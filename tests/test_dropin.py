@@ -114,7 +114,7 @@ def test_image_encoder_helpers_upstream_code_imports():
     assert get_rel_pos(2, 4, torch.arange(7.0)[:, None])[..., 0].tolist() == [[3, 2, 1, 0], [5, 4, 3, 2]]
     # attention written the upstream way with these helpers = our Attention, on a grid of the
     # table's size and on a larger one (the tables resampled)
-    attn = Attention(32, 4, True, 5)
+    attn = Attention(32, num_heads=4, qkv_bias=True, use_rel_pos=True, input_size=(5, 5))
     with torch.no_grad():
         for p in attn.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
@@ -336,3 +336,250 @@ def test_sam_onnx_model_exports_as_the_notebook_does(sam_vit_t, truck_predictor,
     assert np.abs(low_res[0] - ref_low).max() <= 1e-3 * max(1.0, float(np.abs(ref_low).max()))
     inter, union = np.logical_and(masks[0], ref_masks).sum(), np.logical_or(masks[0], ref_masks).sum()
     assert inter >= 0.999 * union
+
+
+# ---- models built with upstream's constructors -------------------------------------------
+
+
+def _build_as_upstream(model_type: str, img_size: int):
+    """A model built the way segment-anything's `_build_sam` and MobileSAM's
+    `build_sam_vit_t` build it (and Grounded-SAM's `setup_mobile_sam`, which copies the
+    latter), every keyword as they pass it; only the imports changed."""
+    from functools import partial
+
+    from mobilesam.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from mobilesam.modeling.tiny_vit_sam import TinyViT
+
+    if model_type == "vit_t":
+        encoder = TinyViT(
+            img_size=img_size,
+            in_chans=3,
+            num_classes=1000,
+            embed_dims=[64, 128, 160, 320],
+            depths=[2, 2, 6, 2],
+            num_heads=[2, 4, 5, 10],
+            window_sizes=[7, 7, 14, 7],
+            mlp_ratio=4.0,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            use_checkpoint=False,
+            mbconv_expand_ratio=4.0,
+            local_conv_size=3,
+            layer_lr_decay=0.8,
+        )
+    else:  # segment-anything's build_sam_vit_b
+        encoder = ImageEncoderViT(
+            depth=12,
+            embed_dim=768,
+            img_size=img_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=12,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=[2, 5, 8, 11],
+            window_size=14,
+            out_chans=256,
+        )
+    grid = img_size // 16
+    return Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(grid, grid),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+@pytest.mark.parametrize("model_type", ["vit_t", "vit_b"])
+def test_models_built_with_upstream_constructors(model_type):
+    """Grounded-SAM's MobileSAM demo builds the model itself with the official classes'
+    keywords (`drop_rate`, `use_checkpoint`, `layer_lr_decay`, ...; `norm_layer`,
+    `qkv_bias`, `use_rel_pos` for SAM's ViT), loads `mobile_sam.pt` strictly and predicts;
+    with our classes it gets our registry model's answers."""
+    from conftest import synthetic_state_dict
+
+    size = 256
+    state = synthetic_state_dict(model_type, img_size=size)
+    sam = _build_as_upstream(model_type, size)
+    sam.load_state_dict(state, strict=True)
+    sam.eval()
+    reference = build_sam(model_type, img_size=size)
+    reference.load_state_dict(state, strict=True)
+    image = _image("truck.jpg", (300, 200))
+    answers = []
+    for model in (sam, reference):
+        predictor = SamPredictor(model)
+        predictor.set_image(image)
+        answers.append(predictor.predict(box=np.array([40, 50, 200, 150]), multimask_output=True))
+    for ours, ref in zip(*answers, strict=True):
+        np.testing.assert_array_equal(ours, ref)
+    # pixel_mean / pixel_std are 3x1x1 as upstream's: normalising a CxHxW image with them, as
+    # fine-tuning code does, is the model's own preprocessing
+    x = torch.rand(3, 12, 10) * 255
+    assert sam.pixel_mean.shape == (3, 1, 1)
+    torch.testing.assert_close(
+        ((x - sam.pixel_mean) / sam.pixel_std)[None], sam.preprocess(x[None])[..., :12, :10]
+    )
+
+
+def test_vit_constructor_options_mean_what_upstream_means():
+    """ImageEncoderViT's upstream options: no absolute or relative positions, no qkv bias
+    (the parameters are absent, as upstream's), the norm and activation layers given."""
+    from functools import partial
+
+    from torch import nn
+
+    from mobilesam.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+    from mobilesam.modeling.image_encoder import Attention
+
+    torch.manual_seed(0)
+    vit = ImageEncoderViT(
+        img_size=64,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        out_chans=16,
+        qkv_bias=False,
+        norm_layer=partial(nn.LayerNorm, eps=0.25),
+        act_layer=nn.ReLU,
+        use_abs_pos=False,
+        use_rel_pos=False,
+        window_size=0,
+        global_attn_indexes=(),
+    ).eval()
+    keys = set(vit.state_dict())
+    assert "pos_embed" not in keys and "blocks.0.attn.qkv.weight" in keys
+    assert not any("rel_pos" in k or "qkv.bias" in k for k in keys)
+    assert vit.blocks[0].norm1.eps == 0.25 and vit.blocks[1].window_size == 0
+    assert vit(torch.randn(1, 3, 64, 64)).shape == (1, 16, 4, 4)
+    # the MLP's activation is the one given
+    mlp, h = vit.blocks[0].mlp, torch.randn(5, 32)
+    torch.testing.assert_close(mlp(h), mlp.lin2(torch.relu(mlp.lin1(h))))
+    # attention without relative positions: plain softmax attention
+    attn = Attention(16, num_heads=2)
+    x = torch.randn(2, 3, 4, 16)
+    q, k, v = attn.qkv(x).reshape(2, 12, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    out = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+    torch.testing.assert_close(attn(x), attn.proj(out.transpose(1, 2).reshape(2, 3, 4, 16)))
+    with pytest.raises(ValueError, match="input_size"):
+        Attention(16, num_heads=2, use_rel_pos=True)
+    # the prompt encoder's mask path takes any activation; other activations, which the
+    # fused kernels do not compute, are refused by name rather than computed as GELU
+    pe = PromptEncoder(32, (4, 4), (64, 64), 16, activation=nn.SiLU)
+    assert isinstance(pe.mask_downscaling[2], nn.SiLU) and isinstance(pe.mask_downscaling[5], nn.SiLU)
+    with pytest.raises(ValueError, match=r"SiLU.*nn\.GELU or nn\.ReLU"):
+        ImageEncoderViT(img_size=64, embed_dim=32, depth=1, num_heads=2, act_layer=nn.SiLU)
+    with pytest.raises(ValueError, match=r"ReLU.*nn\.GELU \(exact\)"):
+        MaskDecoder(transformer_dim=32, transformer=TwoWayTransformer(1, 32, 2, 64), activation=nn.ReLU)
+    with pytest.raises(ValueError, match="Tanh"):
+        TwoWayTransformer(1, 32, 2, 64, activation=nn.Tanh)
+    # the random Fourier features' scale (None or <= 0: 1, as upstream)
+    from mobilesam.modeling.prompt_encoder import PositionEmbeddingRandom
+
+    matrices = []
+    for scale in (None, 0.0, 3.0):
+        torch.manual_seed(0)
+        matrices.append(PositionEmbeddingRandom(8, scale).positional_encoding_gaussian_matrix)
+    assert torch.equal(matrices[0], matrices[1]) and torch.equal(matrices[2], 3 * matrices[0])
+
+
+def _tiny_vit(**options):
+    from mobilesam.modeling.tiny_vit_sam import TinyViT
+
+    torch.manual_seed(0)
+    return TinyViT(img_size=64, **options)
+
+
+def test_tiny_vit_training_options_mean_what_upstream_means(monkeypatch):
+    """TinyViT's training options, as the official class defines them: layer-wise lr decay
+    as each parameter's `lr_scale`, stochastic depth rising linearly over the blocks,
+    dropout in the MLPs, activation checkpointing with the same numbers, the local
+    convolution's size, TinyViT's initialisation."""
+    from torch import nn
+    from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+    from mobilesam.modeling.tiny_vit import DropPath, MBConv, TinyViTBlock
+
+    vit = _tiny_vit(layer_lr_decay=0.5)
+    blocks = [b for layer in vit.layers for b in layer.blocks]
+    assert len(blocks) == 12
+    for i, block in enumerate(blocks):  # the last block 1, each one before it half
+        assert {p.lr_scale for p in block.parameters()} == {0.5 ** (11 - i)}
+    assert {p.lr_scale for p in vit.patch_embed.parameters()} == {0.5**11}
+    assert {p.lr_scale for p in vit.layers[1].downsample.parameters()} == {0.5**8}  # its stage's last block
+    assert {p.lr_scale for p in [*vit.norm_head.parameters(), *vit.head.parameters()]} == {1.0}
+    assert not any(hasattr(p, "lr_scale") for p in vit.neck.parameters())  # MobileSAM's, added after
+
+    vit = _tiny_vit(drop_path_rate=0.33, drop_rate=0.25, local_conv_size=5)
+    rates = [
+        getattr(b.drop_path, "drop_prob", 0.0) for b in vit.modules() if isinstance(b, MBConv | TinyViTBlock)
+    ]
+    np.testing.assert_allclose(rates, np.linspace(0, 0.33, 12), atol=1e-7)
+    assert isinstance(blocks[0].drop_path, nn.Identity)  # rate 0: no module
+    block = vit.layers[1].blocks[0]
+    assert block.local_conv.c.kernel_size == (5, 5) and block.mlp.drop.p == 0.25
+    tokens = torch.randn(2, 16, 128)
+    with torch.no_grad():  # the MLP's dropout applies in training only
+        assert not torch.equal(block.mlp.train()(tokens), block.mlp(tokens))
+        torch.testing.assert_close(block.mlp.eval()(tokens), block.mlp(tokens))
+    x = torch.randn(2, 3, 64, 64)
+    plain = _tiny_vit(local_conv_size=5)
+    plain.load_state_dict(vit.state_dict())  # same parameters: eval mode drops nothing
+    vit.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x), plain(x))
+    # DropPath: whole samples zeroed at the rate, the others scaled up; identity in eval
+    drop = DropPath(0.75).train()
+    y = drop(torch.ones(4000, 3))
+    assert set(y.unique().tolist()) == {0.0, 4.0}
+    assert (y[:, 0] == 0).float().mean().item() == pytest.approx(0.75, abs=0.03)
+    assert (y == y[:, :1]).all() and torch.equal(drop.eval()(y), y)
+
+    # Activation checkpointing: every block checkpointed when training, with the same
+    # outputs and gradients, drop paths included
+    from mobilesam.modeling import tiny_vit
+
+    checkpointed = []
+    monkeypatch.setattr(
+        tiny_vit, "checkpoint", lambda fn, *a, **k: checkpointed.append(fn) or torch_checkpoint(fn, *a, **k)
+    )
+    grads = []
+    for use_checkpoint in (False, True):
+        vit = _tiny_vit(drop_path_rate=0.5, use_checkpoint=use_checkpoint).train()
+        torch.manual_seed(1)
+        out = vit(x)
+        out.square().mean().backward()
+        grads.append((out.detach(), [p.grad for p in vit.parameters() if p.grad is not None]))
+        with torch.no_grad():
+            vit(x)  # nothing to recompute without gradients: not checkpointed
+    assert checkpointed == [b for layer in vit.layers for b in layer.blocks]
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert len(grads[0][1]) == len(grads[1][1]) > 0
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+
+    # TinyViT's initialisation: linear weights truncated normal (std 0.02), zero biases,
+    # each MBConv's last batch norm at zero (the block starts as the identity); no head
+    # with num_classes=0
+    linears = [m for m in plain.modules() if isinstance(m, nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.1) and weights.abs().max() <= 2
+    assert not any(m.bias.any() for m in linears)
+    assert all(not m.conv3.bn.weight.any() for m in plain.modules() if isinstance(m, MBConv))
+    headless = _tiny_vit(num_classes=0)
+    assert isinstance(headless.head, nn.Identity) and not any(
+        k.startswith("head.") for k in headless.state_dict()
+    )

@@ -136,8 +136,8 @@ def export_executorch(
         "source_checkpoint": str(checkpoint) if checkpoint else None,
         "source_sha256": source_sha256(checkpoint) if checkpoint else None,
         "img_size": sam.img_size,
-        "pixel_mean": sam.pixel_mean.tolist(),
-        "pixel_std": sam.pixel_std.tolist(),
+        "pixel_mean": sam.pixel_mean.flatten().tolist(),
+        "pixel_std": sam.pixel_std.flatten().tolist(),
         "backend": "XNNPACK",
         "encoder": {
             "file": "encoder.pte",

@@ -245,8 +245,8 @@ def export_onnx(
         "source_sha256": source_sha256(checkpoint) if checkpoint else None,
         "opset": opset,
         "img_size": sam.img_size,
-        "pixel_mean": sam.pixel_mean.tolist(),
-        "pixel_std": sam.pixel_std.tolist(),
+        "pixel_mean": sam.pixel_mean.flatten().tolist(),
+        "pixel_std": sam.pixel_std.flatten().tolist(),
         "encoder": {"file": enc_path.name, **encoder_description(sam, raw_dtype)},
         "decoder": {
             "file": dec_path.name,

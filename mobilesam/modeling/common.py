@@ -66,14 +66,31 @@ class LayerNorm2d(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
-class MLPBlock(nn.Module):
-    """Linear -> activation ("gelu" or "relu") -> Linear (keys `lin1`, `lin2`)."""
+_ACTIVATION_NAMES = {nn.GELU: "gelu", nn.ReLU: "relu"}
 
-    def __init__(self, embedding_dim: int, mlp_dim: int, act: str = "gelu") -> None:
+
+def activation_name(act: str | type[nn.Module], allowed: tuple[str, ...] = ("gelu", "relu")) -> str:
+    """The name our kernels take ("gelu", "relu") for an activation given as upstream's
+    constructors take it (the class, `nn.GELU`) or by name. Upstream accepts any class;
+    every published checkpoint uses GELU and ReLU where their defaults say, and others
+    are refused rather than computed as something else."""
+    name = act if isinstance(act, str) else _ACTIVATION_NAMES.get(act)
+    if name not in allowed:
+        classes = {n: cls.__name__ for cls, n in _ACTIVATION_NAMES.items()}
+        choices = " or ".join(f"nn.{classes[n]}" for n in allowed)
+        raise ValueError(f"activation {act!r} is not supported here; mobilesam computes {choices} (exact)")
+    return name
+
+
+class MLPBlock(nn.Module):
+    """Linear -> activation -> Linear (keys `lin1`, `lin2`); `act` as upstream's (`nn.GELU`,
+    `nn.ReLU`) or its name; `self.act` is the name."""
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: str | type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.lin1 = Linear(embedding_dim, mlp_dim)
         self.lin2 = Linear(mlp_dim, embedding_dim)
-        self.act = act
+        self.act = activation_name(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.lin1(x, self.act))

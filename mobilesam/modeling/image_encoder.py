@@ -6,7 +6,8 @@ attention in a few; parameter names follow `segment_anything/modeling/image_enco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -109,29 +110,44 @@ def _flex_rel_pos_attention(
 
 
 class Attention(nn.Module):
-    """Multi-head attention with decomposed relative positions. Fast path (fast_paths.py):
-    `flex_attention`, under torch.compile only; the reference path passes the relative-
-    position terms to SDPA as a materialised mask."""
+    """Multi-head attention, with decomposed relative positions when `use_rel_pos` (every
+    published SAM checkpoint has the tables). Upstream's constructor, defaults included;
+    `rel_pos_zero_init` is accepted and, as upstream, unused (the tables start at zero).
+    Fast path (fast_paths.py): `flex_attention`, under torch.compile only; the reference
+    path passes the relative-position terms to SDPA as a materialised mask."""
 
     FAST_PATHS = ("flex_attention",)
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, input_size: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = False,
+        rel_pos_zero_init: bool = True,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.flex_attention = fast_paths.default("flex_attention")
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5  # upstream's attributes (SDPA applies the same scale)
-        self.use_rel_pos = True  # every published SAM checkpoint has the tables
+        self.use_rel_pos = use_rel_pos
         self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = Linear(dim, dim)
-        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
-        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+        if use_rel_pos:
+            if input_size is None:
+                raise ValueError("relative positions (use_rel_pos) need the input_size of their tables")
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: BxHxWxC -> BxHxWxC."""
-        b, h, w, c = x.shape
+        b, h, w, _ = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x head_dim
+        if not self.use_rel_pos:
+            return self._project(F.scaled_dot_product_attention(q, k, v), x.shape)
         # The decomposed relative-position terms of the unscaled query.
         rel_h, rel_w = _rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
         if (
@@ -143,6 +159,11 @@ class Attention(nn.Module):
         else:  # as SDPA's mask
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self._project(out, x.shape)
+
+    def _project(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The heads' outputs B x heads x HW x head_dim -> BxHxWxC, projected."""
+        b, h, w, c = shape
         out = out.transpose(1, 2)
         if tracing():
             # Traced, SDPA's output looks laid out so that this is a view, but the exporter
@@ -154,13 +175,29 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window: int, input_size: int) -> None:
+    """Pre-norm attention (windowed, or global when `window_size` is 0) and MLP, with
+    residuals. Upstream's constructor, defaults included."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        act_layer: type[nn.Module] = nn.GELU,
+        use_rel_pos: bool = False,
+        rel_pos_zero_init: bool = True,
+        window_size: int = 0,
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, True, input_size if window == 0 else window)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
-        self.window = window
+        self.norm1 = norm_layer(dim)
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.attn = Attention(dim, num_heads, qkv_bias, use_rel_pos, rel_pos_zero_init, attn_size)
+        self.norm2 = norm_layer(dim)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act_layer)
+        self.window = window_size
 
     @property
     def window_size(self) -> int:
@@ -187,8 +224,18 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
+SAM_LAYER_NORM = partial(nn.LayerNorm, eps=1e-6)  # what every SAM ViT is built with
+
+
 class ImageEncoderViT(nn.Module):
-    """Bx3xSxS normalised, padded image -> Bx256x(S/16)x(S/16) embedding."""
+    """Bx3xSxS normalised, padded image -> Bx256x(S/16)x(S/16) embedding.
+
+    Upstream's constructor: its arguments, in its order, with its meanings (segment-
+    anything's `_build_sam` runs unchanged). The defaults build SAM ViT-B's encoder, as
+    `TinyViT()` builds MobileSAM's: upstream's (no relative positions, global attention
+    everywhere, LayerNorm eps 1e-5) describe no published model. `act_layer`: nn.GELU or
+    nn.ReLU.
+    """
 
     def __init__(
         self,
@@ -200,6 +247,12 @@ class ImageEncoderViT(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         out_chans: int = 256,
+        qkv_bias: bool = True,
+        norm_layer: Callable[[int], nn.Module] = SAM_LAYER_NORM,
+        act_layer: type[nn.Module] = nn.GELU,
+        use_abs_pos: bool = True,
+        use_rel_pos: bool = True,
+        rel_pos_zero_init: bool = True,
         window_size: int = 14,
         global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
     ) -> None:
@@ -207,9 +260,20 @@ class ImageEncoderViT(nn.Module):
         self.img_size = img_size
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, 0 if i in global_attn_indexes else window_size, grid)
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                qkv_bias,
+                norm_layer,
+                act_layer,
+                use_rel_pos,
+                rel_pos_zero_init,
+                0 if i in global_attn_indexes else window_size,
+                (grid, grid),
+            )
             for i in range(depth)
         )
         self.neck = nn.Sequential(
@@ -220,7 +284,9 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x) + self.pos_embed
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
         return self.neck(x.permute(0, 3, 1, 2))

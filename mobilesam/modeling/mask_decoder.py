@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fast_paths
-from .common import LayerNorm2d, Linear, linear
+from .common import LayerNorm2d, Linear, activation_name, linear
 from .fast_paths import needs_grad, tracing
 from .transformer import ImageContext, TwoWayTransformer
 
@@ -43,10 +43,12 @@ class MaskDecoder(nn.Module):
         transformer_dim: int = 256,
         transformer: TwoWayTransformer | None = None,
         num_multimask_outputs: int = 3,
+        activation: type[nn.Module] = nn.GELU,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
     ) -> None:
         super().__init__()
+        activation_name(activation, ("gelu",))  # the upscaling computes GELU
         self.transformer_dim = transformer_dim
         self.transformer = transformer if transformer is not None else TwoWayTransformer()
         self.num_multimask_outputs = num_multimask_outputs

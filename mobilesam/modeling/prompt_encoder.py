@@ -18,9 +18,11 @@ POSITIVE_LABEL = 1
 class PositionEmbeddingRandom(nn.Module):
     """Fourier features of normalised (x, y) coordinates with a fixed random matrix."""
 
-    def __init__(self, num_pos_feats: int = 64) -> None:
+    def __init__(self, num_pos_feats: int = 64, scale: float | None = None) -> None:
         super().__init__()
-        self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, num_pos_feats))
+        if scale is None or scale <= 0.0:
+            scale = 1.0  # as upstream
+        self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn(2, num_pos_feats))
 
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:
         """coords in [0, 1], ...x2 -> ...x(2*num_pos_feats)."""
@@ -56,6 +58,7 @@ class PromptEncoder(nn.Module):
         image_embedding_size: tuple[int, int],
         input_image_size: tuple[int, int],
         mask_in_chans: int = 16,
+        activation: type[nn.Module] = nn.GELU,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -70,10 +73,10 @@ class PromptEncoder(nn.Module):
         self.mask_downscaling = nn.Sequential(
             nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans // 4),
-            nn.GELU(),
+            activation(),
             nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans),
-            nn.GELU(),
+            activation(),
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)

@@ -77,9 +77,10 @@ class Sam(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        # Not in the official checkpoints: constants, not weights.
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std), persistent=False)
+        # Not in the official checkpoints: constants, not weights. 3x1x1 as upstream's, so
+        # that code normalising a CxHxW image with them as upstream does gets the same.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
     @property
     def device(self) -> torch.device:

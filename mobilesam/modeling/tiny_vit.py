@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .common import Conv2dBN, LayerNorm2d, Linear
 
@@ -32,20 +33,46 @@ class PatchEmbed(nn.Module):
         return self.seq[2](self.seq[0](x, "gelu"))
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (timm's `DropPath`, which TinyViT uses): in training, a residual
+    branch is zeroed for each sample with probability `drop_prob` and the kept ones are
+    scaled by 1 / (1 - drop_prob); in eval mode, the identity."""
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * (mask / keep if keep > 0.0 else mask)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def _drop_path(p: float) -> nn.Module:
+    return DropPath(p) if p > 0.0 else nn.Identity()
+
+
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expand, 3x3 depthwise, 1x1 project, residual."""
 
-    def __init__(self, dim: int, expand_ratio: float) -> None:
+    def __init__(self, dim: int, expand_ratio: float, drop_path: float = 0.0) -> None:
         super().__init__()
         hidden = int(dim * expand_ratio)
         self.conv1 = Conv2dBN(dim, hidden)
         self.conv2 = Conv2dBN(hidden, hidden, 3, 1, 1, groups=hidden)
         self.conv3 = Conv2dBN(hidden, dim)
+        nn.init.zeros_(self.conv3.bn.weight)  # as TinyViT: a new block starts as the identity
         self.act3 = nn.GELU()
+        self.drop_path = _drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(self.conv1(x, "gelu"), "gelu")
-        return self.act3(self.conv3(y) + x)
+        return self.act3(self.drop_path(self.conv3(y)) + x)
 
 
 class PatchMerging(nn.Module):
@@ -66,29 +93,54 @@ class PatchMerging(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-class ConvLayer(nn.Module):
-    def __init__(self, dim: int, depth: int, expand_ratio: float, downsample: nn.Module | None) -> None:
+class _Stage(nn.Module):
+    """Blocks, then the transition to the next stage; with `use_checkpoint`, each block's
+    activations are recomputed in the backward pass instead of kept (when training)."""
+
+    def __init__(self, blocks: list[nn.Module], downsample: nn.Module | None, use_checkpoint: bool) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
+        self.use_checkpoint = use_checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
-            x = blk(x)
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)  # drop paths redraw the same masks
+            else:
+                x = blk(x)
         return x if self.downsample is None else self.downsample(x)
 
 
-class Mlp(nn.Module):
-    """LayerNorm -> fc1 -> GELU -> fc2 (TinyViT puts the norm inside the MLP)."""
+class ConvLayer(_Stage):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        expand_ratio: float,
+        downsample: nn.Module | None,
+        drop_path: Sequence[float] = (),
+        use_checkpoint: bool = False,
+    ) -> None:
+        drop_path = list(drop_path) or [0.0] * depth
+        super().__init__(
+            [MBConv(dim, expand_ratio, drop_path[i]) for i in range(depth)], downsample, use_checkpoint
+        )
 
-    def __init__(self, dim: int, hidden: int) -> None:
+
+class Mlp(nn.Module):
+    """LayerNorm -> fc1 -> GELU -> dropout -> fc2 -> dropout (TinyViT puts the norm inside
+    the MLP)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.fc1 = Linear(dim, hidden)
         self.fc2 = Linear(hidden, dim)
+        self.drop = nn.Dropout(drop) if drop > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(self.norm(x), "gelu"))
+        return self.drop(self.fc2(self.drop(self.fc1(self.norm(x), "gelu"))))
 
 
 def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:
@@ -135,13 +187,24 @@ class Attention(nn.Module):
 class TinyViTBlock(nn.Module):
     """Window attention + depthwise 3x3 conv + MLP, on BxLxC tokens of a square grid."""
 
-    def __init__(self, dim: int, resolution: int, num_heads: int, window: int, mlp_ratio: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        local_conv_size: int = 3,
+    ) -> None:
         super().__init__()
         self.resolution = resolution
         self.window = window
         self.attn = Attention(dim, num_heads, window)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.local_conv = Conv2dBN(dim, dim, 3, 1, 1, groups=dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.local_conv = Conv2dBN(dim, dim, local_conv_size, 1, local_conv_size // 2, groups=dim)
+        self.drop_path = _drop_path(drop_path)
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
         b, _, c = x.shape
@@ -165,14 +228,14 @@ class TinyViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        x = x + self._window_attention(x)
+        x = x + self.drop_path(self._window_attention(x))
         r = self.resolution
         x = self.local_conv(x.transpose(1, 2).reshape(b, c, r, r))
         x = x.view(b, c, n).transpose(1, 2)
-        return x + self.mlp(x)
+        return x + self.drop_path(self.mlp(x))
 
 
-class BasicLayer(nn.Module):
+class BasicLayer(_Stage):
     def __init__(
         self,
         dim: int,
@@ -182,17 +245,27 @@ class BasicLayer(nn.Module):
         window: int,
         mlp_ratio: float,
         downsample: nn.Module | None,
+        drop: float = 0.0,
+        drop_path: Sequence[float] = (),
+        use_checkpoint: bool = False,
+        local_conv_size: int = 3,
     ) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            TinyViTBlock(dim, resolution, num_heads, window, mlp_ratio) for _ in range(depth)
-        )
-        self.downsample = downsample
+        drop_path = list(drop_path) or [0.0] * depth
+        blocks = [
+            TinyViTBlock(dim, resolution, num_heads, window, mlp_ratio, drop, drop_path[i], local_conv_size)
+            for i in range(depth)
+        ]
+        super().__init__(blocks, downsample, use_checkpoint)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for blk in self.blocks:
-            x = blk(x)
-        return x if self.downsample is None else self.downsample(x)
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 
 class TinyViT(nn.Module):
@@ -201,6 +274,17 @@ class TinyViT(nn.Module):
     The last stage transition keeps the resolution (stride 1), so the output grid is
     S/16 like SAM's ViT; the classification head (`norm_head`, `head`) is unused but
     kept because the official checkpoint carries it.
+
+    The official constructor's arguments, in its order and with its meanings, so that
+    MobileSAM's `build_sam_vit_t` and the code that copies it run unchanged: `drop_rate`
+    (dropout in the MLPs), `drop_path_rate` (stochastic depth, rising linearly over the
+    blocks to this rate), `use_checkpoint` (activation checkpointing per block),
+    `local_conv_size`, `layer_lr_decay` (each parameter's `lr_scale` attribute, for
+    optimisers that read it, as TinyViT's training code does). The defaults are the
+    values `build_sam_vit_t` passes: the class's own (224 px, TinyViT-21M's widths, a
+    stage transition of stride 2 at 768 channels) build nothing MobileSAM can run. The
+    weights start as TinyViT's: truncated-normal linear weights (std 0.02), zero biases, the
+    last batch norm of each MBConv at zero.
     """
 
     def __init__(
@@ -213,7 +297,13 @@ class TinyViT(nn.Module):
         num_heads: Sequence[int] = (2, 4, 5, 10),
         window_sizes: Sequence[int] = (7, 7, 14, 7),
         mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        use_checkpoint: bool = False,
         mbconv_expand_ratio: float = 4.0,
+        local_conv_size: int = 3,
+        layer_lr_decay: float = 0.8,
+        *,
         out_chans: int = 256,
     ) -> None:
         super().__init__()
@@ -221,34 +311,73 @@ class TinyViT(nn.Module):
             raise ValueError(f"img_size must be a multiple of 16, got {img_size}")
         self.img_size = img_size
         # TinyViT's attributes that clients read (the official class has them).
+        self.num_classes, self.mlp_ratio = num_classes, mlp_ratio
         self.depths, self.num_layers = list(depths), len(depths)
         self.patches_resolution = (img_size // 4, img_size // 4)
         self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
         self.layers = nn.ModuleList()
+        total = sum(depths)  # the drop-path rate rises linearly from 0 at the first block
+        drop_paths = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         n = len(embed_dims)
         res = img_size // 4
         for i in range(n):
             last = i == n - 1
             stride = 1 if i == n - 2 else 2
             downsample = None if last else PatchMerging(res, embed_dims[i], embed_dims[i + 1], stride)
+            dpr = drop_paths[sum(depths[:i]) : sum(depths[: i + 1])]
             if i == 0:
-                layer = ConvLayer(embed_dims[0], depths[0], mbconv_expand_ratio, downsample)
+                layer = ConvLayer(
+                    embed_dims[0], depths[0], mbconv_expand_ratio, downsample, dpr, use_checkpoint
+                )
             else:
                 layer = BasicLayer(
-                    embed_dims[i], res, depths[i], num_heads[i], window_sizes[i], mlp_ratio, downsample
+                    embed_dims[i],
+                    res,
+                    depths[i],
+                    num_heads[i],
+                    window_sizes[i],
+                    mlp_ratio,
+                    downsample,
+                    drop_rate,
+                    dpr,
+                    use_checkpoint,
+                    local_conv_size,
                 )
             self.layers.append(layer)
             if not last:
                 res //= stride
         self.grid = res
         self.norm_head = nn.LayerNorm(embed_dims[-1])
-        self.head = nn.Linear(embed_dims[-1], num_classes)
+        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+        self._set_layer_lr_decay(layer_lr_decay)
         self.neck = nn.Sequential(
             nn.Conv2d(embed_dims[-1], out_chans, 1, bias=False),
             LayerNorm2d(out_chans),
             nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+
+    def _set_layer_lr_decay(self, decay: float) -> None:
+        """`lr_scale` = decay ** (blocks after this one): the stem as the first block, a
+        stage transition as the block before it, the head as the last; not the neck."""
+        depth = sum(self.depths)
+        scales = [decay ** (depth - 1 - i) for i in range(depth)]
+
+        def set_scale(module: nn.Module, scale: float) -> None:
+            for p in module.parameters():
+                p.lr_scale = scale
+
+        set_scale(self.patch_embed, scales[0])
+        i = 0
+        for layer in self.layers:
+            for block in layer.blocks:
+                set_scale(block, scales[i])
+                i += 1
+            if layer.downsample is not None:
+                set_scale(layer.downsample, scales[i - 1])
+        set_scale(self.norm_head, scales[-1])
+        set_scale(self.head, scales[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels-last makes the convolutional stages (depthwise convs above all) several

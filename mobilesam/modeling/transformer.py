@@ -215,7 +215,8 @@ class TwoWayAttentionBlock(nn.Module):
         self,
         embedding_dim: int,
         num_heads: int,
-        mlp_dim: int,
+        mlp_dim: int = 2048,
+        activation: type[nn.Module] = nn.ReLU,
         attention_downsample_rate: int = 2,
         skip_first_layer_pe: bool = False,
     ) -> None:
@@ -224,7 +225,7 @@ class TwoWayAttentionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLPBlock(embedding_dim, mlp_dim, "relu")
+        self.mlp = MLPBlock(embedding_dim, mlp_dim, activation)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
@@ -286,6 +287,7 @@ class TwoWayTransformer(nn.Module):
         embedding_dim: int = 256,
         num_heads: int = 8,
         mlp_dim: int = 2048,
+        activation: type[nn.Module] = nn.ReLU,
         attention_downsample_rate: int = 2,
     ) -> None:
         super().__init__()
@@ -294,7 +296,9 @@ class TwoWayTransformer(nn.Module):
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.layers = nn.ModuleList(
-            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, i == 0)
+            TwoWayAttentionBlock(
+                embedding_dim, num_heads, mlp_dim, activation, attention_downsample_rate, i == 0
+            )
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
