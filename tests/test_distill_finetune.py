@@ -66,6 +66,29 @@ def test_finetune_on_annotations_learns_and_keeps_the_encoder(sa1b, tmp_path, la
     assert sidecar["data"]["n_images"] == 6
 
 
+@pytest.mark.slow
+def test_finetune_under_torchrun(sa1b, tmp_path):
+    """`torchrun ... distill finetune-decoder`: two gloo processes train the decoder in
+    DistributedDataParallel, which wants a gradient for every trainable parameter each
+    step. It stopped at the second step ("parameters that were not used in producing
+    loss") while the decoder's fast paths left the key biases and the mask tokens not
+    asked for without one."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "mobilesam", "distill", "finetune-decoder", "--student", str(sa1b / "student.pt"),
+        "--images", str(sa1b / "train"), "--out", str(tmp_path), "--img-size", str(SIZE), "--steps", "3",
+        "--batch-size", "1", "--masks-per-image", str(K), "--lr", "5e-4", "--warmup-steps", "1",
+        "--log-every", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 4
+    build_sam("vit_t", tmp_path / "student.pt", img_size=SIZE)  # rank 0 wrote the official layout
+
+
 def test_annotated_data_reads_sa1b_masks_in_the_input_frame(sa1b):
     data = AnnotatedData(str(sa1b / "held.tar"), SIZE, K)
     assert data.ids() == ["held.tar/sa_100.jpg", "held.tar/sa_101.jpg"]

@@ -182,6 +182,34 @@ def test_image_to_token_attention_overwrites_only_an_owned_residual():
     assert torch.equal(grad_residual.detach(), kept) and grad_residual.grad is not None
 
 
+@pytest.mark.parametrize("multimask", [False, True])
+def test_training_the_decoder_gives_every_parameter_its_gradient(multimask):
+    """Fine-tuning the decoder (masks and IoU in the loss): every parameter gets a gradient,
+    as with upstream's decoder, which DistributedDataParallel needs (it raised "parameters
+    that were not used in producing loss" on the second step): zero for the mask tokens not
+    asked for and, but for rounding, for the key biases (softmax ignores them). The fast
+    paths' gradients are the reference path's."""
+    torch.manual_seed(0)
+    decoder = MaskDecoder().train()
+    image, pe, dense = torch.randn(1, 256, 16, 16), torch.randn(1, 256, 16, 16), torch.randn(3, 256, 16, 16)
+    sparse = torch.randn(3, 2, 256)
+    grads = {}
+    for fast in (True, False):
+        with fast_paths.configured(decoder, on=fast):
+            decoder.zero_grad(set_to_none=True)
+            masks, iou = decoder(image, pe, sparse, dense, multimask_output=multimask)
+            (masks.square().mean() + iou.square().mean()).backward()
+        grads[fast] = {name: p.grad for name, p in decoder.named_parameters()}
+        assert not [name for name, g in grads[fast].items() if g is None]
+    unused = [1, 2, 3] if not multimask else [0]
+    for name, g in grads[True].items():
+        torch.testing.assert_close(g, grads[False][name], atol=1e-6, rtol=1e-4)
+        if name.startswith("output_hypernetworks_mlps.") and int(name.split(".")[1]) in unused:
+            assert not g.any(), name
+        if name.endswith("k_proj.bias"):
+            assert g.abs().max() < 1e-6, name
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
 def test_decoder_takes_zero_rows(truck_predictor, fast):
     """Every prompt of a chunk filtered out: the decoder's upscaler gets a batch of 0."""

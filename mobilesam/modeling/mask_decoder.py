@@ -136,10 +136,15 @@ class MaskDecoder(nn.Module):
         """Low-res mask logits BxKx4hx4w of the mask tokens `tokens_out` (see `run_transformer`).
         B may be 0 (every prompt of a chunk filtered out): the result is then 0xKx4hx4w."""
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        chosen = range(self.num_mask_tokens)[tokens_out]
-        hyper_in = torch.stack(
-            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1
-        )
+        mlps = self.output_hypernetworks_mlps
+        if needs_grad(*mlps.parameters()):
+            # Training: every token's MLP runs, as upstream's, so the tokens not asked for get
+            # zero gradients rather than none (DistributedDataParallel wants them all).
+            hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(mlps)], dim=1)
+            hyper_in = hyper_in[:, tokens_out]
+        else:
+            chosen = range(self.num_mask_tokens)[tokens_out]
+            hyper_in = torch.stack([mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1)
         return self.upscale_and_project(src.view(src.shape[0], *size, src.shape[-1]), hyper_in)
 
     def prepare(

@@ -105,7 +105,14 @@ class Attention(nn.Module):
         wk = self.k_proj.weight.view(h, d, -1)
         # Sizes named, not -1, so an empty batch (B = 0) goes through.
         qk = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, wk.shape[-1]) * d**-0.5
-        weights = self._per_prompt(qk, keys.transpose(1, 2), None).softmax(dim=-1)
+        scores = self._per_prompt(qk, keys.transpose(1, 2), None)
+        if needs_grad(self.k_proj.bias):
+            # Training: the key bias gets the gradient upstream's scores give it (zero but for
+            # rounding; DistributedDataParallel wants one for every parameter), and the scores
+            # keep their values (x - x is exactly 0), no larger for the per-row constant.
+            bias_scores = torch.einsum("bnhd,hd->bhn", qh, self.k_proj.bias.view(h, d)).reshape(b, h * n, 1)
+            scores = scores + (bias_scores - bias_scores.detach()) * d**-0.5
+        weights = scores.softmax(dim=-1)
         mixed = (weights @ values).view(b, h, n, values.shape[-1])  # B x h x n x C
         wv = self.v_proj.weight.view(h, d, -1)
         out = torch.einsum("bhnc,hdc->bnhd", mixed, wv).reshape(b, n, h * d) + self.v_proj.bias
