@@ -106,26 +106,15 @@ class _Stage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)  # drop paths redraw the same masks
+                # The RNG state is restored for the recomputation: drop paths draw the same masks.
+                x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
         return x if self.downsample is None else self.downsample(x)
 
 
 class ConvLayer(_Stage):
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        expand_ratio: float,
-        downsample: nn.Module | None,
-        drop_path: Sequence[float] = (),
-        use_checkpoint: bool = False,
-    ) -> None:
-        drop_path = list(drop_path) or [0.0] * depth
-        super().__init__(
-            [MBConv(dim, expand_ratio, drop_path[i]) for i in range(depth)], downsample, use_checkpoint
-        )
+    """The convolutional first stage (MBConv blocks)."""
 
 
 class Mlp(nn.Module):
@@ -236,26 +225,7 @@ class TinyViTBlock(nn.Module):
 
 
 class BasicLayer(_Stage):
-    def __init__(
-        self,
-        dim: int,
-        resolution: int,
-        depth: int,
-        num_heads: int,
-        window: int,
-        mlp_ratio: float,
-        downsample: nn.Module | None,
-        drop: float = 0.0,
-        drop_path: Sequence[float] = (),
-        use_checkpoint: bool = False,
-        local_conv_size: int = 3,
-    ) -> None:
-        drop_path = list(drop_path) or [0.0] * depth
-        blocks = [
-            TinyViTBlock(dim, resolution, num_heads, window, mlp_ratio, drop, drop_path[i], local_conv_size)
-            for i in range(depth)
-        ]
-        super().__init__(blocks, downsample, use_checkpoint)
+    """An attention stage (TinyViT blocks)."""
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -326,23 +296,23 @@ class TinyViT(nn.Module):
             downsample = None if last else PatchMerging(res, embed_dims[i], embed_dims[i + 1], stride)
             dpr = drop_paths[sum(depths[:i]) : sum(depths[: i + 1])]
             if i == 0:
-                layer = ConvLayer(
-                    embed_dims[0], depths[0], mbconv_expand_ratio, downsample, dpr, use_checkpoint
-                )
+                blocks = [MBConv(embed_dims[0], mbconv_expand_ratio, p) for p in dpr]
+                layer = ConvLayer(blocks, downsample, use_checkpoint)
             else:
-                layer = BasicLayer(
-                    embed_dims[i],
-                    res,
-                    depths[i],
-                    num_heads[i],
-                    window_sizes[i],
-                    mlp_ratio,
-                    downsample,
-                    drop_rate,
-                    dpr,
-                    use_checkpoint,
-                    local_conv_size,
-                )
+                blocks = [
+                    TinyViTBlock(
+                        embed_dims[i],
+                        res,
+                        num_heads[i],
+                        window_sizes[i],
+                        mlp_ratio,
+                        drop_rate,
+                        p,
+                        local_conv_size,
+                    )
+                    for p in dpr
+                ]
+                layer = BasicLayer(blocks, downsample, use_checkpoint)
             self.layers.append(layer)
             if not last:
                 res //= stride
