@@ -583,3 +583,91 @@ def test_tiny_vit_training_options_mean_what_upstream_means(monkeypatch):
     assert isinstance(headless.head, nn.Identity) and not any(
         k.startswith("head.") for k in headless.state_dict()
     )
+
+
+# ---- adapters: LoRA layers wrapping ours -----------------------------------------------
+
+# Every kind of layer a fast path reads the weights of instead of calling: the linears with
+# a fused activation (TinyViT's fc1, the decoder's lin1 and its MLP heads), the decoder's
+# attention projections (few-token shortcuts), 1x1 convolutions (batch norm folded into
+# them); and the plain ones (qkv, proj, fc2, lin2).
+LORA_TARGETS = (
+    r".*image_encoder.*\.(qkv|proj|fc1|fc2|conv1\.c|conv3\.c)"
+    r"|.*mask_decoder.*\.((q|k|v|out)_proj|lin1|lin2|(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.\d+)"
+)
+
+
+def _box_answer(model, image, box=(40, 50, 200, 150)):
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    with torch.no_grad():
+        _, scores, logits = predictor.predict(box=np.array(box), multimask_output=True)
+    return predictor.get_image_embedding(), torch.as_tensor(logits), torch.as_tensor(scores)
+
+
+def test_peft_lora_adapters_act_as_their_merged_weights(small_sam_vit_t):
+    """PEFT's LoRA layers on every kind of layer our fast paths fold (fused activations,
+    the few-token attention, batch norm folded into convolutions) give what the same
+    adapters merged into the weights give, fast paths on or off. Before, an activation
+    fused into fc1 / lin1 came before the adapter's update (logits 160 off), the decoder's
+    few-token attention and its MLP heads ignored their adapters (110 and 200 off), and an
+    adapted convolution failed in eval mode."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from mobilesam.modeling import fast_paths
+
+    image = _image("truck.jpg", (300, 200))
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False)
+    peft_model = get_peft_model(copy.deepcopy(small_sam_vit_t), config)
+    adapted = peft_model.base_model.model.eval()
+    kinds = {type(m).__name__ for m in adapted.modules() if type(m).__module__.startswith("peft.")}
+    assert {"Linear", "Conv2d"} <= kinds
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()  # the updates in the weights
+    assert not any(type(m).__module__.startswith("peft.") for m in merged.modules())
+    expected = _box_answer(merged, image)
+    base = _box_answer(small_sam_vit_t, image)
+    assert (expected[1] - base[1]).abs().max() > 1  # the adapters change the answer
+    for fast in (True, False):
+        with fast_paths.configured(adapted, on=fast):
+            answer = _box_answer(adapted, image)
+        for got, want in zip(answer, expected, strict=True):
+            torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-4)
+
+
+class _Adapted(torch.nn.Module):
+    """A LoRA-style wrapper as adapter code writes one: the layer's output plus a low-rank
+    update, whatever the layer is."""
+
+    def __init__(self, layer: torch.nn.Module, update: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer, self.update = layer, update
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) + self.update(x)
+
+
+def test_wrapped_upscaling_layers_run_as_upstream_runs_them(small_truck_predictor):
+    """The decoder's upscaling (transposed convolutions read as matmuls) with a wrapped layer
+    (PEFT has no LoRA for transposed convolutions; hand-written adapters do) runs the layers
+    themselves: the same masks as the matmul form when the update is zero, other masks when
+    it is not."""
+    decoder = small_truck_predictor.model.mask_decoder
+    tokens = torch.randn(2, 16, 16, 256)
+    hyper_in = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        expected = decoder.upscale_and_project(tokens, hyper_in)
+        up1 = decoder.output_upscaling[0]
+        update = torch.nn.ConvTranspose2d(256, 64, 2, 2)
+        torch.nn.init.zeros_(update.weight), torch.nn.init.zeros_(update.bias)
+        decoder.output_upscaling[0] = _Adapted(up1, update)
+        try:
+            torch.testing.assert_close(
+                decoder.upscale_and_project(tokens, hyper_in), expected, atol=1e-4, rtol=1e-4
+            )
+            torch.nn.init.normal_(update.weight)
+            assert (decoder.upscale_and_project(tokens, hyper_in) - expected).abs().max() > 1
+        finally:
+            decoder.output_upscaling[0] = up1

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast_paths
-from .fast_paths import onednn_applies
+from .fast_paths import onednn_applies, unmodified
 
 _ALGORITHM = {"none": "", "relu": "", "gelu": "none"}  # oneDNN's name for exact (erf) GELU
 
@@ -48,6 +48,15 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
         return linear(x, self.weight, self.bias, act, self.onednn)
+
+
+def linear_act(layer: nn.Module, x: torch.Tensor, act: str) -> torch.Tensor:
+    """act(layer(x)), fused into the layer where it is our `Linear`; a layer an adapter
+    wraps or replaces (a LoRA layer adds its update to the layer's output) is called as it
+    is, and the activation comes after its update."""
+    if unmodified(layer, Linear):
+        return layer(x, act)
+    return activate(layer(x), act)
 
 
 class LayerNorm2d(nn.Module):
@@ -93,7 +102,7 @@ class MLPBlock(nn.Module):
         self.act = activation_name(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.lin1(x, self.act))
+        return self.lin2(linear_act(self.lin1, x, self.act))
 
 
 class Conv2dBN(nn.Sequential):
@@ -126,7 +135,7 @@ class Conv2dBN(nn.Sequential):
 
     def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
         """act(BN(conv(x))) with act in "none", "relu", "gelu" (exact)."""
-        if self.training:
+        if self.training or not (unmodified(self.c, nn.Conv2d) and unmodified(self.bn, nn.BatchNorm2d)):
             return activate(self.bn(self.c(x)), act)
         weight, bias = self.folded()
         c = self.c

@@ -16,7 +16,12 @@ A module reads its flags once, when it is built, from `default(name)`: a Python 
 its preconditions for that call (device, dtype of input *and* weight, autocast,
 autograd, tracing) and falls back to the reference path when one fails, so a
 flag that is on never changes what runs where the kernel does not apply. Export turns
-every flag off; training gets the reference path from the autograd precondition.
+every flag off; training gets the reference path from the autograd precondition, but for
+`few_token`, which is differentiable and gives the reference path's gradients. A fast path
+that reads a layer's weights instead of calling the layer (the activation fused into a
+linear, the few-token attention, the decoder's upscaling as matmuls, batch norm folded
+into its convolution) applies only while the layer is unmodified (`unmodified`): an
+adapter that wraps or replaces it (a LoRA layer) is called, as upstream's code would.
 """
 
 from __future__ import annotations
@@ -127,6 +132,13 @@ def tracing() -> bool:
     """torch.compile, torch.export, TorchScript tracing or ONNX export is running: shapes are
     symbolic and custom kernels have no lowering there."""
     return torch.compiler.is_compiling() or _exporting()
+
+
+def unmodified(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """`module` computes what `cls` computes (its forward is `cls`'s), so a fast path may read
+    its weights instead of calling it. A wrapper or replacement with its own forward (PEFT's
+    and loralib's LoRA layers) must be called."""
+    return type(module).forward is cls.forward
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:

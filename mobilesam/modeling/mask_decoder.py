@@ -7,8 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fast_paths
-from .common import LayerNorm2d, Linear, activation_name, linear
-from .fast_paths import needs_grad, tracing
+from .common import LayerNorm2d, Linear, activation_name, linear, linear_act
+from .fast_paths import needs_grad, tracing, unmodified
 from .transformer import ImageContext, TwoWayTransformer
 
 
@@ -31,7 +31,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, "relu" if i < last else "none")
+            x = linear_act(layer, x, "relu" if i < last else "none")
         return x
 
 
@@ -164,7 +164,15 @@ class MaskDecoder(nn.Module):
         """
         up1, norm, _, up2, _ = self.output_upscaling
         b, h, w, _ = tokens.shape
-        k, c1, c2 = hyper_in.shape[1], up1.out_channels, up2.out_channels
+        k = hyper_in.shape[1]
+        if not (
+            unmodified(up1, nn.ConvTranspose2d)
+            and unmodified(norm, LayerNorm2d)
+            and unmodified(up2, nn.ConvTranspose2d)
+        ):  # an adapter wraps one of the layers: they run as upstream runs them
+            upscaled = self.output_upscaling(tokens.permute(0, 3, 1, 2))
+            return (hyper_in @ upscaled.flatten(2)).view(b, k, *upscaled.shape[2:])
+        c1, c2 = up1.out_channels, up2.out_channels
         # Both pixel shuffles wait until the end, on the small K-channel result: LayerNorm2d
         # and GELU act per pixel, so they do not care where the pixels sit. Every view names
         # its sizes (no -1), so a batch of 0 goes through.

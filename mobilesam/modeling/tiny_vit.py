@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import Conv2dBN, LayerNorm2d, Linear
+from .common import Conv2dBN, LayerNorm2d, Linear, linear_act
 
 
 class PatchEmbed(nn.Module):
@@ -129,7 +129,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop) if drop > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.fc1(self.norm(x), "gelu"))))
+        return self.drop(self.fc2(self.drop(linear_act(self.fc1, self.norm(x), "gelu"))))
 
 
 def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:

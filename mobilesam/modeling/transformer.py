@@ -10,7 +10,7 @@ from torch import nn
 
 from . import fast_paths
 from .common import Linear, MLPBlock, linear
-from .fast_paths import needs_grad, onednn_applies, tracing
+from .fast_paths import needs_grad, onednn_applies, tracing, unmodified
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,14 @@ class Attention(nn.Module):
     def few(self, n: int) -> bool:
         """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
         `few_token` flag is on, the n tokens of every head laid side by side are no wider
-        than the projections, and nothing traces (the token count is a dynamic shape there)."""
-        return self.few_token and not tracing() and n * self.num_heads <= self.q_proj.out_features
+        than the projections, nothing traces (the token count is a dynamic shape there),
+        and the four projections are ours, unwrapped (the shortcuts read their weights)."""
+        return (
+            self.few_token
+            and not tracing()
+            and n * self.num_heads <= self.internal_dim
+            and all(unmodified(p, Linear) for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+        )
 
     def attend_to_image(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """`forward(q, keys, values)` for few queries (prompt tokens attending to image tokens).
