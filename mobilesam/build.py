@@ -86,15 +86,26 @@ def build_sam(
         raise PromptError(f"unknown model_type {model_type!r}; choose one of {sorted(MODEL_CONFIGS)}")
     if img_size <= 0 or img_size % 16:
         raise PromptError(f"img_size must be a positive multiple of 16, got {img_size}")
+    return build_from_config(MODEL_CONFIGS[model_type], checkpoint, img_size, model_type)
+
+
+def build_from_config(
+    config: TinyViTConfig | ViTConfig,
+    checkpoint: str | PathLike | None = None,
+    img_size: int = 1024,
+    name: str = "custom",
+) -> Sam:
+    """A model with the encoder `config` describes (the registry's or any other size) and
+    SAM's prompt encoder and decoder; `checkpoint` loaded strictly (`name` in its errors)."""
     grid = img_size // 16
     sam = Sam(
-        image_encoder=_build_encoder(MODEL_CONFIGS[model_type], img_size),
+        image_encoder=_build_encoder(config, img_size),
         prompt_encoder=PromptEncoder(PROMPT_EMBED_DIM, (grid, grid), (img_size, img_size)),
         mask_decoder=MaskDecoder(PROMPT_EMBED_DIM, TwoWayTransformer(2, PROMPT_EMBED_DIM, 8, 2048)),
     )
     sam.eval()
     if checkpoint is not None:
-        load_checkpoint(sam, checkpoint, model_type)
+        load_checkpoint(sam, checkpoint, name)
     return sam
 
 

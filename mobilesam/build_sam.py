@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Sequence
 from os import PathLike
 
 from . import build as _build
-from .build import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, build_sam_vit_t, sam_model_registry
+from .build import (
+    ViTConfig,
+    build_from_config,
+    build_sam_vit_b,
+    build_sam_vit_h,
+    build_sam_vit_l,
+    build_sam_vit_t,
+    sam_model_registry,
+)
 from .modeling.sam import Sam
 
 __all__ = [
@@ -30,6 +39,23 @@ __all__ = [
 def build_sam(checkpoint: str | PathLike | None = None) -> Sam:
     """segment-anything's `build_sam`: SAM ViT-H, loading `checkpoint` if given."""
     return build_sam_vit_h(checkpoint)
+
+
+def _build_sam(
+    encoder_embed_dim: int,
+    encoder_depth: int,
+    encoder_num_heads: int,
+    encoder_global_attn_indexes: Sequence[int],
+    checkpoint: str | PathLike | None = None,
+) -> Sam:
+    """segment-anything's private builder of a SAM ViT, which code building sizes the
+    registry lacks calls: 1024-px input, 14-token windows, SAM's prompt encoder and
+    decoder, in eval mode; `checkpoint` loaded strictly."""
+    config = ViTConfig(
+        encoder_embed_dim, encoder_depth, encoder_num_heads, tuple(encoder_global_attn_indexes)
+    )
+    name = f"SAM ViT (embed_dim {encoder_embed_dim}, depth {encoder_depth})"
+    return build_from_config(config, checkpoint, 1024, name)
 
 
 class _CallableModule(types.ModuleType):

@@ -671,3 +671,27 @@ def test_wrapped_upscaling_layers_run_as_upstream_runs_them(small_truck_predicto
             assert (decoder.upscale_and_project(tokens, hyper_in) - expected).abs().max() > 1
         finally:
             decoder.output_upscaling[0] = up1
+
+
+def test_private_build_sam_builds_other_vit_sizes(tmp_path):
+    """segment-anything's `_build_sam(embed_dim, depth, heads, global_attn_indexes,
+    checkpoint)`, which code building ViT sizes the registry lacks calls: SAM's layout at
+    any size, in eval mode, its checkpoint loaded strictly."""
+    from mobilesam.build_sam import _build_sam
+    from mobilesam.errors import CheckpointError
+
+    small = _build_sam(64, 2, 2, [1])
+    encoder = small.image_encoder
+    assert not small.training and [b.window_size for b in encoder.blocks] == [14, 0]
+    assert encoder.pos_embed.shape == (1, 64, 64, 64) and encoder.blocks[0].attn.rel_pos_h.shape == (27, 32)
+    torch.save(small.state_dict(), tmp_path / "small.pth")
+    again = _build_sam(64, 2, 2, [1], checkpoint=tmp_path / "small.pth")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in small.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"(?s)depth 3\).*2 blocks.*missing keys"):
+        _build_sam(64, 3, 2, [1], checkpoint=tmp_path / "small.pth")
+    with torch.device("meta"):  # the registry's ViT-B, as upstream builds it from the same call
+        shapes = [
+            {k: v.shape for k, v in m.state_dict().items()}
+            for m in (_build_sam(768, 12, 12, [2, 5, 8, 11]), build_sam("vit_b"))
+        ]
+    assert shapes[0] == shapes[1]
