@@ -609,9 +609,9 @@ def test_peft_lora_adapters_act_as_their_merged_weights(small_sam_vit_t):
     """PEFT's LoRA layers on every kind of layer our fast paths fold (fused activations,
     the few-token attention, batch norm folded into convolutions) give what the same
     adapters merged into the weights give, fast paths on or off. Before, an activation
-    fused into fc1 / lin1 came before the adapter's update (logits 160 off), the decoder's
-    few-token attention and its MLP heads ignored their adapters (110 and 200 off), and an
-    adapted convolution failed in eval mode."""
+    fused into fc1 / lin1 came before the adapter's update (logits 164 off at 1024 px),
+    the decoder's few-token attention and its MLP heads ignored their adapters (109 and
+    203 off), and an adapted convolution failed in eval mode."""
     import copy
 
     from peft import LoraConfig, get_peft_model
