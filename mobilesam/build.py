@@ -7,10 +7,11 @@ embedding grid is img_size / 16; the distillation tests use it to run in seconds
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
 from os import PathLike
+from typing import Any
 
 import torch
 
@@ -57,7 +58,9 @@ MODEL_CONFIGS: dict[str, TinyViTConfig | ViTConfig] = {
 }
 
 
-def _build_encoder(config: TinyViTConfig | ViTConfig, img_size: int) -> TinyViT | ImageEncoderViT:
+def _build_encoder(
+    config: TinyViTConfig | ViTConfig, img_size: int, options: Mapping[str, Any]
+) -> TinyViT | ImageEncoderViT:
     if isinstance(config, TinyViTConfig):
         return TinyViT(
             img_size=img_size,
@@ -65,6 +68,7 @@ def _build_encoder(config: TinyViTConfig | ViTConfig, img_size: int) -> TinyViT 
             depths=config.depths,
             num_heads=config.num_heads,
             window_sizes=config.window_sizes,
+            **options,
         )
     return ImageEncoderViT(
         img_size=img_size,
@@ -73,20 +77,27 @@ def _build_encoder(config: TinyViTConfig | ViTConfig, img_size: int) -> TinyViT 
         num_heads=config.num_heads,
         window_size=config.window_size,
         global_attn_indexes=config.global_attn_indexes,
+        **options,
     )
 
 
 def build_sam(
-    model_type: str = "vit_t", checkpoint: str | PathLike | None = None, img_size: int = 1024
+    model_type: str = "vit_t",
+    checkpoint: str | PathLike | None = None,
+    img_size: int = 1024,
+    *,
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> Sam:
-    """Build a model by registry name; load `checkpoint` strictly if given. Eval mode, CPU."""
+    """Build a model by registry name; load `checkpoint` strictly if given. Eval mode, CPU.
+    `encoder_options`: more keywords for the encoder's class (TinyViT's `drop_path_rate`,
+    `use_checkpoint` for training)."""
     if model_type == "default":
         model_type = "vit_h"  # as segment-anything's registry
     if model_type not in MODEL_CONFIGS:
         raise PromptError(f"unknown model_type {model_type!r}; choose one of {sorted(MODEL_CONFIGS)}")
     if img_size <= 0 or img_size % 16:
         raise PromptError(f"img_size must be a positive multiple of 16, got {img_size}")
-    return build_from_config(MODEL_CONFIGS[model_type], checkpoint, img_size, model_type)
+    return build_from_config(MODEL_CONFIGS[model_type], checkpoint, img_size, model_type, encoder_options)
 
 
 def build_from_config(
@@ -94,12 +105,13 @@ def build_from_config(
     checkpoint: str | PathLike | None = None,
     img_size: int = 1024,
     name: str = "custom",
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> Sam:
     """A model with the encoder `config` describes (the registry's or any other size) and
     SAM's prompt encoder and decoder; `checkpoint` loaded strictly (`name` in its errors)."""
     grid = img_size // 16
     sam = Sam(
-        image_encoder=_build_encoder(config, img_size),
+        image_encoder=_build_encoder(config, img_size, encoder_options or {}),
         prompt_encoder=PromptEncoder(PROMPT_EMBED_DIM, (grid, grid), (img_size, img_size)),
         mask_decoder=MaskDecoder(PROMPT_EMBED_DIM, TwoWayTransformer(2, PROMPT_EMBED_DIM, 8, 2048)),
     )

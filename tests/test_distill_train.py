@@ -233,6 +233,42 @@ def test_bf16_autocast_trains(distill_data, tmp_path):
         train(_config(distill_data, tmp_path / "bad", precision="fp8"))
 
 
+def test_student_drop_path_and_activation_checkpointing(distill_data, tmp_path, monkeypatch):
+    """`--activation-checkpointing` recomputes every student block in the backward pass and
+    trains exactly as without; `--drop-path-rate` trains otherwise; the output loads as
+    any; both are TinyViT's options, refused for another student."""
+    from mobilesam.modeling import tiny_vit
+
+    checkpointed = []
+    real = tiny_vit.checkpoint
+    monkeypatch.setattr(
+        tiny_vit, "checkpoint", lambda fn, *a, **k: checkpointed.append(fn) or real(fn, *a, **k)
+    )
+    losses = {}
+    for name, extra in (
+        ("plain", []),
+        ("checkpointed", ["--activation-checkpointing"]),
+        ("drop_path", ["--drop-path-rate", "0.3"]),
+    ):
+        args = [
+            "distill", "train", "--cache", str(distill_data / "cache_train"), "--images", str(distill_data / "train"),
+            "--out", str(tmp_path / name), "--img-size", str(SIZE), "--steps", "4", "--batch-size", "2",
+            "--lr", "2e-3", "--warmup-steps", "1", "--log-every", "1", *extra,
+        ]  # fmt: skip
+        assert main(args) == 0
+        losses[name] = _losses(tmp_path / name)
+    assert len(checkpointed) == 4 * 12  # 4 steps, 12 blocks
+    assert losses["checkpointed"] == losses["plain"]
+    assert losses["drop_path"][0] != losses["plain"][0]
+    meta = json.loads((tmp_path / "drop_path" / "student.json").read_text())
+    assert meta["config"]["drop_path_rate"] == 0.3 and not meta["config"]["activation_checkpointing"]
+    build_sam("vit_t", tmp_path / "drop_path" / "student.pt", img_size=SIZE)
+    with pytest.raises(MobileSAMError, match="TinyViT students, not 'vit_b'"):
+        train(_config(distill_data, tmp_path / "vit", student="vit_b", drop_path_rate=0.1))
+    with pytest.raises(MobileSAMError, match=r"drop_path_rate must be in \[0, 1\)"):
+        train(_config(distill_data, tmp_path / "bad", drop_path_rate=1.0))
+
+
 def test_smaller_student(distill_data, tmp_path, capsys):
     """Another TinyViT width as the student: trains, the output loads as that type, and
     `distill evaluate` without --student-type reads the type from the file."""

@@ -240,6 +240,8 @@ TRAIN_OPTIONS = {
     "teacher_checkpoint": str,
     "img_size": int,
     "resize": str,
+    "drop_path_rate": float,
+    "activation_checkpointing": bool,
     **LOOP_OPTIONS,
 }
 FINETUNE_OPTIONS = {
@@ -262,7 +264,11 @@ def _add_options(parser: argparse.ArgumentParser, config: type, options: dict) -
     for name, kind in options.items():
         meaning = fields[name].metadata["help"].replace("%", "%%")
         default = fields[name].default
+        flag = "--" + name.replace("_", "-")
         help_ = meaning if default is None else f"{meaning} (default: {default})"
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=help_)
+        if kind is bool:  # a switch: on when given
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=help_)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, help=help_)
     parser.add_argument("--compile", action="store_true", help="torch.compile the task")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")

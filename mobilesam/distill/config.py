@@ -76,6 +76,17 @@ class TrainConfig(LoopConfig):
     resize: str | None = option(
         None, "workers (PIL, as SAM) or device; default: the device on a GPU, else the workers"
     )
+    drop_path_rate: float = option(
+        0.0, "the student's stochastic depth: the rate rises linearly over its blocks to this"
+    )
+    activation_checkpointing: bool = option(
+        False, "recompute each student block's activations in the backward pass: less memory, more compute"
+    )
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise MobileSAMError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
 
 @dataclass(kw_only=True)

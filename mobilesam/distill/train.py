@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..api import resolve_device
-from ..build import build_sam
+from ..build import MODEL_CONFIGS, TinyViTConfig, build_sam
 from ..checkpoint import read_state_dict
 from ..errors import MobileSAMError
 from ..transforms import ResizeLongestSide
@@ -108,7 +108,7 @@ def train(
     data = DistillData(cfg.cache, cfg.images, cfg.img_size, resize=not on_device)
     ids = data.cache.ids()
     torch.manual_seed(cfg.seed)
-    sam = build_sam(cfg.student, img_size=cfg.img_size)
+    sam = build_sam(cfg.student, img_size=cfg.img_size, encoder_options=_student_options(cfg))
     if cfg.init_checkpoint:
         state = read_state_dict(cfg.init_checkpoint)
         sam.image_encoder.load_state_dict(
@@ -126,6 +126,17 @@ def train(
     finally:
         loop.finish()
     return meta
+
+
+def _student_options(cfg: TrainConfig) -> dict:
+    """TinyViT's training options the run asks for (none: any registry model)."""
+    options = {"drop_path_rate": cfg.drop_path_rate, "use_checkpoint": cfg.activation_checkpointing}
+    options = {k: v for k, v in options.items() if v}
+    if options and not isinstance(MODEL_CONFIGS.get(cfg.student), TinyViTConfig):
+        raise MobileSAMError(
+            f"--drop-path-rate and --activation-checkpointing are options of TinyViT students, not {cfg.student!r}"
+        )
+    return options
 
 
 def _write_student(
