@@ -69,10 +69,7 @@ class _MobileMaskDecoder(mask_decoder.MaskDecoder):
     most 6 dimensions (Core ML 5)."""
 
     def upscale_and_project(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
-        up1, norm, _, up2, _ = self.output_upscaling
-        x = F.gelu(up2(F.gelu(norm(up1(tokens.permute(0, 3, 1, 2))))))
-        b, c, h, w = x.shape
-        return (hyper_in @ x.reshape(b, c, h * w)).view(b, hyper_in.shape[1], h, w)
+        return self.upscale_with_layers(tokens, hyper_in)
 
 
 class _BmmAttention(transformer.Attention):

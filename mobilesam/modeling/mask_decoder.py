@@ -170,8 +170,7 @@ class MaskDecoder(nn.Module):
             and unmodified(norm, LayerNorm2d)
             and unmodified(up2, nn.ConvTranspose2d)
         ):  # an adapter wraps one of the layers: they run as upstream runs them
-            upscaled = self.output_upscaling(tokens.permute(0, 3, 1, 2))
-            return (hyper_in @ upscaled.flatten(2)).view(b, k, *upscaled.shape[2:])
+            return self.upscale_with_layers(tokens, hyper_in)
         c1, c2 = up1.out_channels, up2.out_channels
         # Both pixel shuffles wait until the end, on the small K-channel result: LayerNorm2d
         # and GELU act per pixel, so they do not care where the pixels sit. Every view names
@@ -183,6 +182,14 @@ class MaskDecoder(nn.Module):
         # moves neighbouring columns (dx2 = 0, 1) together.
         masks = torch.bmm(hyper_in, x.view(b, h * w * 16, c2).transpose(1, 2))
         return _pixel_shuffle(masks, b, k, h, w)
+
+    def upscale_with_layers(self, tokens: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """`upscale_and_project` as segment-anything writes it: `output_upscaling`'s layers
+        called on the channels-first tokens, then the per-token product. For layers an
+        adapter wraps, and for exports to runtimes of at most 6 dimensions."""
+        upscaled = self.output_upscaling(tokens.permute(0, 3, 1, 2))
+        b, c, h, w = upscaled.shape
+        return (hyper_in @ upscaled.reshape(b, c, h * w)).view(b, hyper_in.shape[1], h, w)
 
 
 def _pixel_shuffle(masks: torch.Tensor, b: int, k: int, h: int, w: int) -> torch.Tensor:
