@@ -443,6 +443,7 @@ def test_vit_constructor_options_mean_what_upstream_means():
     from torch import nn
 
     from mobilesam.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+    from mobilesam.modeling.common import MLPBlock
     from mobilesam.modeling.image_encoder import Attention
 
     torch.manual_seed(0)
@@ -468,6 +469,7 @@ def test_vit_constructor_options_mean_what_upstream_means():
     # the MLP's activation is the one given
     mlp, h = vit.blocks[0].mlp, torch.randn(5, 32)
     torch.testing.assert_close(mlp(h), mlp.lin2(torch.relu(mlp.lin1(h))))
+    assert mlp.act == "relu" and MLPBlock(8, 16, "gelu").act == "gelu"  # or by name, as ours took it
     # attention without relative positions: plain softmax attention
     attn = Attention(16, num_heads=2)
     x = torch.randn(2, 3, 4, 16)
@@ -547,6 +549,7 @@ def test_tiny_vit_training_options_mean_what_upstream_means(monkeypatch):
     assert set(y.unique().tolist()) == {0.0, 4.0}
     assert (y[:, 0] == 0).float().mean().item() == pytest.approx(0.75, abs=0.03)
     assert (y == y[:, :1]).all() and torch.equal(drop.eval()(y), y)
+    assert not DropPath(1.0).train()(torch.ones(8, 3)).any()  # every branch dropped, nothing scaled
 
     # Activation checkpointing: every block checkpointed when training, with the same
     # outputs and gradients, drop paths included
