@@ -50,15 +50,6 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias, act, self.onednn)
 
 
-def linear_act(layer: nn.Module, x: torch.Tensor, act: str) -> torch.Tensor:
-    """act(layer(x)), fused into the layer where it is our `Linear`; a layer an adapter
-    wraps or replaces (a LoRA layer adds its update to the layer's output) is called as it
-    is, and the activation comes after its update."""
-    if unmodified(layer, Linear):
-        return layer(x, act)
-    return activate(layer(x), act)
-
-
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a BxCxHxW tensor (SAM's, eps=1e-6)."""
 
@@ -75,34 +66,40 @@ class LayerNorm2d(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
-_ACTIVATION_NAMES = {nn.GELU: "gelu", nn.ReLU: "relu"}
+_BY_NAME = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
-def activation_name(act: str | type[nn.Module], allowed: tuple[str, ...] = ("gelu", "relu")) -> str:
-    """The name our kernels take ("gelu", "relu") for an activation given as upstream's
-    constructors take it (the class, `nn.GELU`) or by name. Upstream accepts any class;
-    every published checkpoint uses GELU and ReLU where their defaults say, and others
-    are refused rather than computed as something else."""
-    name = act if isinstance(act, str) else _ACTIVATION_NAMES.get(act)
-    if name not in allowed:
-        classes = {n: cls.__name__ for cls, n in _ACTIVATION_NAMES.items()}
-        choices = " or ".join(f"nn.{classes[n]}" for n in allowed)
-        raise ValueError(f"activation {act!r} is not supported here; mobilesam computes {choices} (exact)")
-    return name
+def activation_module(act: str | type[nn.Module]) -> nn.Module:
+    """An instance of activation class `act`, as upstream's constructors make them (any
+    class), or of nn.GELU / nn.ReLU given by name."""
+    if isinstance(act, str):
+        if act not in _BY_NAME:
+            raise ValueError(f"unknown activation {act!r}: give a class (nn.SiLU, ...) or 'gelu' / 'relu'")
+        act = _BY_NAME[act]
+    return act()
+
+
+def fused_activation(act: nn.Module) -> str | None:
+    """The name the fused kernels take ("gelu", "relu") for activation module `act` when they
+    compute exactly what it computes: nn.GELU (exact, not its tanh approximation) or
+    nn.ReLU, without hooks. None for any other module, which is then called."""
+    if unmodified(act, nn.GELU) and act.approximate == "none":
+        return "gelu"
+    return "relu" if unmodified(act, nn.ReLU) else None
 
 
 class MLPBlock(nn.Module):
-    """Linear -> activation -> Linear (keys `lin1`, `lin2`); `act` as upstream's (`nn.GELU`,
-    `nn.ReLU`) or its name; `self.act` is the name."""
+    """Linear -> activation -> Linear (keys `lin1`, `lin2`); `self.act` is an instance of the
+    activation class given, as upstream's (or of nn.GELU / nn.ReLU given by name)."""
 
     def __init__(self, embedding_dim: int, mlp_dim: int, act: str | type[nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.lin1 = Linear(embedding_dim, mlp_dim)
         self.lin2 = Linear(mlp_dim, embedding_dim)
-        self.act = activation_name(act)
+        self.act = activation_module(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(linear_act(self.lin1, x, self.act))
+        return self.lin2(layer_act(self.lin1, x, self.act))
 
 
 class Conv2dBN(nn.Sequential):
@@ -144,3 +141,16 @@ class Conv2dBN(nn.Sequential):
                 x, weight, bias, c.padding, c.stride, c.dilation, c.groups, act, [], _ALGORITHM[act]
             )
         return activate(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups), act)
+
+
+def layer_act(layer: nn.Module, x: torch.Tensor, act: nn.Module | str) -> torch.Tensor:
+    """act(layer(x)), fused into the layer where it is our unmodified `Linear` or `Conv2dBN`
+    and the activation one its kernels compute (`fused_activation`). Otherwise the layer and
+    then the activation are called: an adapter's update (a LoRA layer adds it to the layer's
+    output) comes before the activation, and hooks see each module's own output. `act` is
+    a name ("relu", "none") where upstream applies a function, not a module."""
+    name = act if isinstance(act, str) else fused_activation(act)
+    if name is not None and (unmodified(layer, Linear) or unmodified(layer, Conv2dBN)):
+        return layer(x, name)
+    y = layer(x)
+    return activate(y, act) if isinstance(act, str) else act(y)

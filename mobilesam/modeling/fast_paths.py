@@ -21,7 +21,9 @@ every flag off; training gets the reference path from the autograd precondition,
 that reads a layer's weights instead of calling the layer (the activation fused into a
 linear, the few-token attention, the decoder's upscaling as matmuls, batch norm folded
 into its convolution) applies only while the layer is unmodified (`unmodified`): an
-adapter that wraps or replaces it (a LoRA layer) is called, as upstream's code would.
+adapter that wraps or replaces it (a LoRA layer), or a layer with hooks, is called, as
+upstream's code would. Activations are modules under upstream's names (`act`, `act1`, ...):
+fused only while one is an exact nn.GELU or nn.ReLU without hooks, called otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 from ..errors import MobileSAMError
 
@@ -135,10 +138,32 @@ def tracing() -> bool:
 
 
 def unmodified(module: nn.Module, cls: type[nn.Module]) -> bool:
-    """`module` computes what `cls` computes (its forward is `cls`'s), so a fast path may read
-    its weights instead of calling it. A wrapper or replacement with its own forward (PEFT's
-    and loralib's LoRA layers) must be called."""
-    return type(module).forward is cls.forward
+    """`module` computes what `cls` computes (its forward is `cls`'s) and nothing watches its
+    calls, so a fast path may read its weights instead of calling it, or fuse the next
+    operation into it. A wrapper or replacement with its own forward (PEFT's and loralib's
+    LoRA layers) must be called; so must a module with hooks (FLOP counters such as thop,
+    feature extractors, Grad-CAM, quantisation observers), which then sees upstream's
+    inputs and outputs."""
+    return type(module).forward is cls.forward and not hooked(module)
+
+
+def hooked(module: nn.Module) -> bool:
+    """Forward or backward hooks on `module`, or registered for every module."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+        or _module._global_backward_hooks
+        or _module._global_backward_pre_hooks
+    )
+
+
+def observed(module: nn.Module) -> bool:
+    """Hooks on `module` or any module inside it (see `hooked`)."""
+    return any(hooked(m) for m in module.modules())
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:

@@ -153,7 +153,7 @@ class Attention(nn.Module):
         if (
             self.flex_attention
             and flex_attention_op is not None
-            and flex_attention_applies(x, self.qkv.weight)
+            and flex_attention_applies(x, q)  # q: the projection's weights, whatever wraps it
         ):
             out = _flex_rel_pos_attention(q, k, v, rel_h, rel_w)
         else:  # as SDPA's mask
@@ -233,8 +233,8 @@ class ImageEncoderViT(nn.Module):
     Upstream's constructor: its arguments, in its order, with its meanings (segment-
     anything's `_build_sam` runs unchanged). The defaults build SAM ViT-B's encoder, as
     `TinyViT()` builds MobileSAM's: upstream's (no relative positions, global attention
-    everywhere, LayerNorm eps 1e-5) describe no published model. `act_layer`: nn.GELU or
-    nn.ReLU.
+    everywhere, LayerNorm eps 1e-5) describe no published model. `act_layer`: any
+    activation class (GELU and ReLU run fused into the MLP's first layer).
     """
 
     def __init__(

@@ -7,8 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fast_paths
-from .common import LayerNorm2d, Linear, activation_name, linear, linear_act
-from .fast_paths import needs_grad, tracing, unmodified
+from .common import LayerNorm2d, Linear, fused_activation, layer_act, linear
+from .fast_paths import needs_grad, observed, tracing, unmodified
 from .transformer import ImageContext, TwoWayTransformer
 
 
@@ -20,19 +20,24 @@ def _as_linear(deconv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class MLP(nn.Module):
-    """`num_layers` linear layers with ReLU between them (keys `layers.i`)."""
+    """`num_layers` linear layers with ReLU between them (keys `layers.i`), and a sigmoid
+    on the output with `sigmoid_output`, as upstream's."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+    def __init__(
+        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, sigmoid_output: bool = False
+    ) -> None:
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
         outs = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.num_layers = num_layers
         self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims, outs))
+        self.sigmoid_output = sigmoid_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = linear_act(layer, x, "relu" if i < last else "none")
-        return x
+            x = layer_act(layer, x, "relu" if i < last else "none")
+        return torch.sigmoid(x) if self.sigmoid_output else x
 
 
 class MaskDecoder(nn.Module):
@@ -48,7 +53,6 @@ class MaskDecoder(nn.Module):
         iou_head_hidden_dim: int = 256,
     ) -> None:
         super().__init__()
-        activation_name(activation, ("gelu",))  # the upscaling computes GELU
         self.transformer_dim = transformer_dim
         self.transformer = transformer if transformer is not None else TwoWayTransformer()
         self.num_multimask_outputs = num_multimask_outputs
@@ -58,9 +62,9 @@ class MaskDecoder(nn.Module):
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(transformer_dim // 4),
-            nn.GELU(),
+            activation(),
             nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
-            nn.GELU(),
+            activation(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
@@ -124,6 +128,12 @@ class MaskDecoder(nn.Module):
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
+        if image_embeddings is not None and observed(self.transformer):
+            # Hooks in the transformer (a FLOP counter, a feature extractor) see upstream's
+            # call: the image and its positions per prompt, every token to the end.
+            src = (image_embeddings + dense_prompt_embeddings).expand(b, -1, -1, -1)
+            hs, src = self.transformer(src, image_pe.expand(b, -1, -1, -1), tokens)
+            return hs, src, (image_embeddings.shape[-2], image_embeddings.shape[-1])
         if context is None:
             context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings)
         # The prompt tokens' outputs are never read: the last attention skips them.
@@ -137,10 +147,15 @@ class MaskDecoder(nn.Module):
         B may be 0 (every prompt of a chunk filtered out): the result is then 0xKx4hx4w."""
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         mlps = self.output_hypernetworks_mlps
-        if needs_grad(*mlps.parameters()):
+        watched = observed(mlps)
+        if watched or needs_grad(*mlps.parameters()):
             # Training: every token's MLP runs, as upstream's, so the tokens not asked for get
-            # zero gradients rather than none (DistributedDataParallel wants them all).
+            # zero gradients rather than none (DistributedDataParallel wants them all). With
+            # hooks (a FLOP counter), every mask is made, as upstream makes them.
             hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(mlps)], dim=1)
+            if watched:
+                tokens = src.view(src.shape[0], *size, src.shape[-1])
+                return self.upscale_and_project(tokens, hyper_in)[:, tokens_out]
             hyper_in = hyper_in[:, tokens_out]
         else:
             chosen = range(self.num_mask_tokens)[tokens_out]
@@ -162,14 +177,15 @@ class MaskDecoder(nn.Module):
         a 2x2 output block, i.e. one matmul and a pixel shuffle; channels-last, the
         LayerNorm2d is a plain layer_norm and no feature map is ever transposed.
         """
-        up1, norm, _, up2, _ = self.output_upscaling
+        up1, norm, act1, up2, act2 = self.output_upscaling
         b, h, w, _ = tokens.shape
         k = hyper_in.shape[1]
         if not (
             unmodified(up1, nn.ConvTranspose2d)
             and unmodified(norm, LayerNorm2d)
             and unmodified(up2, nn.ConvTranspose2d)
-        ):  # an adapter wraps one of the layers: they run as upstream runs them
+            and fused_activation(act1) == fused_activation(act2) == "gelu"
+        ):  # an adapter wraps a layer, a hook watches one, another activation: as upstream
             return self.upscale_with_layers(tokens, hyper_in)
         c1, c2 = up1.out_channels, up2.out_channels
         # Both pixel shuffles wait until the end, on the small K-channel result: LayerNorm2d

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import Conv2dBN, LayerNorm2d, Linear, linear_act
+from .common import Conv2dBN, LayerNorm2d, Linear, layer_act
+from .fast_paths import hooked
 
 
 class PatchEmbed(nn.Module):
@@ -30,7 +31,9 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq[2](self.seq[0](x, "gelu"))
+        if hooked(self.seq):  # hooks see the call of `seq` that upstream makes
+            return self.seq(x)
+        return self.seq[2](layer_act(self.seq[0], x, self.seq[1]))
 
 
 class DropPath(nn.Module):
@@ -64,14 +67,16 @@ class MBConv(nn.Module):
         super().__init__()
         hidden = int(dim * expand_ratio)
         self.conv1 = Conv2dBN(dim, hidden)
+        self.act1 = nn.GELU()
         self.conv2 = Conv2dBN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.act2 = nn.GELU()
         self.conv3 = Conv2dBN(hidden, dim)
         nn.init.zeros_(self.conv3.bn.weight)  # as TinyViT: a new block starts as the identity
         self.act3 = nn.GELU()
         self.drop_path = _drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(self.conv1(x, "gelu"), "gelu")
+        y = layer_act(self.conv2, layer_act(self.conv1, x, self.act1), self.act2)
         return self.act3(self.drop_path(self.conv3(y)) + x)
 
 
@@ -82,6 +87,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.resolution = resolution
         self.conv1 = Conv2dBN(dim, out_dim)
+        self.act = nn.GELU()
         self.conv2 = Conv2dBN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
         self.conv3 = Conv2dBN(out_dim, out_dim)
 
@@ -89,7 +95,7 @@ class PatchMerging(nn.Module):
         if x.ndim == 3:
             b, _, c = x.shape
             x = x.transpose(1, 2).reshape(b, c, self.resolution, self.resolution)
-        x = self.conv3(self.conv2(self.conv1(x, "gelu"), "gelu"))
+        x = self.conv3(layer_act(self.conv2, layer_act(self.conv1, x, self.act), self.act))
         return x.flatten(2).transpose(1, 2)
 
 
@@ -126,10 +132,11 @@ class Mlp(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.fc1 = Linear(dim, hidden)
         self.fc2 = Linear(hidden, dim)
+        self.act = nn.GELU()
         self.drop = nn.Dropout(drop) if drop > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(linear_act(self.fc1, self.norm(x), "gelu"))))
+        return self.drop(self.fc2(self.drop(layer_act(self.fc1, self.norm(x), self.act))))
 
 
 def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from . import fast_paths
 from .common import Linear, MLPBlock, linear
-from .fast_paths import needs_grad, onednn_applies, tracing, unmodified
+from .fast_paths import hooked, needs_grad, onednn_applies, tracing, unmodified
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ImageContext:
 
     keys: torch.Tensor
     key_pe: torch.Tensor
-    first: ImageProjections
+    first: ImageProjections | None  # None where the first block calls its attentions itself
     size: tuple[int, int]  # (h, w) of the image token grid
 
 
@@ -86,12 +86,14 @@ class Attention(nn.Module):
         """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
         `few_token` flag is on, the n tokens of every head laid side by side are no wider
         than the projections, nothing traces (the token count is a dynamic shape there),
-        and the four projections are ours, unwrapped (the shortcuts read their weights)."""
+        the four projections are ours, unwrapped and without hooks (the shortcuts read their
+        weights), and no hook watches this module (the shortcuts are not calls of it)."""
         return (
             self.few_token
             and not tracing()
             and n * self.num_heads <= self.internal_dim
             and all(unmodified(p, Linear) for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+            and not hooked(self)
         )
 
     def attend_to_image(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -264,11 +266,13 @@ class TwoWayAttentionBlock(nn.Module):
         is this call's to overwrite (an earlier block's output, not the image's tokens)."""
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens (no residual): they carry their own PE.
-            queries = self.self_attn(queries, queries, queries)
+            queries = self.self_attn(q=queries, k=queries, v=queries)
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
+            queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
+        if self.cross_attention_watched():
+            return self._cross_attend_as_upstream(queries, keys, query_pe, key_pe)
 
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         # With few prompt tokens, image tokens are not projected at all (see the two
@@ -290,6 +294,20 @@ class TwoWayAttentionBlock(nn.Module):
             keys = i2t.attend_few_keys(proj.i2t_q, k, v, q_projected=True, residual=keys)
         else:
             keys = i2t.attend_few_keys(keys_pe, k, v, q_projected=False, residual=keys, overwrite=keys_owned)
+        return queries, self.norm4(keys)
+
+    def cross_attention_watched(self) -> bool:
+        """Hooks on a cross attention: it is called, as upstream calls it, not taken apart."""
+        return hooked(self.cross_attn_token_to_image) or hooked(self.cross_attn_image_to_token)
+
+    def _cross_attend_as_upstream(
+        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block after its self-attention, as segment-anything writes it."""
+        k = keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q=queries + query_pe, k=k, v=keys))
+        queries = self.norm3(queries + self.mlp(queries))
+        keys = keys + self.cross_attn_image_to_token(q=k, k=queries + query_pe, v=queries)
         return queries, self.norm4(keys)
 
 
@@ -323,7 +341,9 @@ class TwoWayTransformer(nn.Module):
         keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         size = (image_embedding.shape[-2], image_embedding.shape[-1])
-        return ImageContext(keys, key_pe, self.layers[0].project_image(keys, key_pe), size)
+        first = self.layers[0]
+        proj = None if first.cross_attention_watched() else first.project_image(keys, key_pe)
+        return ImageContext(keys, key_pe, proj, size)
 
     def forward(
         self,
@@ -351,5 +371,5 @@ class TwoWayTransformer(nn.Module):
         if final.few(queries.shape[1]):
             attn = final.attend_to_image(queries + point_embedding, keys + key_pe, keys)
         else:
-            attn = final(queries + point_embedding, keys + key_pe, keys)
+            attn = final(q=queries + point_embedding, k=keys + key_pe, v=keys)
         return self.norm_final_attn(queries + attn), keys
