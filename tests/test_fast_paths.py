@@ -21,7 +21,7 @@ from mobilesam import MobileSAMError, SamPredictor, build_sam
 from mobilesam.automatic_mask_generator import SamAutomaticMaskGenerator
 from mobilesam.highlevel import Segmenter
 from mobilesam.modeling import fast_paths, image_encoder
-from mobilesam.modeling.common import Conv2dBN, Linear
+from mobilesam.modeling.common import Conv2dBN, MLPBlock, layer_act
 from mobilesam.modeling.image_encoder import ImageEncoderViT, _flex_rel_pos_attention, _rel_pos_terms
 from mobilesam.modeling.mask_decoder import MaskDecoder, _pixel_shuffle
 from mobilesam.modeling.transformer import Attention
@@ -43,7 +43,7 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_flags_default_env_override_and_configure(monkeypatch, sam_vit_t):
     assert fast_paths.default("onednn") and fast_paths.default("few_token")
     monkeypatch.setenv("MOBILESAM_ONEDNN", "0")
-    assert not fast_paths.default("onednn") and not Linear(4, 4).onednn
+    assert not fast_paths.default("onednn") and not MLPBlock(4, 8).onednn
     assert Attention(16, 2).few_token and not Attention(16, 2).onednn
     monkeypatch.setenv("MOBILESAM_FEW_TOKEN", "maybe")
     with pytest.raises(MobileSAMError, match="MOBILESAM_FEW_TOKEN='maybe'"):
@@ -51,7 +51,7 @@ def test_flags_default_env_override_and_configure(monkeypatch, sam_vit_t):
     monkeypatch.delenv("MOBILESAM_FEW_TOKEN")
     try:  # the Python override wins over the environment
         fast_paths.set_defaults(onednn=True, few_token=False)
-        assert Linear(4, 4).onednn and not Attention(16, 2).few_token
+        assert MLPBlock(4, 8).onednn and not Attention(16, 2).few_token
     finally:
         fast_paths.set_defaults(onednn=None, few_token=None)
     assert not fast_paths.default("onednn")  # back to the environment
@@ -83,23 +83,23 @@ def test_flex_attention_is_off_unless_asked(monkeypatch):
 def test_onednn_linear_and_conv_fall_back_where_the_kernel_does_not_apply(act):
     """Autocast and autograd take the plain path, which gives what PyTorch's own layers give."""
     torch.manual_seed(0)
-    lin, conv = Linear(32, 48).eval(), Conv2dBN(8, 16, 3, 1, 1).eval()
+    lin, conv = torch.nn.Linear(32, 48).eval(), Conv2dBN(8, 16, 3, 1, 1).eval()
     torch.nn.init.normal_(conv.bn.running_mean)
     x, img = torch.randn(5, 32), torch.randn(2, 8, 12, 12)
     ref_lin = {"none": lambda y: y, "relu": torch.relu, "gelu": torch.nn.functional.gelu}[act]
     with torch.no_grad():
         plain = ref_lin(torch.nn.functional.linear(x, lin.weight, lin.bias))
-        assert torch.allclose(lin(x, act), plain, atol=1e-5)
+        assert torch.allclose(layer_act(lin, x, act, onednn=True), plain, atol=1e-5)
         plain_conv = ref_lin(conv.bn(conv.c(img)))
         assert torch.allclose(conv(img, act), plain_conv, atol=1e-4)
         # Under autocast the activations become bf16 while the weights stay float32: oneDNN
         # would refuse the pair; the plain path lets autocast cast both.
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = lin(x, act)
+            y = layer_act(lin, x, act, onednn=True)
             yc = conv(img, act)
         assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), plain, atol=0.1, rtol=0.05)
         assert torch.allclose(yc.float(), plain_conv, atol=0.15, rtol=0.05)
-    out = lin(x.requires_grad_(), act)  # autograd: the plain path, gradients flow
+    out = layer_act(lin, x.requires_grad_(), act, onednn=True)  # autograd: the plain path, gradients flow
     out.sum().backward()
     assert lin.weight.grad is not None and x.grad is not None
 

@@ -1,6 +1,7 @@
 """The model as code that watches or swaps its modules sees it: hooks (FLOP counters,
 feature extractors, Grad-CAM) see each module's own call with upstream's inputs and
-outputs, and activation modules under upstream's names are what computes the activations.
+outputs, activation modules under upstream's names are what computes the activations,
+and quantisation finds the linear layers and runs them.
 
 Before 2026-12-07 the fast paths fused activations into the layer before them and read
 layers' weights instead of calling them: thop counted 30.8 GMACs for MobileSAM's encoder
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from mobilesam import SamPredictor
 from mobilesam.modeling import MaskDecoder, TwoWayTransformer
 from mobilesam.modeling.common import MLPBlock
 from mobilesam.modeling.fast_paths import hooked
@@ -248,3 +251,39 @@ def test_decoder_activations_are_the_ones_given():
         plain = MLP(8, 16, 4, 3)
         plain.load_state_dict(head.state_dict())
         torch.testing.assert_close(head(x), torch.sigmoid(plain(x)))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_quantisation_finds_and_runs_every_linear_layer(small_truck_predictor, truck):
+    """PyTorch's one-line int8 for CPUs: torch.ao's `quantize_dynamic(sam, {nn.Linear})`
+    swaps every linear layer (it matches the type exactly: ours were a subclass, and it
+    swapped none), torchao's `quantize_` puts int8 tensors in their weights (our kernels
+    read the weights: it crashed in oneDNN). The quantised layers run: the answers move,
+    by quantisation noise only."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    p = small_truck_predictor
+    box = np.array([100, 200, 900, 700])
+    ref_masks, ref_scores, _ = p.predict(box=box)
+    ref = p.features
+    linears = sorted(n for n, m in p.model.named_modules() if isinstance(m, nn.Linear))
+    assert len(linears) == 88
+    swapped = torch.ao.quantization.quantize_dynamic(p.model, {nn.Linear}, dtype=torch.qint8)
+    assert (
+        sorted(n for n, m in swapped.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
+        == linears
+    )
+    weights = copy.deepcopy(p.model)
+    quantize_(weights, Int8WeightOnlyConfig())
+    assert {type(weights.get_submodule(n).weight).__name__ for n in linears} == {"Int8Tensor"}
+    for model in (swapped, weights):
+        q = SamPredictor(model)
+        q.set_image(truck)
+        error = float((q.features - ref).abs().max() / ref.abs().max())
+        masks, scores, _ = q.predict(box=box)
+        assert 1e-4 < error < 0.2, error
+        assert min(_iou(a, b) for a, b in zip(masks, ref_masks)) > 0.9
+        assert np.abs(scores - ref_scores).max() < 0.05

@@ -1,10 +1,12 @@
 """Small building blocks shared by the encoders and the decoder.
 
-`Linear` and `Conv2dBN` keep PyTorch's parameters and state-dict names. With their
-`onednn` fast path (see fast_paths.py) they run oneDNN's kernels with the activation
-fused into the matmul or convolution, the kernels PyTorch's own compiler emits on CPU:
-about twice as fast here, the same results to float32 rounding. Where the kernels do not
-apply (autograd, autocast, mixed dtypes, other devices, tracing) the plain path runs.
+Linear layers are plain `nn.Linear` (tools that match the type exactly, such as
+`torch.ao.quantization.quantize_dynamic`, find them), `Conv2dBN` keeps TinyViT's keys.
+`layer_act` computes a layer and the activation after it; with the `onednn` fast path
+(see fast_paths.py) as one of oneDNN's kernels with the activation fused into the matmul
+or convolution, the kernels PyTorch's own compiler emits on CPU: about twice as fast
+here, the same results to float32 rounding. Where the kernels do not apply (autograd,
+autocast, mixed dtypes, other devices, tracing) the plain path runs.
 """
 
 from __future__ import annotations
@@ -35,19 +37,6 @@ def linear(
     if onednn and onednn_applies(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], _ALGORITHM[act])
     return activate(F.linear(x, weight, bias), act)
-
-
-class Linear(nn.Linear):
-    """nn.Linear with an optional fused activation and the `onednn` fast path."""
-
-    FAST_PATHS = ("onednn",)
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
-        super().__init__(in_features, out_features, bias)
-        self.onednn = fast_paths.default("onednn")
-
-    def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
-        return linear(x, self.weight, self.bias, act, self.onednn)
 
 
 class LayerNorm2d(nn.Module):
@@ -92,14 +81,17 @@ class MLPBlock(nn.Module):
     """Linear -> activation -> Linear (keys `lin1`, `lin2`); `self.act` is an instance of the
     activation class given, as upstream's (or of nn.GELU / nn.ReLU given by name)."""
 
+    FAST_PATHS = ("onednn",)
+
     def __init__(self, embedding_dim: int, mlp_dim: int, act: str | type[nn.Module] = nn.GELU) -> None:
         super().__init__()
-        self.lin1 = Linear(embedding_dim, mlp_dim)
-        self.lin2 = Linear(mlp_dim, embedding_dim)
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
         self.act = activation_module(act)
+        self.onednn = fast_paths.default("onednn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(layer_act(self.lin1, x, self.act))
+        return layer_act(self.lin2, layer_act(self.lin1, x, self.act, self.onednn), onednn=self.onednn)
 
 
 class Conv2dBN(nn.Sequential):
@@ -143,14 +135,22 @@ class Conv2dBN(nn.Sequential):
         return activate(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups), act)
 
 
-def layer_act(layer: nn.Module, x: torch.Tensor, act: nn.Module | str) -> torch.Tensor:
-    """act(layer(x)), fused into the layer where it is our unmodified `Linear` or `Conv2dBN`
-    and the activation one its kernels compute (`fused_activation`). Otherwise the layer and
-    then the activation are called: an adapter's update (a LoRA layer adds it to the layer's
-    output) comes before the activation, and hooks see each module's own output. `act` is
-    a name ("relu", "none") where upstream applies a function, not a module."""
+def layer_act(
+    layer: nn.Module, x: torch.Tensor, act: nn.Module | str = "none", onednn: bool = False
+) -> torch.Tensor:
+    """act(layer(x)) for a linear layer or a `Conv2dBN`. Where the layer is unmodified (an
+    nn.Linear or our Conv2dBN, no wrapper, no hooks) and the activation one the kernels
+    compute (`fused_activation`), one computation from the layer's weights, with `onednn`
+    (a linear's; a Conv2dBN has its own flag) oneDNN's fused kernel where it applies.
+    Otherwise the layer and then the activation are called: an adapter's update (a LoRA
+    layer adds it to the layer's output) comes before the activation, a quantised layer
+    runs its own kernel, hooks see each module's own output. `act` is a name ("relu",
+    "none") where upstream applies a function, not a module."""
     name = act if isinstance(act, str) else fused_activation(act)
-    if name is not None and (unmodified(layer, Linear) or unmodified(layer, Conv2dBN)):
-        return layer(x, name)
+    if name is not None:
+        if unmodified(layer, nn.Linear):
+            return linear(x, layer.weight, layer.bias, name, onednn)
+        if unmodified(layer, Conv2dBN):
+            return layer(x, name)
     y = layer(x)
     return activate(y, act) if isinstance(act, str) else act(y)

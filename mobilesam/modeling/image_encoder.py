@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast_paths
-from .common import LayerNorm2d, Linear, MLPBlock
+from .common import LayerNorm2d, MLPBlock, layer_act
 from .fast_paths import flex_attention_applies, tracing
 
 try:
@@ -113,10 +113,11 @@ class Attention(nn.Module):
     """Multi-head attention, with decomposed relative positions when `use_rel_pos` (every
     published SAM checkpoint has the tables). Upstream's constructor, defaults included;
     `rel_pos_zero_init` is accepted and, as upstream, unused (the tables start at zero).
-    Fast path (fast_paths.py): `flex_attention`, under torch.compile only; the reference
-    path passes the relative-position terms to SDPA as a materialised mask."""
+    Fast paths (fast_paths.py): `flex_attention`, under torch.compile only; the reference
+    path passes the relative-position terms to SDPA as a materialised mask. `onednn`: the
+    projections."""
 
-    FAST_PATHS = ("flex_attention",)
+    FAST_PATHS = ("flex_attention", "onednn")
 
     def __init__(
         self,
@@ -129,12 +130,13 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         self.flex_attention = fast_paths.default("flex_attention")
+        self.onednn = fast_paths.default("onednn")
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5  # upstream's attributes (SDPA applies the same scale)
         self.use_rel_pos = use_rel_pos
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
         if use_rel_pos:
             if input_size is None:
                 raise ValueError("relative positions (use_rel_pos) need the input_size of their tables")
@@ -144,7 +146,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: BxHxWxC -> BxHxWxC."""
         b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = (
+            layer_act(self.qkv, x, onednn=self.onednn)
+            .reshape(b, h * w, 3, self.num_heads, -1)
+            .permute(2, 0, 3, 1, 4)
+        )
         q, k, v = qkv.unbind(0)  # each B x heads x HW x head_dim
         if not self.use_rel_pos:
             return self._project(F.scaled_dot_product_attention(q, k, v), x.shape)
@@ -171,7 +177,7 @@ class Attention(nn.Module):
             # (ONNX export of vit_b/l/h): a real copy. Eager keeps the free view.
             out = out.clone(memory_format=torch.contiguous_format)
         out = out.reshape(b, h, w, c)
-        return self.proj(out)
+        return layer_act(self.proj, out, onednn=self.onednn)
 
 
 class Block(nn.Module):

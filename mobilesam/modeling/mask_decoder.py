@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fast_paths
-from .common import LayerNorm2d, Linear, fused_activation, layer_act, linear
+from .common import LayerNorm2d, fused_activation, layer_act, linear
 from .fast_paths import needs_grad, observed, tracing, unmodified
 from .transformer import ImageContext, TwoWayTransformer
 
@@ -23,6 +23,8 @@ class MLP(nn.Module):
     """`num_layers` linear layers with ReLU between them (keys `layers.i`), and a sigmoid
     on the output with `sigmoid_output`, as upstream's."""
 
+    FAST_PATHS = ("onednn",)
+
     def __init__(
         self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, sigmoid_output: bool = False
     ) -> None:
@@ -30,13 +32,14 @@ class MLP(nn.Module):
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
         outs = [hidden_dim] * (num_layers - 1) + [output_dim]
         self.num_layers = num_layers
-        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims, outs))
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs))
         self.sigmoid_output = sigmoid_output
+        self.onednn = fast_paths.default("onednn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer_act(layer, x, "relu" if i < last else "none")
+            x = layer_act(layer, x, "relu" if i < last else "none", self.onednn)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

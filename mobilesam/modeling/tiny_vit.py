@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import Conv2dBN, LayerNorm2d, Linear, layer_act
+from . import fast_paths
+from .common import Conv2dBN, LayerNorm2d, layer_act
 from .fast_paths import hooked
 
 
@@ -127,16 +128,20 @@ class Mlp(nn.Module):
     """LayerNorm -> fc1 -> GELU -> dropout -> fc2 -> dropout (TinyViT puts the norm inside
     the MLP)."""
 
+    FAST_PATHS = ("onednn",)
+
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.fc1 = Linear(dim, hidden)
-        self.fc2 = Linear(hidden, dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
         self.act = nn.GELU()
         self.drop = nn.Dropout(drop) if drop > 0.0 else nn.Identity()
+        self.onednn = fast_paths.default("onednn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(layer_act(self.fc1, self.norm(x), self.act))))
+        hidden = self.drop(layer_act(self.fc1, self.norm(x), self.act, self.onednn))
+        return self.drop(layer_act(self.fc2, hidden, onednn=self.onednn))
 
 
 def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:
@@ -155,13 +160,16 @@ def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:
 class Attention(nn.Module):
     """Multi-head self-attention with a learned bias per relative offset inside a window."""
 
+    FAST_PATHS = ("onednn",)  # the projections'
+
     def __init__(self, dim: int, num_heads: int, window: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.key_dim = dim // num_heads
         self.norm = nn.LayerNorm(dim)
-        self.qkv = Linear(dim, 3 * dim)
-        self.proj = Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.onednn = fast_paths.default("onednn")
         idxs, n_offsets = _relative_offset_index(window)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, n_offsets))
         self.register_buffer("attention_bias_idxs", idxs, persistent=False)
@@ -169,7 +177,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: BxNxC tokens of B windows -> BxNxC."""
         b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x))
+        qkv = layer_act(self.qkv, self.norm(x), onednn=self.onednn)
         # The official layout interleaves per head: [q | k | v] for head 0, then head 1, ...
         q, k, v = qkv.view(b, n, self.num_heads, 3, self.key_dim).permute(3, 0, 2, 1, 4)
         # Plain matmul-softmax-matmul: with a float bias on these small windows it is about
@@ -177,7 +185,7 @@ class Attention(nn.Module):
         attn = torch.matmul(q * self.key_dim**-0.5, k.transpose(-2, -1))
         attn = attn + self.attention_biases[:, self.attention_bias_idxs].to(x.dtype)
         out = torch.matmul(attn.softmax(dim=-1), v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return layer_act(self.proj, out.transpose(1, 2).reshape(b, n, -1), onednn=self.onednn)
 
 
 class TinyViTBlock(nn.Module):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast_paths
-from .common import Linear, MLPBlock, linear
+from .common import MLPBlock, layer_act, linear
 from .fast_paths import hooked, needs_grad, onednn_applies, tracing, unmodified
 
 
@@ -48,10 +48,10 @@ class Attention(nn.Module):
         if internal % num_heads:
             raise ValueError("num_heads must divide embedding_dim // downsample_rate")
         self.embedding_dim, self.internal_dim = embedding_dim, internal
-        self.q_proj = Linear(embedding_dim, internal)
-        self.k_proj = Linear(embedding_dim, internal)
-        self.v_proj = Linear(embedding_dim, internal)
-        self.out_proj = Linear(internal, embedding_dim)
+        self.q_proj = nn.Linear(embedding_dim, internal)
+        self.k_proj = nn.Linear(embedding_dim, internal)
+        self.v_proj = nn.Linear(embedding_dim, internal)
+        self.out_proj = nn.Linear(internal, embedding_dim)
         self.onednn = fast_paths.default("onednn")
         self.few_token = fast_paths.default("few_token")
 
@@ -70,8 +70,14 @@ class Attention(nn.Module):
         b, h, n, d = x.shape
         return x.transpose(1, 2).reshape(b, n, h * d)
 
+    def project(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One of the four projections, `layer`, applied to x (with the `onednn` flag)."""
+        return layer_act(layer, x, onednn=self.onednn)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
+        return self.attend(
+            self.project(self.q_proj, q), self.project(self.k_proj, k), self.project(self.v_proj, v)
+        )
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention on already projected BxNxC inputs (a batch of 1 broadcasts) -> out_proj."""
@@ -80,7 +86,7 @@ class Attention(nn.Module):
         # and falls back to a much slower path otherwise.
         q, k, v = (t.expand(b, -1, -1) for t in (q, k, v))
         out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
-        return self.out_proj(self._recombine_heads(out))
+        return self.project(self.out_proj, self._recombine_heads(out))
 
     def few(self, n: int) -> bool:
         """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
@@ -92,7 +98,7 @@ class Attention(nn.Module):
             self.few_token
             and not tracing()
             and n * self.num_heads <= self.internal_dim
-            and all(unmodified(p, Linear) for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+            and all(unmodified(p, nn.Linear) for p in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
             and not hooked(self)
         )
 
@@ -109,7 +115,7 @@ class Attention(nn.Module):
         b, n, _ = q.shape
         h = self.num_heads
         d = self.q_proj.out_features // h
-        qh = self.q_proj(q).view(b, n, h, d)
+        qh = self.project(self.q_proj, q).view(b, n, h, d)
         wk = self.k_proj.weight.view(h, d, -1)
         # Sizes named, not -1, so an empty batch (B = 0) goes through.
         qk = torch.einsum("bnhd,hdc->bhnc", qh, wk).reshape(b, h * n, wk.shape[-1]) * d**-0.5
@@ -124,7 +130,7 @@ class Attention(nn.Module):
         mixed = (weights @ values).view(b, h, n, values.shape[-1])  # B x h x n x C
         wv = self.v_proj.weight.view(h, d, -1)
         out = torch.einsum("bhnc,hdc->bnhd", mixed, wv).reshape(b, n, h * d) + self.v_proj.bias
-        return self.out_proj(out)
+        return self.project(self.out_proj, out)
 
     def attend_few_keys(
         self,
@@ -250,7 +256,9 @@ class TwoWayAttentionBlock(nn.Module):
         """The projections of this block that read only the image tokens."""
         k = keys + key_pe
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        return ImageProjections(t2i.k_proj(k), t2i.v_proj(keys), i2t.q_proj(k))
+        return ImageProjections(
+            t2i.project(t2i.k_proj, k), t2i.project(t2i.v_proj, keys), i2t.project(i2t.q_proj, k)
+        )
 
     def forward(
         self,
@@ -284,10 +292,10 @@ class TwoWayAttentionBlock(nn.Module):
         if proj is None:
             update = t2i.attend_to_image(q, keys_pe, keys)
         else:
-            update = t2i.attend(t2i.q_proj(q), proj.t2i_k, proj.t2i_v)
+            update = t2i.attend(t2i.project(t2i.q_proj, q), proj.t2i_k, proj.t2i_v)
         queries = self.norm2(queries + update)
         queries = self.norm3(queries + self.mlp(queries))
-        k, v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
+        k, v = i2t.project(i2t.k_proj, queries + query_pe), i2t.project(i2t.v_proj, queries)
         if not few:
             keys = keys + i2t.attend(proj.i2t_q, k, v)
         elif proj is not None:
