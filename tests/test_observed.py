@@ -1,12 +1,15 @@
 """The model as code that watches or swaps its modules sees it: hooks (FLOP counters,
 feature extractors, Grad-CAM) see each module's own call with upstream's inputs and
 outputs, activation modules under upstream's names are what computes the activations,
-and quantisation finds the linear layers and runs them.
+quantisation finds the linear layers and runs them, pruning finds every layer.
 
 Before 2026-12-07 the fast paths fused activations into the layer before them and read
 layers' weights instead of calling them: thop counted 30.8 GMACs for MobileSAM's encoder
 (the official code: 39.3), a hook on `fc1` or on a convolution saw the output after GELU,
-the activation modules were strings or absent (micro-sam's LoRA calls `mlp.act`).
+the activation modules were strings or absent (micro-sam's LoRA calls `mlp.act`),
+Torch-Pruning did not see the convolutions; our linear layers were a subclass of
+nn.Linear, which `quantize_dynamic` does not match, and torchao's int8 weights crashed
+in oneDNN.
 """
 
 from __future__ import annotations
