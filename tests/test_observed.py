@@ -226,6 +226,14 @@ def test_activation_modules_are_what_computes_the_activations(name):
             outs[key] = swapped(x)
             assert seen  # the hooked activation was called, not fused
             torch.testing.assert_close(outs[key], upstream_forward(swapped, x), atol=1e-5, rtol=1e-5)
+        # a forward replaced on the instance (accelerate's hooks, a monkeypatch) is called too
+        patched = copy.deepcopy(block)
+        act = patched.get_submodule(act_names[0])
+        act.forward = lambda y, act=act: nn.GELU.forward(act, y) * 2
+        torch.testing.assert_close(patched(x), upstream_forward(patched, x), atol=1e-5, rtol=1e-5)
+        layer = next(m for m in patched.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+        layer.forward = lambda y, layer=layer: type(layer).forward(layer, y) + 1
+        torch.testing.assert_close(patched(x), upstream_forward(patched, x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs["gelu"], plain, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(outs["silu"], plain, atol=1e-3)
 

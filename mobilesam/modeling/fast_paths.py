@@ -138,16 +138,18 @@ def tracing() -> bool:
 
 
 def unmodified(module: nn.Module, cls: type[nn.Module]) -> bool:
-    """`module` computes what `cls` computes (its forward is `cls`'s), with plain tensors
-    for parameters, and nothing watches its calls: a fast path may read its weights instead
-    of calling it, or fuse the next operation into it. A wrapper or replacement with its
-    own forward (PEFT's and loralib's LoRA layers, torch.ao's quantised layers) must be
-    called; so must a layer whose weight is a tensor subclass (torchao's int8 weights,
+    """`module` computes what `cls` computes (its forward is `cls`'s, not replaced on the
+    instance), with plain tensors for parameters, and nothing watches its calls: a fast
+    path may read its weights instead of calling it, or fuse the next operation into it. A
+    wrapper or replacement with its own forward (PEFT's and loralib's LoRA layers, torch.ao's
+    quantised layers, accelerate's hooks, a monkeypatched `forward`) must be called; so
+    must a layer whose weight is a tensor subclass (torchao's int8 weights,
     FSDP's sharded DTensors), which only its own forward knows how to use, and a module
     with hooks (FLOP counters such as thop, feature extractors, Grad-CAM), which then sees
     upstream's inputs and outputs."""
     return (
         type(module).forward is cls.forward
+        and "forward" not in module.__dict__
         and all(type(p) in (torch.Tensor, nn.Parameter) for p in module._parameters.values() if p is not None)
         and not hooked(module)
     )
