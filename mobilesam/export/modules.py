@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import fast_paths, mask_decoder, tiny_vit, transformer
-from ..modeling.common import Conv2dBN, LayerNorm2d, activate
+from ..modeling.common import Conv2dBN, LayerNorm2d
 from ..modeling.sam import Sam
 
 
@@ -37,7 +37,7 @@ def folded_copy(sam: Sam) -> Sam:
                 )
                 conv.weight.data.copy_(weight.detach())
                 conv.bias.data.copy_(bias.detach())
-                setattr(module, name, _ActConv(conv))
+                setattr(module, name, conv)  # its activation module follows, as upstream's
     return sam
 
 
@@ -149,17 +149,6 @@ class _ChannelsLastNorm2d(LayerNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _matmul_layer_norm(x.permute(0, 2, 3, 1), self.mean_column, self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
-
-
-class _ActConv(nn.Module):
-    """A convolution taking Conv2dBN's optional `act` argument (GELU here, as the model uses)."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor, act: str = "none") -> torch.Tensor:
-        return activate(self.conv(x), act)
 
 
 class EncoderOnnx(nn.Module):
