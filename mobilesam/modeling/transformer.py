@@ -92,8 +92,9 @@ class Attention(nn.Module):
         """Whether to use `attend_few_keys` / `attend_to_image` for n prompt tokens: the
         `few_token` flag is on, the n tokens of every head laid side by side are no wider
         than the projections, nothing traces (the token count is a dynamic shape there),
-        the four projections are ours, unwrapped and without hooks (the shortcuts read their
-        weights), and no hook watches this module (the shortcuts are not calls of it)."""
+        the four projections are plain nn.Linear layers, unwrapped and without hooks (the
+        shortcuts read their weights), and no hook watches this module (the shortcuts are
+        not calls of it)."""
         return (
             self.few_token
             and not tracing()
