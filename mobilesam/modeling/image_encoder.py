@@ -159,7 +159,7 @@ class Attention(nn.Module):
         if (
             self.flex_attention
             and flex_attention_op is not None
-            and flex_attention_applies(x, q)  # q: the projection's weights, whatever wraps it
+            and flex_attention_applies(x, q)  # q has the projection's device and autograd state
         ):
             out = _flex_rel_pos_attention(q, k, v, rel_h, rel_w)
         else:  # as SDPA's mask

@@ -31,13 +31,17 @@ class MLP(nn.Module):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
         outs = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.num_layers = num_layers
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs))
         self.sigmoid_output = sigmoid_output
         self.onednn = fast_paths.default("onednn")
 
+    @property
+    def num_layers(self) -> int:
+        """Upstream's attribute: the number of linear layers."""
+        return len(self.layers)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.layers) - 1
+        last = self.num_layers - 1
         for i, layer in enumerate(self.layers):
             x = layer_act(layer, x, "relu" if i < last else "none", self.onednn)
         return torch.sigmoid(x) if self.sigmoid_output else x
@@ -149,6 +153,7 @@ class MaskDecoder(nn.Module):
         """Low-res mask logits BxKx4hx4w of the mask tokens `tokens_out` (see `run_transformer`).
         B may be 0 (every prompt of a chunk filtered out): the result is then 0xKx4hx4w."""
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        tokens = src.view(src.shape[0], *size, src.shape[-1])
         mlps = self.output_hypernetworks_mlps
         watched = observed(mlps)
         if watched or needs_grad(*mlps.parameters()):
@@ -157,13 +162,12 @@ class MaskDecoder(nn.Module):
             # hooks (a FLOP counter), every mask is made, as upstream makes them.
             hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(mlps)], dim=1)
             if watched:
-                tokens = src.view(src.shape[0], *size, src.shape[-1])
                 return self.upscale_and_project(tokens, hyper_in)[:, tokens_out]
             hyper_in = hyper_in[:, tokens_out]
         else:
             chosen = range(self.num_mask_tokens)[tokens_out]
             hyper_in = torch.stack([mlps[i](mask_tokens_out[:, i, :]) for i in chosen], dim=1)
-        return self.upscale_and_project(src.view(src.shape[0], *size, src.shape[-1]), hyper_in)
+        return self.upscale_and_project(tokens, hyper_in)
 
     def prepare(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
