@@ -24,8 +24,10 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .modeling.sam import Sam
+from .weights_state import WeightsState
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_RUNS = 3  # eager runs on a side stream before capture (cuDNN/cuBLAS choose kernels)
@@ -118,6 +120,7 @@ class Engine:
     ) -> None:
         self.model = model
         self.graphs = GraphCache(capture=graphs)
+        self._weights: dict[str, WeightsState] = {}  # per stage: the weights its graphs read
         encode, decode = self._encode_eager, self._decode_eager
         if compile:
             encode = torch.compile(encode, dynamic=False, backend=compile_backend)
@@ -127,7 +130,20 @@ class Engine:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Preprocessed Bx3xSxS float images -> float32 embeddings Bx256x(S/16)x(S/16), in
         the encoder's own dtype inside (bfloat16 weights run in bfloat16)."""
+        self._forget_graphs_if_weights_changed("encode", self.model.image_encoder)
         return self.graphs.run("encode", self._encode_fn, images)[0]
+
+    def _forget_graphs_if_weights_changed(self, stage: str, *modules: nn.Module) -> None:
+        """A graph reads the weights' memory as it was at capture: once `modules`' weights
+        have other memory or were replaced (`.to()`, a swapped layer, see `WeightsState`),
+        every graph is dropped and captured again at its next call. Weights changed in
+        place are read as they are now, but they count as a change too (one rule for
+        every cache of the package; capturing again costs a few runs)."""
+        state = self._weights.get(stage)
+        if state is None or state.changed():
+            if state is not None:
+                self.graphs = GraphCache(capture=self.graphs.capture)
+            self._weights[stage] = WeightsState(*modules)
 
     def decode(
         self,
@@ -140,6 +156,7 @@ class Engine:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`SamPredictor.decode` without a mask input: B prompt sets (BxNx2 points and BxN
         labels, and/or Bx4 boxes, in the model frame) -> logits BxCx256x256, scores BxC."""
+        self._forget_graphs_if_weights_changed("decode", self.model.prompt_encoder, self.model.mask_decoder)
         prompts = [x for x in (coords, labels, boxes) if x is not None]
         kinds = (coords is not None, boxes is not None, multimask)
         n = len(prompts[0])

@@ -24,6 +24,7 @@ from .options import check_decoder_precision
 from .prompts import box_array, mask_input_array, pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
+from .weights_state import WeightsState
 
 DECODE_SETS_CHUNK = 16  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
 
@@ -49,6 +50,8 @@ class SamPredictor:
         self._context: ImageContext | None = None
         self._image_pe: torch.Tensor | None = None
         self._bf16: dict = {}  # decode_points(precision="bf16"): the decoder copy, its context
+        self._weights: WeightsState | None = None  # what the three caches above were computed from
+        self._weights_model: Sam | None = None
         self.reset_image()
 
     @property
@@ -97,9 +100,10 @@ class SamPredictor:
     @property
     def image_pe(self) -> torch.Tensor:
         """The decoder's positional encoding of the embedding grid, 1x256x64x64: it depends
-        on the model only, so it is computed once per device (1.6 ms here, against a
-        10 ms decoder), in float32 whatever autocast is on."""
-        if self._image_pe is None or self._image_pe.device != self.device:
+        on the model only, so it is computed once (1.6 ms here, against a 10 ms decoder)
+        and again when the model's weights change, in float32 whatever autocast is on."""
+        self._forget_if_weights_changed()
+        if self._image_pe is None:
             with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                 self._image_pe = self.model.prompt_encoder.get_dense_pe()
         return self._image_pe
@@ -111,7 +115,9 @@ class SamPredictor:
         Computed from `self.features` when first needed and again whenever `features` is
         another tensor: code that stores `predictor.features` and assigns it back later
         (annotation tools caching embeddings) gets the masks of the embedding it assigned.
+        Computed again, too, when the decoder's weights change (`_forget_if_weights_changed`).
         """
+        image_pe = self.image_pe
         key = (self.features, torch.is_autocast_enabled(self.device.type))
         if (
             self._context_key is None
@@ -120,11 +126,21 @@ class SamPredictor:
         ):
             pe = self.model.prompt_encoder
             with torch.inference_mode():
-                self._context = self.model.mask_decoder.prepare(
-                    self.features, self.image_pe, pe.dense_no_mask(1)
-                )
+                self._context = self.model.mask_decoder.prepare(self.features, image_pe, pe.dense_no_mask(1))
             self._context_key = key
         return self._context
+
+    def _forget_if_weights_changed(self) -> None:
+        """Drop what was computed from the prompt encoder's and the decoder's weights once
+        they change: an optimizer step between validation passes, `load_state_dict` of
+        another fine-tune, a replaced layer (see `WeightsState`), or another model."""
+        if self._weights_model is self.model and not self._weights.changed():
+            return
+        self._weights = WeightsState(self.model.prompt_encoder, self.model.mask_decoder)
+        self._weights_model = self.model
+        self._image_pe = None
+        self._context_key = self._context = None
+        self._bf16 = {}
 
     def predict(
         self,
@@ -279,15 +295,14 @@ class SamPredictor:
     def _bf16_decoder(self) -> tuple[MaskDecoder, ImageContext]:
         """A bfloat16 copy of the mask decoder, made again when the decoder's weights change
         (in place or replaced), and the image context for it, again when `features` does."""
-        decoder = self.model.mask_decoder
-        weights = (decoder, self.device, tuple(p._version for p in decoder.parameters()))
-        if self._bf16.get("weights") != weights:
-            self._bf16 = {"weights": weights, "decoder": copy.deepcopy(decoder).to(torch.bfloat16)}
+        image_pe = self.image_pe  # first: drops the copy if the weights changed
+        if "decoder" not in self._bf16:
+            self._bf16 = {"decoder": copy.deepcopy(self.model.mask_decoder).to(torch.bfloat16)}
         if self._bf16.get("features") is not self.features:
             bf16 = torch.bfloat16
             dense = self.model.prompt_encoder.dense_no_mask(1).to(bf16)
             self._bf16["context"] = self._bf16["decoder"].prepare(
-                self.features.to(bf16), self.image_pe.to(bf16), dense
+                self.features.to(bf16), image_pe.to(bf16), dense
             )
             self._bf16["features"] = self.features
         return self._bf16["decoder"], self._bf16["context"]
