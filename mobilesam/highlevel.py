@@ -38,7 +38,8 @@ class Segmenter:
     """Segment images from prompts, or everything in them, with one `Predictor`.
 
     The embedding of the last image is kept: segmenting the same image again (same
-    pixels, same `input_size_percent`) with other prompts reuses it.
+    pixels, same `input_size_percent`, the encoder's weights unchanged) with other prompts
+    reuses it.
     """
 
     def __init__(self, predictor: Predictor) -> None:
@@ -131,10 +132,18 @@ class Segmenter:
     def _set_image(self, rgb: np.ndarray, percent: float) -> None:
         key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, percent)
         p = self.predictor
-        if self._image_key is not None and self._image_key[0] == key and self._image_key[1] is p.features:
-            return  # same image, same scale, same embedding: reuse it
+        if self._image_key is not None:
+            known, features, encoder = self._image_key
+            if known == key and features is p.features and not (encoder and encoder.changed()):
+                return  # same image, same scale, same embedding of the same weights: reuse it
         p.set_image(shrink(rgb, percent))
-        self._image_key = (key, p.features)
+        model = getattr(p, "model", None)  # the torch backend's; exported models cannot change
+        encoder = None
+        if model is not None:
+            from .weights_state import WeightsState  # torch: torch-free backends never get here
+
+            encoder = WeightsState(model.image_encoder)
+        self._image_key = (key, p.features, encoder)
 
     def _mask_prompts(self, mask_input: object, sets: int, size: tuple[int, int]) -> np.ndarray:
         """mask_input (an earlier `SegmentationResult` of an image of HxW = `size`, or

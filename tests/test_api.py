@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES
+from conftest import IMAGES, synthetic_state_dict
 from PIL import Image
 
 from mobilesam import MobileSAM, MobileSAMError, PromptError
@@ -79,6 +79,21 @@ def test_embedding_reused_for_same_image(sam, truck, monkeypatch):
     monkeypatch.setattr(sam.predictor, "set_image", lambda *a, **k: calls.append(1))
     sam.segment(truck.copy(), input_box=BOXES[1])
     assert calls == []
+
+
+def test_embedding_of_changed_encoder_weights_not_reused(ckpt_vit_t, truck, tmp_path):
+    """`MobileSAM.model` is the torch model: weights loaded into it (another fine-tune)
+    make the next call encode the image again, even the same image."""
+    other = tmp_path / "other.pt"
+    torch.save(synthetic_state_dict("vit_t", seed=1, img_size=256), other)
+    sam = MobileSAM(ckpt_vit_t, device="cpu", img_size=256)
+    before = sam.segment(truck, input_box=BOXES[0])
+    sam.model.load_state_dict(torch.load(other))
+    after = sam.segment(truck, input_box=BOXES[0])
+    expected = MobileSAM(other, device="cpu", img_size=256).segment(truck, input_box=BOXES[0])
+    assert not np.allclose(after.low_res_logits, before.low_res_logits, atol=1e-2)
+    np.testing.assert_allclose(after.low_res_logits, expected.low_res_logits, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(after.masks, expected.masks)
 
 
 def test_exports(sam, tmp_path):
