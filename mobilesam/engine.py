@@ -140,7 +140,7 @@ class Engine:
         place are read as they are now, but they count as a change too (one rule for
         every cache of the package; capturing again costs a few runs)."""
         state = self._weights.get(stage)
-        if state is None or state.changed():
+        if state is None or not state.of(*modules) or state.changed():
             if state is not None:
                 self.graphs = GraphCache(capture=self.graphs.capture)
             self._weights[stage] = WeightsState(*modules)

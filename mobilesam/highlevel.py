@@ -134,7 +134,8 @@ class Segmenter:
         p = self.predictor
         if self._image_key is not None:
             known, features, encoder = self._image_key
-            if known == key and features is p.features and not (encoder and encoder.changed()):
+            unchanged = encoder is None or (encoder.of(p.model.image_encoder) and not encoder.changed())
+            if known == key and features is p.features and unchanged:
                 return  # same image, same scale, same embedding of the same weights: reuse it
         p.set_image(shrink(rgb, percent))
         model = getattr(p, "model", None)  # the torch backend's; exported models cannot change

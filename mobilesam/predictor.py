@@ -51,7 +51,6 @@ class SamPredictor:
         self._image_pe: torch.Tensor | None = None
         self._bf16: dict = {}  # decode_points(precision="bf16"): the decoder copy, its context
         self._weights: WeightsState | None = None  # what the three caches above were computed from
-        self._weights_model: Sam | None = None
         self.reset_image()
 
     @property
@@ -134,10 +133,10 @@ class SamPredictor:
         """Drop what was computed from the prompt encoder's and the decoder's weights once
         they change: an optimizer step between validation passes, `load_state_dict` of
         another fine-tune, a replaced layer (see `WeightsState`), or another model."""
-        if self._weights_model is self.model and not self._weights.changed():
+        modules = (self.model.prompt_encoder, self.model.mask_decoder)
+        if self._weights is not None and self._weights.of(*modules) and not self._weights.changed():
             return
-        self._weights = WeightsState(self.model.prompt_encoder, self.model.mask_decoder)
-        self._weights_model = self.model
+        self._weights = WeightsState(*modules)
         self._image_pe = None
         self._context_key = self._context = None
         self._bf16 = {}

@@ -94,6 +94,11 @@ def test_embedding_of_changed_encoder_weights_not_reused(ckpt_vit_t, truck, tmp_
     assert not np.allclose(after.low_res_logits, before.low_res_logits, atol=1e-2)
     np.testing.assert_allclose(after.low_res_logits, expected.low_res_logits, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(after.masks, expected.masks)
+    original = MobileSAM(ckpt_vit_t, device="cpu", img_size=256).model
+    for part in ("image_encoder", "prompt_encoder", "mask_decoder"):  # the first weights back,
+        setattr(sam.model, part, getattr(original, part))  # in other modules
+    again = sam.segment(truck, input_box=BOXES[0])
+    np.testing.assert_allclose(again.low_res_logits, before.low_res_logits, rtol=0, atol=1e-4)
 
 
 def test_exports(sam, tmp_path):

@@ -102,6 +102,15 @@ def _swap_storage(sam, predictor):
             p.data = p.data * 1.05  # as Module.to() does: the same Parameter, other memory
 
 
+def _replace_the_decoder(sam, predictor):
+    decoder = build_sam("vit_t", img_size=SMALL).mask_decoder
+    weights = synthetic_state_dict("vit_t", seed=1, img_size=SMALL)
+    decoder.load_state_dict(
+        {k[len("mask_decoder.") :]: v for k, v in weights.items() if k.startswith("mask_decoder.")}
+    )
+    sam.mask_decoder = decoder.eval()
+
+
 def _another_model(sam, predictor):
     predictor.model = build_sam("vit_t", img_size=SMALL).eval()
     predictor.model.load_state_dict(synthetic_state_dict("vit_t", seed=1, img_size=SMALL))
@@ -109,7 +118,15 @@ def _another_model(sam, predictor):
 
 
 @pytest.mark.parametrize(
-    "change", [_load_other_weights, _replace_a_parameter, _replace_a_layer, _swap_storage, _another_model]
+    "change",
+    [
+        _load_other_weights,
+        _replace_a_parameter,
+        _replace_a_layer,
+        _swap_storage,
+        _replace_the_decoder,
+        _another_model,
+    ],
 )
 def test_predictor_uses_the_weights_of_the_call(sam, truck, change):
     predictor = SamPredictor(sam)
@@ -160,8 +177,14 @@ def test_weights_state_notices_each_kind_of_change():
     model[1].running_mean = torch.zeros(4, dtype=torch.float64)  # a replaced buffer
     assert state.changed()
     state = WeightsState(model)
-    nn.Linear(2, 2)  # a module built anywhere: counted, as a replacement would be
+    nn.Linear(2, 2)  # a module built elsewhere changes nothing here
+    assert not state.changed()
+    model[0].bias = nn.Parameter(torch.zeros(4, dtype=torch.float64))  # a replaced parameter
     assert state.changed()
+    state = WeightsState(model)
+    model.append(nn.Identity())  # a module registered on one of the snapshot's
+    assert state.changed()
+    assert state.of(model) and not state.of(model[0]) and not state.of(model, model)
     sparse = torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.tensor([1.0]), (4, 4))
     model.register_buffer("sparse", sparse)  # no storage, so no pointer: its version counts
     state = WeightsState(model)
@@ -206,5 +229,10 @@ def test_engine_drops_its_graphs_when_the_weights_change(sam, truck):
     graphs = engine.graphs
     sam.image_encoder.neck[0].weight = nn.Parameter(sam.image_encoder.neck[0].weight.detach() * 2)
     predictor.set_image(truck)
+    assert engine.graphs is not graphs
+    _answers(predictor)
+    graphs = engine.graphs
+    _replace_the_decoder(sam, predictor)
+    _answers(predictor)
     assert engine.graphs is not graphs
     _assert_differ(after, before)
