@@ -28,14 +28,23 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
-_tracked: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # every module of a snapshot
+# Every module of a snapshot, by id (a module may be unhashable: a dataclass module), each
+# entry dropped when its module dies (before its id can be reused).
+_tracked: dict[int, weakref.ref] = {}
 _registrations = 0  # registrations on a tracked module since the hooks were installed
 _hooks_installed = False
 
 
+def _track(module: nn.Module) -> None:
+    key = id(module)
+    if key not in _tracked:
+        _tracked[key] = weakref.ref(module, lambda _, key=key: _tracked.pop(key, None))
+
+
 def _count_registration(module: nn.Module, name: str, value: object) -> None:
     global _registrations
-    if module in _tracked:
+    ref = _tracked.get(id(module))
+    if ref is not None and ref() is module:
         _registrations += 1
 
 
@@ -54,7 +63,9 @@ class WeightsState:
     def __init__(self, *modules: nn.Module) -> None:
         _install_hooks()
         self.modules = modules
-        _tracked.update(m for root in modules for m in root.modules())
+        for root in modules:
+            for m in root.modules():
+                _track(m)
         self._registrations = _registrations
         self._tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         # Inference tensors (made under torch.inference_mode) keep no version counter.

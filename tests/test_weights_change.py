@@ -236,3 +236,32 @@ def test_engine_drops_its_graphs_when_the_weights_change(sam, truck):
     _answers(predictor)
     assert engine.graphs is not graphs
     _assert_differ(after, before)
+
+
+def test_registration_hooks_leave_other_modules_alone():
+    """The global registration hooks run for every module anyone builds: one that cannot
+    be hashed (a dataclass module) still builds, and snapshots' bookkeeping dies with
+    their modules."""
+    import dataclasses
+    import gc
+
+    from mobilesam import weights_state
+
+    model = nn.Sequential(nn.Linear(2, 2))
+    state = WeightsState(model)
+
+    @dataclasses.dataclass
+    class Head(nn.Module):  # eq=True: unhashable
+        width: int = 3
+
+        def __post_init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(self.width, self.width)
+
+    assert Head().proj.out_features == 3
+    assert not state.changed()
+    gc.collect()  # other tests' dead modules leave first
+    tracked = len(weights_state._tracked)
+    del model, state
+    gc.collect()
+    assert len(weights_state._tracked) == tracked - 2
