@@ -61,7 +61,7 @@ class SamPredictor:
     def mask_threshold(self) -> float:
         return self.model.mask_threshold
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed an HxWx3 uint8 image in `image_format` ("RGB" or "BGR")."""
         image = rgb_array(image, image_format)  # the model takes RGB
@@ -76,7 +76,7 @@ class SamPredictor:
             tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.set_torch_image(tensor, image.shape[:2])
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
         """Embed a 1x3xhxw image already resized so that max(h, w) == img_size."""
         shape = tuple(transformed_image.shape)
@@ -112,17 +112,14 @@ class SamPredictor:
         """The decoder's work that is the same for every prompt without a mask input.
 
         Computed from `self.features` when first needed and again whenever `features` is
-        another tensor: code that stores `predictor.features` and assigns it back later
-        (annotation tools caching embeddings) gets the masks of the embedding it assigned.
-        Computed again, too, when the decoder's weights change (`_forget_if_weights_changed`).
+        another tensor or was changed in place: code that stores `predictor.features` and
+        assigns it back later (annotation tools caching embeddings) gets the masks of the
+        embedding it assigned. Computed again, too, when the decoder's weights change
+        (`_forget_if_weights_changed`).
         """
         image_pe = self.image_pe
-        key = (self.features, torch.is_autocast_enabled(self.device.type))
-        if (
-            self._context_key is None
-            or self._context_key[0] is not key[0]
-            or self._context_key[1:] != key[1:]
-        ):
+        key = (self.features, _version(self.features), torch.is_autocast_enabled(self.device.type))
+        if not _same_key(self._context_key, key):
             pe = self.model.prompt_encoder
             with torch.inference_mode():
                 self._context = self.model.mask_decoder.prepare(self.features, image_pe, pe.dense_no_mask(1))
@@ -179,7 +176,7 @@ class SamPredictor:
         masks = masks[0] if masks.dtype == torch.bool else masks[0].float()
         return masks.cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict_torch(
         self,
         point_coords: torch.Tensor | None,
@@ -201,7 +198,7 @@ class SamPredictor:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
-    @torch.inference_mode()
+    @torch.no_grad()  # predict_torch's tensors are ordinary ones, as upstream's
     def decode(
         self,
         point_coords: torch.Tensor | None,
@@ -297,13 +294,14 @@ class SamPredictor:
         image_pe = self.image_pe  # first: drops the copy if the weights changed
         if "decoder" not in self._bf16:
             self._bf16 = {"decoder": copy.deepcopy(self.model.mask_decoder).to(torch.bfloat16)}
-        if self._bf16.get("features") is not self.features:
+        features = (self.features, _version(self.features))
+        if not _same_key(self._bf16.get("features"), features):
             bf16 = torch.bfloat16
             dense = self.model.prompt_encoder.dense_no_mask(1).to(bf16)
             self._bf16["context"] = self._bf16["decoder"].prepare(
                 self.features.to(bf16), image_pe.to(bf16), dense
             )
-            self._bf16["features"] = self.features
+            self._bf16["features"] = features
         return self._bf16["decoder"], self._bf16["context"]
 
     def warmup(self) -> None:
@@ -354,3 +352,13 @@ def pick(
     choice = pick_candidates(scores.cpu().numpy(), mask_id).astype(np.int64)
     rows, cols = torch.arange(len(scores)), torch.from_numpy(choice)
     return low_res[rows, cols], scores[rows, cols], choice + 1
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """A tensor's version counter (moved by in-place changes); None for an inference tensor."""
+    return None if t.is_inference() else t._version
+
+
+def _same_key(known: tuple | None, key: tuple) -> bool:
+    """Cache keys led by a tensor: the same tensor (not an equal one) and equal the rest."""
+    return known is not None and known[0] is key[0] and known[1:] == key[1:]

@@ -222,6 +222,31 @@ def test_embedding_cache_swap_gives_the_assigned_embedding(small_sam_vit_t, rese
     assert np.array_equal(again[0], ref[0])
 
 
+def test_predictor_hands_out_ordinary_tensors(small_sam_vit_t, truck):
+    """segment-anything's predictor runs under no_grad, not inference_mode, so what it hands
+    out is an ordinary tensor: code uses the embedding or the logits with autograd (a
+    learnable head on top) and changes `predictor.features` in place."""
+    predictor = SamPredictor(small_sam_vit_t)
+    predictor.set_image(truck)
+    weight = torch.nn.Parameter(torch.ones(1))
+    (predictor.get_image_embedding() * weight).sum().backward()  # saves the embedding
+    box = np.array([300, 250, 1300, 900])
+    model_box = predictor.transform.apply_boxes_torch(torch.tensor([box], dtype=torch.float), truck.shape[:2])
+    _, _, low_res = predictor.predict_torch(None, None, model_box)
+    (low_res * weight).sum().backward()
+    assert weight.grad is not None
+    before = predictor.predict(box=box)
+    predictor.features.mul_(0.5)  # the next prediction uses the changed embedding
+    after = predictor.predict(box=box)
+    fresh = SamPredictor(small_sam_vit_t)
+    fresh.set_image(truck)
+    fresh.features = fresh.features * 0.5
+    expected = fresh.predict(box=box)
+    assert not np.allclose(after[1], before[1])
+    np.testing.assert_allclose(after[2], expected[2], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(after[1], expected[1], rtol=0, atol=1e-6)
+
+
 def test_amg_helpers_with_upstream_names():
     masks = torch.zeros(2, 3, 5, 6, dtype=torch.bool)
     masks[0, 1, 1:3, 2:5] = True

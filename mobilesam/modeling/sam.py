@@ -100,8 +100,10 @@ class Sam(nn.Module):
         """Low-res logits -> logits at original_size=(H, W); input_size is the resized (h, w)."""
         return upscale_masks(masks, tuple(input_size), tuple(original_size), self.img_size)
 
+    @torch.no_grad()
     def forward(self, batched_input: list[dict], multimask_output: bool) -> list[dict]:
-        """segment-anything's end-to-end call, for code written against it.
+        """segment-anything's end-to-end call, for code written against it; without autograd,
+        as upstream's (training code calls the three modules itself).
 
         Each input dict holds `image` (3xhxw, already resized), `original_size`, and any of
         `point_coords` (BxNx2), `point_labels` (BxN), `boxes` (Bx4), `mask_inputs`
