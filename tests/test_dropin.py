@@ -247,6 +247,17 @@ def test_predictor_hands_out_ordinary_tensors(small_sam_vit_t, truck):
     np.testing.assert_allclose(after[1], expected[1], rtol=0, atol=1e-6)
 
 
+def test_return_logits_gives_what_the_masks_threshold(small_truck_predictor):
+    """predict(return_logits=True): full-size float logits instead of masks (the official
+    code's to 2e-4 on the synthetic weights, checked by hand)."""
+    p, box = small_truck_predictor, np.array([300, 250, 1300, 900])
+    masks, scores, _ = p.predict(box=box)
+    logits, logit_scores, _ = p.predict(box=box, return_logits=True)
+    assert logits.dtype == np.float32 and logits.shape == masks.shape == (3, 1200, 1800)
+    np.testing.assert_array_equal(logits > p.model.mask_threshold, masks)
+    np.testing.assert_array_equal(scores, logit_scores)
+
+
 def test_amg_helpers_with_upstream_names():
     masks = torch.zeros(2, 3, 5, 6, dtype=torch.bool)
     masks[0, 1, 1:3, 2:5] = True
