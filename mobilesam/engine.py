@@ -137,13 +137,12 @@ class Engine:
         """A graph reads the weights' memory as it was at capture: once `modules`' weights
         have other memory or were replaced (`.to()`, a swapped layer, see `WeightsState`),
         every graph is dropped and captured again at its next call. Weights changed in
-        place are read as they are now, but they count as a change too (one rule for
-        every cache of the package; capturing again costs a few runs)."""
+        place need nothing: the graphs read them as they are."""
         state = self._weights.get(stage)
         if state is None or not state.of(*modules) or state.changed():
             if state is not None:
                 self.graphs = GraphCache(capture=self.graphs.capture)
-            self._weights[stage] = WeightsState(*modules)
+            self._weights[stage] = WeightsState(*modules, versions=False)
 
     def decode(
         self,

@@ -117,7 +117,9 @@ class SamPredictor:
         embedding it assigned. Computed again, too, when the decoder's weights change
         (`_forget_if_weights_changed`).
         """
-        image_pe = self.image_pe
+        return self._context_for(self.image_pe)
+
+    def _context_for(self, image_pe: torch.Tensor) -> ImageContext:
         key = (self.features, _version(self.features), torch.is_autocast_enabled(self.device.type))
         if not _same_key(self._context_key, key):
             pe = self.model.prompt_encoder
@@ -209,14 +211,15 @@ class SamPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder only: low-res logits BxCx256x256 and scores BxC."""
         self._require_image()
+        image_pe = self.image_pe  # first: the one check of the weights per call
         if self.engine is not None and mask_input is None:
             return self.engine.decode(
-                self.features, self.image_pe, point_coords, point_labels, boxes, multimask_output
+                self.features, image_pe, point_coords, point_labels, boxes, multimask_output
             )
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
-        context = self.context if mask_input is None else None
-        return self.model.mask_decoder(self.features, self.image_pe, sparse, dense, multimask_output, context)
+        context = self._context_for(image_pe) if mask_input is None else None
+        return self.model.mask_decoder(self.features, image_pe, sparse, dense, multimask_output, context)
 
     @torch.inference_mode()
     def decode_sets(

@@ -58,9 +58,11 @@ def _install_hooks() -> None:
 
 
 class WeightsState:
-    """A snapshot of `modules`' parameters and buffers (see the module's docstring)."""
+    """A snapshot of `modules`' parameters and buffers (see the module's docstring).
+    versions=False: in-place changes do not count (for what reads the weights' memory as
+    it is at each call: CUDA graphs), at half the cost of a check."""
 
-    def __init__(self, *modules: nn.Module) -> None:
+    def __init__(self, *modules: nn.Module, versions: bool = True) -> None:
         _install_hooks()
         self.modules = modules
         for root in modules:
@@ -69,7 +71,7 @@ class WeightsState:
         self._registrations = _registrations
         self._tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         # Inference tensors (made under torch.inference_mode) keep no version counter.
-        self._versioned = [t for t in self._tensors if not t.is_inference()]
+        self._versioned = [t for t in self._tensors if versions and not t.is_inference()]
         self._marks = self._read()
 
     def of(self, *modules: nn.Module) -> bool:

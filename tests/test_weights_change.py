@@ -185,6 +185,12 @@ def test_weights_state_notices_each_kind_of_change():
     model.append(nn.Identity())  # a module registered on one of the snapshot's
     assert state.changed()
     assert state.of(model) and not state.of(model[0]) and not state.of(model, model)
+    memory_only = WeightsState(model, versions=False)  # what CUDA graphs care about
+    with torch.no_grad():
+        model[0].weight.mul_(2)
+    assert not memory_only.changed()
+    model.to(torch.float32)
+    assert memory_only.changed()
     sparse = torch.sparse_coo_tensor(torch.tensor([[0], [1]]), torch.tensor([1.0]), (4, 4))
     model.register_buffer("sparse", sparse)  # no storage, so no pointer: its version counts
     state = WeightsState(model)
@@ -223,6 +229,10 @@ def test_engine_drops_its_graphs_when_the_weights_change(sam, truck):
     predictor.set_image(truck)
     _answers(predictor)
     assert engine.graphs is graphs
+    with torch.no_grad():
+        sam.mask_decoder.iou_prediction_head.layers[0].weight.mul_(1.01)
+    _answers(predictor)
+    assert engine.graphs is graphs  # in place: a graph reads the weights as they are
     _replace_a_parameter(sam, predictor)
     after = _answers(predictor)
     assert engine.graphs is not graphs
