@@ -275,3 +275,21 @@ def test_registration_hooks_leave_other_modules_alone():
     del model, state
     gc.collect()
     assert len(weights_state._tracked) == tracked - 2
+
+
+def test_generator_uses_the_weights_of_the_call(sam, truck):
+    """The generator keeps one predictor: a checkpoint loaded between two `generate` calls
+    gives that checkpoint's masks."""
+    from mobilesam import SamAutomaticMaskGenerator
+
+    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    generator = SamAutomaticMaskGenerator(sam, **options)
+    before = generator.generate(truck)
+    sam.load_state_dict(synthetic_state_dict("vit_t", seed=1, img_size=SMALL))
+    after = generator.generate(truck)
+    expected = SamAutomaticMaskGenerator(sam, **options).generate(truck)
+    assert [m["predicted_iou"] for m in after] != [m["predicted_iou"] for m in before]
+    assert [m["predicted_iou"] for m in after] == pytest.approx(
+        [m["predicted_iou"] for m in expected], abs=1e-6
+    )
+    assert all(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(after, expected))
