@@ -309,6 +309,37 @@ def test_generate_masks_and_postprocess_small_regions_as_upstream_calls_them(sma
         assert amg.box_xyxy_to_xywh(torch.as_tensor(box)).tolist() == ann["bbox"]
 
 
+def test_upstream_generate_body_on_generate_masks(small_sam_vit_t):
+    """Forks that subclass the generator copy segment-anything's `generate` body: records
+    built from `_generate_masks`' MaskData (numpy fields, as upstream's after `to_numpy`)
+    with the amg helpers. They are `generate()`'s records."""
+    image = _image(*LOOSE_IMAGE)
+    gen = SamAutomaticMaskGenerator(small_sam_vit_t, **LOOSE)
+    mask_data = gen._generate_masks(image)
+    mask_data["segmentations"] = [amg.rle_to_mask(rle) for rle in mask_data["rles"]]
+    records = []
+    for idx in range(len(mask_data["segmentations"])):
+        records.append(
+            {
+                "segmentation": mask_data["segmentations"][idx],
+                "area": amg.area_from_rle(mask_data["rles"][idx]),
+                "bbox": amg.box_xyxy_to_xywh(mask_data["boxes"][idx]).tolist(),
+                "predicted_iou": mask_data["iou_preds"][idx].item(),
+                "point_coords": [mask_data["points"][idx].tolist()],
+                "stability_score": mask_data["stability_score"][idx].item(),
+                "crop_box": amg.box_xyxy_to_xywh(mask_data["crop_boxes"][idx]).tolist(),
+            }
+        )
+    ref = gen.generate(image)
+    assert len(records) == len(ref) > 1
+    for record, expected in zip(records, ref):
+        assert np.array_equal(record.pop("segmentation"), expected["segmentation"])
+        assert record == {k: expected[k] for k in record}
+    row = np.array([[10, 20, 50, 80]])[0]  # (the synthetic masks' boxes all start at 0, 0)
+    assert amg.box_xyxy_to_xywh(row).tolist() == [10, 20, 40, 60]
+    assert row.tolist() == [10, 20, 50, 80]  # a copy, as upstream's deepcopy
+
+
 @pytest.mark.slow
 def test_sam_onnx_model_exports_as_the_notebook_does(sam_vit_t, truck_predictor, tmp_path):
     """segment-anything's ONNX notebook, import changed: export SamOnnxModel, run it in

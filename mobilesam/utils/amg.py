@@ -248,8 +248,9 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     return masks_to_boxes_torch(flat).reshape(*masks.shape[:-2], 4)
 
 
-def box_xyxy_to_xywh(box_xyxy: torch.Tensor) -> torch.Tensor:
-    box = box_xyxy.clone()
+def box_xyxy_to_xywh(box_xyxy: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """One XYXY box -> XYWH, a tensor or (as `_generate_masks` returns them) a numpy row."""
+    box = box_xyxy.clone() if isinstance(box_xyxy, torch.Tensor) else np.copy(box_xyxy)
     box[2] = box[2] - box[0]
     box[3] = box[3] - box[1]
     return box
