@@ -45,6 +45,7 @@ class Segmenter:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self._image_key: tuple | None = None
+        self._encoder_weights = None  # a WeightsState of the torch backend's encoder
 
     def model_record(self) -> dict | None:
         """What makes the masks: backend, model, input size, precision and a checksum of the
@@ -132,19 +133,26 @@ class Segmenter:
     def _set_image(self, rgb: np.ndarray, percent: float) -> None:
         key = (hashlib.sha1(rgb.tobytes()).hexdigest(), rgb.shape, percent)
         p = self.predictor
-        if self._image_key is not None:
-            known, features, encoder = self._image_key
-            unchanged = encoder is None or (encoder.of(p.model.image_encoder) and not encoder.changed())
-            if known == key and features is p.features and unchanged:
-                return  # same image, same scale, same embedding of the same weights: reuse it
+        same_weights = self._encoder_unchanged()
+        known = self._image_key
+        if known is not None and known[0] == key and known[1] is p.features and same_weights:
+            return  # same image, same scale, same embedding of the same weights: reuse it
         p.set_image(shrink(rgb, percent))
-        model = getattr(p, "model", None)  # the torch backend's; exported models cannot change
-        encoder = None
-        if model is not None:
-            from .weights_state import WeightsState  # torch: torch-free backends never get here
+        self._image_key = (key, p.features)
 
-            encoder = WeightsState(model.image_encoder)
-        self._image_key = (key, p.features, encoder)
+    def _encoder_unchanged(self) -> bool:
+        """Whether the encoder's weights are those of the last check (then a new snapshot is
+        taken): the torch backend's model can be changed; exported models cannot."""
+        model = getattr(self.predictor, "model", None)
+        if model is None:
+            return True
+        state = self._encoder_weights
+        if state is not None and state.of(model.image_encoder) and not state.changed():
+            return True
+        from .weights_state import WeightsState  # torch: torch-free backends never get here
+
+        self._encoder_weights = WeightsState(model.image_encoder)
+        return False
 
     def _mask_prompts(self, mask_input: object, sets: int, size: tuple[int, int]) -> np.ndarray:
         """mask_input (an earlier `SegmentationResult` of an image of HxW = `size`, or
