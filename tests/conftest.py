@@ -69,6 +69,25 @@ def pytest_configure(config) -> None:
     workers start with it."""
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if hasattr(config, "workerinput"):
+        _onnxruntime_threads_sleep()
+
+
+def _onnxruntime_threads_sleep() -> None:
+    """onnxruntime's thread pool is its own, not OpenMP's, and spins for work by default:
+    in the workers every session made through `ort.SessionOptions()` (ours are) lets its
+    threads sleep instead (docs/performance.md, *onnxruntime's threads*)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+
+    class SleepingThreads(ort.SessionOptions):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    ort.SessionOptions = SleepingThreads
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
