@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .modeling.sam import Sam
-from .weights_state import WeightsState
+from .weights_state import WeightsState, unchanged
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_RUNS = 3  # eager runs on a side stream before capture (cuDNN/cuBLAS choose kernels)
@@ -139,7 +139,7 @@ class Engine:
         every graph is dropped and captured again at its next call. Weights changed in
         place need nothing: the graphs read them as they are."""
         state = self._weights.get(stage)
-        if state is None or not state.of(*modules) or state.changed():
+        if not unchanged(state, *modules):
             if state is not None:
                 self.graphs = GraphCache(capture=self.graphs.capture)
             self._weights[stage] = WeightsState(*modules, versions=False)

@@ -146,10 +146,10 @@ class Segmenter:
         model = getattr(self.predictor, "model", None)
         if model is None:
             return True
-        state = self._encoder_weights
-        if state is not None and state.of(model.image_encoder) and not state.changed():
+        from .weights_state import WeightsState, unchanged  # torch: torch-free backends never get here
+
+        if unchanged(self._encoder_weights, model.image_encoder):
             return True
-        from .weights_state import WeightsState  # torch: torch-free backends never get here
 
         self._encoder_weights = WeightsState(model.image_encoder)
         return False

@@ -24,7 +24,7 @@ from .options import check_decoder_precision
 from .prompts import box_array, mask_input_array, pick_candidates, point_arrays
 from .transforms import ResizeLongestSide
 from .utils.amg import iou_filter
-from .weights_state import WeightsState
+from .weights_state import WeightsState, unchanged
 
 DECODE_SETS_CHUNK = 16  # prompt sets decoded and upsampled at once by `decode_sets` (memory bound)
 
@@ -133,7 +133,7 @@ class SamPredictor:
         they change: an optimizer step between validation passes, `load_state_dict` of
         another fine-tune, a replaced layer (see `WeightsState`), or another model."""
         modules = (self.model.prompt_encoder, self.model.mask_decoder)
-        if self._weights is not None and self._weights.of(*modules) and not self._weights.changed():
+        if unchanged(self._weights, *modules):
             return
         self._weights = WeightsState(*modules)
         self._image_pe = None

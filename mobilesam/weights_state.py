@@ -90,3 +90,9 @@ def _pointer(t: torch.Tensor) -> int:
         return t.data_ptr()
     except RuntimeError:  # no storage (a sparse tensor, some subclasses): its version still counts
         return 0
+
+
+def unchanged(state: WeightsState | None, *modules: nn.Module) -> bool:
+    """Whether `state` is a snapshot of these very modules and nothing changed since: what
+    every cache of the package asks before reusing its work."""
+    return state is not None and state.of(*modules) and not state.changed()
