@@ -69,6 +69,10 @@ def test_files_and_metadata(exported):
     # every float32 output was checked in the runtime: 1 encoder run, 2 decoder runs x 2 outputs
     assert len([k for k in meta["checks"] if "int8" not in k]) == 5
     assert 0 < meta["checks"]["encoder.int8.pte relative error"] < 0.3
+    # XNNPACK runs each encoder whole and the decoder in a few pieces (48 before the graph
+    # rewrites of `_for_xnnpack`: its reshapes of the prompt-token count left the delegate)
+    parts = meta["xnnpack_partitions"]
+    assert parts["encoder.pte"] == parts["encoder.int8.pte"] == 1 and parts["decoder.pte"] <= 5
     # int8 weights: the encoder file shrinks to about a third (the issue's bound: 8 MB)
     assert (pte / "encoder.int8.pte").stat().st_size <= 8 * 2**20
     assert (pte / "encoder.int8.pte").stat().st_size < 0.4 * (pte / "encoder.pte").stat().st_size
@@ -285,3 +289,34 @@ def test_coreml_packages(sam_vit_t, tmp_path):
     assert list(enc.description.input[0].type.multiArrayType.shape) == [1, 3, 1024, 1024]
     with pytest.raises(MobileSAMError, match="inputs"):
         check_package(files["encoder.mlpackage"], ["pixels"], ["image_embeddings"])
+
+
+def test_dynamic_reshapes_stay_in_xnnpack(tmp_path):
+    """`_for_xnnpack` on a small graph with a dynamic token count: a linear layer on 3-D
+    tokens and a split into heads (reshapes of the symbolic count) and an expand to the
+    same shape, all in one XNNPACK partition (three without the rewrites), the same
+    outputs as PyTorch for several counts."""
+    import torch
+
+    from mobilesam.export.executorch import _lower, _partitions, _write
+
+    class Heads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n = x.shape[1]
+            y = self.proj(x).expand(1, n, 8).view(1, n, 2, 4).transpose(1, 2)
+            return torch.relu(y.reshape(2, n, 4) * 2.0)
+
+    module = Heads().eval()
+    tokens = torch.export.Dim("tokens", min=1, max=16)
+    ep = torch.export.export(module, (torch.randn(1, 3, 8),), dynamic_shapes=({1: tokens},))
+    edge = _lower(ep)
+    assert _partitions(edge) == 1
+    _write(edge, tmp_path / "heads.pte")
+    method = load_method(tmp_path / "heads.pte")
+    for n in (1, 5, 16):
+        x = torch.randn(1, n, 8)
+        np.testing.assert_allclose(method.execute([x])[0].numpy(), module(x).detach().numpy(), atol=1e-6)

@@ -58,6 +58,51 @@ def _require_executorch():
     return to_edge_transform_and_lower, XnnpackPartitioner
 
 
+def _lower(ep: torch.export.ExportedProgram):
+    """The program in ExecuTorch's edge dialect, lowered to XNNPACK where it takes it."""
+    to_edge, partitioner = _require_executorch()
+    return to_edge(ep, transform_passes=[_for_xnnpack], partitioner=[partitioner()])
+
+
+def _for_xnnpack(graph_module: torch.fx.GraphModule):
+    """Two rewrites of the edge graph before XNNPACK takes its pieces, neither changing a
+    number. A reshape whose target has one symbolic size (the decoder's prompt-token
+    count) infers it (-1) instead: XNNPACK's reshape refuses symbolic sizes and infers
+    one. An expand to the shape its input already has is dropped: a copy outside the
+    delegate. Each cut the decoder: 48 XNNPACK partitions without them, 5 with (the
+    rest: the prompt encoding's comparisons and two slices; docs/performance.md)."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    view, expand = exir_ops.edge.aten.view_copy.default, exir_ops.edge.aten.expand_copy.default
+    changed = False
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target == view:
+            shape = list(node.args[1])
+            symbolic = [i for i, size in enumerate(shape) if not isinstance(size, int)]
+            if len(symbolic) == 1 and -1 not in shape:
+                shape[symbolic[0]] = -1
+                node.args = (node.args[0], shape)
+                changed = True
+        elif node.target == expand:
+            before, after = node.args[0].meta.get("val"), node.meta.get("val")
+            if before is not None and after is not None and before.shape == after.shape:
+                node.replace_all_uses_with(node.args[0])
+                graph_module.graph.erase_node(node)
+                changed = True
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+    return PassResult(graph_module, changed)
+
+
+def _partitions(edge) -> int:
+    """How many pieces of the program XNNPACK runs (the rest runs ExecuTorch's portable kernels)."""
+    nodes = edge.exported_program().graph.nodes
+    return sum(n.op == "call_function" and "executorch_call_delegate" in str(n.target) for n in nodes)
+
+
 def export_executorch(
     sam: Sam,
     out_dir: str | PathLike,
@@ -69,8 +114,7 @@ def export_executorch(
     """Write the programs and metadata.json into `out_dir`; returns the metadata (files,
     checks). calibration: images for the int8 encoder's activation ranges (paths, arrays
     ...; default: `default_calibration()`, generated, for which real photos are better)."""
-    to_edge, partitioner = _require_executorch()
-
+    _require_executorch()
     if quantize not in (None, "int8"):
         raise MobileSAMError(f"quantize must be 'int8' or nothing, got {quantize!r}")
     if quantize and calibration is not None and len(calibration) == 0:
@@ -98,10 +142,13 @@ def export_executorch(
     }
     checks: dict[str, float] = {}
     files: dict[str, str] = {}
+    partitions: dict[str, int] = {}
     for name, (module, ref, example, dynamic) in programs.items():
         with torch.no_grad():
             ep = torch.export.export(module.eval(), example, dynamic_shapes=dynamic)
-        _write(to_edge(ep, partitioner=[partitioner()]), out / name)
+        edge = _lower(ep)
+        partitions[name] = _partitions(edge)
+        _write(edge, out / name)
         method = load_method(out / name)
         for i, inputs in enumerate(_check_inputs(sam, name, g)):
             with torch.no_grad():
@@ -116,8 +163,9 @@ def export_executorch(
         module, ref, example, _ = programs["encoder.pte"]
         images = calibration if calibration is not None else default_calibration()
         inputs = [(_preprocess(sam, load_image(x)),) for x in images]
-        ep = _quantized(module.eval(), inputs, example)
-        _write(to_edge(ep, partitioner=[partitioner()]), out / name)
+        edge = _lower(_quantized(module.eval(), inputs, example))
+        partitions[name] = _partitions(edge)
+        _write(edge, out / name)
         x = inputs[0][0]  # checked on the first calibration image
         with torch.no_grad():
             want = ref(x)
@@ -139,6 +187,7 @@ def export_executorch(
         "pixel_mean": sam.pixel_mean.flatten().tolist(),
         "pixel_std": sam.pixel_std.flatten().tolist(),
         "backend": "XNNPACK",
+        "xnnpack_partitions": partitions,
         "encoder": {
             "file": "encoder.pte",
             "int8": "encoder.int8.pte" if quantize else None,
