@@ -82,7 +82,7 @@ def _for_xnnpack(graph_module: torch.fx.GraphModule):
         if node.target == view:
             shape = list(node.args[1])
             symbolic = [i for i, size in enumerate(shape) if not isinstance(size, int)]
-            if len(symbolic) == 1 and -1 not in shape:
+            if len(symbolic) == 1 and -1 not in shape and 0 not in shape:  # -1 of 0 elements is ambiguous
                 shape[symbolic[0]] = -1
                 node.args = (node.args[0], shape)
                 changed = True
@@ -114,7 +114,7 @@ def export_executorch(
     """Write the programs and metadata.json into `out_dir`; returns the metadata (files,
     checks). calibration: images for the int8 encoder's activation ranges (paths, arrays
     ...; default: `default_calibration()`, generated, for which real photos are better)."""
-    _require_executorch()
+    _require_executorch()  # the missing extra said before any work
     if quantize not in (None, "int8"):
         raise MobileSAMError(f"quantize must be 'int8' or nothing, got {quantize!r}")
     if quantize and calibration is not None and len(calibration) == 0:
