@@ -3,11 +3,13 @@
 Sources: a path, an http(s) URL, the bytes of an image file or a binary file object
 (an upload, `open(path, "rb")`), a numpy array or a PIL image. EXIF orientation is
 applied; grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB; an
-alpha channel is dropped (the colour under it is kept).
+alpha channel is dropped (the colour under it is kept). Any format Pillow reads, and
+HEIC/HEIF (phones' photos) with the optional pillow-heif (`mobilesam[heif]`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import urllib.error
 import urllib.request
@@ -18,16 +20,35 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import PIL
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import ImageLoadError, PromptError
 
 ImageSource = str | PathLike | bytes | BinaryIO | np.ndarray | Image.Image
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what folder listings take
+# What folder listings take (the folder job takes every file, and reports what is no image).
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".avif",
+    ".heic",
+    ".heif",
+)
 
 _URL_TIMEOUT_S = 30
 _MAX_PIXELS = 30_000 * 30_000
 _ORIENTATION = 0x0112  # the EXIF tag
+# The major brands of an ISO media file's "ftyp" box (bytes 8-12) for HEVC-coded HEIF
+# (an iPhone's .heic) and for AVIF, which Pillow reads itself from version 11.3.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
 
 
 def is_url(source: object) -> bool:
@@ -73,11 +94,13 @@ def _fetch(url: str) -> io.BytesIO:
 def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
     """Open and decode now, so a truncated or non-image file fails here, naming `name`."""
     try:
-        img = Image.open(fp)
+        img = _pil_open(fp, name)
         if img.width * img.height > _MAX_PIXELS:
             raise ImageLoadError(f"{name}: {img.width}x{img.height} is too large to segment")
         img.load()
         return img
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{name} is not an image file Pillow can read") from exc
     except Image.DecompressionBombError as exc:
@@ -89,13 +112,60 @@ def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
         raise ImageLoadError(f"{name} is corrupt or unreadable: {exc}") from exc
 
 
+def _pil_open(fp: Path | io.BytesIO, name: str) -> Image.Image:
+    """`Image.open(fp)`; a HEIF file Pillow does not know is opened with pillow-heif's
+    plugin, registered then (ImageLoadError naming the extra where it is not installed)."""
+    try:
+        return Image.open(fp)
+    except UnidentifiedImageError:
+        brand = _ftyp_brand(fp)
+        if brand in _HEIF_BRANDS:
+            if not _heif_plugin():
+                raise ImageLoadError(
+                    f"{name} is a HEIC/HEIF image: reading it needs pillow-heif; install it with: "
+                    "pip install 'mobilesam[heif]'"
+                ) from None
+            if isinstance(fp, io.BytesIO):
+                fp.seek(0)
+            return Image.open(fp)
+        if brand in _AVIF_BRANDS and not features.check_module("avif"):
+            raise ImageLoadError(
+                f"{name} is an AVIF image, which Pillow {PIL.__version__} cannot read: "
+                "Pillow 11.3 or newer reads it (pip install -U pillow)"
+            ) from None
+        raise
+
+
+def _ftyp_brand(fp: Path | io.BytesIO) -> bytes | None:
+    """The major brand of an ISO media file (HEIF, AVIF, MP4), else None."""
+    if isinstance(fp, io.BytesIO):
+        head = fp.getvalue()[:12]
+    else:
+        with open(fp, "rb") as f:
+            head = f.read(12)
+    return head[8:12] if head[4:8] == b"ftyp" else None
+
+
+@functools.cache
+def _heif_plugin() -> bool:
+    """pillow-heif's opener registered with Pillow (once per process); False if not installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 @contextmanager
 def opened_image(path: Path) -> Iterator[Image.Image]:
     """`Image.open(path)` for reading only what is needed (a header, a draft-scale
     thumbnail); anything Pillow raises in the block becomes an ImageLoadError naming `path`."""
     try:
-        with Image.open(path) as img:
+        with _pil_open(path, str(path)) as img:
             yield img
+    except ImageLoadError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"{path} is not an image file Pillow can read ({exc})") from exc
 

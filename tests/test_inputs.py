@@ -267,3 +267,80 @@ def test_image_from_url(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def _heif(img: Image.Image, path, **kw):
+    """A HEIC file written by pillow-heif itself, not through Pillow: loading it is what
+    registers the plugin with Pillow (a test run alone checks that path)."""
+    import pillow_heif
+
+    pillow_heif.from_pillow(img).save(path, **kw)
+    return path
+
+
+def test_phone_and_web_formats(tmp_path):
+    """HEIC (an iPhone's photos, through pillow-heif) and AVIF load upright as 8-bit RGB,
+    from a path or bytes, and the folder listings take them; a HEIC rotation is applied
+    once, with `upright_size` (the UI's sizes, from the header) agreeing."""
+    from pathlib import Path
+
+    from mobilesam.image_io import IMAGE_SUFFIXES, upright_size
+
+    pytest.importorskip("pillow_heif")
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[:, :30] = (200, 30, 30)  # left half red, right half black
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 40 wide, 60 high, the red on top
+    heic = tmp_path / "phone.heic"
+    _heif(Image.fromarray(rgb), heic, exif=exif.tobytes(), quality=95)
+    for source in (heic, str(heic), heic.read_bytes()):
+        out = load_image(source)
+        assert out.shape == (60, 40, 3) and out.dtype == np.uint8
+        assert out[:25, :, 0].mean() > 180 and out[35:, :, 0].mean() < 20  # red on top: turned once
+    assert upright_size(heic) == (60, 40)
+    avif = _save(Image.fromarray(rgb), tmp_path / "web.avif", "AVIF", quality=95)
+    assert np.abs(load_image(avif).astype(int) - rgb).mean() < 8
+    assert {".heic", ".heif", ".avif", ".jfif"} <= set(IMAGE_SUFFIXES)
+    assert Path("x.HEIC").suffix.lower() in IMAGE_SUFFIXES
+
+
+def test_heic_without_pillow_heif_names_the_extra(tmp_path):
+    """Without pillow-heif a HEIC photo is an ImageLoadError saying what to install (not
+    "not an image"); in a fresh process, where no earlier test registered the plugin."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("pillow_heif")
+    heic = _heif(Image.new("RGB", (16, 16), (1, 2, 3)), tmp_path / "p.heic")
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from mobilesam.image_io import load_image\n"
+        f"for source in ({str(heic)!r}, open({str(heic)!r}, 'rb').read()):\n"
+        "    try: load_image(source)\n"
+        "    except Exception as exc: print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.count("ImageLoadError") == 2 and out.count("pip install 'mobilesam[heif]'") == 2, out
+    assert "p.heic is a HEIC/HEIF image" in out and "image bytes is a HEIC/HEIF image" in out
+
+
+def test_avif_on_an_old_pillow_and_huge_images_are_named(monkeypatch, tmp_path):
+    """An AVIF file where Pillow lacks AVIF (before 11.3) says to upgrade Pillow; an image
+    over our own pixel limit (with Pillow's raised) says so, not that it is corrupt."""
+    from PIL import features
+
+    from mobilesam import image_io
+
+    avif = b"\x00\x00\x00\x20ftypavif" + bytes(100)
+    monkeypatch.setattr(features, "check_module", lambda name: name != "avif")
+    with pytest.raises(ImageLoadError, match=r"AVIF image, which Pillow .* cannot read: Pillow 11\.3"):
+        load_image(avif)
+    monkeypatch.undo()
+    with pytest.raises(ImageLoadError, match="image bytes is not an image") as err:
+        load_image(avif)  # Pillow reads AVIF: this one is broken, not unsupported
+    assert "11.3" not in str(err.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    monkeypatch.setattr(image_io, "_MAX_PIXELS", 99)
+    with pytest.raises(ImageLoadError, match="10x10 is too large to segment") as err:
+        load_image(_save(Image.new("RGB", (10, 10)), tmp_path / "big.png"))
+    assert "corrupt" not in str(err.value)

@@ -1050,3 +1050,49 @@ def test_propagate_prompts_an_image_with_another_images_boxes(client):
     same = client.post("/api/images/a_truck.jpg/propagate", json={"source": "a_truck.jpg"}).json()
     assert same["objects"][0]["box"] == [float(xs.min()), float(ys.min()), xs.max() + 1.0, ys.max() + 1.0]
     assert client.post("/api/images/b_small.png/propagate", json={"source": "missing.jpg"}).status_code == 404
+
+
+def test_images_a_browser_cannot_show_come_as_the_models_pixels(service, tmp_path):
+    """The page draws `/file`: a JPEG, PNG, WebP or AVIF goes as it is stored; a TIFF, a
+    HEIC, a 16-bit PNG (12-bit data: the model sees it scaled up), an alpha channel and a
+    PNG with an EXIF rotation go as a PNG of exactly the pixels the model segments, so
+    what is drawn on is what was segmented. HEIC and AVIF are listed, and an uploaded HEIC
+    keeps its suffix."""
+    from mobilesam.image_io import load_image
+
+    pillow_heif = pytest.importorskip("pillow_heif")
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = Image.open(IMAGES / "picture2.jpg").convert("RGB").resize((120, 80))
+    photo.save(root / "a.jpg")
+    photo.save(root / "b.avif")
+    photo.save(root / "c.tif")
+    pillow_heif.from_pillow(photo).save(root / "d.heic")
+    Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 16).save(root / "e16.png")  # 12-bit
+    photo.convert("RGBA").save(root / "f_alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    photo.save(root / "g_turned.png", exif=exif)
+    client = TestClient(create_app(Workspace(root, tmp_path / "out"), service, "vit_t"))
+    names = [i["name"] for i in client.get("/api/images").json()]
+    assert names == ["a.jpg", "b.avif", "c.tif", "d.heic", "e16.png", "f_alpha.png", "g_turned.png"]
+    for name in names:
+        r = client.get(f"/api/images/{name}/file")
+        assert r.status_code == 200, name
+        if name in ("a.jpg", "b.avif"):
+            assert r.content == (root / name).read_bytes(), name
+            continue
+        assert r.headers["content-type"] == "image/png", name
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), load_image(root / name)), name
+        again = client.get(f"/api/images/{name}/file", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304, name
+    assert client.post("/api/images/g_turned.png/open").json()["width"] == 80  # upright: 80 wide
+    upload = TestClient(create_app(Workspace(None, tmp_path / "up"), service))
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(photo).save(heic)
+    name = upload.post(
+        "/api/upload", files={"file": ("IMG_0001.HEIC", heic.getvalue(), "image/heic")}
+    ).json()["name"]
+    assert name.startswith("IMG_0001-") and name.endswith(".heic")
+    r = upload.get(f"/api/images/{name}/file")
+    assert r.headers["content-type"] == "image/png" and Image.open(io.BytesIO(r.content)).size == (120, 80)

@@ -342,15 +342,16 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
     """`ui --classes`: each object's label is a choice among the classes; a new object takes
     the class chosen last; a label outside the list (here a detector's box, `--import`ed
     and segmented by the server) is shown as such, not lost, nor is the detector's score.
-    Imported images are marked to review until saved; R goes to the next one."""
+    Imported images are marked to review until saved; R goes to the next one (a TIFF,
+    which Chromium cannot draw: the server sends it as a PNG)."""
     folder, out = tmp_path / "photos", tmp_path / "out"
     folder.mkdir()
     shutil.copy(IMAGES / "truck.jpg", folder / "truck.jpg")
-    shutil.copy(IMAGES / "picture4.jpg", folder / "truck_2.jpg")
+    Image.open(IMAGES / "picture4.jpg").save(folder / "truck_2.tif")  # a TIFF: no browser draws one
     (tmp_path / "classes.txt").write_text("car\nwheel\nperson\n")
     box = {"id": 1, "image_id": 1, "category_id": 3, "bbox": [100, 200, 900, 500], "score": 0.7}
     box2 = {"id": 2, "image_id": 2, "category_id": 3, "bbox": [10, 20, 100, 50]}
-    images = [{"id": 1, "file_name": "truck.jpg"}, {"id": 2, "file_name": "truck_2.jpg"}]
+    images = [{"id": 1, "file_name": "truck.jpg"}, {"id": 2, "file_name": "truck_2.tif"}]
     coco = {"images": images, "annotations": [box, box2]}
     (tmp_path / "boxes.json").write_text(json.dumps({**coco, "categories": [{"id": 3, "name": "lorry"}]}))
     server = Server(folder, ckpt_vit_t, out)
@@ -398,7 +399,9 @@ def test_class_list_in_the_browser(page, tmp_path, ckpt_vit_t):
             assert saved[0]["mask_id"] == other
             assert marks.nth(0).get_attribute("class") == "done"  # saved by a person: reviewed
             page.keyboard.press("r")  # this one is reviewed: on to the next one to review
-            page.wait_for_function("app.name === 'truck_2.jpg' && app.objects.length === 1")
+            page.wait_for_function("app.name === 'truck_2.tif' && app.objects.length === 1")
+            # drawn: the server sent the TIFF's pixels as a PNG
+            assert page.evaluate("[app.img.naturalWidth, app.img.naturalHeight]") == [2048, 1365]
             page.keyboard.press("r")  # its imported object is right as it is
             page.wait_for_function(
                 "document.querySelector('#status').textContent === 'no image left to review'"

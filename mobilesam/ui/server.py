@@ -194,6 +194,22 @@ def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
     return points, labels, box
 
 
+def shown_as_is(img: Image.Image) -> bool:
+    """Whether a browser shows this image file exactly as the model sees it (`load_image`):
+    a format it decodes, 8-bit without transparency, upright or a JPEG (whose EXIF
+    orientation browsers apply). Anything else (TIFF, HEIC, 16-bit, CMYK, an alpha
+    channel over colour the model sees) is sent as a PNG of the model's pixels."""
+    opaque = img.mode in ("1", "L", "RGB") or (img.mode == "P" and "transparency" not in img.info)
+    upright = img.format == "JPEG" or img.getexif().get(0x0112, 1) == 1
+    return img.format in ("JPEG", "PNG", "WEBP", "BMP", "AVIF") and opaque and upright
+
+
+def _revalidation(path: Path) -> dict[str, str]:
+    """Cache headers by which a browser asks again, and an unchanged file costs a stat."""
+    st = path.stat()
+    return {"ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"', "Cache-Control": "no-cache"}
+
+
 def create_app(workspace: Workspace, service: ModelService, model_name: str = "") -> FastAPI:
     app = FastAPI(title="mobilesam ui", description=__doc__)
 
@@ -236,16 +252,25 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
         return [{"name": name, "done": state != "", "review": state == "review"} for name, state in states]
 
     @app.get("/api/images/{name:path}/file")
-    def image_file(name: str) -> FileResponse:
-        return FileResponse(workspace.image(name).path)
+    def image_file(name: str, request: Request) -> Response:
+        path = workspace.image(name).path
+        with opened_image(path) as img:
+            as_is = shown_as_is(img)
+        if as_is:
+            return FileResponse(path)
+        cache = _revalidation(path)
+        if request.headers.get("if-none-match") == cache["ETag"]:
+            return Response(status_code=304, headers=cache)
+        buf = io.BytesIO()
+        Image.fromarray(load_image(path)).save(buf, "PNG", compress_level=1)
+        return Response(buf.getvalue(), media_type="image/png", headers=cache)
 
     @app.get("/api/images/{name:path}/thumb")
     def thumb(name: str, request: Request) -> Response:
         # The list asks again for a row scrolled back into view: the browser revalidates
         # (no-cache) and an unchanged file costs a stat, not a decode.
         path = workspace.image(name).path
-        st = path.stat()
-        cache = {"ETag": f'"{st.st_mtime_ns:x}-{st.st_size:x}"', "Cache-Control": "no-cache"}
+        cache = _revalidation(path)
         if request.headers.get("if-none-match") == cache["ETag"]:
             return Response(status_code=304, headers=cache)
         with opened_image(path) as img:

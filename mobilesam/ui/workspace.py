@@ -31,6 +31,16 @@ from .strokes import check_strokes
 
 MAX_UPLOAD_BYTES = 50 << 20
 MAX_LABEL = 200  # characters of a label (a class name)
+# An upload is kept under its format's suffix (another format is a .png: Pillow reads by content).
+_SUFFIX_OF = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "AVIF": ".avif",
+    "HEIF": ".heic",
+}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # (image name, its path, N x 4 XYXY boxes) -> per box (HxW mask, mask_id 1-3, the 3 scores)
 BoxMasks = Callable[[str, Path, np.ndarray], list[tuple[np.ndarray, int, np.ndarray]]]
@@ -258,9 +268,7 @@ class Workspace:
         except ImageLoadError as exc:
             raise BadRequest(str(exc)) from exc
         stem = _SAFE_NAME.sub("_", Path(filename or "upload").stem)[:60].strip("._") or "upload"
-        suffix = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}.get(
-            image.format or "", ".png"
-        )
+        suffix = _SUFFIX_OF.get(image.format or "", ".png")
         name = f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
         atomic_write_bytes(self.root / name, data)
         return name
