@@ -1087,6 +1087,8 @@ def test_images_a_browser_cannot_show_come_as_the_models_pixels(service, tmp_pat
         again = client.get(f"/api/images/{name}/file", headers={"If-None-Match": r.headers["etag"]})
         assert again.status_code == 304, name
     assert client.post("/api/images/g_turned.png/open").json()["width"] == 80  # upright: 80 wide
+    for name in ("b.avif", "c.tif", "d.heic", "e16.png"):
+        assert Image.open(io.BytesIO(client.get(f"/api/images/{name}/thumb").content)).size == (120, 80)
     upload = TestClient(create_app(Workspace(None, tmp_path / "up"), service))
     heic = io.BytesIO()
     pillow_heif.from_pillow(photo).save(heic)
