@@ -281,12 +281,13 @@ def _heif(img: Image.Image, path, **kw):
 def test_phone_and_web_formats(tmp_path):
     """HEIC (an iPhone's photos, through pillow-heif) and AVIF load upright as 8-bit RGB,
     from a path or bytes, and the folder listings take them; a HEIC rotation is applied
-    once, with `upright_size` (the UI's sizes, from the header) agreeing."""
+    once, with `upright_size` (the UI's sizes, from the header) agreeing; a 10-bit HEIC
+    (an iPhone's HDR photo) is scaled to 8 bits, not clipped."""
     from pathlib import Path
 
     from mobilesam.image_io import IMAGE_SUFFIXES, upright_size
 
-    pytest.importorskip("pillow_heif")
+    pillow_heif = pytest.importorskip("pillow_heif")
     rgb = np.zeros((40, 60, 3), np.uint8)
     rgb[:, :30] = (200, 30, 30)  # left half red, right half black
     exif = Image.Exif()
@@ -298,6 +299,11 @@ def test_phone_and_web_formats(tmp_path):
         assert out.shape == (60, 40, 3) and out.dtype == np.uint8
         assert out[:25, :, 0].mean() > 180 and out[35:, :, 0].mean() < 20  # red on top: turned once
     assert upright_size(heic) == (60, 40)
+    deep = np.repeat(np.arange(0, 1024, 16, dtype=np.uint16)[None, :60, None], 40, axis=0).repeat(3, axis=2)
+    pillow_heif.from_bytes(mode="RGB;16", size=(60, 40), data=(deep * 64).tobytes()).save(
+        tmp_path / "hdr.heic", quality=-1
+    )
+    assert np.abs(load_image(tmp_path / "hdr.heic").astype(int) - (deep >> 2)).max() <= 2
     avif = _save(Image.fromarray(rgb), tmp_path / "web.avif", "AVIF", quality=95)
     assert np.abs(load_image(avif).astype(int) - rgb).mean() < 8
     assert {".heic", ".heif", ".avif", ".jfif"} <= set(IMAGE_SUFFIXES)
