@@ -194,7 +194,7 @@ def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
     return points, labels, box
 
 
-def shown_as_is(img: Image.Image) -> bool:
+def _shown_as_is(img: Image.Image) -> bool:
     """Whether a browser shows this image file exactly as the model sees it (`load_image`):
     a format it decodes, 8-bit without transparency, upright or a JPEG (whose EXIF
     orientation browsers apply). Anything else (TIFF, HEIC, 16-bit, CMYK, an alpha
@@ -255,7 +255,7 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
     def image_file(name: str, request: Request) -> Response:
         path = workspace.image(name).path
         with opened_image(path) as img:
-            as_is = shown_as_is(img)
+            as_is = _shown_as_is(img)
         if as_is:
             return FileResponse(path)
         cache = _revalidation(path)
