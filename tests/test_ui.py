@@ -605,8 +605,8 @@ def test_missing_extra_is_a_clear_error(monkeypatch):
 
 
 def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, ckpt_vit_t):
-    """`mobilesam ui --port N` with N in use: one error line at once (the checkpoint, which
-    does not exist here, is never read); port 0 gets a free port."""
+    """`mobilesam ui --port N` with N in use or out of range: one error line at once (the
+    checkpoint, which does not exist here, is never read); port 0 gets a free port."""
     import socket
 
     import uvicorn
@@ -624,6 +624,11 @@ def test_a_taken_port_fails_before_the_model_loads(tmp_path, capsys, monkeypatch
             bind("127.0.0.1", port)
     with bind("127.0.0.1", 0) as free:
         assert free.getsockname()[1] > 0
+    for port in ("65536", "-1"):  # no port number: said, not a traceback
+        assert main(["ui", "--port", port, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+        assert (
+            capsys.readouterr().err == f"mobilesam: error: --port must be between 0 and 65535, got {port}\n"
+        )
     # -r and --import reach the workspace (the file is read before the model loads, and
     # imported once it has).
     (tmp_path / "photos" / "cam1").mkdir(parents=True)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import MobileSAMError, OutputError
+from ..errors import MobileSAMError, OutputError, PromptError
 
 
 def _require_extra() -> None:
@@ -147,7 +147,9 @@ def serve(
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port) for the server; OutputError if that fails
-    (a port in use, a host that is not this machine's)."""
+    (a port in use, a host that is not this machine's), PromptError for no port number."""
+    if not 0 <= port <= 65535:
+        raise PromptError(f"--port must be between 0 and 65535, got {port}")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family)
