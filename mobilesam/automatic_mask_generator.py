@@ -193,6 +193,7 @@ class SamAutomaticMaskGenerator:
             )
         if len(point_grids) != crop_n_layers + 1:
             raise PromptError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
+        point_grids = [_grid(g, i) for i, g in enumerate(point_grids)]
         if checked["min_mask_region_area"] > 0:
             from .utils.regions import require_cv2
 
@@ -576,6 +577,20 @@ class _Candidates:
                 rows[j] = row
         block = torch.stack(rows)[:, None]
         return upscale_masks(block, p.input_size, self.crop_size, p.img_size, self.low_size)[:, 0]
+
+
+def _grid(points: object, layer: int) -> np.ndarray:
+    """A crop layer's point grid, checked: Nx2 (x, y) fractions of the crop, in [0, 1]."""
+    try:
+        grid = np.asarray(points, dtype=float)
+    except (TypeError, ValueError):
+        grid = np.full((1, 1), np.nan)
+    if grid.ndim != 2 or grid.shape[1] != 2 or not ((grid >= 0) & (grid <= 1)).all():
+        raise PromptError(
+            f"point_grids[{layer}] must be an Nx2 array of (x, y) fractions of the crop, in "
+            f"[0, 1]; got {str(points)[:80]}"
+        )
+    return grid
 
 
 def _check_int(name: str, value: object, low: int) -> None:

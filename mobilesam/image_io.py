@@ -252,6 +252,8 @@ def rgb_array(image: np.ndarray, image_format: str = "RGB") -> np.ndarray:
         raise ImageLoadError(
             f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
         )
+    if image.size == 0:
+        raise ImageLoadError(f"image is empty: shape {image.shape}")
     return np.ascontiguousarray(image[..., ::-1] if image_format == "BGR" else image)
 
 

@@ -194,6 +194,13 @@ class SamPredictor:
         Returns masks BxCxHxW, scores BxC, low-res logits BxCx256x256.
         """
         self._require_image()
+        if point_coords is not None:
+            coords, labels = tuple(point_coords.shape), getattr(point_labels, "shape", None)
+            if len(coords) != 3 or coords[2] != 2 or labels is None or tuple(labels) != coords[:2]:
+                raise PromptError(
+                    f"predict_torch takes point_coords BxNx2 and point_labels BxN (a batch of "
+                    f"prompt sets: [None] for one), got {coords} and {None if labels is None else tuple(labels)}"
+                )
         low_res, iou = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
         if not return_logits:

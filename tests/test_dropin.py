@@ -163,6 +163,53 @@ def test_generator_accepts_what_upstream_accepts(small_sam_vit_t):
         SamAutomaticMaskGenerator(small_sam_vit_t, points_per_side=4.5)
 
 
+def test_prompts_upstream_takes_silently_are_refused_by_name(small_truck_predictor, small_sam_vit_t):
+    """What segment-anything turns into a mask of nothing in particular (a NaN point, an
+    infinite box, grid points off the crop, an empty image) or a shape error deep in the
+    prompt encoder (predict_torch's points without their batch) is a ValueError naming the
+    argument; the prompts it takes as they are (point lists, int and torch points, a 2-D box)
+    answer as before."""
+    from mobilesam import ImageLoadError, PromptError
+
+    p = small_truck_predictor
+    point = {"point_coords": np.array([[500.0, 375.0]]), "point_labels": np.array([1])}
+    want = p.predict(**point)[2]
+    for coords, labels in (([[500, 375]], [1]), (np.array([[500, 375]], np.int64), [True])):
+        assert np.array_equal(p.predict(point_coords=coords, point_labels=labels)[2], want)
+    assert np.array_equal(p.predict(point_coords=torch.tensor([[500.0, 375.0]]), point_labels=[1])[2], want)
+    box = np.array([425, 600, 700, 875])
+    assert np.array_equal(p.predict(box=box[None])[2], p.predict(box=box)[2])
+    for kwargs, match in (
+        ({"point_coords": [[np.nan, 5]], "point_labels": [1]}, "point_coords holds NaN"),
+        ({"point_coords": [[5, 5]], "point_labels": [np.inf]}, "point_labels holds NaN"),
+        ({"point_coords": [[5, 5], [6]], "point_labels": [1, 1]}, "point_coords must be an array of numbers"),
+        ({"point_coords": [[5, 5]], "point_labels": ["fg"]}, "point_labels must be an array of numbers"),
+        ({"box": [0, 0, np.inf, 5]}, "box holds NaN"),
+    ):
+        with pytest.raises(PromptError, match=match):
+            p.predict(**kwargs)
+    coords = torch.as_tensor(p.transform.apply_coords(point["point_coords"], p.original_size)).float()
+    labels = torch.tensor([1])
+    assert torch.equal(p.predict_torch(coords[None], labels[None])[2][0], torch.as_tensor(want))
+    for c, lab in ((coords, labels), (coords[None], None), (coords[None], labels[None, None])):
+        with pytest.raises(PromptError, match="predict_torch takes point_coords BxNx2 and point_labels BxN"):
+            p.predict_torch(c, lab)
+    predictor = SamPredictor(small_sam_vit_t)
+    with pytest.raises(ImageLoadError, match=r"image is empty: shape \(0, 5, 3\)"):
+        predictor.set_image(np.zeros((0, 5, 3), np.uint8))
+    grids = [np.array([[0.5, 0.5], [1.0, 0.0]]), np.zeros((0, 2))]  # edges in, a layer without points
+    gen = SamAutomaticMaskGenerator(small_sam_vit_t, points_per_side=None, point_grids=grids, crop_n_layers=1)
+    assert [len(g) for g in gen.point_grids] == [2, 0]
+    for bad in (
+        [np.array([[1.5, 0.5]])],
+        [np.array([0.5, 0.5])],
+        [np.array([[np.nan, 0.5]])],
+        [[["a", "b"]]],
+    ):
+        with pytest.raises(PromptError, match=r"point_grids\[0\] must be an Nx2 array"):
+            SamAutomaticMaskGenerator(small_sam_vit_t, points_per_side=None, point_grids=bad)
+
+
 def test_supervision_reads_and_draws_the_generators_output(small_sam_vit_t):
     """Roboflow's supervision (autodistill's SAM module, the SAM notebooks) turns
     generate()'s records into Detections, from dense masks or uncompressed RLE, and draws
