@@ -180,3 +180,22 @@ def test_rle_area_and_box_from_the_runs_alone():
         for r in (rle.encode(mask), rle.encode(mask, compressed=False)):
             area, bbox = rle.area_bbox(r)
             assert area == coco_mask.area(ref) and bbox == coco_mask.toBbox(ref).astype(int).tolist(), shape
+
+
+def test_atomic_writes_name_the_place_in_the_way(tmp_path):
+    """A result saved over a folder, or below a file, is an OSError naming that place, not
+    the rename of a temporary file; nothing is left behind, and a plain write replaces
+    the file whole."""
+    from mobilesam.utils.files import atomic_write_text
+
+    (tmp_path / "a_file").write_text("kept")
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"a folder is there, not a file: '.*a_folder'"):
+        atomic_write_text(tmp_path / "a_folder", "{}")
+    with pytest.raises(NotADirectoryError, match=r"a file is there, not a folder: '.*a_file'"):
+        atomic_write_text(tmp_path / "a_file" / "out.json", "{}")
+    assert (tmp_path / "a_file").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
+    assert list((tmp_path / "a_folder").iterdir()) == []
+    atomic_write_text(tmp_path / "new" / "out.json", "{}")
+    assert (tmp_path / "new" / "out.json").read_text() == "{}"
