@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .errors import PromptError
 from .utils.boxes import masks_to_boxes
 
 POSITIVE_COLOR = (0, 220, 0)
@@ -86,6 +87,8 @@ def overlay(
     inclusive XYXY, and `areas` are computed when not given). Boxes (Kx4 XYXY) and
     points (Mx2, labels 1 green / 0 red) are drawn on top, in image pixels.
     """
+    if not 0 <= alpha <= 1:  # outside, the blend wraps around uint8: colours of nothing
+        raise PromptError(f"alpha (the masks' opacity) must be between 0 and 1, got {alpha}")
     out = np.array(image, dtype=np.uint8, copy=True)
     h, w = image.shape[:2]
     if colors is None:

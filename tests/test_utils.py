@@ -63,6 +63,14 @@ def test_overlay_colours_masks_and_draws_prompts():
     np.testing.assert_array_equal(out[5, 5], [100, 100, 100])
     drawn = np.asarray(overlay(image, masks[:0], points=np.array([[40, 30]]), labels=np.array([0])))
     assert tuple(drawn[30, 40]) == (230, 0, 0)
+    np.testing.assert_array_equal(
+        np.asarray(overlay(image, masks, alpha=1, contours=False))[40, 60], colors[0]
+    )
+    from mobilesam import PromptError
+
+    for alpha in (-0.1, 1.5, float("nan")):  # would wrap around uint8 (or be NaN): refused
+        with pytest.raises(PromptError, match="alpha"):
+            overlay(image, masks, alpha=alpha)
 
 
 def test_mask_edges():
