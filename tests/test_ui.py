@@ -349,6 +349,20 @@ def test_malformed_saves_are_refused(client, objects):
     assert client.get("/api/images/b_small.png/annotations").json()["revision"] == 0
 
 
+def test_non_finite_numbers_are_a_422_naming_the_field(client):
+    """Python's json (and requests) send NaN and Infinity; where a field wants an integer,
+    FastAPI's answer held the NaN and could not be written: a 500. Now a 422 as any other."""
+    url, json_type = "/api/images/b_small.png", {"content-type": "application/json"}
+    for method, path, body, field in (
+        ("PUT", "annotations", '{"revision": NaN, "objects": []}', "revision"),
+        ("POST", "predict", '{"points": [[5, 5, 1]], "mask_id": Infinity}', "mask_id"),
+    ):
+        r = client.request(method, f"{url}/{path}", content=body, headers=json_type)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], r.text
+    r = client.post(f"{url}/predict", content='{"points": [[NaN, 5, 1]]}', headers=json_type)
+    assert r.status_code == 422 and "inside" in r.json()["detail"]
+
+
 def test_everything_endpoint(client):
     out = client.post(
         "/api/images/b_small.png/everything",

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
@@ -204,6 +206,17 @@ def _shown_as_is(img: Image.Image) -> bool:
     return img.format in ("JPEG", "PNG", "WEBP", "BMP", "AVIF") and opaque and upright
 
 
+def _json_safe(value: object) -> object:
+    """`value` with every NaN or infinite float written as text (strict JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _revalidation(path: Path) -> dict[str, str]:
     """Cache headers by which a browser asks again, and an unchanged file costs a stat."""
     st = path.stat()
@@ -222,6 +235,12 @@ def create_app(workspace: Workspace, service: ModelService, model_name: str = ""
                 {"detail": f"request over the {MAX_UPLOAD_BYTES >> 20} MB limit"}, status_code=413
             )
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, but a NaN or infinite input (Python's json and requests
+        # send them) is given back as text: as a number it made the answer a 500.
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(MobileSAMError)
     async def _errors(request: Request, exc: MobileSAMError) -> JSONResponse:
