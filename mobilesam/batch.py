@@ -219,7 +219,7 @@ class FolderJob:
             return visible_files(self.folder, self.recursive)
         if not self.folder.is_file():
             raise MobileSAMError(f"not a folder or a list file: {self.folder}")
-        lines = [line.strip() for line in self.folder.read_text().splitlines()]
+        lines = [line.strip() for line in self.folder.read_text(encoding="utf-8-sig").splitlines()]
         files = [Path(x) if Path(x).is_absolute() else self.folder.parent / x for x in lines if x]
         names = [p.name for p in files]
         clash = sorted({n for n in names if names.count(n) > 1})

@@ -54,7 +54,7 @@ class Converted:
 def load_coco(path: str | Path) -> dict:
     path = Path(path)
     try:
-        coco = json.loads(path.read_text())
+        coco = json.loads(path.read_text(encoding="utf-8-sig"))  # BOM or not
     except FileNotFoundError:
         raise ConvertError(f"{path}: no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -60,7 +60,7 @@ def read_classes(path: str | Path) -> list[str]:
     dataset YAML (`names:` as a list or as {index: name}; needs PyYAML)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no part of a name
     except (OSError, UnicodeDecodeError) as exc:
         raise ConvertError(f"{path}: cannot read class names ({exc})") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
@@ -174,7 +174,7 @@ def _read(labels: Path, images: Path, suffix: str, objects: Objects, ignore: Pat
 
 def _text(path: Path) -> str:
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8-sig")  # label files from Windows tools may start with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise ConvertError(f"{path}: cannot read ({exc})") from None
 

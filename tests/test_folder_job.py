@@ -347,11 +347,11 @@ def test_recursive_folder(sam, tmp_path):
 
 
 def test_a_list_file_as_source(sam, tmp_path):
-    """SOURCE may be a text file of image paths (relative to it): the same results and ids
-    as the folder; names must be unique."""
+    """SOURCE may be a text file of image paths (relative to it; UTF-8, a Windows editor's
+    BOM and CRLF lines too): the same results and ids as the folder; names must be unique."""
     photos = _photos(tmp_path / "in", ["a.jpg", "b.jpg"])
     listing = tmp_path / "list.txt"
-    listing.write_text("in/b.jpg\n\nin/a.jpg\n")
+    listing.write_text("\ufeffin/b.jpg\r\n\r\nin/a.jpg\r\n", encoding="utf-8", newline="")
     from_list = segment_folder(sam, listing, tmp_path / "o1", FAST, **QUIET)
     from_dir = segment_folder(sam, photos, tmp_path / "o2", FAST, **QUIET)
     assert from_list.done == ["b.jpg", "a.jpg"] and from_dir.done == ["a.jpg", "b.jpg"]

@@ -194,6 +194,34 @@ def test_read_classes_from_text_files(tmp_path):
     assert read_classes(tmp_path / "obj.names") == ["person", "traffic light"]
 
 
+def test_files_saved_by_windows_tools_with_a_bom_read_as_without(tmp_path):
+    """UTF-8 with a byte-order mark and CRLF lines (Notepad, Excel's CSV-to-text, some
+    exporters): class lists, YOLO labels, LabelMe and COCO JSON read as plain UTF-8 ones;
+    the BOM was taken for part of the first class name, the first number or the JSON."""
+    from mobilesam.convert import load_coco
+
+    bom = "\ufeff"
+    _images(tmp_path / "images", {"a.jpg": (100, 80)})
+    (tmp_path / "classes.txt").write_text(bom + "café\r\ncar\r\n", encoding="utf-8", newline="")
+    assert read_classes(tmp_path / "classes.txt") == ["café", "car"]
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text(
+        bom + "1 0.5 0.5 0.2 0.25\r\n\r\n", encoding="utf-8", newline=""
+    )
+    coco = yolo_to_coco(tmp_path / "labels", tmp_path / "images", tmp_path / "classes.txt")
+    assert [a["bbox"] for a in coco["annotations"]] == [[40.0, 30.0, 20.0, 20.0]]
+    assert [c["name"] for c in coco["categories"]] == ["café", "car"] and coco["annotations"][0][
+        "category_id"
+    ] == 2
+    shape = {"label": "car", "shape_type": "rectangle", "points": [[10, 10], [30, 20]], "group_id": None}
+    labelme = {"shapes": [shape], "imagePath": "a.jpg", "imageHeight": 80, "imageWidth": 100}
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "a.json").write_text(bom + json.dumps(labelme), encoding="utf-8")
+    assert len(labelme_to_coco(tmp_path / "lm", tmp_path / "images")["annotations"]) == 1
+    (tmp_path / "c.json").write_text(bom + json.dumps(coco), encoding="utf-8")
+    assert load_coco(tmp_path / "c.json")["annotations"] == coco["annotations"]
+
+
 def test_detector_boxes_to_yolo_segmentation_labels(ckpt_vit_t, tmp_path, capsys):
     """The auto-labelling chain: a detector's YOLO boxes -> COCO -> boxes-to-masks -> YOLO
     segmentation labels, each mask inside its box."""
