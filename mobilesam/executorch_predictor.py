@@ -9,7 +9,6 @@ which ExecuTorch needs anyway. Needs the `executorch` extra.
 
 from __future__ import annotations
 
-import json
 from os import PathLike
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch  # ExecuTorch's runtime takes and returns torch tensors (and needs torch installed)
 
 from .errors import MobileSAMError, PromptError, missing_extra
-from .exported_predictor import ExportedPredictor
+from .exported_predictor import ExportedPredictor, read_metadata
 from .weights import sha256_of
 
 PROGRAM_ID = b"ET12"  # the flatbuffer file identifier of an ExecuTorch program (bytes 4-8)
@@ -66,28 +65,29 @@ class ExecuTorchPredictor(ExportedPredictor):
     def __init__(self, pte_dir: str | PathLike, threads: int | None = None, int8: bool = False) -> None:
         _runtime()  # a missing extra is the first thing to say
         folder = Path(pte_dir)
-        meta_path = folder / "metadata.json"
-        if not meta_path.is_file():
+        if not (folder / "metadata.json").is_file():
             raise MobileSAMError(
                 f"{folder} has no metadata.json: give the folder `mobilesam export executorch` wrote"
             )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MobileSAMError(f"{meta_path} is not valid JSON: {exc}") from None
+        meta = read_metadata(folder, "mobilesam export executorch")
         if meta.get("format") != "executorch":
             raise MobileSAMError(
                 f"{folder} is not an ExecuTorch export (metadata.json format: {meta.get('format')})"
             )
-        encoder = meta["encoder"].get("int8") if int8 else meta["encoder"]["file"]
+        try:
+            encoder = meta["encoder"].get("int8") if int8 else meta["encoder"]["file"]
+            names, max_points = (encoder, meta["decoder"]["file"]), int(meta["max_points"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MobileSAMError(
+                f"{folder}/metadata.json lacks the programs' description ({exc!r}): export again"
+            ) from None
         if not encoder:
             raise MobileSAMError(f"{folder} has no int8 encoder: export with `--quantize int8`")
-        names = (encoder, meta["decoder"]["file"])
         _check_files(folder, names, meta.get("files_sha256", {}))
         if threads:
             set_threads(threads)
         self.encoder, self.decoder = (load_method(folder / n) for n in names)
-        self.max_points = int(meta["max_points"])
+        self.max_points = max_points
         self._configure(meta, "executorch", int8)
 
     def _encode(self, x: np.ndarray) -> np.ndarray:

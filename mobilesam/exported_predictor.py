@@ -9,14 +9,34 @@ runs the files: `_encode`, `_run_decoder`, `_run_batch_decoder`. Needs numpy and
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from .backend import PromptMasks
-from .errors import NoImageError, PromptError
+from .errors import MobileSAMError, NoImageError, PromptError
 from .image_io import ImageSource, rgb_array
 from .prompts import box_array, mask_input_array, pick_candidates, point_arrays
 from .result import SegmentationResult
 from .transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
+
+
+def read_metadata(folder: Path, tool: str) -> dict:
+    """An export folder's metadata.json as a dict ({} if there is none), or a
+    MobileSAMError saying it is broken and how to make it again (`tool`'s export)."""
+    path = folder / "metadata.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MobileSAMError(f"{path} is unreadable ({exc}): export again with `{tool}`") from None
+    if not isinstance(meta, dict):
+        raise MobileSAMError(
+            f"{path} is no export's metadata (not a JSON object): export again with `{tool}`"
+        )
+    return meta
 
 
 class ExportedPredictor:

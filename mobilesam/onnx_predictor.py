@@ -8,14 +8,13 @@ be the preprocessed or the raw-image variant.
 
 from __future__ import annotations
 
-import json
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MobileSAMError
-from .exported_predictor import ExportedPredictor
+from .exported_predictor import ExportedPredictor, read_metadata
 
 EXPORT_KEY = "mobilesam.weights_sha256"  # ONNX metadata: the digest of the weights a file was exported from
 
@@ -108,8 +107,7 @@ class OnnxPredictor(ExportedPredictor):
         batch_path = folder / f"decoder_batch{suffix}"
         # Many prompt sets per run, for the automatic mask generator (older exports lack it).
         self.batch_decoder = session(batch_path, threads) if batch_path.is_file() else None
-        meta_path = folder / "metadata.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = read_metadata(folder, "mobilesam export onnx")
         check_same_export(
             {
                 p.name: s
@@ -126,6 +124,12 @@ class OnnxPredictor(ExportedPredictor):
         # The raw-image variants take HxWx3 (uint8, or float32 0-255); else the preprocessed tensor.
         raw_dtype = np.float32 if image_input.type == "tensor(float)" else np.uint8
         self._configure(meta, "onnx", int8, raw_encoder=len(image_input.shape) == 3, raw_dtype=raw_dtype)
+        side = image_input.shape[2:] if len(image_input.shape) == 4 else []
+        if any(isinstance(s, int) and s != self.img_size for s in side):
+            raise MobileSAMError(
+                f"{folder}: encoder{suffix} takes {side[0]}x{side[1]} images, metadata.json says "
+                f"img_size {self.img_size}: files of two exports? export again"
+            )
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return self.encoder.run(None, {self.encoder.get_inputs()[0].name: x})[0]

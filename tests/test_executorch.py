@@ -225,7 +225,13 @@ def test_errors(pte, tmp_path, monkeypatch):
     with pytest.raises(MobileSAMError, match="no int8 encoder"):
         ExecuTorchPredictor(mixed, int8=True)
     (mixed / "metadata.json").write_text('{"format": "executorch", ')
-    with pytest.raises(MobileSAMError, match="not valid JSON"):
+    with pytest.raises(MobileSAMError, match=r"metadata\.json is unreadable .*: export again"):
+        ExecuTorchPredictor(mixed)
+    (mixed / "metadata.json").write_text("[]")
+    with pytest.raises(MobileSAMError, match="not a JSON object"):
+        ExecuTorchPredictor(mixed)
+    (mixed / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "decoder"}))
+    with pytest.raises(MobileSAMError, match="lacks the programs' description"):
         ExecuTorchPredictor(mixed)
     (mixed / "metadata.json").write_text("{}")
     with pytest.raises(MobileSAMError, match="not an ExecuTorch export"):

@@ -570,3 +570,17 @@ def test_cli_everything_on_onnx_and_an_old_export(exported, tmp_path, capsys):
         (old / name).write_bytes((exported / name).read_bytes())
     assert main(["everything", image, "--backend", "onnx", "--onnx", str(old)]) == 2
     assert "decoder_batch.onnx" in capsys.readouterr().err
+    # A broken metadata.json, or one of another export, is said as such (not a JSON or
+    # onnxruntime error at the first image)
+    meta = json.loads((exported / "metadata.json").read_text())
+    for text, match in (
+        ("{", r"metadata\.json is unreadable .*export again"),
+        ("[]", "not a JSON object"),
+        (
+            json.dumps({**meta, "img_size": 512}),
+            "encoder.onnx takes 1024x1024 images, metadata.json says img_size 512",
+        ),
+    ):
+        (old / "metadata.json").write_text(text)
+        with pytest.raises(MobileSAMError, match=match):
+            OnnxPredictor(old)
