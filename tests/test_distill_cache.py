@@ -86,6 +86,10 @@ def test_other_teacher_refused(teacher, photos, tmp_path):
     EmbeddingCache(tmp_path).build(teacher, photos, "vit_b")
     with pytest.raises(MobileSAMError, match="another cache folder"):
         EmbeddingCache(tmp_path).build(teacher, photos, "vit_h")
+    (tmp_path / "a_file").write_text("kept")  # a file where the cache folder should be: said, kept
+    with pytest.raises(MobileSAMError, match=r"output folder .*a_file is a file"):
+        EmbeddingCache(tmp_path / "a_file").build(teacher, photos, "vit_b")
+    assert (tmp_path / "a_file").read_text() == "kept"
 
 
 def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):

@@ -130,6 +130,10 @@ def test_cli_train_and_resume_errors(distill_data, tmp_path, capsys):
     assert len(_losses(tmp_path)) == 1 and json.loads((tmp_path / "student.json").read_text())["steps"] == 2
     assert main([*args[:-6], "--img-size", "256", "--steps", "2"]) == 2
     assert "--img-size 128" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("kept")  # a file where the run folder should be
+    out = args.index("--out") + 1
+    assert main([*args[:out], str(tmp_path / "a_file"), *args[out + 1 :]]) == 2
+    assert "a_file is a file" in capsys.readouterr().err and (tmp_path / "a_file").read_text() == "kept"
 
 
 @pytest.mark.slow

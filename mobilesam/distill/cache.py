@@ -29,7 +29,7 @@ import torch
 from ..errors import MobileSAMError
 from ..modeling import fast_paths
 from ..modeling.sam import Sam
-from ..utils.files import atomic_write, atomic_write_text
+from ..utils.files import atomic_write, atomic_write_text, check_output_dir
 from .inputs import DecodedImages, default_workers, resize_and_pad, resize_on, sam_input
 from .sources import list_images
 
@@ -229,7 +229,7 @@ class EmbeddingCache:
                 f"{self.folder} holds embeddings of {self.index['teacher']} at {self.index['img_size']} px, "
                 f"not {teacher_name} at {size} px: use another cache folder"
             )
-        self.folder.mkdir(parents=True, exist_ok=True)
+        check_output_dir(self.folder)  # a file in the way, a read-only place: said now
 
     def _write_shard(self, rows: list[tuple[str, np.ndarray]]) -> None:
         fragment = _shard_entries(self.folder, f"shard_{len(self.index['shards']):05d}", rows)

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..api import resolve_device
 from ..errors import MobileSAMError
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, check_output_dir
 from .config import LoopConfig
 from .inputs import default_workers
 
@@ -127,7 +127,7 @@ class Loop:
         self.step = 0
         self.ckpt_path = self.out / "last.ckpt"
         if self.env.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            check_output_dir(self.out)
         if resume:
             self._load()
         model = self.task
