@@ -257,6 +257,15 @@ def test_export_errors(sam_vit_t, tmp_path, monkeypatch, capsys):
     for wrong in (["export", "onnx"], ["export", "executorch"]):  # not the int8 ExecuTorch export
         assert main([*wrong, "--out", str(tmp_path), "--calibration", truck]) == 2
         assert "--calibration is for" in capsys.readouterr().err
+    # another format's option: refused, not ignored (Core ML's --quantize int8 wrote float16)
+    for fmt, extra, flags in (
+        ("coreml", ["--quantize", "int8"], "--quantize"),
+        ("executorch", ["--opset", "18", "--return-single-mask"], "--opset, --return-single-mask"),
+        ("coreml", ["--raw-image-encoder"], "--raw-image-encoder"),
+    ):
+        assert main(["export", fmt, "--out", str(tmp_path), *extra]) == 2
+        assert capsys.readouterr().err == f"mobilesam: error: {flags}: not an option of `export {fmt}`\n"
+    assert not list(tmp_path.iterdir())
     monkeypatch.setitem(sys.modules, "executorch.exir", None)
     with pytest.raises(MobileSAMError, match=r"mobilesam\[executorch\]"):
         export_executorch(sam_vit_t, tmp_path)

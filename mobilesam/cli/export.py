@@ -18,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--model-type", help=MODEL_TYPE_HELP)
     add_img_size(exp)
     exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
+    exp.add_argument("--opset", type=int, help="ONNX opset (17 or newer; default 18)")
     exp.add_argument(
         "--quantize",
         choices=["int8"],
@@ -49,6 +49,17 @@ def _export(args: argparse.Namespace) -> int:
     check_output_dir(args.out)  # before downloading or exporting anything
     if args.calibration and (args.format != "executorch" or not args.quantize):
         raise PromptError("--calibration is for `export executorch --quantize int8`")
+    # One parser for the three formats: another format's option is refused, not ignored.
+    onnx_only = {
+        "--opset": args.opset is not None,
+        "--raw-image-encoder": args.raw_image_encoder is not None,
+        "--return-single-mask": args.return_single_mask,
+    }
+    unused = [flag for flag, given in onnx_only.items() if given and args.format != "onnx"]
+    if args.quantize and args.format == "coreml":  # float16 weights; int8 is onnx's and executorch's
+        unused.append("--quantize")
+    if unused:
+        raise PromptError(f"{', '.join(unused)}: not an option of `export {args.format}`")
     calibration = _calibration_images(args.calibration) if args.calibration else None
     model_type = resolve_model_type(args.model_type, args.checkpoint, args.img_size)
     checkpoint = args.checkpoint or weights.ensure_weights(model_type)
@@ -74,7 +85,7 @@ def _export(args: argparse.Namespace) -> int:
     report = export_onnx(
         sam,
         args.out,
-        opset=args.opset,
+        opset=18 if args.opset is None else args.opset,
         raw_image_encoder=args.raw_image_encoder or False,
         return_single_mask=args.return_single_mask,
         quantize=args.quantize,
