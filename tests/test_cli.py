@@ -297,6 +297,28 @@ def test_everything_on_ray_gets_the_model_options(ckpt_vit_t, tmp_path, monkeypa
     assert "--device, --threads: with --engine ray" in capsys.readouterr().err
     assert main([*args, "--int8"]) != 0  # the backend's own check holds with Ray too
     assert "--int8: not used by --backend torch" in capsys.readouterr().err
+    assert (seen["options"].num_workers, seen["options"].cpus_per_worker, seen["options"].batch_size) == (
+        1,
+        1.0,
+        4,
+    )
+    # Ray's options without --engine ray: refused, not ignored (the run was one process)
+    local = [a for a in args if a not in ("--engine", "ray")]
+    assert main([*local, "--num-workers", "4", "--address", "auto"]) == 2
+    assert capsys.readouterr().err == (
+        "mobilesam: error: --address, --num-workers, --gpus-per-worker: options of --engine ray "
+        "(this run is one process)\n"
+    )
+    boxes = [
+        "boxes-to-masks",
+        str(tmp_path / "none.json"),
+        "--images",
+        str(IMAGES),
+        "-o",
+        str(tmp_path / "b"),
+    ]
+    assert main([*boxes, "--batch-size", "8"]) == 2
+    assert "--batch-size: options of --engine ray" in capsys.readouterr().err
 
 
 def test_export_builds_the_model_at_img_size(ckpt_vit_t, tmp_path, monkeypatch):

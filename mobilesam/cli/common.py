@@ -142,13 +142,9 @@ def add_ray_args(parser: argparse.ArgumentParser, batch_size: bool) -> None:
     parser.add_argument(
         "--address", help="with --engine ray: auto or HOST:PORT of a cluster (default: local)"
     )
-    parser.add_argument(
-        "--num-workers", type=int, default=1, help="with --engine ray: models at once (default 1)"
-    )
-    parser.add_argument(
-        "--gpus-per-worker", type=float, default=0.0, help="with --engine ray (default 0: CPU)"
-    )
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --engine ray (default 1)")
+    parser.add_argument("--num-workers", type=int, help="with --engine ray: models at once (default 1)")
+    parser.add_argument("--gpus-per-worker", type=float, help="with --engine ray (default 0: CPU)")
+    parser.add_argument("--cpus-per-worker", type=float, help="with --engine ray (default 1)")
     if batch_size:
         parser.add_argument(
             "--batch-size",
@@ -158,13 +154,38 @@ def add_ray_args(parser: argparse.ArgumentParser, batch_size: bool) -> None:
         )
 
 
+RAY_OPTIONS = ("address", "num_workers", "gpus_per_worker", "cpus_per_worker", "ray_batch_size")
+
+
+def uses_ray(args: argparse.Namespace) -> bool:
+    """Whether the command runs on Ray (`--engine ray`); the Ray options given without it
+    are refused, not ignored."""
+    if args.engine == "ray":
+        return True
+    ray_only = given(args, *(name for name in RAY_OPTIONS if hasattr(args, name)))
+    if ray_only:
+        ray_only = [f if f != "--ray-batch-size" else "--batch-size" for f in ray_only]
+        raise PromptError(f"{', '.join(ray_only)}: options of --engine ray (this run is one process)")
+    return False
+
+
 def ray_options(args: argparse.Namespace):
     from ..ray_engine import RayOptions
 
     if getattr(args, "backend", "torch") != "torch":
         raise PromptError("--engine ray runs the torch backend")
     batch = getattr(args, "ray_batch_size", None) or getattr(args, "batch_size", None) or 4
-    return RayOptions(args.address, args.num_workers, args.gpus_per_worker, args.cpus_per_worker, batch)
+
+    def default(value, fallback):
+        return fallback if value is None else value
+
+    return RayOptions(
+        args.address,
+        default(args.num_workers, 1),
+        default(args.gpus_per_worker, 0.0),
+        default(args.cpus_per_worker, 1.0),
+        batch,
+    )
 
 
 def ray_model(args: argparse.Namespace) -> dict:

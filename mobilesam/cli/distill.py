@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import PromptError
-from .common import add_ray_args, given, ray_options
+from .common import add_ray_args, given, ray_options, uses_ray
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -117,12 +117,13 @@ def _distill_cache(args: argparse.Namespace) -> int:
     if not args.images:
         raise PromptError("--images is needed (or --verify to check an existing cache)")
     check_encoder_options(args.precision, args.compile, args.flex_attention)  # before the teacher loads
+    on_ray = uses_ray(args)
     model_type, _, path = args.teacher.partition(":")
     checkpoint = path or (weights.ensure_weights(model_type) if args.img_size == 1024 else None)
     if checkpoint is None:
         raise PromptError("--teacher TYPE:PATH is needed with --img-size other than 1024")
     cache = EmbeddingCache(args.cache)
-    if args.engine == "ray":
+    if on_ray:
         from ..ray_engine import cache_on_ray
 
         local = given(args, "workers", "resize")

@@ -15,6 +15,7 @@ from .common import (
     ray_model,
     ray_options,
     report,
+    uses_ray,
 )
 
 
@@ -125,11 +126,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _boxes_to_masks(args: argparse.Namespace) -> int:
     from ..box_job import BoxJob
 
+    on_ray = uses_ray(args)  # the options first
     options = {"mask_id": args.mask_id, "input_size_percent": args.input_size_percent}
     job = BoxJob(  # input checked here
         args.source, args.images, args.output, options, overlays=args.overlays, classes=args.classes
     )
-    if args.engine == "ray":
+    if on_ray:
         from ..ray_engine import boxes_to_masks_on_ray
 
         return report(boxes_to_masks_on_ray(job, ray_model(args), ray_options(args)))

@@ -12,7 +12,16 @@ import numpy as np
 
 from ..errors import OutputError, PromptError
 from ..prompts import as_number_array
-from .common import add_backend_args, add_model_args, add_ray_args, backend, ray_model, ray_options, report
+from .common import (
+    add_backend_args,
+    add_model_args,
+    add_ray_args,
+    backend,
+    ray_model,
+    ray_options,
+    report,
+    uses_ray,
+)
 
 if TYPE_CHECKING:  # the CLI imports the model code only when a command needs it
     from ..api import SegmentationResult
@@ -270,7 +279,7 @@ def _everything(args: argparse.Namespace) -> int:
     if args.decoder_precision != "float32":
         options["decoder_precision"] = args.decoder_precision
     source = Path(args.input)
-    if source.is_dir() or args.engine == "ray" or source.suffix == ".txt":
+    if source.is_dir() or uses_ray(args) or source.suffix == ".txt":
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
         single = [
@@ -294,7 +303,7 @@ def _everything(args: argparse.Namespace) -> int:
             recursive=args.recursive,
             files=files,
         )
-        if args.engine == "ray":
+        if uses_ray(args):
             from ..ray_engine import segment_everything_on_ray
 
             summary = segment_everything_on_ray(job, ray_model(args), ray_options(args))
