@@ -196,6 +196,15 @@ def test_bad_inputs_give_one_line_errors(ckpt_vit_t, tmp_path, capsys):
         ([TRUCK, "--box", "1,2,3,4", "--cutout", str(tmp_path / "c.jpg"), *ck], "cannot hold a transparent"),
         ([TRUCK, "--box", "1,2,3,4", "--dilate", "-2", *ck], "--dilate must be"),
         ([TRUCK, "--box", "1,2,3,4", "--feather", "-1", *ck], "--feather must be"),
+        # an option with no output to shape is refused, not ignored
+        (
+            [TRUCK, "--box", "1,2,3,4", "--feather", "3", *ck],
+            "--feather blurs the edge of --cutout: give --cutout",
+        ),
+        (
+            [TRUCK, "--box", "1,2,3,4", "--dilate", "3", "-o", str(tmp_path / "o.png"), *ck],
+            "--dilate grows the masks of --masks-dir, --cutouts-dir, --cutout: give one of them",
+        ),
         # an option the backend does not use is refused, not ignored
         ([TRUCK, "--box", "1,2,3,4", "--int8", *ck], "--int8: not used by --backend torch"),
         (

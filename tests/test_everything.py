@@ -210,7 +210,9 @@ def test_cli_everything_image_and_folder(ckpt_vit_t, small_images, tmp_path, cap
     assert main(["everything", str(small_images), *ck]) == 2
     assert "output folder is required" in capsys.readouterr().err
     assert main(["everything", str(small_images), *ck, "-o", str(tmp_path / "x"), "--dilate", "2"]) == 2
-    assert "--dilate grows the masks of --masks-dir and --cutouts-dir" in capsys.readouterr().err
+    assert "--dilate grows the masks of --masks-dir, --cutouts-dir: give one" in capsys.readouterr().err
+    assert main(["everything", str(small_images / "a_good.jpg"), *ck, "--dilate", "2"]) == 2  # one image too
+    assert "--dilate grows the masks of --masks-dir, --cutouts-dir: give one" in capsys.readouterr().err
     assert main(["everything", str(small_images), *ck, "-o", str(tmp_path / "x"), "--soft"]) == 2
     assert "--soft shapes the edges of --cutouts-dir, --masks-dir" in capsys.readouterr().err
     assert main(["everything", str(small_images / "a_good.jpg"), *ck[:2], "--points-per-side", "0"]) == 2

@@ -233,7 +233,17 @@ def _check_segment_outputs(args: argparse.Namespace) -> None:
         cutout_format(args.cutout)
     if not 0 <= args.feather <= 256:
         raise OutputError(f"--feather must be a number of pixels in [0, 256], got {args.feather}")
+    if args.feather and not args.cutout:
+        raise OutputError("--feather blurs the edge of --cutout: give --cutout")
     _check_soft(args, ("--cutout", args.cutout))
+    _check_dilate(args, ("--cutout", args.cutout))
+
+
+def _check_dilate(args: argparse.Namespace, *more: tuple[str, object]) -> None:
+    """--dilate needs masks it grows (--masks-dir, --cutouts-dir, and `more`): not ignored."""
+    outputs = [("--masks-dir", args.masks_dir), ("--cutouts-dir", args.cutouts_dir), *more]
+    if args.dilate and not any(value for _, value in outputs):
+        raise OutputError(f"--dilate grows the masks of {', '.join(n for n, _ in outputs)}: give one of them")
 
 
 def _check_soft(args: argparse.Namespace, *more: tuple[str, object]) -> None:
@@ -291,8 +301,7 @@ def _everything(args: argparse.Namespace) -> int:
                 "(and --overlays, --masks-dir, --cutouts-dir: a folder of PNGs per image)"
             )
         _check_soft(args)
-        if args.dilate and not (args.masks_dir or args.cutouts_dir):
-            raise OutputError("--dilate grows the masks of --masks-dir and --cutouts-dir: give one of them")
+        _check_dilate(args)
         files = ImageFiles(args.masks_dir, args.cutouts_dir, args.dilate, args.soft)
         job = FolderJob(
             args.input,
@@ -314,6 +323,7 @@ def _everything(args: argparse.Namespace) -> int:
         raise PromptError("--overwrite, --overlays and --recursive are for a folder of images")
     _check_outputs(args)
     _check_soft(args)
+    _check_dilate(args)
     result = backend(args).segment_everything(args.input, keep_logits=args.soft, **options)
     print(f"{len(result)} masks")
     _save_outputs(result, args, soft=args.soft)
