@@ -262,7 +262,10 @@ def test_student_drop_path_and_activation_checkpointing(distill_data, tmp_path, 
         assert main(args) == 0
         losses[name] = _losses(tmp_path / name)
     assert len(checkpointed) == 4 * 12  # 4 steps, 12 blocks
-    assert losses["checkpointed"] == losses["plain"]
+    # The same training: the blocks recomputed in the backward pass give the same losses
+    # up to float rounding (a CI run differed in the 7th digit at one step: 1.073349 against
+    # 1.07335, the recomputation's kernels on other memory)
+    np.testing.assert_allclose(losses["checkpointed"], losses["plain"], rtol=1e-5, atol=0)
     assert losses["drop_path"][0] != losses["plain"][0]
     meta = json.loads((tmp_path / "drop_path" / "student.json").read_text())
     assert meta["config"]["drop_path_rate"] == 0.3 and not meta["config"]["activation_checkpointing"]
