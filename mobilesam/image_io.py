@@ -43,6 +43,7 @@ IMAGE_SUFFIXES = (
 )
 
 _URL_TIMEOUT_S = 30
+_MAX_DOWNLOAD_BYTES = 1 << 30  # an image by URL is read into memory: a larger one, from a path
 _MAX_PIXELS = 30_000 * 30_000
 _ORIENTATION = 0x0112  # the EXIF tag
 # The major brands of an ISO media file's "ftyp" box (bytes 8-12) for HEVC-coded HEIF
@@ -84,11 +85,19 @@ def load_image(source: ImageSource) -> np.ndarray:
 
 
 def _fetch(url: str) -> io.BytesIO:
+    too_big = ImageLoadError(
+        f"image {url} is over {_MAX_DOWNLOAD_BYTES >> 20} MB: download it and pass its path"
+    )
     try:
         with urllib.request.urlopen(url, timeout=_URL_TIMEOUT_S) as response:
-            return io.BytesIO(response.read())
+            if int(response.headers.get("Content-Length") or 0) > _MAX_DOWNLOAD_BYTES:
+                raise too_big  # said before anything is read
+            data = response.read(_MAX_DOWNLOAD_BYTES + 1)
     except (urllib.error.URLError, OSError) as exc:
         raise ImageLoadError(f"cannot download image {url}: {exc}") from exc
+    if len(data) > _MAX_DOWNLOAD_BYTES:  # no length given, or a wrong one
+        raise too_big
+    return io.BytesIO(data)
 
 
 def open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:

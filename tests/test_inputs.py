@@ -248,7 +248,7 @@ def test_pillows_size_limit_is_named_not_called_corruption(monkeypatch, tmp_path
         upright_size(tmp_path / "big.png")
 
 
-def test_image_from_url(tmp_path):
+def test_image_from_url(tmp_path, monkeypatch):
     import functools
     import http.server
     import threading
@@ -264,6 +264,24 @@ def test_image_from_url(tmp_path):
         assert img.shape == (24, 32, 3) and tuple(img[0, 0]) == (10, 200, 30)
         with pytest.raises(ImageLoadError, match="cannot download"):
             load_image(f"{base}/missing.png")
+        # An image too big to read into memory is said, not downloaded whole (the server
+        # sends its length), nor read past the limit (a length the server does not send)
+        from mobilesam import image_io
+
+        size = (tmp_path / "x.png").stat().st_size
+        monkeypatch.setattr(image_io, "_MAX_DOWNLOAD_BYTES", size - 1)
+        with pytest.raises(ImageLoadError, match=r"over 0 MB: download it and pass its path"):
+            load_image(f"{base}/x.png")
+        plain = http.server.BaseHTTPRequestHandler.send_header  # the length no longer sent
+        monkeypatch.setattr(
+            http.server.SimpleHTTPRequestHandler,
+            "send_header",
+            lambda self, k, v: None if k == "Content-Length" else plain(self, k, v),
+        )
+        with pytest.raises(ImageLoadError, match="download it and pass its path"):
+            load_image(f"{base}/x.png")
+        monkeypatch.setattr(image_io, "_MAX_DOWNLOAD_BYTES", size)
+        assert load_image(f"{base}/x.png").shape == (24, 32, 3)
     finally:
         httpd.shutdown()
         httpd.server_close()
