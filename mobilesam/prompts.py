@@ -30,12 +30,19 @@ def as_number_array(value: object, name: str) -> np.ndarray:
             value = json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",")]
         except ValueError as exc:  # JSONDecodeError is a ValueError too
             raise PromptError(f"{name} is not a list of numbers: {value!r}") from exc
+    return finite_numbers(value, name)
+
+
+def finite_numbers(values: object, name: str) -> np.ndarray:
+    """`values` (numbers, lists or arrays of them; not text) as a float64 array of finite
+    numbers, or a PromptError naming `name` (a NaN coordinate would make a mask of nothing
+    in particular, silently)."""
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PromptError(f"{name} must hold numbers, got {value!r}") from exc
-    if not np.all(np.isfinite(arr)):
-        raise PromptError(f"{name} holds NaN or infinite values: {arr.tolist()}")
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PromptError(f"{name} must be an array of numbers, got {values!r:.80}") from None
+    if not np.isfinite(arr).all():
+        raise PromptError(f"{name} holds NaN or infinite values: {arr.tolist()!s:.80}")
     return arr
 
 
@@ -169,8 +176,8 @@ def point_arrays(point_coords: object, point_labels: object) -> tuple[np.ndarray
     """SamPredictor.predict's point arguments, checked: Nx2 float64 coords, N labels."""
     if point_labels is None:
         raise PromptError("point_labels must be given with point_coords")
-    coords = _numbers(point_coords, "point_coords")
-    labels = _numbers(point_labels, "point_labels")
+    coords = finite_numbers(point_coords, "point_coords")
+    labels = finite_numbers(point_labels, "point_labels")
     if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
         raise PromptError(
             f"point_coords must be Nx2 and point_labels N, got {coords.shape} and {labels.shape}"
@@ -178,21 +185,9 @@ def point_arrays(point_coords: object, point_labels: object) -> tuple[np.ndarray
     return coords, labels
 
 
-def _numbers(values: object, name: str) -> np.ndarray:
-    """`values` as a float64 array of finite numbers, or a PromptError naming `name` (a
-    NaN coordinate would make a mask of nothing in particular, silently)."""
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise PromptError(f"{name} must be an array of numbers, got {values!r:.80}") from None
-    if not np.isfinite(arr).all():
-        raise PromptError(f"{name} holds NaN or infinite values: {arr.tolist()!s:.80}")
-    return arr
-
-
 def box_array(box: object) -> np.ndarray:
     """SamPredictor.predict's box, checked: 1x4 float64 XYXY (from 4 numbers of any shape)."""
-    box = _numbers(box, "box")
+    box = finite_numbers(box, "box")
     if box.size != 4:
         raise PromptError(f"box must hold 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
     return box.reshape(1, 4)
