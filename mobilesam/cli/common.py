@@ -174,18 +174,14 @@ def ray_options(args: argparse.Namespace):
 
     if getattr(args, "backend", "torch") != "torch":
         raise PromptError("--engine ray runs the torch backend")
-    batch = getattr(args, "ray_batch_size", None) or getattr(args, "batch_size", None) or 4
-
-    def default(value, fallback):
-        return fallback if value is None else value
-
-    return RayOptions(
-        args.address,
-        default(args.num_workers, 1),
-        default(args.gpus_per_worker, 0.0),
-        default(args.cpus_per_worker, 1.0),
-        batch,
-    )
+    values = {
+        "address": args.address,
+        "num_workers": args.num_workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "cpus_per_worker": args.cpus_per_worker,
+        "batch_size": getattr(args, "ray_batch_size", None) or getattr(args, "batch_size", None),
+    }
+    return RayOptions(**{k: v for k, v in values.items() if v is not None})  # else RayOptions' defaults
 
 
 def ray_model(args: argparse.Namespace) -> dict:

@@ -288,8 +288,8 @@ def _everything(args: argparse.Namespace) -> int:
         options["input_size_percent"] = args.input_size_percent
     if args.decoder_precision != "float32":
         options["decoder_precision"] = args.decoder_precision
-    source = Path(args.input)
-    if source.is_dir() or uses_ray(args) or source.suffix == ".txt":
+    source, on_ray = Path(args.input), uses_ray(args)
+    if source.is_dir() or on_ray or source.suffix == ".txt":
         if not args.output:
             raise PromptError("-o/--output: the output folder is required for a folder of images")
         single = [
@@ -312,7 +312,7 @@ def _everything(args: argparse.Namespace) -> int:
             recursive=args.recursive,
             files=files,
         )
-        if uses_ray(args):
+        if on_ray:
             from ..ray_engine import segment_everything_on_ray
 
             summary = segment_everything_on_ray(job, ray_model(args), ray_options(args))
