@@ -63,6 +63,14 @@ def _clone(x):
     return x
 
 
+def _same_to_float_rounding(a, b, msg=None):
+    """Equal within float32 summation order, at the tensor's own scale: the mask logits
+    reach ~170, where the plain path and the fused one differ by up to 3.3e-4 (30 seeded
+    inputs), over a fixed 2e-4 at a logit near 0 once in CI."""
+    scale = float(a.abs().max()) if a.numel() and a.is_floating_point() else 0.0
+    torch.testing.assert_close(a, b, atol=1e-5 * max(scale, 1.0), rtol=1e-4, msg=msg)
+
+
 def _tensors(x):
     if torch.is_tensor(x):
         return [x]
@@ -76,10 +84,11 @@ def test_hooks_see_each_modules_own_call(small_sam_vit_t):
     flag) and its output is what the module computes for those inputs; every module is
     called but for the ones upstream never calls either (containers, the embeddings whose
     weights it reads, TinyViT's unused classifier head). The answers stay the same."""
-    sam, size = small_sam_vit_t, 256
-    image = torch.rand(1, 3, size, size) * 2 - 1
+    sam, size, g = small_sam_vit_t, 256, torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=g) * 2 - 1
     points = (torch.tensor([[[0.3, 0.4], [0.6, 0.5]]]) * size, torch.tensor([[1, 0]]))
-    box, mask = torch.tensor([[10.0, 20.0, 0.5 * size, 0.7 * size]]), torch.randn(1, 1, size // 4, size // 4)
+    box = torch.tensor([[10.0, 20.0, 0.5 * size, 0.7 * size]])
+    mask = torch.randn(1, 1, size // 4, size // 4, generator=g)
 
     def run():
         emb = sam.image_encoder(image)
@@ -98,14 +107,14 @@ def test_hooks_see_each_modules_own_call(small_sam_vit_t):
         finally:
             hook.remove()
         for a, b in zip(_tensors(expected), _tensors(watched)):
-            torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+            _same_to_float_rounding(a, b)
         names = {m: n for n, m in sam.named_modules()}
         for m, args, kwargs, out in calls:
             flags = [a for a in list(args) + list(kwargs.values()) if isinstance(a, str)]
             assert not flags, f"{names[m]} called with {flags}"
             again = m(*_clone(args), **_clone(kwargs))
             for a, b in zip(_tensors(out), _tensors(again)):
-                torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4, msg=lambda s, n=names[m]: f"{n}: {s}")
+                _same_to_float_rounding(a, b, msg=lambda s, n=names[m]: f"{n}: {s}")
     uncalled = {n for m, n in names.items() if m not in {c[0] for c in calls}}
     uncalled -= {n for n, m in sam.named_modules() if isinstance(m, (nn.ModuleList, nn.Embedding))}
     assert uncalled == {"", "image_encoder.norm_head", "image_encoder.head"}
