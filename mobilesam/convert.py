@@ -105,9 +105,17 @@ def _polygons(ann: dict, size: tuple[int, int] | None, tolerance: float) -> list
         if size is not None and mask.shape != size:
             raise ValueError(f"its RLE is {mask.shape[0]}x{mask.shape[1]}, its image {size[0]}x{size[1]}")
         return mask_to_polygons(mask, tolerance)
-    if isinstance(seg, list) and all(isinstance(p, list) and len(p) % 2 == 0 for p in seg):
-        return [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg if len(p) >= 6]
-    raise ValueError("its segmentation is neither RLE nor a list of polygons")
+    return [p for p in polygon_arrays(seg) if len(p) >= 3]
+
+
+def polygon_arrays(seg: object) -> list[np.ndarray]:
+    """A COCO polygon segmentation (flat x, y lists) as Kx2 float arrays; a ValueError for
+    anything else, or for a coordinate that is no finite number (NaN, a string)."""
+    if not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
+        raise ValueError("its segmentation is neither RLE nor a list of polygons")
+    if not all(is_number(v) for q in seg for v in q):
+        raise ValueError("its polygons hold a coordinate that is no finite number")
+    return [np.asarray(q, dtype=np.float64).reshape(-1, 2) for q in seg]
 
 
 def _size(image: dict, ann: dict) -> tuple[int, int] | None:
@@ -389,10 +397,8 @@ def checked_masks(coco: dict) -> list[tuple[dict, list[tuple[dict, tuple[int, in
             if isinstance(seg, dict):
                 if tuple(int(v) for v in seg["size"]) != size or not rle.covers(rle.runs(seg), size):
                     raise ValueError(f"its RLE is no {size[0]}x{size[1]} mask, its image's size")
-            elif not (isinstance(seg, list) and all(isinstance(q, list) and len(q) % 2 == 0 for q in seg)):
-                raise ValueError("its segmentation is neither RLE nor a list of polygons")
-            elif not all(is_number(v) for q in seg for v in q):
-                raise ValueError("its polygons hold a coordinate that is no finite number")
+            else:
+                polygon_arrays(seg)
             anns.append((ann, size))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConvertError(f"annotation {_ann_id(ann)!r}: {exc}") from None
@@ -408,7 +414,7 @@ def decode_mask(ann: dict, size: tuple[int, int]) -> np.ndarray:
     seg = ann["segmentation"]
     if isinstance(seg, dict):
         return rle.decode(seg)
-    return fill_polygons([np.asarray(q, dtype=np.float64).reshape(-1, 2) for q in seg], size)
+    return fill_polygons(polygon_arrays(seg), size)
 
 
 def to_masks(coco: dict, out: Path) -> list[Path]:

@@ -503,9 +503,10 @@ def cutout_format(path: str | PathLike) -> str:
 
 
 def yolo_line(class_id: int, polygon: np.ndarray, size: tuple[int, int]) -> str:
-    """One YOLO segmentation label line: the polygon's x, y over the image width, height."""
+    """One YOLO segmentation label line: the polygon's x, y over the image width, height,
+    clipped to the image (0-1; Ultralytics drops an image whose labels reach past it)."""
     h, w = size
-    xy = (polygon / np.array([w, h], dtype=np.float64)).ravel()
+    xy = np.clip(polygon / np.array([w, h], dtype=np.float64), 0.0, 1.0).ravel()
     return f"{class_id} " + " ".join(f"{v:.6g}" for v in xy) + "\n"
 
 

@@ -356,6 +356,12 @@ def test_convert_cli_writes_yolo_labels_and_coco_polygons(tmp_path, capsys):
     convert(out, "yolo", tmp_path / "yolo2", tolerance=0)
     a_txt = Path("labels", "cam1", "a.txt")
     assert (tmp_path / "yolo2" / a_txt).read_text() == (yolo / a_txt).read_text()
+    # A polygon reaching past its 50x40 image (as annotators' often do, by a little) stays
+    # on it: Ultralytics drops every label of an image with a coordinate outside 0-1.
+    converted["annotations"][0]["segmentation"] = [[-3, -2, 60, 20, 25, 45.5]]
+    out.write_text(json.dumps(converted))
+    convert(out, "yolo", tmp_path / "yolo3")
+    assert (tmp_path / "yolo3" / a_txt).read_text().splitlines()[0] == "0 0 0 1 0.5 0.5 1"
 
 
 def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
@@ -385,6 +391,13 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     images = [coco["images"][1], {"id": 7, "width": 50, "height": 40, "file_name": "b.jpg"}]
     refused({**coco, "images": images}, "would share the label file b.txt")
     refused({**coco, "categories": [{"id": 5, "name": "x"}]}, "category 1 is not in 'categories'")
+    for bad in ("x", None, float("nan")):  # were written into YOLO and LabelMe files as they were
+        polygon = {**coco["annotations"][0], "segmentation": [[1, 1, 5, 1, 5, bad]]}
+        for to in ("yolo", "labelme", "coco-polygon"):
+            refused({**coco, "annotations": [polygon]}, "annotation 1: its polygons hold a coordinate", to=to)
+            assert not out.is_file() and not (out.is_dir() and any(out.iterdir())), to
+            if out.is_dir():
+                out.rmdir()  # made empty, before the input was read
     refused(coco, "tolerance must be 0 or more", tolerance=-1)
     refused(coco, "tolerance must be 0 or more", tolerance=float("nan"))
     refused(coco, "tolerance must be 0 or more", tolerance=float("inf"))

@@ -841,6 +841,21 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
     assert "skipped: d.jpg: annotation 5" in err and "c.jpg: 1 masks from boxes in" in err
 
 
+def test_import_skips_an_image_whose_polygon_is_not_numbers(tmp_path):
+    """A NaN or a string in an imported polygon skips its image, named; it was filled as
+    far as it went and imported, a mask of nothing in particular awaiting review."""
+    Image.new("RGB", (80, 60)).save(tmp_path / "a.jpg")
+    for bad in (float("nan"), "40"):
+        coco = {
+            "images": [{"id": 1, "file_name": "a.jpg"}],
+            "annotations": [{"id": 7, "image_id": 1, "segmentation": [[1, 1, 50, 1, bad, 40]]}],
+        }
+        done = Workspace(tmp_path, tmp_path / "out").import_coco(coco)
+        assert done["imported"] == [] and done["skipped"] == [
+            "a.jpg: annotation 7: its polygons hold a coordinate that is no finite number"
+        ]
+
+
 def test_import_segments_boxes_without_masks(service, tmp_path):
     """`--import` of a detector's boxes: each box without a mask gets the mask a box drawn
     in the UI gets (best of three candidates), clipped to the image; the detector's score

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..box_job import check_size, is_bbox, usable_boxes
-from ..convert import NO_MASK, has_mask
+from ..convert import NO_MASK, has_mask, polygon_arrays
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
 from ..utils import rle
@@ -338,7 +338,10 @@ def _imported(ann: dict, size: tuple[int, int], categories: dict) -> dict:
             seg = rle.encode(rle.decode(seg))
         seg = {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]}
     else:
-        seg = rle.encode(fill_polygons([np.reshape(p, (-1, 2)) for p in seg], size))
+        try:
+            seg = rle.encode(fill_polygons(polygon_arrays(seg), size))
+        except ValueError as exc:
+            raise ValueError(f"annotation {ann.get('id')!r}: {exc}") from None
     if list(seg["size"]) != list(size):
         raise ValueError(f"annotation {ann.get('id')!r}: mask {seg['size']} is not the image's {list(size)}")
     obj = {"label": _label(ann, categories), "rle": seg, "source": "import"}
