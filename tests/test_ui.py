@@ -341,10 +341,18 @@ def test_save_load_export_roundtrip(client, folder, tmp_path):
         [{"label": "x", "rle": {"size": [300, 400], "counts": "0`a3"}}],  # another image's size
         [{"label": 5, "rle": {"size": [1200, 1800], "counts": "0"}}],
         ["just a string"],
+        # prompts that are not numbers: a string was a 500, a NaN was kept and sent as null
+        [{"label": "x", "rle": rle.encode(np.zeros((300, 400), bool)), "box": [1, 2, "x", 4]}],
+        [{"label": "x", "rle": rle.encode(np.zeros((300, 400), bool)), "points": [[1, "y", 1]]}],
+        [{"label": "x", "rle": rle.encode(np.zeros((300, 400), bool)), "box": [1, 2, float("nan"), 4]}],
+        [{"label": "x", "rle": rle.encode(np.zeros((300, 400), bool)), "points": [[1, 2, float("inf")]]}],
     ],
 )
 def test_malformed_saves_are_refused(client, objects):
-    r = client.put("/api/images/b_small.png/annotations", json={"revision": 0, "objects": objects})
+    body = json.dumps({"revision": 0, "objects": objects})  # NaN as Python's json writes it
+    r = client.put(
+        "/api/images/b_small.png/annotations", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     assert client.get("/api/images/b_small.png/annotations").json()["revision"] == 0
 
@@ -843,8 +851,18 @@ def test_import_seeds_unlabelled_images_to_review(service, tmp_path, ckpt_vit_t,
 
 def test_import_skips_an_image_whose_polygon_is_not_numbers(tmp_path):
     """A NaN or a string in an imported polygon skips its image, named; it was filled as
-    far as it went and imported, a mask of nothing in particular awaiting review."""
+    far as it went and imported, a mask of nothing in particular awaiting review. A NaN
+    score (information only) is left out; it was kept and sent to the page as null."""
     Image.new("RGB", (80, 60)).save(tmp_path / "a.jpg")
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "annotations": [
+            {"id": 7, "image_id": 1, "segmentation": [[1, 1, 50, 1, 9, 40]], "score": float("nan")}
+        ],
+    }
+    work = Workspace(tmp_path, tmp_path / "nan_score")
+    assert work.import_coco(coco)["imported"] == ["a.jpg"]
+    assert "score" not in work.saved("a.jpg")["objects"][0]
     for bad in (float("nan"), "40"):
         coco = {
             "images": [{"id": 1, "file_name": "a.jpg"}],

@@ -24,6 +24,7 @@ from ..box_job import check_size, is_bbox, usable_boxes
 from ..convert import NO_MASK, has_mask, polygon_arrays
 from ..errors import ImageLoadError, MobileSAMError, PromptError
 from ..image_io import IMAGE_SUFFIXES, open_image, upright_size, visible_files
+from ..prompts import is_number
 from ..utils import rle
 from ..utils.files import atomic_write_bytes, atomic_write_text
 from ..utils.polygons import fill_polygons
@@ -318,7 +319,7 @@ def _import_objects(
         for (i, ann, box), (mask, mask_id, scores) in zip(boxed, masks):
             obj = {"label": _label(ann, categories), "rle": rle.encode(mask), "source": "import", "box": box}
             obj.update(mask_id=mask_id, score=float(scores[mask_id - 1]))
-            if isinstance(ann.get("score"), (int, float)):
+            if is_number(ann.get("score")):
                 obj["box_score"] = ann["score"]  # the detector's confidence; `score` is the mask's
             objects[i] = obj
     return [{**obj, "id": i + 1} for i, obj in enumerate(objects)], dropped
@@ -345,7 +346,7 @@ def _imported(ann: dict, size: tuple[int, int], categories: dict) -> dict:
     if list(seg["size"]) != list(size):
         raise ValueError(f"annotation {ann.get('id')!r}: mask {seg['size']} is not the image's {list(size)}")
     obj = {"label": _label(ann, categories), "rle": seg, "source": "import"}
-    if isinstance(ann.get("score"), (int, float)):
+    if is_number(ann.get("score")):
         obj["score"] = ann["score"]
     prompt = ann.get("prompt") or {}
     if prompt.get("box"):
@@ -373,23 +374,29 @@ def _check_object(obj: dict, i: int, size: tuple[int, int]) -> dict:
     for key in ("id", "color", "source"):
         if isinstance(obj.get(key), (str, int)):
             out[key] = obj[key]
-    for key in ("score", "box_score"):
-        if isinstance(obj.get(key), (int, float)):
+    for key in ("score", "box_score"):  # information only: a NaN one is left out
+        if is_number(obj.get(key)):
             out[key] = float(obj[key])
     if isinstance(obj.get("mask_id"), int):
         out["mask_id"] = obj["mask_id"]
     if isinstance(obj.get("points"), list):
-        out["points"] = [
-            [float(v) for v in p[:3]] for p in obj["points"] if isinstance(p, list) and len(p) == 3
-        ]
+        points = [p for p in obj["points"] if isinstance(p, list) and len(p) == 3]
+        out["points"] = [_finite(p, f"object {i}: points") for p in points]
     if isinstance(obj.get("box"), list) and len(obj["box"]) == 4:
-        out["box"] = [float(v) for v in obj["box"]]
+        out["box"] = _finite(obj["box"], f"object {i}: box")
     if obj.get("strokes"):
         try:
             out["strokes"] = check_strokes(obj["strokes"])
         except PromptError as exc:
             raise BadRequest(f"object {i}: {exc}") from None
     return out
+
+
+def _finite(values: list, where: str) -> list[float]:
+    """A prompt's numbers (a point's x, y, label; a box), each a finite number, or BadRequest."""
+    if not all(is_number(v) for v in values):
+        raise BadRequest(f"{where} must hold finite numbers, got {values!r}")
+    return [float(v) for v in values]
 
 
 def check_rle(seg: object, size: tuple[int, int], where: str = "") -> dict:
