@@ -53,9 +53,12 @@ class BatchSummary:
     failed: dict[str, str] = field(default_factory=dict)  # file -> error
     annotations_path: Path | None = None
     interrupted: bool = False  # stopped by Ctrl-C (a rerun goes on)
+    left_out: int = 0  # boxes-to-masks: boxes with no area inside their image (its `failures`)
 
     def line(self) -> str:
         end = " (interrupted)" if self.interrupted else ""
+        if self.left_out:
+            end += f"; {self.left_out} boxes left out, no area inside their image ('failures' lists them)"
         return f"done {len(self.done)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}{end}"
 
 

@@ -99,7 +99,7 @@ class BoxJob:
             except KeyboardInterrupt:
                 summary.interrupted = True
             finally:  # also on Ctrl-C or an error: the JSON covers everything finished so far
-                summary.annotations_path = self._write_annotations(summary.failed)
+                self._write_annotations(summary)
         return summary
 
     def _todo(self, summary: BatchSummary) -> list[tuple[str, dict, list[dict]]]:
@@ -165,22 +165,23 @@ class BoxJob:
             made["model"] = wanted["model"]
         return part if part is not None and made == wanted else None
 
-    def _write_annotations(self, failed: dict[str, str]) -> Path:
+    def _write_annotations(self, summary: BatchSummary) -> None:
         """The input COCO with the masks of every finished image, and the failures."""
         annotations, failures = [], []
         for name, _, anns in self.plan:
             part = self._part(name, anns)
             if part is None:
-                if name in failed:
-                    failures.append({"file_name": name, "error": failed[name]})
+                if name in summary.failed:
+                    failures.append({"file_name": name, "error": summary.failed[name]})
                 continue
             annotations += part["annotations"]
             failures += [
                 {"file_name": name, "annotation_id": ann_id, "error": reason}
                 for ann_id, reason in part["unusable"]
             ]
+        summary.left_out = sum("annotation_id" in f for f in failures)
         coco = {**self.coco, "annotations": annotations, "failures": failures}
-        return atomic_write_text(self.out / "annotations.json", json.dumps(coco))
+        summary.annotations_path = atomic_write_text(self.out / "annotations.json", json.dumps(coco))
 
 
 def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: dict) -> tuple:
@@ -200,8 +201,9 @@ def segment_boxes(sam: Segmenter, rgb, image: dict, anns: list[dict], options: d
 
 
 def _box_score(ann: dict) -> dict:
-    """A detector's confidence, kept as `box_score` where `score` becomes the mask's."""
-    return {"box_score": ann["score"]} if "score" in ann and "box_score" not in ann else {}
+    """A detector's confidence, kept as `box_score` where `score` becomes the mask's (a
+    NaN or infinite one is dropped: JSON has no such number, and browsers refuse it)."""
+    return {"box_score": ann["score"]} if is_number(ann.get("score")) and "box_score" not in ann else {}
 
 
 def usable_boxes(anns: list[dict], size: tuple[int, int]) -> tuple[list, list[dict], list[list]]:

@@ -56,8 +56,14 @@ def _dataset(tmp_path):
         "annotations": [
             {"id": 10, "image_id": 1, "bbox": TRUCK_BOX, "category_id": 3, "iscrowd": 0},
             {"id": 11, "image_id": 1, "bbox": [5000, 5000, 10, 10], "category_id": 3},  # off the image
-            {"id": 12, "image_id": 1, "bbox": [-50, -40, 150.5, 120], "category_id": 1},  # clipped
-            {"id": 13, "image_id": 2, "bbox": [10, 10, 100, 80], "category_id": 1},
+            {
+                "id": 12,
+                "image_id": 1,
+                "bbox": [-50, -40, 150.5, 120],
+                "category_id": 1,
+                "score": 0.75,
+            },  # clipped
+            {"id": 13, "image_id": 2, "bbox": [10, 10, 100, 80], "category_id": 1, "score": float("nan")},
             {"id": 14, "image_id": 3, "bbox": [1, 1, 5, 5], "category_id": 1},
             {"id": 15, "image_id": 5, "bbox": [1, 1, 5, 5], "category_id": 1},
         ],
@@ -75,7 +81,8 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
     args += ["--checkpoint", str(ckpt_vit_t), "--img-size", str(SMALL)]
     assert main(args) == 1  # a file failed
     printed = capsys.readouterr()
-    assert "done 3, skipped 0 (already done), failed 2" in printed.out and "failed: bad.jpg:" in printed.out
+    assert "done 3, skipped 0 (already done), failed 2; 1 boxes left out" in printed.out
+    assert "failed: bad.jpg:" in printed.out
     assert "failed: resized.jpg: the image is 900x600, the COCO file says 1800x1200" in printed.out
     assert "annotation 11: bbox [5000, 5000, 10, 10] has no area inside the 1800x1200 image" in printed.err
 
@@ -88,6 +95,8 @@ def test_boxes_become_masks_and_a_rerun_redoes_only_what_changed(sam, ckpt_vit_t
         ann = anns[ann_id]
         assert np.array_equal(rle.decode(ann["segmentation"]), want.masks[i])
         assert ann["area"] == want.masks[i].sum() and ann["score"] == pytest.approx(float(want.scores[i]))
+    # A detector's score is kept as box_score; a NaN one (no JSON number) is left out.
+    assert anns[12]["box_score"] == 0.75 and "box_score" not in anns[13]
     given = {a["id"]: a for a in coco["annotations"]}
     assert {k: anns[10][k] for k in given[10]} == given[10]  # ids, bbox, category, iscrowd as given
     failures = [(f["file_name"], f.get("annotation_id")) for f in result["failures"]]
