@@ -1,10 +1,10 @@
 """Load any image a user hands us as an HxWx3 uint8 RGB array.
 
-Sources: a path, an http(s) URL, the bytes of an image file or a binary file object
-(an upload, `open(path, "rb")`), a numpy array or a PIL image. EXIF orientation is
-applied; grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB; an
-alpha channel is dropped (the colour under it is kept). Any format Pillow reads, and
-HEIC/HEIF (phones' photos) with the optional pillow-heif (`mobilesam[heif]`).
+Sources: a path, an http(s) URL, the bytes of an image file or a binary file object (an
+upload, `open(path, "rb")`), a numpy array (a torch tensor taken as one) or a PIL image.
+EXIF orientation is applied; grayscale, palette, CMYK and 16-bit images are converted to
+8-bit RGB; an alpha channel is dropped (the colour under it is kept). Any format Pillow
+reads, and HEIC/HEIF (phones' photos) with the optional pillow-heif (`mobilesam[heif]`).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def load_image(source: ImageSource) -> np.ndarray:
     """Any supported source -> HxWx3 uint8 RGB (C-contiguous)."""
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
+    if type(source).__module__ == "torch" and callable(getattr(source, "numpy", None)):  # a Tensor
+        return array_to_rgb(source.detach().cpu().numpy())  # as an array: HxWx3, any device
     if isinstance(source, Image.Image):
         return pil_to_rgb(source)
     if is_url(source):
@@ -80,7 +82,7 @@ def load_image(source: ImageSource) -> np.ndarray:
         return pil_to_rgb(open_image(io.BytesIO(data), name))
     raise ImageLoadError(
         f"unsupported image type {type(source).__name__}: pass a path, URL, bytes, binary file object, "
-        "numpy array or PIL image"
+        "numpy array, torch tensor or PIL image"
     )
 
 
@@ -244,7 +246,10 @@ def array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ImageLoadError(f"image array must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+        hint = ""
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4:
+            hint = " (channels first, as torch keeps them: move them last, e.g. .transpose(1, 2, 0))"
+        raise ImageLoadError(f"image array must be HxW, HxWx3 or HxWx4, got shape {arr.shape}{hint}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageLoadError(f"image array is empty: shape {arr.shape}")
     if arr.shape[2] == 1:

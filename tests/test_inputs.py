@@ -203,6 +203,13 @@ def test_arrays():
         load_image(np.zeros((5, 6, 2), np.uint8))
     with pytest.raises(ImageLoadError, match="unsupported image type"):
         load_image(42)
+    # A torch tensor is taken as an array (a robot's camera frame); channels first is
+    # refused with the way to put them last.
+    frame = torch.randint(0, 256, (5, 6, 3), dtype=torch.uint8)
+    assert np.array_equal(load_image(frame), frame.numpy())
+    assert np.array_equal(load_image(frame.float().requires_grad_()), frame.numpy())
+    with pytest.raises(ImageLoadError, match=r"got shape \(3, 5, 6\) \(channels first"):
+        load_image(frame.permute(2, 0, 1))
 
 
 def test_image_bytes_and_file_objects(tmp_path):
