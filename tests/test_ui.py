@@ -367,8 +367,23 @@ def test_non_finite_numbers_are_a_422_naming_the_field(client):
     ):
         r = client.request(method, f"{url}/{path}", content=body, headers=json_type)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], r.text
-    r = client.post(f"{url}/predict", content='{"points": [[NaN, 5, 1]]}', headers=json_type)
-    assert r.status_code == 422 and "inside" in r.json()["detail"]
+    for body in ('{"points": [[NaN, 5, 1]]}', '{"box": [1, 2, NaN, 4]}'):
+        r = client.post(f"{url}/predict", content=body, headers=json_type)
+        assert r.status_code == 422 and "inside" in r.json()["detail"], r.text
+
+
+def test_a_field_the_api_does_not_know_is_a_422_naming_it(client):
+    """A misspelt field (`multimask_output` for `multimask`, another version's `mask_input`)
+    was ignored: the answer came back as if it had not been sent."""
+    url = "/api/images/b_small.png"
+    for method, path, body, unknown in (
+        ("POST", "predict", {"points": [[5, 5, 1]], "multimask_output": False}, "multimask_output"),
+        ("POST", "outline", {"rle": {"size": [300, 400], "counts": "0"}, "tolerence": 0}, "tolerence"),
+        ("PUT", "annotations", {"revision": 0, "objects": [], "reviewed": True}, "reviewed"),
+    ):
+        r = client.request(method, f"{url}/{path}", json=body)
+        assert r.status_code == 422, r.text
+        assert [(d["type"], d["loc"]) for d in r.json()["detail"]] == [("extra_forbidden", ["body", unknown])]
 
 
 def test_everything_endpoint(client):

@@ -45,7 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..convert import (
     ConvertError,
@@ -80,7 +80,14 @@ from .workspace import (
 STATIC = Path(__file__).with_name("static")
 
 
-class PromptBody(BaseModel):
+class Body(BaseModel):
+    """A request body: a field it does not define (misspelt, another version's) is a 422
+    naming it, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromptBody(Body):
     points: list[list[float]] = Field(
         default_factory=list, description="[[x, y, label], ...]; label 1 fg, 0 bg"
     )
@@ -101,21 +108,21 @@ class PromptBody(BaseModel):
     )
 
 
-class PropagateBody(BaseModel):
+class PropagateBody(Body):
     source: str = Field(description="the image whose saved objects to carry over (a name of /api/images)")
 
 
-class PaintBody(BaseModel):
+class PaintBody(Body):
     rle: dict | None = Field(None, description="the object's mask now (COCO RLE); null: an empty mask")
     strokes: list = Field(description="brush/eraser strokes to apply in order, as in predict")
 
 
-class OutlineBody(BaseModel):
+class OutlineBody(Body):
     rle: dict = Field(description="the mask to outline (COCO RLE)")
     tolerance: float = Field(1.0, description="simplification in pixels (0: every pixel corner)")
 
 
-class CutoutBody(BaseModel):
+class CutoutBody(Body):
     rle: dict = Field(description="the object's mask (COCO RLE)")
     dilate: float = Field(0.0, ge=0, le=1024, description="grow the mask by this many pixels first")
     crop: bool = Field(True, description="crop to the mask's extent")
@@ -127,7 +134,7 @@ class CutoutBody(BaseModel):
     prompt: PromptBody | None = Field(None, description="with soft: the prompts that made the mask, if any")
 
 
-class SaveBody(BaseModel):
+class SaveBody(Body):
     revision: int
     objects: list[dict]
 
@@ -180,7 +187,7 @@ def _prompt_arrays(body: PromptBody, size: tuple[int, int]):
         if len(body.box) != 4:
             raise PromptError("box must be [x0, y0, x1, y1]")
         box = np.asarray(body.box, dtype=float)
-        if not (box[0] < box[2] and box[1] < box[3]):
+        if np.isfinite(box).all() and not (box[0] < box[2] and box[1] < box[3]):  # NaN: below
             raise PromptError("box must have x0 < x1 and y0 < y1")
     coords = [c for c in (points, None if box is None else box.reshape(2, 2)) if c is not None]
     if not coords:
