@@ -198,6 +198,11 @@ class FolderJob:
         model: what makes the masks (`Segmenter.model_record`), checked as the options are.
         The Ray engine (ray_engine.py) runs its own `work` here."""
         files = self.files()
+        if not files and self.uri is None and self.folder.is_dir():  # not an error: a day with no photos
+            nested = not self.recursive and visible_files(self.folder, recursive=True)
+            self.say(
+                f"no files in {self.folder}" + ("; its subfolders hold some: pass --recursive" if nested else "")
+            )
         self._check_paths()
         with JobLock(self.out / ".lock"):
             self._check_options(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -344,6 +345,16 @@ def test_recursive_folder(sam, tmp_path):
     with pytest.raises(PromptError, match="recursive"):
         segment_folder(_NoCompute(), photos / "top.jpg", tmp_path / "o", FAST, recursive=True, **QUIET)
     assert main(["everything", str(photos / "top.jpg"), "-r", "--checkpoint", "x.pt"]) == 2
+    # A folder with nothing of its own is no error (a day with no photos), but it is said,
+    # with where the photos are when they sit in its subfolders.
+    said, holder = [], tmp_path / "holder"
+    (holder / "day1").mkdir(parents=True)
+    shutil.copy(photos / "top.jpg", holder / "day1" / "top.jpg")
+    (tmp_path / "empty").mkdir()
+    for folder, hint in ((holder, "; its subfolders hold some: pass --recursive"), (tmp_path / "empty", "")):
+        summary = segment_folder(_NoCompute(), folder, tmp_path / "o", FAST, progress=said.append)
+        assert summary.done == [] and not summary.failed
+        assert said[-1] == f"no files in {folder}{hint}"
 
 
 def test_a_list_file_as_source(sam, tmp_path):
