@@ -201,7 +201,8 @@ class FolderJob:
         if not files and self.uri is None and self.folder.is_dir():  # not an error: a day with no photos
             nested = not self.recursive and visible_files(self.folder, recursive=True)
             self.say(
-                f"no files in {self.folder}" + ("; its subfolders hold some: pass --recursive" if nested else "")
+                f"no files in {self.folder}"
+                + ("; its subfolders hold some: pass --recursive" if nested else "")
             )
         self._check_paths()
         with JobLock(self.out / ".lock"):

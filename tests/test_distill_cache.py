@@ -90,6 +90,13 @@ def test_other_teacher_refused(teacher, photos, tmp_path):
     with pytest.raises(MobileSAMError, match=r"output folder .*a_file is a file"):
         EmbeddingCache(tmp_path / "a_file").build(teacher, photos, "vit_b")
     assert (tmp_path / "a_file").read_text() == "kept"
+    # No images (an empty folder, a tar of annotations only): said, not "cached 0"
+    (tmp_path / "empty").mkdir()
+    with tarfile.open(tmp_path / "empty" / "sa_1.tar", "w") as tar:
+        tar.addfile(tarfile.TarInfo("sa_1.json"), io.BytesIO(b""))
+    for source in (tmp_path / "empty" / "sa_1.tar", tmp_path / "empty"):
+        with pytest.raises(MobileSAMError, match=f"no images in {source}"):
+            EmbeddingCache(tmp_path / "c_empty").build(teacher, source, "vit_b")
 
 
 def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):

@@ -66,8 +66,15 @@ class ImageRef:
 
 
 def list_images(source: str | Path) -> list[ImageRef]:
-    """Every image of a folder, of one SA-1B .tar, or of the .tar files in a folder."""
-    source = Path(source)
+    """Every image of a folder, of one SA-1B .tar, or of the .tar files in a folder; none
+    is a `MobileSAMError` (there is nothing to cache, train on or evaluate)."""
+    refs = _listed(Path(source))
+    if not refs:
+        raise MobileSAMError(f"no images in {source} (a folder of images or SA-1B .tar shards, or one .tar)")
+    return refs
+
+
+def _listed(source: Path) -> list[ImageRef]:
     if source.suffix == ".tar" and source.is_file():
         return _tar_images(source)
     if not source.is_dir():
