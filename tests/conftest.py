@@ -256,11 +256,11 @@ def run_torchrun(args: list[str], out: Path, timeout: float = 150) -> subprocess
     """`torchrun --standalone --nproc_per_node 2 -m mobilesam ARGS`, which must succeed.
 
     Once in CI a two-process job logged its last step and then never ended (the 300 s
-    timeout struck; PyTorch's gloo teardown has known rare hangs, pytorch#75097), and
-    60 runs here under load never did it again. So a run that outlives `timeout` (they
-    take 10-25 s) has every process's Python stacks dumped (faulthandler, on SIGABRT) into
-    a warning, which CI's summary prints, and runs once more from an empty `out`; a
-    second hang fails the test.
+    timeout struck; where it hung is not known: PyTorch has reports of rare hangs in
+    `destroy_process_group`, pytorch#75097), and 56 runs here under load never did it
+    again. So a run that outlives `timeout` (they take 10-25 s) has every process's
+    Python stacks dumped (faulthandler, on SIGABRT) into a warning, which CI's summary
+    prints, and runs once more from an empty `out`; a second hang fails the test.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "mobilesam", *args]
