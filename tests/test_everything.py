@@ -256,6 +256,12 @@ def test_everything_options_are_defined_once():
     flags = {a.option_strings[0]: a for a in everything._actions if a.option_strings}
     for option in EVERYTHING:
         assert option.flag in flags and f"default {option.default}"[:12] in flags[option.flag].help
+    # segment-anything's scripts/amg.py flags are taken as they are spelt there
+    upstream = ["--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.8", "--box-nms-thresh", "0.6"]
+    upstream += ["--crop-nms-thresh", "0.4", "--crop-n-layers", "1", "--min-mask-region-area", "9"]
+    args = everything.parse_args(["x.jpg", *upstream])
+    assert (args.iou_thres, args.stability_score_thres, args.box_nms_thres) == (0.5, 0.8, 0.6)
+    assert (args.crop_nms_thres, args.crop_n_layers, args.min_mask_region_area) == (0.4, 1, 9)
     assert generator_kwargs({"iou_thres": "0.5", "points_per_side": 32.0}) == {
         "pred_iou_thresh": 0.5,
         "points_per_side": 32,

@@ -89,8 +89,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     for option in EVERYTHING:
         default = round(option.default, 4) if option.kind is float else option.default
+        # segment-anything's scripts/amg.py spells four of them as the generator does
+        upstream = "--" + option.generator.replace("_", "-")
+        flags = [option.flag] + ([upstream] if upstream != option.flag else [])
         eve.add_argument(
-            option.flag, dest=option.name, type=option.kind, help=f"{option.help} (default {default})"
+            *flags, dest=option.name, type=option.kind, help=f"{option.help} (default {default})"
         )
     eve.add_argument("--input-size-percent", type=float, help="1-100: shrink before encoding (default 100)")
     eve.add_argument(
