@@ -91,5 +91,7 @@ def generator_kwargs(options: dict[str, object]) -> dict[str, int | float]:
     """High-level options (values or strings) -> checked SamAutomaticMaskGenerator arguments."""
     unknown = sorted(set(options) - set(BY_NAME))
     if unknown:
-        raise PromptError(f"unknown segment-everything option(s) {unknown}; known: {sorted(BY_NAME)}")
+        renamed = [f"{k} is {BY_GENERATOR[k].name} here" for k in unknown if k in BY_GENERATOR]
+        hint = f" ({'; '.join(renamed)})" if renamed else ""
+        raise PromptError(f"unknown segment-everything option(s) {unknown}{hint}; known: {sorted(BY_NAME)}")
     return {BY_NAME[k].generator: BY_NAME[k].parse(v) for k, v in options.items() if v is not None}

@@ -266,7 +266,10 @@ def test_everything_options_are_defined_once():
         "pred_iou_thresh": 0.5,
         "points_per_side": 32,
     }
-    with pytest.raises(PromptError, match=r"unknown segment-everything option\(s\) \['pred_iou_thresh'\]"):
+    with pytest.raises(
+        PromptError,
+        match=r"unknown segment-everything option\(s\) \['pred_iou_thresh'\] \(pred_iou_thresh is iou_thres here\)",
+    ):
         generator_kwargs({"pred_iou_thresh": 0.5})
 
 
