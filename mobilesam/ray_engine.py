@@ -407,7 +407,7 @@ def _decode_for_teacher(row: dict, img_size: int) -> dict:
     from .distill.sources import ImageRef, Member
 
     offset, size = (None, None) if row["offset"] < 0 else (int(row["offset"]), int(row["size"]))
-    ref = ImageRef(str(row["id"]), Member(Path(row["path"]), offset, size))
+    ref = ImageRef(str(row["id"]), Member(Path(row["path"]), offset, size), error=row.get("error") or None)
     image_id, image, size, error = DecodedImages([ref], img_size)[0]
     if error:
         image, size = np.zeros((3, img_size, img_size), np.uint8), np.zeros(2, np.int64)
@@ -461,6 +461,7 @@ def cache_on_ray(
                 "path": str(ref.image.path),
                 "offset": -1 if ref.image.offset is None else ref.image.offset,
                 "size": -1 if ref.image.size is None else ref.image.size,
+                "error": ref.error or "",
             }
             for ref in refs
         ]

@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGES, synthetic_state_dict
+from conftest import IMAGES, synthetic_state_dict, write_sa1b_tar
 from PIL import Image
 
 from mobilesam import MobileSAMError, SamPredictor, build_sam
@@ -136,6 +136,28 @@ def test_sa1b_tar_shards_and_cli(teacher, tmp_path, capsys):
     assert "--workers: options of the one-process engine" in capsys.readouterr().err
     assert main([*args, "--flex-attention"]) != 0
     assert "flex_attention needs compile" in capsys.readouterr().err
+
+
+def test_a_damaged_tar_shard_is_reported_and_the_rest_cached(teacher, tmp_path):
+    """SA-1B downloads get cut short: a shard cut in the middle of an image keeps the images
+    before the damage; the damaged image, the shard's unreadable rest and a file that is no
+    tar at all are failures naming it, and the other shards are cached (the whole run
+    stopped at the listing)."""
+    shards = tmp_path / "sa1b"
+    shards.mkdir()
+    write_sa1b_tar(shards / "sa_0.tar", range(2))
+    cut = write_sa1b_tar(shards / "sa_1.tar", range(10, 13))
+    with tarfile.open(cut) as tar:
+        third = tar.getmember("sa_12.jpg")
+    cut.write_bytes(cut.read_bytes()[: third.offset_data + 300])  # inside sa_12.jpg's bytes
+    (shards / "sa_2.tar").write_text("<html>503 Service Unavailable</html>")
+    summary = EmbeddingCache(tmp_path / "c").build(teacher, shards, "vit_b")
+    assert EmbeddingCache(tmp_path / "c").ids() == [f"sa_0.tar/sa_{i}.jpg" for i in (0, 1)] + [
+        f"sa_1.tar/sa_{i}.jpg" for i in (10, 11)
+    ]
+    assert sorted(summary.failed) == ["sa_1.tar/...", "sa_1.tar/sa_12.jpg", "sa_2.tar/..."]
+    assert f"cannot read tar shard {cut} after sa_12.jpg" in summary.failed["sa_1.tar/..."]
+    assert "cannot read tar shard" in summary.failed["sa_2.tar/..."]
 
 
 def test_batched_cache_with_workers_matches_one_at_a_time(teacher, photos, tmp_path):

@@ -45,6 +45,7 @@ class ImageRef:
     id: str
     image: Member
     annotation: Member | None = None
+    error: str | None = None  # what reading it will say: the unreadable rest of a tar shard
 
     def load(self) -> np.ndarray:
         """HxWx3 uint8 RGB; ImageLoadError if the bytes are not a readable image."""
@@ -52,6 +53,8 @@ class ImageRef:
 
     def open(self) -> Image.Image:
         """The decoded image, upright, in RGB mode (`load` without the copy to an array)."""
+        if self.error:
+            raise ImageLoadError(self.error)
         source = self.image.path if self.image.offset is None else io.BytesIO(self.image.read())
         return rgb_image(open_image(source, self.id))
 
@@ -92,10 +95,13 @@ def _listed(source: Path) -> list[ImageRef]:
 
 
 def _tar_images(path: Path) -> list[ImageRef]:
-    """Scan the tar's headers once (seeking past the data) and remember where files are."""
-    images, jsons = [], {}
+    """Scan the tar's headers once (seeking past the data) and remember where files are.
+    A shard that cannot be read to its end (a download cut short) keeps the images before
+    the damage, and one more ref, `SHARD/...`, that fails with the reason: a job reports it
+    and goes on with the other shards."""
+    images, jsons, error = [], {}, None
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, "r:") as tar:  # uncompressed: members are read at their offsets
             for m in tar:
                 if not m.isfile():
                     continue
@@ -106,5 +112,9 @@ def _tar_images(path: Path) -> list[ImageRef]:
                 elif suffix.lower() == "json":
                     jsons[stem] = member
     except (tarfile.TarError, OSError) as exc:
-        raise MobileSAMError(f"cannot read tar shard {path}: {exc}") from exc
-    return [ImageRef(f"{path.name}/{name}", member, jsons.get(stem)) for name, stem, member in images]
+        last = f" after {images[-1][0]}" if images else ""
+        error = f"cannot read tar shard {path}{last}: {exc}"
+    refs = [ImageRef(f"{path.name}/{name}", member, jsons.get(stem)) for name, stem, member in images]
+    if error:
+        refs.append(ImageRef(f"{path.name}/...", Member(path), error=error))
+    return refs
